@@ -1,0 +1,196 @@
+"""Partners, their keys, wallet linkages, the portal's signing keys, the outbox."""
+
+from django.db import models
+from django.db.models import Q
+from django.utils.translation import gettext_lazy as _
+
+from insurance.models import Certificate, Citizen
+from payments.ids import new_public_id
+
+
+class PartnerKind(models.TextChoices):
+    WALLET = "wallet", _("Wallet")
+    SERVICE_PLATFORM = "service_platform", _("Service platform")
+
+
+class PartnerState(models.TextChoices):
+    ACTIVE = "active", _("Active")
+    SUSPENDED = "suspended", _("Suspended")
+
+
+class Partner(models.Model):
+    code = models.SlugField(_("code"), max_length=32, unique=True)
+    name = models.CharField(_("name"), max_length=64)
+    kind = models.CharField(_("kind"), max_length=24, choices=PartnerKind.choices)
+    state = models.CharField(_("state"), max_length=16, choices=PartnerState.choices, default=PartnerState.ACTIVE)
+    webhook_url = models.URLField(_("webhook URL"), max_length=500, blank=True)
+    deliveries_paused = models.BooleanField(_("deliveries paused"), default=False)
+    rate_limit_per_second = models.PositiveIntegerField(_("rate limit per second"), default=200)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["code"]
+        verbose_name = _("partner")
+        verbose_name_plural = _("partners")
+
+    def __str__(self) -> str:
+        return self.code
+
+
+class PartnerKeyState(models.TextChoices):
+    ACTIVE = "active", _("Active")
+    REVOKED = "revoked", _("Revoked")
+
+
+class PartnerKey(models.Model):
+    """A partner's Ed25519 public key for request signing (several for rotation)."""
+
+    partner = models.ForeignKey(Partner, on_delete=models.PROTECT, related_name="keys")
+    key_id = models.CharField(max_length=64, unique=True)
+    public_key = models.CharField(max_length=64)  # standard base64 of the 32 raw bytes
+    state = models.CharField(max_length=16, choices=PartnerKeyState.choices, default=PartnerKeyState.ACTIVE)
+    created_at = models.DateTimeField(auto_now_add=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+
+class PortalKeyState(models.TextChoices):
+    NEXT = "next", _("Next")
+    ACTIVE = "active", _("Active")
+    RETIRED = "retired", _("Retired")
+
+
+class PortalKey(models.Model):
+    """The portal's own Ed25519 signing keys; private halves encrypted at rest."""
+
+    key_id = models.CharField(max_length=64, unique=True)
+    public_key = models.CharField(max_length=64)
+    private_key_enc = models.BinaryField()
+    state = models.CharField(max_length=16, choices=PortalKeyState.choices)
+    created_at = models.DateTimeField(auto_now_add=True)
+    activated_at = models.DateTimeField(null=True, blank=True)
+    retired_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["state"], condition=Q(state="active"), name="one_active_portal_key"),
+            models.UniqueConstraint(fields=["state"], condition=Q(state="next"), name="one_next_portal_key"),
+        ]
+
+
+def _linkage_id() -> str:
+    return new_public_id("lnk")
+
+
+class LinkageState(models.TextChoices):
+    ACTIVE = "active", _("Active")
+    UNLINKED = "unlinked", _("Unlinked")
+
+
+class LinkageEndReason(models.TextChoices):
+    CITIZEN_REQUEST = "citizen_request", _("Citizen's request")
+    CLERK = "clerk", _("Ended by a clerk")
+    CERTIFICATE_REVOKED = "certificate_revoked", _("E-card revoked")
+    CITIZEN_STATUS = "citizen_status", _("Citizen deceased or moved out")
+
+
+class WalletLinkage(models.Model):
+    """A citizen's e-card activated in a partner's wallet."""
+
+    public_id = models.CharField(max_length=40, unique=True, default=_linkage_id, editable=False)
+    partner = models.ForeignKey(Partner, on_delete=models.PROTECT, related_name="linkages")
+    citizen = models.ForeignKey(Citizen, on_delete=models.PROTECT, related_name="linkages")
+    certificate = models.ForeignKey(Certificate, on_delete=models.PROTECT, related_name="linkages")
+    partner_user_ref = models.CharField(_("partner user reference"), max_length=128)
+    verification_reference = models.CharField(max_length=128, blank=True)
+    state = models.CharField(_("state"), max_length=16, choices=LinkageState.choices, default=LinkageState.ACTIVE)
+    end_reason = models.CharField(_("end reason"), max_length=24, choices=LinkageEndReason.choices, blank=True)
+    ended_by = models.CharField(max_length=150, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+    version = models.PositiveIntegerField(default=1)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["partner", "citizen"], condition=Q(state="active"), name="one_active_linkage_per_citizen_partner"),
+            models.UniqueConstraint(fields=["partner", "partner_user_ref"], condition=Q(state="active"), name="one_active_linkage_per_partner_user"),
+        ]
+
+    def __str__(self) -> str:
+        return self.public_id
+
+
+def _event_id() -> str:
+    return new_public_id("evt")
+
+
+class OutboxState(models.TextChoices):
+    PENDING = "pending", _("Pending")
+    DELIVERED = "delivered", _("Delivered")
+    DEAD = "dead", _("Dead")
+
+
+class OutboxEvent(models.Model):
+    """One event addressed to one partner, written in the business transaction.
+
+    `body` is the exact JSON the partner receives on every attempt and reads
+    from `GET /events`.
+    """
+
+    public_id = models.CharField(max_length=40, unique=True, default=_event_id, editable=False)
+    partner = models.ForeignKey(Partner, on_delete=models.PROTECT, related_name="events")
+    domain_event = models.ForeignKey("portal.DomainEvent", null=True, blank=True, on_delete=models.PROTECT)
+    type = models.CharField(max_length=48)
+    object_id = models.CharField(max_length=40)
+    body = models.TextField()
+    created_at = models.DateTimeField(db_index=True)
+    state = models.CharField(max_length=16, choices=OutboxState.choices, default=OutboxState.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    last_attempt_at = models.DateTimeField(null=True, blank=True)
+    last_status = models.PositiveIntegerField(null=True, blank=True)
+    last_error = models.CharField(max_length=300, blank=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["domain_event", "partner", "object_id", "type"], name="one_outbox_event_per_domain_event_partner_object"
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["next_attempt_at"], condition=Q(state="pending"), name="outbox_due"),
+            models.Index(fields=["partner", "state", "id"], name="outbox_partner_state"),
+        ]
+
+    def __str__(self) -> str:
+        return self.public_id
+
+
+class DeliveryAttempt(models.Model):
+    event = models.ForeignKey(OutboxEvent, on_delete=models.CASCADE, related_name="delivery_attempts")
+    number = models.PositiveIntegerField()
+    started_at = models.DateTimeField()
+    status_code = models.PositiveIntegerField(null=True, blank=True)
+    latency_ms = models.PositiveIntegerField(null=True, blank=True)
+    error = models.CharField(max_length=300, blank=True)
+    succeeded = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["-started_at", "-id"]
+
+
+class SandboxReceipt(models.Model):
+    """What the demo's sandbox webhook receiver got (the portal serves it to itself)."""
+
+    partner_code = models.CharField(max_length=32, db_index=True)
+    event_id = models.CharField(max_length=40)
+    event_type = models.CharField(max_length=48)
+    body = models.TextField()
+    signature_valid = models.BooleanField()
+    received_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-received_at", "-id"]

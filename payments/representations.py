@@ -1,0 +1,42 @@
+"""Objects as partners see them (PARTNER_API.md "Objects")."""
+
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from insurance.models import Certificate, Citizen
+from payments.models import WalletLinkage
+
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+
+
+def rfc3339(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    return value.astimezone(SHANGHAI).isoformat(timespec="seconds")
+
+
+def citizen_repr(citizen: Citizen) -> dict:
+    return {
+        "name_masked": citizen.name_masked,
+        "id_number_masked": citizen.id_number_masked,
+        "region_code": citizen.region_id,
+        "scheme": citizen.scheme,
+    }
+
+
+def certificate_repr(certificate: Certificate) -> dict:
+    return {"number": certificate.number, "state": certificate.state, "expires_at": rfc3339(certificate.expires_at)}
+
+
+def linkage_repr(linkage: WalletLinkage) -> dict:
+    return {
+        "id": linkage.public_id,
+        "partner_user_ref": linkage.partner_user_ref,
+        "state": linkage.state,
+        "end_reason": linkage.end_reason or None,
+        "certificate": certificate_repr(linkage.certificate),
+        "citizen": citizen_repr(linkage.citizen),
+        "created_at": rfc3339(linkage.created_at),
+        "ended_at": rfc3339(linkage.ended_at),
+        "version": linkage.version,
+    }

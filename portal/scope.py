@@ -1,0 +1,34 @@
+"""The one place that decides which regions a person may see.
+
+Every screen, search, export and API read starts from a queryset restricted
+here; an object outside the scope then answers 404 like a missing one.
+"""
+
+from django.db.models import QuerySet
+
+from portal.models import Region, Role
+
+
+def visible_region_codes(user) -> list[str] | None:
+    """Region codes the user may see, or None for every region."""
+    if not getattr(user, "is_authenticated", False) or not user.is_active:
+        return []
+    if user.role == Role.NATIONAL_OPERATOR:
+        return None
+    return list(user.regions.values_list("code", flat=True))
+
+
+def restrict_to_user_regions(queryset: QuerySet, user, region_field: str = "region") -> QuerySet:
+    codes = visible_region_codes(user)
+    if codes is None:
+        return queryset
+    return queryset.filter(**{f"{region_field}__in": codes})
+
+
+def regions_visible_to(user) -> QuerySet:
+    return restrict_to_user_regions(Region.objects.all(), user, region_field="code")
+
+
+def user_may_see_region(user, region_code: str) -> bool:
+    codes = visible_region_codes(user)
+    return codes is None or region_code in codes

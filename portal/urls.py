@@ -1,0 +1,15 @@
+from django.urls import include, path
+
+from portal import views
+
+urlpatterns = [
+    path("", views.home, name="home"),
+    path("healthz", views.healthz, name="healthz"),
+    path("accounts/", include("allauth.urls")),
+    path("i18n/", include("django.conf.urls.i18n")),
+    path("staff/", include("portal.staff_urls")),
+    path("citizens/", include("insurance.urls")),
+    path("partners/", include("payments.urls")),
+    path("sandbox/", include("payments.sandbox_urls")),
+    path("api/v1/", include("payments.api_urls")),
+]
