@@ -1,0 +1,85 @@
+# Shared by bin/run and bin/test: a virtual environment from requirements.txt, and the services.
+# shellcheck shell=bash
+
+PYTHON=${PYTHON:-python3}
+
+ensure_venv() {
+    local stamp=".venv/.requirements.sha256" want
+    want=$(sha256sum requirements.txt | cut -d' ' -f1)
+    if [ ! -x .venv/bin/python ]; then
+        echo "==> creating the virtual environment in .venv"
+        "$PYTHON" -m venv .venv
+    fi
+    if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+        echo "==> installing requirements.txt"
+        .venv/bin/python -m pip install --quiet --upgrade pip >/dev/null 2>&1 || true
+        .venv/bin/python -m pip install --quiet -r requirements.txt
+        echo "$want" > "$stamp"
+    fi
+}
+
+_have() { command -v "$1" >/dev/null 2>&1; }
+
+_apt_install() {
+    if [ "$(id -u)" = 0 ] && _have apt-get; then
+        echo "==> installing $* with apt-get"
+        apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+    else
+        return 1
+    fi
+}
+
+postgres_up() { .venv/bin/python - "$1" <<'PY' >/dev/null 2>&1
+import sys, psycopg
+psycopg.connect(sys.argv[1], connect_timeout=3).close()
+PY
+}
+
+ensure_postgres() {
+    local url="$1" admin_url="$2"
+    postgres_up "$admin_url" && return 0
+    echo "==> PostgreSQL is not answering; trying to start it"
+    if ! _have pg_ctlcluster; then
+        _apt_install postgresql || true
+    fi
+    if _have pg_ctlcluster; then
+        local version
+        version=$(ls /etc/postgresql 2>/dev/null | sort -V | tail -n 1)
+        if [ -n "$version" ]; then
+            pg_ctlcluster --skip-systemctl-redirect "$version" main start 2>/dev/null || true
+            # Trust local TCP connections for the tests (only on a machine where we installed it ourselves).
+            for _ in $(seq 1 30); do postgres_up "$admin_url" && return 0; sleep 1; done
+        fi
+    fi
+    postgres_up "$admin_url" && return 0
+    cat >&2 <<MSG
+PostgreSQL is not reachable at $admin_url.
+Start it (on Debian: pg_ctlcluster --skip-systemctl-redirect \$(ls /etc/postgresql) main start),
+or point TEST_DATABASE_URL at a PostgreSQL 15+ server whose user may create databases.
+MSG
+    return 1
+}
+
+redis_up() { .venv/bin/python - "$1" <<'PY' >/dev/null 2>&1
+import sys, redis
+redis.Redis.from_url(sys.argv[1], socket_connect_timeout=3).ping()
+PY
+}
+
+ensure_redis() {
+    local url="$1"
+    redis_up "$url" && return 0
+    echo "==> Redis is not answering; trying to start it"
+    _have redis-server || _apt_install redis-server || true
+    if _have redis-server; then
+        redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no >/dev/null 2>&1 \
+            || redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no >/dev/null 2>&1 || true
+        for _ in $(seq 1 20); do redis_up "$url" && return 0; sleep 0.5; done
+    fi
+    cat >&2 <<MSG
+Redis is not reachable at $url.
+Start it (redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no),
+or point TEST_REDIS_URL at a Redis 6+ server.
+MSG
+    return 1
+}
