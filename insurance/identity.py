@@ -17,7 +17,9 @@ from django.utils.translation import gettext_lazy as _
 
 _WEIGHTS = [pow(2, 17 - i, 11) for i in range(17)]
 _CHECK_CHARS = "10X98765432"
-_FORMAT = re.compile(r"^\d{17}[0-9X]$")
+# ASCII digits only: `\d` would accept full-width and other Unicode digits, and
+# `$` would accept a trailing newline.
+_FORMAT = re.compile(r"[0-9]{17}[0-9X]")
 EARLIEST_BIRTH_DATE = dt.date(1900, 1, 1)
 
 
@@ -54,7 +56,7 @@ def normalize(raw: str) -> str:
 def parse_identity_number(raw: str, *, today: dt.date | None = None) -> IdentityNumber:
     """Validate and parse; raises InvalidIdentityNumber with a stable code."""
     value = normalize(raw)
-    if not _FORMAT.match(value):
+    if not _FORMAT.fullmatch(value):
         raise InvalidIdentityNumber(
             "format", str(_("An identity number is 18 characters: 17 digits and a digit or X."))
         )

@@ -158,6 +158,13 @@ def citizen_update(*, actor: Actor, citizen: Citizen, name: str, phone: str, sch
             actor=actor, action="citizen.update", object_type="citizen", object_id=citizen.pk,
             region_code=citizen.region_id, before=before, after=after,
         )
+    partner_view = ("name_masked", "scheme")  # what partners see of a citizen changes their objects' version
+    if any(before[key] != after[key] for key in partner_view):
+        domain_events.record(
+            type="citizen.updated", aggregate_type="citizen", aggregate_id=str(citizen.pk),
+            region_code=citizen.region_id, data={"citizen_id": citizen.pk, "changed": [
+                key for key in partner_view if before[key] != after[key]]},
+        )
     return citizen
 
 

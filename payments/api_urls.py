@@ -1,3 +1,7 @@
-from django.urls import path  # noqa: F401
+from django.urls import path
 
-urlpatterns: list = []
+from payments import api
+
+urlpatterns = [
+    path("keys", api.KeysListApi.as_view(), name="api-keys"),
+]

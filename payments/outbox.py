@@ -96,5 +96,15 @@ def end_linkage(linkage: WalletLinkage, *, reason: str, ended_by: str, domain_ev
     enqueue(partner=linkage.partner, type="linkage.unlinked", obj=linkage_repr(linkage), domain_event=domain_event)
 
 
+def _on_citizen_updated(event: DomainEvent) -> None:
+    """The embedded Citizen changed (masked name or scheme): the linkages' `version`
+    grows (PARTNER_API.md "Objects"); there is no event type for it, so none is sent."""
+    for linkage in WalletLinkage.objects.select_for_update().filter(
+        state=LinkageState.ACTIVE, citizen_id=event.data["citizen_id"]
+    ).order_by("id"):
+        _bump(linkage, [])
+
+
 def register_handlers() -> None:
     domain_events.subscribe("certificate.", _on_certificate_event)
+    domain_events.subscribe("citizen.updated", _on_citizen_updated)

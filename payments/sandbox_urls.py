@@ -1,3 +1,7 @@
-from django.urls import path  # noqa: F401
+from django.urls import path
 
-urlpatterns: list = []
+from payments import sandbox
+
+urlpatterns = [
+    path("webhooks/<slug:partner_code>", sandbox.sandbox_webhook, name="sandbox-webhook"),
+]

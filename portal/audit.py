@@ -52,6 +52,12 @@ def compute_hash(prev_hash: str, event: AuditEvent) -> str:
     return hmac.new(settings.ECARD_AUDIT_HMAC_KEY, message, hashlib.sha256).hexdigest()
 
 
+def _stored_ip(ip: str | None) -> str | None:
+    """The address as the database will give it back (IPv6 compressed, lower case),
+    so that the hash computed now matches the row read later."""
+    return AuditEvent._meta.get_field("source_ip").get_prep_value(ip or None)
+
+
 def audit_record(
     *,
     actor: Actor,
@@ -82,7 +88,7 @@ def audit_record(
         before=before,
         after=after,
         reason=reason[:256],
-        source_ip=actor.ip,
+        source_ip=_stored_ip(actor.ip),
         prev_hash=head.last_hash,
     )
     # Round-trip the JSON so that what we hash is what the database gives back.
@@ -106,29 +112,50 @@ class ChainProblem:
 
 
 def verify_chain(batch_size: int = 5000) -> list[ChainProblem]:
-    """Recompute the whole chain; an empty list means it is intact."""
+    """Recompute the whole chain; an empty list means it is intact.
+
+    The head is read first, so rows appended while we verify are not taken
+    for an attack: they are checked like the others, and the head is compared
+    with the row it named when we read it.
+    """
     problems: list[ChainProblem] = []
+    head = AuditChainHead.objects.filter(id=1).first()
+    head_seq = head.last_seq if head is not None else 0
+    hash_at_head: str | None = None
     expected_seq = 1
     prev_hash = GENESIS
     last_seen = 0
+    # No lower bound on the first batch: a row slipped in with a sequence
+    # number of 0 or less must be seen too.
+    cursor_seq: int | None = None
     while True:
-        rows = list(AuditEvent.objects.filter(seq__gt=last_seen).order_by("seq")[:batch_size])
+        queryset = AuditEvent.objects.order_by("seq")
+        if cursor_seq is not None:
+            queryset = queryset.filter(seq__gt=cursor_seq)
+        rows = list(queryset[:batch_size])
         if not rows:
             break
         for event in rows:
+            cursor_seq = event.seq
+            if event.seq < expected_seq:
+                problems.append(ChainProblem(event.seq, "sequence number before the first row (inserted)"))
+                continue
             if event.seq != expected_seq:
-                problems.append(ChainProblem(expected_seq, f"rows {expected_seq} to {event.seq - 1} are missing"))
+                problems.append(ChainProblem(expected_seq, f"rows {expected_seq} to {event.seq - 1} are missing (deleted)"))
             if event.prev_hash != prev_hash:
                 problems.append(ChainProblem(event.seq, "does not follow the row before it (inserted or reordered)"))
             if compute_hash(event.prev_hash, event) != event.hash:
-                problems.append(ChainProblem(event.seq, "content does not match its hash (edited)"))
+                problems.append(ChainProblem(event.seq, "content does not match its hash (edited or forged)"))
             prev_hash = event.hash
             expected_seq = event.seq + 1
             last_seen = event.seq
-    head = AuditChainHead.objects.filter(id=1).first()
-    if head is not None and head.last_seq != 0:
-        if head.last_seq != last_seen:
-            problems.append(ChainProblem(head.last_seq, f"chain ends at {last_seen} but the head says {head.last_seq} (rows deleted at the end)"))
-        elif head.last_hash != prev_hash:
-            problems.append(ChainProblem(head.last_seq, "last row does not match the chain head"))
+            if event.seq == head_seq:
+                hash_at_head = event.hash
+    if head is None:
+        if last_seen:
+            problems.append(ChainProblem(last_seen, "the chain head row is missing"))
+    elif head_seq > last_seen:
+        problems.append(ChainProblem(head_seq, f"chain ends at {last_seen} but the head says {head_seq} (rows deleted at the end)"))
+    elif head_seq and hash_at_head != head.last_hash:
+        problems.append(ChainProblem(head_seq, "the row the chain head names does not match it"))
     return problems

@@ -118,13 +118,14 @@ if REDIS_URL:
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
     _broker_dir = VAR_DIR / "broker"
-    for _sub in ("out", "processed"):
+    for _sub in ("out", "processed", "control"):
         (_broker_dir / _sub).mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_URL = "filesystem://"
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_broker_dir / "out"),
         "data_folder_out": str(_broker_dir / "out"),
         "processed_folder": str(_broker_dir / "processed"),
+        "control_folder": str(_broker_dir / "control"),
         "store_processed": False,
     }
 
@@ -261,6 +262,15 @@ ECARD_WEBHOOK_TIMEOUT_SECONDS = env_int("ECARD_WEBHOOK_TIMEOUT_SECONDS", 10)
 # How long a claimed delivery is leased to one worker before another may take it over.
 ECARD_DELIVERY_LEASE_SECONDS = env_int("ECARD_DELIVERY_LEASE_SECONDS", 30)
 ECARD_WEBHOOK_REQUIRE_HTTPS = env_bool("ECARD_WEBHOOK_REQUIRE_HTTPS", False)
+# Seconds before each retry of a failed delivery (PARTNER_API.md "Webhooks"); tests shorten it.
+_retry_schedule = env_list("ECARD_DELIVERY_RETRY_SCHEDULE", [])
+if _retry_schedule and not all(item.isdigit() for item in _retry_schedule):
+    raise ImproperlyConfigured("ECARD_DELIVERY_RETRY_SCHEDULE must be comma-separated whole seconds")
+ECARD_DELIVERY_RETRY_SCHEDULE = [int(item) for item in _retry_schedule] or [
+    15, 15, 30, 180, 600, 1200, 1800, 1800, 1800, 3600, 10800, 10800, 10800, 21600, 21600,
+]
+# Events claimed at once by one sweep (and delivered concurrently by as many threads).
+ECARD_DELIVERY_BATCH_SIZE = env_int("ECARD_DELIVERY_BATCH_SIZE", 32)
 # Base URL the portal itself is reached at (the demo's sandbox partners post here).
 ECARD_PUBLIC_BASE_URL = env_str("ECARD_PUBLIC_BASE_URL", "http://127.0.0.1:8000")
 

@@ -1,6 +1,16 @@
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.shortcuts import redirect
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import redirect, render
+from django.utils.translation import gettext as _
+
+from portal import services
+from portal.actors import Actor
+from portal.errors import DomainError
+from portal.forms import StaffCreateForm, StaffDeactivateForm
+from portal.models import User
+from portal.screens import add_domain_error, paginate, staff_manager_required, two_step
+from portal.selectors import staff_visible_to
 
 
 @login_required
@@ -10,3 +20,52 @@ def home(request: HttpRequest) -> HttpResponse:
 
 def healthz(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"ok": True})
+
+
+def _get_staff_for_user(user, pk: int) -> User:
+    try:
+        return staff_visible_to(user).get(pk=pk)
+    except User.DoesNotExist as exc:
+        raise Http404 from exc
+
+
+@staff_manager_required
+def staff_list(request: HttpRequest) -> HttpResponse:
+    page = paginate(request, staff_visible_to(request.user))
+    return render(request, "portal/staff_list.html", {"page": page})
+
+
+@staff_manager_required
+def staff_create(request: HttpRequest) -> HttpResponse:
+    form = StaffCreateForm(request.POST or None, manager=request.user)
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        try:
+            user = services.staff_create(
+                actor=Actor.for_request(request), manager=request.user, username=data["username"],
+                email=data["email"], role=data["role"], regions=data["regions"], password=data["password"],
+            )
+        except DomainError as error:
+            add_domain_error(form, error)
+        else:
+            messages.success(request, _("The account %(username)s has been created.") % {"username": user.username})
+            return redirect("staff_list")
+    return render(request, "portal/staff_form.html", {"form": form})
+
+
+@staff_manager_required
+def staff_deactivate(request: HttpRequest, pk: int) -> HttpResponse:
+    member = _get_staff_for_user(request.user, pk)
+    if not member.is_active:
+        messages.error(request, _("This account is already deactivated."))
+        return redirect("staff_list")
+    form = StaffDeactivateForm(request.POST or None)
+
+    def perform(data: dict) -> HttpResponse:
+        services.staff_deactivate(actor=Actor.for_request(request), manager=request.user, user=member,
+                                  reason=data["reason"])
+        messages.success(request, _("The account %(username)s has been deactivated.") % {"username": member.username})
+        return redirect("staff_list")
+
+    return two_step(request, form=form, template="portal/staff_deactivate.html", perform=perform,
+                    context={"member": member})

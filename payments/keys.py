@@ -1,0 +1,153 @@
+"""The portal's own Ed25519 signing keys: rotation, encryption at rest, the current key.
+
+Private halves are stored as `version (1 byte) | nonce (12) | AES-GCM(raw key)`
+under `settings.ECARD_SIGNING_KEY_ENCRYPTION_KEYS` (highest version encrypts,
+every version decrypts), with the key id bound as associated data so that a
+ciphertext cannot be moved to another row.
+"""
+
+import os
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+
+from payments import signing
+from payments.models import PortalKey, PortalKeyState
+from portal.actors import Actor
+from portal.audit import audit_record
+from portal.errors import DomainError
+
+# How long a process keeps the active key before reading it again: rotation is noticed within this.
+CACHE_SECONDS = float(getattr(settings, "ECARD_SIGNING_KEY_CACHE_SECONDS", 5))
+
+
+def _aad(key_id: str) -> bytes:
+    return f"portal_key:{key_id}".encode()
+
+
+def encrypt_private_key(raw: bytes, *, key_id: str) -> bytes:
+    keys = settings.ECARD_SIGNING_KEY_ENCRYPTION_KEYS
+    version = max(keys)
+    nonce = os.urandom(12)
+    return bytes([version]) + nonce + AESGCM(keys[version]).encrypt(nonce, raw, _aad(key_id))
+
+
+def decrypt_private_key(blob: bytes | memoryview, *, key_id: str) -> bytes:
+    data = bytes(blob)
+    key = settings.ECARD_SIGNING_KEY_ENCRYPTION_KEYS[data[0]]
+    return AESGCM(key).decrypt(data[1:13], data[13:], _aad(key_id))
+
+
+def _new_key_id() -> str:
+    return f"ecard_{timezone.now():%Y%m%d}_{secrets.token_hex(6)}"
+
+
+def _key_audit(key: PortalKey) -> dict:
+    return {"key_id": key.key_id, "state": key.state, "public_key": key.public_key}
+
+
+# --- Services --------------------------------------------------------------
+
+
+@transaction.atomic
+def portal_key_create(*, actor: Actor) -> PortalKey:
+    """The first key becomes `active`; after that a new key is `next` (at most one)."""
+    # Serialise rotations: lock every existing key row (there are few).
+    existing = list(PortalKey.objects.select_for_update().all())
+    if any(k.state == PortalKeyState.NEXT for k in existing):
+        raise DomainError("next_key_exists", _("A next key already exists: activate it first."))
+    has_active = any(k.state == PortalKeyState.ACTIVE for k in existing)
+    private = signing.generate_private_key()
+    key_id = _new_key_id()
+    now = timezone.now()
+    key = PortalKey(
+        key_id=key_id,
+        public_key=signing.public_key_b64(private),
+        private_key_enc=encrypt_private_key(signing.private_key_to_raw(private), key_id=key_id),
+        state=PortalKeyState.NEXT if has_active else PortalKeyState.ACTIVE,
+        activated_at=None if has_active else now,
+    )
+    key.save(force_insert=True)
+    audit_record(actor=actor, action="portal_key.create", object_type="portal_key", object_id=key.key_id,
+                 after=_key_audit(key))
+    return key
+
+
+@transaction.atomic
+def portal_key_activate_next(*, actor: Actor) -> PortalKey:
+    """`next` becomes `active`; the old active key is `retired` (and stays listed)."""
+    keys = list(PortalKey.objects.select_for_update().all())
+    nxt = next((k for k in keys if k.state == PortalKeyState.NEXT), None)
+    if nxt is None:
+        raise DomainError("no_next_key", _("There is no next key to activate: rotate first."))
+    now = timezone.now()
+    for old in keys:
+        if old.state == PortalKeyState.ACTIVE:
+            before = _key_audit(old)
+            old.state = PortalKeyState.RETIRED
+            old.retired_at = now
+            old.save(update_fields=["state", "retired_at"])
+            audit_record(actor=actor, action="portal_key.retire", object_type="portal_key", object_id=old.key_id,
+                         before=before, after=_key_audit(old))
+    before = _key_audit(nxt)
+    nxt.state = PortalKeyState.ACTIVE
+    nxt.activated_at = now
+    nxt.save(update_fields=["state", "activated_at"])
+    audit_record(actor=actor, action="portal_key.activate", object_type="portal_key", object_id=nxt.key_id,
+                 before=before, after=_key_audit(nxt))
+    _forget_cached_key()
+    return nxt
+
+
+# --- Selectors -------------------------------------------------------------
+
+
+def published_keys() -> list[PortalKey]:
+    """Every key partners may meet: next, active and retired, oldest first."""
+    return list(PortalKey.objects.order_by("created_at", "id"))
+
+
+def public_key_for(key_id: str) -> str | None:
+    row = PortalKey.objects.filter(key_id=key_id).values_list("public_key", flat=True).first()
+    return row
+
+
+@dataclass(frozen=True)
+class SigningKey:
+    key_id: str
+    private_key: Ed25519PrivateKey
+
+
+_cache_lock = threading.Lock()
+_cached: tuple[float, SigningKey] | None = None
+
+
+def _forget_cached_key() -> None:
+    global _cached
+    with _cache_lock:
+        _cached = None
+
+
+def current_signing_key() -> SigningKey:
+    """The active key, cached per process for a few seconds (rotation is noticed within CACHE_SECONDS)."""
+    global _cached
+    now = time.monotonic()
+    cached = _cached
+    if cached is not None and cached[0] > now:
+        return cached[1]
+    row = PortalKey.objects.filter(state=PortalKeyState.ACTIVE).first()
+    if row is None:
+        raise DomainError("no_signing_key", _("The portal has no active signing key: run rotate_portal_key."),
+                          status=503)
+    key = SigningKey(row.key_id, signing.private_key_from_raw(decrypt_private_key(row.private_key_enc, key_id=row.key_id)))
+    with _cache_lock:
+        _cached = (now + CACHE_SECONDS, key)
+    return key

@@ -1,0 +1,76 @@
+"""Wallet linkage screens for clerks, and the sandbox receipts page."""
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.utils.translation import gettext as _
+
+from insurance.models import Citizen
+from insurance.selectors import citizens_visible_to
+from payments import selectors, services
+from payments.forms import LinkageCreateForm, LinkageUnlinkForm
+from payments.models import LinkageEndReason, LinkageState, WalletLinkage
+from portal.actors import Actor
+from portal.errors import DomainError
+from portal.models import Role
+from portal.screens import add_domain_error, paginate, require_citizen_writer, two_step
+
+
+def _get_citizen_for_user(user, pk: int) -> Citizen:
+    try:
+        return citizens_visible_to(user).get(pk=pk)
+    except Citizen.DoesNotExist as exc:
+        raise Http404 from exc
+
+
+def _get_linkage_for_user(user, public_id: str) -> WalletLinkage:
+    try:
+        return selectors.linkages_visible_to(user).get(public_id=public_id)
+    except WalletLinkage.DoesNotExist as exc:
+        raise Http404 from exc
+
+
+@login_required
+def linkage_create(request: HttpRequest, citizen_pk: int) -> HttpResponse:
+    citizen = _get_citizen_for_user(request.user, citizen_pk)
+    require_citizen_writer(request.user)
+    form = LinkageCreateForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            services.linkage_create(actor=Actor.for_request(request), partner=form.cleaned_data["partner"],
+                                    citizen=citizen, partner_user_ref=form.cleaned_data["partner_user_ref"])
+        except DomainError as error:
+            add_domain_error(form, error)
+        else:
+            messages.success(request, _("The wallet linkage has been recorded."))
+            return redirect("citizen_detail", pk=citizen.pk)
+    return render(request, "payments/linkage_create.html", {"citizen": citizen, "form": form})
+
+
+@login_required
+def linkage_unlink(request: HttpRequest, public_id: str) -> HttpResponse:
+    linkage = _get_linkage_for_user(request.user, public_id)
+    require_citizen_writer(request.user)
+    if linkage.state != LinkageState.ACTIVE:
+        messages.error(request, _("This wallet linkage has already ended."))
+        return redirect("citizen_detail", pk=linkage.citizen_id)
+    form = LinkageUnlinkForm(request.POST or None)
+
+    def perform(data: dict) -> HttpResponse:
+        services.linkage_unlink(actor=Actor.for_request(request), linkage=linkage, reason=LinkageEndReason.CLERK,
+                                note=data["note"])
+        messages.success(request, _("The wallet linkage has been ended."))
+        return redirect("citizen_detail", pk=linkage.citizen_id)
+
+    return two_step(request, form=form, template="payments/linkage_unlink.html", perform=perform,
+                    context={"linkage": linkage, "citizen": linkage.citizen})
+
+
+@login_required
+def sandbox_receipts(request: HttpRequest) -> HttpResponse:
+    if request.user.role not in {Role.NATIONAL_OPERATOR, Role.REGION_ADMIN}:
+        raise PermissionDenied
+    page = paginate(request, selectors.sandbox_receipts(), per_page=50)
+    return render(request, "payments/sandbox_receipts.html", {"page": page})

@@ -1,0 +1,491 @@
+"""Demo data: regions, citizens with e-cards in every state, the two wallet
+partners with their signing keys, linkages, the portal key and one user per role.
+
+Everything about citizens, e-cards and linkages goes through the services, so
+that the audit chain, the e-card history and the partners' outbox look
+exactly as they would after real use. The data is planned from a fixed random
+seed, so two runs plan the same citizens; a run that was interrupted resumes
+where it stopped, and a completed run is marked by a `demo.seeded` audit event
+so that the next run does nothing.
+"""
+
+import base64
+import datetime as dt
+import hashlib
+import os
+import random
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from django.conf import settings
+from django.contrib.auth.password_validation import validate_password
+from django.core.exceptions import ValidationError
+from django.core.management import call_command, get_commands
+from django.db import transaction
+from django.utils import timezone
+
+from insurance import services as insurance_services
+from insurance.identity import make_identity_number
+from insurance.models import ID_NUMBER_PURPOSE, Certificate, Citizen, CitizenStatus, Scheme
+from payments import services as payment_services
+from payments.models import (
+    LinkageEndReason,
+    Partner,
+    PartnerKey,
+    PartnerKind,
+    PortalKey,
+    PortalKeyState,
+    WalletLinkage,
+)
+from portal.actors import Actor
+from portal.audit import audit_record
+from portal.crypto import blind_index_candidates
+from portal.models import AuditEvent, Region, Role, User
+
+DEMO_SEED = 20191124  # the pilot's start date: the same plan on every machine
+DEFAULT_DEMO_PASSWORD = "ecard-demo-2019"
+SEEDED_ACTION = "demo.seeded"
+Output = Callable[[str], None]
+
+PILOT_REGIONS: dict[str, tuple[str, str]] = {
+    "130000": ("河北省", "Hebei"),
+    "220000": ("吉林省", "Jilin"),
+    "230000": ("黑龙江省", "Heilongjiang"),
+    "310000": ("上海市", "Shanghai"),
+    "350000": ("福建省", "Fujian"),
+    "370000": ("山东省", "Shandong"),
+    "440000": ("广东省", "Guangdong"),
+}
+PILOT_START = dt.date(2019, 11, 24)
+
+# Real GB/T 2260 districts inside each pilot province, for identity numbers.
+DISTRICTS: dict[str, tuple[str, ...]] = {
+    "130000": ("130102", "130104", "130202", "130203", "130302", "130602"),  # Shijiazhuang, Tangshan, Qinhuangdao, Baoding
+    "220000": ("220102", "220103", "220104", "220202", "220204"),  # Changchun, Jilin city
+    "230000": ("230102", "230103", "230104", "230202", "230602"),  # Harbin, Qiqihar, Daqing
+    "310000": ("310101", "310104", "310105", "310106", "310107", "310110", "310115"),  # Shanghai districts
+    "350000": ("350102", "350103", "350203", "350206", "350503"),  # Fuzhou, Xiamen, Quanzhou
+    "370000": ("370102", "370103", "370202", "370203", "370602"),  # Jinan, Qingdao, Yantai
+    "440000": ("440103", "440104", "440106", "440303", "440304", "440305"),  # Guangzhou, Shenzhen
+}
+# Roughly the provinces' relative populations, Shanghai raised so its staff see plenty.
+REGION_WEIGHTS: dict[str, int] = {
+    "130000": 14, "220000": 8, "230000": 10, "310000": 16, "350000": 12, "370000": 18, "440000": 22,
+}
+
+SURNAMES = (
+    "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢宋唐许韩冯邓曹彭曾肖田董袁潘于蒋蔡余杜叶程苏魏吕丁任沈"
+    "姚卢姜崔钟谭陆汪范金石廖贾夏韦付方白邹孟熊秦邱江尹薛闫段雷侯龙史陶黎贺顾毛郝龚邵万钱严覃武戴莫孔向汤"
+)
+COMPOUND_SURNAMES = ("欧阳", "司马", "诸葛", "上官")
+MALE_GIVEN = "伟强磊军勇杰涛斌超明刚平辉鹏华飞鑫波宇浩凯健俊帆帅旭宁龙林欢阳建国志文博昊然睿轩"
+FEMALE_GIVEN = "芳娜敏静丽艳娟霞秀玲桂英红梅琳颖洁婷雪慧倩佳欣悦怡晶燕萍媛蕾薇琪涵萱璐瑶"
+PHONE_PREFIXES = ("130", "131", "132", "135", "136", "137", "138", "139", "150", "151", "152", "158", "159",
+                  "177", "180", "181", "186", "187", "188", "189", "199")
+
+# What happens to each citizen's e-card(s), with its weight out of 100.
+STORIES: dict[str, int] = {
+    "no_card": 4,
+    "pending": 13,
+    "pending_revoked": 2,
+    "active": 42,
+    "active_unlinked": 5,
+    "suspended": 6,
+    "revoked": 4,
+    "expired": 4,
+    "expired_reissued": 2,
+    "reissued": 8,
+    "suspended_reissued": 2,
+    "moved_out": 4,
+    "deceased": 4,
+}
+# Age bands (inclusive) and their weights: many over 60, some over 80.
+AGE_BANDS: tuple[tuple[int, int, int], ...] = ((0, 17, 14), (18, 39, 26), (40, 59, 28), (60, 79, 23), (80, 99, 9))
+
+PARTNERS: tuple[tuple[str, str], ...] = (
+    ("wechat_pay", "微信支付 / WeChat Pay"),
+    ("alipay", "支付宝 / Alipay"),
+)
+
+
+# --- The plan (pure data, deterministic) -------------------------------------
+
+
+@dataclass(frozen=True)
+class CitizenPlan:
+    id_number: str
+    name: str
+    phone: str
+    region_code: str
+    scheme: str
+    story: str
+    partners: tuple[str, ...]
+    partner_refs: dict[str, str] = field(default_factory=dict, hash=False)
+    reissues: int = 1
+
+
+def _weighted(rng: random.Random, table: dict[str, int]) -> str:
+    return rng.choices(list(table), weights=list(table.values()))[0]
+
+
+def _birth_date(rng: random.Random, today: dt.date, low: int, high: int) -> dt.date:
+    age = rng.randint(low, high)
+    return today - dt.timedelta(days=int(age * 365.25) + rng.randint(0, 364))
+
+
+def _name(rng: random.Random, male: bool) -> str:
+    surname = rng.choice(COMPOUND_SURNAMES) if rng.random() < 0.02 else rng.choice(SURNAMES)
+    pool = MALE_GIVEN if male else FEMALE_GIVEN
+    given = rng.choice(pool) + (rng.choice(pool) if rng.random() < 0.7 else "")
+    return surname + given
+
+
+def _partner_ref(rng: random.Random, code: str) -> str:
+    if code == "wechat_pay":  # an openid-like reference
+        alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+        return "o" + "".join(rng.choice(alphabet) for _ in range(27))
+    return "2088" + "".join(rng.choice("0123456789") for _ in range(12))  # an Alipay user id
+
+
+def plan_citizens(count: int, *, seed: int = DEMO_SEED, today: dt.date | None = None) -> list[CitizenPlan]:
+    """`count` citizens; the first ones cycle through every story so that a small demo has them all."""
+    rng = random.Random(seed)
+    today = today or timezone.localdate()
+    story_names = list(STORIES)
+    taken: set[str] = set()
+    plans: list[CitizenPlan] = []
+    for index in range(count):
+        story = story_names[index] if index < len(story_names) else _weighted(rng, STORIES)
+        region_code = rng.choices(list(REGION_WEIGHTS), weights=list(REGION_WEIGHTS.values()))[0]
+        if story == "deceased":
+            low, high = 70, 99
+        else:
+            low, high, _ = rng.choices(AGE_BANDS, weights=[band[2] for band in AGE_BANDS])[0]
+        birth = _birth_date(rng, today, low, high)
+        male = rng.random() < 0.5
+        while True:
+            sequence = rng.randrange(0, 1000, 2) + (1 if male else 0)
+            id_number = make_identity_number(rng.choice(DISTRICTS[region_code]), birth, sequence)
+            if id_number not in taken:
+                taken.add(id_number)
+                break
+        age = today.year - birth.year
+        if age < 18:
+            scheme = Scheme.RESIDENT
+        elif age < 60:
+            scheme = Scheme.EMPLOYEE if rng.random() < 0.62 else Scheme.RESIDENT
+        else:
+            scheme = Scheme.EMPLOYEE if rng.random() < 0.45 else Scheme.RESIDENT
+        # Young children and some of the very old have no phone of their own.
+        no_phone = (age < 12 and rng.random() < 0.8) or (age >= 80 and rng.random() < 0.3)
+        phone = "" if no_phone else rng.choice(PHONE_PREFIXES) + f"{rng.randrange(10**8):08d}"
+        draw = rng.random()
+        partners = ("wechat_pay",) if draw < 0.55 else ("alipay",) if draw < 0.75 else ("wechat_pay", "alipay")
+        plans.append(
+            CitizenPlan(
+                id_number=id_number, name=_name(rng, male), phone=phone, region_code=region_code,
+                scheme=str(scheme), story=story, partners=partners,
+                partner_refs={code: _partner_ref(rng, code) for code in partners},
+                reissues=2 if story == "reissued" and rng.random() < 0.35 else 1,
+            )
+        )
+    return plans
+
+
+# --- Steps --------------------------------------------------------------------
+
+
+def ensure_regions() -> dict[str, Region]:
+    """The pilot regions (migration portal/0002 loads them; a flushed database may not have them)."""
+    for code, (name_zh, name_en) in PILOT_REGIONS.items():
+        Region.objects.get_or_create(code=code, defaults={"name_zh": name_zh, "name_en": name_en, "pilot_start": PILOT_START})
+    return {region.code: region for region in Region.objects.filter(code__in=PILOT_REGIONS)}
+
+
+@dataclass
+class PartnerResult:
+    code: str
+    key_id: str
+    pem_path: Path
+    created: bool
+
+
+def _key_id(code: str, public_raw: bytes) -> str:
+    return f"{code}-demo-{hashlib.sha256(public_raw).hexdigest()[:12]}"
+
+
+def _load_or_create_private_key(pem_path: Path) -> Ed25519PrivateKey:
+    """Reuse the PEM from an earlier seed (so a partner's sandbox keeps working), else make one."""
+    if pem_path.exists():
+        key = serialization.load_pem_private_key(pem_path.read_bytes(), password=None)
+        if isinstance(key, Ed25519PrivateKey):
+            return key
+    key = Ed25519PrivateKey.generate()
+    pem_path.parent.mkdir(parents=True, exist_ok=True)
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    fd = os.open(pem_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(pem)
+    return key
+
+
+def ensure_partners(actor: Actor, key_dir: Path) -> list[PartnerResult]:
+    """The two wallets, each with an Ed25519 key whose private half is written to `key_dir`.
+
+    Rows are written directly: there is no partner service yet (the operators'
+    `create_partner` command is the other way in); the audit event is ours.
+    """
+    results: list[PartnerResult] = []
+    base = settings.ECARD_PUBLIC_BASE_URL.rstrip("/")
+    for code, name in PARTNERS:
+        pem_path = key_dir / f"{code}.pem"
+        with transaction.atomic():
+            partner = Partner.objects.filter(code=code).first()
+            if partner is not None:
+                key = partner.keys.filter(state="active").order_by("id").first()
+                results.append(PartnerResult(code, key.key_id if key else "(no active key)", pem_path, created=False))
+                continue
+            partner = Partner.objects.create(
+                code=code, name=name, kind=PartnerKind.WALLET, webhook_url=f"{base}/sandbox/webhooks/{code}"
+            )
+            private_key = _load_or_create_private_key(pem_path)
+            public_raw = private_key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+            key = PartnerKey.objects.create(
+                partner=partner, key_id=_key_id(code, public_raw), public_key=base64.b64encode(public_raw).decode()
+            )
+            audit_record(
+                actor=actor, action="partner.create", object_type="partner", object_id=code,
+                after={"code": code, "kind": partner.kind, "webhook_url": partner.webhook_url, "key_id": key.key_id},
+            )
+            results.append(PartnerResult(code, key.key_id, pem_path, created=True))
+    return results
+
+
+def ensure_portal_key(out: Output) -> bool:
+    """Create the portal's first signing key through `rotate_portal_key`; True if one was made."""
+    if PortalKey.objects.filter(state=PortalKeyState.ACTIVE).exists():
+        return False
+    if "rotate_portal_key" not in get_commands():
+        out("WARNING: the rotate_portal_key command is not available, so no portal signing key was created; "
+            "webhooks and API responses cannot be signed until `python manage.py rotate_portal_key` has run.")
+        return False
+    call_command("rotate_portal_key")
+    return True
+
+
+@dataclass(frozen=True)
+class DemoUser:
+    username: str
+    role: str
+    region_codes: tuple[str, ...]
+    label: str
+
+
+DEMO_USERS: tuple[DemoUser, ...] = (
+    DemoUser("operator", Role.NATIONAL_OPERATOR, tuple(PILOT_REGIONS), "national operator, all regions"),
+    DemoUser("admin", Role.REGION_ADMIN, ("310000",), "region administrator, 310000 上海"),
+    DemoUser("clerk", Role.CLERK, ("310000",), "clerk, 310000 上海"),
+    DemoUser("auditor", Role.AUDITOR, ("310000",), "auditor, 310000 上海"),
+    DemoUser("clerk_gd", Role.CLERK, ("440000",), "clerk, 440000 广东"),
+)
+
+
+def demo_password() -> str:
+    """ECARD_DEMO_PASSWORD or the fixed demo default; refused if the password rules would refuse it."""
+    password = os.environ.get("ECARD_DEMO_PASSWORD") or DEFAULT_DEMO_PASSWORD
+    try:
+        validate_password(password)
+    except ValidationError as exc:
+        raise ValueError("ECARD_DEMO_PASSWORD is too weak: " + " ".join(exc.messages)) from exc
+    return password
+
+
+def ensure_users(actor: Actor, regions: dict[str, Region], password: str) -> list[tuple[DemoUser, bool]]:
+    """One staff member per role; an existing account is left as it is (password included)."""
+    results: list[tuple[DemoUser, bool]] = []
+    for spec in DEMO_USERS:
+        with transaction.atomic():
+            if User.objects.filter(username=spec.username).exists():
+                results.append((spec, False))
+                continue
+            user = User.objects.create_user(
+                username=spec.username, email=f"{spec.username}@demo.ecard.example.cn", password=password, role=spec.role
+            )
+            user.regions.set([regions[code] for code in spec.region_codes])
+            audit_record(
+                actor=actor, action="staff.create", object_type="user", object_id=user.pk,
+                region_code=spec.region_codes[0] if len(spec.region_codes) == 1 else "",
+                after={"username": user.username, "role": user.role, "regions": list(spec.region_codes)},
+            )
+            results.append((spec, True))
+    return results
+
+
+# --- Citizens and their e-cards ----------------------------------------------
+
+
+def _link(actor: Actor, plan: CitizenPlan, citizen: Citizen, partners: dict[str, Partner]) -> Certificate:
+    """Link the card to the planned wallets (the first linkage activates it); returns the card."""
+    linkage = None
+    for code in plan.partners:
+        linkage = payment_services.linkage_create(
+            actor=actor, partner=partners[code], citizen=citizen, partner_user_ref=plan.partner_refs[code],
+            verification_reference=f"demo-verify-{code}",
+        )
+    assert linkage is not None  # every plan has at least one partner
+    return linkage.certificate
+
+
+def _expire(actor: Actor, certificate: Certificate, rng: random.Random) -> Certificate:
+    # Only the demo does this: it moves the validity end into the past so that the
+    # expiry service has a card to expire today. Nothing else writes expires_at.
+    past = timezone.now() - dt.timedelta(days=rng.randint(1, 90))
+    Certificate.objects.filter(pk=certificate.pk).update(expires_at=past)
+    return insurance_services.certificate_expire(actor=actor, certificate=certificate)
+
+
+def seed_citizen(plan: CitizenPlan, *, actor: Actor, regions: dict[str, Region], partners: dict[str, Partner],
+                 rng: random.Random) -> Citizen:
+    """Register one citizen and play their story through the services, in one transaction."""
+    with transaction.atomic():
+        citizen = insurance_services.citizen_register(
+            actor=actor, id_number=plan.id_number, name=plan.name, phone=plan.phone,
+            region=regions[plan.region_code], scheme=plan.scheme,
+        )
+        story = plan.story
+        if story == "no_card":
+            return citizen
+        card = insurance_services.certificate_issue(actor=actor, citizen=citizen, reason="参保登记，发放电子凭证")
+        if story == "pending":
+            return citizen
+        if story == "pending_revoked":
+            insurance_services.certificate_revoke(actor=actor, certificate=card, reason="重复登记，作废未激活凭证")
+            return citizen
+        card = _link(actor, plan, citizen, partners)  # activates the card
+        if story == "active_unlinked":
+            for linkage in WalletLinkage.objects.filter(citizen=citizen, state="active"):
+                payment_services.linkage_unlink(actor=actor, linkage=linkage, reason=LinkageEndReason.CITIZEN_REQUEST,
+                                                note="参保人在钱包中解除绑定")
+        elif story == "suspended":
+            insurance_services.certificate_suspend(actor=actor, certificate=card, reason="手机丢失，参保人申请临时挂失")
+        elif story == "revoked":
+            insurance_services.certificate_revoke(actor=actor, certificate=card, reason="参保关系终止，注销凭证")
+        elif story == "expired":
+            _expire(actor, card, rng)
+        elif story == "expired_reissued":
+            card = _expire(actor, card, rng)
+            insurance_services.certificate_reissue(actor=actor, certificate=card, reason="凭证过期，重新申领")
+        elif story == "reissued":
+            for _ in range(plan.reissues):
+                card = insurance_services.certificate_reissue(actor=actor, certificate=card, reason="更换手机，重新申领凭证")
+        elif story == "suspended_reissued":
+            card = insurance_services.certificate_suspend(actor=actor, certificate=card, reason="疑似被冒用，暂停使用")
+            insurance_services.certificate_reissue(actor=actor, certificate=card, reason="挂失后补发新凭证")
+        elif story == "moved_out":
+            insurance_services.citizen_set_status(actor=actor, citizen=citizen, status=CitizenStatus.MOVED_OUT,
+                                                  reason="参保关系转出本统筹区")
+        elif story == "deceased":
+            insurance_services.citizen_set_status(actor=actor, citizen=citizen, status=CitizenStatus.DECEASED,
+                                                  reason="死亡注销")
+        return citizen
+
+
+def _already_registered(plans: list[CitizenPlan]) -> set[str]:
+    """The planned identity numbers already registered, found through the blind index in a few queries."""
+    by_index: dict[str, str] = {}
+    for plan in plans:
+        for candidate in blind_index_candidates(plan.id_number, purpose=ID_NUMBER_PURPOSE):
+            by_index[candidate] = plan.id_number
+    keys = list(by_index)
+    present: set[str] = set()
+    for start in range(0, len(keys), 500):
+        found = Citizen.objects.filter(id_number_bidx__in=keys[start:start + 500]).values_list("id_number_bidx", flat=True)
+        present.update(by_index[value] for value in found)
+    return present
+
+
+def seed_citizens(count: int, *, actor: Actor, regions: dict[str, Region], out: Output) -> int:
+    """Create the planned citizens not yet present; returns how many were created."""
+    partners = {p.code: p for p in Partner.objects.filter(code__in=[code for code, _ in PARTNERS])}
+    rng = random.Random(DEMO_SEED + 1)
+    created = 0
+    plans = plan_citizens(count)
+    present = _already_registered(plans)
+    for index, plan in enumerate(plans, start=1):
+        if plan.id_number in present:
+            continue  # seeded by an earlier, interrupted run
+        seed_citizen(plan, actor=actor, regions=regions, partners=partners, rng=rng)
+        created += 1
+        if index % 500 == 0:
+            out(f"  {index} of {len(plans)} citizens")
+    return created
+
+
+# --- The whole demo -------------------------------------------------------------
+
+
+@dataclass
+class SeedReport:
+    already_seeded: bool = False
+    citizens_created: int = 0
+    partners: list[PartnerResult] = field(default_factory=list)
+    users: list[tuple[DemoUser, bool]] = field(default_factory=list)
+    portal_key_created: bool = False
+    password: str = ""
+
+    @property
+    def changed(self) -> bool:
+        return bool(
+            self.citizens_created
+            or self.portal_key_created
+            or any(p.created for p in self.partners)
+            or any(created for _, created in self.users)
+        )
+
+
+@contextmanager
+def _queries_not_recorded() -> Iterator[None]:
+    """With DEBUG on (the demo default) Django records every query, and on SQLite
+    each record costs one more query to quote its parameters: seeding takes twice
+    as long. This process is a management command, so switching it off is local."""
+    debug = settings.DEBUG
+    settings.DEBUG = False
+    try:
+        yield
+    finally:
+        settings.DEBUG = debug
+
+
+def seed_demo(*, citizens: int = 2000, out: Output = print) -> SeedReport:
+    with _queries_not_recorded():
+        return _seed_demo(citizens=citizens, out=out)
+
+
+def _seed_demo(*, citizens: int, out: Output) -> SeedReport:
+    actor = Actor.system("seed_demo")
+    report = SeedReport(password=demo_password())
+    regions = ensure_regions()
+    report.partners = ensure_partners(actor, Path(settings.VAR_DIR) / "demo-partner-keys")
+    # Before the citizens, so that the deliveries their commits kick can be signed.
+    report.portal_key_created = ensure_portal_key(out)
+    report.users = ensure_users(actor, regions, report.password)
+    if AuditEvent.objects.filter(action=SEEDED_ACTION).exists():
+        report.already_seeded = True
+        return report
+    out(f"Seeding {citizens} citizens with their e-cards and wallet linkages ...")
+    report.citizens_created = seed_citizens(citizens, actor=actor, regions=regions, out=out)
+    with transaction.atomic():
+        audit_record(actor=actor, action=SEEDED_ACTION, object_type="demo", object_id="demo",
+                     after={"citizens_planned": citizens, "citizens_created": report.citizens_created})
+    return report
+
+
+def card_state_counts() -> dict[str, int]:
+    counts = Counter(Certificate.objects.values_list("state", flat=True))
+    counts["reissued (has a successor)"] = Certificate.objects.filter(successor__isnull=False).count()
+    return dict(counts)

@@ -1,0 +1,78 @@
+"""Writes to staff accounts, each with its audit event."""
+
+from collections.abc import Iterable
+
+from django.contrib.auth.password_validation import validate_password
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from django.utils.translation import gettext_lazy as _
+
+from portal.actors import Actor
+from portal.audit import audit_record
+from portal.errors import DomainError
+from portal.models import Region, User
+from portal.scope import visible_region_codes
+from portal.selectors import roles_manageable_by, staff_visible_to
+
+
+def _staff_snapshot(user: User, region_codes: list[str]) -> dict:
+    return {"username": user.username, "role": user.role, "regions": sorted(region_codes), "is_active": user.is_active}
+
+
+@transaction.atomic
+def staff_create(*, actor: Actor, manager: User, username: str, email: str, role: str, regions: Iterable[Region],
+                 password: str) -> User:
+    """Create a staff account. Region administrators create clerks and auditors
+    of their own regions only; national operators create anyone."""
+    if role not in roles_manageable_by(manager):
+        raise DomainError("forbidden", _("You may not create accounts with this role."), status=403, field="role")
+    region_list = list(regions)
+    codes = [r.code for r in region_list]
+    allowed = visible_region_codes(manager)
+    if allowed is not None and not set(codes) <= set(allowed):
+        raise DomainError("forbidden", _("You may only choose your own regions."), status=403, field="regions")
+    if not codes and role != "national_operator":
+        raise DomainError("validation_error", _("Choose at least one region."), status=400, field="regions")
+    username = username.strip()
+    if not username:
+        raise DomainError("validation_error", _("A username is required."), status=400, field="username")
+    if User.objects.filter(username__iexact=username).exists():
+        raise DomainError("username_taken", _("This username is already taken."), field="username")
+    user = User(username=username, email=email.strip(), role=role)
+    try:
+        validate_password(password, user)
+    except ValidationError as exc:
+        raise DomainError("weak_password", " ".join(exc.messages), status=400, field="password") from exc
+    user.set_password(password)
+    try:
+        with transaction.atomic():
+            user.save(force_insert=True)
+    except IntegrityError as exc:
+        raise DomainError("username_taken", _("This username is already taken."), field="username") from exc
+    user.regions.set(region_list)
+    audit_record(actor=actor, action="staff.create", object_type="user", object_id=user.pk,
+                 region_code=codes[0] if len(codes) == 1 else "", after=_staff_snapshot(user, codes))
+    return user
+
+
+@transaction.atomic
+def staff_deactivate(*, actor: Actor, manager: User, user: User, reason: str) -> User:
+    """Deactivate an account the manager may manage (sign-in refused from then on)."""
+    reason = (reason or "").strip()
+    if not reason:
+        raise DomainError("reason_required", _("A reason is required."), status=400, field="reason")
+    if user.pk == manager.pk:
+        raise DomainError("forbidden", _("You cannot deactivate your own account."), status=403)
+    if not staff_visible_to(manager).filter(pk=user.pk).exists():
+        raise DomainError("not_found", _("No such staff member."), status=404)
+    user = User.objects.select_for_update().get(pk=user.pk)
+    codes = list(user.regions.values_list("code", flat=True))
+    if not user.is_active:
+        return user
+    before = _staff_snapshot(user, codes)
+    user.is_active = False
+    user.save(update_fields=["is_active"])
+    audit_record(actor=actor, action="staff.deactivate", object_type="user", object_id=user.pk,
+                 region_code=codes[0] if len(codes) == 1 else "", before=before, after=_staff_snapshot(user, codes),
+                 reason=reason[:128])
+    return user

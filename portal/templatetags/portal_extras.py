@@ -1,0 +1,28 @@
+"""Template helpers of the portal screens."""
+
+from django import template
+
+from portal.models import Role
+
+register = template.Library()
+
+
+@register.inclusion_tag("payments/_citizen_linkages.html", takes_context=True)
+def citizen_linkages(context, citizen) -> dict:
+    """The citizen's wallet linkages, read through the payments selector (the
+    insurance screens do not import payments)."""
+    from payments.selectors import linkages_visible_to
+
+    user = context["request"].user
+    linkages = linkages_visible_to(user).filter(citizen=citizen).order_by("-created_at", "-id")
+    return {"linkages": list(linkages), "citizen": citizen, "can_write": user.can_write_citizens, "request": context["request"]}
+
+
+@register.filter
+def sees_sandbox(user) -> bool:
+    return getattr(user, "role", None) in {Role.NATIONAL_OPERATOR, Role.REGION_ADMIN}
+
+
+@register.simple_tag(takes_context=True)
+def nav_active(context, prefix: str) -> str:
+    return "active" if context["request"].path.startswith(prefix) else ""

@@ -1,0 +1,121 @@
+"""Staff management: region administrators manage their regions' clerks and auditors."""
+
+import pytest
+from django.urls import reverse
+
+from portal.models import AuditEvent, Role, User
+from tests.screen_helpers import sign_in
+
+pytestmark = pytest.mark.django_db
+
+PASSWORD = "a-long-enough-passphrase-7"
+
+
+@pytest.fixture
+def admin(client, make_user):
+    user = make_user(Role.REGION_ADMIN, ("310000",))
+    sign_in(client, user)
+    return user
+
+
+def create(client, **data):
+    payload = {"username": "new-clerk", "email": "new@example.cn", "role": "clerk", "regions": ["310000"],
+               "password": PASSWORD, **data}
+    return client.post(reverse("staff_create"), payload)
+
+
+def test_region_admin_creates_a_clerk_of_their_region(client, admin):
+    response = create(client)
+    assert response.status_code == 302
+    user = User.objects.get(username="new-clerk")
+    assert user.role == Role.CLERK
+    assert list(user.regions.values_list("code", flat=True)) == ["310000"]
+    assert user.check_password(PASSWORD)
+    event = AuditEvent.objects.get(action="staff.create", object_id=str(user.pk))
+    assert PASSWORD not in str(event.after)
+
+
+@pytest.mark.parametrize("data, field", [
+    ({"role": "region_admin"}, "role"),
+    ({"role": "national_operator"}, "role"),
+    ({"regions": ["440000"]}, "regions"),
+    ({"regions": []}, "regions"),
+    ({"password": "short"}, "password"),
+    ({"username": ""}, "username"),
+    ({"email": "not-an-email"}, "email"),
+])
+def test_region_admin_cannot_create_outside_their_powers(client, admin, data, field):
+    response = create(client, **data)
+    assert response.status_code == 200
+    assert field in response.context["form"].errors
+    assert not User.objects.filter(username="new-clerk").exists()
+
+
+def test_a_taken_username_is_a_form_error(client, admin, make_user):
+    make_user(Role.CLERK, username="taken")
+    response = create(client, username="TAKEN")
+    assert "username" in response.context["form"].errors
+
+
+def test_national_operator_creates_a_region_admin_of_any_region(client, make_user):
+    sign_in(client, make_user(Role.NATIONAL_OPERATOR, ()))
+    assert create(client, username="gd-admin", role="region_admin", regions=["440000"]).status_code == 302
+    assert User.objects.get(username="gd-admin").role == Role.REGION_ADMIN
+
+
+def test_staff_list_shows_only_the_admins_clerks_and_auditors(client, admin, make_user):
+    own = make_user(Role.CLERK, ("310000",))
+    other = make_user(Role.CLERK, ("440000",))
+    both = make_user(Role.AUDITOR, ("310000", "440000"))
+    peer = make_user(Role.REGION_ADMIN, ("310000",))
+    listed = set(client.get(reverse("staff_list")).context["page"])
+    assert own in listed
+    assert not {other, both, peer} & listed
+
+
+def test_region_admin_deactivates_a_clerk_after_confirmation(client, admin, make_user):
+    clerk = make_user(Role.CLERK, ("310000",))
+    url = reverse("staff_deactivate", args=[clerk.pk])
+    assert client.post(url, {"reason": "离职"}).context["step"] == "confirm"
+    clerk.refresh_from_db()
+    assert clerk.is_active
+    assert client.post(url, {"reason": "离职", "confirmed": "yes"}).status_code == 302
+    clerk.refresh_from_db()
+    assert not clerk.is_active
+    assert AuditEvent.objects.filter(action="staff.deactivate", object_id=str(clerk.pk), reason="离职").exists()
+
+
+def test_a_deactivated_clerk_can_no_longer_sign_in(client, admin, make_user):
+    from django.test import Client
+
+    clerk = make_user(Role.CLERK, ("310000",), username="leaving")
+    client.post(reverse("staff_deactivate", args=[clerk.pk]), {"reason": "离职", "confirmed": "yes"})
+    other = Client()
+    other.post(reverse("account_login"), {"login": "leaving", "password": "correct-horse-battery-9"})
+    assert other.get(reverse("citizen_search")).status_code == 302
+
+
+@pytest.mark.parametrize("role, codes", [
+    (Role.CLERK, ("440000",)),  # another region
+    (Role.AUDITOR, ("310000", "440000")),  # partly another region
+    (Role.REGION_ADMIN, ("310000",)),  # a peer
+])
+def test_region_admin_cannot_deactivate_staff_outside_their_scope(client, admin, make_user, role, codes):
+    target = make_user(role, codes)
+    url = reverse("staff_deactivate", args=[target.pk])
+    assert client.get(url).status_code == 404
+    assert client.post(url, {"reason": "x", "confirmed": "yes"}).status_code == 404
+    target.refresh_from_db()
+    assert target.is_active
+
+
+@pytest.mark.parametrize("role", [Role.CLERK, Role.AUDITOR])
+def test_clerks_and_auditors_cannot_manage_staff(client, make_user, role):
+    victim = make_user(Role.CLERK, ("310000",))
+    sign_in(client, make_user(role, ("310000",)))
+    assert client.get(reverse("staff_list")).status_code == 403
+    assert create(client).status_code == 403
+    assert client.post(reverse("staff_deactivate", args=[victim.pk]), {"reason": "x", "confirmed": "yes"}).status_code == 403
+    victim.refresh_from_db()
+    assert victim.is_active
+    assert not User.objects.filter(username="new-clerk").exists()
