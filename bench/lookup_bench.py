@@ -264,7 +264,8 @@ def machine() -> None:
         version = cursor.fetchone()[0]
         cursor.execute("SHOW shared_buffers")
         shared_buffers = cursor.fetchone()[0]
-    print(f"machine: nproc={nproc}, memory={memory_kb / 1024 / 1024:.1f} GiB, cpu={cpu}")
+    load = ", ".join(f"{value:.2f}" for value in os.getloadavg())
+    print(f"machine: nproc={nproc}, memory={memory_kb / 1024 / 1024:.1f} GiB, cpu={cpu}, load average {load}")
     print(f"python {platform.python_version()}; {version}; shared_buffers={shared_buffers}")
 
 

@@ -143,3 +143,130 @@ class CertificateTransition(models.Model):
 
     class Meta:
         ordering = ["at", "id"]
+
+
+# --- Insured-service catalogue, facilities, reimbursement policies -----------
+
+
+class ServiceCategory(models.TextChoices):
+    REGISTRATION = "registration", _("Registration")
+    CONSULTATION = "consultation", _("Consultation")
+    LAB_TEST = "lab_test", _("Laboratory test")
+    IMAGING = "imaging", _("Imaging")
+    DRUG_A = "drug_a", _("Class A drug")
+    DRUG_B = "drug_b", _("Class B drug")
+    NON_CATALOGUE = "non_catalogue", _("Outside the catalogue")
+    OTHER = "other", _("Other")
+
+
+# DESIGN.md section 4: the share of each category's line total that counts as eligible.
+DEFAULT_ELIGIBLE_SHARES: dict[str, str] = {
+    ServiceCategory.REGISTRATION.value: "1.00",
+    ServiceCategory.CONSULTATION.value: "1.00",
+    ServiceCategory.LAB_TEST.value: "1.00",
+    ServiceCategory.IMAGING.value: "1.00",
+    ServiceCategory.DRUG_A.value: "1.00",
+    ServiceCategory.DRUG_B.value: "0.90",
+    ServiceCategory.NON_CATALOGUE.value: "0.00",
+    ServiceCategory.OTHER.value: "0.00",
+}
+
+
+def default_eligible_shares() -> dict[str, str]:
+    return dict(DEFAULT_ELIGIBLE_SHARES)
+
+
+class ServiceItem(models.Model):
+    """An entry of the national insured-service catalogue (edited by national operators)."""
+
+    code = models.CharField(_("code"), max_length=32, unique=True)
+    name_zh = models.CharField(_("Chinese name"), max_length=128)
+    name_en = models.CharField(_("English name"), max_length=128)
+    category = models.CharField(_("category"), max_length=16, choices=ServiceCategory.choices)
+    unit = models.CharField(_("unit"), max_length=16)
+    max_unit_price_fen = models.BigIntegerField(_("maximum unit price (fen)"))
+    active = models.BooleanField(_("active"), default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["code"]
+        verbose_name = _("insured service")
+        verbose_name_plural = _("insured services")
+        constraints = [
+            models.CheckConstraint(condition=Q(max_unit_price_fen__gte=0), name="service_max_price_not_negative"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.code} {self.name_zh}"
+
+
+class FacilityKind(models.TextChoices):
+    HOSPITAL = "hospital", _("Hospital")
+    CLINIC = "clinic", _("Clinic")
+    PHARMACY = "pharmacy", _("Pharmacy")
+
+
+class Facility(models.Model):
+    """A hospital, clinic or pharmacy of a region (edited by its administrators)."""
+
+    code = models.CharField(_("code"), max_length=32, unique=True)
+    name_zh = models.CharField(_("Chinese name"), max_length=128)
+    name_en = models.CharField(_("English name"), max_length=128)
+    kind = models.CharField(_("kind"), max_length=16, choices=FacilityKind.choices)
+    region = models.ForeignKey(Region, on_delete=models.PROTECT, related_name="facilities", verbose_name=_("region"))
+    active = models.BooleanField(_("active"), default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["code"]
+        verbose_name = _("facility")
+        verbose_name_plural = _("facilities")
+        indexes = [models.Index(fields=["region", "code"], name="facility_region_code")]
+
+    def __str__(self) -> str:
+        return f"{self.code} {self.name_zh}"
+
+
+class ReimbursementPolicy(models.Model):
+    """One version of a region's policy for a scheme and a year.
+
+    A version never changes once made (PostgreSQL refuses an UPDATE, see
+    migration 0004): an edit creates the next version, effective from a date,
+    so that a settlement always points at the exact numbers it was split with.
+    """
+
+    region = models.ForeignKey(Region, on_delete=models.PROTECT, related_name="policies", verbose_name=_("region"))
+    scheme = models.CharField(_("scheme"), max_length=16, choices=Scheme.choices)
+    year = models.PositiveSmallIntegerField(_("year"))
+    version = models.PositiveIntegerField(_("version"))
+    effective_from = models.DateField(_("effective from"))
+    deductible_fen = models.BigIntegerField(_("deductible (fen)"))
+    ratio = models.DecimalField(_("reimbursement ratio"), max_digits=5, decimal_places=4)
+    annual_cap_fen = models.BigIntegerField(_("annual fund cap (fen)"))
+    personal_account_allowed = models.BooleanField(_("personal account may pay"))
+    eligible_shares = models.JSONField(_("eligible share per category"), default=default_eligible_shares)
+    premium_fen = models.BigIntegerField(_("yearly premium (fen)"), null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.CharField(_("created by"), max_length=150)
+
+    class Meta:
+        ordering = ["region", "scheme", "year", "version"]
+        verbose_name = _("reimbursement policy")
+        verbose_name_plural = _("reimbursement policies")
+        constraints = [
+            models.UniqueConstraint(fields=["region", "scheme", "year", "version"], name="one_policy_per_version"),
+            models.CheckConstraint(condition=Q(version__gte=1), name="policy_version_positive"),
+            models.CheckConstraint(condition=Q(deductible_fen__gte=0), name="policy_deductible_not_negative"),
+            models.CheckConstraint(condition=Q(annual_cap_fen__gte=0), name="policy_cap_not_negative"),
+            models.CheckConstraint(condition=Q(ratio__gte=0) & Q(ratio__lte=1), name="policy_ratio_between_0_and_1"),
+            models.CheckConstraint(
+                condition=Q(scheme="employee", premium_fen__isnull=True)
+                | Q(scheme="resident", premium_fen__isnull=False, premium_fen__gte=0),
+                name="policy_premium_only_for_residents",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.region_id} {self.scheme} {self.year} v{self.version}"

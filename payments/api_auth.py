@@ -9,7 +9,6 @@ import re
 import time
 from dataclasses import dataclass
 
-from django.conf import settings
 from django.core.cache import cache
 from django.core.exceptions import RequestDataTooBig
 from django.utils.encoding import escape_uri_path
@@ -113,4 +112,3 @@ class PartnerSignatureAuthentication(BaseAuthentication):
         return SCHEME
 
 
-__all__ = ["PartnerSignatureAuthentication", "AuthenticatedPartner", "MAX_BODY_BYTES", "settings"]

@@ -4,11 +4,9 @@ this region's citizens, cards and linkages, through every screen and action."""
 import pytest
 from django.urls import reverse
 
-from insurance import services as insurance_services
 from insurance.models import CertificateState, CitizenStatus
 from payments import services as payment_services
 from payments.models import LinkageState
-from portal.actors import Actor
 from portal.models import Role
 from tests.screen_helpers import make_partner, sign_in
 

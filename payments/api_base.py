@@ -1,0 +1,149 @@
+"""What every authenticated partner endpoint shares: signed-request
+authentication, response signing, problem+json errors, the partner-kind
+rule, per-partner rate limits, strict input and cursor pagination."""
+
+import base64
+import binascii
+import time
+from collections.abc import Callable, Sequence
+
+from django.core.cache import cache
+from django.db.models import Q, QuerySet
+from rest_framework import serializers
+from rest_framework.permissions import BasePermission
+from rest_framework.request import Request
+
+from payments.api import SignedApiView
+from payments.api_auth import AuthenticatedPartner, PartnerSignatureAuthentication
+from payments.models import Partner, PartnerKind
+from payments.problems import ApiError
+
+DEFAULT_LIMIT = 50
+MAX_LIMIT = 200
+
+
+class IsSignedPartner(BasePermission):
+    def has_permission(self, request: Request, view) -> bool:
+        return isinstance(request.user, AuthenticatedPartner)
+
+
+def _rate_limit(partner: Partner) -> None:
+    """At most `rate_limit_per_second` requests in each wall-clock second, shared by every web process."""
+    second = int(time.time())
+    key = f"rate:{partner.pk}:{second}"
+    cache.add(key, 0, timeout=3)
+    try:
+        count = cache.incr(key)
+    except ValueError:  # expired between add and incr
+        cache.add(key, 1, timeout=3)
+        count = 1
+    if count > partner.rate_limit_per_second:
+        raise ApiError(429, "rate_limited", "Too many requests.", headers={"Retry-After": "1"})
+
+
+class PartnerApiView(SignedApiView):
+    """Base of every signed partner endpoint."""
+
+    authentication_classes = [PartnerSignatureAuthentication]
+    permission_classes = [IsSignedPartner]
+    wallet_only = False  # linkages, QR tokens, family bindings and premiums
+
+    def initial(self, request: Request, *args, **kwargs) -> None:
+        super().initial(request, *args, **kwargs)
+        partner = self.partner
+        _rate_limit(partner)
+        if self.wallet_only and partner.kind != PartnerKind.WALLET:
+            raise ApiError(403, "forbidden", "Only wallet partners may use this endpoint.")
+
+    @property
+    def partner(self) -> Partner:
+        return self.request.user.partner
+
+
+class StrictSerializer(serializers.Serializer):
+    """A request serializer for which unknown fields are validation errors."""
+
+    def validate(self, attrs: dict) -> dict:
+        if isinstance(self.initial_data, dict):
+            unknown = sorted(set(self.initial_data) - set(self.fields))
+            if unknown:
+                raise serializers.ValidationError({name: ["Unknown field."] for name in unknown})
+        elif self.initial_data is not None:
+            raise serializers.ValidationError({"non_field_errors": ["The body must be a JSON object."]})
+        return attrs
+
+
+def parse_input(serializer_class: type[serializers.Serializer], request: Request) -> dict:
+    data = request.data
+    if not isinstance(data, dict):
+        raise ApiError(400, "validation_error", "The body must be a JSON object.",
+                       errors={"non_field_errors": ["The body must be a JSON object."]})
+    serializer = serializer_class(data=data)
+    serializer.is_valid(raise_exception=True)
+    return serializer.validated_data
+
+
+# --- Cursor pagination ------------------------------------------------------
+
+
+def _encode(parts: Sequence[str]) -> str:
+    return base64.urlsafe_b64encode("\x1f".join(parts).encode()).decode().rstrip("=")
+
+
+def _decode(cursor: str, size: int) -> list[str]:
+    if not cursor or len(cursor) > 200 or not all(c.isalnum() or c in "-_" for c in cursor):
+        raise ValueError
+    try:
+        parts = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode().split("\x1f")
+    except (binascii.Error, UnicodeDecodeError) as exc:
+        raise ValueError from exc
+    if len(parts) != size:
+        raise ValueError
+    return parts
+
+
+def _bad(field: str, message: str) -> ApiError:
+    return ApiError(400, "validation_error", message, errors={field: [message]})
+
+
+def page_limit(request: Request) -> int:
+    raw = request.query_params.get("limit")
+    if raw is None:
+        return DEFAULT_LIMIT
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+        raise _bad("limit", "limit is a whole number from 1 to 200.")
+    return int(raw)
+
+
+def paginate(
+    request: Request,
+    queryset: QuerySet,
+    *,
+    order: tuple[str, str] = ("created_at", "id"),
+    serialize: Callable[[object], dict],
+) -> dict:
+    """`{"results": [...], "next_cursor": ...}` ordered by `order` ascending (a unique last field)."""
+    limit = page_limit(request)
+    cursor = request.query_params.get("cursor")
+    first, second = order
+    if cursor is not None:
+        try:
+            after_first, after_second = _decode(cursor, 2)
+            field = queryset.model._meta.get_field(first)
+            after_first_value = field.to_python(after_first)
+            after_second_value = queryset.model._meta.get_field(second).to_python(after_second)
+        except Exception:  # any undecodable or foreign cursor is the partner's error
+            raise _bad("cursor", "The cursor is not valid.") from None
+        queryset = queryset.filter(
+            Q(**{f"{first}__gt": after_first_value}) | Q(**{first: after_first_value, f"{second}__gt": after_second_value})
+        )
+    rows = list(queryset.order_by(first, second)[: limit + 1])
+    more = len(rows) > limit
+    rows = rows[:limit]
+    next_cursor = None
+    if more:
+        last = rows[-1]
+        value = getattr(last, first)
+        value = value.isoformat() if hasattr(value, "isoformat") else str(value)
+        next_cursor = _encode([value, str(getattr(last, second))])
+    return {"results": [serialize(row) for row in rows], "next_cursor": next_cursor}
