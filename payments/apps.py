@@ -7,6 +7,6 @@ class PaymentsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from payments import outbox
+        from payments import outbox, schema  # noqa: F401  (schema registers the OpenAPI auth extension)
 
         outbox.register_handlers()
