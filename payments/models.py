@@ -152,6 +152,10 @@ class OutboxEvent(models.Model):
     last_status = models.PositiveIntegerField(null=True, blank=True)
     last_error = models.CharField(max_length=300, blank=True)
     delivered_at = models.DateTimeField(null=True, blank=True)
+    # The writing transaction's id (PostgreSQL, set by a trigger). `GET /events` lists only
+    # rows older than every transaction still running, ordered by (txid, id), so that a
+    # poller never skips an event whose transaction committed late.
+    txid = models.BigIntegerField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["id"]
@@ -163,6 +167,7 @@ class OutboxEvent(models.Model):
         indexes = [
             models.Index(fields=["next_attempt_at"], condition=Q(state="pending"), name="outbox_due"),
             models.Index(fields=["partner", "state", "id"], name="outbox_partner_state"),
+            models.Index(fields=["partner", "txid", "id"], name="outbox_partner_feed"),
         ]
 
     def __str__(self) -> str:
@@ -194,3 +199,106 @@ class SandboxReceipt(models.Model):
 
     class Meta:
         ordering = ["-received_at", "-id"]
+
+
+def _binding_id() -> str:
+    return new_public_id("fbd")
+
+
+class Relationship(models.TextChoices):
+    PARENT = "parent", _("Parent")
+    CHILD = "child", _("Child")
+    SPOUSE = "spouse", _("Spouse")
+    GRANDPARENT = "grandparent", _("Grandparent")
+    GRANDCHILD = "grandchild", _("Grandchild")
+    SIBLING = "sibling", _("Sibling")
+    OTHER = "other", _("Other")
+
+
+class BindingState(models.TextChoices):
+    PENDING = "pending", _("Pending approval")
+    ACTIVE = "active", _("Active")
+    REJECTED = "rejected", _("Rejected")
+    REVOKED = "revoked", _("Revoked")
+
+
+class BindingEndReason(models.TextChoices):
+    PARTNER_REQUEST = "partner_request", _("Partner's request")
+    CLERK = "clerk", _("Decided by a clerk")
+    HOLDER_UNLINKED = "holder_unlinked", _("Holder's wallet unlinked")
+    CERTIFICATE_REVOKED = "certificate_revoked", _("E-card revoked")
+    CITIZEN_STATUS = "citizen_status", _("Citizen deceased or moved out")
+    TIMEOUT = "timeout", _("Not decided within 30 days")
+
+
+BINDING_OPEN_STATES = ("pending", "active")
+
+
+class FamilyBinding(models.Model):
+    """A holder presents a beneficiary's e-card (亲情账户), made through the holder's wallet linkage."""
+
+    public_id = models.CharField(max_length=40, unique=True, default=_binding_id, editable=False)
+    partner = models.ForeignKey(Partner, on_delete=models.PROTECT, related_name="family_bindings")
+    holder_linkage = models.ForeignKey(WalletLinkage, on_delete=models.PROTECT, related_name="family_bindings")
+    holder_citizen = models.ForeignKey(Citizen, on_delete=models.PROTECT, related_name="bindings_as_holder")
+    beneficiary = models.ForeignKey(Citizen, on_delete=models.PROTECT, related_name="bindings_as_beneficiary")
+    relationship = models.CharField(_("relationship"), max_length=16, choices=Relationship.choices)
+    consent_reference = models.CharField(_("consent reference"), max_length=128)
+    state = models.CharField(_("state"), max_length=16, choices=BindingState.choices, default=BindingState.PENDING)
+    end_reason = models.CharField(_("end reason"), max_length=24, choices=BindingEndReason.choices, blank=True)
+    decided_by = models.CharField(max_length=150, blank=True)
+    decided_at = models.DateTimeField(null=True, blank=True)
+    decision_note = models.CharField(max_length=256, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+    version = models.PositiveIntegerField(default=1)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["holder_linkage", "beneficiary"], condition=Q(state__in=BINDING_OPEN_STATES),
+                name="one_open_binding_per_holder_linkage_beneficiary",
+            ),
+        ]
+        indexes = [models.Index(fields=["state", "created_at"], name="binding_state_created")]
+
+    def __str__(self) -> str:
+        return self.public_id
+
+
+class QrToken(models.Model):
+    """A minted QR token: whether it was used is known only here (PARTNER_API.md "QR tokens")."""
+
+    jti = models.CharField(max_length=40, unique=True)
+    certificate = models.ForeignKey(Certificate, on_delete=models.PROTECT, related_name="qr_tokens")
+    linkage = models.ForeignKey(WalletLinkage, on_delete=models.PROTECT, related_name="qr_tokens")
+    family_binding = models.ForeignKey(FamilyBinding, null=True, blank=True, on_delete=models.PROTECT,
+                                       related_name="qr_tokens")
+    issued_at = models.DateTimeField()
+    expires_at = models.DateTimeField()
+    used_at = models.DateTimeField(null=True, blank=True)
+
+
+class IdempotencyState(models.TextChoices):
+    IN_PROGRESS = "in_progress", _("In progress")
+    COMPLETED = "completed", _("Completed")
+
+
+class IdempotencyRecord(models.Model):
+    """The first response to a partner's `Idempotency-Key`, replayed byte for byte (kept ≥ 24 h)."""
+
+    partner = models.ForeignKey(Partner, on_delete=models.CASCADE, related_name="idempotency_records")
+    key = models.CharField(max_length=255)
+    method = models.CharField(max_length=8)
+    target = models.TextField()
+    body_sha256 = models.CharField(max_length=64)
+    state = models.CharField(max_length=16, choices=IdempotencyState.choices, default=IdempotencyState.IN_PROGRESS)
+    response_status = models.PositiveIntegerField(null=True, blank=True)
+    response_body = models.BinaryField(null=True, blank=True)
+    response_content_type = models.CharField(max_length=64, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["partner", "key"], name="one_idempotency_record_per_partner_key")]
