@@ -18,7 +18,6 @@ import os
 import platform
 import random
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -33,11 +32,37 @@ BIRTH_DAYS = (dt.date(2020, 12, 31) - FIRST_BIRTH).days + 1
 # index -> number is a bijection, so numbers are unique and look random.
 _MULTIPLIER = 1_000_000_007
 COPY_COLUMNS = (
-    "region_id", "id_number_enc", "id_number_bidx", "id_number_masked", "name", "phone_enc", "phone_bidx",
-    "phone_masked", "birth_date", "sex", "scheme", "status", "created_at", "updated_at",
+    "region_id",
+    "id_number_enc",
+    "id_number_bidx",
+    "id_number_masked",
+    "name",
+    "phone_enc",
+    "phone_bidx",
+    "phone_masked",
+    "birth_date",
+    "sex",
+    "scheme",
+    "status",
+    "created_at",
+    "updated_at",
 )
-COPY_TYPES = ("text", "bytea", "text", "text", "text", "bytea", "text", "text", "date", "text", "text", "text",
-              "timestamptz", "timestamptz")
+COPY_TYPES = (
+    "text",
+    "bytea",
+    "text",
+    "text",
+    "text",
+    "bytea",
+    "text",
+    "text",
+    "date",
+    "text",
+    "text",
+    "text",
+    "timestamptz",
+    "timestamptz",
+)
 
 
 def _database_url(server_url: str, name: str) -> str:
@@ -52,10 +77,11 @@ def _libpq_dsn(url: str) -> str:
 
 def ensure_database(server_url: str, name: str) -> None:
     import psycopg
+    from psycopg import sql
 
     with psycopg.connect(_libpq_dsn(_database_url(server_url, "postgres")), autocommit=True) as conn:
         if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone() is None:
-            conn.execute(f'CREATE DATABASE "{name}"')
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
             print(f"created database {name}")
 
 
@@ -245,8 +271,10 @@ def measure(count: int, known: int, unknown: int, seed: int) -> None:
     print("EXPLAIN (ANALYZE, BUFFERS) of the lookup of a known number:")
     print(_explain(known_numbers[0]))
     with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_size_pretty(pg_total_relation_size('insurance_citizen')), "
-                       "pg_size_pretty(pg_relation_size('insurance_citizen_id_number_bidx_key'))")
+        cursor.execute(
+            "SELECT pg_size_pretty(pg_total_relation_size('insurance_citizen')), "
+            "pg_size_pretty(pg_relation_size('insurance_citizen_id_number_bidx_key'))"
+        )
         table_size, index_size = cursor.fetchone()
     print(f"\ninsurance_citizen: {table_size} with indexes; blind-index unique index: {index_size}")
 
@@ -254,11 +282,18 @@ def measure(count: int, known: int, unknown: int, seed: int) -> None:
 def machine() -> None:
     from django.db import connection
 
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    memory_kb = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
-                     if line.startswith("MemTotal"))
-    nproc = subprocess.run(["nproc"], capture_output=True, text=True, check=False).stdout.strip() or str(os.cpu_count())
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    memory_kb = next(
+        int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal")
+    )
+    nproc = len(os.sched_getaffinity(0))  # what `nproc` prints
     with connection.cursor() as cursor:
         cursor.execute("SELECT version()")
         version = cursor.fetchone()[0]

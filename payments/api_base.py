@@ -1,6 +1,7 @@
 """What every authenticated partner endpoint shares: signed-request
 authentication, response signing, problem+json errors, the partner-kind
-rule, per-partner rate limits, strict input and cursor pagination."""
+rule, per-partner rate limits, idempotency keys, strict input and cursor
+pagination."""
 
 import base64
 import binascii
@@ -8,11 +9,14 @@ import time
 from collections.abc import Callable, Sequence
 
 from django.core.cache import cache
+from django.db import transaction
 from django.db.models import Q, QuerySet
+from django.http import HttpResponseBase
 from rest_framework import serializers
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 
+from payments import idempotency
 from payments.api import SignedApiView
 from payments.api_auth import AuthenticatedPartner, PartnerSignatureAuthentication
 from payments.models import Partner, PartnerKind
@@ -41,12 +45,29 @@ def _rate_limit(partner: Partner) -> None:
         raise ApiError(429, "rate_limited", "Too many requests.", headers={"Retry-After": "1"})
 
 
+class _Replay(Exception):
+    """Raised from `initial` to answer a completed idempotent request with its stored response."""
+
+    def __init__(self, response: HttpResponseBase):
+        super().__init__("idempotent replay")
+        self.response = response
+
+
 class PartnerApiView(SignedApiView):
-    """Base of every signed partner endpoint."""
+    """Base of every signed partner endpoint.
+
+    `idempotent = True` makes the view's POST require an `Idempotency-Key`
+    (payments/idempotency.py): the key is claimed after authentication, rate
+    limit and partner kind; the handler then runs in one transaction with the
+    storing of its response, and a completed request is replayed, signed afresh.
+    """
 
     authentication_classes = [PartnerSignatureAuthentication]
     permission_classes = [IsSignedPartner]
     wallet_only = False  # linkages, QR tokens, family bindings and premiums
+    idempotent = False  # POST requires an Idempotency-Key
+
+    _idempotency_claim: idempotency.Claim | None = None
 
     def initial(self, request: Request, *args, **kwargs) -> None:
         super().initial(request, *args, **kwargs)
@@ -54,10 +75,72 @@ class PartnerApiView(SignedApiView):
         _rate_limit(partner)
         if self.wallet_only and partner.kind != PartnerKind.WALLET:
             raise ApiError(403, "forbidden", "Only wallet partners may use this endpoint.")
+        if self.idempotent and request.method == "POST" and hasattr(self, "post"):
+            outcome = idempotency.claim(partner=partner, request=request._request)
+            if isinstance(outcome, HttpResponseBase):
+                raise _Replay(outcome)
+            self._idempotency_claim = outcome
+
+    def handle_exception(self, exc: Exception) -> HttpResponseBase:
+        if isinstance(exc, _Replay):
+            return exc.response
+        return super().handle_exception(exc)
+
+    def dispatch(self, request, *args, **kwargs) -> HttpResponseBase:
+        # DRF's dispatch, except that a claimed idempotent request runs in `_run_claimed`.
+        self.args = args
+        self.kwargs = kwargs
+        request = self.initialize_request(request, *args, **kwargs)
+        self.request = request
+        self.headers = self.default_response_headers
+        try:
+            self.initial(request, *args, **kwargs)
+            if request.method.lower() in self.http_method_names:
+                handler = getattr(self, request.method.lower(), self.http_method_not_allowed)
+            else:
+                handler = self.http_method_not_allowed
+            if self._idempotency_claim is not None:
+                return self._run_claimed(handler, request, *args, **kwargs)
+            response = handler(request, *args, **kwargs)
+        except Exception as exc:
+            response = self.handle_exception(exc)
+        self.response = self.finalize_response(request, response, *args, **kwargs)
+        return self.response
+
+    def _run_claimed(self, handler, request: Request, *args, **kwargs) -> HttpResponseBase:
+        claim = self._idempotency_claim
+        stored = False
+        try:
+            with transaction.atomic():
+                try:
+                    with transaction.atomic():  # a failing handler leaves nothing behind
+                        response = handler(request, *args, **kwargs)
+                except Exception as exc:
+                    response = self.handle_exception(exc)
+                response = self.finalize_response(request, response, *args, **kwargs)
+                if idempotency.should_store(response):
+                    idempotency.complete(claim, response)  # commits with the business change, or not at all
+                    stored = True
+        except BaseException:
+            idempotency.release(claim)
+            raise
+        if not stored:
+            idempotency.release(claim)
+        self.response = response
+        return response
 
     @property
     def partner(self) -> Partner:
         return self.request.user.partner
+
+
+class StrictCharField(serializers.CharField):
+    """A string, and only a string (DRF's CharField turns numbers into text)."""
+
+    def to_internal_value(self, data) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
 
 
 class StrictSerializer(serializers.Serializer):
@@ -147,3 +230,47 @@ def paginate(
         value = value.isoformat() if hasattr(value, "isoformat") else str(value)
         next_cursor = _encode([value, str(getattr(last, second))])
     return {"results": [serialize(row) for row in rows], "next_cursor": next_cursor}
+
+
+class ApiNotFoundView(SignedApiView):
+    """Any path under /api/v1/ that names no endpoint: a signed 404 problem, whatever the method."""
+
+    authentication_classes: list = []
+    permission_classes: list = []
+    schema = None
+
+    def initial(self, request: Request, *args, **kwargs) -> None:
+        raise ApiError(404, "not_found", "There is no such endpoint.")
+
+
+# --- Identity attempts ------------------------------------------------------
+
+IDENTITY_MISMATCHES_PER_MINUTE = 10
+
+
+def _mismatch_key(partner: Partner, minute: int) -> str:
+    return f"identity-mismatch:{partner.pk}:{minute}"
+
+
+def identity_attempts_check(partner: Partner) -> None:
+    """429 `rate_limited` once a partner has had ten identity mismatches in this minute.
+
+    Every identity check of the partner is refused then, not only the wrong ones, so that
+    the 429 itself tells nothing about the person tried. The count lives in Redis (the
+    Django cache), shared by every web process.
+    """
+    now = time.time()
+    minute = int(now // 60)
+    if (cache.get(_mismatch_key(partner, minute)) or 0) >= IDENTITY_MISMATCHES_PER_MINUTE:
+        retry_after = max(1, 60 - int(now % 60))
+        raise ApiError(429, "rate_limited", "Too many identity mismatches: retry later.",
+                       headers={"Retry-After": str(retry_after)})
+
+
+def identity_mismatch_record(partner: Partner) -> None:
+    key = _mismatch_key(partner, int(time.time() // 60))
+    cache.add(key, 0, timeout=120)
+    try:
+        cache.incr(key)
+    except ValueError:  # expired between add and incr
+        cache.add(key, 1, timeout=120)

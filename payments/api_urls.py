@@ -1,10 +1,29 @@
-from django.urls import path
+from django.urls import path, re_path
 
-from payments import api, api_catalogue
+from payments import api_bindings
+from payments import api_linkages, api_tokens
+from payments.api_base import ApiNotFoundView
+
+from payments import api, api_catalogue, api_events, openapi
 
 urlpatterns = [
     path("keys", api.KeysListApi.as_view(), name="api-keys"),
+    path("events", api_events.EventListApi.as_view(), name="api-events"),
+    path("schema", openapi.SchemaApi.as_view(), name="api-schema"),
+    path("docs", openapi.DocsPage.as_view(), name="api-docs"),
     path("services", api_catalogue.ServiceListApi.as_view(), name="api-services"),
     path("facilities", api_catalogue.FacilityListApi.as_view(), name="api-facilities"),
     path("policies", api_catalogue.PolicyInForceApi.as_view(), name="api-policies"),
+    path("family-bindings", api_bindings.FamilyBindingListCreateApi.as_view(), name="api-family-bindings"),
+    path("family-bindings/<str:public_id>", api_bindings.FamilyBindingDetailApi.as_view(), name="api-family-binding"),
+    path("family-bindings/<str:public_id>/revoke", api_bindings.FamilyBindingRevokeApi.as_view(),
+         name="api-family-binding-revoke"),
+    path("linkages", api_linkages.LinkageListCreateApi.as_view(), name="api-linkages"),
+    path("linkages/<str:public_id>", api_linkages.LinkageDetailApi.as_view(), name="api-linkage"),
+    path("linkages/<str:public_id>/unlink", api_linkages.LinkageUnlinkApi.as_view(), name="api-linkage-unlink"),
+    path("linkages/<str:public_id>/qr-tokens", api_tokens.QrTokenCreateApi.as_view(), name="api-qr-tokens"),
+    path("certificates/verify", api_tokens.CertificateVerifyApi.as_view(), name="api-certificates-verify"),
 ]
+
+# Keep this last: any other path under /api/v1/ answers a signed 404 problem+json.
+urlpatterns.append(re_path(r"^.*$", ApiNotFoundView.as_view(), name="api-not-found"))

@@ -40,3 +40,23 @@ def linkage_repr(linkage: WalletLinkage) -> dict:
         "ended_at": rfc3339(linkage.ended_at),
         "version": linkage.version,
     }
+
+
+def family_binding_repr(binding) -> dict:
+    """PARTNER_API.md "Family binding". The certificate is the beneficiary's current
+    card: bindings move with a reissued card, ids unchanged."""
+    beneficiary = binding.beneficiary
+    card = beneficiary.current_certificate()
+    return {
+        "id": binding.public_id,
+        "holder_linkage_id": binding.holder_linkage.public_id,
+        "beneficiary": citizen_repr(beneficiary),
+        "beneficiary_certificate": certificate_repr(card) if card is not None else None,
+        "relationship": binding.relationship,
+        "consent_reference": binding.consent_reference,
+        "state": binding.state,
+        "end_reason": binding.end_reason or None,
+        "created_at": rfc3339(binding.created_at),
+        "ended_at": rfc3339(binding.ended_at),
+        "version": binding.version,
+    }

@@ -77,7 +77,8 @@ def linkage_unlink(*, actor: Actor, linkage: WalletLinkage, reason: str, note: s
     if linkage.state != LinkageState.ACTIVE:
         return linkage
     before = _linkage_audit(linkage)
-    end_linkage(linkage, reason=reason, ended_by=actor.label, domain_event=None)
+    # The family bindings made through it end with it (`holder_unlinked`), each audited.
+    end_linkage(linkage, reason=reason, ended_by=actor.label, domain_event=None, actor=actor)
     audit_record(actor=actor, action="linkage.unlink", object_type="linkage", object_id=linkage.public_id,
                  region_code=linkage.citizen.region_id, before=before, after=_linkage_audit(linkage), reason=note or reason)
     return linkage

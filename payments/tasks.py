@@ -15,3 +15,19 @@ def deliver_due_events() -> int:
     from payments import delivery
 
     return delivery.deliver_due()
+
+
+@shared_task(soft_time_limit=110, time_limit=120)
+def expire_undecided_bindings() -> int:
+    """Pending family bindings undecided for 30 days become `rejected` (`timeout`)."""
+    from payments.bindings import family_bindings_expire_undecided
+
+    return family_bindings_expire_undecided()
+
+
+@shared_task(soft_time_limit=110, time_limit=120)
+def purge_idempotency_records() -> int:
+    """Idempotency keys are kept 24 hours (PARTNER_API.md "Idempotency"), then deleted."""
+    from payments.idempotency import idempotency_records_purge
+
+    return idempotency_records_purge()

@@ -1,9 +1,25 @@
 from django.urls import path
 
-from payments import views
+from payments import views, views_bindings, views_partners
 
 urlpatterns = [
     path("linkages/new/<int:citizen_pk>/", views.linkage_create, name="linkage_create"),
     path("linkages/<str:public_id>/unlink/", views.linkage_unlink, name="linkage_unlink"),
     path("sandbox/", views.sandbox_receipts, name="sandbox_receipts"),
+    path("manage/", views_partners.partner_list, name="partner_list"),
+    path("manage/new/", views_partners.partner_create, name="partner_create"),
+    path("manage/<slug:code>/", views_partners.partner_detail, name="partner_detail"),
+    path("manage/<slug:code>/keys/new/", views_partners.partner_key_add, name="partner_key_add"),
+    path("manage/<slug:code>/keys/<str:key_id>/revoke/", views_partners.partner_key_revoke, name="partner_key_revoke"),
+    path("manage/<slug:code>/webhook/", views_partners.partner_webhook, name="partner_webhook"),
+    path("manage/<slug:code>/state/", views_partners.partner_state, name="partner_state"),
+    path("manage/<slug:code>/rate-limit/", views_partners.partner_rate_limit, name="partner_rate_limit"),
+    path("monitor/", views_partners.monitor_index, name="monitor_index"),
+    path("monitor/<slug:code>/", views_partners.monitor_partner, name="monitor_partner"),
+    path("monitor/<slug:code>/deliveries/", views_partners.monitor_deliveries, name="monitor_deliveries"),
+    path("monitor/<slug:code>/events/<str:public_id>/", views_partners.monitor_event, name="monitor_event"),
+    path("monitor/<slug:code>/events/<str:public_id>/replay/", views_partners.monitor_replay, name="monitor_replay"),
+    path("family-bindings/", views_bindings.binding_queue, name="binding_queue"),
+    path("family-bindings/<str:public_id>/", views_bindings.binding_detail, name="binding_detail"),
+    path("family-bindings/<str:public_id>/<slug:action>/", views_bindings.binding_action, name="binding_action"),
 ]

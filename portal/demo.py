@@ -11,7 +11,6 @@ so that the next run does nothing.
 
 import base64
 import datetime as dt
-import hashlib
 import os
 import random
 from collections import Counter
@@ -32,11 +31,11 @@ from django.utils import timezone
 from insurance import services as insurance_services
 from insurance.identity import make_identity_number
 from insurance.models import ID_NUMBER_PURPOSE, Certificate, Citizen, CitizenStatus, Scheme
+from payments import partners as partner_services
 from payments import services as payment_services
 from payments.models import (
     LinkageEndReason,
     Partner,
-    PartnerKey,
     PartnerKind,
     PortalKey,
     PortalKeyState,
@@ -48,7 +47,7 @@ from portal.crypto import blind_index_candidates
 from portal.models import AuditEvent, Region, Role, User
 
 DEMO_SEED = 20191124  # the pilot's start date: the same plan on every machine
-DEFAULT_DEMO_PASSWORD = "ecard-demo-2019"
+DEFAULT_DEMO_PASSWORD = "ecard-demo-2019"  # noqa: S105 -- published on purpose; ECARD_DEMO_PASSWORD overrides it
 SEEDED_ACTION = "demo.seeded"
 Output = Callable[[str], None]
 
@@ -65,7 +64,14 @@ PILOT_START = dt.date(2019, 11, 24)
 
 # Real GB/T 2260 districts inside each pilot province, for identity numbers.
 DISTRICTS: dict[str, tuple[str, ...]] = {
-    "130000": ("130102", "130104", "130202", "130203", "130302", "130602"),  # Shijiazhuang, Tangshan, Qinhuangdao, Baoding
+    "130000": (
+        "130102",
+        "130104",
+        "130202",
+        "130203",
+        "130302",
+        "130602",
+    ),  # Shijiazhuang, Tangshan, Qinhuangdao, Baoding
     "220000": ("220102", "220103", "220104", "220202", "220204"),  # Changchun, Jilin city
     "230000": ("230102", "230103", "230104", "230202", "230602"),  # Harbin, Qiqihar, Daqing
     "310000": ("310101", "310104", "310105", "310106", "310107", "310110", "310115"),  # Shanghai districts
@@ -75,7 +81,13 @@ DISTRICTS: dict[str, tuple[str, ...]] = {
 }
 # Roughly the provinces' relative populations, Shanghai raised so its staff see plenty.
 REGION_WEIGHTS: dict[str, int] = {
-    "130000": 14, "220000": 8, "230000": 10, "310000": 16, "350000": 12, "370000": 18, "440000": 22,
+    "130000": 14,
+    "220000": 8,
+    "230000": 10,
+    "310000": 16,
+    "350000": 12,
+    "370000": 18,
+    "440000": 22,
 }
 
 SURNAMES = (
@@ -85,8 +97,29 @@ SURNAMES = (
 COMPOUND_SURNAMES = ("欧阳", "司马", "诸葛", "上官")
 MALE_GIVEN = "伟强磊军勇杰涛斌超明刚平辉鹏华飞鑫波宇浩凯健俊帆帅旭宁龙林欢阳建国志文博昊然睿轩"
 FEMALE_GIVEN = "芳娜敏静丽艳娟霞秀玲桂英红梅琳颖洁婷雪慧倩佳欣悦怡晶燕萍媛蕾薇琪涵萱璐瑶"
-PHONE_PREFIXES = ("130", "131", "132", "135", "136", "137", "138", "139", "150", "151", "152", "158", "159",
-                  "177", "180", "181", "186", "187", "188", "189", "199")
+PHONE_PREFIXES = (
+    "130",
+    "131",
+    "132",
+    "135",
+    "136",
+    "137",
+    "138",
+    "139",
+    "150",
+    "151",
+    "152",
+    "158",
+    "159",
+    "177",
+    "180",
+    "181",
+    "186",
+    "187",
+    "188",
+    "189",
+    "199",
+)
 
 # What happens to each citizen's e-card(s), with its weight out of 100.
 STORIES: dict[str, int] = {
@@ -188,8 +221,13 @@ def plan_citizens(count: int, *, seed: int = DEMO_SEED, today: dt.date | None = 
         partners = ("wechat_pay",) if draw < 0.55 else ("alipay",) if draw < 0.75 else ("wechat_pay", "alipay")
         plans.append(
             CitizenPlan(
-                id_number=id_number, name=_name(rng, male), phone=phone, region_code=region_code,
-                scheme=str(scheme), story=story, partners=partners,
+                id_number=id_number,
+                name=_name(rng, male),
+                phone=phone,
+                region_code=region_code,
+                scheme=str(scheme),
+                story=story,
+                partners=partners,
                 partner_refs={code: _partner_ref(rng, code) for code in partners},
                 reissues=2 if story == "reissued" and rng.random() < 0.35 else 1,
             )
@@ -203,7 +241,9 @@ def plan_citizens(count: int, *, seed: int = DEMO_SEED, today: dt.date | None = 
 def ensure_regions() -> dict[str, Region]:
     """The pilot regions (migration portal/0002 loads them; a flushed database may not have them)."""
     for code, (name_zh, name_en) in PILOT_REGIONS.items():
-        Region.objects.get_or_create(code=code, defaults={"name_zh": name_zh, "name_en": name_en, "pilot_start": PILOT_START})
+        Region.objects.get_or_create(
+            code=code, defaults={"name_zh": name_zh, "name_en": name_en, "pilot_start": PILOT_START}
+        )
     return {region.code: region for region in Region.objects.filter(code__in=PILOT_REGIONS)}
 
 
@@ -213,10 +253,6 @@ class PartnerResult:
     key_id: str
     pem_path: Path
     created: bool
-
-
-def _key_id(code: str, public_raw: bytes) -> str:
-    return f"{code}-demo-{hashlib.sha256(public_raw).hexdigest()[:12]}"
 
 
 def _load_or_create_private_key(pem_path: Path) -> Ed25519PrivateKey:
@@ -237,8 +273,8 @@ def _load_or_create_private_key(pem_path: Path) -> Ed25519PrivateKey:
 def ensure_partners(actor: Actor, key_dir: Path) -> list[PartnerResult]:
     """The two wallets, each with an Ed25519 key whose private half is written to `key_dir`.
 
-    Rows are written directly: there is no partner service yet (the operators'
-    `create_partner` command is the other way in); the audit event is ours.
+    Through the partner services (`create_partner` uses the same ones), so the
+    audit log records them; an existing partner is left as it is.
     """
     results: list[PartnerResult] = []
     base = settings.ECARD_PUBLIC_BASE_URL.rstrip("/")
@@ -250,17 +286,19 @@ def ensure_partners(actor: Actor, key_dir: Path) -> list[PartnerResult]:
                 key = partner.keys.filter(state="active").order_by("id").first()
                 results.append(PartnerResult(code, key.key_id if key else "(no active key)", pem_path, created=False))
                 continue
-            partner = Partner.objects.create(
-                code=code, name=name, kind=PartnerKind.WALLET, webhook_url=f"{base}/sandbox/webhooks/{code}"
+            partner = partner_services.partner_create(
+                actor=actor,
+                code=code,
+                name=name,
+                kind=PartnerKind.WALLET,
+                webhook_url=f"{base}/sandbox/webhooks/{code}",
             )
             private_key = _load_or_create_private_key(pem_path)
-            public_raw = private_key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-            key = PartnerKey.objects.create(
-                partner=partner, key_id=_key_id(code, public_raw), public_key=base64.b64encode(public_raw).decode()
+            public_raw = private_key.public_key().public_bytes(
+                serialization.Encoding.Raw, serialization.PublicFormat.Raw
             )
-            audit_record(
-                actor=actor, action="partner.create", object_type="partner", object_id=code,
-                after={"code": code, "kind": partner.kind, "webhook_url": partner.webhook_url, "key_id": key.key_id},
+            key = partner_services.partner_key_add(
+                actor=actor, partner=partner, public_key=base64.b64encode(public_raw).decode()
             )
             results.append(PartnerResult(code, key.key_id, pem_path, created=True))
     return results
@@ -271,8 +309,10 @@ def ensure_portal_key(out: Output) -> bool:
     if PortalKey.objects.filter(state=PortalKeyState.ACTIVE).exists():
         return False
     if "rotate_portal_key" not in get_commands():
-        out("WARNING: the rotate_portal_key command is not available, so no portal signing key was created; "
-            "webhooks and API responses cannot be signed until `python manage.py rotate_portal_key` has run.")
+        out(
+            "WARNING: the rotate_portal_key command is not available, so no portal signing key was created; "
+            "webhooks and API responses cannot be signed until `python manage.py rotate_portal_key` has run."
+        )
         return False
     call_command("rotate_portal_key")
     return True
@@ -314,11 +354,17 @@ def ensure_users(actor: Actor, regions: dict[str, Region], password: str) -> lis
                 results.append((spec, False))
                 continue
             user = User.objects.create_user(
-                username=spec.username, email=f"{spec.username}@demo.ecard.example.cn", password=password, role=spec.role
+                username=spec.username,
+                email=f"{spec.username}@demo.ecard.example.cn",
+                password=password,
+                role=spec.role,
             )
             user.regions.set([regions[code] for code in spec.region_codes])
             audit_record(
-                actor=actor, action="staff.create", object_type="user", object_id=user.pk,
+                actor=actor,
+                action="staff.create",
+                object_type="user",
+                object_id=user.pk,
                 region_code=spec.region_codes[0] if len(spec.region_codes) == 1 else "",
                 after={"username": user.username, "role": user.role, "regions": list(spec.region_codes)},
             )
@@ -331,14 +377,17 @@ def ensure_users(actor: Actor, regions: dict[str, Region], password: str) -> lis
 
 def _link(actor: Actor, plan: CitizenPlan, citizen: Citizen, partners: dict[str, Partner]) -> Certificate:
     """Link the card to the planned wallets (the first linkage activates it); returns the card."""
-    linkage = None
-    for code in plan.partners:
-        linkage = payment_services.linkage_create(
-            actor=actor, partner=partners[code], citizen=citizen, partner_user_ref=plan.partner_refs[code],
+    linkages = [
+        payment_services.linkage_create(
+            actor=actor,
+            partner=partners[code],
+            citizen=citizen,
+            partner_user_ref=plan.partner_refs[code],
             verification_reference=f"demo-verify-{code}",
         )
-    assert linkage is not None  # every plan has at least one partner
-    return linkage.certificate
+        for code in plan.partners
+    ]
+    return linkages[-1].certificate
 
 
 def _expire(actor: Actor, certificate: Certificate, rng: random.Random) -> Certificate:
@@ -349,13 +398,18 @@ def _expire(actor: Actor, certificate: Certificate, rng: random.Random) -> Certi
     return insurance_services.certificate_expire(actor=actor, certificate=certificate)
 
 
-def seed_citizen(plan: CitizenPlan, *, actor: Actor, regions: dict[str, Region], partners: dict[str, Partner],
-                 rng: random.Random) -> Citizen:
+def seed_citizen(
+    plan: CitizenPlan, *, actor: Actor, regions: dict[str, Region], partners: dict[str, Partner], rng: random.Random
+) -> Citizen:
     """Register one citizen and play their story through the services, in one transaction."""
     with transaction.atomic():
         citizen = insurance_services.citizen_register(
-            actor=actor, id_number=plan.id_number, name=plan.name, phone=plan.phone,
-            region=regions[plan.region_code], scheme=plan.scheme,
+            actor=actor,
+            id_number=plan.id_number,
+            name=plan.name,
+            phone=plan.phone,
+            region=regions[plan.region_code],
+            scheme=plan.scheme,
         )
         story = plan.story
         if story == "no_card":
@@ -369,8 +423,9 @@ def seed_citizen(plan: CitizenPlan, *, actor: Actor, regions: dict[str, Region],
         card = _link(actor, plan, citizen, partners)  # activates the card
         if story == "active_unlinked":
             for linkage in WalletLinkage.objects.filter(citizen=citizen, state="active"):
-                payment_services.linkage_unlink(actor=actor, linkage=linkage, reason=LinkageEndReason.CITIZEN_REQUEST,
-                                                note="参保人在钱包中解除绑定")
+                payment_services.linkage_unlink(
+                    actor=actor, linkage=linkage, reason=LinkageEndReason.CITIZEN_REQUEST, note="参保人在钱包中解除绑定"
+                )
         elif story == "suspended":
             insurance_services.certificate_suspend(actor=actor, certificate=card, reason="手机丢失，参保人申请临时挂失")
         elif story == "revoked":
@@ -382,16 +437,20 @@ def seed_citizen(plan: CitizenPlan, *, actor: Actor, regions: dict[str, Region],
             insurance_services.certificate_reissue(actor=actor, certificate=card, reason="凭证过期，重新申领")
         elif story == "reissued":
             for _ in range(plan.reissues):
-                card = insurance_services.certificate_reissue(actor=actor, certificate=card, reason="更换手机，重新申领凭证")
+                card = insurance_services.certificate_reissue(
+                    actor=actor, certificate=card, reason="更换手机，重新申领凭证"
+                )
         elif story == "suspended_reissued":
             card = insurance_services.certificate_suspend(actor=actor, certificate=card, reason="疑似被冒用，暂停使用")
             insurance_services.certificate_reissue(actor=actor, certificate=card, reason="挂失后补发新凭证")
         elif story == "moved_out":
-            insurance_services.citizen_set_status(actor=actor, citizen=citizen, status=CitizenStatus.MOVED_OUT,
-                                                  reason="参保关系转出本统筹区")
+            insurance_services.citizen_set_status(
+                actor=actor, citizen=citizen, status=CitizenStatus.MOVED_OUT, reason="参保关系转出本统筹区"
+            )
         elif story == "deceased":
-            insurance_services.citizen_set_status(actor=actor, citizen=citizen, status=CitizenStatus.DECEASED,
-                                                  reason="死亡注销")
+            insurance_services.citizen_set_status(
+                actor=actor, citizen=citizen, status=CitizenStatus.DECEASED, reason="死亡注销"
+            )
         return citizen
 
 
@@ -404,7 +463,9 @@ def _already_registered(plans: list[CitizenPlan]) -> set[str]:
     keys = list(by_index)
     present: set[str] = set()
     for start in range(0, len(keys), 500):
-        found = Citizen.objects.filter(id_number_bidx__in=keys[start:start + 500]).values_list("id_number_bidx", flat=True)
+        found = Citizen.objects.filter(id_number_bidx__in=keys[start : start + 500]).values_list(
+            "id_number_bidx", flat=True
+        )
         present.update(by_index[value] for value in found)
     return present
 
@@ -480,8 +541,13 @@ def _seed_demo(*, citizens: int, out: Output) -> SeedReport:
     out(f"Seeding {citizens} citizens with their e-cards and wallet linkages ...")
     report.citizens_created = seed_citizens(citizens, actor=actor, regions=regions, out=out)
     with transaction.atomic():
-        audit_record(actor=actor, action=SEEDED_ACTION, object_type="demo", object_id="demo",
-                     after={"citizens_planned": citizens, "citizens_created": report.citizens_created})
+        audit_record(
+            actor=actor,
+            action=SEEDED_ACTION,
+            object_type="demo",
+            object_id="demo",
+            after={"citizens_planned": citizens, "citizens_created": report.citizens_created},
+        )
     return report
 
 

@@ -44,6 +44,7 @@ INSTALLED_APPS = [
     "allauth.mfa",
     "rest_framework",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI served from the portal's own static files
     "portal",
     "insurance",
     "payments",
@@ -146,6 +147,14 @@ CELERY_BEAT_SCHEDULE = {
         "task": "insurance.tasks.expire_certificates",
         "schedule": 300.0,
     },
+    "expire-undecided-family-bindings": {
+        "task": "payments.tasks.expire_undecided_bindings",
+        "schedule": 3600.0,
+    },
+    "purge-idempotency-records": {
+        "task": "payments.tasks.purge_idempotency_records",
+        "schedule": 3600.0,
+    },
 }
 
 # --- Authentication --------------------------------------------------------
@@ -212,7 +221,24 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024
 SPECTACULAR_SETTINGS = {
     "TITLE": "e-card portal partner API",
     "VERSION": "1",
+    "DESCRIPTION": (
+        "The partner API of the e-card (医保电子凭证) portal. The contract is the partner guide's "
+        "PARTNER_API.md (docs/partner-guide.md links it): signed requests (`ECARD-ED25519`), signed "
+        "responses and webhooks (`Ecard-*` headers), RFC 9457 problem+json errors with a stable `code`, "
+        "cursor pagination, idempotency keys. Where this schema and the contract differ, the contract wins."
+    ),
     "SERVE_INCLUDE_SCHEMA": False,
+    "SCHEMA_PATH_PREFIX": r"/api/v1",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "payments.openapi.add_problem_responses",
+    ],
+    # Every docs asset is served by the portal (government networks have no CDN).
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "SWAGGER_UI_SETTINGS": {"validatorUrl": None, "deepLinking": True, "supportedSubmitMethods": []},
 }
 
 # --- Security headers ------------------------------------------------------

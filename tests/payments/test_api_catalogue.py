@@ -2,6 +2,7 @@
 
 import re
 import secrets
+from urllib.parse import quote
 
 import pytest
 from django.test import Client
@@ -239,7 +240,7 @@ def test_every_policy_parameter_is_required(wallet):
     ("region_code=999999&scheme=employee&year=2026", "region_code"),
     ("region_code=310000&scheme=civil_servant&year=2026", "scheme"),
     ("region_code=310000&scheme=employee&year=26", "year"),
-    ("region_code=310000&scheme=employee&year=二〇二六", "year"),
+    ("region_code=310000&scheme=employee&year=" + quote("二〇二六"), "year"),  # percent-encoded, as sent
     ("region_code=310000&scheme=employee&year=1999", "year"),
     ("region_code=310000&scheme=employee&year=", "year"),
 ])
@@ -330,3 +331,24 @@ def test_the_schema_declares_the_contract_shapes(db):
     assert {"200", "400", "401", "404"} <= set(policies["responses"])
     facilities = schema["paths"]["/api/v1/facilities"]["get"]
     assert {p["name"] for p in facilities["parameters"]} == {"region_code", "cursor", "limit"}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_catalogue_reads_over_real_http(live_server, regions):
+    keys._forget_cached_key()
+    try:
+        keys.portal_key_create(actor=Actor.system("tests"))
+        seed_catalogue()
+        client = make_client()
+        client.django_client = None
+        client.base_url = live_server.url
+        response = client.get("/api/v1/facilities?region_code=310000&limit=2")
+        assert response.status == 200
+        assert response.signature_valid
+        page = response.json()
+        assert [f["code"] for f in page["results"]] == ["C310000001", "H310000001"]
+        following = client.get(f"/api/v1/facilities?region_code=310000&limit=2&cursor={page['next_cursor']}")
+        assert [f["code"] for f in following.json()["results"]] == ["P310000001"]
+        assert following.json()["next_cursor"] is None
+    finally:
+        keys._forget_cached_key()

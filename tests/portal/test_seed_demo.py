@@ -103,7 +103,11 @@ def test_seed_demo_links_active_cards_to_wallets_and_some_citizens_to_both(key_d
     assert active.filter(partner__code="wechat_pay").exists()
     assert active.filter(partner__code="alipay").exists()
     for linkage in active.select_related("certificate"):
-        assert linkage.certificate.state in {CertificateState.ACTIVE, CertificateState.SUSPENDED, CertificateState.EXPIRED}
+        assert linkage.certificate.state in {
+            CertificateState.ACTIVE,
+            CertificateState.SUSPENDED,
+            CertificateState.EXPIRED,
+        }
     both = {c for c in active.filter(partner__code="alipay").values_list("citizen_id", flat=True)}
     assert both & set(active.filter(partner__code="wechat_pay").values_list("citizen_id", flat=True))
     assert WalletLinkage.objects.filter(state=LinkageState.UNLINKED).exists()
@@ -151,16 +155,29 @@ def test_seed_demo_creates_the_portal_signing_key_or_says_why_not(key_dir):
 
 def test_second_seed_demo_run_does_nothing_and_says_so(key_dir):
     seed()
-    counts = (Citizen.objects.count(), Certificate.objects.count(), AuditEvent.objects.count(),
-              WalletLinkage.objects.count(), PartnerKey.objects.count(), User.objects.count(), PortalKey.objects.count())
+    counts = (
+        Citizen.objects.count(),
+        Certificate.objects.count(),
+        AuditEvent.objects.count(),
+        WalletLinkage.objects.count(),
+        PartnerKey.objects.count(),
+        User.objects.count(),
+        PortalKey.objects.count(),
+    )
     pem = (key_dir / "wechat_pay.pem").read_bytes()
 
     output = seed()
 
     assert "nothing to do" in output
-    assert (Citizen.objects.count(), Certificate.objects.count(), AuditEvent.objects.count(),
-            WalletLinkage.objects.count(), PartnerKey.objects.count(), User.objects.count(),
-            PortalKey.objects.count()) == counts
+    assert (
+        Citizen.objects.count(),
+        Certificate.objects.count(),
+        AuditEvent.objects.count(),
+        WalletLinkage.objects.count(),
+        PartnerKey.objects.count(),
+        User.objects.count(),
+        PortalKey.objects.count(),
+    ) == counts
     assert (key_dir / "wechat_pay.pem").read_bytes() == pem
 
 
@@ -177,3 +194,13 @@ def test_interrupted_seed_demo_resumes_without_duplicating_citizens(key_dir):
 
     assert Citizen.objects.count() == 30
     assert "20 citizens created" in output
+
+
+def test_seed_demo_refuses_to_run_in_production(key_dir, settings):
+    from django.core.management.base import CommandError
+
+    settings.PRODUCTION = True
+    with pytest.raises(CommandError, match="ECARD_PRODUCTION"):
+        seed()
+    assert not Citizen.objects.exists()
+    assert not Partner.objects.exists()

@@ -2,9 +2,11 @@
 
 import time
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from portal import demo
+from portal.errors import DomainError
 
 
 class Command(BaseCommand):
@@ -14,6 +16,11 @@ class Command(BaseCommand):
         parser.add_argument("--citizens", type=int, default=2000, help="how many demo citizens (default 2000)")
 
     def handle(self, *args, citizens: int, **options) -> None:
+        if settings.PRODUCTION:
+            raise CommandError(
+                "seed_demo loads made-up citizens and accounts with a known password; "
+                "it does not run with ECARD_PRODUCTION=1."
+            )
         if not 1 <= citizens <= 100_000:
             raise CommandError("--citizens must be between 1 and 100000.")
         started = time.monotonic()
@@ -21,12 +28,16 @@ class Command(BaseCommand):
             report = demo.seed_demo(citizens=citizens, out=self.stdout.write)
         except ValueError as exc:
             raise CommandError(str(exc)) from exc
+        except DomainError as exc:  # for example a webhook URL this portal's settings refuse
+            raise CommandError(f"{exc.code}: {exc.message}") from exc
         if not report.changed:
             self.stdout.write(self.style.SUCCESS("Demo data is already in place; nothing to do."))
         else:
-            self.stdout.write(self.style.SUCCESS(
-                f"Demo data seeded in {time.monotonic() - started:.1f} s: {report.citizens_created} citizens created."
-            ))
+            self.stdout.write(
+                self.style.SUCCESS(
+                    f"Demo data seeded in {time.monotonic() - started:.1f} s: {report.citizens_created} citizens created."
+                )
+            )
             self.stdout.write("E-cards by state:")
             for state, count in sorted(demo.card_state_counts().items()):
                 self.stdout.write(f"  {state:<28} {count:>6}")

@@ -1,0 +1,123 @@
+"""QR token endpoints (PARTNER_API.md "QR tokens"): minting (wallets) and verifying (any active partner)."""
+
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import serializers
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from insurance.models import Scheme, Sex
+from payments import qr
+from payments.api_base import PartnerApiView, StrictCharField, StrictSerializer, parse_input
+from payments.api_linkages import partner_actor, linkage_for_partner
+from payments.models import FamilyBinding, Relationship
+from payments.problems import ApiError
+from payments.representations import rfc3339
+
+# --- Shapes -------------------------------------------------------------------------------
+
+
+class QrTokenCreateInputSerializer(StrictSerializer):
+    family_binding_id = StrictCharField(max_length=40, required=False, allow_null=True)
+
+
+class QrTokenOutputSerializer(serializers.Serializer):
+    token = serializers.CharField()
+    expires_at = serializers.DateTimeField()
+
+
+class VerifyInputSerializer(StrictSerializer):
+    # Any string: whatever is not an authentic token is `invalid_token`, not a validation error.
+    token = StrictCharField(allow_blank=True, trim_whitespace=False)
+
+
+class _VerifiedCitizenOutput(serializers.Serializer):
+    name = serializers.CharField()
+    id_number_masked = serializers.CharField()
+    sex = serializers.ChoiceField(choices=Sex.values)
+    birth_date = serializers.DateField()
+    region_code = serializers.CharField()
+    scheme = serializers.ChoiceField(choices=Scheme.values)
+
+
+class _PresentedByOutput(serializers.Serializer):
+    relationship = serializers.ChoiceField(choices=Relationship.values)
+    holder_name_masked = serializers.CharField()
+
+
+class VerifyOutputSerializer(serializers.Serializer):
+    certificate_number = serializers.CharField()
+    state = serializers.ChoiceField(choices=["pending_activation", "active", "suspended", "revoked", "expired"])
+    token_used = serializers.BooleanField()
+    citizen = _VerifiedCitizenOutput()
+    presented_by = _PresentedByOutput(allow_null=True)
+    token_expires_at = serializers.DateTimeField()
+
+
+# --- Views --------------------------------------------------------------------------------
+
+
+class QrTokenCreateApi(PartnerApiView):
+    """`POST /linkages/{id}/qr-tokens`: a 60-second token for the holder, or for a binding's beneficiary."""
+
+    wallet_only = True
+
+    @extend_schema(
+        operation_id="qr_tokens_create",
+        request=QrTokenCreateInputSerializer,
+        responses={
+            201: QrTokenOutputSerializer,
+            404: OpenApiResponse(OpenApiTypes.OBJECT, description="not_found"),
+            409: OpenApiResponse(OpenApiTypes.OBJECT,
+                                 description="linkage_inactive, certificate_not_active, binding_inactive"),
+        },
+    )
+    def post(self, request: Request, public_id: str) -> Response:
+        linkage = linkage_for_partner(self.partner, public_id)
+        data = parse_input(QrTokenCreateInputSerializer, request)
+        binding = None
+        if data.get("family_binding_id"):
+            # Only a binding made through this linkage may be presented; any other is not found here.
+            binding = FamilyBinding.objects.filter(
+                public_id=data["family_binding_id"], partner=self.partner, holder_linkage=linkage
+            ).first()
+            if binding is None:
+                raise ApiError(404, "not_found", "No such family binding was made through this linkage.")
+        minted = qr.qr_token_mint(actor=partner_actor(request, self.partner), linkage=linkage, family_binding=binding)
+        return Response({"token": minted.token, "expires_at": rfc3339(minted.expires_at)}, status=201)
+
+
+class CertificateVerifyApi(PartnerApiView):
+    """`POST /certificates/verify`: any active partner; the card's current state, whatever it is."""
+
+    @extend_schema(
+        operation_id="certificates_verify",
+        request=VerifyInputSerializer,
+        responses={200: VerifyOutputSerializer,
+                   422: OpenApiResponse(OpenApiTypes.OBJECT, description="invalid_token, token_expired")},
+    )
+    def post(self, request: Request) -> Response:
+        data = parse_input(VerifyInputSerializer, request)
+        row = qr.token_read(data["token"])
+        certificate = row.certificate
+        citizen = certificate.citizen
+        binding = row.family_binding
+        return Response({
+            "certificate_number": certificate.number,
+            "state": certificate.state,
+            "token_used": row.used_at is not None,
+            "citizen": {
+                # The full name: the facility registers the patient by it.
+                "name": citizen.name,
+                "id_number_masked": citizen.id_number_masked,
+                "sex": citizen.sex,
+                "birth_date": citizen.birth_date.isoformat(),
+                "region_code": citizen.region_id,
+                "scheme": citizen.scheme,
+            },
+            "presented_by": None if binding is None else {
+                "relationship": binding.relationship,
+                "holder_name_masked": binding.holder_citizen.name_masked,
+            },
+            "token_expires_at": rfc3339(row.expires_at),
+        })

@@ -1,0 +1,113 @@
+"""Family-binding screens for clerks: the queue of pending bindings of their regions
+(by the beneficiary's region), a binding's detail, and approve / reject / revoke
+with a reason and a confirmation step. Outside the user's regions: 404."""
+
+from django import forms
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
+
+from payments import bindings
+from payments.models import BINDING_OPEN_STATES, BindingEndReason, BindingState, FamilyBinding
+from portal.actors import Actor
+from portal.screens import paginate, querystring_without_page, require_citizen_writer, two_step
+
+
+class BindingDecisionForm(forms.Form):
+    note = forms.CharField(label=gettext_lazy("Reason"), max_length=128,
+                           error_messages={"required": gettext_lazy("A reason is required.")},
+                           widget=forms.TextInput(attrs={"size": 60}))
+
+    def clean_note(self) -> str:
+        note = self.cleaned_data["note"].strip()
+        if not note:
+            raise forms.ValidationError(gettext_lazy("A reason is required."))
+        return note
+
+
+BINDING_ACTIONS: dict[str, dict] = {
+    "approve": {
+        "label": gettext_lazy("Approve family binding"),
+        "effect": gettext_lazy("The binding becomes active: the holder may present the beneficiary's e-card in the "
+                               "wallet. An e-card pending activation becomes active. The partner is notified."),
+        "states": (BindingState.PENDING,),
+    },
+    "reject": {
+        "label": gettext_lazy("Reject family binding"),
+        "effect": gettext_lazy("The binding is rejected for good and the partner is notified."),
+        "states": (BindingState.PENDING,),
+    },
+    "revoke": {
+        "label": gettext_lazy("End family binding"),
+        "effect": gettext_lazy("The binding ends: the holder can no longer present the beneficiary's e-card. "
+                               "The partner is notified."),
+        "states": BINDING_OPEN_STATES,
+    },
+}
+
+
+def _get_binding_for_user(user, public_id: str) -> FamilyBinding:
+    try:
+        return bindings.bindings_visible_to(user).get(public_id=public_id)
+    except FamilyBinding.DoesNotExist as exc:
+        raise Http404 from exc
+
+
+@login_required
+def binding_queue(request: HttpRequest) -> HttpResponse:
+    """Bindings of the user's regions, pending ones by default, oldest first (the first to time out)."""
+    state = request.GET.get("state", BindingState.PENDING)
+    if state not in BindingState.values:
+        state = BindingState.PENDING
+    queryset = bindings.bindings_visible_to(request.user).filter(state=state).order_by("created_at", "id")
+    page = paginate(request, queryset)
+    return render(request, "payments/binding_queue.html", {
+        "page": page, "state": state, "states": BindingState.choices,
+        "querystring": querystring_without_page(request),
+    })
+
+
+@login_required
+def binding_detail(request: HttpRequest, public_id: str) -> HttpResponse:
+    binding = _get_binding_for_user(request.user, public_id)
+    can_write = request.user.can_write_citizens
+    actions = [(key, spec["label"]) for key, spec in BINDING_ACTIONS.items() if binding.state in spec["states"]]
+    return render(request, "payments/binding_detail.html", {
+        "binding": binding, "actions": actions if can_write else [],
+        "card": binding.beneficiary.current_certificate(),
+    })
+
+
+@login_required
+def binding_action(request: HttpRequest, public_id: str, action: str) -> HttpResponse:
+    binding = _get_binding_for_user(request.user, public_id)
+    if action not in BINDING_ACTIONS:
+        raise Http404
+    require_citizen_writer(request.user)
+    spec = BINDING_ACTIONS[action]
+    if binding.state not in spec["states"]:
+        messages.error(request, _("This family binding is %(state)s: it cannot be changed this way.")
+                       % {"state": binding.get_state_display()})
+        return redirect("binding_detail", public_id=binding.public_id)
+    form = BindingDecisionForm(request.POST or None)
+
+    def perform(data: dict) -> HttpResponse:
+        actor = Actor.for_request(request)
+        if action == "approve":
+            bindings.family_binding_approve(actor=actor, binding=binding, note=data["note"])
+            messages.success(request, _("The family binding has been approved."))
+        elif action == "reject":
+            bindings.family_binding_reject(actor=actor, binding=binding, note=data["note"])
+            messages.success(request, _("The family binding has been rejected."))
+        else:
+            bindings.family_binding_revoke(actor=actor, binding=binding, reason=BindingEndReason.CLERK,
+                                           note=data["note"])
+            messages.success(request, _("The family binding has been ended."))
+        return redirect("binding_detail", public_id=binding.public_id)
+
+    return two_step(request, form=form, template="payments/binding_action.html", perform=perform, context={
+        "binding": binding, "action": action, "label": spec["label"], "effect": spec["effect"],
+    })
