@@ -56,7 +56,8 @@ def parse_authorization(header: str) -> dict[str, str] | None:
         params[match.group(1)] = match.group(2)
     if set(params) != set(_REQUIRED):
         return None
-    if not params["timestamp"].isdigit() or len(params["timestamp"]) > 12:
+    # isascii: str.isdigit() accepts "²", which int() refuses.
+    if not (params["timestamp"].isascii() and params["timestamp"].isdigit()) or len(params["timestamp"]) > 12:
         return None
     if not signing.NONCE_RE.match(params["nonce"]) or not params["key_id"] or len(params["key_id"]) > 64:
         return None
@@ -89,7 +90,7 @@ class PartnerSignatureAuthentication(BaseAuthentication):
         if key is None:
             raise _unauthorized("unknown_key", "The key_id is not known.")
         length = django_request.META.get("CONTENT_LENGTH") or "0"
-        if length.isdigit() and int(length) > MAX_BODY_BYTES:
+        if length.isascii() and length.isdigit() and int(length) > MAX_BODY_BYTES:
             raise ApiError(413, "payload_too_large", "The body is larger than 1 MB.")
         try:
             body = django_request.body

@@ -216,3 +216,19 @@ def test_demo_prices_and_numbers_are_integer_fen(regions):
     seed_catalogue(today=TODAY)
     assert all(isinstance(p, int) and p > 0 for p in ServiceItem.objects.values_list("max_unit_price_fen", flat=True))
     assert ReimbursementPolicy.objects.get(region_id="370000", scheme="employee", year=2026).eligible_shares["drug_b"] == "0.85"
+
+
+def test_a_stored_policy_feeds_the_split_with_decimal_shares_and_ratio(regions):
+    from insurance.reimbursement import BillLine, PolicyTerms, compute_split
+
+    seed_catalogue(today=TODAY)
+    policy = catalogue.policy_in_force("370000", "employee", 2026, today=TODAY)
+    terms = PolicyTerms.of(policy)
+    assert terms.ratio == Decimal("0.75") and terms.eligible_shares["drug_b"] == Decimal("0.85")
+    atorvastatin = ServiceItem.objects.get(code="XC10AAA050B001")
+    result = compute_split(
+        lines=[BillLine(atorvastatin.category, 20, 3000, atorvastatin.max_unit_price_fen, atorvastatin.code)],
+        policy=terms, deductible_used_fen=30000, fund_used_fen=0, account_balance_fen=5000, use_personal_account=True,
+    )
+    # 60000 x 0.85 = 51000 eligible; deductible used up; 51000 x 0.75 = 38250 from the fund; 5000 from the account.
+    assert (result.eligible_fen, result.fund_fen, result.account_fen, result.self_pay_fen) == (51000, 38250, 5000, 16750)

@@ -105,7 +105,8 @@ def test_the_default_page_holds_fifty(wallet, system_actor):
     assert page["next_cursor"] is not None
 
 
-@pytest.mark.parametrize("query", ["limit=0", "limit=201", "limit=abc", "limit=-1", "limit=", "limit=1.5"])
+@pytest.mark.parametrize("query", ["limit=0", "limit=201", "limit=abc", "limit=-1", "limit=", "limit=1.5",
+                                   "limit=" + quote("²"), "limit=" + quote("１２")])
 def test_a_bad_limit_is_a_validation_error(wallet, query):
     response = wallet.get(f"/api/v1/services?{query}")
     assert response.status == 400
@@ -261,6 +262,13 @@ def test_an_unsigned_request_is_refused_with_a_signed_401(wallet, target):
     assert response.status == 401
     assert response.code == "authentication_required"
     assert response.signature_valid
+
+
+def test_a_timestamp_of_non_ascii_digits_is_an_unparsable_header_not_a_500(wallet):
+    # "²" passes str.isdigit() but not int(): correctly signed, it must still be refused as unparsable.
+    response = wallet.get("/api/v1/services", timestamp="\u00b2")
+    assert response.status == 401
+    assert response.code == "authentication_required"
 
 
 def test_a_request_signed_with_another_key_is_refused(wallet):
