@@ -13,6 +13,8 @@ from django.db import transaction
 from django.db.models import Q, QuerySet
 from django.http import HttpResponseBase
 from rest_framework import serializers
+from rest_framework.exceptions import ParseError
+from rest_framework.parsers import JSONParser
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 
@@ -45,6 +47,44 @@ def _rate_limit(partner: Partner) -> None:
         raise ApiError(429, "rate_limited", "Too many requests.", headers={"Retry-After": "1"})
 
 
+def _storable(text: str) -> bool:
+    return "\x00" not in text and not any("\ud800" <= c <= "\udfff" for c in text)
+
+
+class StrictJSONParser(JSONParser):
+    """JSON that PostgreSQL can store, or a 400: too deep nesting, NUL characters and lone
+    surrogates (all valid JSON) would otherwise end in a 500 further on."""
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        try:
+            data = super().parse(stream, media_type, parser_context)
+        except RecursionError:
+            raise ParseError("JSON parse error - nested too deeply") from None
+        pending = [data]
+        while pending:  # iterative: the document may be deep
+            value = pending.pop()
+            if isinstance(value, dict):
+                for key, item in value.items():
+                    if not _storable(key):
+                        raise ParseError("JSON parse error - NUL characters and lone surrogates are not accepted")
+                    pending.append(item)
+            elif isinstance(value, list):
+                pending.extend(value)
+            elif isinstance(value, str) and not _storable(value):
+                raise ParseError("JSON parse error - NUL characters and lone surrogates are not accepted")
+        return data
+
+
+def _reject_nul(request: Request) -> None:
+    """NUL cannot be stored or compared in PostgreSQL text: refuse it in the path and the query."""
+    if "\x00" in request._request.path:
+        raise ApiError(404, "not_found", "Not found.")
+    for name, values in request.query_params.lists():
+        if "\x00" in name or any("\x00" in value for value in values):
+            raise ApiError(400, "validation_error", "NUL characters are not accepted.",
+                           errors={name.replace("\x00", ""): ["NUL characters are not accepted."]})
+
+
 class _Replay(Exception):
     """Raised from `initial` to answer a completed idempotent request with its stored response."""
 
@@ -64,6 +104,7 @@ class PartnerApiView(SignedApiView):
 
     authentication_classes = [PartnerSignatureAuthentication]
     permission_classes = [IsSignedPartner]
+    parser_classes = [StrictJSONParser]
     wallet_only = False  # linkages, QR tokens, family bindings and premiums
     idempotent = False  # POST requires an Idempotency-Key
 
@@ -73,6 +114,7 @@ class PartnerApiView(SignedApiView):
         super().initial(request, *args, **kwargs)
         partner = self.partner
         _rate_limit(partner)
+        _reject_nul(request)
         if self.wallet_only and partner.kind != PartnerKind.WALLET:
             raise ApiError(403, "forbidden", "Only wallet partners may use this endpoint.")
         if self.idempotent and request.method == "POST" and hasattr(self, "post"):

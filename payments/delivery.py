@@ -131,10 +131,29 @@ def claim_due(*, limit: int, event_id: int | None = None) -> list[Claimed]:
         events=OutboxEvent._meta.db_table, partners=Partner._meta.db_table,
         only_one="AND id = %(event_id)s" if event_id is not None else "",
     )
+    if connection.vendor != "postgresql":
+        return _claim_due_serialised(now=now, lease_until=lease_until, limit=limit, event_id=event_id)
     with transaction.atomic(), connection.cursor() as cursor:
         _relaxed_commit(cursor)
         cursor.execute(sql, {"lease_until": lease_until, "now": now, "limit": limit, "event_id": event_id})
         rows = cursor.fetchall()
+    rows.sort(key=lambda row: row[0])
+    return [Claimed(*row) for row in rows]
+
+
+def _claim_due_serialised(*, now: datetime, lease_until: datetime, limit: int, event_id: int | None) -> list[Claimed]:
+    """The demo's SQLite: no row locks, but IMMEDIATE transactions serialise writers, so
+    reading the due rows and leasing them in one transaction is just as exclusive."""
+    with transaction.atomic():
+        due = OutboxEvent.objects.filter(
+            state=OutboxState.PENDING, next_attempt_at__lte=now, partner__deliveries_paused=False,
+        ).exclude(partner__webhook_url="")
+        if event_id is not None:
+            due = due.filter(pk=event_id)
+        rows = list(
+            due.order_by("next_attempt_at").values_list("id", "public_id", "type", "body", "attempts", "partner__webhook_url")[:limit]
+        )
+        OutboxEvent.objects.filter(pk__in=[row[0] for row in rows]).update(next_attempt_at=lease_until)
     rows.sort(key=lambda row: row[0])
     return [Claimed(*row) for row in rows]
 

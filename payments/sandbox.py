@@ -4,7 +4,8 @@ It checks each webhook as a partner would, against the portal's published
 keys, and keeps what it got so that the demo can show it.
 """
 
-from django.http import HttpRequest, HttpResponse
+from django.conf import settings
+from django.http import Http404, HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
@@ -23,6 +24,8 @@ def webhook_signature_valid(*, key_id: str, timestamp: str, nonce: str, signatur
 @csrf_exempt
 @require_POST
 def sandbox_webhook(request: HttpRequest, partner_code: str) -> HttpResponse:
+    if not settings.ECARD_SANDBOX_ENABLED:  # an open receiver has no place in production
+        raise Http404
     body = request.body
     event_id = request.headers.get("Ecard-Event-Id", "")
     valid = webhook_signature_valid(

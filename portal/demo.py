@@ -29,6 +29,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from insurance import services as insurance_services
+from insurance.catalogue_demo import seed_catalogue
 from insurance.identity import make_identity_number
 from insurance.models import ID_NUMBER_PURPOSE, Certificate, Citizen, CitizenStatus, Scheme
 from payments import partners as partner_services
@@ -535,6 +536,8 @@ def _seed_demo(*, citizens: int, out: Output) -> SeedReport:
     # Before the citizens, so that the deliveries their commits kick can be signed.
     report.portal_key_created = ensure_portal_key(out)
     report.users = ensure_users(actor, regions, report.password)
+    # The national catalogue, facilities and policies (idempotent on its own).
+    seed_catalogue()
     if AuditEvent.objects.filter(action=SEEDED_ACTION).exists():
         report.already_seeded = True
         return report

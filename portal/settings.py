@@ -302,6 +302,8 @@ ECARD_DELIVERY_RETRY_SCHEDULE = [int(item) for item in _retry_schedule] or [
 ECARD_DELIVERY_BATCH_SIZE = env_int("ECARD_DELIVERY_BATCH_SIZE", 32)
 # Base URL the portal itself is reached at (the demo's sandbox partners post here).
 ECARD_PUBLIC_BASE_URL = env_str("ECARD_PUBLIC_BASE_URL", "http://127.0.0.1:8000")
+# The demo partners' webhook receiver served by the portal itself; off in production.
+ECARD_SANDBOX_ENABLED = env_bool("ECARD_SANDBOX_ENABLED", not PRODUCTION)
 
 LOGGING = {
     "version": 1,

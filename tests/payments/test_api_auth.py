@@ -225,3 +225,31 @@ def test_a_service_platform_is_forbidden_linkages_and_qr_tokens(portal_key, meth
 def test_a_service_platform_may_verify_tokens(portal_key):  # noqa: F811
     platform = make_partner_client(PartnerKind.SERVICE_PLATFORM)
     assert_problem(platform.post("/api/v1/certificates/verify", {"token": "nonsense"}), 422, "invalid_token")
+
+
+# --- Nothing answers a 5xx ----------------------------------------------------------------------
+
+JUNK_BODIES = [
+    b"", b"null", b"[]", b"{}", b"0", b'{"a": 1}', b"\x00\x01", b"[" * 50_000 + b"]" * 50_000,
+    b'{"token": ' + b"[" * 5000 + b"]" * 5000 + b"}", b'{"id_number": 1e999, "name": {}}', b'{"reason": null}',
+    b'{"family_binding_id": ["fbd_x"]}', b'{"partner_user_ref": "\\ud800", "token": "\\udfff"}',
+    b'{"partner_user_ref": "a\\u0000b", "token": "\\u0000", "reason": "\\u0000"}', b'{"\\u0000": 1}',
+    b'{"id_number": "310101195001011234", "name": "\\ud83d", "partner_user_ref": "r", "verification_reference": "v"}',
+"{\"name\": \"\ud800\"}".encode("utf-8", "surrogatepass"),
+]
+ENDPOINTS = [
+    ("POST", "/api/v1/linkages"), ("GET", "/api/v1/linkages?state=%00&partner_user_ref=%ff"),
+    ("GET", "/api/v1/linkages?partner_user_ref=a%00b"), ("GET", "/api/v1/linkages?cursor=%00"),
+    ("GET", "/api/v1/linkages/%00"), ("POST", "/api/v1/linkages/lnk_x/unlink"),
+    ("POST", "/api/v1/linkages/lnk_x/qr-tokens"), ("POST", "/api/v1/certificates/verify"),
+    ("PUT", "/api/v1/linkages"), ("PATCH", "/api/v1/certificates/verify"),
+]
+
+
+@pytest.mark.parametrize(("method", "target"), ENDPOINTS)
+def test_no_malformed_request_produces_a_server_error(wallet, method, target):
+    for body in JUNK_BODIES:
+        for key in (None, "k-" + str(len(body))):
+            response = wallet.request(method, target, raw_body=body, idempotency_key=key)
+            assert response.status < 500, (body[:40], response.body)
+            assert response.signature_valid

@@ -8,7 +8,7 @@ Registers the partner, or adds the key to an existing one, and prints
 import json
 from pathlib import Path
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, no_translations
 from django.db import transaction
 
 from payments import partners
@@ -27,6 +27,7 @@ class Command(BaseCommand):
         parser.add_argument("--webhook-url", default="", help="where events are POSTed (empty: the partner only polls /events)")
         parser.add_argument("--public-key-file", required=True, help="the partner's Ed25519 public key: PEM, or base64 of 32 raw bytes")
 
+    @no_translations  # operators' terminals and logs read English
     def handle(self, *args, code: str, name: str | None, kind: str | None, webhook_url: str, public_key_file: str,
                **options) -> None:
         try:
