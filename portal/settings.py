@@ -230,6 +230,10 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "SCHEMA_PATH_PREFIX": r"/api/v1",
     "COMPONENT_SPLIT_REQUEST": True,
+    # Certificates, linkages, bindings... each have a `state`: name the certificate's choice set.
+    "ENUM_NAME_OVERRIDES": {
+        "CertificateStateEnum": ["pending_activation", "active", "suspended", "revoked", "expired"],
+    },
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "payments.openapi.add_problem_responses",

@@ -37,6 +37,12 @@ def pytest_configure(config):
         )
 
 
+@pytest.fixture(autouse=True)
+def _fast_password_hashing(settings):
+    """PBKDF2's deliberate slowness is for attackers, not for the test suite."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
 @pytest.fixture
 def regions(db):
     """The seven pilot regions (a transactional test's flush removes the migrated rows)."""
