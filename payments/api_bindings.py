@@ -20,14 +20,14 @@ from portal.actors import Actor, client_ip
 # --- Shapes -------------------------------------------------------------------------------
 
 
-class _CitizenOutput(serializers.Serializer):
+class BeneficiaryOutputSerializer(serializers.Serializer):
     name_masked = serializers.CharField()
     id_number_masked = serializers.CharField()
     region_code = serializers.CharField()
     scheme = serializers.ChoiceField(choices=["employee", "resident"])
 
 
-class _CertificateOutput(serializers.Serializer):
+class BeneficiaryCertificateOutputSerializer(serializers.Serializer):
     number = serializers.CharField()
     state = serializers.ChoiceField(choices=["pending_activation", "active", "suspended", "revoked", "expired"])
     expires_at = serializers.DateTimeField()
@@ -36,8 +36,8 @@ class _CertificateOutput(serializers.Serializer):
 class FamilyBindingOutputSerializer(serializers.Serializer):
     id = serializers.CharField()
     holder_linkage_id = serializers.CharField()
-    beneficiary = _CitizenOutput()
-    beneficiary_certificate = _CertificateOutput(allow_null=True)
+    beneficiary = BeneficiaryOutputSerializer()
+    beneficiary_certificate = BeneficiaryCertificateOutputSerializer(allow_null=True)
     relationship = serializers.ChoiceField(choices=Relationship.values)
     consent_reference = serializers.CharField()
     state = serializers.ChoiceField(choices=BindingState.values)

@@ -174,3 +174,17 @@ def test_revoking_answers_the_revoked_binding_and_a_second_revoke_returns_it_unc
 def test_an_unknown_binding_id_is_not_found(world):
     response = world["api"].get("/api/v1/family-bindings/fbd_nope")
     assert (response.status, response.code) == (404, "not_found")
+
+
+def test_creating_requires_an_idempotency_key_and_a_retry_gets_the_first_answer_without_a_second_binding(world):
+    missing = world["api"].post("/api/v1/family-bindings", payload(world))
+    assert (missing.status, missing.code) == (400, "idempotency_key_required")
+
+    first = world["api"].post("/api/v1/family-bindings", payload(world), idempotency_key="bind-1")
+    retry = world["api"].post("/api/v1/family-bindings", payload(world), idempotency_key="bind-1")
+
+    assert (first.status, retry.status) == (201, 201)
+    assert retry.body == first.body
+    assert retry.headers["Idempotent-Replayed"] == "true"
+    assert retry.signature_valid
+    assert FamilyBinding.objects.count() == 1
