@@ -187,6 +187,11 @@ def citizen_set_status(*, actor: Actor, citizen: Citizen, status: str, reason: s
     if status != CitizenStatus.ACTIVE:
         for certificate in Certificate.objects.select_for_update().filter(citizen=citizen, state__in=LIVE_STATES):
             _transition(certificate, "revoke", actor=actor, reason=reason, end_reason=EndReason.CITIZEN_STATUS)
+    # After the cards: partners hear `certificate.revoked` first, then what is left ends.
+    domain_events.record(
+        type="citizen.status", aggregate_type="citizen", aggregate_id=str(citizen.pk), region_code=citizen.region_id,
+        data={"citizen_id": citizen.pk, "status": status, "actor": actor.label},
+    )
     return citizen
 
 

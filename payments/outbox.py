@@ -216,6 +216,24 @@ def _on_citizen_updated(event: DomainEvent) -> None:
         bump_binding(binding, [])
 
 
+def _on_citizen_status(event: DomainEvent) -> None:
+    """A citizen marked deceased or moved out: whatever their card's state (an expired card
+    keeps its linkages), their linkages are unlinked and their bindings on either side end
+    (`citizen_status`). Live cards were revoked just before, which already ended most."""
+    if event.data.get("status") == "active":
+        return
+    actor = _cascade_actor(event)
+    citizen_id = event.data["citizen_id"]
+    for linkage in WalletLinkage.objects.select_for_update().select_related("partner", "citizen", "certificate").filter(
+        state=LinkageState.ACTIVE, citizen_id=citizen_id
+    ).order_by("id"):
+        end_linkage(linkage, reason=LinkageEndReason.CITIZEN_STATUS, ended_by=event.data.get("actor", ""),
+                    domain_event=event, binding_reason=BindingEndReason.CITIZEN_STATUS, actor=actor)
+    for binding in _open_bindings(beneficiary_id=citizen_id) + _open_bindings(holder_citizen_id=citizen_id):
+        end_binding(binding, reason=BindingEndReason.CITIZEN_STATUS, actor=actor, domain_event=event)
+
+
 def register_handlers() -> None:
     domain_events.subscribe("certificate.", _on_certificate_event)
+    domain_events.subscribe("citizen.status", _on_citizen_status)
     domain_events.subscribe("citizen.updated", _on_citizen_updated)

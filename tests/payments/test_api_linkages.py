@@ -6,7 +6,6 @@ import pytest
 
 from insurance import services as insurance_services
 from payments.models import LinkageState, OutboxEvent, PartnerKind, WalletLinkage
-from portal.actors import Actor
 from tests.payments.api_helpers import (  # noqa: F401
     fresh_cache,
     idem_key,

@@ -202,3 +202,26 @@ def test_a_change_of_the_beneficiarys_masked_name_grows_the_version_without_an_e
     world["binding"].refresh_from_db()
     assert world["binding"].version == version + 1
     assert types(world["wechat"], start) == []
+
+
+def test_a_deceased_citizen_whose_card_had_expired_is_unlinked_with_citizen_status(make_citizen, system_actor):
+    """An expired card keeps its linkages; the citizen's death still ends them."""
+    from insurance import services as insurance_services
+    from insurance.models import Certificate, CitizenStatus
+    from payments.models import LinkageState, OutboxEvent, Partner, WalletLinkage
+    from payments.services import linkage_create
+
+    partner = Partner.objects.create(code="wallet_expired", name="W", kind="wallet", webhook_url="http://127.0.0.1:9/h")
+    citizen = make_citizen("310000", with_card=True)
+    linkage = linkage_create(actor=system_actor, partner=partner, citizen=citizen, partner_user_ref="u-expired")
+    card = Certificate.objects.get(citizen=citizen)
+    insurance_services.certificate_expire(actor=system_actor, certificate=card)
+
+    insurance_services.citizen_set_status(actor=system_actor, citizen=citizen, status=CitizenStatus.DECEASED,
+                                          reason="death registered")
+
+    linkage = WalletLinkage.objects.get(pk=linkage.pk)
+    assert linkage.state == LinkageState.UNLINKED
+    assert linkage.end_reason == "citizen_status"
+    last = OutboxEvent.objects.filter(partner=partner).order_by("-id").first()
+    assert last.type == "linkage.unlinked"
