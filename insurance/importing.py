@@ -22,6 +22,7 @@ from django.utils.translation import gettext as _
 from insurance import services
 from insurance.identity import InvalidIdentityNumber, parse_identity_number
 from insurance.models import Citizen, Scheme
+from portal import domain_events
 from portal.actors import Actor
 from portal.errors import DomainError
 from portal.models import Region
@@ -217,10 +218,17 @@ def _apply(row: _ValidRow, *, actor: Actor) -> bool:
                 )
             services.citizen_update(actor=actor, citizen=citizen, name=row.name, phone=row.phone, scheme=row.scheme)
             created = False
-        # NOT STORED YET: `row.account_balance_fen` is validated above so that
-        # files are checked now, but the personal account ledger arrives in a
-        # later issue; until then the balance is neither stored nor turned into
-        # an adjustment entry (PARTNER_API.md "Provisioning").
+        if row.account_balance_fen is not None:
+            # The personal account ledger lives in `payments`, which insurance never imports:
+            # a domain event, handled in this transaction, turns a changed balance into an
+            # adjustment entry (a refusal, such as a balance below what pending settlements
+            # hold, fails this row).
+            domain_events.record(
+                type="citizen.account_balance_set", aggregate_type="citizen", aggregate_id=str(citizen.pk),
+                region_code=citizen.region_id,
+                data={"citizen_id": citizen.pk, "balance_fen": row.account_balance_fen, "note": ISSUE_REASON,
+                      "actor": {"type": actor.type, "id": actor.id, "label": actor.label, "user_id": actor.user_id}},
+            )
     return created
 
 

@@ -1,6 +1,6 @@
 from django.urls import path, re_path
 
-from payments import api_bindings
+from payments import api_bindings, api_premiums, api_settlements
 from payments import api_linkages, api_tokens
 from payments.api_base import ApiNotFoundView
 
@@ -23,6 +23,16 @@ urlpatterns = [
     path("linkages/<str:public_id>/unlink", api_linkages.LinkageUnlinkApi.as_view(), name="api-linkage-unlink"),
     path("linkages/<str:public_id>/qr-tokens", api_tokens.QrTokenCreateApi.as_view(), name="api-qr-tokens"),
     path("certificates/verify", api_tokens.CertificateVerifyApi.as_view(), name="api-certificates-verify"),
+    path("settlements", api_settlements.SettlementListCreateApi.as_view(), name="api-settlements"),
+    path("settlements/<str:public_id>", api_settlements.SettlementDetailApi.as_view(), name="api-settlement"),
+    path("settlements/<str:public_id>/confirm", api_settlements.SettlementConfirmApi.as_view(),
+         name="api-settlement-confirm"),
+    path("settlements/<str:public_id>/cancel", api_settlements.SettlementCancelApi.as_view(),
+         name="api-settlement-cancel"),
+    path("settlements/<str:public_id>/refund", api_settlements.SettlementRefundApi.as_view(),
+         name="api-settlement-refund"),
+    path("premiums", api_premiums.PremiumCreateApi.as_view(), name="api-premiums"),
+    path("premiums/<str:public_id>", api_premiums.PremiumDetailApi.as_view(), name="api-premium"),
 ]
 
 # Keep this last: any other path under /api/v1/ answers a signed 404 problem+json.

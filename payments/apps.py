@@ -7,6 +7,7 @@ class PaymentsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from payments import outbox, schema  # noqa: F401  (schema registers the OpenAPI auth extension)
+        from payments import ledger, outbox, schema  # noqa: F401  (schema registers the OpenAPI auth extension)
 
         outbox.register_handlers()
+        ledger.register_handlers()

@@ -302,3 +302,200 @@ class IdempotencyRecord(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["partner", "key"], name="one_idempotency_record_per_partner_key")]
+
+
+# --- Settlements, the citizen-year accumulator, the personal account, premiums -------------
+
+
+def _settlement_id() -> str:
+    return new_public_id("stl")
+
+
+def _premium_id() -> str:
+    return new_public_id("prm")
+
+
+class SettlementState(models.TextChoices):
+    PENDING_PAYMENT = "pending_payment", _("Pending payment")
+    PAID = "paid", _("Paid")
+    CANCELLED = "cancelled", _("Cancelled")
+    EXPIRED = "expired", _("Expired")
+    REFUNDED = "refunded", _("Refunded")
+
+
+class Settlement(models.Model):
+    """A bill at a facility paid with an e-card (DESIGN.md sections 3 and 4).
+
+    The split is computed once, at creation, against the policy version it
+    points at; `year` (Asia/Shanghai) names the citizen-year accumulator it
+    reserved in, so that a release or a refund goes back to the same year.
+    """
+
+    public_id = models.CharField(max_length=40, unique=True, default=_settlement_id, editable=False)
+    partner = models.ForeignKey(Partner, on_delete=models.PROTECT, related_name="settlements")
+    certificate = models.ForeignKey(Certificate, on_delete=models.PROTECT, related_name="settlements")
+    # The citizen whose card the token carries (the beneficiary, for a binding's token).
+    citizen = models.ForeignKey(Citizen, on_delete=models.PROTECT, related_name="settlements")
+    family_binding = models.ForeignKey(FamilyBinding, null=True, blank=True, on_delete=models.PROTECT,
+                                       related_name="settlements")
+    qr_token = models.OneToOneField(QrToken, on_delete=models.PROTECT, related_name="settlement")
+    facility = models.ForeignKey("insurance.Facility", on_delete=models.PROTECT, related_name="settlements")
+    policy = models.ForeignKey("insurance.ReimbursementPolicy", on_delete=models.PROTECT, related_name="settlements")
+    state = models.CharField(_("state"), max_length=16, choices=SettlementState.choices,
+                             default=SettlementState.PENDING_PAYMENT)
+    year = models.PositiveSmallIntegerField(_("year"))
+    total_fen = models.BigIntegerField(_("total (fen)"))
+    eligible_fen = models.BigIntegerField(_("eligible (fen)"))
+    deductible_fen = models.BigIntegerField(_("deductible applied (fen)"))
+    fund_fen = models.BigIntegerField(_("pooled fund (fen)"))
+    account_fen = models.BigIntegerField(_("personal account (fen)"))
+    self_pay_fen = models.BigIntegerField(_("self-pay (fen)"))
+    use_personal_account = models.BooleanField(default=False)
+    partner_transaction_id = models.CharField(max_length=128, null=True, blank=True)
+    refund_reason = models.CharField(max_length=128, blank=True)
+    expires_at = models.DateTimeField(_("expires at"))
+    created_at = models.DateTimeField(_("created at"), db_index=True)
+    paid_at = models.DateTimeField(null=True, blank=True)
+    refunded_at = models.DateTimeField(null=True, blank=True)
+    released_at = models.DateTimeField(null=True, blank=True)  # cancelled or expired
+    version = models.PositiveIntegerField(default=1)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        verbose_name = _("settlement")
+        verbose_name_plural = _("settlements")
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(total_fen__gte=0, eligible_fen__gte=0, deductible_fen__gte=0, fund_fen__gte=0,
+                            account_fen__gte=0, self_pay_fen__gte=0),
+                name="settlement_amounts_not_negative",
+            ),
+            models.CheckConstraint(
+                condition=Q(total_fen=models.F("fund_fen") + models.F("account_fen") + models.F("self_pay_fen")),
+                name="settlement_split_adds_up",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["expires_at"], condition=Q(state="pending_payment"), name="settlement_pending_expiry"),
+            models.Index(fields=["partner", "created_at", "id"], name="settlement_partner_feed"),
+            models.Index(fields=["citizen", "year"], name="settlement_citizen_year"),
+        ]
+
+    def __str__(self) -> str:
+        return self.public_id
+
+
+class SettlementLine(models.Model):
+    settlement = models.ForeignKey(Settlement, on_delete=models.CASCADE, related_name="lines")
+    position = models.PositiveSmallIntegerField()
+    service = models.ForeignKey("insurance.ServiceItem", on_delete=models.PROTECT, related_name="+")
+    service_code = models.CharField(max_length=32)  # as billed (the catalogue code never changes)
+    category = models.CharField(max_length=16)  # the category when billed
+    quantity = models.PositiveIntegerField()
+    unit_price_fen = models.BigIntegerField()
+    line_total_fen = models.BigIntegerField()
+    eligible_fen = models.BigIntegerField()
+
+    class Meta:
+        ordering = ["settlement", "position"]
+        constraints = [
+            models.UniqueConstraint(fields=["settlement", "position"], name="one_settlement_line_per_position"),
+            models.CheckConstraint(condition=Q(quantity__gte=1, quantity__lte=9999), name="settlement_line_quantity"),
+        ]
+
+
+class CitizenYearAccumulator(models.Model):
+    """A citizen's deductible and fund use for one year, pending settlements included.
+
+    Every settlement create, cancel, expiry and refund locks this row
+    (`SELECT ... FOR UPDATE`), so that concurrent settlements never pass the
+    deductible or the annual cap together.
+    """
+
+    citizen = models.ForeignKey(Citizen, on_delete=models.PROTECT, related_name="year_accumulators")
+    year = models.PositiveSmallIntegerField()
+    deductible_used_fen = models.BigIntegerField(default=0)
+    fund_used_fen = models.BigIntegerField(default=0)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["citizen", "year"], name="one_accumulator_per_citizen_year"),
+            models.CheckConstraint(condition=Q(deductible_used_fen__gte=0, fund_used_fen__gte=0),
+                                   name="accumulator_not_negative"),
+        ]
+
+
+class PersonalAccount(models.Model):
+    """A citizen's personal account (个人账户). `balance_fen` caches the sum of the
+    ledger entries (written in the entry's transaction); `held_fen` is what
+    pending settlements have reserved and not yet debited."""
+
+    citizen = models.OneToOneField(Citizen, on_delete=models.PROTECT, related_name="personal_account")
+    balance_fen = models.BigIntegerField(default=0)
+    held_fen = models.BigIntegerField(default=0)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=Q(balance_fen__gte=0, held_fen__gte=0), name="account_not_negative"),
+            models.CheckConstraint(condition=Q(held_fen__lte=models.F("balance_fen")), name="account_hold_covered"),
+        ]
+
+
+class AccountEntryKind(models.TextChoices):
+    ADJUSTMENT = "adjustment", _("Adjustment")
+    SETTLEMENT = "settlement", _("Settlement")
+    REFUND = "refund", _("Refund")
+
+
+class AccountEntry(models.Model):
+    """One entry of a personal account's append-only ledger (PostgreSQL refuses UPDATE and DELETE)."""
+
+    account = models.ForeignKey(PersonalAccount, on_delete=models.PROTECT, related_name="entries")
+    kind = models.CharField(max_length=16, choices=AccountEntryKind.choices)
+    amount_fen = models.BigIntegerField()  # signed: credits positive, debits negative
+    balance_after_fen = models.BigIntegerField()
+    settlement = models.ForeignKey(Settlement, null=True, blank=True, on_delete=models.PROTECT,
+                                   related_name="account_entries")
+    actor_label = models.CharField(max_length=150)
+    note = models.CharField(max_length=128, blank=True)
+    created_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["account", "id"]
+        verbose_name_plural = _("account entries")
+        constraints = [
+            models.CheckConstraint(condition=Q(balance_after_fen__gte=0), name="account_entry_balance_not_negative"),
+            models.CheckConstraint(condition=~Q(amount_fen=0), name="account_entry_not_zero"),
+        ]
+
+
+class PremiumState(models.TextChoices):
+    PAID = "paid", _("Paid")
+
+
+class PremiumPayment(models.Model):
+    """A resident's yearly premium paid through a partner; its row is the enrolment for that
+    year being paid (one per citizen and year, enforced by the database)."""
+
+    public_id = models.CharField(max_length=40, unique=True, default=_premium_id, editable=False)
+    partner = models.ForeignKey(Partner, on_delete=models.PROTECT, related_name="premiums")
+    citizen = models.ForeignKey(Citizen, on_delete=models.PROTECT, related_name="premiums")
+    policy = models.ForeignKey("insurance.ReimbursementPolicy", on_delete=models.PROTECT, related_name="premiums")
+    year = models.PositiveSmallIntegerField()
+    amount_fen = models.BigIntegerField()
+    partner_transaction_id = models.CharField(max_length=128)
+    state = models.CharField(max_length=16, choices=PremiumState.choices, default=PremiumState.PAID)
+    created_at = models.DateTimeField(db_index=True)
+    version = models.PositiveIntegerField(default=1)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["citizen", "year"], name="one_premium_per_citizen_year"),
+            models.CheckConstraint(condition=Q(amount_fen__gte=0), name="premium_not_negative"),
+        ]
+
+    def __str__(self) -> str:
+        return self.public_id

@@ -60,3 +60,48 @@ def family_binding_repr(binding) -> dict:
         "ended_at": rfc3339(binding.ended_at),
         "version": binding.version,
     }
+
+
+def settlement_repr(settlement) -> dict:
+    """PARTNER_API.md "Settlement". Reads `certificate`, `family_binding`, `facility`, `policy`
+    and `lines` (select them with payments.settlements.settlements_of_partner)."""
+    policy = settlement.policy
+    return {
+        "id": settlement.public_id,
+        "state": settlement.state,
+        "certificate_number": settlement.certificate.number,
+        "family_binding_id": settlement.family_binding.public_id if settlement.family_binding_id else None,
+        "facility_code": settlement.facility.code,
+        "policy": {"region_code": policy.region_id, "scheme": policy.scheme, "year": policy.year,
+                   "version": policy.version},
+        "lines": [
+            {"service_code": line.service_code, "quantity": line.quantity, "unit_price_fen": line.unit_price_fen,
+             "line_total_fen": line.line_total_fen, "eligible_fen": line.eligible_fen}
+            for line in settlement.lines.all()
+        ],
+        "total_fen": settlement.total_fen,
+        "eligible_fen": settlement.eligible_fen,
+        "deductible_fen": settlement.deductible_fen,
+        "fund_fen": settlement.fund_fen,
+        "account_fen": settlement.account_fen,
+        "self_pay_fen": settlement.self_pay_fen,
+        "use_personal_account": settlement.use_personal_account,
+        "partner_transaction_id": settlement.partner_transaction_id,
+        "expires_at": rfc3339(settlement.expires_at),
+        "created_at": rfc3339(settlement.created_at),
+        "version": settlement.version,
+    }
+
+
+def premium_repr(premium) -> dict:
+    """PARTNER_API.md "Premium"."""
+    return {
+        "id": premium.public_id,
+        "state": premium.state,
+        "year": premium.year,
+        "amount_fen": premium.amount_fen,
+        "partner_transaction_id": premium.partner_transaction_id,
+        "citizen": citizen_repr(premium.citizen),
+        "created_at": rfc3339(premium.created_at),
+        "version": premium.version,
+    }

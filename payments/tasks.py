@@ -31,3 +31,11 @@ def purge_idempotency_records() -> int:
     from payments.idempotency import idempotency_records_purge
 
     return idempotency_records_purge()
+
+
+@shared_task(soft_time_limit=50, time_limit=60)
+def expire_due_settlements() -> int:
+    """Pending settlements unconfirmed 15 minutes after creation become `expired`, their reservation released."""
+    from payments.settlements import settlements_expire_due
+
+    return settlements_expire_due()

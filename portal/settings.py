@@ -155,6 +155,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "payments.tasks.purge_idempotency_records",
         "schedule": 3600.0,
     },
+    "expire-due-settlements": {
+        "task": "payments.tasks.expire_due_settlements",
+        "schedule": 60.0,
+    },
 }
 
 # --- Authentication --------------------------------------------------------
@@ -200,6 +204,8 @@ LANGUAGE_COOKIE_AGE = 365 * 24 * 3600
 STATIC_URL = "/static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = VAR_DIR / "staticfiles"
+# WhiteNoise serves from the finders too (no collectstatic for the demo) but wants the folder to exist.
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 WHITENOISE_USE_FINDERS = True
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"location": str(VAR_DIR / "media")}},

@@ -1,0 +1,254 @@
+"""Settlement endpoints (PARTNER_API.md "Settlement" and the settlements rows).
+
+Any active partner, wallet or service platform, may settle a token; a
+settlement belongs to the partner that created it, which alone reads,
+confirms, cancels or refunds it: another partner's answers 404 `not_found`.
+"""
+
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import serializers
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from payments import settlements
+from payments.api_base import PartnerApiView, StrictCharField, StrictSerializer, paginate, parse_input
+from payments.api_linkages import partner_actor
+from payments.models import Partner, Settlement, SettlementState
+from payments.problems import ApiError
+from payments.representations import settlement_repr
+
+MAX_FEN = 10**12  # far above any real price: keeps every sum inside a 64-bit integer
+
+
+class StrictIntegerField(serializers.IntegerField):
+    """A JSON integer, and only that: no strings, booleans or floats (money is never a float)."""
+
+    default_error_messages = {"invalid": "A whole number is required."}
+
+    def to_internal_value(self, data) -> int:
+        if not isinstance(data, int) or isinstance(data, bool):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StrictBooleanField(serializers.BooleanField):
+    default_error_messages = {"invalid": "Must be true or false."}
+
+    def to_internal_value(self, data) -> bool:
+        if not isinstance(data, bool):
+            self.fail("invalid")
+        return data
+
+
+# --- Shapes -------------------------------------------------------------------------------
+
+
+class SettlementLineInputSerializer(serializers.Serializer):
+    service_code = StrictCharField(max_length=32)
+    quantity = StrictIntegerField(min_value=1, max_value=9999)
+    unit_price_fen = StrictIntegerField(min_value=0, max_value=MAX_FEN)
+
+    def to_internal_value(self, data) -> dict:
+        # Nested, so StrictSerializer's check (on `initial_data`) does not apply: unknown fields refused here.
+        if isinstance(data, dict):
+            unknown = sorted(set(data) - set(self.fields))
+            if unknown:
+                raise serializers.ValidationError({name: ["Unknown field."] for name in unknown})
+        return super().to_internal_value(data)
+
+
+class SettlementCreateInputSerializer(StrictSerializer):
+    token = StrictCharField(allow_blank=True, trim_whitespace=False)
+    facility_code = StrictCharField(max_length=32)
+    lines = SettlementLineInputSerializer(many=True, allow_empty=False, max_length=settlements.MAX_LINES)
+    use_personal_account = StrictBooleanField(required=False, default=False)
+
+
+class SettlementConfirmInputSerializer(StrictSerializer):
+    partner_transaction_id = StrictCharField(max_length=128)
+    self_pay_fen = StrictIntegerField(min_value=0, max_value=10**18)
+
+
+class SettlementCancelInputSerializer(StrictSerializer):
+    """No fields: `{}` or an empty body."""
+
+
+class SettlementRefundInputSerializer(StrictSerializer):
+    reason = StrictCharField(max_length=128)
+
+
+class _PolicyRefOutput(serializers.Serializer):
+    region_code = serializers.CharField()
+    scheme = serializers.ChoiceField(choices=["employee", "resident"])
+    year = serializers.IntegerField()
+    version = serializers.IntegerField()
+
+
+class _SettlementLineOutput(serializers.Serializer):
+    service_code = serializers.CharField()
+    quantity = serializers.IntegerField()
+    unit_price_fen = serializers.IntegerField()
+    line_total_fen = serializers.IntegerField()
+    eligible_fen = serializers.IntegerField()
+
+
+class SettlementOutputSerializer(serializers.Serializer):
+    id = serializers.CharField()
+    state = serializers.ChoiceField(choices=SettlementState.values)
+    certificate_number = serializers.CharField()
+    family_binding_id = serializers.CharField(allow_null=True)
+    facility_code = serializers.CharField()
+    policy = _PolicyRefOutput()
+    lines = _SettlementLineOutput(many=True)
+    total_fen = serializers.IntegerField()
+    eligible_fen = serializers.IntegerField()
+    deductible_fen = serializers.IntegerField()
+    fund_fen = serializers.IntegerField()
+    account_fen = serializers.IntegerField()
+    self_pay_fen = serializers.IntegerField()
+    use_personal_account = serializers.BooleanField()
+    partner_transaction_id = serializers.CharField(allow_null=True)
+    expires_at = serializers.DateTimeField()
+    created_at = serializers.DateTimeField()
+    version = serializers.IntegerField()
+
+
+class SettlementListOutputSerializer(serializers.Serializer):
+    results = SettlementOutputSerializer(many=True)
+    next_cursor = serializers.CharField(allow_null=True)
+
+
+_IDEMPOTENCY = OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER, required=True)
+_NOT_FOUND = {404: OpenApiResponse(OpenApiTypes.OBJECT, description="not_found")}
+
+
+def settlement_for_partner(partner: Partner, public_id: str) -> Settlement:
+    """This partner's settlement, or 404 `not_found` (another partner's included)."""
+    settlement = settlements.settlements_of_partner(partner).filter(public_id=public_id).first()
+    if settlement is None:
+        raise ApiError(404, "not_found", "Not found.")
+    return settlement
+
+
+def _fresh(settlement: Settlement) -> dict:
+    return settlement_repr(settlements.settlements_of_partner(settlement.partner).get(pk=settlement.pk))
+
+
+# --- Views --------------------------------------------------------------------------------
+
+
+class SettlementListCreateApi(PartnerApiView):
+    """`GET /settlements?state=` (this partner's) and `POST /settlements` (idempotent)."""
+
+    idempotent = True
+
+    @extend_schema(
+        operation_id="settlements_list",
+        parameters=[
+            OpenApiParameter("state", str, enum=SettlementState.values, required=False),
+            OpenApiParameter("cursor", str, required=False),
+            OpenApiParameter("limit", int, required=False),
+        ],
+        responses=SettlementListOutputSerializer,
+    )
+    def get(self, request: Request) -> Response:
+        rows = settlements.settlements_of_partner(self.partner)
+        state = request.query_params.get("state")
+        if state is not None:
+            if state not in SettlementState.values:
+                raise ApiError(400, "validation_error", "Unknown state.",
+                               errors={"state": ["One of: " + ", ".join(SettlementState.values) + "."]})
+            rows = rows.filter(state=state)
+        return Response(paginate(request, rows, serialize=settlement_repr))
+
+    @extend_schema(
+        operation_id="settlements_create",
+        parameters=[_IDEMPOTENCY],
+        request=SettlementCreateInputSerializer,
+        responses={
+            201: SettlementOutputSerializer,
+            409: OpenApiResponse(OpenApiTypes.OBJECT, description=(
+                "certificate_not_active, token_used, linkage_inactive, binding_inactive, policy_unavailable")),
+            422: OpenApiResponse(OpenApiTypes.OBJECT, description=(
+                "invalid_token, token_expired, unknown_service, unknown_facility, price_above_maximum")),
+        },
+    )
+    def post(self, request: Request) -> Response:
+        data = parse_input(SettlementCreateInputSerializer, request)
+        settlement = settlements.settlement_create(
+            actor=partner_actor(request, self.partner), partner=self.partner, token=data["token"],
+            facility_code=data["facility_code"],
+            lines=[settlements.LineInput(line["service_code"], line["quantity"], line["unit_price_fen"])
+                   for line in data["lines"]],
+            use_personal_account=data["use_personal_account"],
+        )
+        return Response(_fresh(settlement), status=201)
+
+
+class SettlementDetailApi(PartnerApiView):
+    """`GET /settlements/{id}`."""
+
+    @extend_schema(operation_id="settlements_retrieve", responses={200: SettlementOutputSerializer, **_NOT_FOUND})
+    def get(self, request: Request, public_id: str) -> Response:
+        return Response(settlement_repr(settlement_for_partner(self.partner, public_id)))
+
+
+class SettlementConfirmApi(PartnerApiView):
+    """`POST /settlements/{id}/confirm` (idempotent): the wallet collected the self-pay."""
+
+    idempotent = True
+
+    @extend_schema(
+        operation_id="settlements_confirm",
+        parameters=[_IDEMPOTENCY],
+        request=SettlementConfirmInputSerializer,
+        responses={200: SettlementOutputSerializer, **_NOT_FOUND,
+                   409: OpenApiResponse(OpenApiTypes.OBJECT, description="settlement_expired, invalid_state"),
+                   422: OpenApiResponse(OpenApiTypes.OBJECT, description="amount_mismatch")},
+    )
+    def post(self, request: Request, public_id: str) -> Response:
+        settlement = settlement_for_partner(self.partner, public_id)
+        data = parse_input(SettlementConfirmInputSerializer, request)
+        settlement = settlements.settlement_confirm(
+            actor=partner_actor(request, self.partner), settlement=settlement,
+            partner_transaction_id=data["partner_transaction_id"], self_pay_fen=data["self_pay_fen"],
+        )
+        return Response(_fresh(settlement))
+
+
+class SettlementCancelApi(PartnerApiView):
+    """`POST /settlements/{id}/cancel`: releases what was reserved."""
+
+    @extend_schema(
+        operation_id="settlements_cancel",
+        request=SettlementCancelInputSerializer,
+        responses={200: SettlementOutputSerializer, **_NOT_FOUND,
+                   409: OpenApiResponse(OpenApiTypes.OBJECT, description="invalid_state")},
+    )
+    def post(self, request: Request, public_id: str) -> Response:
+        settlement = settlement_for_partner(self.partner, public_id)
+        if not isinstance(request.data, dict) or request.data:
+            parse_input(SettlementCancelInputSerializer, request)  # `{}` or no body; anything else is refused
+        settlement = settlements.settlement_cancel(actor=partner_actor(request, self.partner), settlement=settlement)
+        return Response(_fresh(settlement))
+
+
+class SettlementRefundApi(PartnerApiView):
+    """`POST /settlements/{id}/refund` (idempotent): full refund of a paid settlement."""
+
+    idempotent = True
+
+    @extend_schema(
+        operation_id="settlements_refund",
+        parameters=[_IDEMPOTENCY],
+        request=SettlementRefundInputSerializer,
+        responses={200: SettlementOutputSerializer, **_NOT_FOUND,
+                   409: OpenApiResponse(OpenApiTypes.OBJECT, description="invalid_state")},
+    )
+    def post(self, request: Request, public_id: str) -> Response:
+        settlement = settlement_for_partner(self.partner, public_id)
+        data = parse_input(SettlementRefundInputSerializer, request)
+        settlement = settlements.settlement_refund(actor=partner_actor(request, self.partner), settlement=settlement,
+                                                   reason=data["reason"])
+        return Response(_fresh(settlement))
