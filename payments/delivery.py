@@ -17,7 +17,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-import httpx
+import urllib3
+from urllib3.exceptions import ConnectTimeoutError, HTTPError, NewConnectionError
+from urllib3.exceptions import TimeoutError as Urllib3Timeout
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import F
@@ -64,22 +66,21 @@ class Outcome:
 
 _pool_lock = threading.Lock()
 _pool_pid: int | None = None
-_client: httpx.Client | None = None
+_client: urllib3.PoolManager | None = None
 _executor: ThreadPoolExecutor | None = None
 
 
-def _http() -> tuple[httpx.Client, ThreadPoolExecutor]:
+def _http() -> tuple[urllib3.PoolManager, ThreadPoolExecutor]:
+    """urllib3 rather than httpx here: half the CPU per webhook (docs/benchmarks.md)."""
     global _pool_pid, _client, _executor
     pid = os.getpid()
     if _pool_pid != pid or _client is None or _executor is None:
         with _pool_lock:
             if _pool_pid != pid or _client is None or _executor is None:
                 size = max(4, settings.ECARD_DELIVERY_BATCH_SIZE * 2)
-                _client = httpx.Client(
-                    timeout=settings.ECARD_WEBHOOK_TIMEOUT_SECONDS,
-                    limits=httpx.Limits(max_connections=size, max_keepalive_connections=size),
-                    follow_redirects=False,
-                    trust_env=False,
+                _client = urllib3.PoolManager(
+                    num_pools=64, maxsize=size, block=False, retries=False,
+                    timeout=urllib3.Timeout(total=settings.ECARD_WEBHOOK_TIMEOUT_SECONDS),
                 )
                 _executor = ThreadPoolExecutor(max_workers=size, thread_name_prefix="webhook")
                 _pool_pid = pid
@@ -161,7 +162,7 @@ def _claim_due_serialised(*, now: datetime, lease_until: datetime, limit: int, e
 # --- Send --------------------------------------------------------------------
 
 
-def _send(client: httpx.Client, key: keys.SigningKey, event: Claimed) -> Outcome:
+def _send(client: urllib3.PoolManager, key: keys.SigningKey, event: Claimed) -> Outcome:
     body = event.body.encode("utf-8")
     started_at = timezone.now()
     signature = signing.webhook_headers(
@@ -173,16 +174,16 @@ def _send(client: httpx.Client, key: keys.SigningKey, event: Claimed) -> Outcome
     status: int | None = None
     error = ""
     try:
-        response = client.post(event.url, content=body, headers=headers, timeout=settings.ECARD_WEBHOOK_TIMEOUT_SECONDS)
-        status = response.status_code
+        response = client.request("POST", event.url, body=body, headers=headers, redirect=False)
+        status = response.status
         if not 200 <= status < 300:
             error = f"HTTP {status}"
     # Errors name the failure only: never the body, which could carry personal data.
-    except httpx.TimeoutException:
-        error = "timeout"
-    except httpx.ConnectError:
+    except (ConnectTimeoutError, NewConnectionError):
         error = "connection failed"
-    except httpx.HTTPError as exc:
+    except Urllib3Timeout:
+        error = "timeout"
+    except HTTPError as exc:
         error = f"HTTP error: {type(exc).__name__}"
     except Exception as exc:  # a malformed URL and the like: recorded, retried, never a crashed sweep
         error = f"error: {type(exc).__name__}"

@@ -45,9 +45,21 @@ SIGNATURE_HEADERS = {
 }
 
 
+# The contract's Idempotency-Key: 1 to 255 printable ASCII characters. Declared once here for every
+# endpoint that takes it (each view only names the header), without leading or trailing spaces,
+# which HTTP strips from header values.
+IDEMPOTENCY_KEY_SCHEMA = {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[!-~]([ -~]*[!-~])?$"}
+IDEMPOTENCY_KEY_DESCRIPTION = (
+    "1 to 255 printable ASCII characters, scoped to the partner; a retry of the same request with the same "
+    "key gets the first response again (`Idempotent-Replayed: true`). Missing or malformed: 400 "
+    "`idempotency_key_required`."
+)
+
+
 def add_problem_responses(result: dict, generator, request, public) -> dict:
     """drf-spectacular postprocessing hook: a `Problem` component, every error
-    response typed `application/problem+json`, and the signature headers on every response."""
+    response typed `application/problem+json`, the signature headers on every response,
+    and the contract's shape of `Idempotency-Key` wherever an endpoint takes it."""
     components = result.setdefault("components", {})
     components.setdefault("schemas", {})["Problem"] = PROBLEM_SCHEMA
     problem_ref = {"$ref": "#/components/schemas/Problem"}
@@ -55,6 +67,11 @@ def add_problem_responses(result: dict, generator, request, public) -> dict:
         for operation in path_item.values():
             if not isinstance(operation, dict) or "responses" not in operation:
                 continue
+            for parameter in operation.get("parameters", []):
+                if parameter.get("in") == "header" and parameter.get("name") == "Idempotency-Key":
+                    parameter["schema"] = dict(IDEMPOTENCY_KEY_SCHEMA)
+                    parameter["description"] = IDEMPOTENCY_KEY_DESCRIPTION
+                    parameter["required"] = True
             responses = operation["responses"]
             for status, response in responses.items():
                 if status.startswith(("4", "5")) or status == "default":

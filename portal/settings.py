@@ -321,6 +321,6 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
-    # httpx logs every request line at INFO; delivery attempts are recorded in the database instead.
-    "loggers": {"httpx": {"level": "WARNING"}, "httpcore": {"level": "WARNING"}},
+    # HTTP clients log request lines; delivery attempts are recorded in the database instead.
+    "loggers": {name: {"level": "WARNING"} for name in ("httpx", "httpcore", "urllib3")},
 }

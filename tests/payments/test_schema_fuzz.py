@@ -52,7 +52,7 @@ CHECKS = [
     response_headers_conformance,
     response_schema_conformance,
 ]
-EXAMPLES_PER_OPERATION = 25  # about 15 operations: a few hundred cases, well under two minutes
+EXAMPLES_PER_OPERATION = 12  # about 25 operations, plus schemathesis's coverage cases: a few hundred requests
 
 
 class EcardSignature(requests.auth.AuthBase):
@@ -158,9 +158,7 @@ schema = schemathesis.pytest.from_fixture("api_schema")
 @settings(max_examples=EXAMPLES_PER_OPERATION, deadline=None,
           suppress_health_check=list(HealthCheck))
 def test_every_operation_answers_as_its_schema_says_whatever_a_signed_partner_sends(case, seed):
-    r = case.call_and_validate(auth=seed["auth"], checks=CHECKS, timeout=30)
-    with open("/tmp/h10_status.log", "a") as f:
-        f.write(f"{case.method} {case.operation.path} {r.status_code} {r.json().get('code') if r.status_code >= 400 and r.content else ''}\n")
+    case.call_and_validate(auth=seed["auth"], checks=CHECKS, timeout=30)
 
 
 def test_the_fuzzing_partner_signs_requests_the_portal_accepts(seed, live_server):
