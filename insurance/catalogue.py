@@ -321,3 +321,34 @@ def facility_update(*, actor: Actor, facility: Facility, **changes: object) -> F
         audit_record(actor=actor, action="facility.updated", object_type="facility", object_id=facility.pk,
                      region_code=facility.region_id, before=before, after=facility_snapshot(facility))
     return facility
+
+
+# --- Screens: activation, money and percentage formats ----------------------------
+
+
+def service_set_active(*, actor: Actor, item: ServiceItem, active: bool) -> ServiceItem:
+    """Deactivate (withdraw from the catalogue partners see) or reactivate a service."""
+    return service_update(actor=actor, item=item, active=active)
+
+
+def facility_set_active(*, actor: Actor, facility: Facility, active: bool) -> Facility:
+    """Deactivate or reactivate a facility (its history and settlements stay)."""
+    return facility_update(actor=actor, facility=facility, active=active)
+
+
+def format_yuan(fen: int | None) -> str:
+    """Integer fen as yuan with two decimals ("1234.05"), by integer arithmetic."""
+    if fen is None:
+        return ""
+    sign = "-" if fen < 0 else ""
+    yuan, rest = divmod(abs(int(fen)), 100)
+    return f"{sign}{yuan}.{rest:02d}"
+
+
+def format_percent(fraction: Decimal | str | None) -> str:
+    """A fraction from 0 to 1 as a percentage without trailing zeros ("72.5 %" -> "72.5")."""
+    if fraction is None or fraction == "":
+        return ""
+    number = (Decimal(str(fraction)) * 100).quantize(Decimal("0.01"))
+    text = format(number, "f").rstrip("0").rstrip(".")
+    return text or "0"

@@ -13,6 +13,7 @@ from rest_framework.response import Response
 from payments import bindings
 from payments.api_base import PartnerApiView, StrictSerializer, paginate, parse_input
 from payments.models import BindingEndReason, BindingState, FamilyBinding, Relationship, WalletLinkage
+from payments.api_shapes import CertificateOutputSerializer, CitizenOutputSerializer
 from payments.problems import ApiError
 from payments.representations import family_binding_repr
 from portal.actors import Actor, client_ip
@@ -20,24 +21,11 @@ from portal.actors import Actor, client_ip
 # --- Shapes -------------------------------------------------------------------------------
 
 
-class BeneficiaryOutputSerializer(serializers.Serializer):
-    name_masked = serializers.CharField()
-    id_number_masked = serializers.CharField()
-    region_code = serializers.CharField()
-    scheme = serializers.ChoiceField(choices=["employee", "resident"])
-
-
-class BeneficiaryCertificateOutputSerializer(serializers.Serializer):
-    number = serializers.CharField()
-    state = serializers.ChoiceField(choices=["pending_activation", "active", "suspended", "revoked", "expired"])
-    expires_at = serializers.DateTimeField()
-
-
 class FamilyBindingOutputSerializer(serializers.Serializer):
     id = serializers.CharField()
     holder_linkage_id = serializers.CharField()
-    beneficiary = BeneficiaryOutputSerializer()
-    beneficiary_certificate = BeneficiaryCertificateOutputSerializer(allow_null=True)
+    beneficiary = CitizenOutputSerializer()
+    beneficiary_certificate = CertificateOutputSerializer(allow_null=True)
     relationship = serializers.ChoiceField(choices=Relationship.values)
     consent_reference = serializers.CharField()
     state = serializers.ChoiceField(choices=BindingState.values)

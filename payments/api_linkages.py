@@ -26,6 +26,7 @@ from payments.api_base import (
     parse_input,
 )
 from payments.models import LinkageEndReason, LinkageState, Partner, WalletLinkage
+from payments.api_shapes import CertificateOutputSerializer, CitizenOutputSerializer
 from payments.problems import ApiError
 from payments.representations import linkage_repr
 from portal.actors import Actor, client_ip
@@ -34,26 +35,13 @@ from portal.errors import DomainError
 # --- Shapes -------------------------------------------------------------------------------
 
 
-class _CitizenOutput(serializers.Serializer):
-    name_masked = serializers.CharField()
-    id_number_masked = serializers.CharField()
-    region_code = serializers.CharField()
-    scheme = serializers.ChoiceField(choices=["employee", "resident"])
-
-
-class _CertificateOutput(serializers.Serializer):
-    number = serializers.CharField()
-    state = serializers.ChoiceField(choices=["pending_activation", "active", "suspended", "revoked", "expired"])
-    expires_at = serializers.DateTimeField()
-
-
 class LinkageOutputSerializer(serializers.Serializer):
     id = serializers.CharField()
     partner_user_ref = serializers.CharField()
     state = serializers.ChoiceField(choices=LinkageState.values)
     end_reason = serializers.ChoiceField(choices=LinkageEndReason.values, allow_null=True)
-    certificate = _CertificateOutput()
-    citizen = _CitizenOutput()
+    certificate = CertificateOutputSerializer()
+    citizen = CitizenOutputSerializer()
     created_at = serializers.DateTimeField()
     ended_at = serializers.DateTimeField(allow_null=True)
     version = serializers.IntegerField()

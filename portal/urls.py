@@ -9,6 +9,7 @@ urlpatterns = [
     path("i18n/", include("django.conf.urls.i18n")),
     path("staff/", include("portal.staff_urls")),
     path("citizens/", include("insurance.urls")),
+    path("catalogue/", include("insurance.urls_catalogue")),
     path("partners/", include("payments.urls")),
     path("sandbox/", include("payments.sandbox_urls")),
     path("api/v1/", include("payments.api_urls")),

@@ -166,3 +166,56 @@ def test_the_fuzzing_partner_signs_requests_the_portal_accepts(seed, live_server
     response = requests.get(f"{live_server.url}/api/v1/linkages?limit=10", auth=seed["auth"], timeout=10)
     assert response.status_code == 200, response.text
     assert {item["id"] for item in response.json()["results"]} == set(seed["linkage_ids"])
+
+
+# --- The benchmark's ceiling endpoint is not part of the API --------------------------------
+
+
+def _reload_api_urls(monkeypatch, value: str | None):
+    import importlib
+
+    from django.urls import clear_url_caches
+
+    import payments.api_urls
+    import portal.urls
+
+    if value is None:
+        monkeypatch.delenv("ECARD_BENCH_CEILING", raising=False)
+    else:
+        monkeypatch.setenv("ECARD_BENCH_CEILING", value)
+    importlib.reload(payments.api_urls)
+    importlib.reload(portal.urls)
+    clear_url_caches()
+
+
+@pytest.fixture
+def api_urls_reloaded(monkeypatch):
+    keys._forget_cached_key()
+    keys.portal_key_create(actor=SYSTEM)  # the 404 problem is signed
+    yield lambda value: _reload_api_urls(monkeypatch, value)
+    monkeypatch.delenv("ECARD_BENCH_CEILING", raising=False)
+    _reload_api_urls(monkeypatch, None)
+    keys._forget_cached_key()
+
+
+def test_the_benchmark_ceiling_endpoint_is_not_mounted_without_its_environment_variable(api_urls_reloaded):
+    from django.test import Client
+    from django.urls import resolve
+
+    api_urls_reloaded(None)
+    assert resolve("/api/v1/bench/ceiling").url_name == "api-not-found"
+    response = Client().get("/api/v1/bench/ceiling")
+    assert response.status_code == 404
+    assert response.json()["code"] == "not_found"
+    api_urls_reloaded("0")
+    assert resolve("/api/v1/bench/ceiling").url_name == "api-not-found"
+
+
+def test_the_benchmark_ceiling_endpoint_answers_when_the_benchmark_mounts_it(api_urls_reloaded):
+    from django.test import Client
+    from django.urls import resolve
+
+    api_urls_reloaded("1")
+    assert resolve("/api/v1/bench/ceiling").url_name == "api-bench-ceiling"
+    assert Client().post("/api/v1/bench/ceiling", data=b"{}", content_type="application/json").json() == {"ok": True}
+    assert "/api/v1/bench/ceiling" not in Client().get("/api/v1/schema").content.decode()
