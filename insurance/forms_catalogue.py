@@ -33,9 +33,9 @@ class YuanField(forms.CharField):
     """Yuan in, integer fen out."""
 
     def __init__(self, *args, **kwargs):
-        kwargs.setdefault("max_length", 20)
         kwargs.setdefault("help_text", _("In yuan, at most two decimals."))
         super().__init__(*args, **kwargs)
+        self.widget.attrs.update({"inputmode": "decimal", "maxlength": "20"})
 
     def prepare_value(self, value):
         return format_yuan(value) if isinstance(value, int) and not isinstance(value, bool) else value
@@ -57,8 +57,8 @@ class PercentField(forms.CharField):
     """A percentage from 0 to 100 with at most two decimals in, a Decimal fraction out."""
 
     def __init__(self, *args, **kwargs):
-        kwargs.setdefault("max_length", 8)
         super().__init__(*args, **kwargs)
+        self.widget.attrs.update({"inputmode": "decimal", "maxlength": "8"})
 
     def prepare_value(self, value):
         return format_percent(value) if isinstance(value, Decimal) else value
