@@ -499,3 +499,52 @@ class PremiumPayment(models.Model):
 
     def __str__(self) -> str:
         return self.public_id
+
+
+# --- Risk review (payments/risk.py) ------------------------------------------------------------
+
+
+class RiskRule(models.TextChoices):
+    FACILITIES_PER_DAY = "facilities_per_day", _("One e-card at too many facilities in a day")
+    LARGE_SETTLEMENT = "large_settlement", _("Settlement over the amount threshold")
+    BINDING_OVERUSE = "binding_overuse", _("Family binding used far more than the holder's own card")
+
+
+class RiskFlagState(models.TextChoices):
+    OPEN = "open", _("Open")
+    DISMISSED = "dismissed", _("Dismissed")
+    CONFIRMED = "confirmed", _("Confirmed")
+
+
+class RiskFlag(models.Model):
+    """One rule firing for one subject on one day (Asia/Shanghai), for a region administrator to review.
+
+    The unique constraint makes the rule scan idempotent: a rescan of the same day adds nothing.
+    `evidence` holds ids, counts and amounts only, never personal data.
+    """
+
+    rule = models.CharField(_("rule"), max_length=32, choices=RiskRule.choices)
+    subject_type = models.CharField(max_length=24)  # "certificate", "settlement", "family_binding"
+    subject_id = models.CharField(max_length=40)  # the subject's public id or number
+    day = models.DateField(_("day"))
+    region = models.ForeignKey("portal.Region", on_delete=models.PROTECT, related_name="risk_flags")
+    citizen = models.ForeignKey(Citizen, null=True, blank=True, on_delete=models.PROTECT, related_name="risk_flags")
+    evidence = models.JSONField(default=dict)
+    state = models.CharField(_("state"), max_length=16, choices=RiskFlagState.choices, default=RiskFlagState.OPEN)
+    decided_by = models.CharField(max_length=150, blank=True)
+    decided_at = models.DateTimeField(null=True, blank=True)
+    decision_note = models.CharField(max_length=256, blank=True)
+    created_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name = _("risk flag")
+        verbose_name_plural = _("risk flags")
+        constraints = [
+            models.UniqueConstraint(fields=["rule", "subject_type", "subject_id", "day"],
+                                    name="one_risk_flag_per_rule_subject_day"),
+        ]
+        indexes = [models.Index(fields=["region", "state", "created_at"], name="risk_flag_queue")]
+
+    def __str__(self) -> str:
+        return f"{self.rule} {self.subject_id} {self.day}"

@@ -143,7 +143,6 @@ def test_a_duplicate_service_code_is_a_form_error(client, as_role, service):
 def test_national_operator_edits_a_service_and_its_code_stays(client, as_role, service):
     as_role(Role.NATIONAL_OPERATOR)
     edit = reverse("catalogue_edit", args=[service.pk])
-    assert client.get(edit).context["form"]["max_unit_price_fen"].value() == 1250
     assert 'value="12.50"' in client.get(edit).content.decode()
     response = client.post(edit, {**SERVICE_POST, "code": "HACKED", "max_unit_price_fen": "15"})
     assert response.status_code == 302

@@ -1,0 +1,462 @@
+"""Settlements over the partner API under gunicorn: create and confirm, distinct citizens and one citizen.
+
+    DATABASE_URL=postgres://postgres@127.0.0.1:5432/ecard REDIS_URL=redis://127.0.0.1:6379/0 \\
+        .venv/bin/python bench/settlement_bench.py [--citizens 1000] [--processes 4] [--threads 3] \\
+        [--duration 20] [--contention-duration 10] [--workers 2]
+
+It drops and recreates its own database `<name of DATABASE_URL>_settlement_bench`,
+migrates it, FLUSHES the Redis db of REDIS_URL (nonces, rate counters, and the
+Celery messages the outbox queues: give it a db nothing else uses), and seeds,
+all through the services (so every row is what the portal writes, audit chain
+included): the demo catalogue (`insurance.catalogue_demo.seed_catalogue`), a
+portal signing key, a wallet partner with an Ed25519 key (its rate limit, an
+operator's setting, raised out of the way: the default 200 requests/s would cap
+the figure at about 66 settlements/s), and `--citizens` employee-scheme
+citizens of Shanghai (310000), each with an issued card activated by a linkage
+to the wallet and a personal account balance of 2,000 yuan.
+
+It starts gunicorn with the repository's `gunicorn.conf.py` (`--workers`
+workers, 4 threads each, access log off) against that database and Redis db,
+and drives it from a separate load process (this script with `--load`):
+`--processes` spawned client processes of `--threads` threads, each thread a
+keep-alive `httpx.Client` that signs every request with a fresh nonce (the
+signing of `tests/partner_client.py`, written from the contract) and checks
+the portal's response signature. One settlement is three calls, all counted:
+
+1. `POST /linkages/{id}/qr-tokens` `{}`: a fresh 60 s token, minted just before use;
+2. `POST /settlements` (four lines, `use_personal_account: true`, a new Idempotency-Key): 201;
+3. `POST /settlements/{id}/confirm` with the returned `self_pay_fen` (a new Idempotency-Key): 200 `paid`.
+
+Phase "distinct": every thread owns its own citizens (round robin), so no two
+requests in flight touch one citizen. Phase "contention": every thread on ONE
+citizen's card, with bills large enough to reach the annual cap and empty the
+account within the run. After each phase the database is checked: every
+citizen-year accumulator within the policy's deductible and cap, equal to the
+sums over the paid settlements (none left pending), each account's ledger
+summing to its balance, nothing held.
+
+Not a test: nothing asserts a time. Prints one JSON document.
+"""
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(BASE_DIR))
+PYTHON = sys.executable
+KEY_ID = "settlement-bench-key"
+BALANCE_FEN = 200_000  # 2,000 yuan in every personal account
+FACILITY = "H310000001"
+
+# Distinct citizens: a small everyday bill (consultation, blood count, two drugs).
+SMALL_BILL = [
+    {"service_code": "110200001", "quantity": 1, "unit_price_fen": 1000},
+    {"service_code": "250101015", "quantity": 1, "unit_price_fen": 2000},
+    {"service_code": "XJ01CAA040A001", "quantity": 2, "unit_price_fen": 1500},
+    {"service_code": "XC10AAA050B001", "quantity": 1, "unit_price_fen": 3500},
+]
+# One citizen: large bills (MRI x 100 = 60,000 yuan each), so that the deductible (1,500 yuan),
+# the account (2,000 yuan) and the employee annual cap of Shanghai (600,000 yuan) are all
+# reached within a few dozen settlements, and every later one must find them exhausted.
+LARGE_BILL = [
+    {"service_code": "210200001", "quantity": 100, "unit_price_fen": 60000},
+    {"service_code": "110200003", "quantity": 1, "unit_price_fen": 4000},
+    {"service_code": "XA10AEA020B001", "quantity": 3, "unit_price_fen": 18000},
+]
+
+
+# --- Machine and database -----------------------------------------------------------------
+
+
+def machine() -> dict:
+    cpu = "unknown"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    mem_kb = next(int(x.split()[1]) for x in Path("/proc/meminfo").read_text().splitlines()
+                  if x.startswith("MemTotal"))
+    return {"nproc": os.cpu_count(), "memory_gib": round(mem_kb / 1024 / 1024, 1), "cpu": cpu,
+            "python": platform.python_version(), "kernel": platform.release()}
+
+
+def load_average() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def _bench_database_url() -> tuple[str, str, str]:
+    url = os.environ.get("DATABASE_URL", "")
+    if not url.startswith("postgres"):
+        sys.exit("Set DATABASE_URL to a PostgreSQL server (and REDIS_URL to a Redis db this may flush).")
+    if not os.environ.get("REDIS_URL"):
+        sys.exit("Set REDIS_URL (its db is flushed).")
+    parts = urlsplit(url)
+    name = parts.path.lstrip("/") + "_settlement_bench"
+    admin = urlunsplit(parts._replace(path="/postgres"))
+    return urlunsplit(parts._replace(path="/" + name)), admin, name
+
+
+def _recreate_database(admin_url: str, name: str) -> None:
+    import psycopg
+
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+# --- Data ---------------------------------------------------------------------------------
+
+
+def seed(citizens: int) -> dict:
+    """Catalogue, portal key, partner and key, citizens with linked cards and balances, through the services."""
+    from insurance import services as insurance_services
+    from insurance.catalogue_demo import seed_catalogue
+    from insurance.identity import make_identity_number
+    from payments import keys, ledger
+    from payments.models import Partner, PartnerKey, PartnerKind
+    from payments.services import linkage_create
+    from portal.actors import Actor
+    from portal.models import Region
+    from tests.partner_client import new_key_pair
+
+    actor = Actor.system("settlement-bench")
+    seed_catalogue(actor=actor)
+    keys.portal_key_create(actor=actor)
+    partner = Partner.objects.create(code="bench", name="Bench wallet", kind=PartnerKind.WALLET,
+                                     webhook_url="http://127.0.0.1:9/hook", rate_limit_per_second=1_000_000)
+    private, public = new_key_pair()
+    PartnerKey.objects.create(partner=partner, key_id=KEY_ID, public_key=public)
+    region = Region.objects.get(code="310000")
+    linkages: list[str] = []
+    started = time.perf_counter()
+    for index in range(citizens + 1):  # the last one is the contention citizen
+        birth = dt.date(1960, 1, 1) + dt.timedelta(days=index // 1000)
+        citizen = insurance_services.citizen_register(
+            actor=actor, id_number=make_identity_number("310101", birth, index % 1000), name="王小明",
+            phone=f"139{index:08d}", region=region, scheme="employee")
+        insurance_services.certificate_issue(actor=actor, citizen=citizen, reason="settlement bench")
+        linkage = linkage_create(actor=actor, partner=partner, citizen=citizen, partner_user_ref=f"bench-{index}")
+        ledger.account_balance_set(actor=actor, citizen=citizen, balance_fen=BALANCE_FEN, note="settlement bench")
+        linkages.append(linkage.public_id)
+    from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
+
+    import base64
+
+    raw = private.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+    return {"private_b64": base64.b64encode(raw).decode(), "distinct": linkages[:-1], "one": linkages[-1],
+            "seed_seconds": round(time.perf_counter() - started, 1)}
+
+
+def check_books(citizen_ids: list[int] | None = None) -> dict:
+    """The money invariants after a phase, over every citizen (or those given)."""
+    from django.db import connection
+
+    where = "" if citizen_ids is None else "WHERE a.citizen_id = ANY(%(ids)s)"
+    report: dict = {}
+    with connection.cursor() as cursor:
+        # Accumulators against the policy (the one of each settlement's year, latest version) and the settlements.
+        cursor.execute(f"""
+            WITH pol AS (
+                SELECT DISTINCT ON (region_id, scheme, year) region_id, scheme, year, deductible_fen, annual_cap_fen
+                FROM insurance_reimbursementpolicy ORDER BY region_id, scheme, year, version DESC),
+            sums AS (
+                SELECT citizen_id, year,
+                       SUM(deductible_fen) FILTER (WHERE state IN ('paid', 'pending_payment')) AS deductible,
+                       SUM(fund_fen) FILTER (WHERE state IN ('paid', 'pending_payment')) AS fund,
+                       COUNT(*) FILTER (WHERE state = 'paid') AS paid,
+                       COUNT(*) FILTER (WHERE state = 'pending_payment') AS pending
+                FROM payments_settlement GROUP BY citizen_id, year)
+            SELECT COUNT(*),
+                   COUNT(*) FILTER (WHERE a.deductible_used_fen > pol.deductible_fen),
+                   COUNT(*) FILTER (WHERE a.fund_used_fen > pol.annual_cap_fen),
+                   COUNT(*) FILTER (WHERE a.deductible_used_fen <> COALESCE(s.deductible, 0)
+                                       OR a.fund_used_fen <> COALESCE(s.fund, 0)),
+                   COALESCE(SUM(s.paid), 0), COALESCE(SUM(s.pending), 0),
+                   COUNT(*) FILTER (WHERE a.fund_used_fen = pol.annual_cap_fen),
+                   COUNT(*) FILTER (WHERE a.deductible_used_fen = pol.deductible_fen),
+                   MAX(a.fund_used_fen), MAX(pol.annual_cap_fen)
+            FROM payments_citizenyearaccumulator a
+            JOIN insurance_citizen c ON c.id = a.citizen_id
+            JOIN pol ON pol.region_id = c.region_id AND pol.scheme = c.scheme AND pol.year = a.year
+            LEFT JOIN sums s ON s.citizen_id = a.citizen_id AND s.year = a.year
+            {where}""", {"ids": citizen_ids})
+        (count, over_deductible, over_cap, unequal, paid, pending, at_cap, at_deductible,
+         max_fund, cap) = cursor.fetchone()
+        report["accumulators"] = {
+            "checked": count, "above_deductible": over_deductible, "above_cap": over_cap,
+            "not_equal_to_settlement_sums": unequal, "paid_settlements": paid, "pending_settlements": pending,
+            "at_cap": at_cap, "at_deductible": at_deductible, "max_fund_used_fen": max_fund, "cap_fen": cap}
+        cursor.execute(f"""
+            SELECT COUNT(*),
+                   COUNT(*) FILTER (WHERE a.balance_fen <> COALESCE(e.total, 0)),
+                   COUNT(*) FILTER (WHERE a.balance_fen < 0),
+                   COUNT(*) FILTER (WHERE a.held_fen <> 0),
+                   COUNT(*) FILTER (WHERE a.balance_fen <> %(initial)s - COALESCE(d.debited, 0)),
+                   MIN(a.balance_fen)
+            FROM payments_personalaccount a
+            LEFT JOIN (SELECT account_id, SUM(amount_fen) AS total FROM payments_accountentry GROUP BY account_id) e
+                   ON e.account_id = a.id
+            LEFT JOIN (SELECT citizen_id, SUM(account_fen) AS debited FROM payments_settlement
+                       WHERE state = 'paid' GROUP BY citizen_id) d ON d.citizen_id = a.citizen_id
+            {where}""", {"ids": citizen_ids, "initial": BALANCE_FEN})
+        count, ledger_off, negative, held, debit_off, min_balance = cursor.fetchone()
+        report["accounts"] = {"checked": count, "ledger_sum_not_balance": ledger_off, "negative": negative,
+                              "holding": held, "balance_not_initial_less_paid_account_fen": debit_off,
+                              "min_balance_fen": min_balance}
+    a, b = report["accumulators"], report["accounts"]
+    report["ok"] = not (a["above_deductible"] or a["above_cap"] or a["not_equal_to_settlement_sums"] or a["pending_settlements"]
+                        or b["ledger_sum_not_balance"] or b["negative"] or b["holding"]
+                        or b["balance_not_initial_less_paid_account_fen"])
+    return report
+
+
+def audit_chain_ok() -> bool:
+    from portal.audit import verify_chain
+
+    return not verify_chain()
+
+
+# --- The server ---------------------------------------------------------------------------
+
+
+def start_gunicorn(db_url: str, port: int, workers: int) -> subprocess.Popen:
+    env = dict(os.environ, DATABASE_URL=db_url, WEB_CONCURRENCY=str(workers), PORT=str(port),
+               GUNICORN_ACCESS_LOG="/dev/null", GUNICORN_LOG_LEVEL="warning", DEBUG="0", LOG_LEVEL="ERROR")
+    process = subprocess.Popen([str(Path(PYTHON).parent / "gunicorn"), "-c", "gunicorn.conf.py", "portal.wsgi"],
+                               cwd=BASE_DIR, env=env)
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/keys", timeout=2) as response:
+                if response.status == 200:
+                    return process
+        except OSError:
+            time.sleep(0.3)
+    process.terminate()
+    sys.exit("gunicorn did not answer within 30 s")
+
+
+# --- The load (a separate process: `--load CONFIG`) ----------------------------------------
+
+
+def _client_thread(config: dict, linkages: list[str], start_at: float, out: dict) -> None:
+    import base64
+
+    import httpx
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from tests.partner_client import authorization, verify_response
+
+    private = Ed25519PrivateKey.from_private_bytes(base64.b64decode(config["private_b64"]))
+    portal_keys = config["portal_keys"]
+    measure_from = start_at + config["warmup"]
+    end_at = measure_from + config["duration"]
+    bill = LARGE_BILL if config["bill"] == "large" else SMALL_BILL
+    latencies: dict[str, list[float]] = {"mint": [], "create": [], "confirm": [], "settlement": []}
+    errors: dict[str, int] = {}
+    completed = 0
+
+    def call(client: httpx.Client, name: str, target: str, payload: dict, idempotent: bool) -> tuple[int, dict, float]:
+        body = json.dumps(payload, separators=(",", ":")).encode()
+        header, nonce = authorization(private, KEY_ID, "POST", target, body)
+        headers = {"Authorization": header, "Content-Type": "application/json"}
+        if idempotent:
+            headers["Idempotency-Key"] = uuid.uuid4().hex
+        started = time.perf_counter()
+        response = client.post(target, content=body, headers=headers)
+        elapsed = (time.perf_counter() - started) * 1000
+        data = response.json() if response.content else {}
+        if not verify_response(portal_keys, response.status_code, nonce, response.headers, response.content):
+            errors[f"{name}:bad_signature"] = errors.get(f"{name}:bad_signature", 0) + 1
+        return response.status_code, data, elapsed
+
+    with httpx.Client(base_url=config["base_url"], timeout=30) as client:
+        delay = start_at - time.time()
+        if delay > 0:
+            time.sleep(delay)
+        index = 0
+        while time.time() < end_at:
+            linkage = linkages[index % len(linkages)]
+            index += 1
+            flow_started = time.time()
+            measured = flow_started >= measure_from
+            samples: list[tuple[str, float]] = []
+            status, data, ms = call(client, "mint", f"/api/v1/linkages/{linkage}/qr-tokens", {}, False)
+            samples.append(("mint", ms))
+            ok = status == 201
+            if ok:
+                status, data, ms = call(client, "create", "/api/v1/settlements",
+                                        {"token": data["token"], "facility_code": FACILITY, "lines": bill,
+                                         "use_personal_account": True}, True)
+                samples.append(("create", ms))
+                ok = status == 201
+                if ok:
+                    status, data, ms = call(client, "confirm", f"/api/v1/settlements/{data['id']}/confirm",
+                                            {"partner_transaction_id": "tx-" + uuid.uuid4().hex,
+                                             "self_pay_fen": data["self_pay_fen"]}, True)
+                    samples.append(("confirm", ms))
+                    ok = status == 200 and data.get("state") == "paid"
+            finished = time.time()
+            if not ok:
+                step = samples[-1][0]
+                code = data.get("code", "?") if isinstance(data, dict) else "?"
+                errors[f"{step}:{status}:{code}"] = errors.get(f"{step}:{status}:{code}", 0) + 1
+            if measured and finished <= end_at:
+                for name, ms in samples:
+                    latencies[name].append(ms)
+                if ok:
+                    completed += 1
+                    latencies["settlement"].append((finished - flow_started) * 1000)
+    out.update(latencies=latencies, errors=errors, completed=completed)
+
+
+def _client_process(config: dict, linkage_sets: list[list[str]], start_at: float) -> dict:
+    outs = [{} for _ in linkage_sets]
+    threads = [threading.Thread(target=_client_thread, args=(config, linkages, start_at, out))
+               for linkages, out in zip(linkage_sets, outs, strict=True)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return {"latencies": {name: [v for out in outs for v in out["latencies"][name]] for name in outs[0]["latencies"]},
+            "errors": {k: sum(out["errors"].get(k, 0) for out in outs) for out in outs for k in out["errors"]},
+            "completed": sum(out["completed"] for out in outs)}
+
+
+def percentile(values: list[float], fraction: float) -> float | None:
+    ordered = sorted(values)
+    return round(ordered[min(len(ordered) - 1, int(fraction * len(ordered)))], 2) if ordered else None
+
+
+def load_main(config_path: str) -> None:
+    import multiprocessing
+
+    config = json.loads(Path(config_path).read_text())
+    clients = config["processes"] * config["threads"]
+    if config["linkages"] and len(config["linkages"]) > 1:
+        # Each thread its own citizens: no two requests in flight on one citizen.
+        sets = [config["linkages"][i::clients] for i in range(clients)]
+    else:
+        sets = [config["linkages"]] * clients
+    per_process = [sets[p * config["threads"]:(p + 1) * config["threads"]] for p in range(config["processes"])]
+    start_at = time.time() + 1.0
+    with multiprocessing.get_context("spawn").Pool(config["processes"]) as pool:
+        parts = pool.starmap(_client_process, [(config, s, start_at) for s in per_process])
+    completed = sum(p["completed"] for p in parts)
+    errors: dict[str, int] = {}
+    for part in parts:
+        for key, count in part["errors"].items():
+            errors[key] = errors.get(key, 0) + count
+    calls = {}
+    for name in ("mint", "create", "confirm", "settlement"):
+        values = [v for p in parts for v in p["latencies"][name]]
+        calls[name] = {"count": len(values), "p50_ms": percentile(values, 0.50), "p95_ms": percentile(values, 0.95),
+                       "p99_ms": percentile(values, 0.99), "max_ms": round(max(values), 2) if values else None}
+    print(json.dumps({"clients": clients, "settlements_completed": completed,
+                      "settlements_per_second": round(completed / config["duration"], 1),
+                      "requests_per_second": round(sum(calls[n]["count"] for n in ("mint", "create", "confirm"))
+                                                   / config["duration"], 1),
+                      "latency": calls, "errors": errors}))
+
+
+def run_load(base: dict, *, linkages: list[str], bill: str, duration: float) -> dict:
+    config = dict(base, linkages=linkages, bill=bill, duration=duration)
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
+        json.dump(config, handle)
+    try:
+        before = load_average()
+        started = time.time()
+        output = subprocess.run([PYTHON, __file__, "--load", handle.name], check=True, capture_output=True,
+                                text=True, cwd=BASE_DIR).stdout
+    finally:
+        os.unlink(handle.name)
+    result = json.loads(output.strip().splitlines()[-1])
+    result["wall_seconds"] = round(time.time() - started, 1)
+    result["load_average_before"] = before
+    result["load_average_after"] = load_average()
+    return result
+
+
+# --- Main ---------------------------------------------------------------------------------
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--citizens", type=int, default=1000, help="distinct citizens, seeded through the services")
+    parser.add_argument("--processes", type=int, default=4, help="load client processes")
+    parser.add_argument("--threads", type=int, default=3, help="threads (keep-alive clients) per load process")
+    parser.add_argument("--workers", type=int, default=2, help="gunicorn workers")
+    parser.add_argument("--duration", type=float, default=20.0, help="seconds measured, distinct citizens")
+    parser.add_argument("--contention-duration", type=float, default=10.0, help="seconds measured, one citizen")
+    parser.add_argument("--warmup", type=float, default=2.0)
+    parser.add_argument("--load", metavar="CONFIG", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.load:
+        load_main(args.load)
+        return
+
+    db_url, admin_url, db_name = _bench_database_url()
+    _recreate_database(admin_url, db_name)
+    os.environ["DATABASE_URL"] = db_url
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
+    os.environ["DEBUG"] = "0"
+    import django
+
+    django.setup()
+    from django.core.cache import cache
+    from django.core.management import call_command
+
+    from insurance.models import Citizen
+
+    call_command("migrate", verbosity=0)
+    cache.clear()  # FLUSHDB of REDIS_URL's db
+    data = seed(args.citizens)
+    report: dict = {"machine": machine(), "load_average_at_start": load_average(),
+                    "gunicorn": {"workers": args.workers, "threads": int(os.environ.get("GUNICORN_THREADS", "4"))},
+                    "load": {"processes": args.processes, "threads_per_process": args.threads,
+                             "warmup_s": args.warmup},
+                    "seed": {"citizens": args.citizens + 1, "seconds": data["seed_seconds"]}}
+    port = _free_port()
+    server = start_gunicorn(db_url, port, args.workers)
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/keys", timeout=5) as response:  # as a partner does
+        portal_keys = {k["key_id"]: k["public_key"] for k in json.load(response)["keys"]}
+    base = {"base_url": f"http://127.0.0.1:{port}", "private_b64": data["private_b64"], "portal_keys": portal_keys,
+            "processes": args.processes, "threads": args.threads, "warmup": args.warmup}
+    try:
+        report["distinct"] = run_load(base, linkages=data["distinct"], bill="small", duration=args.duration)
+        report["distinct"]["books"] = check_books()
+        report["one_citizen"] = run_load(base, linkages=[data["one"]], bill="large",
+                                         duration=args.contention_duration)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    one = Citizen.objects.filter(linkages__public_id=data["one"]).values_list("pk", flat=True)
+    report["one_citizen"]["books"] = check_books(list(one))
+    report["books_all_citizens"] = check_books()
+    report["audit_chain_intact"] = audit_chain_ok()
+    report["load_average_at_end"] = load_average()
+    cache.clear()  # the Celery messages the outbox queued (no worker runs here)
+    print(json.dumps(report, indent=2, ensure_ascii=False))
+
+
+if __name__ == "__main__":
+    main()
