@@ -455,7 +455,7 @@ def main() -> None:
     report["audit_chain_intact"] = audit_chain_ok()
     report["load_average_at_end"] = load_average()
     cache.clear()  # the Celery messages the outbox queued (no worker runs here)
-    print(json.dumps(report, indent=2, ensure_ascii=False))
+    print(json.dumps(report, indent=2, ensure_ascii=False, default=int))  # SUMs come back as Decimal
 
 
 if __name__ == "__main__":

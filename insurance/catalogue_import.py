@@ -60,7 +60,11 @@ def text_lines(binary: Iterable[bytes]) -> Iterator[str]:
     except UnicodeDecodeError as exc:
         raise ImportFileError(_("The file is not UTF-8 text.")) from exc
     finally:
-        stream.detach()
+        # Leave the uploaded file to its owner (closing the wrapper would close it).
+        try:
+            stream.detach()
+        except ValueError:
+            pass
 
 
 def _rows(lines: Iterable[str], columns: tuple[str, ...]) -> Iterator[tuple[int, dict[str, str]]]:
@@ -98,15 +102,20 @@ def _domain_column(error: DomainError, default: str) -> str:
 
 def _import(lines: Iterable[str], columns: tuple[str, ...], write_row: Callable[[dict[str, str]], str]) -> ImportResult:
     result = ImportResult()
-    for line, row in _rows(lines, columns):
-        try:
-            outcome = write_row(row)
-        except _RowInvalid as invalid:
-            result.errors.append(RowError(line, invalid.column, invalid.reason))
-        except DomainError as error:
-            result.errors.append(RowError(line, _domain_column(error, "code"), error.message))
-        else:
-            setattr(result, outcome, getattr(result, outcome) + 1)
+    try:
+        for line, row in _rows(lines, columns):
+            try:
+                outcome = write_row(row)
+            except _RowInvalid as invalid:
+                result.errors.append(RowError(line, invalid.column, invalid.reason))
+            except DomainError as error:
+                result.errors.append(RowError(line, _domain_column(error, "code"), error.message))
+            else:
+                setattr(result, outcome, getattr(result, outcome) + 1)
+    finally:
+        close = getattr(lines, "close", None)
+        if close is not None and not isinstance(lines, io.IOBase):
+            close()  # a generator over the upload: end it while the upload is open
     return result
 
 

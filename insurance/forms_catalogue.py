@@ -182,7 +182,7 @@ class PolicyVersionForm(forms.Form):
     def clean_effective_from(self) -> dt.date:
         value = self.cleaned_data["effective_from"]
         if value < self.today:
-            raise forms.ValidationError(_("A new version cannot take effect in the past."))
+            raise forms.ValidationError(_("A new version cannot take effect in the past."), code="in_past")
         return value
 
     def policy_values(self) -> dict:

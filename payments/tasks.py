@@ -39,3 +39,11 @@ def expire_due_settlements() -> int:
     from payments.settlements import settlements_expire_due
 
     return settlements_expire_due()
+
+
+@shared_task(soft_time_limit=110, time_limit=120)
+def scan_risk_rules() -> int:
+    """Run the risk rules over today and yesterday (Asia/Shanghai); idempotent, returns new flags."""
+    from payments.risk import risk_scan_recent
+
+    return risk_scan_recent()

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from payments import views, views_bindings, views_partners
+from payments import views, views_bindings, views_partners, views_settlements
 
 urlpatterns = [
     path("linkages/new/<int:citizen_pk>/", views.linkage_create, name="linkage_create"),
@@ -22,4 +22,9 @@ urlpatterns = [
     path("family-bindings/", views_bindings.binding_queue, name="binding_queue"),
     path("family-bindings/<str:public_id>/", views_bindings.binding_detail, name="binding_detail"),
     path("family-bindings/<str:public_id>/<slug:action>/", views_bindings.binding_action, name="binding_action"),
+    path("settlements/", views_settlements.settlement_list, name="settlement_list"),
+    path("settlements/<str:public_id>/", views_settlements.settlement_detail, name="settlement_detail"),
+    path("risk/", views_settlements.risk_queue, name="risk_queue"),
+    path("risk/<int:pk>/", views_settlements.risk_detail, name="risk_detail"),
+    path("risk/<int:pk>/decide/", views_settlements.risk_decide, name="risk_decide"),
 ]

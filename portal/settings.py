@@ -159,6 +159,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "payments.tasks.expire_due_settlements",
         "schedule": 60.0,
     },
+    "scan-risk-rules": {
+        "task": "payments.tasks.scan_risk_rules",
+        "schedule": 600.0,
+    },
 }
 
 # --- Authentication --------------------------------------------------------

@@ -149,7 +149,7 @@ def test_an_effective_date_in_the_past_is_a_form_error(client, as_role, publish)
     publish()
     response = client.post(new_url(), {**version_post(TODAY - dt.timedelta(days=1)), "confirmed": "yes"})
     assert response.status_code == 200
-    assert "past" in str(response.context["form"].errors["effective_from"])
+    assert [e.code for e in response.context["form"].errors.as_data()["effective_from"]] == ["in_past"]
     assert ReimbursementPolicy.objects.count() == 1
 
 

@@ -52,7 +52,7 @@ CHECKS = [
     response_headers_conformance,
     response_schema_conformance,
 ]
-EXAMPLES_PER_OPERATION = 12  # about 25 operations, plus schemathesis's coverage cases: a few hundred requests
+EXAMPLES_PER_OPERATION = 10  # x ~25 operations, plus schemathesis's coverage cases: several hundred requests
 
 
 class EcardSignature(requests.auth.AuthBase):
