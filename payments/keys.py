@@ -115,8 +115,18 @@ def published_keys() -> list[PortalKey]:
     return list(PortalKey.objects.order_by("created_at", "id"))
 
 
+_public_keys: dict[str, tuple[str, float]] = {}
+
+
 def public_key_for(key_id: str) -> str | None:
+    """A published key's public half. A key's public half never changes, so a found key
+    is kept in the process (verifying QR tokens must not cost a query each)."""
+    cached = _public_keys.get(key_id)
+    if cached is not None:
+        return cached[0]
     row = PortalKey.objects.filter(key_id=key_id).values_list("public_key", flat=True).first()
+    if row is not None and len(_public_keys) < 64:
+        _public_keys[key_id] = (row, time.monotonic())
     return row
 
 

@@ -21,6 +21,7 @@ from django.utils.translation import gettext_lazy
 from payments import risk
 from payments import selectors_settlements as selectors
 from payments.models import Partner, RiskFlag, RiskFlagState, RiskRule, Settlement, SettlementState
+from payments.templatetags.settlement_tags import format_yuan
 from portal.actors import Actor
 from portal.models import Role
 from portal.screens import paginate, querystring_without_page, two_step
@@ -137,10 +138,19 @@ def risk_queue(request: HttpRequest) -> HttpResponse:
     })
 
 
+def _evidence_value(key: str, value: object) -> str:
+    """Amounts in fen as yuan, lists as comma-separated text."""
+    if key.endswith("_fen") and isinstance(value, int):
+        return f"{format_yuan(value)} ({_('yuan')})"
+    if isinstance(value, list):
+        return ", ".join(str(item) for item in value)
+    return str(value)
+
+
 @risk_reader_required
 def risk_detail(request: HttpRequest, pk: int) -> HttpResponse:
     flag = _get_flag_for_user(request.user, pk)
-    evidence = {k: v for k, v in flag.evidence.items() if k != "settlements"}
+    evidence = {key: _evidence_value(key, value) for key, value in flag.evidence.items() if key != "settlements"}
     return render(request, "payments/risk_detail.html", {
         "flag": flag, "evidence": evidence, "settlement_ids": flag.evidence.get("settlements", []),
         "can_decide": request.user.role in RISK_DECIDERS and flag.state == RiskFlagState.OPEN,

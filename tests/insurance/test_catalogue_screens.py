@@ -261,3 +261,35 @@ def test_the_screens_are_translated_into_chinese_by_default(client, as_role, ser
     as_role(Role.NATIONAL_OPERATOR)
     body = client.get(reverse("catalogue_list")).content.decode()
     assert "服务目录" in body
+
+
+@pytest.mark.parametrize("language", ["zh-hans", "en"])
+def test_every_catalogue_facility_and_policy_page_renders_for_a_national_operator(client, as_role, service, facility,
+                                                                                   language, settings):
+    as_role(Role.NATIONAL_OPERATOR, ())
+    client.cookies[settings.LANGUAGE_COOKIE_NAME] = language
+    year = catalogue.shanghai_today().year
+    urls = [
+        reverse("catalogue_list"), reverse("catalogue_create"), reverse("catalogue_edit", args=[service.pk]),
+        reverse("catalogue_toggle", args=[service.pk]), reverse("catalogue_import"),
+        reverse("facility_list"), reverse("facility_create"), reverse("facility_edit", args=[facility.pk]),
+        reverse("facility_toggle", args=[facility.pk]), reverse("facility_import"),
+        reverse("policy_index"), reverse("policy_versions", args=["310000", "employee", year]),
+        reverse("policy_new_version", args=["310000", "employee", year]),
+        reverse("policy_new_version", args=["310000", "resident", year]),
+    ]
+    for url in urls:
+        response = client.get(url)
+        assert response.status_code == 200, url
+    expected = "Service catalogue" if language == "en" else "服务目录"
+    assert expected in client.get(reverse("catalogue_list")).content.decode()
+
+
+def test_the_policy_index_opens_the_chosen_region_scheme_and_year(client, as_role):
+    as_role(Role.REGION_ADMIN, ("310000",))
+    response = client.get(reverse("policy_index"), {"region": "310000", "scheme": "resident", "year": "2027"})
+    assert response.status_code == 302
+    assert response["Location"] == reverse("policy_versions", args=["310000", "resident", 2027])
+    outside = client.get(reverse("policy_index"), {"region": "440000", "scheme": "resident", "year": "2027"})
+    assert outside.status_code == 200
+    assert "region" in outside.context["form"].errors

@@ -105,7 +105,11 @@ def test_a_region_admin_publishes_a_new_version_after_confirming_what_changes(cl
     assert changed["deductible_fen"]["old"] == 30000 and changed["deductible_fen"]["new"] == 35010
     assert changed["ratio"]["new"] == Decimal("0.8")
     assert "share_drug_b" in changed and "share_drug_a" not in changed
-    assert "300.00" in confirm.content.decode() and "350.10" in confirm.content.decode()
+    page = confirm.content.decode()
+    assert "300.00" in page and "350.10" in page
+    # The confirmation carries the entered values forward as hidden fields.
+    assert 'type="hidden" name="share_drug_b" value="85"' in page
+    assert 'type="hidden" name="deductible_fen" value="350.10"' in page
     assert ReimbursementPolicy.objects.filter(year=NEXT_YEAR).count() == 1
 
     done = client.post(url, {**data, "confirmed": "yes"})

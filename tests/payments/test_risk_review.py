@@ -216,7 +216,10 @@ def test_an_administrator_sees_the_flags_of_their_region_only(client, make_user,
     page = client.get(reverse("risk_queue")).content.decode()
     assert mine.subject_id in page
     assert other.subject_id not in page
-    assert client.get(reverse("risk_detail", args=[mine.pk])).status_code == 200
+    detail = client.get(reverse("risk_detail", args=[mine.pk]))
+    assert detail.status_code == 200
+    assert "20.00 (元)" in detail.content.decode()  # the evidence's total, in yuan
+    assert mine.subject_id in detail.content.decode()
     assert client.get(reverse("risk_detail", args=[other.pk])).status_code == 404
     assert client.get(reverse("risk_decide", args=[other.pk])).status_code == 404
     response = client.post(reverse("risk_decide", args=[other.pk]),
@@ -306,3 +309,33 @@ def test_a_national_operator_sees_every_regions_flags(client, make_user, flagged
     sign_in(client, make_user(Role.NATIONAL_OPERATOR, ()))
     page = client.get(reverse("risk_queue")).content.decode()
     assert mine.subject_id in page and other.subject_id in page
+
+
+# --- The periodic scan through a real worker ------------------------------------------------------
+
+
+@pytest.mark.worker
+@pytest.mark.django_db(transaction=True)
+def test_the_periodic_task_raises_flags_through_a_real_worker(wallet, regions):
+    import redis
+    from django.conf import settings as django_settings
+
+    from payments.tasks import scan_risk_rules
+    from tests.workers import CeleryWorker, database_url_for_current_connection, wait_until
+
+    made = settle(wallet, linked(wallet, regions), bill=[("DRUGA", 25, 20000), ("REG", 1, 1)])  # 5,000.01 yuan
+    redis.Redis.from_url(django_settings.REDIS_URL).flushdb()  # our own Redis db: no stale tasks
+    worker = CeleryWorker(env={"DATABASE_URL": database_url_for_current_connection(),
+                               "REDIS_URL": django_settings.REDIS_URL, "DB_CONN_MAX_AGE": "0"},
+                          name="risk", beat=False)
+    worker.start()
+    try:
+        scan_risk_rules.delay()
+        wait_until(lambda: RiskFlag.objects.filter(subject_id=made.public_id).exists(), what="the risk flag")
+        scan_risk_rules.delay()  # idempotent: a second run adds nothing
+        wait_until(lambda: worker.log().count("succeeded") >= 2, what="the second scan")
+    finally:
+        worker.stop()
+        worker.dump_log()
+    assert RiskFlag.objects.filter(rule=RiskRule.LARGE_SETTLEMENT).count() == 1
+    assert AuditEvent.objects.filter(action="risk_flag.raise").count() == 1

@@ -256,3 +256,13 @@ def test_the_usage_block_says_so_when_no_policy_is_in_force(client, make_user, m
     assert 'id="usage"' in page
     assert 'id="account-balance">0.00<' in page
 
+
+
+def test_the_screens_speak_chinese_by_default_and_english_on_request(client, make_user, two_regions):
+    here, _ = two_regions
+    sign_in(client, make_user(Role.CLERK))
+    page = client.get(reverse("settlement_detail", args=[here.public_id])).content.decode()
+    assert "统筹基金" in page and "自付" in page and "状态历史" in page
+    client.cookies["django_language"] = "en"
+    page = client.get(reverse("settlement_detail", args=[here.public_id])).content.decode()
+    assert "Pooled fund" in page and "State history" in page
