@@ -1,7 +1,7 @@
 """Settlements over the partner API under gunicorn: create and confirm, distinct citizens and one citizen.
 
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/ecard REDIS_URL=redis://127.0.0.1:6379/0 \\
-        .venv/bin/python bench/settlement_bench.py [--citizens 1000] [--processes 4] [--threads 3] \\
+        .venv/bin/python bench/settlement_bench.py [--citizens 600] [--processes 4] [--threads 3] \\
         [--duration 20] [--contention-duration 10] [--workers 2]
 
 It drops and recreates its own database `<name of DATABASE_URL>_settlement_bench`,
@@ -229,6 +229,57 @@ def check_books(citizen_ids: list[int] | None = None) -> dict:
     return report
 
 
+def in_process_costs(private_b64: str, linkages: list[str]) -> dict:
+    """Server-side cost of each call, measured in this process through Django's test client (no HTTP,
+    no gunicorn): SQL statements per call and this process's CPU ms per call (PostgreSQL's own CPU not
+    included). Independent of the load on the machine, unlike the wall-clock figures."""
+    import base64
+    import uuid as uuid_module
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from django.db import connection
+    from django.test import Client
+    from django.test.utils import CaptureQueriesContext
+
+    from tests.partner_client import authorization
+
+    private = Ed25519PrivateKey.from_private_bytes(base64.b64decode(private_b64))
+    client = Client()
+    cpu = {"mint": 0.0, "create": 0.0, "confirm": 0.0}
+    queries = {"mint": 0, "create": 0, "confirm": 0}
+
+    def post(name: str, target: str, payload: dict, idempotent: bool) -> dict:
+        body = json.dumps(payload, separators=(",", ":")).encode()
+        header, _ = authorization(private, KEY_ID, "POST", target, body)
+        extra = {"HTTP_AUTHORIZATION": header}
+        if idempotent:
+            extra["HTTP_IDEMPOTENCY_KEY"] = uuid_module.uuid4().hex
+        with CaptureQueriesContext(connection) as captured:
+            started = time.process_time()
+            response = client.generic("POST", target, body, content_type="application/json", **extra)
+            cpu[name] += time.process_time() - started
+        queries[name] = len(captured.captured_queries)
+        assert response.status_code in (200, 201), response.content
+        return json.loads(response.content)
+
+    def flow(linkage: str) -> None:
+        token = post("mint", f"/api/v1/linkages/{linkage}/qr-tokens", {}, False)["token"]
+        created = post("create", "/api/v1/settlements", {"token": token, "facility_code": FACILITY, "lines": SMALL_BILL,
+                                                         "use_personal_account": True}, True)
+        post("confirm", f"/api/v1/settlements/{created['id']}/confirm",
+             {"partner_transaction_id": "tx-" + uuid_module.uuid4().hex, "self_pay_fen": created["self_pay_fen"]}, True)
+
+    flow(linkages[0])  # warm
+    for name in cpu:
+        cpu[name] = 0.0
+    for linkage in linkages[1:]:
+        flow(linkage)
+    n = len(linkages) - 1
+    return {"settlements": n, "sql_statements_per_call": queries,
+            "cpu_ms_per_call": {name: round(value / n * 1000, 1) for name, value in cpu.items()},
+            "cpu_ms_per_settlement": round(sum(cpu.values()) / n * 1000, 1)}
+
+
 def audit_chain_ok() -> bool:
     from portal.audit import verify_chain
 
@@ -401,7 +452,7 @@ def run_load(base: dict, *, linkages: list[str], bill: str, duration: float) -> 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--citizens", type=int, default=1000, help="distinct citizens, seeded through the services")
+    parser.add_argument("--citizens", type=int, default=600, help="distinct citizens, seeded through the services")
     parser.add_argument("--processes", type=int, default=4, help="load client processes")
     parser.add_argument("--threads", type=int, default=3, help="threads (keep-alive clients) per load process")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers")
@@ -435,6 +486,8 @@ def main() -> None:
                     "load": {"processes": args.processes, "threads_per_process": args.threads,
                              "warmup_s": args.warmup},
                     "seed": {"citizens": args.citizens + 1, "seconds": data["seed_seconds"]}}
+    report["in_process"] = in_process_costs(data["private_b64"], data["distinct"][:31])
+    report["in_process"]["load_average_after"] = load_average()
     port = _free_port()
     server = start_gunicorn(db_url, port, args.workers)
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/keys", timeout=5) as response:  # as a partner does

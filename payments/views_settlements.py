@@ -18,6 +18,7 @@ from django.shortcuts import redirect, render
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
+from insurance.models import ServiceCategory
 from payments import risk
 from payments import selectors_settlements as selectors
 from payments.models import Partner, RiskFlag, RiskFlagState, RiskRule, Settlement, SettlementState
@@ -95,9 +96,15 @@ def settlement_detail(request: HttpRequest, public_id: str) -> HttpResponse:
         settlement = selectors.settlement_detail(request.user, public_id)
     except Settlement.DoesNotExist as exc:
         raise Http404 from exc
+    states = dict(SettlementState.choices)
+    categories = dict(ServiceCategory.choices)
+    lines = list(settlement.lines.all())
+    for line in lines:
+        line.category_label = categories.get(line.category, line.category)
+    history = [{**row, "state_label": states.get(row["state"], row["state"])}
+               for row in selectors.settlement_history(settlement)]
     return render(request, "payments/settlement_detail.html", {
-        "settlement": settlement, "lines": list(settlement.lines.all()),
-        "history": selectors.settlement_history(settlement),
+        "settlement": settlement, "lines": lines, "history": history,
     })
 
 
@@ -150,7 +157,8 @@ def _evidence_value(key: str, value: object) -> str:
 @risk_reader_required
 def risk_detail(request: HttpRequest, pk: int) -> HttpResponse:
     flag = _get_flag_for_user(request.user, pk)
-    evidence = {key: _evidence_value(key, value) for key, value in flag.evidence.items() if key != "settlements"}
+    evidence = {key.removesuffix("_fen"): _evidence_value(key, value)
+                for key, value in flag.evidence.items() if key != "settlements"}
     return render(request, "payments/risk_detail.html", {
         "flag": flag, "evidence": evidence, "settlement_ids": flag.evidence.get("settlements", []),
         "can_decide": request.user.role in RISK_DECIDERS and flag.state == RiskFlagState.OPEN,

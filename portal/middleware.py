@@ -29,3 +29,16 @@ def user_has_totp(user) -> bool:
     from allauth.mfa.models import Authenticator
 
     return Authenticator.objects.filter(user=user, type=Authenticator.Type.TOTP).exists()
+
+
+class ChineseFirstMiddleware:
+    """Screens are in Simplified Chinese unless the person chose English (the language
+    cookie set by the switcher): a browser's own Accept-Language does not decide it.
+    Goes before LocaleMiddleware."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        request.META.pop("HTTP_ACCEPT_LANGUAGE", None)
+        return self.get_response(request)

@@ -9,6 +9,7 @@ from insurance import catalogue
 from payments import risk, settlements
 from payments.models import RiskFlag, RiskFlagState, RiskRule
 from portal.audit import verify_chain
+from portal.errors import DomainError
 from portal.models import AuditEvent, Role
 from tests.payments.settlement_helpers import (  # noqa: F401
     SYSTEM,
@@ -281,8 +282,10 @@ def test_a_confirmation_needs_a_note_and_a_decided_flag_cannot_be_decided_again(
 def test_the_decision_service_refuses_a_decided_flag(flagged):
     mine, _ = flagged
     risk.risk_flag_decide(actor=SYSTEM, flag=mine, decision="confirm", note="n")
-    with pytest.raises(Exception, match="already been decided"):
+    with pytest.raises(DomainError) as refused:
         risk.risk_flag_decide(actor=SYSTEM, flag=mine, decision="dismiss", note="n")
+    assert refused.value.code == "invalid_state"
+    assert RiskFlag.objects.get(pk=mine.pk).state == RiskFlagState.CONFIRMED
 
 
 def test_an_auditor_reads_the_queue_but_cannot_decide(client, make_user, flagged):

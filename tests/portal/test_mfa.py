@@ -130,3 +130,12 @@ def test_language_switch_to_english_is_remembered_by_cookie(client, make_user):
     body = client.get(reverse("citizen_search")).content.decode()
     assert "Citizens" in body
     assert 'lang="en"' in body
+
+
+def test_screens_stay_in_chinese_whatever_the_browser_asks_until_english_is_chosen(client, make_user):
+    client.force_login(make_user(role="clerk"))
+    body = client.get("/citizens/", HTTP_ACCEPT_LANGUAGE="en-US,en;q=0.9").content.decode()
+    assert 'lang="zh-Hans"' in body
+    client.cookies["django_language"] = "en"
+    body = client.get("/citizens/", HTTP_ACCEPT_LANGUAGE="en-US,en;q=0.9").content.decode()
+    assert 'lang="en"' in body
