@@ -27,6 +27,11 @@ the portal's response signature. One settlement is three calls, all counted:
 2. `POST /settlements` (four lines, `use_personal_account: true`, a new Idempotency-Key): 201;
 3. `POST /settlements/{id}/confirm` with the returned `self_pay_fen` (a new Idempotency-Key): 200 `paid`.
 
+Before the load, `in_process` measures the server side of 30 settlements
+through Django's test client in this process (no HTTP): SQL statements and
+CPU ms per call (on a busy machine CPU time is inflated too, but less than
+wall time).
+
 Phase "distinct": every thread owns its own citizens (round robin), so no two
 requests in flight touch one citizen. Phase "contention": every thread on ONE
 citizen's card, with bills large enough to reach the annual cap and empty the
@@ -39,6 +44,7 @@ Not a test: nothing asserts a time. Prints one JSON document.
 """
 
 import argparse
+import base64
 import datetime as dt
 import json
 import os
@@ -128,6 +134,8 @@ def _free_port() -> int:
 
 def seed(citizens: int) -> dict:
     """Catalogue, portal key, partner and key, citizens with linked cards and balances, through the services."""
+    from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
+
     from insurance import services as insurance_services
     from insurance.catalogue_demo import seed_catalogue
     from insurance.identity import make_identity_number
@@ -157,10 +165,6 @@ def seed(citizens: int) -> dict:
         linkage = linkage_create(actor=actor, partner=partner, citizen=citizen, partner_user_ref=f"bench-{index}")
         ledger.account_balance_set(actor=actor, citizen=citizen, balance_fen=BALANCE_FEN, note="settlement bench")
         linkages.append(linkage.public_id)
-    from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
-
-    import base64
-
     raw = private.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
     return {"private_b64": base64.b64encode(raw).decode(), "distinct": linkages[:-1], "one": linkages[-1],
             "seed_seconds": round(time.perf_counter() - started, 1)}
@@ -233,8 +237,6 @@ def in_process_costs(private_b64: str, linkages: list[str]) -> dict:
     """Server-side cost of each call, measured in this process through Django's test client (no HTTP,
     no gunicorn): SQL statements per call and this process's CPU ms per call (PostgreSQL's own CPU not
     included). Independent of the load on the machine, unlike the wall-clock figures."""
-    import base64
-    import uuid as uuid_module
 
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
     from django.db import connection
@@ -253,7 +255,7 @@ def in_process_costs(private_b64: str, linkages: list[str]) -> dict:
         header, _ = authorization(private, KEY_ID, "POST", target, body)
         extra = {"HTTP_AUTHORIZATION": header}
         if idempotent:
-            extra["HTTP_IDEMPOTENCY_KEY"] = uuid_module.uuid4().hex
+            extra["HTTP_IDEMPOTENCY_KEY"] = uuid.uuid4().hex
         with CaptureQueriesContext(connection) as captured:
             started = time.process_time()
             response = client.generic("POST", target, body, content_type="application/json", **extra)
@@ -267,7 +269,7 @@ def in_process_costs(private_b64: str, linkages: list[str]) -> dict:
         created = post("create", "/api/v1/settlements", {"token": token, "facility_code": FACILITY, "lines": SMALL_BILL,
                                                          "use_personal_account": True}, True)
         post("confirm", f"/api/v1/settlements/{created['id']}/confirm",
-             {"partner_transaction_id": "tx-" + uuid_module.uuid4().hex, "self_pay_fen": created["self_pay_fen"]}, True)
+             {"partner_transaction_id": "tx-" + uuid.uuid4().hex, "self_pay_fen": created["self_pay_fen"]}, True)
 
     flow(linkages[0])  # warm
     for name in cpu:
@@ -310,8 +312,6 @@ def start_gunicorn(db_url: str, port: int, workers: int) -> subprocess.Popen:
 
 
 def _client_thread(config: dict, linkages: list[str], start_at: float, out: dict) -> None:
-    import base64
-
     import httpx
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 

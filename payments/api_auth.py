@@ -9,7 +9,6 @@ import re
 import time
 from dataclasses import dataclass
 
-from django.core.cache import cache
 from django.core.exceptions import RequestDataTooBig
 from django.utils.encoding import escape_uri_path
 from rest_framework.authentication import BaseAuthentication
@@ -18,6 +17,7 @@ from rest_framework.request import Request
 from payments import signing
 from payments.models import Partner, PartnerKey, PartnerKeyState, PartnerState
 from payments.problems import ApiError
+from portal import fastcache
 
 SCHEME = "ECARD-ED25519"
 TIMESTAMP_WINDOW_SECONDS = 300
@@ -103,7 +103,7 @@ class PartnerSignatureAuthentication(BaseAuthentication):
             raise _unauthorized("invalid_signature", "The signature does not verify.")
         if abs(time.time() - int(params["timestamp"])) > TIMESTAMP_WINDOW_SECONDS:
             raise _unauthorized("stale_timestamp", "The timestamp is more than 300 s from the portal's clock.")
-        if not cache.add(f"nonce:{key.key_id}:{params['nonce']}", 1, timeout=NONCE_TTL_SECONDS):
+        if not fastcache.add_once(f"nonce:{key.key_id}:{params['nonce']}", timeout=NONCE_TTL_SECONDS):
             raise _unauthorized("replayed_request", "This nonce was already used with this key.")
         if key.state != PartnerKeyState.ACTIVE or key.partner.state != PartnerState.ACTIVE:
             raise ApiError(403, "forbidden", "The key is revoked or the partner is suspended.")

@@ -23,6 +23,7 @@ from payments.api import SignedApiView
 from payments.api_auth import AuthenticatedPartner, PartnerSignatureAuthentication
 from payments.models import Partner, PartnerKind
 from payments.problems import ApiError
+from portal import fastcache
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
@@ -33,28 +34,11 @@ class IsSignedPartner(BasePermission):
         return isinstance(request.user, AuthenticatedPartner)
 
 
-def _count(key: str, *, timeout: int) -> int:
-    """Increment a counter that expires: one pipelined round trip on Redis."""
-    redis_cache = getattr(cache, "_cache", None)
-    if redis_cache is not None and hasattr(redis_cache, "get_client"):
-        full_key = cache.make_and_validate_key(key)
-        pipe = redis_cache.get_client(full_key, write=True).pipeline(transaction=False)
-        pipe.incr(full_key)
-        pipe.expire(full_key, timeout)
-        return int(pipe.execute()[0])
-    cache.add(key, 0, timeout=timeout)  # the demo's local cache
-    try:
-        return cache.incr(key)
-    except ValueError:  # expired between add and incr
-        cache.add(key, 1, timeout=timeout)
-        return 1
-
-
 def _rate_limit(partner: Partner) -> None:
     """At most `rate_limit_per_second` requests in each wall-clock second, shared by every web process."""
     second = int(time.time())
     key = f"rate:{partner.pk}:{second}"
-    count = _count(key, timeout=3)
+    count = fastcache.count(key, timeout=3)
     if count > partner.rate_limit_per_second:
         raise ApiError(429, "rate_limited", "Too many requests.", headers={"Retry-After": "1"})
 
@@ -322,4 +306,4 @@ def identity_attempts_check(partner: Partner) -> None:
 
 
 def identity_mismatch_record(partner: Partner) -> None:
-    _count(_mismatch_key(partner, int(time.time() // 60)), timeout=120)
+    fastcache.count(_mismatch_key(partner, int(time.time() // 60)), timeout=120)

@@ -1,0 +1,45 @@
+"""Counters and once-only markers on the hot path of every partner request.
+
+Django's Redis cache builds a new client object for every operation; here one
+client per process (over the cache's own connection pool) does a nonce check
+or a counter in a single round trip. Without Redis (the demo), the Django
+cache stands in.
+"""
+
+from django.core.cache import cache
+
+
+def _redis_client():
+    backend = getattr(cache, "_cache", None)
+    if backend is None or not hasattr(backend, "get_client"):
+        return None
+    client = getattr(backend, "_ecard_client", None)
+    if client is None:
+        client = backend._client(connection_pool=backend._get_connection_pool(write=True))
+        backend._ecard_client = client
+    return client
+
+
+def add_once(key: str, *, timeout: int) -> bool:
+    """True the first time `key` is added within `timeout` seconds, False afterwards."""
+    client = _redis_client()
+    if client is None:
+        return cache.add(key, 1, timeout=timeout)
+    return bool(client.set(cache.make_and_validate_key(key), 1, nx=True, ex=timeout))
+
+
+def count(key: str, *, timeout: int) -> int:
+    """Increment a counter that expires `timeout` seconds after its first increment."""
+    client = _redis_client()
+    if client is None:
+        cache.add(key, 0, timeout=timeout)
+        try:
+            return cache.incr(key)
+        except ValueError:  # expired between add and incr
+            cache.add(key, 1, timeout=timeout)
+            return 1
+    full_key = cache.make_and_validate_key(key)
+    pipe = client.pipeline(transaction=False)
+    pipe.incr(full_key)
+    pipe.expire(full_key, timeout)
+    return int(pipe.execute()[0])
