@@ -17,30 +17,15 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BASE_DIR))
 
-
-def _bench_database_url() -> tuple[str, str, str]:
-    url = os.environ.get("DATABASE_URL", "")
-    if not url.startswith("postgres"):
-        sys.exit("Set DATABASE_URL to a PostgreSQL server (and REDIS_URL to a Redis db this may flush).")
-    if not os.environ.get("REDIS_URL"):
-        sys.exit("Set REDIS_URL (its db is flushed).")
-    parts = urlsplit(url)
-    name = parts.path.lstrip("/") + "_outbox_bench"
-    admin = urlunsplit(parts._replace(path="/postgres"))
-    return urlunsplit(parts._replace(path="/" + name)), admin, name
+from bench.common import bench_database_url, recreate_database  # noqa: E402
 
 
-def _recreate_database(admin_url: str, name: str) -> None:
-    import psycopg
 
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
+
 
 
 def machine() -> str:
@@ -70,8 +55,8 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=4, help="threads per worker process")
     args = parser.parse_args()
 
-    db_url, admin_url, db_name = _bench_database_url()
-    _recreate_database(admin_url, db_name)
+    db_url, admin_url, db_name = bench_database_url("_outbox_bench")
+    recreate_database(admin_url, db_name)
     os.environ["DATABASE_URL"] = db_url
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
     os.environ.setdefault("LOG_LEVEL", "WARNING")

@@ -58,10 +58,11 @@ import time
 import urllib.request
 import uuid
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BASE_DIR))
+
+from bench.common import bench_database_url, recreate_database  # noqa: E402
 PYTHON = sys.executable
 KEY_ID = "settlement-bench-key"
 BALANCE_FEN = 200_000  # 2,000 yuan in every personal account
@@ -103,24 +104,8 @@ def load_average() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
-def _bench_database_url() -> tuple[str, str, str]:
-    url = os.environ.get("DATABASE_URL", "")
-    if not url.startswith("postgres"):
-        sys.exit("Set DATABASE_URL to a PostgreSQL server (and REDIS_URL to a Redis db this may flush).")
-    if not os.environ.get("REDIS_URL"):
-        sys.exit("Set REDIS_URL (its db is flushed).")
-    parts = urlsplit(url)
-    name = parts.path.lstrip("/") + "_settlement_bench"
-    admin = urlunsplit(parts._replace(path="/postgres"))
-    return urlunsplit(parts._replace(path="/" + name)), admin, name
 
 
-def _recreate_database(admin_url: str, name: str) -> None:
-    import psycopg
-
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
 
 
 def _free_port() -> int:
@@ -465,8 +450,8 @@ def main() -> None:
         load_main(args.load)
         return
 
-    db_url, admin_url, db_name = _bench_database_url()
-    _recreate_database(admin_url, db_name)
+    db_url, admin_url, db_name = bench_database_url("_settlement_bench")
+    recreate_database(admin_url, db_name)
     os.environ["DATABASE_URL"] = db_url
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
     os.environ["DEBUG"] = "0"

@@ -36,31 +36,16 @@ import time
 import timeit
 import urllib.request
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BASE_DIR))
+
+from bench.common import bench_database_url, recreate_database  # noqa: E402
 PYTHON = sys.executable
 
 
-def _bench_database_url() -> tuple[str, str, str]:
-    url = os.environ.get("DATABASE_URL", "")
-    if not url.startswith("postgres"):
-        sys.exit("Set DATABASE_URL to a PostgreSQL server (and REDIS_URL to a Redis db this may flush).")
-    if not os.environ.get("REDIS_URL"):
-        sys.exit("Set REDIS_URL (its db is flushed).")
-    parts = urlsplit(url)
-    name = parts.path.lstrip("/") + "_verify_bench"
-    admin = urlunsplit(parts._replace(path="/postgres"))
-    return urlunsplit(parts._replace(path="/" + name)), admin, name
 
 
-def _recreate_database(admin_url: str, name: str) -> None:
-    import psycopg
-
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
 
 
 def machine() -> dict:
@@ -224,8 +209,8 @@ def main() -> None:
     if args.duration + args.warmup > 55:
         sys.exit("--duration + --warmup must stay under the 60 s life of a QR token")
 
-    db_url, admin_url, db_name = _bench_database_url()
-    _recreate_database(admin_url, db_name)
+    db_url, admin_url, db_name = bench_database_url("_verify_bench")
+    recreate_database(admin_url, db_name)
     os.environ["DATABASE_URL"] = db_url
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
     os.environ["DEBUG"] = "0"

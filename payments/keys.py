@@ -6,14 +6,12 @@ every version decrypts), with the key id bound as associated data so that a
 ciphertext cannot be moved to another row.
 """
 
-import os
 import secrets
 import threading
 import time
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
@@ -21,6 +19,7 @@ from django.utils.translation import gettext_lazy as _
 
 from payments import signing
 from payments.models import PortalKey, PortalKeyState
+from portal import crypto
 from portal.actors import Actor
 from portal.audit import audit_record
 from portal.errors import DomainError
@@ -34,16 +33,11 @@ def _aad(key_id: str) -> bytes:
 
 
 def encrypt_private_key(raw: bytes, *, key_id: str) -> bytes:
-    keys = settings.ECARD_SIGNING_KEY_ENCRYPTION_KEYS
-    version = max(keys)
-    nonce = os.urandom(12)
-    return bytes([version]) + nonce + AESGCM(keys[version]).encrypt(nonce, raw, _aad(key_id))
+    return crypto.encrypt_bytes(raw, keys=settings.ECARD_SIGNING_KEY_ENCRYPTION_KEYS, associated_data=_aad(key_id))
 
 
 def decrypt_private_key(blob: bytes | memoryview, *, key_id: str) -> bytes:
-    data = bytes(blob)
-    key = settings.ECARD_SIGNING_KEY_ENCRYPTION_KEYS[data[0]]
-    return AESGCM(key).decrypt(data[1:13], data[13:], _aad(key_id))
+    return crypto.decrypt_bytes(blob, keys=settings.ECARD_SIGNING_KEY_ENCRYPTION_KEYS, associated_data=_aad(key_id))
 
 
 def _new_key_id() -> str:

@@ -19,16 +19,24 @@ def _current(keys: dict[int, bytes]) -> tuple[int, bytes]:
     return version, keys[version]
 
 
-def encrypt_text(value: str, *, purpose: str) -> bytes:
-    version, key = _current(settings.ECARD_FIELD_ENCRYPTION_KEYS)
+def encrypt_bytes(value: bytes, *, keys: dict[int, bytes], associated_data: bytes) -> bytes:
+    """AES-256-GCM under the highest key version: `version | nonce | ciphertext+tag`."""
+    version, key = _current(keys)
     nonce = os.urandom(12)
-    return bytes([version]) + nonce + AESGCM(key).encrypt(nonce, value.encode(), purpose.encode())
+    return bytes([version]) + nonce + AESGCM(key).encrypt(nonce, value, associated_data)
+
+
+def decrypt_bytes(blob: bytes | memoryview, *, keys: dict[int, bytes], associated_data: bytes) -> bytes:
+    data = bytes(blob)
+    return AESGCM(keys[data[0]]).decrypt(data[1:13], data[13:], associated_data)
+
+
+def encrypt_text(value: str, *, purpose: str) -> bytes:
+    return encrypt_bytes(value.encode(), keys=settings.ECARD_FIELD_ENCRYPTION_KEYS, associated_data=purpose.encode())
 
 
 def decrypt_text(blob: bytes | memoryview, *, purpose: str) -> str:
-    data = bytes(blob)
-    key = settings.ECARD_FIELD_ENCRYPTION_KEYS[data[0]]
-    return AESGCM(key).decrypt(data[1:13], data[13:], purpose.encode()).decode()
+    return decrypt_bytes(blob, keys=settings.ECARD_FIELD_ENCRYPTION_KEYS, associated_data=purpose.encode()).decode()
 
 
 def blind_index(value: str, *, purpose: str, version: int | None = None) -> str:

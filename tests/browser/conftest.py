@@ -1,0 +1,124 @@
+"""Real-browser tests: Debian's Chromium driven by Playwright against pytest-django's live server.
+
+Chromium cannot be downloaded here, so Playwright launches the system browser at
+/usr/bin/chromium; without it the tests marked `browser` are skipped with the way
+to install it. Every screen a test visits is saved to `screenshots/<test>-<step>.png`
+at the repository root.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from django.core.cache import cache
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run",
+]
+VIEWPORT = {"width": 1366, "height": 768}
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "screenshots"
+MISSING_REASON = f"Chromium not found at {CHROMIUM}: install it with `apt-get install chromium fonts-noto-cjk`"
+
+try:
+    import playwright.sync_api  # noqa: F401
+    _PLAYWRIGHT_REASON = ""
+except ImportError:  # pragma: no cover - requirements.txt pins it
+    _PLAYWRIGHT_REASON = "Playwright is not installed: `pip install -r requirements.txt`"
+
+
+def _skip_reason() -> str:
+    if not (os.path.isfile(CHROMIUM) and os.access(CHROMIUM, os.X_OK)):
+        return MISSING_REASON
+    return _PLAYWRIGHT_REASON
+
+
+def pytest_report_header(config) -> str | None:
+    reason = _skip_reason()
+    return f"browser tests: skipped ({reason})" if reason else None
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    reason = _skip_reason()
+    if not reason:
+        return
+    for item in items:
+        if item.get_closest_marker("browser"):
+            item.add_marker(pytest.mark.skip(reason=reason))
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """One headless Chromium for the whole session."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@pytest.fixture
+def _django_beside_playwright(monkeypatch):
+    """Playwright's sync API keeps an asyncio loop in this thread, which makes Django
+    refuse ORM calls from the test body ("async-unsafe"); the test body is plain
+    synchronous code, so the guard is lifted for browser tests only."""
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+
+
+@pytest.fixture
+def page(browser, live_server, _django_beside_playwright) -> Iterator:
+    """A fresh browser context (no cookies) with a 1366x768 page; the language is the
+    portal's default (Simplified Chinese) whatever the browser asks for."""
+    cache.clear()  # sign-in rate limits and used TOTP codes live in the cache
+    context = browser.new_context(viewport=VIEWPORT, locale="zh-CN")
+    context.set_default_timeout(10_000)
+    new_page = context.new_page()
+    try:
+        yield new_page
+    finally:
+        context.close()
+        cache.clear()
+
+
+class Screens:
+    """Saves `screenshots/<test>-<step>.png`; steps are numbered in visiting order."""
+
+    def __init__(self, page, test_name: str) -> None:
+        self.page = page
+        self.test_name = re.sub(r"[^A-Za-z0-9_.-]+", "-", test_name)
+        self.count = 0
+        self.saved: list[Path] = []
+
+    def __call__(self, step: str) -> Path:
+        self.count += 1
+        path = SCREENSHOTS / f"{self.test_name}-{self.count:02d}-{step}.png"
+        self.page.screenshot(path=str(path), full_page=True)
+        self.saved.append(path)
+        return path
+
+
+@pytest.fixture
+def screen(page, request) -> Screens:
+    """`screen("step")` after each navigation saves the screen the test is looking at."""
+    SCREENSHOTS.mkdir(exist_ok=True)
+    for old in SCREENSHOTS.glob(f"{request.node.name}-*.png"):
+        old.unlink()
+    return Screens(page, request.node.name)
+
+
+@pytest.fixture
+def url(live_server):
+    def build(path: str) -> str:
+        return f"{live_server.url}{path}"
+
+    return build
+
+
