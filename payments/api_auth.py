@@ -86,7 +86,10 @@ class PartnerSignatureAuthentication(BaseAuthentication):
         params = parse_authorization(django_request.META.get("HTTP_AUTHORIZATION", ""))
         if params is None:
             raise _unauthorized("authentication_required", "A valid ECARD-ED25519 Authorization header is required.")
-        key = PartnerKey.objects.select_related("partner").filter(key_id=params["key_id"]).first()
+        try:
+            key = PartnerKey.objects.select_related("partner").get(key_id=params["key_id"])
+        except PartnerKey.DoesNotExist:
+            key = None
         if key is None:
             raise _unauthorized("unknown_key", "The key_id is not known.")
         length = django_request.META.get("CONTENT_LENGTH") or "0"

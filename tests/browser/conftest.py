@@ -44,37 +44,46 @@ def pytest_report_header(config) -> str | None:
 
 
 def pytest_collection_modifyitems(config, items) -> None:
+    """Browser tests run last (see `browser`), or are skipped when Chromium is missing."""
     reason = _skip_reason()
-    if not reason:
-        return
-    for item in items:
-        if item.get_closest_marker("browser"):
+    in_browser = [item for item in items if item.get_closest_marker("browser")]
+    if reason:
+        for item in in_browser:
             item.add_marker(pytest.mark.skip(reason=reason))
+        return
+    items[:] = [item for item in items if not item.get_closest_marker("browser")] + in_browser
 
 
 @pytest.fixture(scope="session")
-def browser():
-    """One headless Chromium for the whole session."""
+def browser(django_db_setup):
+    """One headless Chromium for the session.
+
+    Playwright's sync API keeps an asyncio loop running in the main thread while it is
+    started, and Django then refuses ORM calls from that thread ("async-unsafe") although
+    the tests are plain synchronous code. So the test database is created first, the guard
+    is lifted only while Playwright runs, and the browser tests run last (see
+    `pytest_collection_modifyitems`) so that no other test runs beside that loop.
+    """
     from playwright.sync_api import sync_playwright
 
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
+    previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    try:
+        with sync_playwright() as playwright:
+            chromium = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+            try:
+                yield chromium
+            finally:
+                chromium.close()
+    finally:
+        if previous is None:
+            os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+        else:
+            os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
 
 
 @pytest.fixture
-def _django_beside_playwright(monkeypatch):
-    """Playwright's sync API keeps an asyncio loop in this thread, which makes Django
-    refuse ORM calls from the test body ("async-unsafe"); the test body is plain
-    synchronous code, so the guard is lifted for browser tests only."""
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-
-
-@pytest.fixture
-def page(browser, live_server, _django_beside_playwright) -> Iterator:
+def page(browser, live_server) -> Iterator:
     """A fresh browser context (no cookies) with a 1366x768 page; the language is the
     portal's default (Simplified Chinese) whatever the browser asks for."""
     cache.clear()  # sign-in rate limits and used TOTP codes live in the cache
