@@ -8,6 +8,7 @@ at the repository root.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 from collections.abc import Iterator
@@ -25,11 +26,8 @@ VIEWPORT = {"width": 1366, "height": 768}
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "screenshots"
 MISSING_REASON = f"Chromium not found at {CHROMIUM}: install it with `apt-get install chromium fonts-noto-cjk`"
 
-try:
-    import playwright.sync_api  # noqa: F401
-    _PLAYWRIGHT_REASON = ""
-except ImportError:  # pragma: no cover - requirements.txt pins it
-    _PLAYWRIGHT_REASON = "Playwright is not installed: `pip install -r requirements.txt`"
+_PLAYWRIGHT_REASON = "" if importlib.util.find_spec("playwright") else (
+    "Playwright is not installed: `pip install -r requirements.txt`")
 
 
 def _skip_reason() -> str:
@@ -52,6 +50,14 @@ def pytest_collection_modifyitems(config, items) -> None:
             item.add_marker(pytest.mark.skip(reason=reason))
         return
     items[:] = [item for item in items if not item.get_closest_marker("browser")] + in_browser
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item, call):
+    """Keeps each phase's report on the test, so that `page` can tell a failed test."""
+    report = yield
+    setattr(item, f"report_{report.when}", report)
+    return report
 
 
 @pytest.fixture(scope="session")
@@ -83,18 +89,27 @@ def browser(django_db_setup):
 
 
 @pytest.fixture
-def page(browser, live_server) -> Iterator:
+def page(browser, live_server, request) -> Iterator:
     """A fresh browser context (no cookies) with a 1366x768 page; the language is the
-    portal's default (Simplified Chinese) whatever the browser asks for."""
+    portal's default (Simplified Chinese) whatever the browser asks for. When the test
+    fails, the screen it was on is saved as `<test>-failed.png`."""
     cache.clear()  # sign-in rate limits and used TOTP codes live in the cache
     context = browser.new_context(viewport=VIEWPORT, locale="zh-CN")
     context.set_default_timeout(10_000)
     new_page = context.new_page()
     try:
         yield new_page
+        report = getattr(request.node, "report_call", None)
+        if report is not None and report.failed:
+            SCREENSHOTS.mkdir(exist_ok=True)
+            new_page.screenshot(path=str(SCREENSHOTS / f"{safe_name(request.node.name)}-failed.png"), full_page=True)
     finally:
         context.close()
         cache.clear()
+
+
+def safe_name(test_name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", test_name)
 
 
 class Screens:
@@ -102,7 +117,7 @@ class Screens:
 
     def __init__(self, page, test_name: str) -> None:
         self.page = page
-        self.test_name = re.sub(r"[^A-Za-z0-9_.-]+", "-", test_name)
+        self.test_name = safe_name(test_name)
         self.count = 0
         self.saved: list[Path] = []
 
@@ -118,7 +133,7 @@ class Screens:
 def screen(page, request) -> Screens:
     """`screen("step")` after each navigation saves the screen the test is looking at."""
     SCREENSHOTS.mkdir(exist_ok=True)
-    for old in SCREENSHOTS.glob(f"{request.node.name}-*.png"):
+    for old in SCREENSHOTS.glob(f"{safe_name(request.node.name)}-*.png"):
         old.unlink()
     return Screens(page, request.node.name)
 
