@@ -207,7 +207,7 @@ def service_toggle(request: HttpRequest, pk: int) -> HttpResponse:
 def service_import(request: HttpRequest) -> HttpResponse:
     actor = Actor.for_request(request)
     return _run_import(
-        request, kind="services", template="insurance/catalogue_import.html",
+        request, kind="services", template="insurance/import_rows.html",
         importer=lambda lines: catalogue_import.import_services(actor=actor, lines=lines),
         context={"title": _("Import services"), "columns": catalogue_import.SERVICE_COLUMNS,
                  "back_url": reverse("catalogue_list")},
@@ -295,7 +295,7 @@ def facility_import(request: HttpRequest) -> HttpResponse:
     actor = Actor.for_request(request)
     codes = visible_region_codes(request.user)
     return _run_import(
-        request, kind="facilities", template="insurance/facility_import.html",
+        request, kind="facilities", template="insurance/import_rows.html",
         importer=lambda lines: catalogue_import.import_facilities(actor=actor, lines=lines, region_codes=codes),
         context={"title": _("Import facilities"), "columns": catalogue_import.FACILITY_COLUMNS,
                  "back_url": reverse("facility_list")},
