@@ -73,6 +73,7 @@ async def _run(args, start_at: float) -> dict:
     latencies: list[float] = []
     statuses: dict[int, int] = {}
     due: asyncio.Queue[float] | None = None
+    answered = 0  # warm-up included: the server's CPU time is divided by it
 
     async def schedule() -> None:
         # Open loop: this process's share of the rate, evenly spaced from its own offset.
@@ -88,6 +89,7 @@ async def _run(args, start_at: float) -> dict:
             due.put_nowait(0.0)  # stop
 
     async def connection() -> None:
+        nonlocal answered
         reader = writer = None
         while True:
             if due is not None:
@@ -108,6 +110,7 @@ async def _run(args, start_at: float) -> dict:
             except (asyncio.IncompleteReadError, ConnectionError):
                 status, keep_alive = 0, False
             finished = time.time()
+            answered += 1
             if measure_from <= started and finished <= end_at + (0 if due is None else 5):
                 latencies.append((finished - started) * 1000)
                 statuses[status] = statuses.get(status, 0) + 1
@@ -125,7 +128,7 @@ async def _run(args, start_at: float) -> dict:
         due = asyncio.Queue()
         tasks.append(asyncio.create_task(schedule()))
     await asyncio.gather(*tasks)
-    return {"latencies": latencies, "statuses": statuses}
+    return {"latencies": latencies, "statuses": statuses, "answered": answered}
 
 
 def _process(args, index: int, start_at: float) -> dict:
@@ -170,6 +173,7 @@ def main() -> None:
         "requests": len(latencies),
         "statuses": statuses,
         "requests_per_second": round(len(latencies) / args.duration, 1),
+        "answered_with_warmup": sum(part["answered"] for part in parts),
         "p50_ms": round(percentile(latencies, 0.50), 2),
         "p90_ms": round(percentile(latencies, 0.90), 2),
         "p99_ms": round(percentile(latencies, 0.99), 2),

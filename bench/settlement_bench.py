@@ -267,10 +267,17 @@ def in_process_costs(private_b64: str, linkages: list[str]) -> dict:
             "cpu_ms_per_settlement": round(sum(cpu.values()) / n * 1000, 1)}
 
 
-def audit_chain_ok() -> bool:
-    from portal.audit import verify_chain
+def audit_chain_ok() -> dict:
+    """Chain what the run wrote (no Celery beat runs here: the rows wait sealed, unchained), then verify."""
+    from portal.audit import audit_chain_pending, verify_chain
+    from portal.models import AuditEvent
 
-    return not verify_chain()
+    pending = AuditEvent.objects.filter(chain_seq__isnull=True).count()
+    started = time.perf_counter()
+    chained = audit_chain_pending()
+    seconds = time.perf_counter() - started
+    return {"intact": not verify_chain(), "unchained_after_run": pending, "chained_now": chained,
+            "chainer_rows_per_second": round(chained / seconds) if chained else None}
 
 
 # --- The server ---------------------------------------------------------------------------

@@ -28,6 +28,7 @@ import datetime as dt
 import json
 import os
 import platform
+import resource
 import secrets
 import socket
 import subprocess
@@ -62,6 +63,60 @@ def machine() -> dict:
 
 def load_average() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
+
+
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU of one process so far (0 if it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS  # utime, stime
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    found.append(int(entry.name))
+            except (OSError, IndexError, ValueError):
+                continue
+    return found
+
+
+def _postgres_backends(admin_url: str, db_name: str) -> list[int]:
+    import psycopg
+
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        return [row[0] for row in conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()", [db_name])]
+
+
+class CpuMeter:
+    """CPU seconds spent by the gunicorn workers, the PostgreSQL backends serving the benchmark
+    database, and the load generator, over one phase: robust to a busy machine in a way
+    requests/s are not. (Redis is shared with other users of the machine: not counted.)"""
+
+    def __init__(self, server: subprocess.Popen, admin_url: str, db_name: str):
+        self.server, self.admin_url, self.db_name = server, admin_url, db_name
+
+    def snapshot(self) -> dict[str, dict[int, float]]:
+        return {"gunicorn": {pid: _cpu_seconds(pid) for pid in [self.server.pid, *_children(self.server.pid)]},
+                "postgres": {pid: _cpu_seconds(pid) for pid in _postgres_backends(self.admin_url, self.db_name)}}
+
+    def per_request_us(self, before: dict, after: dict, load_seconds: float, requests: int) -> dict:
+        result = {}
+        for name in ("gunicorn", "postgres"):
+            spent = sum(cpu - before[name].get(pid, 0.0) for pid, cpu in after[name].items())
+            result[f"{name}_us"] = round(spent / max(requests, 1) * 1e6, 1)
+        result["load_generator_us"] = round(load_seconds / max(requests, 1) * 1e6, 1)
+        result["total_us"] = round(sum(result.values()), 1)
+        return result
 
 
 def _free_port() -> int:
@@ -180,7 +235,8 @@ def start_gunicorn(db_url: str, port: int, workers: int) -> subprocess.Popen:
 
 
 def run_load(port: int, args, *, path: str, body: str = "", mode: str = "closed", rate: float = 0.0,
-             unsigned: bool = False, data: dict | None = None, duration: float | None = None) -> dict:
+             unsigned: bool = False, data: dict | None = None, duration: float | None = None,
+             meter: CpuMeter | None = None) -> dict:
     command = [PYTHON, str(BASE_DIR / "bench" / "load_client.py"), "--port", str(port), "--path", path,
                "--method", "POST", "--body", body, "--mode", mode, "--rate", str(rate or 1),
                "--processes", str(args.processes), "--connections", str(args.connections),
@@ -190,8 +246,16 @@ def run_load(port: int, args, *, path: str, body: str = "", mode: str = "closed"
     else:
         command += ["--key-id", data["key_id"], "--private-key", data["private_b64"]]
     load_before = load_average()
+    cpu_before = meter.snapshot() if meter else None
+    children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    children_after = resource.getrusage(resource.RUSAGE_CHILDREN)
     result = json.loads(output.strip().splitlines()[-1])
+    if meter:
+        load_seconds = (children_after.ru_utime + children_after.ru_stime
+                        - children_before.ru_utime - children_before.ru_stime)
+        result["cpu_per_request"] = meter.per_request_us(cpu_before, meter.snapshot(), load_seconds,
+                                                         result["answered_with_warmup"])
     result["load_average_before"] = load_before
     result["load_average_after"] = load_average()
     return result
@@ -232,10 +296,13 @@ def main() -> None:
 
     port = _free_port()
     server = start_gunicorn(db_url, port, args.workers)
+    meter = CpuMeter(server, admin_url, db_name)
     try:
-        report["ceiling"] = run_load(port, args, path="/api/v1/bench/ceiling", body="{}", unsigned=True)
+        report["ceiling"] = run_load(port, args, path="/api/v1/bench/ceiling", body="{}", unsigned=True,
+                                     meter=meter)
         body = json.dumps({"token": fresh_token(data["linkage"])})
-        report["verify"] = run_load(port, args, path="/api/v1/certificates/verify", body=body, data=data)
+        report["verify"] = run_load(port, args, path="/api/v1/certificates/verify", body=body, data=data,
+                                    meter=meter)
         report["verify_vs_ceiling"] = round(
             report["verify"]["requests_per_second"] / report["ceiling"]["requests_per_second"], 3)
         half = round(report["verify"]["requests_per_second"] / 2, 1)

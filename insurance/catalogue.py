@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo
 from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
+from django.utils.translation import gettext as _
 
 from insurance.models import (
     DEFAULT_ELIGIBLE_SHARES,
@@ -38,7 +39,7 @@ def decimal_string(value: Decimal | str) -> str:
     """The wire form of a ratio or share: at least two decimals, at most four ("0.70", "0.725")."""
     number = Decimal(str(value)).quantize(Decimal("0.0001"))
     text = format(number.normalize(), "f")
-    whole, _, fraction = text.partition(".")
+    whole, _dot, fraction = text.partition(".")
     return f"{whole}.{fraction.ljust(2, '0')}"
 
 
@@ -238,9 +239,9 @@ def service_create(
 ) -> ServiceItem:
     code = _check_code(code)
     if category not in ServiceCategory.values:
-        raise _invalid("category", "Unknown category.")
+        raise _invalid("category", _("Unknown category."))
     if ServiceItem.objects.filter(code=code).exists():
-        raise DomainError("service_exists", f"A service with code {code} already exists.", status=409)
+        raise DomainError("service_exists", _("A service with code %(code)s already exists.") % {"code": code}, status=409)
     item = ServiceItem.objects.create(
         code=code, name_zh=_check_name("name_zh", name_zh), name_en=_check_name("name_en", name_en),
         category=category, unit=_check_name("unit", unit, 16),
@@ -259,7 +260,7 @@ def service_update(*, actor: Actor, item: ServiceItem, **changes: object) -> Ser
     """Change a catalogue entry (its code is its identity and never changes)."""
     unknown = set(changes) - set(_SERVICE_FIELDS)
     if unknown:
-        raise _invalid(sorted(unknown)[0], "This field cannot be changed.")
+        raise _invalid(sorted(unknown)[0], _("This field cannot be changed."))
     item = ServiceItem.objects.select_for_update().get(pk=item.pk)
     before = service_snapshot(item)
     for name, value in changes.items():
@@ -268,7 +269,7 @@ def service_update(*, actor: Actor, item: ServiceItem, **changes: object) -> Ser
         elif name == "unit":
             value = _check_name(name, value, 16)
         elif name == "category" and value not in ServiceCategory.values:
-            raise _invalid(name, "Unknown category.")
+            raise _invalid(name, _("Unknown category."))
         elif name == "max_unit_price_fen":
             value = _fen(name, value)
         elif name == "active" and not isinstance(value, bool):
@@ -285,9 +286,9 @@ def service_update(*, actor: Actor, item: ServiceItem, **changes: object) -> Ser
 def facility_create(*, actor: Actor, code: str, name_zh: str, name_en: str, kind: str, region: Region) -> Facility:
     code = _check_code(code)
     if kind not in FacilityKind.values:
-        raise _invalid("kind", "A facility is a hospital, a clinic or a pharmacy.")
+        raise _invalid("kind", _("A facility is a hospital, a clinic or a pharmacy."))
     if Facility.objects.filter(code=code).exists():
-        raise DomainError("facility_exists", f"A facility with code {code} already exists.", status=409)
+        raise DomainError("facility_exists", _("A facility with code %(code)s already exists.") % {"code": code}, status=409)
     facility = Facility.objects.create(
         code=code, name_zh=_check_name("name_zh", name_zh), name_en=_check_name("name_en", name_en),
         kind=kind, region=region,
@@ -305,14 +306,14 @@ def facility_update(*, actor: Actor, facility: Facility, **changes: object) -> F
     """Change a facility (its code and region never change)."""
     unknown = set(changes) - set(_FACILITY_FIELDS)
     if unknown:
-        raise _invalid(sorted(unknown)[0], "This field cannot be changed.")
+        raise _invalid(sorted(unknown)[0], _("This field cannot be changed."))
     facility = Facility.objects.select_for_update().get(pk=facility.pk)
     before = facility_snapshot(facility)
     for name, value in changes.items():
         if name in ("name_zh", "name_en"):
             value = _check_name(name, value)
         elif name == "kind" and value not in FacilityKind.values:
-            raise _invalid(name, "A facility is a hospital, a clinic or a pharmacy.")
+            raise _invalid(name, _("A facility is a hospital, a clinic or a pharmacy."))
         elif name == "active" and not isinstance(value, bool):
             raise _invalid(name, "active is true or false.")
         setattr(facility, name, value)

@@ -31,15 +31,17 @@ class Citizen(models.Model):
     """An insured person. Identity number and phone are encrypted at rest;
     exact lookup goes through their blind indexes (one indexed query)."""
 
-    region = models.ForeignKey(Region, on_delete=models.PROTECT, related_name="citizens", verbose_name=_("insured region"))
+    # No index of its own: the (region, status) index below leads with the region (see migration 0006).
+    region = models.ForeignKey(Region, on_delete=models.PROTECT, related_name="citizens", verbose_name=_("insured region"),
+                               db_index=False)
     id_number_enc = models.BinaryField()
     id_number_bidx = models.CharField(max_length=80, unique=True)
     id_number_masked = models.CharField(max_length=18)
-    name = models.CharField(_("name"), max_length=64, db_index=True)
+    name = models.CharField(_("name"), max_length=64)  # indexed for prefix search in Meta.indexes
     phone_enc = models.BinaryField(null=True, blank=True)
     phone_bidx = models.CharField(max_length=80, blank=True, db_index=True)
     phone_masked = models.CharField(max_length=20, blank=True)
-    birth_date = models.DateField(_("birth date"), db_index=True)
+    birth_date = models.DateField(_("birth date"))  # no query filters or sorts on it: no index
     sex = models.CharField(_("sex"), max_length=1, choices=Sex.choices)
     scheme = models.CharField(_("scheme"), max_length=16, choices=Scheme.choices)
     status = models.CharField(_("status"), max_length=16, choices=CitizenStatus.choices, default=CitizenStatus.ACTIVE)
@@ -50,7 +52,12 @@ class Citizen(models.Model):
         ordering = ["id"]
         verbose_name = _("citizen")
         verbose_name_plural = _("citizens")
-        indexes = [models.Index(fields=["region", "status"])]
+        indexes = [
+            models.Index(fields=["region", "status"]),
+            # The search's `name__startswith` (and equality): one pattern-ops index rather than
+            # Django's pair of a plain and a `_like` index, each maintained on every insert.
+            models.Index(fields=["name"], name="citizen_name_prefix", opclasses=["varchar_pattern_ops"]),
+        ]
 
     def __str__(self) -> str:
         return f"citizen {self.pk}"
@@ -141,8 +148,23 @@ class CertificateTransition(models.Model):
     reason = models.CharField(max_length=256, blank=True)
     at = models.DateTimeField()
 
+    # Stored as codes (read by code and exports); the history on screens shows these labels.
+    ACTION_LABELS = {
+        "issue": _("Issue"), "activate": _("Activate"), "suspend": _("Suspend"), "reinstate": _("Reinstate"),
+        "revoke": _("Revoke"), "reissue": _("Reissue"), "expire": _("Expire"),
+    }
+
     class Meta:
         ordering = ["at", "id"]
+
+    def get_action_display(self) -> str:
+        return str(self.ACTION_LABELS.get(self.action, self.action))
+
+    def get_from_state_display(self) -> str:
+        return str(CertificateState(self.from_state).label) if self.from_state else ""
+
+    def get_to_state_display(self) -> str:
+        return str(CertificateState(self.to_state).label)
 
 
 # --- Insured-service catalogue, facilities, reimbursement policies -----------
@@ -270,3 +292,87 @@ class ReimbursementPolicy(models.Model):
 
     def __str__(self) -> str:
         return f"{self.region_id} {self.scheme} {self.year} v{self.version}"
+
+
+# --- Bulk citizen import jobs (PARTNER_API.md "Provisioning") ---------------
+
+
+class ImportJobState(models.TextChoices):
+    QUEUED = "queued", _("Queued")
+    RUNNING = "running", _("Running")
+    DONE = "done", _("Done")
+    FAILED = "failed", _("Failed")
+
+
+def import_file_path(instance: "ImportJob", filename: str) -> str:
+    # A random name: the uploader's file name is kept in `original_name`, never in the path.
+    import uuid
+    from pathlib import PurePath
+
+    return f"imports/{uuid.uuid4().hex}{PurePath(filename).suffix.lower()}"
+
+
+class ImportJob(models.Model):
+    """One uploaded citizen file, imported in the background in batches.
+
+    `checkpoint_row` is the spreadsheet row number (the header is row 1) up to
+    which every row is committed, written in the same transaction as the
+    batch's citizens, counts and error rows: a worker that dies mid-file is
+    resumed from there, without a row imported twice or lost.
+    """
+
+    uploaded_by = models.ForeignKey("portal.User", on_delete=models.PROTECT, related_name="import_jobs",
+                                    verbose_name=_("uploaded by"))
+    region = models.ForeignKey(Region, on_delete=models.PROTECT, related_name="import_jobs", verbose_name=_("region"))
+    file = models.FileField(upload_to=import_file_path, max_length=200)
+    original_name = models.CharField(_("file name"), max_length=255)
+    file_size = models.PositiveBigIntegerField(_("size (bytes)"))
+    state = models.CharField(_("state"), max_length=16, choices=ImportJobState.choices, default=ImportJobState.QUEUED)
+    rows_total = models.PositiveIntegerField(_("rows in the file"), null=True, blank=True)
+    rows_done = models.PositiveIntegerField(_("rows done"), default=0)
+    created = models.PositiveIntegerField(_("created"), default=0)
+    updated = models.PositiveIntegerField(_("updated"), default=0)
+    failed = models.PositiveIntegerField(_("failed"), default=0)
+    checkpoint_row = models.PositiveIntegerField(default=1)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    error = models.CharField(_("error"), max_length=500, blank=True)
+    created_at = models.DateTimeField(_("uploaded at"), auto_now_add=True)
+    started_at = models.DateTimeField(_("started at"), null=True, blank=True)
+    finished_at = models.DateTimeField(_("finished at"), null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    requeued_at = models.DateTimeField(null=True, blank=True)  # by the sweep: not again before a run had its time
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name = _("citizen import")
+        verbose_name_plural = _("citizen imports")
+        indexes = [models.Index(fields=["state", "heartbeat_at"], name="import_job_state_heartbeat")]
+
+    def __str__(self) -> str:
+        return f"import {self.pk}"
+
+    @property
+    def percent(self) -> int | None:
+        """How far through the file, 0-100; None while the size is unknown."""
+        if self.state == ImportJobState.DONE:
+            return 100
+        if not self.rows_total:
+            return None
+        return min(99, (self.checkpoint_row - 1) * 100 // self.rows_total)
+
+    @property
+    def is_finished(self) -> bool:
+        return self.state in (ImportJobState.DONE, ImportJobState.FAILED)
+
+
+class ImportRowError(models.Model):
+    """A refused row of an import: where and why, never the row's personal data."""
+
+    job = models.ForeignKey(ImportJob, on_delete=models.CASCADE, related_name="row_errors")
+    row = models.PositiveIntegerField(_("row"))
+    column = models.CharField(_("column"), max_length=64, blank=True)
+    message = models.CharField(_("message"), max_length=500)
+
+    class Meta:
+        ordering = ["row", "id"]
+        indexes = [models.Index(fields=["job", "row"], name="import_error_job_row")]

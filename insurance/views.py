@@ -16,6 +16,7 @@ from django.utils.translation import gettext_lazy
 from insurance import selectors, services
 from insurance.forms import CitizenEditForm, CitizenRegisterForm, CitizenSearchForm, CitizenStatusForm, ReasonForm
 from insurance.models import Certificate, CitizenStatus, Citizen, LIVE_STATES
+from portal import exports
 from portal.actors import Actor
 from portal.errors import DomainError
 from portal.masking import mask_id_number, mask_phone
@@ -71,6 +72,16 @@ def _get_certificate_for_user(user, pk: int) -> Certificate:
         raise Http404 from exc
 
 
+# Exports are lists: masked like the screen's list, for every role (portal/exports.py).
+CITIZEN_COLUMNS = [
+    exports.Column(gettext_lazy("Identity number"), lambda c: c.id_number_masked),
+    exports.Column(gettext_lazy("Name"), lambda c: c.name_masked),
+    exports.Column(gettext_lazy("Phone"), lambda c: c.phone_masked),
+    exports.Column(gettext_lazy("Region"), lambda c: c.region_id),
+    exports.Column(gettext_lazy("Scheme"), lambda c: c.get_scheme_display()),
+    exports.Column(gettext_lazy("Status"), lambda c: c.get_status_display()),
+]
+
 SEARCHES_SESSION_KEY = "citizen_searches"
 MAX_REMEMBERED_SEARCHES = 20
 
@@ -117,7 +128,16 @@ def citizen_search(request: HttpRequest) -> HttpResponse:
             kind=saved.get("kind", ""), needle=tuple(saved.get("needle", ())),
             region=form.cleaned_data["region"], status=form.cleaned_data["status"], scheme=form.cleaned_data["scheme"],
         )
-    page = paginate(request, selectors.citizen_search(request.user, query))
+    citizens = selectors.citizen_search(request.user, query)
+    if fmt := exports.requested_format(request):
+        # The URL holds only the search's session token; the audit event records the kind of
+        # search, never the name, number or phone searched for.
+        filters = {k: request.GET[k] for k in ("region", "status", "scheme") if request.GET.get(k)}
+        if query.kind:
+            filters["search"] = query.kind
+        return exports.export_response(request, list_name="citizens", queryset=citizens, columns=CITIZEN_COLUMNS,
+                                       fmt=fmt, filters=filters)
+    page = paginate(request, citizens)
     return render(request, "insurance/citizen_search.html", {
         "form": form, "page": page, "search_kind": query.kind,
         "querystring": querystring_without_page(request),

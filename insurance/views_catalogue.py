@@ -20,7 +20,9 @@ from django.db.models import Count, Max, Q
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils.text import format_lazy
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 
 from insurance import catalogue, catalogue_import
 from insurance.forms_catalogue import (
@@ -33,6 +35,7 @@ from insurance.forms_catalogue import (
     ServiceForm,
 )
 from insurance.models import Facility, ReimbursementPolicy, Scheme, ServiceCategory, ServiceItem
+from portal import exports
 from portal.actors import Actor
 from portal.errors import DomainError
 from portal.models import Region, Role
@@ -132,6 +135,50 @@ def import_error_report(request: HttpRequest, token: str) -> HttpResponse:
     return response
 
 
+# --- Export columns ----------------------------------------------------------------
+
+SERVICE_COLUMNS = [
+    exports.Column(gettext_lazy("Code"), lambda i: i.code),
+    exports.Column(gettext_lazy("Chinese name"), lambda i: i.name_zh),
+    exports.Column(gettext_lazy("English name"), lambda i: i.name_en),
+    exports.Column(gettext_lazy("Category"), lambda i: i.get_category_display()),
+    exports.Column(gettext_lazy("Unit"), lambda i: i.unit),
+    exports.Column(gettext_lazy("Maximum unit price (yuan)"), lambda i: exports.yuan(i.max_unit_price_fen)),
+    exports.Column(gettext_lazy("State"), lambda i: _("Active") if i.active else _("Inactive")),
+]
+FACILITY_COLUMNS = [
+    exports.Column(gettext_lazy("Code"), lambda f: f.code),
+    exports.Column(gettext_lazy("Chinese name"), lambda f: f.name_zh),
+    exports.Column(gettext_lazy("English name"), lambda f: f.name_en),
+    exports.Column(gettext_lazy("Kind"), lambda f: f.get_kind_display()),
+    exports.Column(gettext_lazy("Region"), lambda f: f.region_id),
+    exports.Column(gettext_lazy("State"), lambda f: _("Active") if f.active else _("Inactive")),
+]
+POLICY_COLUMNS = [
+    exports.Column(gettext_lazy("Region"), lambda g: g["region_id"]),
+    exports.Column(gettext_lazy("Scheme"), lambda g: dict(Scheme.choices).get(g["scheme"], g["scheme"])),
+    exports.Column(gettext_lazy("Year"), lambda g: g["year"]),
+    exports.Column(gettext_lazy("Versions"), lambda g: g["versions"]),
+    exports.Column(gettext_lazy("Latest version"), lambda g: g["latest"]),
+]
+
+POLICY_VERSION_COLUMNS = [
+    exports.Column(gettext_lazy("Version"), lambda p: p.version),
+    exports.Column(gettext_lazy("Effective from"), lambda p: p.effective_from),
+    exports.Column(gettext_lazy("Deductible (yuan)"), lambda p: exports.yuan(p.deductible_fen)),
+    exports.Column(gettext_lazy("Reimbursement ratio"), lambda p: p.ratio),
+    exports.Column(gettext_lazy("Annual fund cap (yuan)"), lambda p: exports.yuan(p.annual_cap_fen)),
+    exports.Column(gettext_lazy("Personal account"),
+                   lambda p: _("Allowed") if p.personal_account_allowed else _("Not allowed")),
+    exports.Column(gettext_lazy("Premium (yuan)"), lambda p: exports.yuan(p.premium_fen)),
+    *[exports.Column(format_lazy("{}: {}", gettext_lazy("Eligible share"), label),
+                     lambda p, key=key: Decimal(catalogue.normalise_eligible_shares(p.eligible_shares)[key]))
+      for key, label in ServiceCategory.choices],
+    exports.Column(gettext_lazy("Published by"), lambda p: p.created_by),
+    exports.Column(gettext_lazy("Published at"), lambda p: p.created_at),
+]
+
+
 # --- Service catalogue ------------------------------------------------------------
 
 
@@ -151,6 +198,9 @@ def service_list(request: HttpRequest) -> HttpResponse:
             queryset = queryset.filter(active=data["active"] == "yes")
         sort = data["sort"] or "code"
     queryset = queryset.order_by(ServiceFilterForm.SORTS[sort], "code")
+    if fmt := exports.requested_format(request):
+        return exports.export_response(request, list_name="services", queryset=queryset, columns=SERVICE_COLUMNS,
+                                       fmt=fmt)
     return render(request, "insurance/catalogue_list.html", {
         "form": form, "page": paginate(request, queryset), "querystring": querystring_without_page(request),
         "can_edit": may_edit_catalogue(request.user),
@@ -235,6 +285,9 @@ def facility_list(request: HttpRequest) -> HttpResponse:
             queryset = queryset.filter(active=data["active"] == "yes")
         sort = data["sort"] or "code"
     queryset = queryset.order_by(FacilityFilterForm.SORTS[sort], "code")
+    if fmt := exports.requested_format(request):
+        return exports.export_response(request, list_name="facilities", queryset=queryset,
+                                       columns=FACILITY_COLUMNS, fmt=fmt)
     return render(request, "insurance/facility_list.html", {
         "form": form, "page": paginate(request, queryset), "querystring": querystring_without_page(request),
         "can_edit": may_edit_region_data(request.user),
@@ -310,7 +363,8 @@ def policy_index(request: HttpRequest) -> HttpResponse:
     """Every (region, scheme, year) with policies in the user's regions, and a form to open one."""
     form = PolicyChooseForm(request.GET or None, user=request.user,
                             initial={"year": catalogue.shanghai_today().year})
-    if form.is_bound and form.is_valid():
+    fmt = exports.requested_format(request)
+    if not fmt and form.is_bound and form.is_valid():
         data = form.cleaned_data
         return redirect("policy_versions", region=data["region"], scheme=data["scheme"], year=data["year"])
     groups = (
@@ -319,6 +373,9 @@ def policy_index(request: HttpRequest) -> HttpResponse:
         .annotate(versions=Count("id"), latest=Max("version"))
         .order_by("region_id", "-year", "scheme")
     )
+    if fmt:
+        return exports.export_response(request, list_name="policies", queryset=groups, columns=POLICY_COLUMNS,
+                                       fmt=fmt, filters={})
     return render(request, "insurance/policy_index.html", {
         "form": form, "page": paginate(request, groups), "querystring": querystring_without_page(request),
         "scheme_labels": dict(Scheme.choices),
@@ -335,6 +392,12 @@ def _policy_scope(request: HttpRequest, region: str, scheme: str, year: int) -> 
 @login_required
 def policy_versions(request: HttpRequest, region: str, scheme: str, year: int) -> HttpResponse:
     region_obj = _policy_scope(request, region, scheme, year)
+    if fmt := exports.requested_format(request):
+        return exports.export_response(
+            request, list_name=f"policy-{region}-{scheme}-{year}", fmt=fmt, columns=POLICY_VERSION_COLUMNS,
+            queryset=catalogue.policy_versions(region, scheme, year).order_by("-version"),
+            filters={"region": region, "scheme": scheme, "year": str(year)},
+        )
     versions = list(catalogue.policy_versions(region, scheme, year))
     in_force = catalogue.policy_in_force(region, scheme, year)
     return render(request, "insurance/policy_versions.html", {

@@ -17,7 +17,7 @@ from rest_framework.request import Request
 from payments import signing
 from payments.models import Partner, PartnerKey, PartnerKeyState, PartnerState
 from payments.problems import ApiError
-from portal import fastcache
+from portal import fastcache, prepared
 
 SCHEME = "ECARD-ED25519"
 TIMESTAMP_WINDOW_SECONDS = 300
@@ -35,6 +35,9 @@ class AuthenticatedPartner:
     partner: Partner
     key: PartnerKey
     nonce: str
+    # This request's number in the partner's rate-limit second (counted with the nonce, one Redis
+    # round trip); 0 if not counted here.
+    rate_count: int = 0
 
     is_authenticated = True
     is_anonymous = False
@@ -80,16 +83,105 @@ def _unauthorized(code: str, detail: str) -> ApiError:
     return ApiError(401, code, detail, headers={"WWW-Authenticate": SCHEME})
 
 
+# --- The key of a request: one prepared query, no ORM ---------------------------------------------
+
+
+def _columns(model, alias: str) -> str:
+    return ", ".join(f'{alias}."{field.column}"' for field in model._meta.concrete_fields)
+
+
+_KEY_SQL: str | None = None
+
+
+def _key_sql() -> str:
+    global _KEY_SQL
+    if _KEY_SQL is None:
+        _KEY_SQL = (
+            f"SELECT {_columns(PartnerKey, 'k')}, {_columns(Partner, 'p')} "
+            f'FROM "{PartnerKey._meta.db_table}" k JOIN "{Partner._meta.db_table}" p ON p."id" = k."partner_id" '
+            f'WHERE k."key_id" = %s'
+        )
+    return _KEY_SQL
+
+
+def partner_key_lookup(key_id: str) -> PartnerKey | None:
+    """The key and its partner (as `select_related("partner")` would give), read on every request.
+
+    Not cached: a revoked key or a suspended partner is refused from the next request on.
+    """
+    if "\x00" in key_id:  # PostgreSQL text cannot hold NUL; no key has one
+        return None
+    row = prepared.fetch_one(_key_sql(), [key_id])
+    if row is None:
+        return None
+    split = len(PartnerKey._meta.concrete_fields)
+    key_fields = [field.attname for field in PartnerKey._meta.concrete_fields]
+    partner_fields = [field.attname for field in Partner._meta.concrete_fields]
+    key = PartnerKey.from_db("default", key_fields, row[:split])
+    key.partner = Partner.from_db("default", partner_fields, row[split:])
+    return key
+
+
+# Parsed public keys: a key's public half never changes under its key_id (bounded, per process).
+_public_keys: dict[tuple[str, str], object] = {}
+
+
+def _public_key(key: PartnerKey):
+    cache_key = (key.key_id, key.public_key)
+    parsed = _public_keys.get(cache_key)
+    if parsed is None:
+        try:
+            parsed = signing.public_key_from_b64(key.public_key)
+        except ValueError:
+            return key.public_key  # signing.verify() answers False for it
+        if len(_public_keys) >= 1024:
+            _public_keys.clear()
+        _public_keys[cache_key] = parsed
+    return parsed
+
+
+# --- The nonce and the rate counter: one Redis round trip -------------------------------------
+
+# SET NX the nonce; only if it was new, count the request in the partner's current second.
+# Atomic, so a replayed request is not counted, exactly as with two separate calls.
+_NONCE_AND_COUNT = """
+if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then return -1 end
+if #KEYS < 2 then return 0 end
+local count = redis.call('INCR', KEYS[2])
+redis.call('EXPIRE', KEYS[2], ARGV[2])
+return count
+"""
+RATE_KEY_TTL_SECONDS = 3
+
+
+def rate_key(partner_pk: int, second: int) -> str:
+    return f"rate:{partner_pk}:{second}"
+
+
+def _record_nonce_and_count(nonce_key: str, count_key: str | None) -> int | None:
+    """None if the nonce was used; else the request's count in `count_key` (0 if not counted)."""
+    client = fastcache._redis_client()
+    if client is None:  # no Redis (the demo): two cache calls
+        if not fastcache.add_once(nonce_key, timeout=NONCE_TTL_SECONDS):
+            return None
+        return fastcache.count(count_key, timeout=RATE_KEY_TTL_SECONDS) if count_key else 0
+    from django.core.cache import cache
+
+    script = getattr(client, "_ecard_nonce_script", None)
+    if script is None:
+        script = client._ecard_nonce_script = client.register_script(_NONCE_AND_COUNT)
+    keys = [cache.make_key(nonce_key)] + ([cache.make_key(count_key)] if count_key else [])
+    result = int(script(keys=keys, args=[NONCE_TTL_SECONDS, RATE_KEY_TTL_SECONDS]))
+    return None if result < 0 else result
+
+
 class PartnerSignatureAuthentication(BaseAuthentication):
     def authenticate(self, request: Request):
         django_request = request._request
         params = parse_authorization(django_request.META.get("HTTP_AUTHORIZATION", ""))
         if params is None:
             raise _unauthorized("authentication_required", "A valid ECARD-ED25519 Authorization header is required.")
-        try:
-            key = PartnerKey.objects.select_related("partner").get(key_id=params["key_id"])
-        except PartnerKey.DoesNotExist:
-            key = None
+        key = partner_key_lookup(params["key_id"])
         if key is None:
             raise _unauthorized("unknown_key", "The key_id is not known.")
         length = django_request.META.get("CONTENT_LENGTH") or "0"
@@ -102,15 +194,22 @@ class PartnerSignatureAuthentication(BaseAuthentication):
         message = signing.request_string_to_sign(
             django_request.method, request_target(django_request), params["timestamp"], params["nonce"], body
         )
-        if not signing.verify(key.public_key, message, params["signature"]):
+        if not signing.verify(_public_key(key), message, params["signature"]):
             raise _unauthorized("invalid_signature", "The signature does not verify.")
-        if abs(time.time() - int(params["timestamp"])) > TIMESTAMP_WINDOW_SECONDS:
+        now = time.time()
+        if abs(now - int(params["timestamp"])) > TIMESTAMP_WINDOW_SECONDS:
             raise _unauthorized("stale_timestamp", "The timestamp is more than 300 s from the portal's clock.")
-        if not fastcache.add_once(f"nonce:{key.key_id}:{params['nonce']}", timeout=NONCE_TTL_SECONDS):
+        partner = key.partner
+        active = key.state == PartnerKeyState.ACTIVE and partner.state == PartnerState.ACTIVE
+        # The request is counted against the partner's rate limit (api_base._rate_limit decides)
+        # in the same round trip as its nonce is recorded; a refused one (replayed, forbidden) is not.
+        count = _record_nonce_and_count(f"nonce:{key.key_id}:{params['nonce']}",
+                                        rate_key(partner.pk, int(now)) if active else None)
+        if count is None:
             raise _unauthorized("replayed_request", "This nonce was already used with this key.")
-        if key.state != PartnerKeyState.ACTIVE or key.partner.state != PartnerState.ACTIVE:
+        if not active:
             raise ApiError(403, "forbidden", "The key is revoked or the partner is suspended.")
-        return AuthenticatedPartner(partner=key.partner, key=key, nonce=params["nonce"]), key
+        return AuthenticatedPartner(partner=partner, key=key, nonce=params["nonce"], rate_count=count), key
 
     def authenticate_header(self, request: Request) -> str:
         return SCHEME

@@ -123,9 +123,13 @@ _IDEMPOTENCY = OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER,
 _NOT_FOUND = {404: OpenApiResponse(OpenApiTypes.OBJECT, description="not_found")}
 
 
-def settlement_for_partner(partner: Partner, public_id: str) -> Settlement:
-    """This partner's settlement, or 404 `not_found` (another partner's included)."""
-    settlement = settlements.settlements_of_partner(partner).filter(public_id=public_id).first()
+def settlement_for_partner(partner: Partner, public_id: str, *, full: bool = True) -> Settlement:
+    """This partner's settlement, or 404 `not_found` (another partner's included).
+
+    `full=False` checks ownership only: for a write, whose service locks and reads the row itself.
+    """
+    rows = settlements.settlements_of_partner(partner) if full else Settlement.objects.filter(partner=partner).only("pk")
+    settlement = rows.filter(public_id=public_id).first()
     if settlement is None:
         raise ApiError(404, "not_found", "Not found.")
     return settlement
@@ -183,7 +187,7 @@ class SettlementListCreateApi(PartnerApiView):
                    for line in data["lines"]],
             use_personal_account=data["use_personal_account"],
         )
-        return Response(_fresh(settlement), status=201)
+        return Response(settlement_repr(settlement), status=201)  # lines and relations are in memory
 
 
 class SettlementDetailApi(PartnerApiView):
@@ -208,13 +212,13 @@ class SettlementConfirmApi(PartnerApiView):
                    422: OpenApiResponse(OpenApiTypes.OBJECT, description="amount_mismatch")},
     )
     def post(self, request: Request, public_id: str) -> Response:
-        settlement = settlement_for_partner(self.partner, public_id)
+        settlement = settlement_for_partner(self.partner, public_id, full=False)
         data = parse_input(SettlementConfirmInputSerializer, request)
         settlement = settlements.settlement_confirm(
             actor=partner_actor(request, self.partner), settlement=settlement,
             partner_transaction_id=data["partner_transaction_id"], self_pay_fen=data["self_pay_fen"],
         )
-        return Response(_fresh(settlement))
+        return Response(settlement_repr(settlement))  # `_locked` read it with its lines
 
 
 class SettlementCancelApi(PartnerApiView):

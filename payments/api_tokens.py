@@ -1,5 +1,8 @@
 """QR token endpoints (PARTNER_API.md "QR tokens"): minting (wallets) and verifying (any active partner)."""
 
+import json
+
+from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers
@@ -13,6 +16,7 @@ from payments.api_linkages import partner_actor, linkage_for_partner
 from payments.models import FamilyBinding, Relationship
 from payments.problems import ApiError
 from payments.representations import rfc3339
+from portal.masking import mask_name
 
 # --- Shapes -------------------------------------------------------------------------------
 
@@ -57,6 +61,16 @@ class VerifyOutputSerializer(serializers.Serializer):
 # --- Views --------------------------------------------------------------------------------
 
 
+def _json_response(request: Request, data: dict) -> HttpResponse | Response:
+    """`Response(data)` rendered as DRF's JSONRenderer would (compact, UTF-8, U+2028/9 escaped),
+    without the renderer machinery; an `Accept` with parameters (`indent=`) still goes through DRF."""
+    if request.accepted_media_type != "application/json":
+        return Response(data)
+    text = json.dumps(data, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    return HttpResponse(text.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029").encode(),
+                        content_type="application/json")
+
+
 class QrTokenCreateApi(PartnerApiView):
     """`POST /linkages/{id}/qr-tokens`: a 60-second token for the holder, or for a binding's beneficiary."""
 
@@ -96,28 +110,29 @@ class CertificateVerifyApi(PartnerApiView):
         responses={200: VerifyOutputSerializer,
                    422: OpenApiResponse(OpenApiTypes.OBJECT, description="invalid_token, token_expired")},
     )
-    def post(self, request: Request) -> Response:
-        data = parse_input(VerifyInputSerializer, request)
-        row = qr.token_read(data["token"])
-        certificate = row.certificate
-        citizen = certificate.citizen
-        binding = row.family_binding
-        return Response({
-            "certificate_number": certificate.number,
-            "state": certificate.state,
-            "token_used": row.used_at is not None,
+    def post(self, request: Request) -> HttpResponse | Response:
+        data = request.data
+        # The usual body, {"token": "<string>"}, is valid as it stands (the parser already refused NUL
+        # and lone surrogates); anything else goes through the serializer for its exact errors.
+        if not (type(data) is dict and len(data) == 1 and type(data.get("token")) is str):
+            data = parse_input(VerifyInputSerializer, request)
+        found = qr.token_verify_read(data["token"])
+        return _json_response(request, {
+            "certificate_number": found.certificate_number,
+            "state": found.certificate_state,
+            "token_used": found.used,
             "citizen": {
                 # The full name: the facility registers the patient by it.
-                "name": citizen.name,
-                "id_number_masked": citizen.id_number_masked,
-                "sex": citizen.sex,
-                "birth_date": citizen.birth_date.isoformat(),
-                "region_code": citizen.region_id,
-                "scheme": citizen.scheme,
+                "name": found.citizen_name,
+                "id_number_masked": found.citizen_id_number_masked,
+                "sex": found.citizen_sex,
+                "birth_date": found.citizen_birth_date.isoformat(),
+                "region_code": found.citizen_region_code,
+                "scheme": found.citizen_scheme,
             },
-            "presented_by": None if binding is None else {
-                "relationship": binding.relationship,
-                "holder_name_masked": binding.holder_citizen.name_masked,
+            "presented_by": None if found.binding_relationship is None else {
+                "relationship": found.binding_relationship,
+                "holder_name_masked": mask_name(found.binding_holder_name),
             },
-            "token_expires_at": rfc3339(row.expires_at),
+            "token_expires_at": rfc3339(found.expires_at),
         })

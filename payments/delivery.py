@@ -283,7 +283,7 @@ def deliver_due() -> int:
 
 
 @transaction.atomic
-def outbox_replay(*, actor: Actor, event: OutboxEvent) -> OutboxEvent:
+def outbox_replay(*, actor: Actor, event: OutboxEvent, reason: str = "") -> OutboxEvent:
     """A dead event becomes pending and due now, with the whole retry schedule ahead of it."""
     event = OutboxEvent.objects.select_for_update().get(pk=event.pk)
     if event.state != OutboxState.DEAD:
@@ -294,7 +294,7 @@ def outbox_replay(*, actor: Actor, event: OutboxEvent) -> OutboxEvent:
     event.next_attempt_at = timezone.now()
     event.save(update_fields=["state", "attempts", "next_attempt_at"])
     audit_record(actor=actor, action="outbox_event.replay", object_type="outbox_event", object_id=event.public_id,
-                 before=before, after={"state": event.state, "attempts": event.attempts})
+                 before=before, after={"state": event.state, "attempts": event.attempts}, reason=reason)
     event_pk = event.pk
     transaction.on_commit(lambda: _kick(event_pk))
     return event

@@ -2,7 +2,8 @@
 
 A view sets `idempotent = True`; `PartnerApiView` then calls `claim` before the
 handler and `complete` or `release` after it. The first request with a key
-inserts an `in_progress` record in its own committed transaction, so that the
+inserts an `in_progress` record in its own committed transaction (one
+autocommit INSERT), so that the
 unique constraint on (partner, key) decides a race between concurrent
 requests; the stored response is written in the handler's transaction, so a
 completed business change and its stored response commit together.
@@ -12,7 +13,7 @@ import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.utils import timezone
 
@@ -68,12 +69,14 @@ def claim(*, partner: Partner, request: HttpRequest) -> Claim | HttpResponse:
     method, target, body_sha256 = fingerprint(request)
     for _ in range(5):
         now = timezone.now()
+        record = IdempotencyRecord(partner=partner, key=key, method=method, target=target, body_sha256=body_sha256,
+                                   state=IdempotencyState.IN_PROGRESS)
         try:
-            with transaction.atomic():
-                record = IdempotencyRecord.objects.create(
-                    partner=partner, key=key, method=method, target=target, body_sha256=body_sha256,
-                    state=IdempotencyState.IN_PROGRESS,
-                )
+            if connection.in_atomic_block:  # (tests) a savepoint keeps the caller's transaction usable
+                with transaction.atomic():
+                    record.save(force_insert=True)
+            else:  # autocommit: the INSERT is its own committed transaction, one statement
+                record.save(force_insert=True)
             return Claim(record.pk, record.created_at)
         except IntegrityError:
             pass

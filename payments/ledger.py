@@ -30,8 +30,12 @@ BALANCE_SET_EVENT = "citizen.account_balance_set"
 
 def account_for_update(citizen_id: int) -> PersonalAccount:
     """The citizen's account, created empty if missing, locked for this transaction."""
-    PersonalAccount.objects.bulk_create([PersonalAccount(citizen_id=citizen_id)], ignore_conflicts=True)
-    return PersonalAccount.objects.select_for_update().get(citizen_id=citizen_id)
+    rows = PersonalAccount.objects.select_for_update()
+    try:
+        return rows.get(citizen_id=citizen_id)  # one statement in the usual case
+    except PersonalAccount.DoesNotExist:
+        PersonalAccount.objects.bulk_create([PersonalAccount(citizen_id=citizen_id)], ignore_conflicts=True)
+        return rows.get(citizen_id=citizen_id)
 
 
 def available_fen(account: PersonalAccount) -> int:

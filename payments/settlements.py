@@ -13,8 +13,10 @@ personal account, audit chain head.
 """
 
 import datetime as dt
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 from django.db import transaction
@@ -22,22 +24,26 @@ from django.db.models import QuerySet
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
-from insurance.catalogue import policy_in_force
-from insurance.models import Certificate, CertificateState, Facility, ServiceItem
+from insurance.models import Certificate, CertificateState, Citizen, Facility, ReimbursementPolicy, ServiceItem
 from insurance.reimbursement import BillLine, PolicyTerms, compute_split
 from payments import ledger, qr
 from payments.models import (
     BindingState,
     CitizenYearAccumulator,
+    FamilyBinding,
     LinkageState,
     Partner,
+    PersonalAccount,
     QrToken,
     Settlement,
     SettlementLine,
     SettlementState,
+    WalletLinkage,
 )
 from payments.outbox import enqueue
 from payments.representations import settlement_repr
+from payments.transactions import service_atomic
+from portal import prepared
 from portal.actors import Actor
 from portal.audit import audit_record
 from portal.errors import DomainError
@@ -60,9 +66,13 @@ def settlement_year(moment: dt.datetime) -> int:
 
 
 def _accumulator_for_update(citizen_id: int, year: int) -> CitizenYearAccumulator:
-    CitizenYearAccumulator.objects.bulk_create([CitizenYearAccumulator(citizen_id=citizen_id, year=year)],
-                                               ignore_conflicts=True)
-    return CitizenYearAccumulator.objects.select_for_update().get(citizen_id=citizen_id, year=year)
+    rows = CitizenYearAccumulator.objects.select_for_update()
+    try:
+        return rows.get(citizen_id=citizen_id, year=year)
+    except CitizenYearAccumulator.DoesNotExist:  # the year's first settlement (a concurrent creator wins or waits)
+        CitizenYearAccumulator.objects.bulk_create([CitizenYearAccumulator(citizen_id=citizen_id, year=year)],
+                                                   ignore_conflicts=True)
+        return rows.get(citizen_id=citizen_id, year=year)
 
 
 def _audit_snapshot(settlement: Settlement) -> dict:
@@ -87,21 +97,131 @@ def _not_active() -> DomainError:
     return DomainError("certificate_not_active", _("The e-card is not active."))
 
 
-def _consume_token(token: str) -> QrToken:
-    """The token's row, marked used by this transaction; 422 invalid/expired, 409 `token_used`."""
-    row = qr.token_read(token)
-    # The conditional UPDATE decides between concurrent uses of one token: one wins, the
-    # others wait for it and then see `used_at` set. Rolled back with the settlement.
-    taken = QrToken.objects.filter(pk=row.pk, used_at__isnull=True).update(used_at=timezone.now())
-    if not taken:
+# --- The create path's reads: one statement -----------------------------------------------------
+#
+# Everything `settlement_create` must know before it can split, in one prepared statement
+# (portal/prepared.py: planned once per connection, no ORM compilation): the token consumed
+# (a conditional UPDATE in a CTE: of concurrent uses of one token, one wins and the others wait
+# for it and then find `used_at` set), its certificate locked (`FOR UPDATE OF c`: a suspension
+# committing now waits for us, one committed before is seen), the linkage, the family binding
+# and the holder's own card, the facility, the service items and the policy in force.
+#
+# No cache: the catalogue and policies are read afresh for each settlement (one round trip, the
+# same statement), so an item withdrawn or a policy version published a second ago counts at
+# once, and the settlement records the exact version in force. Policy versions are immutable
+# (PostgreSQL refuses an UPDATE), so the row read here is the row the settlement points at.
+
+_CREATE_SQL: str | None = None
+
+
+def _create_sql() -> str:
+    global _CREATE_SQL
+    if _CREATE_SQL is None:
+        t = {model.__name__: model._meta.db_table for model in (
+            QrToken, Certificate, Citizen, WalletLinkage, FamilyBinding, Facility, ServiceItem, ReimbursementPolicy)}
+        _CREATE_SQL = (
+            f'WITH used AS (UPDATE "{t["QrToken"]}" SET "used_at" = %s WHERE "jti" = %s AND "used_at" IS NULL'
+            ' RETURNING "id") '
+            'SELECT t."id", t."expires_at", (SELECT "id" FROM used), '
+            'c."id", c."number", c."state", z."id", z."region_id", z."scheme", '
+            'l."id", l."public_id", l."state", l."certificate_id", b."id", b."public_id", b."state", '
+            f'(SELECT hc."state" FROM "{t["Certificate"]}" hc WHERE hc."id" = l."certificate_id"), '
+            f'(SELECT f."id" FROM "{t["Facility"]}" f WHERE f."code" = %s AND f."active"), '
+            'COALESCE((SELECT json_agg(json_build_array(i."id", i."code", i."category", i."max_unit_price_fen",'
+            f' i."active")) FROM "{t["ServiceItem"]}" i WHERE i."code" = ANY(%s)), \'[]\'), '
+            '(SELECT json_build_array(p."id", p."version", p."deductible_fen", p."ratio"::text, p."annual_cap_fen",'
+            f' p."personal_account_allowed", p."eligible_shares") FROM "{t["ReimbursementPolicy"]}" p'
+            ' WHERE p."region_id" = z."region_id" AND p."scheme" = z."scheme" AND p."year" = %s'
+            '  AND (%s OR p."effective_from" <= %s)'
+            # insurance.catalogue.policy_in_force: a future year's first version, else the latest in effect
+            ' ORDER BY CASE WHEN %s THEN p."version" ELSE -p."version" END LIMIT 1) '
+            f'FROM "{t["QrToken"]}" t '
+            f'JOIN "{t["Certificate"]}" c ON c."id" = t."certificate_id" '
+            f'JOIN "{t["Citizen"]}" z ON z."id" = c."citizen_id" '
+            f'JOIN "{t["WalletLinkage"]}" l ON l."id" = t."linkage_id" '
+            f'LEFT JOIN "{t["FamilyBinding"]}" b ON b."id" = t."family_binding_id" '
+            'WHERE t."jti" = %s FOR UPDATE OF c'
+        )
+    return _CREATE_SQL
+
+
+def _json(value: object) -> object:
+    return json.loads(value) if isinstance(value, str | bytes) else value
+
+
+def _partial(model: type, fields: list[str], values: list) -> object:
+    """A model instance with these fields loaded; any other field is deferred (loaded if read)."""
+    return model.from_db("default", fields, values)
+
+
+@dataclass
+class _CreateReads:
+    row: QrToken
+    certificate: Certificate
+    citizen: Citizen
+    binding: FamilyBinding | None
+    facility: Facility | None
+    items: dict[str, ServiceItem]
+    policy: ReimbursementPolicy | None
+
+
+def _create_reads(token: str, facility_code: str, codes: list[str], now: dt.datetime, year: int) -> _CreateReads:
+    """The token consumed and its card locked, with everything the split needs; refusals in the
+    documented order: 422 invalid/expired, 409 `token_used`, linkage, binding, card."""
+    claims = qr.token_claims(token)
+    today = now.astimezone(SHANGHAI).date()
+    future = year > today.year
+    found = prepared.fetch_one(_create_sql(), [now, claims["jti"], facility_code, codes, year, future, today, future,
+                                               claims["jti"]])
+    if found is None:
+        qr.token_check_row(claims, found=False, certificate_number=None, linkage_public_id=None,
+                           binding_public_id=None, expires_at=None)
+    (token_id, expires_at, taken, certificate_id, number, certificate_state, citizen_id, region_code, scheme,
+     linkage_id, linkage_public_id, linkage_state, holder_certificate_id, binding_id, binding_public_id, binding_state,
+     holder_certificate_state, facility_id, items, policy) = found
+    qr.token_check_row(claims, found=True, certificate_number=number, linkage_public_id=linkage_public_id,
+                       binding_public_id=binding_public_id, expires_at=expires_at)
+    if taken is None:
         raise DomainError("token_used", _("This QR token was already used: ask for a new one."))
-    return row
+    if linkage_state != LinkageState.ACTIVE:
+        raise DomainError("linkage_inactive", _("The linkage that minted this token has ended."))
+    if binding_id is not None and binding_state != BindingState.ACTIVE:
+        raise DomainError("binding_inactive", _("The family binding this token presents is not active."))
+    if certificate_state != CertificateState.ACTIVE:
+        raise _not_active()
+    if binding_id is not None and holder_certificate_state != CertificateState.ACTIVE:
+        raise _not_active()  # the holder's own card, as for minting
+    binding = None
+    if binding_id is not None:
+        binding = _partial(FamilyBinding, ["id", "public_id", "state"], [binding_id, binding_public_id, binding_state])
+    row = _partial(QrToken, ["id", "jti", "certificate_id", "linkage_id", "family_binding_id", "expires_at", "used_at"],
+                   [token_id, claims["jti"], certificate_id, linkage_id, binding_id, expires_at, now])
+    policy_row = None
+    if policy is not None:
+        policy_id, version, deductible_fen, ratio, cap_fen, account_allowed, shares = _json(policy)
+        policy_row = _partial(
+            ReimbursementPolicy,
+            ["id", "region_id", "scheme", "year", "version", "deductible_fen", "ratio", "annual_cap_fen",
+             "personal_account_allowed", "eligible_shares"],
+            [policy_id, region_code, scheme, year, version, deductible_fen, Decimal(ratio), cap_fen, account_allowed,
+             _json(shares)],
+        )
+    return _CreateReads(
+        row=row,
+        certificate=_partial(Certificate, ["id", "number", "citizen_id", "state"],
+                             [certificate_id, number, citizen_id, certificate_state]),
+        citizen=_partial(Citizen, ["id", "region_id", "scheme"], [citizen_id, region_code, scheme]),
+        binding=binding,
+        facility=_partial(Facility, ["id", "code", "active"], [facility_id, facility_code, True])
+        if facility_id is not None else None,
+        items={code: _partial(ServiceItem, ["id", "code", "category", "max_unit_price_fen", "active"],
+                              [item_id, code, category, max_price, active])
+               for item_id, code, category, max_price, active in _json(items)},
+        policy=policy_row,
+    )
 
 
-def _bill_lines(lines: Sequence[LineInput]) -> tuple[list[BillLine], list[ServiceItem]]:
-    if not 1 <= len(lines) <= MAX_LINES:
-        raise DomainError("validation_error", _("A settlement has 1 to 100 lines."), status=400, field="lines")
-    items = {item.code: item for item in ServiceItem.objects.filter(code__in={line.service_code for line in lines})}
+def _bill_lines(lines: Sequence[LineInput], items: dict[str, ServiceItem]) -> tuple[list[BillLine], list[ServiceItem]]:
     bill: list[BillLine] = []
     services: list[ServiceItem] = []
     for index, line in enumerate(lines):
@@ -115,7 +235,49 @@ def _bill_lines(lines: Sequence[LineInput]) -> tuple[list[BillLine], list[Servic
     return bill, services
 
 
-@transaction.atomic
+# The year's accumulator and the personal account, locked in one statement, in the lock order
+# (FOR UPDATE OF locks them in the order named). Missing rows are created by the ORM helpers.
+_LOCK_SQL: str | None = None
+_RESERVE_SQL: str | None = None
+
+
+def _lock_sql() -> str:
+    global _LOCK_SQL
+    if _LOCK_SQL is None:
+        _LOCK_SQL = (
+            'SELECT a."id", a."deductible_used_fen", a."fund_used_fen", p."id", p."balance_fen", p."held_fen"'
+            f' FROM "{CitizenYearAccumulator._meta.db_table}" a, "{PersonalAccount._meta.db_table}" p'
+            ' WHERE a."citizen_id" = %s AND a."year" = %s AND p."citizen_id" = %s FOR UPDATE OF a, p'
+        )
+    return _LOCK_SQL
+
+
+def _reserve_sql() -> str:
+    global _RESERVE_SQL
+    if _RESERVE_SQL is None:
+        _RESERVE_SQL = (
+            f'WITH a AS (UPDATE "{CitizenYearAccumulator._meta.db_table}" SET "deductible_used_fen" = %s,'
+            ' "fund_used_fen" = %s, "updated_at" = %s WHERE "id" = %s RETURNING "id") '
+            f'UPDATE "{PersonalAccount._meta.db_table}" SET "held_fen" = %s, "updated_at" = %s WHERE "id" = %s'
+            ' RETURNING (SELECT "id" FROM a)'
+        )
+    return _RESERVE_SQL
+
+
+def _year_and_account_for_update(citizen_id: int, year: int) -> tuple[CitizenYearAccumulator, PersonalAccount]:
+    found = prepared.fetch_one(_lock_sql(), [citizen_id, year, citizen_id])
+    if found is None:  # the year's first settlement, or no account yet: create them (same lock order)
+        return _accumulator_for_update(citizen_id, year), ledger.account_for_update(citizen_id)
+    accumulator_id, deductible_used, fund_used, account_id, balance, held = found
+    return (
+        _partial(CitizenYearAccumulator, ["id", "citizen_id", "year", "deductible_used_fen", "fund_used_fen"],
+                 [accumulator_id, citizen_id, year, deductible_used, fund_used]),
+        _partial(PersonalAccount, ["id", "citizen_id", "balance_fen", "held_fen"],
+                 [account_id, citizen_id, balance, held]),
+    )
+
+
+@service_atomic
 def settlement_create(*, actor: Actor, partner: Partner, token: str, facility_code: str, lines: Sequence[LineInput],
                       use_personal_account: bool = False) -> Settlement:
     """Split a bill for the card a QR token carries, reserve the split, consume the token.
@@ -125,31 +287,17 @@ def settlement_create(*, actor: Actor, partner: Partner, token: str, facility_co
     422 `unknown_facility`, 422 `unknown_service`, 422 `price_above_maximum`,
     409 `policy_unavailable`. Any refusal rolls everything back: the token stays unused.
     """
-    row = _consume_token(token)
-    # The card's own current state, under its row lock: a suspension committing now waits for us,
-    # one committed before is seen.
-    certificate = Certificate.objects.select_for_update().select_related("citizen").get(pk=row.certificate_id)
-    linkage = row.linkage
-    if linkage.state != LinkageState.ACTIVE:
-        raise DomainError("linkage_inactive", _("The linkage that minted this token has ended."))
-    binding = row.family_binding
-    if binding is not None and binding.state != BindingState.ACTIVE:
-        raise DomainError("binding_inactive", _("The family binding this token presents is not active."))
-    if certificate.state != CertificateState.ACTIVE:
-        raise _not_active()
-    if binding is not None and not Certificate.objects.filter(pk=linkage.certificate_id,
-                                                              state=CertificateState.ACTIVE).exists():
-        raise _not_active()  # the holder's own card, as for minting
-    citizen = certificate.citizen
-
-    facility = Facility.objects.filter(code=facility_code, active=True).first()
-    if facility is None:
-        raise DomainError("unknown_facility", _("No active facility has this code."), status=422)
-    bill, services = _bill_lines(lines)
-
     now = timezone.now()
     year = settlement_year(now)
-    policy = policy_in_force(citizen.region_id, citizen.scheme, year, today=now.astimezone(SHANGHAI).date())
+    reads = _create_reads(token, facility_code, sorted({line.service_code for line in lines}), now, year)
+    row, certificate, citizen, binding = reads.row, reads.certificate, reads.citizen, reads.binding
+    facility = reads.facility
+    if facility is None:
+        raise DomainError("unknown_facility", _("No active facility has this code."), status=422)
+    if not 1 <= len(lines) <= MAX_LINES:
+        raise DomainError("validation_error", _("A settlement has 1 to 100 lines."), status=400, field="lines")
+    bill, services = _bill_lines(lines, reads.items)
+    policy = reads.policy
     # Prices are checked against the catalogue before the policy (compute_split checks them too).
     for index, line in enumerate(bill):
         if line.unit_price_fen > line.max_unit_price_fen:
@@ -163,8 +311,7 @@ def settlement_create(*, actor: Actor, partner: Partner, token: str, facility_co
     if policy is None:
         raise DomainError("policy_unavailable", _("No reimbursement policy is in force for this citizen's region and scheme."))
 
-    accumulator = _accumulator_for_update(citizen.pk, year)
-    account = ledger.account_for_update(citizen.pk)
+    accumulator, account = _year_and_account_for_update(citizen.pk, year)
     split = compute_split(
         lines=bill, policy=PolicyTerms.of(policy), deductible_used_fen=accumulator.deductible_used_fen,
         fund_used_fen=accumulator.fund_used_fen, account_balance_fen=ledger.available_fen(account),
@@ -177,16 +324,22 @@ def settlement_create(*, actor: Actor, partner: Partner, token: str, facility_co
         fund_fen=split.fund_fen, account_fen=split.account_fen, self_pay_fen=split.self_pay_fen,
         use_personal_account=use_personal_account, created_at=now, expires_at=now + PAYMENT_WINDOW,
     )
-    SettlementLine.objects.bulk_create([
+    created_lines = SettlementLine.objects.bulk_create([
         SettlementLine(settlement=settlement, position=index + 1, service=item, service_code=item.code,
                        category=item.category, quantity=line.quantity, unit_price_fen=line.unit_price_fen,
                        line_total_fen=part.line_total_fen, eligible_fen=part.eligible_fen)
         for index, (line, item, part) in enumerate(zip(bill, services, split.lines, strict=True))
     ])
+    # The response is built from these objects: no re-read of what this transaction just wrote.
+    settlement._prefetched_objects_cache = {"lines": created_lines}
+    # The reservation: the year's use and the account's hold, both rows locked above, in one statement.
     accumulator.deductible_used_fen += split.deductible_fen
     accumulator.fund_used_fen += split.fund_fen
-    accumulator.save(update_fields=["deductible_used_fen", "fund_used_fen", "updated_at"])
-    ledger.account_hold(account, split.account_fen)
+    account.held_fen += split.account_fen
+    accumulator.updated_at = account.updated_at = timezone.now()
+    prepared.fetch_one(_reserve_sql(), [accumulator.deductible_used_fen, accumulator.fund_used_fen,
+                                        accumulator.updated_at, accumulator.pk, account.held_fen, account.updated_at,
+                                        account.pk])
     audit_record(actor=actor, action="settlement.create", object_type="settlement", object_id=settlement.public_id,
                  region_code=citizen.region_id, after=_audit_snapshot(settlement))
     return settlement
@@ -196,6 +349,7 @@ def _locked(settlement: Settlement) -> Settlement:
     return (
         Settlement.objects.select_for_update(of=("self",))
         .select_related("partner", "policy", "certificate", "citizen", "facility", "family_binding")
+        .prefetch_related("lines")  # the outbox event and the response read them
         .get(pk=settlement.pk)
     )
 

@@ -6,12 +6,14 @@ from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 
 from insurance.models import Citizen
 from insurance.selectors import citizens_visible_to
 from payments import selectors, services
 from payments.forms import LinkageCreateForm, LinkageUnlinkForm
 from payments.models import LinkageEndReason, LinkageState, WalletLinkage
+from portal import exports
 from portal.actors import Actor
 from portal.errors import DomainError
 from portal.models import Role
@@ -68,9 +70,22 @@ def linkage_unlink(request: HttpRequest, public_id: str) -> HttpResponse:
                     context={"linkage": linkage, "citizen": linkage.citizen})
 
 
+SANDBOX_COLUMNS = [
+    exports.Column(gettext_lazy("Received at"), lambda r: r.received_at),
+    exports.Column(gettext_lazy("Partner"), lambda r: r.partner_code),
+    exports.Column(gettext_lazy("Event type"), lambda r: r.event_type),
+    exports.Column(gettext_lazy("Event ID"), lambda r: r.event_id),
+    exports.Column(gettext_lazy("Signature"), lambda r: _("valid") if r.signature_valid else _("invalid")),
+]
+
+
 @login_required
 def sandbox_receipts(request: HttpRequest) -> HttpResponse:
     if request.user.role not in {Role.NATIONAL_OPERATOR, Role.REGION_ADMIN}:
         raise PermissionDenied
-    page = paginate(request, selectors.sandbox_receipts(), per_page=50)
+    receipts = selectors.sandbox_receipts()
+    if fmt := exports.requested_format(request):
+        return exports.export_response(request, list_name="sandbox-receipts", queryset=receipts,
+                                       columns=SANDBOX_COLUMNS, fmt=fmt)
+    page = paginate(request, receipts, per_page=50)
     return render(request, "payments/sandbox_receipts.html", {"page": page})

@@ -12,6 +12,7 @@ from django.utils.translation import gettext_lazy
 
 from payments import bindings
 from payments.models import BINDING_OPEN_STATES, BindingEndReason, BindingState, FamilyBinding
+from portal import exports
 from portal.actors import Actor
 from portal.screens import paginate, querystring_without_page, require_citizen_writer, two_step
 
@@ -49,6 +50,20 @@ BINDING_ACTIONS: dict[str, dict] = {
 }
 
 
+# Exports are lists: names and identity numbers masked for every role (portal/exports.py).
+BINDING_COLUMNS = [
+    exports.Column(gettext_lazy("Binding"), lambda b: b.public_id),
+    exports.Column(gettext_lazy("Requested at"), lambda b: b.created_at),
+    exports.Column(gettext_lazy("Beneficiary"), lambda b: b.beneficiary.name_masked),
+    exports.Column(gettext_lazy("Identity number"), lambda b: b.beneficiary.id_number_masked),
+    exports.Column(gettext_lazy("Region"), lambda b: b.beneficiary.region_id),
+    exports.Column(gettext_lazy("Holder"), lambda b: b.holder_citizen.name_masked),
+    exports.Column(gettext_lazy("Relationship"), lambda b: b.get_relationship_display()),
+    exports.Column(gettext_lazy("Partner"), lambda b: b.partner.name),
+    exports.Column(gettext_lazy("State"), lambda b: b.get_state_display()),
+]
+
+
 def _get_binding_for_user(user, public_id: str) -> FamilyBinding:
     try:
         return bindings.bindings_visible_to(user).get(public_id=public_id)
@@ -63,6 +78,9 @@ def binding_queue(request: HttpRequest) -> HttpResponse:
     if state not in BindingState.values:
         state = BindingState.PENDING
     queryset = bindings.bindings_visible_to(request.user).filter(state=state).order_by("created_at", "id")
+    if fmt := exports.requested_format(request):
+        return exports.export_response(request, list_name="family-bindings", queryset=queryset,
+                                       columns=BINDING_COLUMNS, fmt=fmt, filters={"state": state})
     page = paginate(request, queryset)
     return render(request, "payments/binding_queue.html", {
         "page": page, "state": state, "states": BindingState.choices,

@@ -24,6 +24,7 @@ from django.utils.translation import gettext_lazy
 from payments import partners
 from payments.delivery import outbox_replay
 from payments.models import OutboxEvent, OutboxState, Partner, PartnerKey, PartnerKeyState, PartnerKind, PartnerState
+from portal import exports
 from portal.actors import Actor
 from portal.errors import DomainError
 from portal.models import Role
@@ -111,7 +112,10 @@ class RequiredReasonForm(forms.Form):
 
 @national_required
 def partner_list(request: HttpRequest) -> HttpResponse:
-    page = paginate(request, partners.partners_for_monitor(), per_page=25)
+    rows = partners.partners_for_monitor()
+    if fmt := exports.requested_format(request):
+        return exports.export_response(request, list_name="partners", queryset=rows, columns=PARTNER_COLUMNS, fmt=fmt)
+    page = paginate(request, rows, per_page=25)
     return render(request, "payments/partner_list.html", {"page": page})
 
 
@@ -246,9 +250,53 @@ def _action(request: HttpRequest, form: forms.Form, perform: Callable[[dict], Ht
 
 # --- Delivery monitor ---------------------------------------------------------------
 
+PARTNER_COLUMNS = [
+    exports.Column(gettext_lazy("Code"), lambda p: p.code),
+    exports.Column(gettext_lazy("Name"), lambda p: p.name),
+    exports.Column(gettext_lazy("Kind"), lambda p: p.get_kind_display()),
+    exports.Column(gettext_lazy("State"), lambda p: p.get_state_display()),
+    exports.Column(gettext_lazy("Deliveries"), lambda p: _("paused") if p.deliveries_paused else _("running")),
+    exports.Column(gettext_lazy("Pending"), lambda p: p.pending_count),
+    exports.Column(gettext_lazy("Failing"), lambda p: p.failing_count),
+    exports.Column(gettext_lazy("Dead"), lambda p: p.dead_count),
+]
+MONITOR_COLUMNS = [
+    exports.Column(gettext_lazy("Code"), lambda row: row[0].code),
+    exports.Column(gettext_lazy("Partner"), lambda row: row[0].name),
+    exports.Column(gettext_lazy("Deliveries"), lambda row: _("paused") if row[0].deliveries_paused else _("running")),
+    exports.Column(gettext_lazy("Pending"), lambda row: row[1]["pending"]),
+    exports.Column(gettext_lazy("Failing"), lambda row: row[1]["failing"]),
+    exports.Column(gettext_lazy("Dead"), lambda row: row[1]["dead"]),
+    exports.Column(gettext_lazy("Delivered"), lambda row: row[1]["delivered"]),
+]
+ATTEMPT_COLUMNS = [
+    exports.Column(gettext_lazy("Attempt"), lambda a: a.number),
+    exports.Column(gettext_lazy("Started at"), lambda a: a.started_at),
+    exports.Column(gettext_lazy("Status"), lambda a: a.status_code),
+    exports.Column(gettext_lazy("Latency (ms)"), lambda a: a.latency_ms),
+    exports.Column(gettext_lazy("Succeeded"), lambda a: a.succeeded),
+    exports.Column(gettext_lazy("Error"), lambda a: a.error),
+]
+EVENT_COLUMNS = [
+    exports.Column(gettext_lazy("Created at"), lambda e: e.created_at),
+    exports.Column(gettext_lazy("Event ID"), lambda e: e.public_id),
+    exports.Column(gettext_lazy("Event type"), lambda e: e.type),
+    exports.Column(gettext_lazy("State"), lambda e: e.get_state_display()),
+    exports.Column(gettext_lazy("Attempts"), lambda e: e.attempts),
+    exports.Column(gettext_lazy("Last status"), lambda e: e.last_status),
+    exports.Column(gettext_lazy("Last error"), lambda e: e.last_error),
+    exports.Column(gettext_lazy("Next attempt"), lambda e: e.next_attempt_at),
+]
+
 
 @monitor_required
 def monitor_index(request: HttpRequest) -> HttpResponse:
+    if fmt := exports.requested_format(request):
+        # Partners are few: their counts (scoped to the user's regions) are read partner by partner.
+        counted = [(partner, partners.event_counts(partners.events_visible_to(request.user, partner)))
+                   for partner in Partner.objects.order_by("code")]
+        return exports.export_response(request, list_name="delivery-monitor", queryset=counted,
+                                       columns=MONITOR_COLUMNS, fmt=fmt)
     page = paginate(request, Partner.objects.order_by("code"), per_page=25)
     rows = [(partner, partners.event_counts(partners.events_visible_to(request.user, partner))) for partner in page]
     return render(request, "payments/monitor_index.html", {"page": page, "rows": rows})
@@ -266,6 +314,9 @@ def monitor_partner(request: HttpRequest, code: str) -> HttpResponse:
         events = events.filter(state=state)
     else:
         state = ""
+    if fmt := exports.requested_format(request):
+        return exports.export_response(request, list_name=f"delivery-events-{partner.code}",
+                                       queryset=events.order_by("-id"), columns=EVENT_COLUMNS, fmt=fmt)
     page = paginate(request, events.order_by("-id"), per_page=25)
     return render(request, "payments/monitor_partner.html", {
         "partner": partner, "counts": counts, "page": page, "state": state,
@@ -280,7 +331,11 @@ def monitor_partner(request: HttpRequest, code: str) -> HttpResponse:
 def monitor_event(request: HttpRequest, code: str, public_id: str) -> HttpResponse:
     partner = _get_partner(code)
     event = _get_event_for_user(request.user, partner, public_id)
-    attempts = paginate(request, event.delivery_attempts.order_by("-started_at", "-id"), per_page=25)
+    attempts = event.delivery_attempts.order_by("-started_at", "-id")
+    if fmt := exports.requested_format(request):
+        return exports.export_response(request, list_name=f"delivery-attempts-{event.public_id}",
+                                       queryset=attempts, columns=ATTEMPT_COLUMNS, fmt=fmt)
+    attempts = paginate(request, attempts, per_page=25)
     return render(request, "payments/monitor_event.html", {"partner": partner, "event": event, "page": attempts})
 
 
@@ -293,7 +348,7 @@ def monitor_replay(request: HttpRequest, code: str, public_id: str) -> HttpRespo
         return redirect("monitor_event", code=partner.code, public_id=event.public_id)
 
     def perform(data: dict) -> HttpResponse:
-        outbox_replay(actor=Actor.for_request(request), event=event)
+        outbox_replay(actor=Actor.for_request(request), event=event, reason=data["reason"])
         messages.success(request, _("The event will be delivered again."))
         return redirect("monitor_event", code=partner.code, public_id=event.public_id)
 

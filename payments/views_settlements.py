@@ -23,6 +23,7 @@ from payments import risk
 from payments import selectors_settlements as selectors
 from payments.models import Partner, RiskFlag, RiskFlagState, RiskRule, Settlement, SettlementState
 from payments.templatetags.settlement_tags import format_yuan
+from portal import exports
 from portal.actors import Actor
 from portal.models import Role
 from portal.screens import paginate, querystring_without_page, two_step
@@ -76,6 +77,37 @@ class SettlementFilterForm(forms.Form):
         )
 
 
+# Exports are lists: names and identity numbers masked for every role (portal/exports.py).
+SETTLEMENT_COLUMNS = [
+    exports.Column(gettext_lazy("Created at"), lambda s: s.created_at),
+    exports.Column(gettext_lazy("Settlement"), lambda s: s.public_id),
+    exports.Column(gettext_lazy("Citizen"), lambda s: s.citizen.name_masked),
+    exports.Column(gettext_lazy("Identity number"), lambda s: s.citizen.id_number_masked),
+    exports.Column(gettext_lazy("Region"), lambda s: s.citizen.region_id),
+    exports.Column(gettext_lazy("Facility code"), lambda s: s.facility.code),
+    exports.Column(gettext_lazy("Facility"), lambda s: s.facility.name_zh),
+    exports.Column(gettext_lazy("Partner"), lambda s: s.partner.name),
+    exports.Column(gettext_lazy("Partner transaction ID"), lambda s: s.partner_transaction_id),
+    exports.Column(gettext_lazy("State"), lambda s: s.get_state_display()),
+    exports.Column(gettext_lazy("Total (yuan)"), lambda s: exports.yuan(s.total_fen)),
+    exports.Column(gettext_lazy("Fund (yuan)"), lambda s: exports.yuan(s.fund_fen)),
+    exports.Column(gettext_lazy("Personal account (yuan)"), lambda s: exports.yuan(s.account_fen)),
+    exports.Column(gettext_lazy("Self-pay (yuan)"), lambda s: exports.yuan(s.self_pay_fen)),
+]
+RISK_COLUMNS = [
+    exports.Column(gettext_lazy("Raised at"), lambda f: f.created_at),
+    exports.Column(gettext_lazy("Day"), lambda f: f.day),
+    exports.Column(gettext_lazy("Rule"), lambda f: f.get_rule_display()),
+    exports.Column(gettext_lazy("Subject"), lambda f: f.subject_id),
+    exports.Column(gettext_lazy("Citizen"), lambda f: f.citizen.name_masked if f.citizen else ""),
+    exports.Column(gettext_lazy("Identity number"), lambda f: f.citizen.id_number_masked if f.citizen else ""),
+    exports.Column(gettext_lazy("Region"), lambda f: f.region_id),
+    exports.Column(gettext_lazy("State"), lambda f: f.get_state_display()),
+    exports.Column(gettext_lazy("Decided by"), lambda f: f.decided_by),
+    exports.Column(gettext_lazy("Decision note"), lambda f: f.decision_note),
+]
+
+
 @login_required
 def settlement_list(request: HttpRequest) -> HttpResponse:
     form = SettlementFilterForm(request.GET or None)
@@ -85,6 +117,9 @@ def settlement_list(request: HttpRequest) -> HttpResponse:
         rows = selectors.settlement_list(request.user, form.query())
     else:
         rows = Settlement.objects.none()  # the errors are shown next to the fields
+    if fmt := exports.requested_format(request):
+        return exports.export_response(request, list_name="settlements", queryset=rows, columns=SETTLEMENT_COLUMNS,
+                                       fmt=fmt)
     return render(request, "payments/settlement_list.html", {
         "form": form, "page": paginate(request, rows), "querystring": querystring_without_page(request),
     })
@@ -138,8 +173,12 @@ def risk_queue(request: HttpRequest) -> HttpResponse:
     rows = selectors.risk_flags_visible_to(request.user).filter(state=state).select_related("region", "citizen")
     if rule in RiskRule.values:
         rows = rows.filter(rule=rule)
+    rows = rows.order_by("created_at", "id")
+    if fmt := exports.requested_format(request):
+        return exports.export_response(request, list_name="risk-flags", queryset=rows, columns=RISK_COLUMNS, fmt=fmt,
+                                       filters={"state": state, **({"rule": rule} if rule in RiskRule.values else {})})
     return render(request, "payments/risk_queue.html", {
-        "page": paginate(request, rows.order_by("created_at", "id")), "state": state, "rule": rule,
+        "page": paginate(request, rows), "state": state, "rule": rule,
         "states": RiskFlagState.choices, "rules": RiskRule.choices,
         "querystring": querystring_without_page(request),
     })
@@ -148,7 +187,8 @@ def risk_queue(request: HttpRequest) -> HttpResponse:
 def _evidence_value(key: str, value: object) -> str:
     """Amounts in fen as yuan, lists as comma-separated text."""
     if key.endswith("_fen") and isinstance(value, int):
-        return f"{format_yuan(value)} ({_('yuan')})"
+        unit = _("yuan")  # outside the f-string, where makemessages can see it
+        return f"{format_yuan(value)} ({unit})"
     if isinstance(value, list):
         return ", ".join(str(item) for item in value)
     return str(value)

@@ -13,12 +13,13 @@ class RequireMFAMiddleware:
         self.get_response = get_response
 
     def __call__(self, request):
+        if request.path.startswith(self.EXEMPT_PREFIXES):  # first: the partner API never loads a user
+            return self.get_response(request)
         user = getattr(request, "user", None)
         if (
             user is not None
             and user.is_authenticated
             and getattr(user, "requires_mfa", False)
-            and not request.path.startswith(self.EXEMPT_PREFIXES)
             and not user_has_totp(user)
         ):
             return redirect(reverse("mfa_activate_totp") + "?next=" + request.get_full_path())

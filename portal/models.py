@@ -64,13 +64,15 @@ class User(AbstractUser):
 
 
 class AuditEvent(models.Model):
-    """Append-only, HMAC-chained record of every change.
+    """Append-only, HMAC-chained record of every change (portal/audit.py).
 
-    `hash = HMAC(key, prev_hash || canonical JSON of the row)`; the chain head
-    (AuditChainHead) is locked by every append, so the chain is one line.
+    A write inserts its row with `row_hmac` (HMAC of its content) and the id of
+    its transaction, taking no shared lock; the chainer later gives committed
+    rows their place in the one chain (`chain_seq`, `prev_hash`, `hash`).
+    `seq` is the insertion order (gaps where a transaction rolled back).
     """
 
-    seq = models.BigIntegerField(primary_key=True)
+    seq = models.BigAutoField(primary_key=True)
     created_at = models.DateTimeField(db_index=True)
     actor_type = models.CharField(max_length=16)  # "user", "partner", "system"
     actor_id = models.CharField(max_length=64, blank=True)
@@ -83,8 +85,11 @@ class AuditEvent(models.Model):
     after = models.JSONField(null=True, blank=True)
     reason = models.CharField(max_length=256, blank=True)
     source_ip = models.GenericIPAddressField(null=True, blank=True)
-    prev_hash = models.CharField(max_length=64)
-    hash = models.CharField(max_length=64)
+    xid = models.BigIntegerField(default=0)  # pg_current_xact_id() of the writing transaction (0 on SQLite)
+    row_hmac = models.CharField(max_length=64, blank=True, default="")  # "" on rows written before 0004
+    chain_seq = models.BigIntegerField(null=True, blank=True, unique=True)  # place in the chain, once chained
+    prev_hash = models.CharField(max_length=64, blank=True, default="")
+    hash = models.CharField(max_length=64, blank=True, default="")
 
     class Meta:
         ordering = ["-seq"]
@@ -111,3 +116,85 @@ class DomainEvent(models.Model):
 
     class Meta:
         indexes = [models.Index(fields=["aggregate_type", "aggregate_id"])]
+
+
+# --- Dashboard rollups (portal/dashboards/rollups.py keeps them) --------------
+
+
+class RollupFact(models.Model):
+    """What one object (citizen, e-card, linkage, binding, paid settlement) adds to the rollups.
+
+    The rollup tick recomputes the fact of every object the audit log says was
+    touched and applies only the difference to the counters, so running it
+    twice, or over an overlapping range, never counts anything twice.
+    """
+
+    kind = models.CharField(max_length=16)
+    object_id = models.BigIntegerField()
+    region_code = models.CharField(max_length=6)
+    partner_id = models.IntegerField(null=True, blank=True)
+    state = models.CharField(max_length=24, blank=True)
+    month = models.DateField(null=True, blank=True)  # a citizen's birth month (first day)
+    day1 = models.DateField(null=True, blank=True)  # created / issued / paid (Asia/Shanghai)
+    day2 = models.DateField(null=True, blank=True)  # activated / refunded
+    amount_fen = models.BigIntegerField(default=0)  # a settlement's pooled fund
+    total_fen = models.BigIntegerField(default=0)  # a settlement's total
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["kind", "object_id"], name="one_rollup_fact_per_object")]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.object_id}"
+
+
+class RollupCount(models.Model):
+    """A current-state count of a region: citizens by status, cards by state, cohorts by birth month..."""
+
+    region_code = models.CharField(max_length=6)
+    metric = models.CharField(max_length=24)
+    dim = models.CharField(max_length=32, blank=True)
+    value = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["region_code", "metric", "dim"], name="one_rollup_count_per_key")]
+
+    def __str__(self) -> str:
+        return f"{self.region_code} {self.metric} {self.dim}"
+
+
+class RollupDaily(models.Model):
+    """A per-day flow of a region (Asia/Shanghai day): cards issued, settlements paid, fund spent..."""
+
+    region_code = models.CharField(max_length=6)
+    day = models.DateField()
+    metric = models.CharField(max_length=24)
+    dim = models.CharField(max_length=32, blank=True)
+    value = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["region_code", "day", "metric", "dim"], name="one_rollup_daily_per_key"),
+        ]
+        indexes = [models.Index(fields=["day", "region_code"], name="rollup_daily_day")]
+
+    def __str__(self) -> str:
+        return f"{self.region_code} {self.day} {self.metric} {self.dim}"
+
+
+class RollupWatermark(models.Model):
+    """Where the rollup tick resumes in the audit log (one row, locked by every tick and rebuild).
+
+    `seq` is given at insert, not at commit, so a transaction may commit a lower
+    `seq` after a higher one was read: `gaps` keeps the numbers skipped below
+    `last_seq` (with when they were first missed) and every tick looks them up
+    again until they appear or are old enough to be rolled-back transactions.
+    """
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1)
+    last_seq = models.BigIntegerField(default=0)
+    gaps = models.JSONField(default=dict, blank=True)
+    ticked_at = models.DateTimeField(null=True, blank=True)
+    rebuilt_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"rollups at audit seq {self.last_seq}"

@@ -89,6 +89,10 @@ TEMPLATES = [
 DATABASE_URL = env_str("DATABASE_URL", "")
 if DATABASE_URL:
     DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=env_int("DB_CONN_MAX_AGE", 60))}
+    # Lets portal/prepared.py prepare the partner API's hottest reads (Django's own cursors never
+    # prepare). 0 turns it off, e.g. behind a transaction-mode pooler without prepared-statement support.
+    if env_bool("DB_PREPARED_STATEMENTS", True):
+        DATABASES["default"].setdefault("OPTIONS", {})["prepare_threshold"] = 5
 else:
     VAR_DIR.mkdir(parents=True, exist_ok=True)
     # SQLite ignores SELECT ... FOR UPDATE: IMMEDIATE transactions serialise writers instead.
@@ -140,6 +144,14 @@ CELERY_TASK_SOFT_TIME_LIMIT = 60
 CELERY_TASK_TIME_LIMIT = 90
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULE = {
+    "update-dashboard-rollups": {
+        "task": "portal.tasks.update_dashboard_rollups",
+        "schedule": float(env_int("ECARD_ROLLUP_SECONDS", 60)),
+    },
+    "chain-audit-events": {
+        "task": "portal.tasks.chain_audit_events",
+        "schedule": float(env_int("ECARD_AUDIT_CHAIN_SECONDS", 5)),
+    },
     "deliver-due-events": {
         "task": "payments.tasks.deliver_due_events",
         "schedule": float(env_int("ECARD_DELIVERY_SWEEP_SECONDS", 5)),
@@ -163,6 +175,10 @@ CELERY_BEAT_SCHEDULE = {
     "scan-risk-rules": {
         "task": "payments.tasks.scan_risk_rules",
         "schedule": 600.0,
+    },
+    "requeue-stale-imports": {
+        "task": "insurance.tasks.requeue_stale_imports",
+        "schedule": float(env_int("ECARD_IMPORT_SWEEP_SECONDS", 60)),
     },
 }
 
@@ -204,6 +220,8 @@ TIME_ZONE = "Asia/Shanghai"
 USE_I18N = True
 USE_TZ = True
 LANGUAGE_COOKIE_AGE = 365 * 24 * 3600
+# Dates and grouped numbers per language (templates use the format names, never "Y-m-d").
+FORMAT_MODULE_PATH = ["portal.formats"]
 
 # --- Static files ----------------------------------------------------------
 STATIC_URL = "/static/"
@@ -315,6 +333,11 @@ ECARD_DELIVERY_RETRY_SCHEDULE = [int(item) for item in _retry_schedule] or [
 ]
 # Events claimed at once by one sweep (and delivered concurrently by as many threads).
 ECARD_DELIVERY_BATCH_SIZE = env_int("ECARD_DELIVERY_BATCH_SIZE", 32)
+# Citizen imports (insurance.importing): rows per committed batch, the upload cap, and how
+# long a running job's heartbeat may be silent before the sweep hands it to another worker.
+ECARD_IMPORT_BATCH_ROWS = env_int("ECARD_IMPORT_BATCH_ROWS", 1000)
+ECARD_IMPORT_MAX_BYTES = env_int("ECARD_IMPORT_MAX_BYTES", 50 * 1024 * 1024)
+ECARD_IMPORT_STALE_SECONDS = env_int("ECARD_IMPORT_STALE_SECONDS", 120)
 # Base URL the portal itself is reached at (the demo's sandbox partners post here).
 ECARD_PUBLIC_BASE_URL = env_str("ECARD_PUBLIC_BASE_URL", "http://127.0.0.1:8000")
 # The demo partners' webhook receiver served by the portal itself; off in production.

@@ -1,6 +1,6 @@
 from django.urls import include, path
 
-from portal import views
+from portal import views, views_dashboard
 
 urlpatterns = [
     path("", views.home, name="home"),
@@ -8,6 +8,9 @@ urlpatterns = [
     path("accounts/", include("allauth.urls")),
     path("i18n/", include("django.conf.urls.i18n")),
     path("staff/", include("portal.staff_urls")),
+    path("audit/", include("portal.audit_urls")),
+    path("dashboard/", views_dashboard.dashboard, name="dashboard"),
+    path("dashboard/<str:region_code>/", views_dashboard.dashboard_region, name="dashboard_region"),
     path("citizens/", include("insurance.urls")),
     path("catalogue/", include("insurance.urls_catalogue")),
     path("partners/", include("payments.urls")),

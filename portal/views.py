@@ -3,8 +3,9 @@ from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 
-from portal import services
+from portal import exports, services
 from portal.actors import Actor
 from portal.errors import DomainError
 from portal.forms import StaffCreateForm, StaffDeactivateForm
@@ -15,6 +16,9 @@ from portal.selectors import staff_visible_to
 
 @login_required
 def home(request: HttpRequest) -> HttpResponse:
+    # Administrators, auditors and national operators start on the dashboard; clerks on citizen search.
+    if getattr(request.user, "role", "") in {"national_operator", "region_admin", "auditor"}:
+        return redirect("dashboard")
     return redirect("citizen_search")
 
 
@@ -29,9 +33,20 @@ def _get_staff_for_user(user, pk: int) -> User:
         raise Http404 from exc
 
 
+STAFF_COLUMNS = [
+    exports.Column(gettext_lazy("Username"), lambda u: u.username),
+    exports.Column(gettext_lazy("Role"), lambda u: u.get_role_display()),
+    exports.Column(gettext_lazy("Regions"), lambda u: " ".join(r.code for r in u.regions.all())),
+    exports.Column(gettext_lazy("State"), lambda u: _("Active") if u.is_active else _("Deactivated")),
+]
+
+
 @staff_manager_required
 def staff_list(request: HttpRequest) -> HttpResponse:
-    page = paginate(request, staff_visible_to(request.user))
+    staff = staff_visible_to(request.user)
+    if fmt := exports.requested_format(request):
+        return exports.export_response(request, list_name="staff", queryset=staff, columns=STAFF_COLUMNS, fmt=fmt)
+    page = paginate(request, staff)
     return render(request, "portal/staff_list.html", {"page": page})
 
 

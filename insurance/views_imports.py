@@ -1,0 +1,130 @@
+"""Citizen import screens: upload a file, follow its background job, download
+its error report. Jobs come from the user's regions (`portal/scope.py`);
+another region's job answers 404 like a missing one. The import itself is
+`insurance.importing.run_import_job`, the code path `manage.py import_citizens`
+shares."""
+
+import csv
+from pathlib import Path
+
+from django import forms
+from django.conf import settings
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.template.defaultfilters import filesizeformat
+from django.urls import reverse
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
+
+from insurance.importing import ALLOWED_SUFFIXES, REQUIRED_COLUMNS, OPTIONAL_COLUMNS, import_job_create
+from insurance.models import ImportJob
+from portal.actors import Actor
+from portal.scope import regions_visible_to, restrict_to_user_regions
+from portal.screens import citizen_writer_required, paginate
+
+
+class ImportUploadForm(forms.Form):
+    region = forms.ModelChoiceField(queryset=None, label=gettext_lazy("Region"), empty_label=None)
+    file = forms.FileField(label=gettext_lazy("File (.csv in UTF-8 or .xlsx)"))
+
+    def __init__(self, *args, user, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["region"].queryset = regions_visible_to(user)
+
+    def clean_file(self):
+        upload = self.cleaned_data["file"]
+        limit = settings.ECARD_IMPORT_MAX_BYTES
+        if upload.size > limit:
+            raise forms.ValidationError(_("The file is larger than %(limit)s; split it into smaller files.")
+                                        % {"limit": filesizeformat(limit)})
+        suffix = Path(upload.name).suffix.lower()
+        if suffix not in ALLOWED_SUFFIXES:
+            raise forms.ValidationError(_("Only .csv and .xlsx files can be imported."))
+        head = upload.read(4096)
+        upload.seek(0)
+        if suffix == ".xlsx" and not head.startswith(b"PK"):
+            raise forms.ValidationError(_("The file is not a readable XLSX workbook."))
+        if suffix == ".csv":
+            if b"\x00" in head:
+                raise forms.ValidationError(_("The file is not a text (CSV) file."))
+            try:
+                head.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                if exc.start < len(head) - 4:  # not merely a character cut at the end of the sample
+                    raise forms.ValidationError(_("The file is not UTF-8: save it as CSV UTF-8.")) from None
+        return upload
+
+
+def _jobs_for(user):
+    return restrict_to_user_regions(ImportJob.objects.select_related("region", "uploaded_by"), user)
+
+
+def _job_for(user, pk: int) -> ImportJob:
+    return get_object_or_404(_jobs_for(user), pk=pk)
+
+
+@login_required
+def import_list(request: HttpRequest) -> HttpResponse:
+    page = paginate(request, _jobs_for(request.user), per_page=20)
+    return render(request, "insurance/import_list.html", {"page": page})
+
+
+@citizen_writer_required
+def import_upload(request: HttpRequest) -> HttpResponse:
+    form = ImportUploadForm(request.POST or None, request.FILES or None, user=request.user)
+    if request.method == "POST" and form.is_valid():
+        job = import_job_create(actor=Actor.for_request(request), user=request.user,
+                                region=form.cleaned_data["region"], upload=form.cleaned_data["file"])
+        return redirect("import_detail", pk=job.pk)
+    return render(request, "insurance/import_upload.html", {
+        "form": form, "columns": REQUIRED_COLUMNS + OPTIONAL_COLUMNS,
+        "limit": settings.ECARD_IMPORT_MAX_BYTES,
+    }, status=400 if form.errors else 200)
+
+
+def _status(job: ImportJob) -> dict:
+    return {
+        "id": job.pk, "state": job.state, "state_label": job.get_state_display(), "finished": job.is_finished,
+        "percent": job.percent, "rows_total": job.rows_total, "rows_done": job.rows_done,
+        "created": job.created, "updated": job.updated, "failed": job.failed, "error": job.error,
+    }
+
+
+@login_required
+def import_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    job = _job_for(request.user, pk)
+    return render(request, "insurance/import_detail.html", {
+        "job": job, "errors": job.row_errors.all()[:50],
+        "status_url": reverse("import_status", args=[job.pk]),
+    })
+
+
+@login_required
+def import_status(request: HttpRequest, pk: int) -> JsonResponse:
+    job = _job_for(request.user, pk)
+    response = JsonResponse(_status(job))
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+class _Echo:
+    def write(self, value: str) -> str:
+        return value
+
+
+@login_required
+def import_errors_csv(request: HttpRequest, pk: int) -> StreamingHttpResponse:
+    """The error report, streamed (a large file may have many bad rows); valid while the job runs."""
+    job = _job_for(request.user, pk)
+    writer = csv.writer(_Echo())
+
+    def lines():
+        yield "\ufeff"  # so that spreadsheet programs read the Chinese messages as UTF-8
+        yield writer.writerow(["row", "column", "message"])
+        for row, column, message in job.row_errors.values_list("row", "column", "message").iterator(chunk_size=2000):
+            yield writer.writerow([row, column, message])
+
+    response = StreamingHttpResponse(lines(), content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="import-{job.pk}-errors.csv"'
+    return response

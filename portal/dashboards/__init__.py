@@ -1,0 +1,1 @@
+"""The region dashboard and national overview: rollups, their selectors and server-side SVG charts."""

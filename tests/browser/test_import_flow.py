@@ -1,0 +1,84 @@
+"""A clerk imports a citizen file in a real browser while a real Celery worker runs the job."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+import pytest
+import redis
+from django.conf import settings
+
+from insurance.models import Citizen, ImportJob, ImportJobState
+from portal.models import Role
+from tests.conftest import new_id_number
+from tests.insurance.test_import_citizens import write_csv
+from tests.workers import CeleryWorker, database_url_for_current_connection
+
+pytestmark = [pytest.mark.browser, pytest.mark.worker]
+
+PASSWORD = "correct-horse-battery-9"
+
+
+@pytest.fixture
+def import_worker(live_server, settings, tmp_path):
+    """The live server and the worker share a media folder of this test's own."""
+    settings.STORAGES = {**settings.STORAGES, "default": {
+        "BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"location": str(tmp_path / "media")}}}
+    redis.Redis.from_url(settings.REDIS_URL).flushdb()
+    worker = CeleryWorker(env={
+        "DATABASE_URL": database_url_for_current_connection(), "REDIS_URL": settings.REDIS_URL,
+        "ECARD_VAR_DIR": str(tmp_path), "ECARD_IMPORT_BATCH_ROWS": "100", "DB_CONN_MAX_AGE": "0",
+    }, name="browser-import", concurrency=2, beat=False)
+    worker.start()
+    yield worker
+    worker.stop()
+    worker.dump_log()
+
+
+def test_clerk_uploads_a_file_watches_the_progress_bar_and_reads_the_error_report(
+    page, url, screen, make_user, import_worker, tmp_path,
+):
+    make_user(Role.CLERK, username="clerk-import", password=PASSWORD)
+    rows = [[new_id_number("310000"), f"居民{i}", "13800000000", "310000", "resident", ""] for i in range(1500)]
+    rows[10] = ["110101199001011234", "校验错", "", "310000", "resident", ""]  # row 12: wrong check character
+    rows[20][4] = "retired"  # row 22: no such scheme
+    path = write_csv(tmp_path / "居民名单.csv", rows)
+
+    page.goto(url("/accounts/login/"))
+    page.fill("input[name=login]", "clerk-import")
+    page.fill("input[name=password]", PASSWORD)
+    page.locator("form input[name=password]").press("Enter")
+    page.wait_for_load_state()
+    page.context.add_cookies([{"name": "django_language", "value": "en", "url": url("/")}])
+
+    page.goto(url("/citizens/imports/"))
+    screen("imports-empty")
+    page.locator("a[href='/citizens/imports/new/']").first.click()
+    page.wait_for_load_state()
+    screen("upload-form")
+    page.select_option("select[name=region]", "310000")
+    page.set_input_files("input[name=file]", str(path))
+    page.locator("main form button[type=submit]").click()
+    page.wait_for_url("**/citizens/imports/*/")
+    screen("job-started")
+
+    progress = page.locator("#import-progress")
+    page.wait_for_function("document.getElementById('import-progress').value === 100", timeout=90_000)
+    page.wait_for_selector("#import-error-rows tbody tr td:text-is('12')")  # the page reloaded with the errors
+    screen("job-done")
+    assert progress.get_attribute("value") == "100"
+    job = ImportJob.objects.get()
+    assert (job.state, job.created, job.failed) == (ImportJobState.DONE, 1498, 2)
+    assert page.locator("[data-field=created]").inner_text() == "1498"
+    assert page.locator("#import-error-rows tbody tr").count() == 2
+    assert Citizen.objects.count() == 1498
+
+    with page.expect_download() as download_info:
+        page.locator("#import-errors").click()
+    report = list(csv.reader(io.StringIO(open(download_info.value.path(), encoding="utf-8-sig").read())))
+    assert [r[:2] for r in report] == [["row", "column"], ["12", "id_number"], ["22", "scheme"]]
+
+    page.goto(url("/citizens/imports/"))
+    screen("imports-list")
+    assert page.locator("main table tbody tr").count() == 1
