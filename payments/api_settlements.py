@@ -128,8 +128,10 @@ def settlement_for_partner(partner: Partner, public_id: str, *, full: bool = Tru
 
     `full=False` checks ownership only: for a write, whose service locks and reads the row itself.
     """
-    rows = settlements.settlements_of_partner(partner) if full else Settlement.objects.filter(partner=partner).only("pk")
-    settlement = rows.filter(public_id=public_id).first()
+    if full:
+        settlement = settlements.settlements_of_partner(partner).filter(public_id=public_id).first()
+    else:
+        settlement = settlements.settlement_owned(partner, public_id)
     if settlement is None:
         raise ApiError(404, "not_found", "Not found.")
     return settlement
