@@ -5,7 +5,7 @@ PYTHON=${PYTHON:-python3}
 
 ensure_venv() {
     local stamp=".venv/.requirements.sha256" want
-    want=$(sha256sum requirements.txt | cut -d' ' -f1)
+    want=$(cat requirements.txt constraints.txt | sha256sum | cut -d' ' -f1)
     if [ ! -x .venv/bin/python ]; then
         echo "==> creating the virtual environment in .venv"
         "$PYTHON" -m venv .venv
@@ -13,7 +13,7 @@ ensure_venv() {
     if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
         echo "==> installing requirements.txt"
         .venv/bin/python -m pip install --quiet --upgrade pip >/dev/null 2>&1 || true
-        .venv/bin/python -m pip install --quiet -r requirements.txt
+        .venv/bin/python -m pip install --quiet -r requirements.txt -c constraints.txt
         echo "$want" > "$stamp"
     fi
 }
