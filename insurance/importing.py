@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
-from django.utils import timezone
+from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 
 from insurance import services
@@ -608,12 +608,15 @@ def count_rows(path: str | Path) -> int | None:
         return None
 
 
-def import_job_create(*, actor: Actor, user, region: Region, upload) -> ImportJob:
-    """Store the uploaded file and queue its import once the job is committed."""
+def import_job_create(*, actor: Actor, user, region: Region, upload, language: str = "") -> ImportJob:
+    """Store the uploaded file and queue its import once the job is committed.
+
+    `language` is the uploader's screen language: the row errors of the report
+    are written in it, whichever language the worker runs in."""
     suffix = Path(upload.name).suffix.lower()
     with transaction.atomic():
         job = ImportJob(uploaded_by=user, region=region, original_name=Path(upload.name).name[:255],
-                        file_size=upload.size)
+                        file_size=upload.size, language=language[:16])
         job.file.save(f"upload{suffix}", upload, save=False)
         job.save()
         # The file's name may carry personal data: the audit has its size and format only.
@@ -640,8 +643,15 @@ def run_import_job(job_id: int, *, batch_size: int | None = None, max_batches: i
     Each batch commits its rows, error rows, counts, checkpoint and heartbeat
     together. A run claims the job by raising `attempts` (a fencing token):
     if the job is taken over by another run (after this one's heartbeat went
-    stale), this one's next batch rolls back and it stops.
+    stale), this one's next batch rolls back and it stops. Row errors are
+    written in the uploader's language.
     """
+    language = ImportJob.objects.filter(pk=job_id).values_list("language", flat=True).first()
+    with translation.override(language or settings.LANGUAGE_CODE):
+        return _run_import_job(job_id, batch_size=batch_size, max_batches=max_batches)
+
+
+def _run_import_job(job_id: int, *, batch_size: int | None, max_batches: int | None) -> ImportJob | None:
     with transaction.atomic():
         job = ImportJob.objects.select_for_update().select_related("uploaded_by").filter(pk=job_id).first()
         now = timezone.now()

@@ -336,6 +336,8 @@ class ImportJob(models.Model):
     checkpoint_row = models.PositiveIntegerField(default=1)
     attempts = models.PositiveSmallIntegerField(default=0)
     error = models.CharField(_("error"), max_length=500, blank=True)
+    # The uploader's screen language: the worker writes the row errors in it.
+    language = models.CharField(max_length=16, blank=True)
     created_at = models.DateTimeField(_("uploaded at"), auto_now_add=True)
     started_at = models.DateTimeField(_("started at"), null=True, blank=True)
     finished_at = models.DateTimeField(_("finished at"), null=True, blank=True)

@@ -75,7 +75,8 @@ def import_upload(request: HttpRequest) -> HttpResponse:
     form = ImportUploadForm(request.POST or None, request.FILES or None, user=request.user)
     if request.method == "POST" and form.is_valid():
         job = import_job_create(actor=Actor.for_request(request), user=request.user,
-                                region=form.cleaned_data["region"], upload=form.cleaned_data["file"])
+                                region=form.cleaned_data["region"], upload=form.cleaned_data["file"],
+                                language=request.LANGUAGE_CODE)
         return redirect("import_detail", pk=job.pk)
     return render(request, "insurance/import_upload.html", {
         "form": form, "columns": REQUIRED_COLUMNS + OPTIONAL_COLUMNS,

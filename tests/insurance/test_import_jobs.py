@@ -14,6 +14,7 @@ import pytest
 import redis
 from django.conf import settings
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.utils import translation
 
 from insurance.importing import import_job_create, requeue_stale_jobs, run_import_job
 from insurance.models import Certificate, CertificateState, Citizen, ImportJob, ImportJobState, ImportRowError
@@ -117,6 +118,26 @@ def test_the_upload_is_audited_without_the_file_name(make_user, client, media, t
     event = AuditEvent.objects.get(action="citizen_import.upload")
     assert event.object_id == str(job.pk) and event.after == {"format": "csv", "size": path.stat().st_size}
     assert "张三" not in str(event.after) and "张三" not in job.file.name
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("language", "message"), [
+    (None, "身份证号的校验码错误。"),  # Chinese, the default
+    ("en", "The identity number's check character is wrong."),
+])
+def test_the_error_report_is_written_in_the_uploaders_language(make_user, client, media, tmp_path, language, message):
+    sign_in(client, make_user(Role.CLERK))
+    if language:
+        client.cookies["django_language"] = language
+    path = write_csv(tmp_path / "a.csv", [["110101199001011234", "坏", "", "310000", "resident", ""]])
+    upload(client, path)
+    job = ImportJob.objects.get()
+    with translation.override("en" if language is None else "zh-hans"):  # the worker's own language differs
+        run_import_job(job.pk)
+    assert ImportRowError.objects.get(job=job).message == message
+    response = client.get(f"/citizens/imports/{job.pk}/errors.csv")
+    report = b"".join(response.streaming_content).decode("utf-8-sig")
+    assert message in report
 
 
 @pytest.mark.django_db
