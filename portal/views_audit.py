@@ -16,6 +16,7 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
 from portal import exports
+from portal.audit_labels import action_label
 from portal.models import AuditEvent, Role
 from portal.scope import regions_visible_to
 from portal.screens import paginate, querystring_without_page
@@ -100,6 +101,7 @@ AUDIT_COLUMNS = [
     exports.Column(gettext_lazy("Actor type"), lambda e: e.actor_type),
     exports.Column(gettext_lazy("Actor"), lambda e: e.actor_label),
     exports.Column(gettext_lazy("Action"), lambda e: e.action),
+    exports.Column(gettext_lazy("What happened"), lambda e: action_label(e.action)),
     exports.Column(gettext_lazy("Object type"), lambda e: e.object_type),
     exports.Column(gettext_lazy("Object ID"), lambda e: e.object_id),
     exports.Column(gettext_lazy("Region"), lambda e: e.region_code),

@@ -2,6 +2,7 @@
 
 from django import template
 
+from portal.audit_labels import action_label
 from portal.models import Role
 
 register = template.Library()
@@ -16,6 +17,12 @@ def citizen_linkages(context, citizen) -> dict:
     user = context["request"].user
     linkages = linkages_visible_to(user).filter(citizen=citizen).order_by("-created_at", "-id")
     return {"linkages": list(linkages), "citizen": citizen, "can_write": user.can_write_citizens, "request": context["request"]}
+
+
+@register.filter
+def audit_action_label(code: str) -> str:
+    """`certificate.revoke` -> "E-card revoked" (translated); unknown codes as stored."""
+    return action_label(code)
 
 
 @register.filter
