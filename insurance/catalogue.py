@@ -21,6 +21,7 @@ from insurance.models import (
     ServiceCategory,
     ServiceItem,
 )
+from portal import money
 from portal.actors import Actor
 from portal.audit import audit_record
 from portal.errors import DomainError
@@ -338,12 +339,8 @@ def facility_set_active(*, actor: Actor, facility: Facility, active: bool) -> Fa
 
 
 def format_yuan(fen: int | None) -> str:
-    """Integer fen as yuan with two decimals ("1234.05"), by integer arithmetic."""
-    if fen is None:
-        return ""
-    sign = "-" if fen < 0 else ""
-    yuan, rest = divmod(abs(int(fen)), 100)
-    return f"{sign}{yuan}.{rest:02d}"
+    """Integer fen as yuan for a form's input and the CSV files: "1234.05", no grouping."""
+    return money.format_yuan(fen, grouped=False, empty="")
 
 
 def format_percent(fraction: Decimal | str | None) -> str:

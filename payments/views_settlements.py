@@ -22,10 +22,10 @@ from insurance.models import ServiceCategory
 from payments import risk
 from payments import selectors_settlements as selectors
 from payments.models import Partner, RiskFlag, RiskFlagState, RiskRule, Settlement, SettlementState
-from payments.templatetags.settlement_tags import format_yuan
 from portal import exports
 from portal.actors import Actor
 from portal.models import Role
+from portal.money import format_yuan
 from portal.screens import paginate, querystring_without_page, two_step
 
 RISK_READERS = {Role.NATIONAL_OPERATOR, Role.REGION_ADMIN, Role.AUDITOR}

@@ -2,14 +2,16 @@
 
 from django import template
 
-from insurance.catalogue import format_percent, format_yuan
+from insurance.catalogue import format_percent
+from portal.money import format_yuan
 
 register = template.Library()
 
 
 @register.filter
 def yuan(fen: int | None) -> str:
-    return format_yuan(fen)
+    """For reading: grouped, as on the settlement screens ("1,234.56")."""
+    return format_yuan(fen, empty="")
 
 
 @register.filter

@@ -3,18 +3,9 @@
 from django import template
 
 from payments.selectors_settlements import citizen_account, citizen_year_usage
+from portal.money import format_yuan
 
 register = template.Library()
-
-
-def format_yuan(fen: int | None) -> str:
-    """Integer fen as yuan with two decimals and thousands separators: 123456 -> "1,234.56" (no float)."""
-    if fen is None:
-        return "—"
-    fen = int(fen)
-    sign = "-" if fen < 0 else ""
-    whole, cents = divmod(abs(fen), 100)
-    return f"{sign}{whole:,}.{cents:02d}"
 
 
 @register.filter
