@@ -30,7 +30,11 @@ the portal's response signature. One settlement is three calls, all counted:
 Before the load, `in_process` measures the server side of 30 settlements
 through Django's test client in this process (no HTTP): SQL statements and
 CPU ms per call (on a busy machine CPU time is inflated too, but less than
-wall time).
+wall time). Each citizen settles once unmeasured first (its first settlement
+of the year also creates its accumulator: `..._first_of_year`), as in the
+load phases where almost every settlement is a later one. Each phase also
+reports `cpu`: the cores used by gunicorn, by the load client and by the rest
+(PostgreSQL, Redis, anyone else), and their CPU ms per settlement.
 
 Phase "distinct": every thread owns its own citizens (round robin), so no two
 requests in flight touch one citizen. Phase "contention": every thread on ONE
@@ -63,6 +67,7 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BASE_DIR))
 
 from bench.common import bench_database_url, recreate_database  # noqa: E402
+
 PYTHON = sys.executable
 KEY_ID = "settlement-bench-key"
 BALANCE_FEN = 200_000  # 2,000 yuan in every personal account
@@ -212,8 +217,8 @@ def check_books(citizen_ids: list[int] | None = None) -> dict:
                               "holding": held, "balance_not_initial_less_paid_account_fen": debit_off,
                               "min_balance_fen": min_balance}
     a, b = report["accumulators"], report["accounts"]
-    report["ok"] = not (a["above_deductible"] or a["above_cap"] or a["not_equal_to_settlement_sums"] or a["pending_settlements"]
-                        or b["ledger_sum_not_balance"] or b["negative"] or b["holding"]
+    report["ok"] = not (a["above_deductible"] or a["above_cap"] or a["not_equal_to_settlement_sums"]
+                        or a["pending_settlements"] or b["ledger_sum_not_balance"] or b["negative"] or b["holding"]
                         or b["balance_not_initial_less_paid_account_fen"])
     return report
 
@@ -256,13 +261,18 @@ def in_process_costs(private_b64: str, linkages: list[str]) -> dict:
         post("confirm", f"/api/v1/settlements/{created['id']}/confirm",
              {"partner_transaction_id": "tx-" + uuid.uuid4().hex, "self_pay_fen": created["self_pay_fen"]}, True)
 
-    flow(linkages[0])  # warm
+    # A citizen's first settlement of the year also creates its year accumulator (3 statements more);
+    # the load phases are almost all later ones. So: one pass (counted apart), then the measured pass.
+    for linkage in linkages:
+        flow(linkage)
+    first_of_year = dict(queries)
     for name in cpu:
         cpu[name] = 0.0
     for linkage in linkages[1:]:
         flow(linkage)
     n = len(linkages) - 1
     return {"settlements": n, "sql_statements_per_call": queries,
+            "sql_statements_per_call_first_of_year": first_of_year,
             "cpu_ms_per_call": {name: round(value / n * 1000, 1) for name, value in cpu.items()},
             "cpu_ms_per_settlement": round(sum(cpu.values()) / n * 1000, 1)}
 
@@ -421,21 +431,64 @@ def load_main(config_path: str) -> None:
                       "latency": calls, "errors": errors}))
 
 
-def run_load(base: dict, *, linkages: list[str], bill: str, duration: float) -> dict:
+def _machine_cpu_seconds() -> tuple[float, float]:
+    """(busy, total) CPU-seconds of the whole machine since boot, from /proc/stat."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    tick = os.sysconf("SC_CLK_TCK")
+    idle = fields[3] + fields[4]  # idle + iowait
+    return (sum(fields[:8]) - idle) / tick, sum(fields[:8]) / tick
+
+
+def _process_tree_cpu_seconds(root: int) -> float:
+    """User + system CPU-seconds of `root` and its direct children (gunicorn's master and workers)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parts = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        pid, ppid = int(stat.parent.name), int(parts[1])
+        if pid == root or ppid == root:
+            total += (int(parts[11]) + int(parts[12])) / tick
+    return total
+
+
+def run_load(base: dict, *, linkages: list[str], bill: str, duration: float, server_pid: int) -> dict:
     config = dict(base, linkages=linkages, bill=bill, duration=duration)
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
         json.dump(config, handle)
     try:
         before = load_average()
         started = time.time()
+        children_before = os.times()
+        busy_before, total_before = _machine_cpu_seconds()
+        server_before = _process_tree_cpu_seconds(server_pid)
         output = subprocess.run([PYTHON, __file__, "--load", handle.name], check=True, capture_output=True,
                                 text=True, cwd=BASE_DIR).stdout
+        server = _process_tree_cpu_seconds(server_pid) - server_before
+        busy_after, total_after = _machine_cpu_seconds()
+        children_after = os.times()
     finally:
         os.unlink(handle.name)
     result = json.loads(output.strip().splitlines()[-1])
     result["wall_seconds"] = round(time.time() - started, 1)
     result["load_average_before"] = before
     result["load_average_after"] = load_average()
+    # Where the machine's CPU went during the whole load run (warm-up and spawn included): the
+    # gunicorn processes, the load client, and the rest (PostgreSQL, Redis, and anyone else's work).
+    client = (children_after.children_user + children_after.children_system
+              - children_before.children_user - children_before.children_system)
+    busy, total = busy_after - busy_before, total_after - total_before
+    wall = time.time() - started
+    rate = max(result["settlements_per_second"], 0.1)
+    shares = {"gunicorn": server, "load_client": client, "rest_postgres_redis_other": busy - server - client}
+    # Cores used on average over the run, and CPU ms per settlement at the measured rate.
+    result["cpu"] = {
+        "cores_busy": round(busy / wall, 2), "cores_available": round(total / wall, 2),
+        "cores": {name: round(value / wall, 2) for name, value in shares.items()},
+        "ms_per_settlement": {name: round(value / wall / rate * 1000, 1) for name, value in shares.items()},
+    }
     return result
 
 
@@ -487,10 +540,11 @@ def main() -> None:
     base = {"base_url": f"http://127.0.0.1:{port}", "private_b64": data["private_b64"], "portal_keys": portal_keys,
             "processes": args.processes, "threads": args.threads, "warmup": args.warmup}
     try:
-        report["distinct"] = run_load(base, linkages=data["distinct"], bill="small", duration=args.duration)
+        report["distinct"] = run_load(base, linkages=data["distinct"], bill="small", duration=args.duration,
+                                      server_pid=server.pid)
         report["distinct"]["books"] = check_books()
         report["one_citizen"] = run_load(base, linkages=[data["one"]], bill="large",
-                                         duration=args.contention_duration)
+                                         duration=args.contention_duration, server_pid=server.pid)
     finally:
         server.terminate()
         server.wait(timeout=30)

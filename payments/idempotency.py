@@ -17,9 +17,11 @@ from django.db import IntegrityError, connection, transaction
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.utils import timezone
 
+from payments import rows
 from payments.api_auth import request_target
 from payments.models import IdempotencyRecord, IdempotencyState, Partner
 from payments.problems import ApiError
+from portal import prepared
 
 HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotent-Replayed"
@@ -74,9 +76,9 @@ def claim(*, partner: Partner, request: HttpRequest) -> Claim | HttpResponse:
         try:
             if connection.in_atomic_block:  # (tests) a savepoint keeps the caller's transaction usable
                 with transaction.atomic():
-                    record.save(force_insert=True)
+                    rows.insert(record)
             else:  # autocommit: the INSERT is its own committed transaction, one statement
-                record.save(force_insert=True)
+                rows.insert(record)
             return Claim(record.pk, record.created_at)
         except IntegrityError:
             pass
@@ -105,17 +107,23 @@ def should_store(response: HttpResponseBase) -> bool:
     return 200 <= response.status_code < 300 or response.status_code in (409, 422)
 
 
+_COMPLETE_SQL: str | None = None
+
+
 def complete(claim: Claim, response: HttpResponseBase) -> None:
     """Store the rendered response (call inside the handler's transaction)."""
-    IdempotencyRecord.objects.filter(
-        pk=claim.record_id, state=IdempotencyState.IN_PROGRESS, created_at=claim.lease
-    ).update(
-        state=IdempotencyState.COMPLETED,
-        response_status=response.status_code,
-        response_body=bytes(response.content),
-        response_content_type=(response.get("Content-Type") or "application/json")[:64],
-        completed_at=timezone.now(),
-    )
+    global _COMPLETE_SQL
+    if _COMPLETE_SQL is None:  # as the ORM's conditional UPDATE, prepared once per connection
+        _COMPLETE_SQL = (
+            f'UPDATE "{IdempotencyRecord._meta.db_table}" SET "state" = %s, "response_status" = %s,'
+            ' "response_body" = %s, "response_content_type" = %s, "completed_at" = %s'
+            ' WHERE "id" = %s AND "state" = %s AND "created_at" = %s RETURNING "id"'
+        )
+    prepared.fetch_one(_COMPLETE_SQL, [
+        str(IdempotencyState.COMPLETED), response.status_code, bytes(response.content),
+        (response.get("Content-Type") or "application/json")[:64], timezone.now(),
+        claim.record_id, str(IdempotencyState.IN_PROGRESS), claim.lease,
+    ])
 
 
 def release(claim: Claim) -> None:

@@ -19,7 +19,7 @@ from django.utils.translation import gettext_lazy as _
 
 from insurance.models import Citizen
 from payments.models import AccountEntry, AccountEntryKind, PersonalAccount, Settlement
-from portal import domain_events
+from portal import domain_events, prepared
 from portal.actors import Actor
 from portal.audit import audit_record
 from portal.errors import DomainError
@@ -28,14 +28,42 @@ from portal.models import DomainEvent
 BALANCE_SET_EVENT = "citizen.account_balance_set"
 
 
+# The two hot statements of the ledger, hand-written and prepared once per connection
+# (portal/prepared.py): no ORM compilation on the settlement path.
+_ACCOUNT_FIELDS = ["id", "citizen_id", "balance_fen", "held_fen", "updated_at"]
+_LOCK_SQL: str | None = None
+_APPEND_SQL: str | None = None
+
+
+def _lock_sql() -> str:
+    global _LOCK_SQL
+    if _LOCK_SQL is None:
+        columns = ", ".join(f'"{PersonalAccount._meta.get_field(name).column}"' for name in _ACCOUNT_FIELDS)
+        _LOCK_SQL = f'SELECT {columns} FROM "{PersonalAccount._meta.db_table}" WHERE "citizen_id" = %s FOR UPDATE'
+    return _LOCK_SQL
+
+
+def _append_sql() -> str:
+    """The entry and the cached balance, in one statement (so never one without the other)."""
+    global _APPEND_SQL
+    if _APPEND_SQL is None:
+        _APPEND_SQL = (
+            f'WITH e AS (INSERT INTO "{AccountEntry._meta.db_table}" ("account_id", "kind", "amount_fen",'
+            ' "balance_after_fen", "settlement_id", "actor_label", "note", "created_at")'
+            ' VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING "id") '
+            f'UPDATE "{PersonalAccount._meta.db_table}" SET "balance_fen" = %s, "held_fen" = %s, "updated_at" = %s'
+            ' WHERE "id" = %s RETURNING (SELECT "id" FROM e)'
+        )
+    return _APPEND_SQL
+
+
 def account_for_update(citizen_id: int) -> PersonalAccount:
     """The citizen's account, created empty if missing, locked for this transaction."""
-    rows = PersonalAccount.objects.select_for_update()
-    try:
-        return rows.get(citizen_id=citizen_id)  # one statement in the usual case
-    except PersonalAccount.DoesNotExist:
+    found = prepared.fetch_one(_lock_sql(), [citizen_id])  # one statement in the usual case
+    if found is None:
         PersonalAccount.objects.bulk_create([PersonalAccount(citizen_id=citizen_id)], ignore_conflicts=True)
-        return rows.get(citizen_id=citizen_id)
+        found = prepared.fetch_one(_lock_sql(), [citizen_id])
+    return PersonalAccount.from_db("default", _ACCOUNT_FIELDS, list(found))
 
 
 def available_fen(account: PersonalAccount) -> int:
@@ -51,11 +79,17 @@ def _append(account: PersonalAccount, *, kind: str, amount_fen: int, actor: Acto
             note: str = "") -> AccountEntry:
     """Write one entry and the cached balance together (the account row is locked by the caller)."""
     account.balance_fen += amount_fen
-    entry = AccountEntry.objects.create(
+    entry = AccountEntry(
         account=account, kind=kind, amount_fen=amount_fen, balance_after_fen=account.balance_fen,
         settlement=settlement, actor_label=actor.label[:150], note=note[:128], created_at=timezone.now(),
     )
-    account.save(update_fields=["balance_fen", "held_fen", "updated_at"])
+    account.updated_at = entry.created_at
+    (entry.pk,) = prepared.fetch_one(_append_sql(), [
+        account.pk, entry.kind, entry.amount_fen, entry.balance_after_fen, entry.settlement_id, entry.actor_label,
+        entry.note, entry.created_at, account.balance_fen, account.held_fen, account.updated_at, account.pk,
+    ])
+    entry._state.adding = False
+    entry._state.db = "default"
     return entry
 
 

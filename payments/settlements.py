@@ -26,7 +26,7 @@ from django.utils.translation import gettext_lazy as _
 
 from insurance.models import Certificate, CertificateState, Citizen, Facility, ReimbursementPolicy, ServiceItem
 from insurance.reimbursement import BillLine, PolicyTerms, compute_split
-from payments import ledger, qr
+from payments import ledger, qr, rows
 from payments.models import (
     BindingState,
     CitizenYearAccumulator,
@@ -66,13 +66,13 @@ def settlement_year(moment: dt.datetime) -> int:
 
 
 def _accumulator_for_update(citizen_id: int, year: int) -> CitizenYearAccumulator:
-    rows = CitizenYearAccumulator.objects.select_for_update()
+    locked = CitizenYearAccumulator.objects.select_for_update()
     try:
-        return rows.get(citizen_id=citizen_id, year=year)
+        return locked.get(citizen_id=citizen_id, year=year)
     except CitizenYearAccumulator.DoesNotExist:  # the year's first settlement (a concurrent creator wins or waits)
         CitizenYearAccumulator.objects.bulk_create([CitizenYearAccumulator(citizen_id=citizen_id, year=year)],
                                                    ignore_conflicts=True)
-        return rows.get(citizen_id=citizen_id, year=year)
+        return locked.get(citizen_id=citizen_id, year=year)
 
 
 def _audit_snapshot(settlement: Settlement) -> dict:
@@ -238,7 +238,6 @@ def _bill_lines(lines: Sequence[LineInput], items: dict[str, ServiceItem]) -> tu
 # The year's accumulator and the personal account, locked in one statement, in the lock order
 # (FOR UPDATE OF locks them in the order named). Missing rows are created by the ORM helpers.
 _LOCK_SQL: str | None = None
-_RESERVE_SQL: str | None = None
 
 
 def _lock_sql() -> str:
@@ -252,18 +251,6 @@ def _lock_sql() -> str:
     return _LOCK_SQL
 
 
-def _reserve_sql() -> str:
-    global _RESERVE_SQL
-    if _RESERVE_SQL is None:
-        _RESERVE_SQL = (
-            f'WITH a AS (UPDATE "{CitizenYearAccumulator._meta.db_table}" SET "deductible_used_fen" = %s,'
-            ' "fund_used_fen" = %s, "updated_at" = %s WHERE "id" = %s RETURNING "id") '
-            f'UPDATE "{PersonalAccount._meta.db_table}" SET "held_fen" = %s, "updated_at" = %s WHERE "id" = %s'
-            ' RETURNING (SELECT "id" FROM a)'
-        )
-    return _RESERVE_SQL
-
-
 def _year_and_account_for_update(citizen_id: int, year: int) -> tuple[CitizenYearAccumulator, PersonalAccount]:
     found = prepared.fetch_one(_lock_sql(), [citizen_id, year, citizen_id])
     if found is None:  # the year's first settlement, or no account yet: create them (same lock order)
@@ -275,6 +262,54 @@ def _year_and_account_for_update(citizen_id: int, year: int) -> tuple[CitizenYea
         _partial(PersonalAccount, ["id", "citizen_id", "balance_fen", "held_fen"],
                  [account_id, citizen_id, balance, held]),
     )
+
+
+_WRITE_SQL: tuple[str, list] | None = None
+_LINE_COLUMNS = ("position", "service_id", "service_code", "category", "quantity", "unit_price_fen", "line_total_fen",
+                 "eligible_fen")
+_LINE_TYPES = ("int", "bigint", "text", "text", "bigint", "bigint", "bigint", "bigint")
+
+
+def _write_sql() -> tuple[str, list]:
+    """The settlement, its lines and the reservation: one statement (three INSERT/UPDATEs in CTEs)."""
+    global _WRITE_SQL
+    if _WRITE_SQL is None:
+        insert_settlement, fields = rows.insert_sql(Settlement)
+        arrays = ", ".join(f"%s::{kind}[]" for kind in _LINE_TYPES)
+        _WRITE_SQL = (
+            f"WITH s AS ({insert_settlement}), "
+            f'l AS (INSERT INTO "{SettlementLine._meta.db_table}" ("settlement_id", '
+            + ", ".join(f'"{column}"' for column in _LINE_COLUMNS)
+            + f') SELECT s."id", u.* FROM s, UNNEST({arrays}) AS u RETURNING "id", "position"), '
+            f'a AS (UPDATE "{CitizenYearAccumulator._meta.db_table}" SET "deductible_used_fen" = %s,'
+            ' "fund_used_fen" = %s, "updated_at" = %s WHERE "id" = %s RETURNING "id"), '
+            f'p AS (UPDATE "{PersonalAccount._meta.db_table}" SET "held_fen" = %s, "updated_at" = %s'
+            ' WHERE "id" = %s RETURNING "id") '
+            'SELECT (SELECT "id" FROM s), (SELECT array_agg("id" ORDER BY "position") FROM l),'
+            ' (SELECT count(*) FROM a), (SELECT count(*) FROM p)',
+            fields,
+        )
+    return _WRITE_SQL
+
+
+def _write_settlement(settlement: Settlement, lines: list[SettlementLine], accumulator: CitizenYearAccumulator,
+                      account: PersonalAccount) -> None:
+    sql, fields = _write_sql()
+    values = rows.insert_values(settlement, fields)
+    columns = [[getattr(line, name) for line in lines]
+               for name in _LINE_COLUMNS]
+    accumulator.updated_at = account.updated_at = timezone.now()
+    settlement_id, line_ids, accumulators, accounts = prepared.fetch_one(sql, [
+        *values, *columns,
+        accumulator.deductible_used_fen, accumulator.fund_used_fen, accumulator.updated_at, accumulator.pk,
+        account.held_fen, account.updated_at, account.pk,
+    ])
+    if (accumulators, accounts, len(line_ids or ())) != (1, 1, len(lines)):  # rows locked by us cannot vanish
+        raise RuntimeError("settlement write: the year accumulator or the account is gone")
+    rows.mark_saved(settlement, settlement_id)
+    for line, line_id in zip(lines, line_ids, strict=True):
+        line.settlement_id = settlement_id
+        rows.mark_saved(line, line_id)
 
 
 @service_atomic
@@ -317,76 +352,71 @@ def settlement_create(*, actor: Actor, partner: Partner, token: str, facility_co
         fund_used_fen=accumulator.fund_used_fen, account_balance_fen=ledger.available_fen(account),
         use_personal_account=use_personal_account,
     )
-    settlement = Settlement.objects.create(
+    settlement = Settlement(
         partner=partner, certificate=certificate, citizen=citizen, family_binding=binding, qr_token=row,
         facility=facility, policy=policy, state=SettlementState.PENDING_PAYMENT, year=year,
         total_fen=split.total_fen, eligible_fen=split.eligible_fen, deductible_fen=split.deductible_fen,
         fund_fen=split.fund_fen, account_fen=split.account_fen, self_pay_fen=split.self_pay_fen,
         use_personal_account=use_personal_account, created_at=now, expires_at=now + PAYMENT_WINDOW,
     )
-    created_lines = SettlementLine.objects.bulk_create([
+    created_lines = [
         SettlementLine(settlement=settlement, position=index + 1, service=item, service_code=item.code,
                        category=item.category, quantity=line.quantity, unit_price_fen=line.unit_price_fen,
                        line_total_fen=part.line_total_fen, eligible_fen=part.eligible_fen)
         for index, (line, item, part) in enumerate(zip(bill, services, split.lines, strict=True))
-    ])
-    # The response is built from these objects: no re-read of what this transaction just wrote.
-    settlement._prefetched_objects_cache = {"lines": created_lines}
-    # The reservation: the year's use and the account's hold, both rows locked above, in one statement.
+    ]
+    # The reservation: the year's use and the account's hold, both rows locked above.
     accumulator.deductible_used_fen += split.deductible_fen
     accumulator.fund_used_fen += split.fund_fen
     account.held_fen += split.account_fen
-    accumulator.updated_at = account.updated_at = timezone.now()
-    prepared.fetch_one(_reserve_sql(), [accumulator.deductible_used_fen, accumulator.fund_used_fen,
-                                        accumulator.updated_at, accumulator.pk, account.held_fen, account.updated_at,
-                                        account.pk])
+    _write_settlement(settlement, created_lines, accumulator, account)
+    # The response is built from these objects: no re-read of what this transaction just wrote.
+    settlement._prefetched_objects_cache = {"lines": created_lines}
     audit_record(actor=actor, action="settlement.create", object_type="settlement", object_id=settlement.public_id,
                  region_code=citizen.region_id, after=_audit_snapshot(settlement))
     return settlement
 
 
-_LOCKED_SQL: str | None = None
+_LOCKED_SQL: dict[bool, str] = {}
+_ACCOUNT_FIELDS = ["id", "citizen_id", "balance_fen", "held_fen", "updated_at"]
 
 
-def _locked_sql() -> str:
-    global _LOCKED_SQL
-    if _LOCKED_SQL is None:
+def _locked_sql(with_account: bool) -> str:
+    if with_account not in _LOCKED_SQL:
         columns = ", ".join(f's."{field.column}"' for field in Settlement._meta.concrete_fields)
         t = {model.__name__: model._meta.db_table for model in (
-            Settlement, SettlementLine, Partner, ReimbursementPolicy, Certificate, Citizen, Facility, FamilyBinding)}
-        _LOCKED_SQL = (
+            Settlement, SettlementLine, Partner, ReimbursementPolicy, Certificate, Citizen, Facility, FamilyBinding,
+            PersonalAccount)}
+        _LOCKED_SQL[with_account] = (
             f'SELECT {columns}, pa."code", p."region_id", p."scheme", p."year", p."version", c."number",'
             ' z."region_id", f."code", b."public_id", '
             'COALESCE((SELECT json_agg(json_build_array(sl."id", sl."position", sl."service_id", sl."service_code",'
             ' sl."category", sl."quantity", sl."unit_price_fen", sl."line_total_fen", sl."eligible_fen")'
-            f' ORDER BY sl."position") FROM "{t["SettlementLine"]}" sl WHERE sl."settlement_id" = s."id"), \'[]\') '
-            f'FROM "{t["Settlement"]}" s '
+            f' ORDER BY sl."position") FROM "{t["SettlementLine"]}" sl WHERE sl."settlement_id" = s."id"), \'[]\')'
+            + (', a."id", a."citizen_id", a."balance_fen", a."held_fen", a."updated_at" ' if with_account else ' ')
+            + f'FROM "{t["Settlement"]}" s '
             f'JOIN "{t["Partner"]}" pa ON pa."id" = s."partner_id" '
             f'JOIN "{t["ReimbursementPolicy"]}" p ON p."id" = s."policy_id" '
             f'JOIN "{t["Certificate"]}" c ON c."id" = s."certificate_id" '
             f'JOIN "{t["Citizen"]}" z ON z."id" = s."citizen_id" '
             f'JOIN "{t["Facility"]}" f ON f."id" = s."facility_id" '
             f'LEFT JOIN "{t["FamilyBinding"]}" b ON b."id" = s."family_binding_id" '
-            'WHERE s."id" = %s FOR UPDATE OF s'
+            + (f'JOIN "{t["PersonalAccount"]}" a ON a."citizen_id" = s."citizen_id" ' if with_account else '')
+            # The settlement's row, then (confirm) the account's: the module's lock order.
+            + ('WHERE s."id" = %s FOR UPDATE OF s, a' if with_account else 'WHERE s."id" = %s FOR UPDATE OF s')
         )
-    return _LOCKED_SQL
+    return _LOCKED_SQL[with_account]
 
 
 _LINE_FIELDS = ["id", "position", "service_id", "service_code", "category", "quantity", "unit_price_fen",
                 "line_total_fen", "eligible_fen"]
 
 
-def _locked(settlement: Settlement) -> Settlement:
-    """The settlement under its row lock, with what its audit snapshot, its outbox event and the
-    response read (partner code, policy, card number, region, facility, binding, lines): one
-    prepared statement instead of two ORM queries with six joins."""
-    found = prepared.fetch_one(_locked_sql(), [settlement.pk])
-    if found is None:
-        raise Settlement.DoesNotExist("Settlement matching query does not exist.")
+def _from_locked_row(found: tuple) -> Settlement:
     fields = Settlement._meta.concrete_fields
     locked = Settlement.from_db("default", [field.attname for field in fields], list(found[:len(fields)]))
     (partner_code, region_code, scheme, year, version, number, citizen_region, facility_code, binding_public_id,
-     lines) = found[len(fields):]
+     lines) = found[len(fields):len(fields) + 10]
     locked.partner = _partial(Partner, ["id", "code"], [locked.partner_id, partner_code])
     locked.policy = _partial(ReimbursementPolicy, ["id", "region_id", "scheme", "year", "version"],
                              [locked.policy_id, region_code, scheme, year, version])
@@ -398,6 +428,26 @@ def _locked(settlement: Settlement) -> Settlement:
     locked._prefetched_objects_cache = {"lines": [
         _partial(SettlementLine, [*_LINE_FIELDS, "settlement_id"], [*values, locked.pk]) for values in _json(lines)]}
     return locked
+
+
+def _locked(settlement: Settlement) -> Settlement:
+    """The settlement under its row lock, with what its audit snapshot, its outbox event and the
+    response read (partner code, policy, card number, region, facility, binding, lines): one
+    prepared statement instead of two ORM queries with six joins."""
+    found = prepared.fetch_one(_locked_sql(False), [settlement.pk])
+    if found is None:
+        raise Settlement.DoesNotExist("Settlement matching query does not exist.")
+    return _from_locked_row(found)
+
+
+def _locked_with_account(settlement: Settlement) -> tuple[Settlement, PersonalAccount]:
+    """`_locked`, and the citizen's personal account locked after it, in the same statement."""
+    found = prepared.fetch_one(_locked_sql(True), [settlement.pk])
+    if found is None:  # no such settlement, or (never paid from) no account yet: one step at a time
+        locked = _locked(settlement)
+        return locked, ledger.account_for_update(locked.citizen_id)
+    width = len(Settlement._meta.concrete_fields) + 10
+    return _from_locked_row(found), PersonalAccount.from_db("default", _ACCOUNT_FIELDS, list(found[width:]))
 
 
 def _release(settlement: Settlement) -> None:
@@ -413,7 +463,7 @@ def _release(settlement: Settlement) -> None:
 def _change(settlement: Settlement, *, actor: Actor, action: str, event: str, before: dict, fields: list[str],
             reason: str = "") -> Settlement:
     settlement.version += 1
-    settlement.save(update_fields=[*fields, "state", "version"])
+    rows.update(settlement, [*fields, "state", "version"])  # save(update_fields=...) without compiling it
     audit_record(actor=actor, action=f"settlement.{action}", object_type="settlement", object_id=settlement.public_id,
                  region_code=settlement.citizen.region_id,
                  before=before, after=_audit_snapshot(settlement), reason=reason)
@@ -430,7 +480,7 @@ def settlement_confirm(*, actor: Actor, settlement: Settlement, partner_transact
     `invalid_state` in any other state than `pending_payment`, 422 `amount_mismatch`.
     A card suspended since creation does not stop it (PARTNER_API.md).
     """
-    settlement = _locked(settlement)
+    settlement, account = _locked_with_account(settlement)
     now = now or timezone.now()
     if settlement.state == SettlementState.EXPIRED or (
         settlement.state == SettlementState.PENDING_PAYMENT and now >= settlement.expires_at
@@ -443,7 +493,6 @@ def settlement_confirm(*, actor: Actor, settlement: Settlement, partner_transact
         raise DomainError("amount_mismatch", _("The self-pay collected differs from the settlement's self-pay."),
                           status=422, self_pay_fen=settlement.self_pay_fen)
     before = _audit_snapshot(settlement)
-    account = ledger.account_for_update(settlement.citizen_id)
     ledger.account_debit_held(account, settlement=settlement, actor=actor)
     settlement.state = SettlementState.PAID
     settlement.partner_transaction_id = partner_transaction_id

@@ -7,7 +7,9 @@ handler inside one transaction that is rolled back whole when the handler
 raises, so a savepoint there buys nothing. `service_atomic` services then
 join that transaction without one; called anywhere else (a screen, a task, a
 test that catches the error and goes on inside its own transaction) they
-behave exactly as `@transaction.atomic`.
+behave exactly as `@transaction.atomic`. A handler run inside the block must
+let a service's error propagate (as the settlement views do): caught there,
+the transaction would be left unusable.
 """
 
 import functools

@@ -26,12 +26,13 @@ import hashlib
 import hmac
 import json
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC
 
 from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
+from portal import prepared
 from portal.actors import Actor
 from portal.models import AuditChainHead, AuditEvent
 
@@ -52,6 +53,7 @@ _FIELDS = (
     "source_ip",
 )
 _INSERT_COLUMNS = (*_FIELDS, "xid", "row_hmac", "prev_hash", "hash")
+_NEXT_SQL = "SELECT nextval(pg_get_serial_sequence('portal_auditevent', 'seq')), pg_current_xact_id()::text::bigint"
 
 
 def _canonical(values: dict) -> bytes:
@@ -127,18 +129,16 @@ def audit_record(
         event.refresh_from_db()
         return event
     # Two plain statements and no shared lock: the number and the transaction id, then the row.
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT nextval(pg_get_serial_sequence('portal_auditevent', 'seq')),"
-                       " pg_current_xact_id()::text::bigint")
-        event.seq, event.xid = cursor.fetchone()
-        event.row_hmac = compute_row_hmac(event)
-        fields = [AuditEvent._meta.get_field(name) for name in _INSERT_COLUMNS]
-        params = [field.get_db_prep_save(getattr(event, field.attname), connection) for field in fields]
-        cursor.execute(
-            f"INSERT INTO portal_auditevent ({', '.join(f.column for f in fields)})"
-            f" VALUES ({', '.join(['%s'] * len(fields))})",
-            params,
-        )
+    # Both prepared once per connection (portal/prepared.py): every settlement write runs them.
+    event.seq, event.xid = prepared.fetch_one(_NEXT_SQL, [])
+    event.row_hmac = compute_row_hmac(event)
+    fields = [AuditEvent._meta.get_field(name) for name in _INSERT_COLUMNS]
+    params = [field.get_db_prep_save(getattr(event, field.attname), connection) for field in fields]
+    prepared.fetch_one(
+        f"INSERT INTO portal_auditevent ({', '.join(f.column for f in fields)})"
+        f" VALUES ({', '.join(['%s'] * len(fields))}) RETURNING seq",
+        params,
+    )
     return event
 
 

@@ -1,0 +1,76 @@
+"""How many SQL statements a settlement costs through the signed API, so that it cannot silently grow.
+
+Issue 4's benchmark (docs/benchmarks-settlements.md) lives on this number: each statement is a
+round trip and, through the ORM, a compilation. Counted with the test's own transaction around
+the request, which adds a SAVEPOINT and a RELEASE to the idempotency claim (in production the
+claim is one autocommitted INSERT). The counts include the partner-key read of authentication and
+the idempotency claim and completion.
+"""
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from payments import keys
+from payments.models import AccountEntry, OutboxEvent, Settlement
+from portal.models import AuditEvent
+from tests.payments.api_helpers import fresh_cache, link, make_partner_client  # noqa: F401
+from tests.payments.settlement_helpers import insured, signing_key, world  # noqa: F401
+from tests.payments.test_api_settlements import confirm, mint, settled
+
+pytestmark = pytest.mark.django_db
+
+# create: key, claim (+2 in a test), BEGIN, token/card/catalogue/policy, year and account locks,
+# settlement with its lines and the reservation, audit (2), stored response, COMMIT.
+CREATE_MAX = 12
+# confirm: key, claim (+2), BEGIN, ownership, settlement with its lines and the account locked, entry with
+# balance, settlement update, audit (2), outbox event, stored response, COMMIT.
+CONFIRM_MAX = 14
+
+
+@pytest.fixture
+def wallet(world, fresh_cache):  # noqa: F811
+    return make_partner_client()
+
+
+def test_create_and_confirm_stay_within_their_statement_budget(wallet, regions, django_assert_max_num_queries,
+                                                                monkeypatch):
+    # The portal's signing key is re-read every CACHE_SECONDS per process (one statement then): on a
+    # slow machine that could fall inside a measured call, so it is kept for the test.
+    monkeypatch.setattr(keys, "CACHE_SECONDS", 3600)
+    keys._forget_cached_key()
+    citizen, _ = insured(regions, balance=300_000)
+    linkage = link(wallet, citizen)
+    # The citizen's first settlement of the year also creates its year accumulator: not the steady state.
+    first = settled(wallet, mint(wallet, linkage["id"]), use_personal_account=True)
+    assert confirm(wallet, first).status == 200
+
+    tok = mint(wallet, linkage["id"])
+    with django_assert_max_num_queries(CREATE_MAX):
+        created = settled(wallet, tok, use_personal_account=True)
+    with django_assert_max_num_queries(CONFIRM_MAX):
+        response = confirm(wallet, created)
+    assert response.status == 200 and response.json()["state"] == "paid"
+
+    # What the statements must still have written: the debit, the audit events, the partner's event.
+    settlement = Settlement.objects.get(public_id=created["id"])
+    assert settlement.state == "paid" and settlement.account_fen > 0
+    assert AccountEntry.objects.filter(settlement=settlement, amount_fen=-settlement.account_fen).count() == 1
+    assert set(AuditEvent.objects.filter(object_id=created["id"]).values_list("action", flat=True)) == {
+        "settlement.create", "settlement.confirm"}
+    assert OutboxEvent.objects.filter(object_id=created["id"], type="settlement.paid").count() == 1
+
+
+def test_the_count_is_of_the_whole_request(wallet, regions):
+    """The budget above would mean nothing if the requests ran on another connection."""
+    citizen, _ = insured(regions, balance=300_000)
+    linkage = link(wallet, citizen)
+    tok = mint(wallet, linkage["id"])
+    with CaptureQueriesContext(connection) as captured:
+        settled(wallet, tok)
+    # Prepared statements (portal/prepared.py: the hot reads and writes) are logged without their
+    # text, the ORM's with it: both kinds must be in the count.
+    sql = [query["sql"] for query in captured.captured_queries]
+    assert sum(1 for text in sql if text is None) >= 6
+    assert any(text and "SAVEPOINT" in text for text in sql)  # the claim, inside the test's transaction
+    assert len(sql) >= 10
