@@ -17,8 +17,9 @@ from django.urls import reverse
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
-from insurance.importing import ALLOWED_SUFFIXES, REQUIRED_COLUMNS, OPTIONAL_COLUMNS, import_job_create
+from insurance.importing import ALLOWED_SUFFIXES, OPTIONAL_COLUMNS, REQUIRED_COLUMNS, import_job_create
 from insurance.models import ImportJob
+from portal import exports
 from portal.actors import Actor
 from portal.scope import regions_visible_to, restrict_to_user_regions
 from portal.screens import citizen_writer_required, paginate
@@ -64,8 +65,26 @@ def _job_for(user, pk: int) -> ImportJob:
     return get_object_or_404(_jobs_for(user), pk=pk)
 
 
+# The uploader's file name is left out: it may name a person (the audit leaves it out too).
+IMPORT_COLUMNS = [
+    exports.Column(gettext_lazy("Import"), lambda j: j.pk),
+    exports.Column(gettext_lazy("Uploaded at"), lambda j: j.created_at),
+    exports.Column(gettext_lazy("Region"), lambda j: j.region_id),
+    exports.Column(gettext_lazy("Uploaded by"), lambda j: j.uploaded_by.username),
+    exports.Column(gettext_lazy("State"), lambda j: j.get_state_display()),
+    exports.Column(gettext_lazy("Rows in the file"), lambda j: j.rows_total),
+    exports.Column(gettext_lazy("Created"), lambda j: j.created),
+    exports.Column(gettext_lazy("Updated"), lambda j: j.updated),
+    exports.Column(gettext_lazy("Failed"), lambda j: j.failed),
+    exports.Column(gettext_lazy("Finished at"), lambda j: j.finished_at),
+]
+
+
 @login_required
 def import_list(request: HttpRequest) -> HttpResponse:
+    if fmt := exports.requested_format(request):
+        return exports.export_response(request, list_name="citizen_imports", queryset=_jobs_for(request.user),
+                                       columns=IMPORT_COLUMNS, fmt=fmt)
     page = paginate(request, _jobs_for(request.user), per_page=20)
     return render(request, "insurance/import_list.html", {"page": page})
 

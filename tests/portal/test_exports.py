@@ -12,7 +12,7 @@ from django.urls import reverse
 
 from insurance import catalogue
 from insurance import services as insurance_services
-from insurance.models import ServiceCategory
+from insurance.models import ImportJob, ServiceCategory
 from payments import risk
 from payments.models import OutboxEvent, SandboxReceipt
 from portal import exports
@@ -80,7 +80,10 @@ def both(world, regions, make_user):
             actor=SYSTEM, id_number=new_id_number(code), name="钱多多", phone="13912345678",
             region=regions[code], scheme="resident")
         insurance_services.certificate_issue(actor=SYSTEM, citizen=citizen, reason=f"audit-marker-{code}")
+        import_job = ImportJob.objects.create(uploaded_by=staff, region=regions[code], original_name="张三.csv",
+                                              file="imports/x.csv", file_size=10)
         out[code] = {
+            "import_job": import_job,
             "wallet": wallet, "holder": holder, "binding": binding, "settlement": settlement, "flag": flag,
             "staff": staff, "receipt": receipt_id, "citizen": citizen, "facility": facility,
             "event": OutboxEvent.objects.get(partner=wallet, object_id=holder.public_id, type="linkage.created"),
@@ -123,6 +126,7 @@ LISTS = {
     "risk": ("risk_queue", None, Role.AUDITOR, lambda w: w["flag"].subject_id),
     "sandbox": ("sandbox_receipts", None, Role.REGION_ADMIN, None),
     "audit": ("audit_list", None, Role.AUDITOR, lambda w: f"audit-marker-{w['citizen'].region_id}"),
+    "imports": ("import_list", None, Role.REGION_ADMIN, lambda w: w["import_job"].uploaded_by.username),
 }
 
 
@@ -327,3 +331,11 @@ def test_an_identity_number_typed_into_a_free_text_filter_is_masked_in_the_audit
     event = AuditEvent.objects.filter(action="list.export").latest("seq")
     assert event.after["filters"] == {"q": both.here["citizen"].id_number_masked}
     assert number not in str(event.after)
+
+
+def test_the_imports_export_leaves_out_the_uploaded_file_name(client, make_user, both):
+    sign_in(client, make_user(Role.REGION_ADMIN, (HERE,)))
+    for fmt in ("csv", "xlsx"):
+        text = "\n".join(cells(parse(export(client, "imports", both, fmt), fmt)))
+        assert both.here["import_job"].uploaded_by.username in text
+        assert "张三" not in text
