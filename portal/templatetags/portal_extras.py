@@ -1,5 +1,7 @@
 """Template helpers of the portal screens."""
 
+import json
+
 from django import template
 
 from portal.audit_labels import action_label
@@ -17,6 +19,15 @@ def citizen_linkages(context, citizen) -> dict:
     user = context["request"].user
     linkages = linkages_visible_to(user).filter(citizen=citizen).order_by("-created_at", "-id")
     return {"linkages": list(linkages), "citizen": citizen, "can_write": user.can_write_citizens, "request": context["request"]}
+
+
+@register.filter
+def pretty_json(text: str) -> str:
+    """A JSON document indented for reading; anything else as it is."""
+    try:
+        return json.dumps(json.loads(text), indent=2, ensure_ascii=False)
+    except (TypeError, ValueError):
+        return text
 
 
 @register.filter
