@@ -8,16 +8,18 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
+from django.utils import translation
 
 from payments import ledger, settlements
 from payments.templatetags.settlement_tags import format_yuan
+from portal.audit_labels import action_label
 from portal.models import Role
 from tests.payments.settlement_helpers import (  # noqa: F401
     CAP,
     DEDUCTIBLE,
     SYSTEM,
-    linked,
     lines,
+    linked,
     make_wallet,
     publish_policies,
     signing_key,
@@ -208,7 +210,8 @@ def test_the_detail_shows_the_split_line_by_line_the_policy_partner_and_history(
     assert "TX-4200001" in page
     assert reverse("policy_versions", args=["310000", here.policy.scheme, here.policy.year]) in page
     assert f"v{here.policy.version}" in page
-    assert "settlement.create" in page and "settlement.confirm" in page
+    with translation.override("zh-hans"):  # the history says what happened, in the reader's language
+        assert action_label("settlement.create") in page and action_label("settlement.confirm") in page
     assert here.citizen.name not in page and here.citizen.id_number not in page
 
 
