@@ -65,6 +65,48 @@ async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bool]:
     return status, keep_alive
 
 
+async def read_full_response(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], bytes, bool]:
+    """The status, the headers (names in lower case), the body, and whether the connection stays open.
+
+    For clients that look at what they get (bench/settlement_bench.py); `Content-Length` or chunked."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split(" ", 2)[1])
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        if line:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+    if headers.get("transfer-encoding", "").lower() == "chunked":
+        parts = []
+        while True:
+            size = int((await reader.readuntil(b"\r\n")).split(b";", 1)[0], 16)
+            if size == 0:
+                await reader.readuntil(b"\r\n")  # no trailers from our servers
+                break
+            parts.append((await reader.readexactly(size + 2))[:-2])
+        body = b"".join(parts)
+    else:
+        length = int(headers.get("content-length", "0"))
+        body = await reader.readexactly(length) if length else b""
+    return status, headers, body, headers.get("connection", "").lower() != "close"
+
+
+def signed_request(private_key: Ed25519PrivateKey, key_id: str, host: str, port: int, method: str, target: str,
+                   body: bytes, extra_headers: dict[str, str] | None = None) -> tuple[bytes, str]:
+    """One keep-alive HTTP/1.1 request signed as a partner signs it, and the nonce it carries."""
+    timestamp = int(time.time())
+    nonce = secrets.token_urlsafe(18)
+    to_sign = f"{method}\n{target}\n{timestamp}\n{nonce}\n".encode() + body + b"\n"
+    signature = base64.b64encode(private_key.sign(to_sign)).decode()
+    lines = [f"{method} {target} HTTP/1.1", f"Host: {host}:{port}", "Connection: keep-alive",
+             "Content-Type: application/json", f"Content-Length: {len(body)}",
+             f'Authorization: ECARD-ED25519 key_id="{key_id}",timestamp="{timestamp}",nonce="{nonce}",'
+             f'signature="{signature}"']
+    lines += [f"{name}: {value}" for name, value in (extra_headers or {}).items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body, nonce
+
+
 async def _run(args, start_at: float) -> dict:
     private_key = None if args.unsigned else Ed25519PrivateKey.from_private_bytes(base64.b64decode(args.private_key))
     body = args.body.encode()

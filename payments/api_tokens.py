@@ -12,8 +12,8 @@ from rest_framework.response import Response
 from insurance.models import Scheme, Sex
 from payments import qr
 from payments.api_base import PartnerApiView, StrictCharField, StrictSerializer, parse_input
-from payments.api_linkages import partner_actor, linkage_for_partner
-from payments.models import FamilyBinding, Relationship
+from payments.api_linkages import partner_actor
+from payments.models import FamilyBinding, Relationship, WalletLinkage
 from payments.problems import ApiError
 from payments.representations import rfc3339
 from portal.masking import mask_name
@@ -61,14 +61,14 @@ class VerifyOutputSerializer(serializers.Serializer):
 # --- Views --------------------------------------------------------------------------------
 
 
-def _json_response(request: Request, data: dict) -> HttpResponse | Response:
+def _json_response(request: Request, data: dict, status: int = 200) -> HttpResponse | Response:
     """`Response(data)` rendered as DRF's JSONRenderer would (compact, UTF-8, U+2028/9 escaped),
     without the renderer machinery; an `Accept` with parameters (`indent=`) still goes through DRF."""
     if request.accepted_media_type != "application/json":
-        return Response(data)
+        return Response(data, status=status)
     text = json.dumps(data, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
     return HttpResponse(text.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029").encode(),
-                        content_type="application/json")
+                        content_type="application/json", status=status)
 
 
 class QrTokenCreateApi(PartnerApiView):
@@ -86,19 +86,28 @@ class QrTokenCreateApi(PartnerApiView):
                                  description="linkage_inactive, certificate_not_active, binding_inactive"),
         },
     )
-    def post(self, request: Request, public_id: str) -> Response:
-        linkage = linkage_for_partner(self.partner, public_id)
-        data = parse_input(QrTokenCreateInputSerializer, request)
-        binding = None
+    def post(self, request: Request, public_id: str) -> HttpResponse | Response:
+        # One prepared read of the linkage and its card (404 first, as before any validation).
+        target = qr.mint_target_read(partner_id=self.partner.pk, linkage_public_id=public_id)
+        if target is None:
+            raise ApiError(404, "not_found", "Not found.")
+        data = request.data
+        # The usual body, {}, is valid as it stands; anything else goes through the serializer.
+        if not (type(data) is dict and not data):
+            data = parse_input(QrTokenCreateInputSerializer, request)
         if data.get("family_binding_id"):
+            linkage = WalletLinkage.objects.get(pk=target.linkage_id)
             # Only a binding made through this linkage may be presented; any other is not found here.
             binding = FamilyBinding.objects.filter(
                 public_id=data["family_binding_id"], partner=self.partner, holder_linkage=linkage
             ).first()
             if binding is None:
                 raise ApiError(404, "not_found", "No such family binding was made through this linkage.")
-        minted = qr.qr_token_mint(actor=partner_actor(request, self.partner), linkage=linkage, family_binding=binding)
-        return Response({"token": minted.token, "expires_at": rfc3339(minted.expires_at)}, status=201)
+            minted = qr.qr_token_mint(actor=partner_actor(request, self.partner), linkage=linkage,
+                                      family_binding=binding)
+        else:
+            minted = qr.qr_token_mint_for_holder(actor=partner_actor(request, self.partner), target=target)
+        return _json_response(request, {"token": minted.token, "expires_at": rfc3339(minted.expires_at)}, status=201)
 
 
 class CertificateVerifyApi(PartnerApiView):

@@ -23,7 +23,7 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from insurance.models import LIVE_STATES, Certificate, CertificateState, Citizen
-from payments import keys, signing
+from payments import keys, rows, signing
 from payments.models import BindingState, FamilyBinding, LinkageState, QrToken, WalletLinkage
 from portal import prepared
 from portal.actors import Actor
@@ -69,6 +69,27 @@ def _require_active(certificate: Certificate | None) -> Certificate:
     return certificate
 
 
+def _signed_token(*, certificate_number: str, linkage_public_id: str, binding_public_id: str | None,
+                  now: datetime | None) -> tuple[str, str, datetime, datetime]:
+    """(token, jti, issued_at, expires_at) of a fresh token, signed once by the current portal key."""
+    key = keys.current_signing_key()
+    issued_at = (now or timezone.now()).replace(microsecond=0)
+    expires_at = issued_at + TOKEN_TTL
+    jti = secrets.token_urlsafe(18)
+    payload = {
+        "kid": key.key_id,
+        "cn": certificate_number,
+        "lnk": linkage_public_id,
+        "fb": binding_public_id,
+        "jti": jti,
+        "iat": int(issued_at.timestamp()),
+        "exp": int(expires_at.timestamp()),
+    }
+    signed_part = f"{VERSION}.{b64url_encode(json.dumps(payload, separators=(',', ':')).encode())}"
+    signature = key.private_key.sign(signed_part.encode("ascii"))
+    return f"{signed_part}.{b64url_encode(signature)}", jti, issued_at, expires_at
+
+
 @transaction.atomic
 def qr_token_mint(*, actor: Actor, linkage: WalletLinkage, family_binding: FamilyBinding | None = None,
                   now: datetime | None = None) -> MintedToken:
@@ -77,6 +98,8 @@ def qr_token_mint(*, actor: Actor, linkage: WalletLinkage, family_binding: Famil
 
     The `QrToken` row is the record of the mint (who: the linkage's partner; when; which card); it is
     not written to the audit chain, whose single lock would serialise every payment at the counter.
+    The partner API mints for the holder through `qr_token_mint_for_holder` (the same checks and
+    token in two statements); this is the general form, and the one for a binding's beneficiary.
     """
     linkage = WalletLinkage.objects.select_related("certificate", "partner").get(pk=linkage.pk)
     if linkage.state != LinkageState.ACTIVE:
@@ -94,24 +117,84 @@ def qr_token_mint(*, actor: Actor, linkage: WalletLinkage, family_binding: Famil
         )
     else:
         certificate = linkage.certificate
-    key = keys.current_signing_key()
-    issued_at = (now or timezone.now()).replace(microsecond=0)
-    expires_at = issued_at + TOKEN_TTL
-    jti = secrets.token_urlsafe(18)
-    payload = {
-        "kid": key.key_id,
-        "cn": certificate.number,
-        "lnk": linkage.public_id,
-        "fb": family_binding.public_id if family_binding is not None else None,
-        "jti": jti,
-        "iat": int(issued_at.timestamp()),
-        "exp": int(expires_at.timestamp()),
-    }
-    signed_part = f"{VERSION}.{b64url_encode(json.dumps(payload, separators=(',', ':')).encode())}"
-    signature = key.private_key.sign(signed_part.encode("ascii"))
+    token, jti, issued_at, expires_at = _signed_token(
+        certificate_number=certificate.number, linkage_public_id=linkage.public_id,
+        binding_public_id=family_binding.public_id if family_binding is not None else None, now=now)
     row = QrToken.objects.create(jti=jti, certificate=certificate, linkage=linkage, family_binding=family_binding,
                                  issued_at=issued_at, expires_at=expires_at)
-    return MintedToken(token=f"{signed_part}.{b64url_encode(signature)}", expires_at=expires_at, row=row)
+    return MintedToken(token=token, expires_at=expires_at, row=row)
+
+
+@dataclass(frozen=True)
+class MintTarget:
+    """A partner's linkage and its card, as minting for the holder needs them (`mint_target_read`)."""
+
+    linkage_id: int
+    linkage_public_id: str
+    linkage_state: str
+    certificate_id: int
+    certificate_number: str
+    certificate_state: str
+
+
+_MINT_TARGET_SQL: str | None = None
+
+
+def _mint_target_sql() -> str:
+    global _MINT_TARGET_SQL
+    if _MINT_TARGET_SQL is None:
+        _MINT_TARGET_SQL = (
+            'SELECT l."id", l."state", l."certificate_id", c."number", c."state" '
+            f'FROM "{WalletLinkage._meta.db_table}" l '
+            f'JOIN "{Certificate._meta.db_table}" c ON c."id" = l."certificate_id" '
+            'WHERE l."partner_id" = %s AND l."public_id" = %s'
+        )
+    return _MINT_TARGET_SQL
+
+
+def mint_target_read(*, partner_id: int, linkage_public_id: str) -> MintTarget | None:
+    """This partner's linkage `linkage_public_id` with its card's number and state, or None (another
+    partner's included): one prepared query, no ORM (every payment at the counter starts here)."""
+    row = prepared.fetch_one(_mint_target_sql(), [partner_id, linkage_public_id])
+    if row is None:
+        return None
+    linkage_id, linkage_state, certificate_id, certificate_number, certificate_state = row
+    return MintTarget(linkage_id=linkage_id, linkage_public_id=linkage_public_id, linkage_state=linkage_state,
+                      certificate_id=certificate_id, certificate_number=certificate_number,
+                      certificate_state=certificate_state)
+
+
+_INSERT_SQL: str | None = None
+
+
+def _insert_sql() -> str:
+    global _INSERT_SQL
+    if _INSERT_SQL is None:
+        _INSERT_SQL = (
+            f'INSERT INTO "{QrToken._meta.db_table}" '
+            '("jti", "certificate_id", "linkage_id", "family_binding_id", "issued_at", "expires_at", "used_at") '
+            'VALUES (%s, %s, %s, NULL, %s, %s, NULL) RETURNING "id"'
+        )
+    return _INSERT_SQL
+
+
+def qr_token_mint_for_holder(*, actor: Actor, target: MintTarget, now: datetime | None = None) -> MintedToken:
+    """`qr_token_mint` for the linkage's holder, from `mint_target_read`'s row: the same checks, errors
+    and token, then one prepared INSERT of the `QrToken`. A single statement is its own transaction,
+    so no BEGIN/COMMIT; as in `qr_token_mint` (READ COMMITTED, no lock), a linkage ended between the
+    read and the INSERT yields a token minted just before the end, which the settlement refuses."""
+    if target.linkage_state != LinkageState.ACTIVE:
+        raise DomainError("linkage_inactive", _("This linkage has ended."))
+    if target.certificate_state != CertificateState.ACTIVE:
+        raise DomainError("certificate_not_active", _("The e-card is not active."))
+    token, jti, issued_at, expires_at = _signed_token(
+        certificate_number=target.certificate_number, linkage_public_id=target.linkage_public_id,
+        binding_public_id=None, now=now)
+    (pk,) = prepared.fetch_one(_insert_sql(), [jti, target.certificate_id, target.linkage_id, issued_at, expires_at])
+    row = QrToken(jti=jti, certificate_id=target.certificate_id, linkage_id=target.linkage_id,
+                  family_binding=None, issued_at=issued_at, expires_at=expires_at, used_at=None)
+    rows.mark_saved(row, pk)
+    return MintedToken(token=token, expires_at=expires_at, row=row)
 
 
 # --- Reading ----------------------------------------------------------------
