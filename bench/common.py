@@ -1,7 +1,11 @@
 """What the benchmarks share: their own PostgreSQL database next to DATABASE_URL's."""
 
 import os
+import subprocess
 import sys
+import time
+import urllib.request
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 
@@ -24,3 +28,65 @@ def recreate_database(admin_url: str, name: str) -> None:
     with psycopg.connect(admin_url, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         conn.execute(f'CREATE DATABASE "{name}"')
+
+
+def fresh_django(suffix: str, **environ: str) -> tuple[str, str, str]:
+    """Recreate the benchmark's own database, start Django on it (DEBUG off: the query log
+    would distort the figures; `environ` sets more), migrate, and FLUSHDB REDIS_URL's db.
+    Returns what `bench_database_url` does."""
+    url, admin_url, name = bench_database_url(suffix)
+    recreate_database(admin_url, name)
+    os.environ["DATABASE_URL"] = url
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
+    os.environ["DEBUG"] = "0"
+    os.environ.update(environ)
+    import django
+
+    django.setup()
+    from django.core.cache import cache
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+    cache.clear()  # FLUSHDB: nonces, rate counters and broker keys from nothing
+    return url, admin_url, name
+
+
+def machine() -> dict:
+    """The figures' machine: CPUs, memory, CPU model, Python, kernel."""
+    import platform
+
+    cpu = "unknown"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    mem_kb = next(int(x.split()[1]) for x in Path("/proc/meminfo").read_text().splitlines()
+                  if x.startswith("MemTotal"))
+    return {"nproc": os.cpu_count(), "memory_gib": round(mem_kb / 1024 / 1024, 1), "cpu": cpu,
+            "python": platform.python_version(), "kernel": platform.release()}
+
+
+def load_average() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def start_gunicorn(db_url: str, port: int, workers: int, **environ: str) -> subprocess.Popen:
+    """The repository's gunicorn.conf.py on `port`, access log off, waiting until it answers."""
+    env = dict(os.environ, DATABASE_URL=db_url, WEB_CONCURRENCY=str(workers), PORT=str(port),
+               GUNICORN_ACCESS_LOG="/dev/null", GUNICORN_LOG_LEVEL="warning", DEBUG="0", LOG_LEVEL="ERROR",
+               **environ)
+    process = subprocess.Popen([str(Path(sys.executable).parent / "gunicorn"), "-c", "gunicorn.conf.py",
+                                "portal.wsgi"], cwd=BASE_DIR, env=env)
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/keys", timeout=2) as response:
+                if response.status == 200:
+                    return process
+        except OSError:
+            time.sleep(0.3)
+    process.terminate()
+    sys.exit("gunicorn did not answer within 30 s")

@@ -24,10 +24,6 @@ sys.path.insert(0, str(BASE_DIR))
 from bench.common import bench_database_url, recreate_database  # noqa: E402
 
 
-
-
-
-
 def machine() -> str:
     cpu = "unknown"
     try:

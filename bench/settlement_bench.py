@@ -53,7 +53,6 @@ import base64
 import datetime as dt
 import json
 import os
-import platform
 import socket
 import subprocess
 import sys
@@ -66,7 +65,7 @@ from pathlib import Path
 BASE_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BASE_DIR))
 
-from bench.common import bench_database_url, recreate_database  # noqa: E402
+from bench.common import fresh_django, load_average, machine, start_gunicorn  # noqa: E402
 
 PYTHON = sys.executable
 KEY_ID = "settlement-bench-key"
@@ -91,26 +90,6 @@ LARGE_BILL = [
 
 
 # --- Machine and database -----------------------------------------------------------------
-
-
-def machine() -> dict:
-    cpu = "unknown"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
-    mem_kb = next(int(x.split()[1]) for x in Path("/proc/meminfo").read_text().splitlines()
-                  if x.startswith("MemTotal"))
-    return {"nproc": os.cpu_count(), "memory_gib": round(mem_kb / 1024 / 1024, 1), "cpu": cpu,
-            "python": platform.python_version(), "kernel": platform.release()}
-
-
-def load_average() -> list[float]:
-    return [round(x, 2) for x in os.getloadavg()]
-
-
-
-
 
 
 def _free_port() -> int:
@@ -291,26 +270,6 @@ def audit_chain_ok() -> dict:
 
 
 # --- The server ---------------------------------------------------------------------------
-
-
-def start_gunicorn(db_url: str, port: int, workers: int) -> subprocess.Popen:
-    env = dict(os.environ, DATABASE_URL=db_url, WEB_CONCURRENCY=str(workers), PORT=str(port),
-               GUNICORN_ACCESS_LOG="/dev/null", GUNICORN_LOG_LEVEL="warning", DEBUG="0", LOG_LEVEL="ERROR")
-    process = subprocess.Popen([str(Path(PYTHON).parent / "gunicorn"), "-c", "gunicorn.conf.py", "portal.wsgi"],
-                               cwd=BASE_DIR, env=env)
-    deadline = time.time() + 30
-    while time.time() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/keys", timeout=2) as response:
-                if response.status == 200:
-                    return process
-        except OSError:
-            time.sleep(0.3)
-    process.terminate()
-    sys.exit("gunicorn did not answer within 30 s")
-
-
-# --- The load (a separate process: `--load CONFIG`) ----------------------------------------
 
 
 async def _client_flows(config: dict, linkages: list[str], start_at: float, out: dict) -> None:
@@ -550,21 +509,10 @@ def main() -> None:
         load_main(args.load)
         return
 
-    db_url, admin_url, db_name = bench_database_url("_settlement_bench")
-    recreate_database(admin_url, db_name)
-    os.environ["DATABASE_URL"] = db_url
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
-    os.environ["DEBUG"] = "0"
-    import django
-
-    django.setup()
+    db_url, _admin_url, _db_name = fresh_django("_settlement_bench")
     from django.core.cache import cache
-    from django.core.management import call_command
 
     from insurance.models import Citizen
-
-    call_command("migrate", verbosity=0)
-    cache.clear()  # FLUSHDB of REDIS_URL's db
     data = seed(args.citizens)
     report: dict = {"machine": machine(), "load_average_at_start": load_average(),
                     "gunicorn": {"workers": args.workers, "threads": int(os.environ.get("GUNICORN_THREADS", "4"))},

@@ -27,7 +27,6 @@ import base64
 import datetime as dt
 import json
 import os
-import platform
 import resource
 import secrets
 import socket
@@ -35,34 +34,18 @@ import subprocess
 import sys
 import time
 import timeit
-import urllib.request
 from pathlib import Path
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BASE_DIR))
 
-from bench.common import bench_database_url, recreate_database  # noqa: E402
+from bench.common import fresh_django, load_average, machine, start_gunicorn  # noqa: E402
+
 PYTHON = sys.executable
 
 
 
 
-
-
-def machine() -> dict:
-    cpu = "unknown"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
-    mem_kb = next(int(x.split()[1]) for x in Path("/proc/meminfo").read_text().splitlines()
-                  if x.startswith("MemTotal"))
-    return {"nproc": os.cpu_count(), "memory_gib": round(mem_kb / 1024 / 1024, 1), "cpu": cpu,
-            "python": platform.python_version()}
-
-
-def load_average() -> list[float]:
-    return [round(x, 2) for x in os.getloadavg()]
 
 
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -216,24 +199,6 @@ def micro_timings(data: dict, repeat: int) -> dict:
 # --- The server and the load --------------------------------------------------------------
 
 
-def start_gunicorn(db_url: str, port: int, workers: int) -> subprocess.Popen:
-    env = dict(os.environ, DATABASE_URL=db_url, WEB_CONCURRENCY=str(workers), PORT=str(port),
-               GUNICORN_ACCESS_LOG="/dev/null", GUNICORN_LOG_LEVEL="warning", ECARD_BENCH_CEILING="1",
-               DEBUG="0", LOG_LEVEL="ERROR")
-    process = subprocess.Popen([str(Path(PYTHON).parent / "gunicorn"), "-c", "gunicorn.conf.py", "portal.wsgi"],
-                               cwd=BASE_DIR, env=env)
-    deadline = time.time() + 30
-    while time.time() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/keys", timeout=2) as response:
-                if response.status == 200:
-                    return process
-        except OSError:
-            time.sleep(0.3)
-    process.terminate()
-    sys.exit("gunicorn did not answer within 30 s")
-
-
 def run_load(port: int, args, *, path: str, body: str = "", mode: str = "closed", rate: float = 0.0,
              unsigned: bool = False, data: dict | None = None, duration: float | None = None,
              meter: CpuMeter | None = None) -> dict:
@@ -273,19 +238,7 @@ def main() -> None:
     if args.duration + args.warmup > 55:
         sys.exit("--duration + --warmup must stay under the 60 s life of a QR token")
 
-    db_url, admin_url, db_name = bench_database_url("_verify_bench")
-    recreate_database(admin_url, db_name)
-    os.environ["DATABASE_URL"] = db_url
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
-    os.environ["DEBUG"] = "0"
-    import django
-
-    django.setup()
-    from django.core.cache import cache
-    from django.core.management import call_command
-
-    call_command("migrate", verbosity=0)
-    cache.clear()  # FLUSHDB of REDIS_URL's db: nonces and rate counters from nothing
+    db_url, admin_url, db_name = fresh_django("_verify_bench")
     data = seed()
 
     report: dict = {"machine": machine(), "load_average_at_start": load_average(),
@@ -295,7 +248,7 @@ def main() -> None:
     report["timeit"] = micro_timings(data, args.timeit_calls)
 
     port = _free_port()
-    server = start_gunicorn(db_url, port, args.workers)
+    server = start_gunicorn(db_url, port, args.workers, ECARD_BENCH_CEILING="1")
     meter = CpuMeter(server, admin_url, db_name)
     try:
         report["ceiling"] = run_load(port, args, path="/api/v1/bench/ceiling", body="{}", unsigned=True,

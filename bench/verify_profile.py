@@ -20,7 +20,6 @@ import base64
 import cProfile
 import io
 import json
-import os
 import pstats
 import secrets
 import sys
@@ -31,7 +30,7 @@ from pathlib import Path
 BASE_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BASE_DIR))
 
-from bench.common import bench_database_url, recreate_database  # noqa: E402
+from bench.common import fresh_django, load_average  # noqa: E402
 
 
 def _environ(path: str, body: bytes, authorization: str | None) -> dict:
@@ -124,21 +123,8 @@ def main() -> None:
     parser.add_argument("--profile", type=int, default=0, help="print the top N functions of a cProfile")
     args = parser.parse_args()
 
-    db_url, admin_url, db_name = bench_database_url("_verify_profile")
-    recreate_database(admin_url, db_name)
-    os.environ["DATABASE_URL"] = db_url
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
-    os.environ["DEBUG"] = "0"
-    os.environ["ECARD_BENCH_CEILING"] = "1"
-    import django
-
-    django.setup()
-    from django.core.cache import cache
-    from django.core.management import call_command
-
+    fresh_django("_verify_profile", ECARD_BENCH_CEILING="1")
     from bench.verify_bench import fresh_token, seed
-    call_command("migrate", verbosity=0)
-    cache.clear()  # FLUSHDB of REDIS_URL's db
     data = seed()
 
     from portal.wsgi import application
@@ -155,7 +141,7 @@ def main() -> None:
 
     _run(application, verify_environ, 50, counters)  # warm: connections, caches, imports
     _run(application, ceiling_environ, 50, counters)
-    report = {"load_average_at_start": [round(x, 2) for x in os.getloadavg()]}
+    report = {"load_average_at_start": load_average()}
     report["ceiling"] = _run(application, ceiling_environ, args.requests, counters)
     report["verify"] = _run(application, verify_environ, args.requests, counters)
     if args.threads > 1:  # as gunicorn's gthread worker: CPU per request when threads share the GIL
@@ -171,7 +157,7 @@ def main() -> None:
         out = io.StringIO()
         pstats.Stats(profile, stream=out).sort_stats("cumulative").print_stats(args.profile)
         print(out.getvalue(), file=sys.stderr)
-    report["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    report["load_average_at_end"] = load_average()
     print(json.dumps(report, indent=2))
 
 
