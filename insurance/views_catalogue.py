@@ -218,7 +218,8 @@ def service_create(request: HttpRequest) -> HttpResponse:
         else:
             messages.success(request, _("Service %(code)s has been added.") % {"code": item.code})
             return redirect("catalogue_list")
-    return render(request, "insurance/catalogue_form.html", {"form": form, "title": _("Add a service")})
+    return render(request, "insurance/entry_form.html", {"form": form, "title": _("Add a service"),
+                                                         "cancel_url": reverse("catalogue_list")})
 
 
 @catalogue_editor_required
@@ -235,8 +236,9 @@ def service_edit(request: HttpRequest, pk: int) -> HttpResponse:
         else:
             messages.success(request, _("Service %(code)s has been saved.") % {"code": item.code})
             return redirect("catalogue_list")
-    return render(request, "insurance/catalogue_form.html",
-                  {"form": form, "item": item, "title": _("Edit service %(code)s") % {"code": item.code}})
+    return render(request, "insurance/entry_form.html",
+                  {"form": form, "item": item, "title": _("Edit service %(code)s") % {"code": item.code},
+                   "cancel_url": reverse("catalogue_list")})
 
 
 @catalogue_editor_required
@@ -248,7 +250,7 @@ def service_toggle(request: HttpRequest, pk: int) -> HttpResponse:
         messages.success(request, (_("Service %(code)s is active again.") if not item.active
                                    else _("Service %(code)s has been deactivated.")) % {"code": item.code})
         return redirect("catalogue_list")
-    return render(request, "insurance/catalogue_toggle.html", {
+    return render(request, "insurance/active_toggle.html", {
         "object": item, "cancel_url": reverse("catalogue_list"), "confirm_field": "confirmed",
     })
 
@@ -305,7 +307,8 @@ def facility_create(request: HttpRequest) -> HttpResponse:
         else:
             messages.success(request, _("Facility %(code)s has been added.") % {"code": facility.code})
             return redirect("facility_list")
-    return render(request, "insurance/facility_form.html", {"form": form, "title": _("Add a facility")})
+    return render(request, "insurance/entry_form.html", {"form": form, "title": _("Add a facility"),
+                                                         "cancel_url": reverse("facility_list")})
 
 
 @login_required
@@ -324,8 +327,9 @@ def facility_edit(request: HttpRequest, pk: int) -> HttpResponse:
         else:
             messages.success(request, _("Facility %(code)s has been saved.") % {"code": facility.code})
             return redirect("facility_list")
-    return render(request, "insurance/facility_form.html", {
-        "form": form, "facility": facility, "title": _("Edit facility %(code)s") % {"code": facility.code}})
+    return render(request, "insurance/entry_form.html", {
+        "form": form, "facility": facility, "title": _("Edit facility %(code)s") % {"code": facility.code},
+        "cancel_url": reverse("facility_list")})
 
 
 @login_required
@@ -338,7 +342,7 @@ def facility_toggle(request: HttpRequest, pk: int) -> HttpResponse:
         messages.success(request, (_("Facility %(code)s is active again.") if not facility.active
                                    else _("Facility %(code)s has been deactivated.")) % {"code": facility.code})
         return redirect("facility_list")
-    return render(request, "insurance/facility_toggle.html", {
+    return render(request, "insurance/active_toggle.html", {
         "object": facility, "cancel_url": reverse("facility_list"), "confirm_field": "confirmed",
     })
 

@@ -29,8 +29,9 @@ def _nice_max(value: float) -> float:
     return 10 * magnitude
 
 
-def _fmt(value: float) -> str:
-    return number_format(value, decimal_pos=0 if float(value).is_integer() else 2, force_grouping=True)
+def _fmt(value: int | float | Decimal) -> str:
+    """A bar's value or an axis tick; a Decimal amount stays Decimal (== int() needs no float)."""
+    return number_format(value, decimal_pos=0 if value == int(value) else 2, force_grouping=True)
 
 
 def bar_chart(*, title: str, items: Sequence[tuple[str, float]], width: int = 520,
