@@ -144,10 +144,12 @@ def _mint_target_sql() -> str:
     global _MINT_TARGET_SQL
     if _MINT_TARGET_SQL is None:
         _MINT_TARGET_SQL = (
-            'SELECT l."id", l."state", l."certificate_id", c."number", c."state" '
+            'SELECT l."id", l."state", l."certificate_id", c."number", c."state", l."partner_id" '
             f'FROM "{WalletLinkage._meta.db_table}" l '
             f'JOIN "{Certificate._meta.db_table}" c ON c."id" = l."certificate_id" '
-            'WHERE l."partner_id" = %s AND l."public_id" = %s'
+            # By the unique public id alone, the partner compared in Python: a generic plan for
+            # `l."partner_id" = %s AND ...` may pick an index on the partner and filter all its linkages.
+            'WHERE l."public_id" = %s'
         )
     return _MINT_TARGET_SQL
 
@@ -155,10 +157,10 @@ def _mint_target_sql() -> str:
 def mint_target_read(*, partner_id: int, linkage_public_id: str) -> MintTarget | None:
     """This partner's linkage `linkage_public_id` with its card's number and state, or None (another
     partner's included): one prepared query, no ORM (every payment at the counter starts here)."""
-    row = prepared.fetch_one(_mint_target_sql(), [partner_id, linkage_public_id])
-    if row is None:
+    row = prepared.fetch_one(_mint_target_sql(), [linkage_public_id])
+    if row is None or row[5] != partner_id:
         return None
-    linkage_id, linkage_state, certificate_id, certificate_number, certificate_state = row
+    linkage_id, linkage_state, certificate_id, certificate_number, certificate_state, _ = row
     return MintTarget(linkage_id=linkage_id, linkage_public_id=linkage_public_id, linkage_state=linkage_state,
                       certificate_id=certificate_id, certificate_number=certificate_number,
                       certificate_state=certificate_state)

@@ -586,9 +586,11 @@ def settlement_owned(partner: Partner, public_id: str) -> Settlement | None:
     reads the row itself; None if the partner has no such settlement (another's included)."""
     global _OWNED_SQL
     if _OWNED_SQL is None:
-        _OWNED_SQL = f'SELECT "id" FROM "{Settlement._meta.db_table}" WHERE "partner_id" = %s AND "public_id" = %s'
-    found = prepared.fetch_one(_OWNED_SQL, [partner.pk, public_id]) if "\x00" not in public_id else None
-    if found is None:
+        # By the unique public id alone, the partner compared here: with `"partner_id" = %s AND` in
+        # the WHERE, the generic plan of this prepared statement scanned the partner's settlements.
+        _OWNED_SQL = f'SELECT "id", "partner_id" FROM "{Settlement._meta.db_table}" WHERE "public_id" = %s'
+    found = prepared.fetch_one(_OWNED_SQL, [public_id]) if "\x00" not in public_id else None
+    if found is None or found[1] != partner.pk:
         return None
     return _partial(Settlement, ["id", "partner_id", "public_id"], [found[0], partner.pk, public_id])
 
