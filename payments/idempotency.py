@@ -113,6 +113,14 @@ _COMPLETE_SQL: str | None = None
 def complete(claim: Claim, response: HttpResponseBase) -> None:
     """Store the rendered response (call inside the handler's transaction)."""
     global _COMPLETE_SQL
+    if not prepared.postgresql():  # the SQLite demo: the ORM adapts the lease as it stored it
+        IdempotencyRecord.objects.filter(
+            pk=claim.record_id, state=IdempotencyState.IN_PROGRESS, created_at=claim.lease
+        ).update(state=IdempotencyState.COMPLETED, response_status=response.status_code,
+                 response_body=bytes(response.content),
+                 response_content_type=(response.get("Content-Type") or "application/json")[:64],
+                 completed_at=timezone.now())
+        return
     if _COMPLETE_SQL is None:  # as the ORM's conditional UPDATE, prepared once per connection
         _COMPLETE_SQL = (
             f'UPDATE "{IdempotencyRecord._meta.db_table}" SET "state" = %s, "response_status" = %s,'

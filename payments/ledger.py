@@ -57,12 +57,21 @@ def _append_sql() -> str:
     return _APPEND_SQL
 
 
+def _locked_account_row(citizen_id: int) -> tuple | None:
+    if prepared.postgresql():
+        return prepared.fetch_one(_lock_sql(), [citizen_id])
+    # Elsewhere (the SQLite demo) the ORM's form; SQLite ignores FOR UPDATE, its IMMEDIATE
+    # transactions serialise writers instead (portal/settings.py).
+    return PersonalAccount.objects.select_for_update().filter(citizen_id=citizen_id).values_list(
+        *_ACCOUNT_FIELDS).first()
+
+
 def account_for_update(citizen_id: int) -> PersonalAccount:
     """The citizen's account, created empty if missing, locked for this transaction."""
-    found = prepared.fetch_one(_lock_sql(), [citizen_id])  # one statement in the usual case
+    found = _locked_account_row(citizen_id)  # one statement in the usual case
     if found is None:
         PersonalAccount.objects.bulk_create([PersonalAccount(citizen_id=citizen_id)], ignore_conflicts=True)
-        found = prepared.fetch_one(_lock_sql(), [citizen_id])
+        found = _locked_account_row(citizen_id)
     return PersonalAccount.from_db("default", _ACCOUNT_FIELDS, list(found))
 
 
@@ -75,15 +84,27 @@ def ledger_sum(account: PersonalAccount) -> int:
     return AccountEntry.objects.filter(account=account).aggregate(total=Sum("amount_fen"))["total"] or 0
 
 
-def _append(account: PersonalAccount, *, kind: str, amount_fen: int, actor: Actor, settlement: Settlement | None = None,
-            note: str = "") -> AccountEntry:
-    """Write one entry and the cached balance together (the account row is locked by the caller)."""
+def _entry(account: PersonalAccount, *, kind: str, amount_fen: int, actor: Actor, settlement: Settlement | None,
+           note: str) -> AccountEntry:
+    """The new entry, the account's balance and time moved with it (in memory)."""
     account.balance_fen += amount_fen
     entry = AccountEntry(
         account=account, kind=kind, amount_fen=amount_fen, balance_after_fen=account.balance_fen,
         settlement=settlement, actor_label=actor.label[:150], note=note[:128], created_at=timezone.now(),
     )
     account.updated_at = entry.created_at
+    return entry
+
+
+def _append(account: PersonalAccount, *, kind: str, amount_fen: int, actor: Actor, settlement: Settlement | None = None,
+            note: str = "") -> AccountEntry:
+    """Write one entry and the cached balance together (the account row is locked by the caller)."""
+    entry = _entry(account, kind=kind, amount_fen=amount_fen, actor=actor, settlement=settlement, note=note)
+    if not prepared.postgresql():  # the SQLite demo: the same two writes, in the same order, by the ORM
+        entry.save(force_insert=True)
+        PersonalAccount.objects.filter(pk=account.pk).update(
+            balance_fen=account.balance_fen, held_fen=account.held_fen, updated_at=account.updated_at)
+        return entry
     (entry.pk,) = prepared.fetch_one(_append_sql(), [
         account.pk, entry.kind, entry.amount_fen, entry.balance_after_fen, entry.settlement_id, entry.actor_label,
         entry.note, entry.created_at, account.balance_fen, account.held_fen, account.updated_at, account.pk,
@@ -105,6 +126,33 @@ def account_release(account: PersonalAccount, amount_fen: int) -> None:
     if amount_fen:
         account.held_fen -= amount_fen
         account.save(update_fields=["held_fen", "updated_at"])
+
+
+_ENTRY_SQL = (
+    f'INSERT INTO "{AccountEntry._meta.db_table}" ("account_id", "kind", "amount_fen", "balance_after_fen",'
+    ' "settlement_id", "actor_label", "note", "created_at") VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING "id"'
+)
+_BALANCE_SQL = (
+    f'UPDATE "{PersonalAccount._meta.db_table}" SET "balance_fen" = %s, "held_fen" = %s, "updated_at" = %s'
+    ' WHERE "id" = %s RETURNING "id"'
+)
+
+
+def debit_held_statements(account: PersonalAccount, *, settlement: Settlement,
+                          actor: Actor) -> list[tuple[str, list]]:
+    """`account_debit_held` as the two statements it writes (the entry, the cached balance), for the
+    caller to run together with the rest of its change (`prepared.write_together`, PostgreSQL): none
+    if the settlement took nothing from the account. The account row is locked by the caller."""
+    if not settlement.account_fen:
+        return []
+    account.held_fen -= settlement.account_fen
+    entry = _entry(account, kind=AccountEntryKind.SETTLEMENT, amount_fen=-settlement.account_fen, actor=actor,
+                   settlement=settlement, note="")
+    return [
+        (_ENTRY_SQL, [account.pk, entry.kind, entry.amount_fen, entry.balance_after_fen, entry.settlement_id,
+                      entry.actor_label, entry.note, entry.created_at]),
+        (_BALANCE_SQL, [account.balance_fen, account.held_fen, account.updated_at, account.pk]),
+    ]
 
 
 def account_debit_held(account: PersonalAccount, *, settlement: Settlement, actor: Actor) -> None:

@@ -40,6 +40,16 @@ logger = logging.getLogger(__name__)
 def enqueue(*, partner: Partner, type: str, obj: dict, domain_event: DomainEvent | None = None,
             extra_data: dict | None = None) -> OutboxEvent:
     """Write one event for one partner; delivery is kicked after commit and swept by beat."""
+    event = outbox_event(partner=partner, type=type, obj=obj, domain_event=domain_event, extra_data=extra_data)
+    rows.insert(event)  # as save(force_insert=True), without compiling the INSERT on every event
+    enqueued(event)
+    return event
+
+
+def outbox_event(*, partner: Partner, type: str, obj: dict, domain_event: DomainEvent | None = None,
+                 extra_data: dict | None = None) -> OutboxEvent:
+    """The event `enqueue` writes, not yet written: for a service that writes it inside a statement of
+    its own (`rows.insert_sql`), then calls `enqueued`."""
     now = timezone.now()
     event = OutboxEvent(partner=partner, type=type, object_id=obj["id"], domain_event=domain_event,
                         created_at=now, next_attempt_at=now)
@@ -50,9 +60,12 @@ def enqueue(*, partner: Partner, type: str, obj: dict, domain_event: DomainEvent
         {"id": event.public_id, "type": type, "created_at": rfc3339(now), "data": data},
         ensure_ascii=False, separators=(",", ":"),
     )
-    rows.insert(event)  # as save(force_insert=True), without compiling the INSERT on every event
-    transaction.on_commit(lambda: _kick(event.pk))
     return event
+
+
+def enqueued(event: OutboxEvent) -> None:
+    """`event` is written (its pk set): ask a worker to deliver it once the transaction commits."""
+    transaction.on_commit(lambda: _kick(event.pk))
 
 
 def _kick(event_id: int) -> None:

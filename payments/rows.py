@@ -46,10 +46,15 @@ def mark_saved(obj: Model, pk: int) -> None:
 
 def insert(obj: Model) -> Model:
     """INSERT `obj` (a new instance) and set its primary key, as `save(force_insert=True)` would."""
-    sql, fields = _insert_sql(type(obj))
-    (pk,) = prepared.fetch_one(sql, insert_values(obj, fields))
+    (pk,) = prepared.fetch_one(*insert_statement(obj))
     mark_saved(obj, pk)
     return obj
+
+
+def insert_statement(obj: Model) -> tuple[str, list]:
+    """`insert`'s statement and parameters, to run within `prepared.write_together` (then `mark_saved`)."""
+    sql, fields = _insert_sql(type(obj))
+    return sql, insert_values(obj, fields)
 
 
 _UPDATE_SQL: dict[tuple[type, tuple[str, ...]], tuple[str, list]] = {}
@@ -57,6 +62,12 @@ _UPDATE_SQL: dict[tuple[type, tuple[str, ...]], tuple[str, list]] = {}
 
 def update(obj: Model, fields: list[str]) -> None:
     """UPDATE these fields of a saved `obj`, as `save(update_fields=...)` would (auto_now fields included)."""
+    if prepared.fetch_one(*update_statement(obj, fields)) is None:
+        raise type(obj).DoesNotExist(f"{type(obj).__name__} {obj.pk} is gone")
+
+
+def update_statement(obj: Model, fields: list[str]) -> tuple[str, list]:
+    """`update`'s statement and parameters (`RETURNING` the pk), to run within `prepared.write_together`."""
     model = type(obj)
     key = (model, tuple(fields))
     cached = _UPDATE_SQL.get(key)
@@ -73,5 +84,4 @@ def update(obj: Model, fields: list[str]) -> None:
     sql, chosen = cached
     connection = connections[DEFAULT_DB_ALIAS]
     values = [field.get_db_prep_save(field.pre_save(obj, False), connection) for field in chosen]
-    if prepared.fetch_one(sql, [*values, obj.pk]) is None:
-        raise model.DoesNotExist(f"{model.__name__} {obj.pk} is gone")
+    return sql, [*values, obj.pk]

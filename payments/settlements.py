@@ -40,13 +40,14 @@ from payments.models import (
     SettlementState,
     WalletLinkage,
 )
-from payments.outbox import enqueue
+from payments.outbox import enqueued, outbox_event
 from payments.representations import settlement_repr
 from payments.transactions import service_atomic
 from portal import prepared
 from portal.actors import Actor
-from portal.audit import audit_record
+from portal.audit import NUMBER_COLUMNS, audit_event, audit_insert, audit_next_number, audit_record_event
 from portal.errors import DomainError
+from portal.models import AuditEvent
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 PAYMENT_WINDOW = dt.timedelta(minutes=15)
@@ -134,7 +135,10 @@ def _create_sql() -> str:
             ' WHERE p."region_id" = z."region_id" AND p."scheme" = z."scheme" AND p."year" = %s'
             '  AND (%s OR p."effective_from" <= %s)'
             # insurance.catalogue.policy_in_force: a future year's first version, else the latest in effect
-            ' ORDER BY CASE WHEN %s THEN p."version" ELSE -p."version" END LIMIT 1) '
+            ' ORDER BY CASE WHEN %s THEN p."version" ELSE -p."version" END LIMIT 1), '
+            # the settlement's audit row: its number and transaction id (portal/audit.py), written
+            # with the settlement in `_write_sql`'s statement
+            f'{NUMBER_COLUMNS} '
             f'FROM "{t["QrToken"]}" t '
             f'JOIN "{t["Certificate"]}" c ON c."id" = t."certificate_id" '
             f'JOIN "{t["Citizen"]}" z ON z."id" = c."citizen_id" '
@@ -163,6 +167,45 @@ class _CreateReads:
     facility: Facility | None
     items: dict[str, ServiceItem]
     policy: ReimbursementPolicy | None
+    audit_number: tuple[int, int] | None  # (seq, xid) of the audit row to come; None off PostgreSQL
+
+
+def _create_row_orm(jti: str, facility_code: str, codes: list[str], now: dt.datetime, year: int,
+                    today: dt.date) -> tuple | None:
+    """`_create_sql`'s row by the ORM, for databases other than PostgreSQL (the SQLite demo).
+
+    The token is consumed by a conditional UPDATE (1 for the one winner, 0 once used: SQLite's
+    IMMEDIATE transactions serialise writers), then the same columns are read in the same shape,
+    the JSON parts as the lists `_json` passes through, so that `_create_reads` checks and builds
+    exactly as on PostgreSQL."""
+    taken = QrToken.objects.filter(jti=jti, used_at__isnull=True).update(used_at=now)
+    token = QrToken.objects.filter(jti=jti).values_list(
+        "id", "expires_at", "certificate_id", "certificate__number", "certificate__state", "certificate__citizen_id",
+        "certificate__citizen__region_id", "certificate__citizen__scheme", "linkage_id", "linkage__public_id",
+        "linkage__state", "linkage__certificate_id", "family_binding_id", "family_binding__public_id",
+        "family_binding__state", "linkage__certificate__state",
+    ).first()
+    if token is None:
+        return None
+    (token_id, expires_at, certificate_id, number, certificate_state, citizen_id, region_code, scheme, linkage_id,
+     linkage_public_id, linkage_state, holder_certificate_id, binding_id, binding_public_id, binding_state,
+     holder_certificate_state) = token
+    facility_id = Facility.objects.filter(code=facility_code, active=True).values_list("id", flat=True).first()
+    items = [list(item) for item in ServiceItem.objects.filter(code__in=codes).values_list(
+        "id", "code", "category", "max_unit_price_fen", "active")]
+    versions = ReimbursementPolicy.objects.filter(region_id=region_code, scheme=scheme, year=year)
+    # insurance.catalogue.policy_in_force: a future year's first version, else the latest in effect
+    if year > today.year:
+        versions = versions.order_by("version")
+    else:
+        versions = versions.filter(effective_from__lte=today).order_by("-version")
+    policy = versions.values_list("id", "version", "deductible_fen", "ratio", "annual_cap_fen",
+                                  "personal_account_allowed", "eligible_shares").first()
+    if policy is not None:
+        policy = [policy[0], policy[1], policy[2], str(policy[3]), *policy[4:]]
+    return (token_id, expires_at, token_id if taken else None, certificate_id, number, certificate_state, citizen_id,
+            region_code, scheme, linkage_id, linkage_public_id, linkage_state, holder_certificate_id, binding_id,
+            binding_public_id, binding_state, holder_certificate_state, facility_id, items, policy, None, None)
 
 
 def _create_reads(token: str, facility_code: str, codes: list[str], now: dt.datetime, year: int) -> _CreateReads:
@@ -171,14 +214,17 @@ def _create_reads(token: str, facility_code: str, codes: list[str], now: dt.date
     claims = qr.token_claims(token)
     today = now.astimezone(SHANGHAI).date()
     future = year > today.year
-    found = prepared.fetch_one(_create_sql(), [now, claims["jti"], facility_code, codes, year, future, today, future,
-                                               claims["jti"]])
+    if prepared.postgresql():
+        found = prepared.fetch_one(_create_sql(), [now, claims["jti"], facility_code, codes, year, future, today,
+                                                   future, claims["jti"]])
+    else:
+        found = _create_row_orm(claims["jti"], facility_code, codes, now, year, today)
     if found is None:
         qr.token_check_row(claims, found=False, certificate_number=None, linkage_public_id=None,
                            binding_public_id=None, expires_at=None)
     (token_id, expires_at, taken, certificate_id, number, certificate_state, citizen_id, region_code, scheme,
      linkage_id, linkage_public_id, linkage_state, holder_certificate_id, binding_id, binding_public_id, binding_state,
-     holder_certificate_state, facility_id, items, policy) = found
+     holder_certificate_state, facility_id, items, policy, audit_seq, audit_xid) = found
     qr.token_check_row(claims, found=True, certificate_number=number, linkage_public_id=linkage_public_id,
                        binding_public_id=binding_public_id, expires_at=expires_at)
     if taken is None:
@@ -218,6 +264,7 @@ def _create_reads(token: str, facility_code: str, codes: list[str], now: dt.date
                               [item_id, code, category, max_price, active])
                for item_id, code, category, max_price, active in _json(items)},
         policy=policy_row,
+        audit_number=(audit_seq, audit_xid) if audit_seq is not None else None,
     )
 
 
@@ -252,7 +299,8 @@ def _lock_sql() -> str:
 
 
 def _year_and_account_for_update(citizen_id: int, year: int) -> tuple[CitizenYearAccumulator, PersonalAccount]:
-    found = prepared.fetch_one(_lock_sql(), [citizen_id, year, citizen_id])
+    # Not PostgreSQL (the SQLite demo): the ORM helpers below, one row after the other.
+    found = prepared.fetch_one(_lock_sql(), [citizen_id, year, citizen_id]) if prepared.postgresql() else None
     if found is None:  # the year's first settlement, or no account yet: create them (same lock order)
         return _accumulator_for_update(citizen_id, year), ledger.account_for_update(citizen_id)
     accumulator_id, deductible_used, fund_used, account_id, balance, held = found
@@ -270,8 +318,9 @@ _LINE_COLUMNS = ("position", "service_id", "service_code", "category", "quantity
 _LINE_TYPES = ("int", "bigint", "text", "text", "bigint", "bigint", "bigint", "bigint")
 
 
-def _write_sql() -> tuple[str, list]:
-    """The settlement, its lines and the reservation: one statement (three INSERT/UPDATEs in CTEs)."""
+def _write_sql(audit_sql: str) -> tuple[str, list]:
+    """The settlement, its lines, the reservation and the audit row (`audit_sql`, constant):
+    one statement (four INSERT/UPDATEs in CTEs)."""
     global _WRITE_SQL
     if _WRITE_SQL is None:
         insert_settlement, fields = rows.insert_sql(Settlement)
@@ -284,27 +333,53 @@ def _write_sql() -> tuple[str, list]:
             f'a AS (UPDATE "{CitizenYearAccumulator._meta.db_table}" SET "deductible_used_fen" = %s,'
             ' "fund_used_fen" = %s, "updated_at" = %s WHERE "id" = %s RETURNING "id"), '
             f'p AS (UPDATE "{PersonalAccount._meta.db_table}" SET "held_fen" = %s, "updated_at" = %s'
-            ' WHERE "id" = %s RETURNING "id") '
+            ' WHERE "id" = %s RETURNING "id"), '
+            f'au AS ({audit_sql}) '
             'SELECT (SELECT "id" FROM s), (SELECT array_agg("id" ORDER BY "position") FROM l),'
-            ' (SELECT count(*) FROM a), (SELECT count(*) FROM p)',
+            ' (SELECT count(*) FROM a), (SELECT count(*) FROM p), (SELECT count(*) FROM au)',
             fields,
         )
     return _WRITE_SQL
 
 
+def _write_settlement_orm(settlement: Settlement, lines: list[SettlementLine], accumulator: CitizenYearAccumulator,
+                          account: PersonalAccount) -> None:
+    """`_write_sql`'s writes by the ORM, in the same order, for the SQLite demo."""
+    settlement.save(force_insert=True)
+    for line in lines:
+        line.settlement = settlement
+    SettlementLine.objects.bulk_create(lines)
+    accumulators = CitizenYearAccumulator.objects.filter(pk=accumulator.pk).update(
+        deductible_used_fen=accumulator.deductible_used_fen, fund_used_fen=accumulator.fund_used_fen,
+        updated_at=accumulator.updated_at)
+    accounts = PersonalAccount.objects.filter(pk=account.pk).update(held_fen=account.held_fen,
+                                                                     updated_at=account.updated_at)
+    if (accumulators, accounts) != (1, 1) or any(line.pk is None for line in lines):
+        raise RuntimeError("settlement write: the year accumulator or the account is gone")
+
+
 def _write_settlement(settlement: Settlement, lines: list[SettlementLine], accumulator: CitizenYearAccumulator,
-                      account: PersonalAccount) -> None:
-    sql, fields = _write_sql()
+                      account: PersonalAccount, audit: AuditEvent, audit_number: tuple[int, int] | None) -> None:
+    """Write the settlement, its lines, the reservation and its audit event (`audit`, numbered by
+    `audit_number` read in this transaction)."""
+    if not prepared.postgresql():
+        accumulator.updated_at = account.updated_at = timezone.now()
+        _write_settlement_orm(settlement, lines, accumulator, account)
+        audit_record_event(audit)
+        return
+    audit_sql, audit_params = audit_insert(audit, *audit_number)
+    sql, fields = _write_sql(audit_sql)
     values = rows.insert_values(settlement, fields)
     columns = [[getattr(line, name) for line in lines]
                for name in _LINE_COLUMNS]
     accumulator.updated_at = account.updated_at = timezone.now()
-    settlement_id, line_ids, accumulators, accounts = prepared.fetch_one(sql, [
+    settlement_id, line_ids, accumulators, accounts, audits = prepared.fetch_one(sql, [
         *values, *columns,
         accumulator.deductible_used_fen, accumulator.fund_used_fen, accumulator.updated_at, accumulator.pk,
-        account.held_fen, account.updated_at, account.pk,
+        account.held_fen, account.updated_at, account.pk, *audit_params,
     ])
-    if (accumulators, accounts, len(line_ids or ())) != (1, 1, len(lines)):  # rows locked by us cannot vanish
+    # rows locked by us cannot vanish
+    if (accumulators, accounts, audits, len(line_ids or ())) != (1, 1, 1, len(lines)):
         raise RuntimeError("settlement write: the year accumulator or the account is gone")
     rows.mark_saved(settlement, settlement_id)
     for line, line_id in zip(lines, line_ids, strict=True):
@@ -369,11 +444,12 @@ def settlement_create(*, actor: Actor, partner: Partner, token: str, facility_co
     accumulator.deductible_used_fen += split.deductible_fen
     accumulator.fund_used_fen += split.fund_fen
     account.held_fen += split.account_fen
-    _write_settlement(settlement, created_lines, accumulator, account)
+    audit = audit_event(actor=actor, action="settlement.create", object_type="settlement",
+                        object_id=settlement.public_id, region_code=citizen.region_id,
+                        after=_audit_snapshot(settlement))
+    _write_settlement(settlement, created_lines, accumulator, account, audit, reads.audit_number)
     # The response is built from these objects: no re-read of what this transaction just wrote.
     settlement._prefetched_objects_cache = {"lines": created_lines}
-    audit_record(actor=actor, action="settlement.create", object_type="settlement", object_id=settlement.public_id,
-                 region_code=citizen.region_id, after=_audit_snapshot(settlement))
     return settlement
 
 
@@ -393,7 +469,9 @@ def _locked_sql(with_account: bool) -> str:
             'COALESCE((SELECT json_agg(json_build_array(sl."id", sl."position", sl."service_id", sl."service_code",'
             ' sl."category", sl."quantity", sl."unit_price_fen", sl."line_total_fen", sl."eligible_fen")'
             f' ORDER BY sl."position") FROM "{t["SettlementLine"]}" sl WHERE sl."settlement_id" = s."id"), \'[]\')'
-            + (', a."id", a."citizen_id", a."balance_fen", a."held_fen", a."updated_at" ' if with_account else ' ')
+            # (confirm) the account, and the number of the audit row to come (portal/audit.py)
+            + (f', a."id", a."citizen_id", a."balance_fen", a."held_fen", a."updated_at", {NUMBER_COLUMNS} '
+               if with_account else ' ')
             + f'FROM "{t["Settlement"]}" s '
             f'JOIN "{t["Partner"]}" pa ON pa."id" = s."partner_id" '
             f'JOIN "{t["ReimbursementPolicy"]}" p ON p."id" = s."policy_id" '
@@ -430,24 +508,44 @@ def _from_locked_row(found: tuple) -> Settlement:
     return locked
 
 
+def _locked_row_orm(settlement_id: int) -> tuple | None:
+    """`_locked_sql(False)`'s row by the ORM, for the SQLite demo (which ignores FOR UPDATE: its
+    IMMEDIATE transactions serialise writers), the lines as the list `_json` passes through."""
+    head = Settlement.objects.select_for_update().filter(pk=settlement_id).values_list(
+        *[field.attname for field in Settlement._meta.concrete_fields], "partner__code", "policy__region_id",
+        "policy__scheme", "policy__year", "policy__version", "certificate__number", "citizen__region_id",
+        "facility__code", "family_binding__public_id",
+    ).first()
+    if head is None:
+        return None
+    lines = SettlementLine.objects.filter(settlement_id=settlement_id).order_by("position").values_list(*_LINE_FIELDS)
+    return (*head, [list(line) for line in lines])
+
+
 def _locked(settlement: Settlement) -> Settlement:
     """The settlement under its row lock, with what its audit snapshot, its outbox event and the
     response read (partner code, policy, card number, region, facility, binding, lines): one
     prepared statement instead of two ORM queries with six joins."""
-    found = prepared.fetch_one(_locked_sql(False), [settlement.pk])
+    if prepared.postgresql():
+        found = prepared.fetch_one(_locked_sql(False), [settlement.pk])
+    else:
+        found = _locked_row_orm(settlement.pk)
     if found is None:
         raise Settlement.DoesNotExist("Settlement matching query does not exist.")
     return _from_locked_row(found)
 
 
-def _locked_with_account(settlement: Settlement) -> tuple[Settlement, PersonalAccount]:
-    """`_locked`, and the citizen's personal account locked after it, in the same statement."""
-    found = prepared.fetch_one(_locked_sql(True), [settlement.pk])
+def _locked_with_account(settlement: Settlement) -> tuple[Settlement, PersonalAccount, tuple[int, int] | None]:
+    """`_locked`, and the citizen's personal account locked after it, in the same statement, with
+    the number of the audit row to come (None when read step by step)."""
+    # Not PostgreSQL (the SQLite demo): `_locked`, then the account, by the ORM.
+    found = prepared.fetch_one(_locked_sql(True), [settlement.pk]) if prepared.postgresql() else None
     if found is None:  # no such settlement, or (never paid from) no account yet: one step at a time
         locked = _locked(settlement)
-        return locked, ledger.account_for_update(locked.citizen_id)
+        return locked, ledger.account_for_update(locked.citizen_id), None
     width = len(Settlement._meta.concrete_fields) + 10
-    return _from_locked_row(found), PersonalAccount.from_db("default", _ACCOUNT_FIELDS, list(found[width:]))
+    account = PersonalAccount.from_db("default", _ACCOUNT_FIELDS, list(found[width:width + len(_ACCOUNT_FIELDS)]))
+    return _from_locked_row(found), account, tuple(found[width + len(_ACCOUNT_FIELDS):])
 
 
 def _release(settlement: Settlement) -> None:
@@ -461,13 +559,36 @@ def _release(settlement: Settlement) -> None:
 
 
 def _change(settlement: Settlement, *, actor: Actor, action: str, event: str, before: dict, fields: list[str],
-            reason: str = "") -> Settlement:
+            reason: str = "", writes: Sequence[tuple[str, Sequence[object]]] = (),
+            audit_number: tuple[int, int] | None = None) -> Settlement:
+    """The settlement's new state, its audit event and its partner's outbox event.
+
+    On PostgreSQL they are written together with `writes` (statements of the same change, e.g. the
+    account's entry) as one statement (`prepared.write_together`), the audit row numbered by
+    `audit_number` if the caller read it already (else one statement more). Every row they touch is
+    locked by this transaction already, and none depends on another's write."""
     settlement.version += 1
-    rows.update(settlement, [*fields, "state", "version"])  # save(update_fields=...) without compiling it
-    audit_record(actor=actor, action=f"settlement.{action}", object_type="settlement", object_id=settlement.public_id,
-                 region_code=settlement.citizen.region_id,
-                 before=before, after=_audit_snapshot(settlement), reason=reason)
-    enqueue(partner=settlement.partner, type=event, obj=settlement_repr(settlement))
+    audit = audit_event(actor=actor, action=f"settlement.{action}", object_type="settlement",
+                        object_id=settlement.public_id, region_code=settlement.citizen.region_id,
+                        before=before, after=_audit_snapshot(settlement), reason=reason)
+    outbox = outbox_event(partner=settlement.partner, type=event, obj=settlement_repr(settlement))
+    if not prepared.postgresql():
+        if writes:
+            raise ValueError("statements to write together are PostgreSQL's")
+        rows.update(settlement, [*fields, "state", "version"])
+        audit_record_event(audit)
+        rows.insert(outbox)
+    else:
+        written = prepared.write_together([
+            *writes,
+            rows.update_statement(settlement, [*fields, "state", "version"]),
+            rows.insert_statement(outbox),
+            audit_insert(audit, *(audit_number or audit_next_number())),
+        ])
+        if any(value is None for value in written):  # rows locked by us cannot vanish
+            raise RuntimeError(f"settlement {action}: a row it writes is gone")
+        rows.mark_saved(outbox, written[-2])
+    enqueued(outbox)
     return settlement
 
 
@@ -480,7 +601,7 @@ def settlement_confirm(*, actor: Actor, settlement: Settlement, partner_transact
     `invalid_state` in any other state than `pending_payment`, 422 `amount_mismatch`.
     A card suspended since creation does not stop it (PARTNER_API.md).
     """
-    settlement, account = _locked_with_account(settlement)
+    settlement, account, audit_number = _locked_with_account(settlement)
     now = now or timezone.now()
     if settlement.state == SettlementState.EXPIRED or (
         settlement.state == SettlementState.PENDING_PAYMENT and now >= settlement.expires_at
@@ -493,12 +614,16 @@ def settlement_confirm(*, actor: Actor, settlement: Settlement, partner_transact
         raise DomainError("amount_mismatch", _("The self-pay collected differs from the settlement's self-pay."),
                           status=422, self_pay_fen=settlement.self_pay_fen)
     before = _audit_snapshot(settlement)
-    ledger.account_debit_held(account, settlement=settlement, actor=actor)
+    if prepared.postgresql():  # the debit is written with the settlement's change, in one statement
+        debit = ledger.debit_held_statements(account, settlement=settlement, actor=actor)
+    else:
+        ledger.account_debit_held(account, settlement=settlement, actor=actor)
+        debit = []
     settlement.state = SettlementState.PAID
     settlement.partner_transaction_id = partner_transaction_id
     settlement.paid_at = now
     return _change(settlement, actor=actor, action="confirm", event="settlement.paid", before=before,
-                   fields=["partner_transaction_id", "paid_at"])
+                   fields=["partner_transaction_id", "paid_at"], writes=debit, audit_number=audit_number)
 
 
 @service_atomic

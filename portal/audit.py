@@ -53,7 +53,6 @@ _FIELDS = (
     "source_ip",
 )
 _INSERT_COLUMNS = (*_FIELDS, "xid", "row_hmac", "prev_hash", "hash")
-_NEXT_SQL = "SELECT nextval(pg_get_serial_sequence('portal_auditevent', 'seq')), pg_current_xact_id()::text::bigint"
 
 
 def _canonical(values: dict) -> bytes:
@@ -93,7 +92,7 @@ def _postgres() -> bool:
     return connection.vendor == "postgresql"
 
 
-def audit_record(
+def audit_event(
     *,
     actor: Actor,
     action: str,
@@ -104,8 +103,7 @@ def audit_record(
     after: dict | None = None,
     reason: str = "",
 ) -> AuditEvent:
-    if not connection.in_atomic_block:
-        raise RuntimeError("audit events must be written inside the transaction of the change")
+    """The event as it will be stored, not yet numbered nor written (see `audit_record`)."""
     event = AuditEvent(
         created_at=timezone.now(),
         actor_type=actor.type,
@@ -121,6 +119,55 @@ def audit_record(
     # Round-trip the JSON so that what we hash is what the database gives back.
     event.before = json.loads(_canonical(before)) if before is not None else None
     event.after = json.loads(_canonical(after)) if after is not None else None
+    return event
+
+
+# A new row's number and its transaction's id, as two SELECT columns. `audit_record` reads them in a
+# statement of their own; a service that runs a statement in the transaction anyway may read them
+# with it and write the row inside a later statement of its own (`audit_insert`): payments/settlements.py
+# does, two statements fewer per settlement write. (PostgreSQL only.)
+NUMBER_COLUMNS = "nextval(pg_get_serial_sequence('portal_auditevent', 'seq')), pg_current_xact_id()::text::bigint"
+_NEXT_SQL = f"SELECT {NUMBER_COLUMNS}"
+_INSERT_SQL: str | None = None
+
+
+def audit_next_number() -> tuple[int, int]:
+    """(seq, xid) for a new row of this transaction, in a statement of its own (PostgreSQL)."""
+    return prepared.fetch_one(_NEXT_SQL, [])
+
+
+def audit_insert(event: AuditEvent, seq: int, xid: int) -> tuple[str, list]:
+    """Number and seal `event` (`seq`, `xid` as read by NUMBER_COLUMNS in this transaction): its
+    `INSERT ... RETURNING seq` and parameters, to run alone or as a part of a larger statement."""
+    global _INSERT_SQL
+    fields = [AuditEvent._meta.get_field(name) for name in _INSERT_COLUMNS]
+    if _INSERT_SQL is None:
+        _INSERT_SQL = (f"INSERT INTO portal_auditevent ({', '.join(f.column for f in fields)})"
+                       f" VALUES ({', '.join(['%s'] * len(fields))}) RETURNING seq")
+    event.seq, event.xid = seq, xid
+    event.row_hmac = compute_row_hmac(event)
+    return _INSERT_SQL, [field.get_db_prep_save(getattr(event, field.attname), connection) for field in fields]
+
+
+def audit_record(
+    *,
+    actor: Actor,
+    action: str,
+    object_type: str,
+    object_id: str | int,
+    region_code: str = "",
+    before: dict | None = None,
+    after: dict | None = None,
+    reason: str = "",
+) -> AuditEvent:
+    return audit_record_event(audit_event(actor=actor, action=action, object_type=object_type, object_id=object_id,
+                                          region_code=region_code, before=before, after=after, reason=reason))
+
+
+def audit_record_event(event: AuditEvent) -> AuditEvent:
+    """Write an event built by `audit_event` (what `audit_record` does with the one it builds)."""
+    if not connection.in_atomic_block:
+        raise RuntimeError("audit events must be written inside the transaction of the change")
     if not _postgres():
         event.save(force_insert=True)
         event.row_hmac = compute_row_hmac(event)
@@ -130,15 +177,7 @@ def audit_record(
         return event
     # Two plain statements and no shared lock: the number and the transaction id, then the row.
     # Both prepared once per connection (portal/prepared.py): every settlement write runs them.
-    event.seq, event.xid = prepared.fetch_one(_NEXT_SQL, [])
-    event.row_hmac = compute_row_hmac(event)
-    fields = [AuditEvent._meta.get_field(name) for name in _INSERT_COLUMNS]
-    params = [field.get_db_prep_save(getattr(event, field.attname), connection) for field in fields]
-    prepared.fetch_one(
-        f"INSERT INTO portal_auditevent ({', '.join(f.column for f in fields)})"
-        f" VALUES ({', '.join(['%s'] * len(fields))}) RETURNING seq",
-        params,
-    )
+    prepared.fetch_one(*audit_insert(event, *audit_next_number()))
     return event
 
 

@@ -63,6 +63,13 @@ def _cursor(db):
         return db._prepare_cursor(raw)
 
 
+def postgresql() -> bool:
+    """Whether the default database is PostgreSQL. The hand-written SQL run through `fetch_one` on
+    the payment hot paths is PostgreSQL's own (row locks, data-modifying CTEs, arrays, JSON); on
+    any other database (the SQLite demo) its callers take a plain ORM form of the same work."""
+    return connections[DEFAULT_DB_ALIAS].vendor == "postgresql"
+
+
 def fetch_one(sql: str, params: Sequence[object]) -> tuple | None:
     """The first row of `sql` (`%s` placeholders) or None."""
     db = connections[DEFAULT_DB_ALIAS]
@@ -77,3 +84,23 @@ def fetch_one(sql: str, params: Sequence[object]) -> tuple | None:
     except BaseException:
         db._ecard_prepared_cursor = None  # a failed cursor is not reused
         raise
+
+
+def write_together(statements: Sequence[tuple[str, Sequence[object]]]) -> list:
+    """Run several independent writes as ONE statement (PostgreSQL data-modifying CTEs): one round
+    trip and one statement's overhead instead of one per write. Each statement is an INSERT, UPDATE
+    or DELETE ending in `RETURNING <one column>`, without a WITH of its own; the result is each one's
+    returned value (None if it touched no row).
+
+    All parts run on the same snapshot: none sees another's effect, so they must not depend on each
+    other (a row written by one part is not visible to another; constraints and triggers apply as
+    to separate statements, checked at the end of the statement). For rows the transaction has
+    already locked, this is what a sequence of separate statements would do.
+    """
+    parts, params, results = [], [], []
+    for index, (sql, values) in enumerate(statements):
+        parts.append(f"w{index} AS ({sql})")
+        params.extend(values)
+        results.append(f"(SELECT * FROM w{index} LIMIT 1)")
+    row = fetch_one(f"WITH {', '.join(parts)} SELECT {', '.join(results)}", params)
+    return list(row)

@@ -20,12 +20,14 @@ from tests.payments.test_api_settlements import confirm, mint, settled
 
 pytestmark = pytest.mark.django_db
 
-# create: key, claim (+2 in a test), BEGIN, token/card/catalogue/policy, year and account locks,
-# settlement with its lines and the reservation, audit (2), stored response, COMMIT.
-CREATE_MAX = 12
-# confirm: key, claim (+2), BEGIN, ownership, settlement with its lines and the account locked, entry with
-# balance, settlement update, audit (2), outbox event, stored response, COMMIT.
-CONFIRM_MAX = 14
+# create: key, claim (+2 in a test), BEGIN, token/card/catalogue/policy with the audit row's number,
+# year and account locks, settlement with its lines, the reservation and the audit row, stored
+# response, COMMIT: 8 in production.
+CREATE_MAX = 10
+# confirm: key, claim (+2), BEGIN, ownership, settlement with its lines and the account locked with the
+# audit row's number, then entry, balance, settlement update, outbox event and audit row in one
+# statement (prepared.write_together), stored response, COMMIT: 8 in production.
+CONFIRM_MAX = 10
 
 
 @pytest.fixture
