@@ -8,6 +8,8 @@ from dataclasses import dataclass
 
 import openpyxl
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from insurance import catalogue
@@ -59,35 +61,42 @@ class Both:
     there: dict
 
 
+def populate(wallet, regions, make_user, code: str, facility: str, n: int = 0) -> dict:
+    """One of everything each list shows, in region `code` (`n` tells repeated batches apart)."""
+    holder = linked(wallet, regions, region_code=code, name="王小明" if code == HERE else "赵大海")
+    beneficiary, beneficiary_number = register(regions, code, name="李四光", birth=dt.date(1950, 3, 3 + n))
+    binding = bind(wallet, holder, beneficiary_number, name="李四光")
+    settlement = settle(wallet, holder, facility)
+    flag = flag_for(holder.citizen, f"risk-{code}-{n}" if n else f"risk-{code}")
+    staff = make_user(Role.CLERK, (code,), username=f"clerk-{code}-{n}" if n else f"clerk-{code}")
+    receipt_id = f"evt_sandbox_{code}_{n}" if n else f"evt_sandbox_{code}"
+    SandboxReceipt.objects.create(partner_code=wallet.code, event_id=receipt_id, event_type="linkage.created",
+                                  body="{}", signature_valid=True)
+    citizen = insurance_services.citizen_register(
+        actor=SYSTEM, id_number=new_id_number(code), name="钱多多", phone="13912345678",
+        region=regions[code], scheme="resident")
+    insurance_services.certificate_issue(actor=SYSTEM, citizen=citizen, reason=f"audit-marker-{code}")
+    import_job = ImportJob.objects.create(uploaded_by=staff, region=regions[code], original_name="张三.csv",
+                                          file="imports/x.csv", file_size=10)
+    if n:
+        catalogue.facility_create(actor=SYSTEM, code=f"{facility}-{n}", name_zh="又一家医院", name_en="Another hospital",
+                                  kind="hospital", region=regions[code])
+    return {
+        "import_job": import_job,
+        "wallet": wallet, "holder": holder, "binding": binding, "settlement": settlement, "flag": flag,
+        "staff": staff, "receipt": receipt_id, "citizen": citizen, "facility": facility,
+        "event": OutboxEvent.objects.get(partner=wallet, object_id=holder.public_id, type="linkage.created"),
+    }
+
+
 @pytest.fixture
 def both(world, regions, make_user):
     publish_policies(regions, THERE)
     catalogue.facility_create(actor=SYSTEM, code="H130-1", name_zh="河北医院", name_en="Hebei hospital",
                               kind="hospital", region=regions[THERE])
     wallet = make_wallet()
-    out = {}
-    for code, facility in ((HERE, "H310-1"), (THERE, "H130-1")):
-        holder = linked(wallet, regions, region_code=code, name="王小明" if code == HERE else "赵大海")
-        beneficiary, beneficiary_number = register(regions, code, name="李四光", birth=dt.date(1950, 3, 3))
-        binding = bind(wallet, holder, beneficiary_number, name="李四光")
-        settlement = settle(wallet, holder, facility)
-        flag = flag_for(holder.citizen, f"risk-{code}")
-        staff = make_user(Role.CLERK, (code,), username=f"clerk-{code}")
-        receipt_id = f"evt_sandbox_{code}"
-        SandboxReceipt.objects.create(partner_code=wallet.code, event_id=receipt_id, event_type="linkage.created",
-                                      body="{}", signature_valid=True)
-        citizen = insurance_services.citizen_register(
-            actor=SYSTEM, id_number=new_id_number(code), name="钱多多", phone="13912345678",
-            region=regions[code], scheme="resident")
-        insurance_services.certificate_issue(actor=SYSTEM, citizen=citizen, reason=f"audit-marker-{code}")
-        import_job = ImportJob.objects.create(uploaded_by=staff, region=regions[code], original_name="张三.csv",
-                                              file="imports/x.csv", file_size=10)
-        out[code] = {
-            "import_job": import_job,
-            "wallet": wallet, "holder": holder, "binding": binding, "settlement": settlement, "flag": flag,
-            "staff": staff, "receipt": receipt_id, "citizen": citizen, "facility": facility,
-            "event": OutboxEvent.objects.get(partner=wallet, object_id=holder.public_id, type="linkage.created"),
-        }
+    out = {code: populate(wallet, regions, make_user, code, facility)
+           for code, facility in ((HERE, "H310-1"), (THERE, "H130-1"))}
     return Both(here=out[HERE], there=out[THERE])
 
 
@@ -339,3 +348,25 @@ def test_the_imports_export_leaves_out_the_uploaded_file_name(client, make_user,
         text = "\n".join(cells(parse(export(client, "imports", both, fmt), fmt)))
         assert both.here["import_job"].uploaded_by.username in text
         assert "张三" not in text
+
+
+@pytest.mark.parametrize("name", list(LISTS))
+def test_an_export_costs_the_same_queries_whatever_its_rows(client, make_user, both, regions, name):
+    """The convention's fixed query count for lists, for their exports: no query per row."""
+    _url, _args, role, _marker = LISTS[name]
+    sign_in(client, make_user(role, () if role == Role.NATIONAL_OPERATOR else (HERE,)))
+
+    def counted() -> tuple[int, int]:
+        with CaptureQueriesContext(connection) as captured:
+            response = export(client, name, both, "csv")
+            rows = parse(response, "csv")
+        return len(captured.captured_queries), len(rows) - 1
+
+    export(client, name, both, "csv")  # warm: anything cached once per process is not the export's
+    queries, rows = counted()
+    for n in range(1, 4):
+        populate(both.here["wallet"], regions, make_user, HERE, "H310-1", n)
+    more_queries, more_rows = counted()
+    if name not in ("services", "partners", "monitor", "policies"):  # the catalogue, partners and policies did not
+        assert more_rows > rows, (rows, more_rows)
+    assert more_queries == queries, f"{name}: {queries} queries for {rows} rows, {more_queries} for {more_rows}"
