@@ -299,36 +299,21 @@ def audit_chain_ok() -> dict:
 # --- The server ---------------------------------------------------------------------------
 
 
-async def _client_flows(config: dict, linkages: list[str], start_at: float, out: dict,
-                        tokens: list[str] | None = None) -> None:
-    """One keep-alive connection running settlements one after another (mint, create, confirm).
+class _PartnerKeys:
+    """The load client's side of the contract: its signing key, and the portal's published keys
+    (parsed once) to check every answer's signature, as tests/partner_client.verify_response does."""
 
-    With `tokens` (minted ahead by `_mint_ahead`, one per settlement to come, in order), a
-    settlement is create and confirm only; once they run out it mints as usual (counted)."""
-    import asyncio
-    from urllib.parse import urlsplit
+    def __init__(self, config: dict) -> None:
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-    from cryptography.exceptions import InvalidSignature
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+        self.private = Ed25519PrivateKey.from_private_bytes(base64.b64decode(config["private_b64"]))
+        self.portal = {key_id: Ed25519PublicKey.from_public_bytes(base64.b64decode(public))
+                       for key_id, public in config["portal_keys"].items()}
 
-    from bench.load_client import read_full_response, signed_request
+    def signed_by_portal(self, status: int, nonce: str, headers: dict[str, str], content: bytes) -> bool:
+        from cryptography.exceptions import InvalidSignature
 
-    private = Ed25519PrivateKey.from_private_bytes(base64.b64decode(config["private_b64"]))
-    portal_keys = {key_id: Ed25519PublicKey.from_public_bytes(base64.b64decode(public))
-                   for key_id, public in config["portal_keys"].items()}
-    url = urlsplit(config["base_url"])
-    host, port = url.hostname, url.port
-    measure_from = start_at + config["warmup"]
-    end_at = measure_from + config["duration"]
-    bill = LARGE_BILL if config["bill"] == "large" else SMALL_BILL
-    latencies: dict[str, list[float]] = {"mint": [], "create": [], "confirm": [], "settlement": []}
-    errors: dict[str, int] = {}
-    completed = 0
-    reader = writer = None
-
-    def signed_by_portal(status: int, nonce: str, headers: dict[str, str], content: bytes) -> bool:
-        # As tests/partner_client.verify_response, with the published keys parsed once.
-        key = portal_keys.get(headers.get("ecard-key-id"))
+        key = self.portal.get(headers.get("ecard-key-id"))
         if key is None:
             return False
         try:
@@ -339,10 +324,33 @@ async def _client_flows(config: dict, linkages: list[str], start_at: float, out:
             return False
         return True
 
+
+async def _client_flows(config: dict, linkages: list[str], start_at: float, out: dict,
+                        tokens: list[str] | None = None) -> None:
+    """One keep-alive connection running settlements one after another (mint, create, confirm).
+
+    With `tokens` (minted ahead by `_mint_ahead`, one per settlement to come, in order), a
+    settlement is create and confirm only; once they run out it mints as usual (counted)."""
+    import asyncio
+    from urllib.parse import urlsplit
+
+    from bench.load_client import read_full_response, signed_request
+
+    keys = _PartnerKeys(config)
+    url = urlsplit(config["base_url"])
+    host, port = url.hostname, url.port
+    measure_from = start_at + config["warmup"]
+    end_at = measure_from + config["duration"]
+    bill = LARGE_BILL if config["bill"] == "large" else SMALL_BILL
+    latencies: dict[str, list[float]] = {"mint": [], "create": [], "confirm": [], "settlement": []}
+    errors: dict[str, int] = {}
+    completed = 0
+    reader = writer = None
+
     async def call(name: str, target: str, payload: dict, idempotent: bool) -> tuple[int, dict, float]:
         nonlocal reader, writer
         body = json.dumps(payload, separators=(",", ":")).encode()
-        request, nonce = signed_request(private, KEY_ID, host, port, "POST", target, body,
+        request, nonce = signed_request(keys.private, KEY_ID, host, port, "POST", target, body,
                                         {"Idempotency-Key": uuid.uuid4().hex} if idempotent else None)
         started = time.perf_counter()
         try:
@@ -363,7 +371,7 @@ async def _client_flows(config: dict, linkages: list[str], start_at: float, out:
             data = json.loads(content) if content else {}
         except ValueError:
             data = {}
-        if not signed_by_portal(status, nonce, headers, content):
+        if not keys.signed_by_portal(status, nonce, headers, content):
             errors[f"{name}:bad_signature"] = errors.get(f"{name}:bad_signature", 0) + 1
         return status, data, elapsed
 
@@ -420,23 +428,19 @@ async def _mint_ahead(config: dict, linkages: list[str], count: int) -> list[str
     import asyncio
     from urllib.parse import urlsplit
 
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-
     from bench.load_client import read_full_response, signed_request
 
-    private = Ed25519PrivateKey.from_private_bytes(base64.b64decode(config["private_b64"]))
-    portal_keys = {key_id: Ed25519PublicKey.from_public_bytes(base64.b64decode(public))
-                   for key_id, public in config["portal_keys"].items()}
+    keys = _PartnerKeys(config)
     url = urlsplit(config["base_url"])
     reader, writer = await asyncio.open_connection(url.hostname, url.port)
     tokens = []
     for index in range(count):
         target = f"/api/v1/linkages/{linkages[index % len(linkages)]}/qr-tokens"
-        request, nonce = signed_request(private, KEY_ID, url.hostname, url.port, "POST", target, b"{}")
+        request, nonce = signed_request(keys.private, KEY_ID, url.hostname, url.port, "POST", target, b"{}")
         writer.write(request)
         status, headers, content, keep_alive = await read_full_response(reader)
-        to_sign = f"{status}\n{nonce}\n{headers['ecard-timestamp']}\n{headers['ecard-nonce']}\n".encode() + content + b"\n"
-        portal_keys[headers["ecard-key-id"]].verify(base64.b64decode(headers["ecard-signature"]), to_sign)
+        if not keys.signed_by_portal(status, nonce, headers, content):
+            raise RuntimeError("minting ahead: an answer without a valid portal signature")
         if status != 201:
             raise RuntimeError(f"minting ahead: {status} {content[:200]!r}")
         tokens.append(json.loads(content)["token"])
@@ -542,38 +546,34 @@ def _machine_cpu_seconds() -> tuple[float, float]:
     return (sum(fields[:8]) - idle) / tick, sum(fields[:8]) / tick
 
 
-def _process_tree_cpu_seconds(root: int) -> float:
-    """User + system CPU-seconds of `root` and its direct children (gunicorn's master and workers)."""
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0.0
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            parts = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        pid, ppid = int(stat.parent.name), int(parts[1])
-        if pid == root or ppid == root:
-            total += (int(parts[11]) + int(parts[12])) / tick
-    return total
-
-
-def _named_cpu_seconds(name: str) -> float:
-    """CPU-seconds (user + system) of every process whose command name is `name`, from /proc, plus
-    what their exited children used: a PostgreSQL backend whose connection closed (gunicorn's
-    connections are renewed every minute) is reaped by the postmaster, and its CPU moves to the
-    postmaster's `cutime`/`cstime`."""
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0.0
+def _processes() -> list[tuple[int, str, list[str]]]:
+    """(pid, command name, the fields after it) of every process in /proc/*/stat."""
+    found = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             text = stat.read_text()
-        except OSError:
+        except OSError:  # exited meanwhile
             continue
         command, rest = text.split(" (", 1)[1].rsplit(")", 1)
-        if command == name:
-            parts = rest.split()
-            total += sum(int(value) for value in parts[11:15]) / tick  # utime stime cutime cstime
-    return total
+        found.append((int(stat.parent.name), command, rest.split()))
+    return found
+
+
+def _process_tree_cpu_seconds(root: int) -> float:
+    """User + system CPU-seconds of `root` and its direct children (gunicorn's master and workers)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    return sum((int(fields[11]) + int(fields[12])) / tick
+               for pid, _, fields in _processes() if root in (pid, int(fields[1])))
+
+
+def _named_cpu_seconds(name: str) -> float:
+    """CPU-seconds (user + system) of every process whose command name is `name`, plus what their
+    exited children used: a PostgreSQL backend whose connection closed (gunicorn's connections are
+    renewed every minute) is reaped by the postmaster, and its CPU moves to the postmaster's
+    `cutime`/`cstime`."""
+    tick = os.sysconf("SC_CLK_TCK")
+    return sum(sum(int(value) for value in fields[11:15]) / tick  # utime stime cutime cstime
+               for _, command, fields in _processes() if command == name)
 
 
 def run_load(base: dict, *, linkages: list[str], bill: str, duration: float, server_pid: int,

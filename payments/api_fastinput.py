@@ -12,7 +12,8 @@ Conservative on purpose: exact JSON types only (`type(x) is int`, never a bool o
 unknown key, strings accepted only when DRF's `CharField` would return them unchanged (trimming
 fields: not blank, no leading or trailing whitespace in `str.strip()`'s sense, at most `max_length`
 characters; no NUL nor lone surrogate, which DRF's validators refuse). A doubt is a None.
-The bounds mirror the serializers' fields; tests/payments/test_api_fastinput.py checks that they do.
+The serializers take their bounds from the constants below; tests/payments/test_api_fastinput.py
+checks that the rest of their fields' options still match what these functions assume.
 """
 
 import re

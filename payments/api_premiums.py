@@ -9,8 +9,9 @@ from rest_framework.response import Response
 
 from payments import premiums
 from payments.api_base import PartnerApiView, StrictCharField, StrictSerializer, parse_input
+from payments.api_fastinput import MAX_FEN
 from payments.api_linkages import _identified_citizen, partner_actor
-from payments.api_settlements import MAX_FEN, StrictIntegerField
+from payments.api_settlements import StrictIntegerField
 from payments.models import PremiumState
 from payments.problems import ApiError
 from payments.representations import premium_repr

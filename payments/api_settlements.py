@@ -13,7 +13,16 @@ from rest_framework.response import Response
 
 from payments import settlements
 from payments.api_base import PartnerApiView, StrictCharField, StrictSerializer, paginate, parse_input
-from payments.api_fastinput import MAX_FEN, settlement_confirm_input, settlement_create_input
+from payments.api_fastinput import (
+    FACILITY_CODE_MAX_LENGTH,
+    PARTNER_TRANSACTION_ID_MAX_LENGTH,
+    QUANTITY_RANGE,
+    SELF_PAY_FEN_RANGE,
+    SERVICE_CODE_MAX_LENGTH,
+    UNIT_PRICE_FEN_RANGE,
+    settlement_confirm_input,
+    settlement_create_input,
+)
 from payments.api_linkages import partner_actor
 from payments.models import Partner, Settlement, SettlementState
 from payments.problems import ApiError
@@ -44,9 +53,10 @@ class StrictBooleanField(serializers.BooleanField):
 
 
 class SettlementLineInputSerializer(serializers.Serializer):
-    service_code = StrictCharField(max_length=32)
-    quantity = StrictIntegerField(min_value=1, max_value=9999)
-    unit_price_fen = StrictIntegerField(min_value=0, max_value=MAX_FEN)
+    # The bounds are the fast path's (payments/api_fastinput.py), which must accept nothing more.
+    service_code = StrictCharField(max_length=SERVICE_CODE_MAX_LENGTH)
+    quantity = StrictIntegerField(min_value=QUANTITY_RANGE[0], max_value=QUANTITY_RANGE[1])
+    unit_price_fen = StrictIntegerField(min_value=UNIT_PRICE_FEN_RANGE[0], max_value=UNIT_PRICE_FEN_RANGE[1])
 
     def to_internal_value(self, data) -> dict:
         # Nested, so StrictSerializer's check (on `initial_data`) does not apply: unknown fields refused here.
@@ -59,14 +69,14 @@ class SettlementLineInputSerializer(serializers.Serializer):
 
 class SettlementCreateInputSerializer(StrictSerializer):
     token = StrictCharField(allow_blank=True, trim_whitespace=False)
-    facility_code = StrictCharField(max_length=32)
+    facility_code = StrictCharField(max_length=FACILITY_CODE_MAX_LENGTH)
     lines = SettlementLineInputSerializer(many=True, allow_empty=False, max_length=settlements.MAX_LINES)
     use_personal_account = StrictBooleanField(required=False, default=False)
 
 
 class SettlementConfirmInputSerializer(StrictSerializer):
-    partner_transaction_id = StrictCharField(max_length=128)
-    self_pay_fen = StrictIntegerField(min_value=0, max_value=10**18)
+    partner_transaction_id = StrictCharField(max_length=PARTNER_TRANSACTION_ID_MAX_LENGTH)
+    self_pay_fen = StrictIntegerField(min_value=SELF_PAY_FEN_RANGE[0], max_value=SELF_PAY_FEN_RANGE[1])
 
 
 class SettlementCancelInputSerializer(StrictSerializer):

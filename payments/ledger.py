@@ -32,7 +32,6 @@ BALANCE_SET_EVENT = "citizen.account_balance_set"
 # (portal/prepared.py): no ORM compilation on the settlement path.
 _ACCOUNT_FIELDS = ["id", "citizen_id", "balance_fen", "held_fen", "updated_at"]
 _LOCK_SQL: str | None = None
-_APPEND_SQL: str | None = None
 
 
 def _lock_sql() -> str:
@@ -43,18 +42,25 @@ def _lock_sql() -> str:
     return _LOCK_SQL
 
 
-def _append_sql() -> str:
-    """The entry and the cached balance, in one statement (so never one without the other)."""
-    global _APPEND_SQL
-    if _APPEND_SQL is None:
-        _APPEND_SQL = (
-            f'WITH e AS (INSERT INTO "{AccountEntry._meta.db_table}" ("account_id", "kind", "amount_fen",'
-            ' "balance_after_fen", "settlement_id", "actor_label", "note", "created_at")'
-            ' VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING "id") '
-            f'UPDATE "{PersonalAccount._meta.db_table}" SET "balance_fen" = %s, "held_fen" = %s, "updated_at" = %s'
-            ' WHERE "id" = %s RETURNING (SELECT "id" FROM e)'
-        )
-    return _APPEND_SQL
+# An entry and the cached balance are always written together, as one statement
+# (`prepared.write_together`), so never one without the other.
+_ENTRY_SQL = (
+    f'INSERT INTO "{AccountEntry._meta.db_table}" ("account_id", "kind", "amount_fen", "balance_after_fen",'
+    ' "settlement_id", "actor_label", "note", "created_at") VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING "id"'
+)
+_BALANCE_SQL = (
+    f'UPDATE "{PersonalAccount._meta.db_table}" SET "balance_fen" = %s, "held_fen" = %s, "updated_at" = %s'
+    ' WHERE "id" = %s RETURNING "id"'
+)
+
+
+def _append_statements(account: PersonalAccount, entry: AccountEntry) -> list[tuple[str, list]]:
+    """The entry's INSERT and the account's new balance, hold and time, for `prepared.write_together`."""
+    return [
+        (_ENTRY_SQL, [account.pk, entry.kind, entry.amount_fen, entry.balance_after_fen, entry.settlement_id,
+                      entry.actor_label, entry.note, entry.created_at]),
+        (_BALANCE_SQL, [account.balance_fen, account.held_fen, account.updated_at, account.pk]),
+    ]
 
 
 def _locked_account_row(citizen_id: int) -> tuple | None:
@@ -105,10 +111,9 @@ def _append(account: PersonalAccount, *, kind: str, amount_fen: int, actor: Acto
         PersonalAccount.objects.filter(pk=account.pk).update(
             balance_fen=account.balance_fen, held_fen=account.held_fen, updated_at=account.updated_at)
         return entry
-    (entry.pk,) = prepared.fetch_one(_append_sql(), [
-        account.pk, entry.kind, entry.amount_fen, entry.balance_after_fen, entry.settlement_id, entry.actor_label,
-        entry.note, entry.created_at, account.balance_fen, account.held_fen, account.updated_at, account.pk,
-    ])
+    entry.pk, account_id = prepared.write_together(_append_statements(account, entry))
+    if account_id is None:  # locked by the caller: cannot vanish
+        raise RuntimeError("ledger append: the account is gone")
     entry._state.adding = False
     entry._state.db = "default"
     return entry
@@ -128,16 +133,6 @@ def account_release(account: PersonalAccount, amount_fen: int) -> None:
         account.save(update_fields=["held_fen", "updated_at"])
 
 
-_ENTRY_SQL = (
-    f'INSERT INTO "{AccountEntry._meta.db_table}" ("account_id", "kind", "amount_fen", "balance_after_fen",'
-    ' "settlement_id", "actor_label", "note", "created_at") VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING "id"'
-)
-_BALANCE_SQL = (
-    f'UPDATE "{PersonalAccount._meta.db_table}" SET "balance_fen" = %s, "held_fen" = %s, "updated_at" = %s'
-    ' WHERE "id" = %s RETURNING "id"'
-)
-
-
 def debit_held_statements(account: PersonalAccount, *, settlement: Settlement,
                           actor: Actor) -> list[tuple[str, list]]:
     """`account_debit_held` as the two statements it writes (the entry, the cached balance), for the
@@ -148,11 +143,7 @@ def debit_held_statements(account: PersonalAccount, *, settlement: Settlement,
     account.held_fen -= settlement.account_fen
     entry = _entry(account, kind=AccountEntryKind.SETTLEMENT, amount_fen=-settlement.account_fen, actor=actor,
                    settlement=settlement, note="")
-    return [
-        (_ENTRY_SQL, [account.pk, entry.kind, entry.amount_fen, entry.balance_after_fen, entry.settlement_id,
-                      entry.actor_label, entry.note, entry.created_at]),
-        (_BALANCE_SQL, [account.balance_fen, account.held_fen, account.updated_at, account.pk]),
-    ]
+    return _append_statements(account, entry)
 
 
 def account_debit_held(account: PersonalAccount, *, settlement: Settlement, actor: Actor) -> None:

@@ -1,34 +1,16 @@
 """The partner payment flow works on the SQLite demo database (README: the demo runs anywhere).
 
-The suite itself runs on PostgreSQL, so the flow runs in a subprocess whose environment has no
-DATABASE_URL and no REDIS_URL: `portal.settings` then picks SQLite (SQLITE_PATH, here a fresh
-file) and the local-memory cache, as `make run` does. tests/sqlite_demo_flow.py migrates it,
-seeds through the services and drives the signed API through Django's test client; a 500 or a
-PostgreSQL-only statement ends it with a traceback and a non-zero exit.
+The suite itself runs on PostgreSQL, so the flow runs in a subprocess with the demo's environment
+(tests/sqlite_demo.py): SQLite and the local-memory cache, as `make run` has.
+tests/sqlite_demo_flow.py migrates it, seeds through the services and drives the signed API through
+Django's test client; a 500 or a PostgreSQL-only statement ends it with a traceback and a non-zero exit.
 """
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def _run_flow(tmp_path: Path) -> dict:
-    env = {name: value for name, value in os.environ.items()
-           if name not in ("DATABASE_URL", "REDIS_URL", "PYTEST_ADDOPTS")}
-    env.update({"SQLITE_PATH": str(tmp_path / "demo.sqlite3"), "ECARD_VAR_DIR": str(tmp_path / "var"),
-                "DJANGO_SETTINGS_MODULE": "portal.settings", "DEBUG": "0"})
-    done = subprocess.run([sys.executable, "-m", "tests.sqlite_demo_flow"], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-6000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
+from tests.sqlite_demo import run_on_demo_database
 
 
 def test_partner_payment_flow_on_sqlite(tmp_path):
-    summary = _run_flow(tmp_path)
+    summary = run_on_demo_database(["-m", "tests.sqlite_demo_flow"], tmp_path)
     assert summary["vendor"] == "sqlite"
     steps = summary["steps"]
     assert {name: (step["status"], step["code"], step["state"]) for name, step in steps.items()} == {

@@ -3,12 +3,7 @@ against the per-row services: the same rows, and the fallback when a
 concurrent registration collides with a COPY batch."""
 
 import csv
-import json
-import os
-import subprocess
-import sys
 import threading
-from pathlib import Path
 
 import pytest
 from django.db import connection, transaction
@@ -20,8 +15,8 @@ from portal.actors import Actor
 from portal.crypto import blind_index
 from portal.models import AuditEvent
 from tests.conftest import new_id_number
+from tests.sqlite_demo import run_on_demo_database
 
-BASE_DIR = Path(__file__).resolve().parents[2]
 HEADER = ("id_number", "name", "phone", "region_code", "scheme", "account_balance_fen")
 
 
@@ -171,14 +166,6 @@ def test_the_sqlite_demo_imports_through_bulk_create(tmp_path):
         writer = csv.writer(handle)
         writer.writerow(HEADER)
         writer.writerows([n, f"居民{i}", f"1380000{i:04d}", "310000", "resident", ""] for i, n in enumerate(numbers))
-    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
-    env.update(DJANGO_SETTINGS_MODULE="portal.settings", SQLITE_PATH=str(tmp_path / "demo.sqlite3"),
-               ECARD_VAR_DIR=str(tmp_path))
-
-    result = subprocess.run([sys.executable, "-c", _SQLITE_PROBE, str(path)], cwd=BASE_DIR, env=env,
-                            capture_output=True, text=True, timeout=300)
-
-    assert result.returncode == 0, result.stderr[-2000:]
-    found = json.loads(result.stdout.strip().splitlines()[-1])
+    found = run_on_demo_database(["-c", _SQLITE_PROBE, str(path)], tmp_path)
     assert found == {"summary": {"created": 6, "updated": 0, "failed": 0}, "citizens": 6, "cards": 6, "pending": 6,
                      "logs": 6, "phone": "13800000000", "id_number": numbers[0], "batches": 1}
