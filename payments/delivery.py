@@ -9,6 +9,7 @@ written back in one transaction. Retry delays live in `next_attempt_at`,
 never in broker ETAs.
 """
 
+import contextlib
 import logging
 import os
 import threading
@@ -18,16 +19,17 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import urllib3
-from urllib3.exceptions import ConnectTimeoutError, HTTPError, NewConnectionError
-from urllib3.exceptions import TimeoutError as Urllib3Timeout
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
+from urllib3.exceptions import ConnectTimeoutError, HTTPError, NewConnectionError
+from urllib3.exceptions import TimeoutError as Urllib3Timeout
 
 from payments import keys, signing
 from payments.models import DeliveryAttempt, OutboxEvent, OutboxState, Partner
+from portal import fastcache
 from portal.actors import Actor
 from portal.audit import audit_record
 from portal.errors import DomainError
@@ -249,6 +251,40 @@ def deliver_one(event_id: int) -> bool:
         return False
     _deliver_batch(batch)
     return True
+
+
+# A sweep that is queued and has not started yet will claim every event committed before it starts,
+# so a commit that finds one queued need not queue another: under load, one Celery message per sweep
+# instead of one per event (publishing one costs a web request ~0.4 ms). The mark is set by the kick
+# that queues a sweep and cleared by the sweep as it starts; it expires in case its message is lost,
+# and the beat sweep (ECARD_DELIVERY_SWEEP_SECONDS) delivers whatever a lost message would have.
+SWEEP_QUEUED_KEY = "outbox:sweep-queued"
+SWEEP_QUEUED_SECONDS = 30
+
+
+def kick_sweep() -> None:
+    """After a commit that wrote outbox events: have a worker sweep now, unless a sweep is already queued.
+
+    Never raises: if the broker is unreachable, the event rows are safe and the beat sweep delivers them.
+    """
+    from payments.tasks import deliver_due_events
+
+    shared = fastcache.shared()  # the demo's per-process cache cannot tell whether a sweep is queued
+    try:
+        if shared and not fastcache.add_once(SWEEP_QUEUED_KEY, timeout=SWEEP_QUEUED_SECONDS):
+            return
+        deliver_due_events.delay()
+    except Exception:
+        logger.warning("could not queue a delivery sweep; the beat sweep will deliver the events")
+        if shared:
+            with contextlib.suppress(Exception):  # Redis itself is down: the mark expires on its own
+                fastcache.forget(SWEEP_QUEUED_KEY)
+
+
+def sweep_started() -> None:
+    """A sweep is starting: a commit from now on queues another (this one may claim its events too)."""
+    if fastcache.shared():
+        fastcache.forget(SWEEP_QUEUED_KEY)
 
 
 def deliver_due() -> int:

@@ -16,7 +16,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from insurance.models import Certificate
-from payments import rows
+from payments import delivery, rows
 from payments.models import (
     BINDING_OPEN_STATES,
     BindingEndReason,
@@ -65,17 +65,7 @@ def outbox_event(*, partner: Partner, type: str, obj: dict, domain_event: Domain
 
 def enqueued(event: OutboxEvent) -> None:
     """`event` is written (its pk set): ask a worker to deliver it once the transaction commits."""
-    transaction.on_commit(lambda: _kick(event.pk))
-
-
-def _kick(event_id: int) -> None:
-    """Ask a worker to deliver now; if the broker is down, the beat sweep will."""
-    from payments.tasks import deliver_event
-
-    try:
-        deliver_event.delay(event_id)
-    except Exception:  # broker unreachable: the row is safe, the sweep delivers it
-        logger.warning("could not enqueue delivery of outbox event %s; the sweep will deliver it", event_id)
+    transaction.on_commit(delivery.kick_sweep)
 
 
 def _bump(linkage: WalletLinkage, fields: list[str]) -> None:

@@ -21,7 +21,7 @@ from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
-from payments import signing
+from payments import delivery, signing
 from payments.models import (
     FamilyBinding,
     OutboxEvent,
@@ -229,17 +229,8 @@ def partner_resume_deliveries(*, actor: Actor, partner: Partner, reason: str = "
     if not _locked(partner).deliveries_paused:
         raise DomainError("invalid_state", _("Deliveries to this partner are not paused."))
     partner = _change(actor, partner, "partner.resume_deliveries", reason, deliveries_paused=False)
-    transaction.on_commit(_kick_sweep)
+    transaction.on_commit(delivery.kick_sweep)
     return partner
-
-
-def _kick_sweep() -> None:
-    from payments.tasks import deliver_due_events
-
-    try:
-        deliver_due_events.delay()
-    except Exception:  # the beat sweep delivers them
-        pass
 
 
 def _clean_rate_limit(value: int) -> int:

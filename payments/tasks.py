@@ -14,6 +14,7 @@ def deliver_event(event_id: int) -> None:
 def deliver_due_events() -> int:
     from payments import delivery
 
+    delivery.sweep_started()
     return delivery.deliver_due()
 
 

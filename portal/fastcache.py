@@ -43,3 +43,16 @@ def count(key: str, *, timeout: int) -> int:
     pipe.incr(full_key)
     pipe.expire(full_key, timeout)
     return int(pipe.execute()[0])
+
+
+def shared() -> bool:
+    """True where the markers are shared by every process (Redis); False for the demo's per-process cache."""
+    return _redis_client() is not None
+
+
+def forget(key: str) -> None:
+    client = _redis_client()
+    if client is None:
+        cache.delete(key)
+    else:
+        client.delete(cache.make_and_validate_key(key))
