@@ -5,7 +5,9 @@ contract's order and the first failure answers; a nonce is recorded (in
 Redis, shared by every web process) only once the signature has verified.
 """
 
+import logging
 import re
+import secrets
 import time
 from dataclasses import dataclass
 
@@ -18,6 +20,8 @@ from payments import signing
 from payments.models import Partner, PartnerKey, PartnerKeyState, PartnerState
 from payments.problems import ApiError
 from portal import fastcache, prepared
+
+logger = logging.getLogger(__name__)
 
 SCHEME = "ECARD-ED25519"
 TIMESTAMP_WINDOW_SECONDS = 300
@@ -104,22 +108,85 @@ def _key_sql() -> str:
     return _KEY_SQL
 
 
-def partner_key_lookup(key_id: str) -> PartnerKey | None:
-    """The key and its partner (as `select_related("partner")` would give), read on every request.
-
-    Not cached: a revoked key or a suspended partner is refused from the next request on.
-    """
+def _key_row(key_id: str) -> tuple | None:
     if "\x00" in key_id:  # PostgreSQL text cannot hold NUL; no key has one
         return None
-    row = prepared.fetch_one(_key_sql(), [key_id])
-    if row is None:
-        return None
+    return prepared.fetch_one(_key_sql(), [key_id])
+
+
+def _key_from_row(row: tuple) -> PartnerKey:
+    """Fresh model instances for each request (a request may not change another's)."""
     split = len(PartnerKey._meta.concrete_fields)
-    key_fields = [field.attname for field in PartnerKey._meta.concrete_fields]
-    partner_fields = [field.attname for field in Partner._meta.concrete_fields]
-    key = PartnerKey.from_db("default", key_fields, row[:split])
-    key.partner = Partner.from_db("default", partner_fields, row[split:])
+    key = PartnerKey.from_db("default", _KEY_FIELDS, row[:split])
+    key.partner = Partner.from_db("default", _PARTNER_FIELDS, row[split:])
     return key
+
+
+_KEY_FIELDS = [field.attname for field in PartnerKey._meta.concrete_fields]
+_PARTNER_FIELDS = [field.attname for field in Partner._meta.concrete_fields]
+
+
+def partner_key_lookup(key_id: str) -> PartnerKey | None:
+    """The key and its partner (as `select_related("partner")` would give), read from the database."""
+    row = _key_row(key_id)
+    return None if row is None else _key_from_row(row)
+
+
+# --- The per-process key cache, checked against a generation that every change replaces ------------
+#
+# Each web process keeps the key rows it has read, each with the generation (a random token in Redis)
+# that was current BEFORE its database read. The nonce's round trip returns the current generation
+# (`_NONCE_AND_COUNT` below); a cached row is trusted only if it was read under that
+# generation, else it is read again. Every save or delete of a Partner or a PartnerKey replaces the
+# generation, inside its transaction and again once it commits (`partner_keys_changed`), so a row
+# read before the commit is never trusted after it: a revoked key or a suspended partner is refused
+# from the first request that starts after the change has committed, as without a cache. Rows are
+# also re-read after `KEY_CACHE_SECONDS` whatever the generation says (should a replacement after
+# commit have failed with Redis unreachable). Without Redis (the demo) nothing is cached.
+
+KEY_CACHE_SECONDS = 60.0
+GENERATION_KEY = "partner-keys:generation"
+_UNTRUSTED = ""  # a row read from the database in this request: its generation is not known yet
+
+
+@dataclass(frozen=True)
+class _CachedKey:
+    row: tuple
+    generation: str
+    read_at: float  # time.monotonic()
+
+
+_key_cache: dict[str, _CachedKey] = {}
+
+
+def _new_generation() -> str:
+    return secrets.token_hex(8)
+
+
+def partner_keys_changed() -> None:
+    """A Partner or PartnerKey row is being saved or deleted: no web process trusts its cached key rows
+    from now on, nor (replaced again after commit) the rows it reads before the change commits."""
+    client = fastcache._redis_client()
+    if client is None:
+        return
+    from django.core.cache import cache
+    from django.db import transaction
+
+    full_key = cache.make_key(GENERATION_KEY)
+    client.set(full_key, _new_generation())  # inside the transaction: an error here rolls the change back
+
+    def after_commit() -> None:
+        try:
+            client.set(full_key, _new_generation())
+        except Exception:  # cached rows are re-read within KEY_CACHE_SECONDS anyway
+            logger.warning("could not replace the partner-key generation after commit")
+
+    transaction.on_commit(after_commit)
+
+
+def forget_cached_keys() -> None:
+    """Drop this process's cached key rows (tests whose rolled-back rows no save announced)."""
+    _key_cache.clear()
 
 
 # Parsed public keys: a key's public half never changes under its key_id (bounded, per process).
@@ -140,16 +207,22 @@ def _public_key(key: PartnerKey):
     return parsed
 
 
-# --- The nonce and the rate counter: one Redis round trip -------------------------------------
+# --- The nonce, the rate counter and the key generation: one Redis round trip ----------------------
 
-# SET NX the nonce; only if it was new, count the request in the partner's current second.
-# Atomic, so a replayed request is not counted, exactly as with two separate calls.
+# SET NX the nonce; only if it was new, count the request in the partner's current second. Atomic, so
+# a replayed request is not counted, exactly as with two separate calls. Then the key generation (set
+# to ARGV[3] if Redis has none, as after a restart), which tells whether a cached key row is current.
 _NONCE_AND_COUNT = """
-if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then return -1 end
-if #KEYS < 2 then return 0 end
-local count = redis.call('INCR', KEYS[2])
-redis.call('EXPIRE', KEYS[2], ARGV[2])
-return count
+local generation = redis.call('GET', KEYS[1])
+if not generation then
+  redis.call('SET', KEYS[1], ARGV[3], 'NX')
+  generation = redis.call('GET', KEYS[1])
+end
+if not redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[1]) then return {-1, generation} end
+if #KEYS < 3 then return {0, generation} end
+local count = redis.call('INCR', KEYS[3])
+redis.call('EXPIRE', KEYS[3], ARGV[2])
+return {count, generation}
 """
 RATE_KEY_TTL_SECONDS = 3
 
@@ -158,21 +231,54 @@ def rate_key(partner_pk: int, second: int) -> str:
     return f"rate:{partner_pk}:{second}"
 
 
-def _record_nonce_and_count(nonce_key: str, count_key: str | None) -> int | None:
-    """None if the nonce was used; else the request's count in `count_key` (0 if not counted)."""
+def _record_nonce_and_count(nonce_key: str, count_key: str | None) -> tuple[int | None, str]:
+    """(None if the nonce was used, else the request's count in `count_key`, 0 if not counted;
+    the key generation, "" without Redis)."""
     client = fastcache._redis_client()
     if client is None:  # no Redis (the demo): two cache calls
         if not fastcache.add_once(nonce_key, timeout=NONCE_TTL_SECONDS):
-            return None
-        return fastcache.count(count_key, timeout=RATE_KEY_TTL_SECONDS) if count_key else 0
+            return None, _UNTRUSTED
+        return (fastcache.count(count_key, timeout=RATE_KEY_TTL_SECONDS) if count_key else 0), _UNTRUSTED
     from django.core.cache import cache
 
     script = getattr(client, "_ecard_nonce_script", None)
     if script is None:
         script = client._ecard_nonce_script = client.register_script(_NONCE_AND_COUNT)
-    keys = [cache.make_key(nonce_key)] + ([cache.make_key(count_key)] if count_key else [])
-    result = int(script(keys=keys, args=[NONCE_TTL_SECONDS, RATE_KEY_TTL_SECONDS]))
-    return None if result < 0 else result
+    keys = [cache.make_key(GENERATION_KEY), cache.make_key(nonce_key)]
+    if count_key:
+        keys.append(cache.make_key(count_key))
+    result, generation = script(keys=keys, args=[NONCE_TTL_SECONDS, RATE_KEY_TTL_SECONDS, _new_generation()])
+    generation = generation.decode() if isinstance(generation, bytes) else str(generation)
+    result = int(result)
+    return (None if result < 0 else result), generation
+
+
+def _cached_key(key_id: str) -> tuple[PartnerKey | None, str | None]:
+    """The key (None if unknown) and the generation its cached row was read under; None if the row
+    was read from the database just now."""
+    entry = _key_cache.get(key_id)
+    if entry is not None and time.monotonic() - entry.read_at < KEY_CACHE_SECONDS:
+        return _key_from_row(entry.row), entry.generation
+    row = _key_row(key_id)
+    if row is None:
+        _key_cache.pop(key_id, None)
+        return None, None
+    # Its generation is not known (the nonce's round trip comes after this read): the next request
+    # reads it again, under the generation its round trip returns, and trusts it from then on.
+    _remember(key_id, row, _UNTRUSTED)
+    return _key_from_row(row), None
+
+
+def _remember(key_id: str, row: tuple, generation: str) -> None:
+    if fastcache._redis_client() is None:
+        return
+    if len(_key_cache) >= 1024 and key_id not in _key_cache:
+        _key_cache.clear()
+    _key_cache[key_id] = _CachedKey(row, generation, time.monotonic())
+
+
+def _active(key: PartnerKey) -> bool:
+    return key.state == PartnerKeyState.ACTIVE and key.partner.state == PartnerState.ACTIVE
 
 
 class PartnerSignatureAuthentication(BaseAuthentication):
@@ -181,7 +287,8 @@ class PartnerSignatureAuthentication(BaseAuthentication):
         params = parse_authorization(django_request.META.get("HTTP_AUTHORIZATION", ""))
         if params is None:
             raise _unauthorized("authentication_required", "A valid ECARD-ED25519 Authorization header is required.")
-        key = partner_key_lookup(params["key_id"])
+        key_id = params["key_id"]
+        key, generation = _cached_key(key_id)
         if key is None:
             raise _unauthorized("unknown_key", "The key_id is not known.")
         length = django_request.META.get("CONTENT_LENGTH") or "0"
@@ -199,17 +306,31 @@ class PartnerSignatureAuthentication(BaseAuthentication):
         now = time.time()
         if abs(now - int(params["timestamp"])) > TIMESTAMP_WINDOW_SECONDS:
             raise _unauthorized("stale_timestamp", "The timestamp is more than 300 s from the portal's clock.")
-        partner = key.partner
-        active = key.state == PartnerKeyState.ACTIVE and partner.state == PartnerState.ACTIVE
         # The request is counted against the partner's rate limit (api_base._rate_limit decides)
         # in the same round trip as its nonce is recorded; a refused one (replayed, forbidden) is not.
-        count = _record_nonce_and_count(f"nonce:{key.key_id}:{params['nonce']}",
-                                        rate_key(partner.pk, int(now)) if active else None)
+        count, current = _record_nonce_and_count(f"nonce:{key_id}:{params['nonce']}",
+                                                 rate_key(key.partner.pk, int(now)) if _active(key) else None)
         if count is None:
             raise _unauthorized("replayed_request", "This nonce was already used with this key.")
-        if not active:
+        if generation is not None and generation != current:
+            # A cached row not known to be current (read before the last change to partners or keys,
+            # or under an unknown generation): read it again, under the generation just returned.
+            counted = _active(key)
+            row = _key_row(key_id)
+            if row is None:
+                _key_cache.pop(key_id, None)
+                raise _unauthorized("unknown_key", "The key_id is not known.")
+            _remember(key_id, row, current)
+            fresh = _key_from_row(row)
+            if fresh.public_key != key.public_key and not signing.verify(_public_key(fresh), message,
+                                                                         params["signature"]):
+                raise _unauthorized("invalid_signature", "The signature does not verify.")
+            key = fresh
+            if not counted:  # counted in its second only if the key was active as first read
+                count = 0
+        if not _active(key):
             raise ApiError(403, "forbidden", "The key is revoked or the partner is suspended.")
-        return AuthenticatedPartner(partner=partner, key=key, nonce=params["nonce"], rate_count=count), key
+        return AuthenticatedPartner(partner=key.partner, key=key, nonce=params["nonce"], rate_count=count), key
 
     def authenticate_header(self, request: Request) -> str:
         return SCHEME

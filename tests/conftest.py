@@ -38,6 +38,14 @@ def pytest_configure(config):
 
 
 @pytest.fixture(autouse=True)
+def _no_cached_partner_keys():
+    """A test's rolled-back partner keys were never announced as deleted: start without cached rows."""
+    from payments.api_auth import forget_cached_keys
+
+    forget_cached_keys()
+
+
+@pytest.fixture(autouse=True)
 def _fast_password_hashing(settings):
     """PBKDF2's deliberate slowness is for attackers, not for the test suite."""
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

@@ -55,10 +55,10 @@ def test_a_replayed_nonce_is_not_counted_against_the_rate_limit(wallet):
     partner = partner_of(wallet)
     nonce_key = f"nonce:test:{secrets.token_hex(8)}"
     counter = rate_key(partner.pk, 1_000_000)  # a second of its own: no other request counts in it
-    assert _record_nonce_and_count(nonce_key, counter) == 1
-    assert _record_nonce_and_count(nonce_key, counter) is None  # replayed
-    assert _record_nonce_and_count(f"nonce:test:{secrets.token_hex(8)}", counter) == 2
-    assert _record_nonce_and_count(f"nonce:test:{secrets.token_hex(8)}", None) == 0  # recorded, not counted
+    assert _record_nonce_and_count(nonce_key, counter)[0] == 1
+    assert _record_nonce_and_count(nonce_key, counter)[0] is None  # replayed
+    assert _record_nonce_and_count(f"nonce:test:{secrets.token_hex(8)}", counter)[0] == 2
+    assert _record_nonce_and_count(f"nonce:test:{secrets.token_hex(8)}", None)[0] == 0  # recorded, not counted
     client = fastcache._redis_client()
     if client is not None:  # the counter expires like the one api_base counts into
         assert 0 < client.ttl(cache.make_key(counter)) <= 3
