@@ -89,21 +89,14 @@ def _reject_nul(request: Request) -> None:
                            errors={name.replace("\x00", ""): ["NUL characters are not accepted."]})
 
 
-class _Replay(Exception):
-    """Raised from `initial` to answer a completed idempotent request with its stored response."""
-
-    def __init__(self, response: HttpResponseBase):
-        super().__init__("idempotent replay")
-        self.response = response
-
-
 class PartnerApiView(SignedApiView):
     """Base of every signed partner endpoint.
 
     `idempotent = True` makes the view's POST require an `Idempotency-Key`
-    (payments/idempotency.py): the key is claimed after authentication, rate
-    limit and partner kind; the handler then runs in one transaction with the
-    storing of its response, and a completed request is replayed, signed afresh.
+    (payments/idempotency.py): the key is read after authentication, rate
+    limit and partner kind; the handler then runs in one transaction that first
+    takes the key and ends by storing its response, and a completed request is
+    replayed, signed afresh.
     """
 
     authentication_classes = [PartnerSignatureAuthentication]
@@ -112,7 +105,7 @@ class PartnerApiView(SignedApiView):
     wallet_only = False  # linkages, QR tokens, family bindings and premiums
     idempotent = False  # POST requires an Idempotency-Key
 
-    _idempotency_claim: idempotency.Claim | None = None
+    _keyed: idempotency.KeyedRequest | None = None
 
     def initial(self, request: Request, *args, **kwargs) -> None:
         super().initial(request, *args, **kwargs)
@@ -122,18 +115,10 @@ class PartnerApiView(SignedApiView):
         if self.wallet_only and partner.kind != PartnerKind.WALLET:
             raise ApiError(403, "forbidden", "Only wallet partners may use this endpoint.")
         if self.idempotent and request.method == "POST" and hasattr(self, "post"):
-            outcome = idempotency.claim(partner=partner, request=request._request)
-            if isinstance(outcome, HttpResponseBase):
-                raise _Replay(outcome)
-            self._idempotency_claim = outcome
-
-    def handle_exception(self, exc: Exception) -> HttpResponseBase:
-        if isinstance(exc, _Replay):
-            return exc.response
-        return super().handle_exception(exc)
+            self._keyed = idempotency.keyed_request(partner=partner, request=request._request)
 
     def dispatch(self, request, *args, **kwargs) -> HttpResponseBase:
-        # DRF's dispatch, except that a claimed idempotent request runs in `_run_claimed`.
+        # DRF's dispatch, except that an idempotent request runs in `_run_claimed`.
         self.args = args
         self.kwargs = kwargs
         request = self.initialize_request(request, *args, **kwargs)
@@ -145,7 +130,7 @@ class PartnerApiView(SignedApiView):
                 handler = getattr(self, request.method.lower(), self.http_method_not_allowed)
             else:
                 handler = self.http_method_not_allowed
-            if self._idempotency_claim is not None:
+            if self._keyed is not None:
                 return self._run_claimed(handler, request, *args, **kwargs)
             response = handler(request, *args, **kwargs)
         except Exception as exc:
@@ -154,33 +139,39 @@ class PartnerApiView(SignedApiView):
         return self.response
 
     def _run_claimed(self, handler, request: Request, *args, **kwargs) -> HttpResponseBase:
-        claim = self._idempotency_claim
-        stored = False
+        keyed = self._keyed
+        ran = False
         try:
-            try:
-                # One transaction and no savepoint: a failing handler rolls it back whole, so the
-                # services it calls join it without their own (payments/transactions.py).
-                with transaction.atomic(), rolled_back_whole_on_error():
+            # One transaction and no savepoint: a failing handler rolls it back whole, so the
+            # services it calls join it without their own (payments/transactions.py).
+            with transaction.atomic(), rolled_back_whole_on_error():
+                replay = idempotency.begin(keyed)  # the key's lock, or its answer (replay; 409, 422 raised)
+                if replay is None:
+                    ran = True
                     response = handler(request, *args, **kwargs)
                     response = self.finalize_response(request, response, *args, **kwargs)
-                    if idempotency.should_store(response):
-                        idempotency.complete(claim, response)  # commits with the business change, or not at all
-                        stored = True
-            except Exception as exc:
-                # Rolled back: nothing of the handler is left. Its refusal (409, 422) is stored alone;
-                # anything unexpected is re-raised by handle_exception (and the key released below).
-                stored = False
-                response = self.finalize_response(request, self.handle_exception(exc), *args, **kwargs)
-                if idempotency.should_store(response):
-                    idempotency.complete(claim, response)
-                    stored = True
-        except BaseException:
-            idempotency.release(claim)
-            raise
-        if not stored:
-            idempotency.release(claim)
+                    # Commits with the business change, or not at all.
+                    if idempotency.should_store(response) and not idempotency.store(keyed, response):
+                        raise idempotency.KeyTaken
+            if replay is not None:
+                response = self.finalize_response(request, replay, *args, **kwargs)
+        except idempotency.KeyTaken:  # rolled back: the first request's answer stands
+            response = self._stored_answer(request, *args, **kwargs)
+        except Exception as exc:
+            # Rolled back: nothing of the handler is left. Its refusal (409, 422) is stored alone; the
+            # key's own answers are not stored again, and anything unexpected is re-raised by handle_exception.
+            response = self.finalize_response(request, self.handle_exception(exc), *args, **kwargs)
+            if ran and idempotency.should_store(response) and not idempotency.store(keyed, response):
+                response = self._stored_answer(request, *args, **kwargs)
         self.response = response
         return response
+
+    def _stored_answer(self, request: Request, *args, **kwargs) -> HttpResponseBase:
+        try:
+            response = idempotency.stored_answer(self._keyed)
+        except ApiError as exc:
+            response = self.handle_exception(exc)
+        return self.finalize_response(request, response, *args, **kwargs)
 
     @property
     def partner(self) -> Partner:

@@ -1,19 +1,31 @@
 """`Idempotency-Key` for partner POSTs (PARTNER_API.md "Idempotency").
 
-A view sets `idempotent = True`; `PartnerApiView` then calls `claim` before the
-handler and `complete` or `release` after it. The first request with a key
-inserts an `in_progress` record in its own committed transaction (one
-autocommit INSERT), so that the
-unique constraint on (partner, key) decides a race between concurrent
-requests; the stored response is written in the handler's transaction, so a
-completed business change and its stored response commit together.
+A view sets `idempotent = True`; `PartnerApiView` then takes the key with
+`keyed_request` (no database) and runs, in the handler's own transaction,
+`begin` before the handler and `store` after it. `begin` is one statement: it
+takes a transaction-level advisory lock on (partner, key) and reads the stored
+record. A request that cannot have the lock is still running with that key
+(409, not stored); the lock dies with the transaction, or with its session if
+the process does. The response is stored by an INSERT in the same transaction,
+so a business change and its stored response commit together, in one commit.
+
+The read's snapshot is taken before the lock: a request with the same key may
+commit between the two. The INSERT then finds its record (the unique
+constraint on (partner, key)), the whole transaction is rolled back and the
+request is answered from that record (`KeyTaken`, `stored_answer`): nothing is
+done twice. A refusal of the handler (409, 422) is stored alone after its
+rollback, likewise. Off PostgreSQL (the SQLite demo, which serialises
+writers) the ORM does the same without a lock.
+
+`in_progress` records were written by an earlier version of this module before
+the handler ran; one left behind counts as absent and is overwritten.
 """
 
 import hashlib
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, transaction
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.utils import timezone
 
@@ -26,18 +38,23 @@ from portal import prepared
 HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotent-Replayed"
 MAX_KEY_LENGTH = 255
-# An `in_progress` record older than this was left by a process that died: the next request takes it over.
-STALE_AFTER = timedelta(seconds=60)
 # Keys are kept at least this long (the contract says "at least 24 hours").
 RETENTION = timedelta(hours=24)
 
 
 @dataclass(frozen=True)
-class Claim:
-    """An `in_progress` record this request owns; `lease` is its `created_at` when claimed."""
+class KeyedRequest:
+    """A request's key and what makes it "the same request"."""
 
-    record_id: int
-    lease: datetime
+    partner_id: int
+    key: str
+    method: str
+    target: str
+    body_sha256: str
+
+
+class KeyTaken(Exception):
+    """Another request with this key stored its response first: roll back, then answer with `stored_answer`."""
 
 
 def request_key(request: HttpRequest) -> str:
@@ -54,91 +71,109 @@ def fingerprint(request: HttpRequest) -> tuple[str, str, str]:
     return request.method.upper(), request_target(request), hashlib.sha256(request.body).hexdigest()
 
 
-def _replay(record: IdempotencyRecord) -> HttpResponse:
-    response = HttpResponse(bytes(record.response_body or b""), status=record.response_status,
-                            content_type=record.response_content_type or "application/json")
+def keyed_request(*, partner: Partner, request: HttpRequest) -> KeyedRequest:
+    """The key and fingerprint of `request` (400 `idempotency_key_required` without a valid key)."""
+    key = request_key(request)
+    return KeyedRequest(partner.pk, key, *fingerprint(request))
+
+
+def _in_use() -> ApiError:
+    return ApiError(409, "idempotency_key_in_use", "A request with this Idempotency-Key is still running; retry later.")
+
+
+def _answer(keyed: KeyedRequest, method: str, target: str, body_sha256: str,
+            status: int, body: bytes | memoryview | None, content_type: str | None) -> HttpResponse:
+    """A completed record's response to replay, or 422 `idempotency_key_reused` if it was another request."""
+    if (method, target, body_sha256) != (keyed.method, keyed.target, keyed.body_sha256):
+        raise ApiError(422, "idempotency_key_reused", "This Idempotency-Key was already used with a different request.")
+    response = HttpResponse(bytes(body or b""), status=status, content_type=content_type or "application/json")
     response[REPLAYED_HEADER] = "true"
     return response
 
 
-def claim(*, partner: Partner, request: HttpRequest) -> Claim | HttpResponse:
-    """Own the key for this request, or answer without running it.
+# The advisory lock's key (the only 64-bit advisory lock of the project): the key hashed with the
+# partner's id as seed, since keys are scoped to the partner.
+LOCK_KEY_SQL = "hashtextextended(%s::text, %s::bigint)"
 
-    Returns a `Claim` (run the handler), or the stored response to replay;
-    raises 409 `idempotency_key_in_use` or 422 `idempotency_key_reused`.
+
+def _sql(template: str) -> str:
+    return template.replace("<table>", f'"{IdempotencyRecord._meta.db_table}"').replace("<lock_key>", LOCK_KEY_SQL)
+
+
+_BEGIN_SQL = _sql(
+    'SELECT pg_try_advisory_xact_lock(<lock_key>), r."state", r."method", r."target", r."body_sha256",'
+    ' r."response_status", r."response_body", r."response_content_type"'
+    ' FROM (SELECT 1) one LEFT JOIN <table> r ON r."partner_id" = %s AND r."key" = %s'
+)
+
+
+def begin(keyed: KeyedRequest) -> HttpResponse | None:
+    """Own the key until the end of the current transaction (call first in the handler's transaction).
+
+    Returns None (run the handler), or the stored response to replay; raises 409
+    `idempotency_key_in_use` (never stored) or 422 `idempotency_key_reused`.
     """
-    key = request_key(request)
-    method, target, body_sha256 = fingerprint(request)
-    for _ in range(5):
-        now = timezone.now()
-        record = IdempotencyRecord(partner=partner, key=key, method=method, target=target, body_sha256=body_sha256,
-                                   state=IdempotencyState.IN_PROGRESS)
-        try:
-            if connection.in_atomic_block:  # (tests) a savepoint keeps the caller's transaction usable
-                with transaction.atomic():
-                    rows.insert(record)
-            else:  # autocommit: the INSERT is its own committed transaction, one statement
-                rows.insert(record)
-            return Claim(record.pk, record.created_at)
-        except IntegrityError:
-            pass
-        record = IdempotencyRecord.objects.filter(partner=partner, key=key).first()
-        if record is None:  # released between our insert and this read: try again
-            continue
-        if (record.method, record.target, record.body_sha256) != (method, target, body_sha256):
-            raise ApiError(422, "idempotency_key_reused",
-                           "This Idempotency-Key was already used with a different request.")
-        if record.state == IdempotencyState.COMPLETED:
-            return _replay(record)
-        if record.created_at > now - STALE_AFTER:
-            raise ApiError(409, "idempotency_key_in_use",
-                           "A request with this Idempotency-Key is still running; retry later.")
-        # Left by a process that died: take it over with a conditional update (one taker wins).
-        taken = IdempotencyRecord.objects.filter(
-            pk=record.pk, state=IdempotencyState.IN_PROGRESS, created_at=record.created_at
-        ).update(created_at=now)
-        if taken:
-            return Claim(record.pk, now)
-    raise ApiError(409, "idempotency_key_in_use", "A request with this Idempotency-Key is still running; retry later.")
+    if not prepared.postgresql():  # the SQLite demo: writers are serialised, the unique constraint decides
+        record = IdempotencyRecord.objects.filter(partner_id=keyed.partner_id, key=keyed.key).first()
+        if record is None or record.state != IdempotencyState.COMPLETED:
+            return None
+        return _answer(keyed, record.method, record.target, record.body_sha256, record.response_status,
+                       record.response_body, record.response_content_type)
+    locked, state, *stored = prepared.fetch_one(_BEGIN_SQL, [keyed.key, keyed.partner_id, keyed.partner_id, keyed.key])
+    if not locked:
+        raise _in_use()
+    if state != IdempotencyState.COMPLETED:  # none, or an `in_progress` one left by the earlier version
+        return None
+    return _answer(keyed, *stored)
 
 
 def should_store(response: HttpResponseBase) -> bool:
-    """2xx, 409 and 422 are kept (the in-use answer never reaches here: it is raised before a claim)."""
+    """2xx, 409 and 422 are kept (the in-use answer never reaches here: it is raised by `begin`)."""
     return 200 <= response.status_code < 300 or response.status_code in (409, 422)
 
 
-_COMPLETE_SQL: str | None = None
+_STORE_SQL: str | None = None
 
 
-def complete(claim: Claim, response: HttpResponseBase) -> None:
-    """Store the rendered response (call inside the handler's transaction)."""
-    global _COMPLETE_SQL
-    if not prepared.postgresql():  # the SQLite demo: the ORM adapts the lease as it stored it
-        IdempotencyRecord.objects.filter(
-            pk=claim.record_id, state=IdempotencyState.IN_PROGRESS, created_at=claim.lease
-        ).update(state=IdempotencyState.COMPLETED, response_status=response.status_code,
-                 response_body=bytes(response.content),
-                 response_content_type=(response.get("Content-Type") or "application/json")[:64],
-                 completed_at=timezone.now())
-        return
-    if _COMPLETE_SQL is None:  # as the ORM's conditional UPDATE, prepared once per connection
-        _COMPLETE_SQL = (
-            f'UPDATE "{IdempotencyRecord._meta.db_table}" SET "state" = %s, "response_status" = %s,'
-            ' "response_body" = %s, "response_content_type" = %s, "completed_at" = %s'
-            ' WHERE "id" = %s AND "state" = %s AND "created_at" = %s RETURNING "id"'
+def store(keyed: KeyedRequest, response: HttpResponseBase) -> bool:
+    """Store the rendered response as the key's completed record: one INSERT, in the handler's transaction
+    (or, for a refusal after its rollback, alone). False if the key already has a completed record."""
+    global _STORE_SQL
+    record = IdempotencyRecord(
+        partner_id=keyed.partner_id, key=keyed.key, method=keyed.method, target=keyed.target,
+        body_sha256=keyed.body_sha256, state=IdempotencyState.COMPLETED, response_status=response.status_code,
+        response_body=bytes(response.content),
+        response_content_type=(response.get("Content-Type") or "application/json")[:64], completed_at=timezone.now(),
+    )
+    if not prepared.postgresql():  # the SQLite demo: the ORM, a savepoint around the INSERT
+        try:
+            with transaction.atomic():
+                IdempotencyRecord.objects.filter(
+                    partner_id=keyed.partner_id, key=keyed.key, state=IdempotencyState.IN_PROGRESS).delete()
+                record.save(force_insert=True)
+        except IntegrityError:
+            return False
+        return True
+    sql, fields = rows.insert_sql(IdempotencyRecord)
+    if _STORE_SQL is None:  # `rows.insert`'s INSERT, overwriting only a record left `in_progress`
+        updates = ", ".join(f'"{field.column}" = EXCLUDED."{field.column}"' for field in fields)
+        _STORE_SQL = _sql(
+            sql.removesuffix(f' RETURNING "{IdempotencyRecord._meta.pk.column}"')
+            + f' ON CONFLICT ("partner_id", "key") DO UPDATE SET {updates} WHERE <table>."state" = %s RETURNING "id"'
         )
-    prepared.fetch_one(_COMPLETE_SQL, [
-        str(IdempotencyState.COMPLETED), response.status_code, bytes(response.content),
-        (response.get("Content-Type") or "application/json")[:64], timezone.now(),
-        claim.record_id, str(IdempotencyState.IN_PROGRESS), claim.lease,
-    ])
+    params = [*rows.insert_values(record, fields), str(IdempotencyState.IN_PROGRESS)]
+    return prepared.fetch_one(_STORE_SQL, params) is not None
 
 
-def release(claim: Claim) -> None:
-    """Forget the key (400, 401, 403, 404, 429, 5xx...), so that the partner may retry with it."""
-    IdempotencyRecord.objects.filter(
-        pk=claim.record_id, state=IdempotencyState.IN_PROGRESS, created_at=claim.lease
-    ).delete()
+def stored_answer(keyed: KeyedRequest) -> HttpResponse:
+    """After `store` found the key taken (and the transaction was rolled back): the stored response to
+    replay, or 422 `idempotency_key_reused`."""
+    record = IdempotencyRecord.objects.filter(
+        partner_id=keyed.partner_id, key=keyed.key, state=IdempotencyState.COMPLETED).first()
+    if record is None:  # purged meanwhile: cannot happen within the retention
+        raise _in_use()
+    return _answer(keyed, record.method, record.target, record.body_sha256, record.response_status,
+                   record.response_body, record.response_content_type)
 
 
 def idempotency_records_purge(*, older_than: timedelta = RETENTION) -> int:

@@ -4,10 +4,12 @@ import hashlib
 import json
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from datetime import timedelta
 
+import psycopg
 import pytest
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from payments.idempotency import idempotency_records_purge
@@ -150,35 +152,85 @@ def test_a_key_of_255_printable_characters_is_accepted(wallet, make_citizen):
     assert wallet.post(TARGET, link_payload(make_citizen(with_card=True)), idempotency_key=key).status == 201
 
 
-# --- Records left running -----------------------------------------------------------------------
+# --- Keys in use, records left by the earlier version -------------------------------------------
 
 
-def _running_record(client, payload: dict, key: str, *, age: timedelta) -> IdempotencyRecord:
-    record = IdempotencyRecord.objects.create(
-        partner=partner_of(client), key=key, method="POST", target=TARGET,
-        body_sha256=hashlib.sha256(wire_body(payload)).hexdigest(),
-    )
-    IdempotencyRecord.objects.filter(pk=record.pk).update(created_at=timezone.now() - age)
-    return record
+@contextmanager
+def other_connection():
+    """A connection of its own to the test database, as another web process has (autocommit)."""
+    settings = connection.settings_dict
+    with psycopg.connect(dbname=settings["NAME"], user=settings["USER"], password=settings["PASSWORD"] or None,
+                         host=settings["HOST"] or None, port=settings["PORT"] or None, autocommit=True) as conn:
+        yield conn
+
+
+# The key's lock, as PartnerApiView takes it (a transaction-level advisory lock): the key hashed with
+# the partner's id as seed.
+LOCK_KEY = "hashtextextended(%s::text, %s::bigint)"
+
+
+def _key_locked_elsewhere(partner: Partner, key: str) -> bool:
+    """Whether some other session holds the key's advisory lock (pg_locks splits its 64 bits in two)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT EXISTS (SELECT FROM pg_locks WHERE locktype = 'advisory' AND granted"
+            " AND pid <> pg_backend_pid() AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+            f" AND ((classid::bigint << 32) | objid::bigint) = {LOCK_KEY})",
+            [key, partner.pk],
+        )
+        return cursor.fetchone()[0]
 
 
 @pytest.mark.django_db
 def test_a_request_still_running_answers_idempotency_key_in_use(wallet, make_citizen):
     payload, key = link_payload(make_citizen(with_card=True)), idem_key()
-    _running_record(wallet, payload, key, age=timedelta(seconds=5))
-    problem(wallet.post(TARGET, payload, idempotency_key=key), 409, "idempotency_key_in_use")
-    assert not WalletLinkage.objects.exists()
-    assert IdempotencyRecord.objects.get(key=key).state == "in_progress"  # the in-use answer is not stored
+    partner = partner_of(wallet)
+    with other_connection() as running:  # holds the key as a request still running with it does
+        running.execute(f"SELECT pg_advisory_lock({LOCK_KEY})", [key, partner.pk])
+        assert _key_locked_elsewhere(partner, key)
+        problem(wallet.post(TARGET, payload, idempotency_key=key), 409, "idempotency_key_in_use")
+        assert not WalletLinkage.objects.exists()
+        assert not IdempotencyRecord.objects.filter(key=key).exists()  # the in-use answer is not stored
+        # The lock is the partner's key, not the key alone.
+        other = make_partner_client()
+        assert other.post(TARGET, link_payload(make_citizen(with_card=True)), idempotency_key=key).status == 201
+    first = wallet.post(TARGET, payload, idempotency_key=key)
+    assert first.status == 201, first.body
+    assert "Idempotent-Replayed" not in first.headers
+
+
+def _running_record(client, payload: dict, key: str) -> IdempotencyRecord:
+    """An `in_progress` record as the earlier version wrote before running the handler."""
+    return IdempotencyRecord.objects.create(
+        partner=partner_of(client), key=key, method="POST", target=TARGET,
+        body_sha256=hashlib.sha256(wire_body(payload)).hexdigest(), state="in_progress",
+    )
 
 
 @pytest.mark.django_db
-def test_a_record_left_by_a_crashed_process_is_taken_over_after_a_minute(wallet, make_citizen):
+@pytest.mark.parametrize("same_request", [True, False])
+def test_an_in_progress_record_left_by_the_earlier_version_does_not_block_the_key(wallet, make_citizen, same_request):
     payload, key = link_payload(make_citizen(with_card=True)), idem_key()
-    _running_record(wallet, payload, key, age=timedelta(seconds=61))
+    _running_record(wallet, payload if same_request else link_payload(make_citizen(with_card=True)), key)
     first = wallet.post(TARGET, payload, idempotency_key=key)
     assert first.status == 201, first.body
+    assert "Idempotent-Replayed" not in first.headers
+    record = IdempotencyRecord.objects.get(key=key)
+    assert (record.state, record.response_status, bytes(record.response_body)) == ("completed", 201, first.body)
     replay = wallet.post(TARGET, payload, idempotency_key=key)
-    assert (replay.status, replay.body) == (201, first.body)
+    assert (replay.status, replay.body, replay.headers["Idempotent-Replayed"]) == (201, first.body, "true")
+    assert WalletLinkage.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_a_refusal_left_over_an_in_progress_record_is_stored(wallet, make_citizen):
+    payload, key = link_payload(make_citizen(with_card=True), name="不对的"), idem_key()
+    _running_record(wallet, payload, key)
+    first = wallet.post(TARGET, payload, idempotency_key=key)
+    problem(first, 422, "identity_mismatch")
+    assert IdempotencyRecord.objects.get(key=key).state == "completed"
+    replay = wallet.post(TARGET, payload, idempotency_key=key)
+    assert (replay.status, replay.body, replay.headers["Idempotent-Replayed"]) == (422, first.body, "true")
 
 
 @pytest.mark.django_db
@@ -211,10 +263,12 @@ def test_a_second_request_while_the_first_runs_answers_in_use_and_the_first_is_t
             Partner.objects.select_for_update(no_key=True).get(pk=partner.pk)
             first_future = pool.submit(lambda: (blocked.set(), client.post(TARGET, payload, idempotency_key=key))[1])
             blocked.wait(5)
-            for _ in range(100):
-                if IdempotencyRecord.objects.filter(key=key).exists():
+            for _ in range(100):  # the first request holds the key's lock
+                if _key_locked_elsewhere(partner, key):
                     break
                 threading.Event().wait(0.05)
+            else:
+                pytest.fail("the first request never took the key's lock")
             second = client.post(TARGET, payload, idempotency_key=key)
             problem(second, 409, "idempotency_key_in_use")
         first = first_future.result(timeout=30)
@@ -246,3 +300,52 @@ def test_concurrent_requests_with_one_key_execute_once(live_server, portal_key, 
         assert response.status == 201 or response.code == "idempotency_key_in_use", response.body
     assert WalletLinkage.objects.count() == 1
     assert OutboxEvent.objects.filter(type="linkage.created").count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("case", ["same request", "other request", "same request refused by the handler"])
+def test_a_request_whose_key_is_stored_while_it_runs_is_rolled_back_and_answered_from_the_record(
+    portal_key, regions, make_citizen, fresh_cache, case,  # noqa: F811
+):
+    # Another request with the key commits its record after this one has read the key (none stored yet):
+    # READ COMMITTED takes the read's snapshot before the lock, so the lock does not exclude it. A
+    # refusal (here 422 identity_mismatch) is stored after its rollback: it finds the record likewise.
+    wallet = make_partner_client()
+    partner = partner_of(wallet)
+    citizen, key = make_citizen(with_card=True), idem_key()
+    payload = link_payload(citizen, name="不对的" if case.endswith("refused by the handler") else None)
+    stored_body = b'{"stored": "first"}'
+    sent_body = b"{}" if case == "other request" else wire_body(payload)
+    with other_connection() as first:
+        first.execute("BEGIN")
+        # Holds the partner row that linkage_create locks: this request reads the key, then waits in its handler.
+        first.execute('SELECT FROM "payments_partner" WHERE id = %s FOR UPDATE', [partner.pk])
+        first.execute(
+            'INSERT INTO "payments_idempotencyrecord" (partner_id, key, method, target, body_sha256, state,'
+            " response_status, response_body, response_content_type, created_at, completed_at)"
+            " VALUES (%s, %s, 'POST', %s, %s, 'completed', 201, %s, 'application/json', now(), now())",
+            [partner.pk, key, TARGET, hashlib.sha256(sent_body).hexdigest(), stored_body],
+        )
+        (first_pid,) = first.execute("SELECT pg_backend_pid()").fetchone()
+
+        def commit_once_the_request_waits():
+            with other_connection() as watcher:
+                for _ in range(200):
+                    if watcher.execute("SELECT EXISTS (SELECT FROM pg_stat_activity WHERE %s = ANY(pg_blocking_pids(pid)))",
+                                       [first_pid]).fetchone()[0]:
+                        break
+                    threading.Event().wait(0.05)
+            first.execute("COMMIT")
+
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            committer = pool.submit(commit_once_the_request_waits)
+            response = wallet.post(TARGET, payload, idempotency_key=key)
+            committer.result(timeout=30)
+    if case != "other request":
+        assert (response.status, response.body, response.headers["Idempotent-Replayed"]) == (201, stored_body, "true")
+        assert response.signature_valid
+    else:
+        problem(response, 422, "idempotency_key_reused")
+    assert not WalletLinkage.objects.exists()  # its linkage was rolled back
+    assert not OutboxEvent.objects.filter(type="linkage.created").exists()
+    assert bytes(IdempotencyRecord.objects.get(partner=partner, key=key).response_body) == stored_body
