@@ -6,6 +6,9 @@ goes to logs.
 """
 
 import os
+import re
+
+from gunicorn.glogging import Logger
 
 bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:" + os.environ.get("PORT", "8000"))
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
@@ -15,3 +18,39 @@ access_log_format = '%(h)s %(t)s "%(m)s %(U)s" %(s)s %(b)s %(M)sms'
 errorlog = "-"
 loglevel = os.environ.get("GUNICORN_LOG_LEVEL", "info")
 timeout = 60
+
+
+class AccessLogger(Logger):
+    """gunicorn's logger, building only the atoms the access log format names.
+
+    gunicorn's own `atoms` makes one for every request header, response header and environ
+    variable of every request, about 4 % of a partner API request's CPU. Each atom here is
+    computed as gunicorn computes it; a format naming any other atom gets gunicorn's `atoms`.
+    """
+
+    _OWN = frozenset("htmUsbM")
+    _names: dict[str, bool] = {}
+
+    def atoms(self, resp, req, environ, request_time):
+        log_format = self.cfg.access_log_format
+        own = self._names.get(log_format)
+        if own is None:
+            own = self._names[log_format] = set(re.findall(r"%\((\w+)\)", log_format)) <= self._OWN
+        if not own:
+            return super().atoms(resp, req, environ, request_time)
+        status = resp.status
+        if isinstance(status, str):
+            status = status.split(None, 1)[0]
+        sent = getattr(resp, "sent", None)
+        return {
+            "h": environ.get("REMOTE_ADDR", "-"),
+            "t": self.now(),
+            "m": environ.get("REQUEST_METHOD"),
+            "U": environ.get("PATH_INFO"),
+            "s": status,
+            "b": sent is not None and str(sent) or "-",
+            "M": request_time.seconds * 1000 + int(request_time.microseconds / 1000),
+        }
+
+
+logger_class = AccessLogger
