@@ -637,9 +637,12 @@ def run_load(base: dict, *, linkages: list[str], bill: str, duration: float, ser
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--citizens", type=int, default=600, help="distinct citizens, seeded through the services")
+    # The default shape saturates this 2-core machine (docs/benchmarks-settlements.md, "Session 4"):
+    # fewer clients or server threads leave a core partly idle while requests wait on PostgreSQL.
     parser.add_argument("--processes", type=int, default=4, help="load client processes")
-    parser.add_argument("--threads", type=int, default=3, help="threads (keep-alive clients) per load process")
-    parser.add_argument("--workers", type=int, default=2, help="gunicorn workers")
+    parser.add_argument("--threads", type=int, default=6, help="threads (keep-alive clients) per load process")
+    parser.add_argument("--workers", type=int, default=3, help="gunicorn workers (WEB_CONCURRENCY)")
+    parser.add_argument("--gunicorn-threads", type=int, default=6, help="threads per gunicorn worker (GUNICORN_THREADS)")
     parser.add_argument("--duration", type=float, default=20.0, help="seconds measured, distinct citizens")
     parser.add_argument("--contention-duration", type=float, default=10.0, help="seconds measured, one citizen")
     parser.add_argument("--warmup", type=float, default=2.0)
@@ -661,14 +664,14 @@ def main() -> None:
     from insurance.models import Citizen
     data = seed(args.citizens)
     report: dict = {"machine": machine(), "load_average_at_start": load_average(),
-                    "gunicorn": {"workers": args.workers, "threads": int(os.environ.get("GUNICORN_THREADS", "4"))},
+                    "gunicorn": {"workers": args.workers, "threads": args.gunicorn_threads},
                     "load": {"processes": args.processes, "threads_per_process": args.threads,
                              "warmup_s": args.warmup},
                     "seed": {"citizens": args.citizens + 1, "seconds": data["seed_seconds"]}}
     report["in_process"] = in_process_costs(data["private_b64"], data["distinct"][:201])
     report["in_process"]["load_average_after"] = load_average()
     port = _free_port()
-    server = start_gunicorn(db_url, port, args.workers)
+    server = start_gunicorn(db_url, port, args.workers, GUNICORN_THREADS=str(args.gunicorn_threads))
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/keys", timeout=5) as response:  # as a partner does
         portal_keys = {k["key_id"]: k["public_key"] for k in json.load(response)["keys"]}
     base = {"base_url": f"http://127.0.0.1:{port}", "private_b64": data["private_b64"], "portal_keys": portal_keys,
@@ -678,13 +681,13 @@ def main() -> None:
                                       server_pid=server.pid)
         report["distinct"]["books"] = check_books()
         if args.minted_ahead_duration:
-            # Enough tokens for 250 settlements/s, above what this machine reaches, and for a client
+            # Enough tokens for 320 settlements/s, above what this machine reaches, and for a client
             # three times as fast as the average: clients do not progress evenly (in
             # `per_client_attempts_and_tokens`, one connection or one client process is sometimes
             # served 2-5 times as often as another). A token lives 60 s, so minting plus the phase
             # must stay under a minute; a client out of tokens mints inline (`minted_inline`).
             clients = args.processes * args.threads
-            per_client = int(250 * (args.minted_ahead_duration + args.warmup) / clients * 3) + 1
+            per_client = int(320 * (args.minted_ahead_duration + args.warmup) / clients * 3) + 1
             report["distinct_minted_ahead"] = run_load(
                 base, linkages=data["distinct"], bill="small", duration=args.minted_ahead_duration,
                 server_pid=server.pid, mint_ahead=per_client)

@@ -9,6 +9,13 @@ from payments.api_base import ApiNotFoundView
 from payments import api, api_catalogue, api_events, openapi
 
 urlpatterns = [
+    # The counter's path first (a QR token, its verification, settle, confirm): Django tries the
+    # patterns in order, and none of these overlaps another.
+    path("linkages/<str:public_id>/qr-tokens", api_tokens.QrTokenCreateApi.as_view(), name="api-qr-tokens"),
+    path("certificates/verify", api_tokens.CertificateVerifyApi.as_view(), name="api-certificates-verify"),
+    path("settlements", api_settlements.SettlementListCreateApi.as_view(), name="api-settlements"),
+    path("settlements/<str:public_id>/confirm", api_settlements.SettlementConfirmApi.as_view(),
+         name="api-settlement-confirm"),
     path("keys", api.KeysListApi.as_view(), name="api-keys"),
     path("events", api_events.EventListApi.as_view(), name="api-events"),
     path("schema", openapi.SchemaApi.as_view(), name="api-schema"),
@@ -23,12 +30,7 @@ urlpatterns = [
     path("linkages", api_linkages.LinkageListCreateApi.as_view(), name="api-linkages"),
     path("linkages/<str:public_id>", api_linkages.LinkageDetailApi.as_view(), name="api-linkage"),
     path("linkages/<str:public_id>/unlink", api_linkages.LinkageUnlinkApi.as_view(), name="api-linkage-unlink"),
-    path("linkages/<str:public_id>/qr-tokens", api_tokens.QrTokenCreateApi.as_view(), name="api-qr-tokens"),
-    path("certificates/verify", api_tokens.CertificateVerifyApi.as_view(), name="api-certificates-verify"),
-    path("settlements", api_settlements.SettlementListCreateApi.as_view(), name="api-settlements"),
     path("settlements/<str:public_id>", api_settlements.SettlementDetailApi.as_view(), name="api-settlement"),
-    path("settlements/<str:public_id>/confirm", api_settlements.SettlementConfirmApi.as_view(),
-         name="api-settlement-confirm"),
     path("settlements/<str:public_id>/cancel", api_settlements.SettlementCancelApi.as_view(),
          name="api-settlement-cancel"),
     path("settlements/<str:public_id>/refund", api_settlements.SettlementRefundApi.as_view(),
