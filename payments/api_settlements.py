@@ -225,12 +225,16 @@ class SettlementConfirmApi(PartnerApiView):
                    422: OpenApiResponse(OpenApiTypes.OBJECT, description="amount_mismatch")},
     )
     def post(self, request: Request, public_id: str) -> Response:
-        settlement = settlement_for_partner(self.partner, public_id, full=False)
+        # Found and locked with its account in one statement, before the body is read: a settlement
+        # that is not this partner's answers 404 whatever the body (the transaction is rolled back).
+        locked = settlements.settlement_owned_locked(self.partner, public_id)
+        if locked is None:
+            raise ApiError(404, "not_found", "Not found.")
         data = settlement_confirm_input(request.data)  # the serializer's result in ~1 µs instead of ~45
         if data is None:  # anything unusual: the serializer decides, and words any refusal
             data = parse_input(SettlementConfirmInputSerializer, request)
         settlement = settlements.settlement_confirm(
-            actor=partner_actor(request, self.partner), settlement=settlement,
+            actor=partner_actor(request, self.partner), settlement=locked[0], locked=locked,
             partner_transaction_id=data["partner_transaction_id"], self_pay_fen=data["self_pay_fen"],
         )
         return Response(settlement_repr(settlement))  # `_locked` read it with its lines

@@ -462,7 +462,11 @@ _LOCKED_SQL: dict[bool, str] = {}
 _ACCOUNT_FIELDS = ["id", "citizen_id", "balance_fen", "held_fen", "updated_at"]
 
 
-def _locked_sql(with_account: bool) -> str:
+def _locked_sql(with_account: bool, by_public_id: bool = False) -> str:
+    """The settlement (by pk, or by its unique public id) under its row lock, with what the write
+    and the response read, and (with_account) the citizen's account locked after it."""
+    if by_public_id:
+        return _locked_sql(with_account).replace('WHERE s."id" = %s', 'WHERE s."public_id" = %s')
     if with_account not in _LOCKED_SQL:
         columns = ", ".join(f's."{field.column}"' for field in Settlement._meta.concrete_fields)
         t = {model.__name__: model._meta.db_table for model in (
@@ -540,6 +544,9 @@ def _locked(settlement: Settlement) -> Settlement:
     return _from_locked_row(found)
 
 
+LockedWithAccount = tuple[Settlement, PersonalAccount, tuple[int, int] | None]
+
+
 def _locked_with_account(settlement: Settlement) -> tuple[Settlement, PersonalAccount, tuple[int, int] | None]:
     """`_locked`, and the citizen's personal account locked after it, in the same statement, with
     the number of the audit row to come (None when read step by step)."""
@@ -548,9 +555,28 @@ def _locked_with_account(settlement: Settlement) -> tuple[Settlement, PersonalAc
     if found is None:  # no such settlement, or (never paid from) no account yet: one step at a time
         locked = _locked(settlement)
         return locked, ledger.account_for_update(locked.citizen_id), None
+    return _with_account(found)
+
+
+def _with_account(found: tuple) -> LockedWithAccount:
     width = len(Settlement._meta.concrete_fields) + 10
     account = PersonalAccount.from_db("default", _ACCOUNT_FIELDS, list(found[width:width + len(_ACCOUNT_FIELDS)]))
     return _from_locked_row(found), account, tuple(found[width + len(_ACCOUNT_FIELDS):])
+
+
+def settlement_owned_locked(partner: Partner, public_id: str) -> LockedWithAccount | None:
+    """This partner's settlement locked with its citizen's account, as `_locked_with_account` gives
+    them, found by public id in the same statement (confirm: one statement instead of
+    `settlement_owned` and then the lock); None if the partner has no such settlement. Call inside
+    the transaction that writes it; another partner's row, locked for the comparison, is released
+    with the rollback of the refusal."""
+    if prepared.postgresql() and "\x00" not in public_id:
+        found = prepared.fetch_one(_locked_sql(True, by_public_id=True), [public_id])
+        if found is not None:
+            locked, account, audit_number = _with_account(found)
+            return (locked, account, audit_number) if locked.partner_id == partner.pk else None
+    handle = settlement_owned(partner, public_id)  # not found (or no account yet), or not PostgreSQL
+    return None if handle is None else _locked_with_account(handle)
 
 
 def _release(settlement: Settlement) -> None:
@@ -599,14 +625,15 @@ def _change(settlement: Settlement, *, actor: Actor, action: str, event: str, be
 
 @service_atomic
 def settlement_confirm(*, actor: Actor, settlement: Settlement, partner_transaction_id: str, self_pay_fen: int,
-                       now: dt.datetime | None = None) -> Settlement:
+                       now: dt.datetime | None = None, locked: LockedWithAccount | None = None) -> Settlement:
     """The wallet collected the self-pay: `paid`, and the account hold becomes a debit.
 
     409 `settlement_expired` at or after `expires_at` (swept or not yet), 409
     `invalid_state` in any other state than `pending_payment`, 422 `amount_mismatch`.
-    A card suspended since creation does not stop it (PARTNER_API.md).
+    A card suspended since creation does not stop it (PARTNER_API.md). `locked`: what
+    `settlement_owned_locked` gave in this transaction (the settlement is then `locked[0]`).
     """
-    settlement, account, audit_number = _locked_with_account(settlement)
+    settlement, account, audit_number = locked or _locked_with_account(settlement)
     now = now or timezone.now()
     if settlement.state == SettlementState.EXPIRED or (
         settlement.state == SettlementState.PENDING_PAYMENT and now >= settlement.expires_at

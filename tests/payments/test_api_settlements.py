@@ -3,7 +3,7 @@
 import pytest
 
 from insurance import services as insurance_services
-from payments.models import PartnerKind, Settlement
+from payments.models import PartnerKind, Settlement, SettlementState
 from tests.payments.api_helpers import (  # noqa: F401
     fresh_cache,
     idem_key,
@@ -244,6 +244,21 @@ def test_another_partners_settlement_is_not_found_everywhere(wallet, linkage):
     assert other.post(f"/api/v1/settlements/{sid}/refund", {"reason": "x"}, idempotency_key=idem_key()).status == 404
     assert other.get("/api/v1/settlements").json() == {"results": [], "next_cursor": None}
     assert wallet.get("/api/v1/settlements/stl_doesnotexist").status == 404
+
+
+def test_confirming_another_partners_settlement_answers_404_whatever_the_body_and_leaves_it_to_its_owner(
+    wallet, linkage,
+):
+    settlement = settled(wallet, mint(wallet, linkage["id"]))
+    other = make_partner_client()
+    for body in ({"partner_transaction_id": "x", "self_pay_fen": settlement["self_pay_fen"]}, {"bad": 1}, {}):
+        response = other.post(f"/api/v1/settlements/{settlement['id']}/confirm", body, idempotency_key=idem_key())
+        assert (response.status, response.code) == (404, "not_found"), body
+    assert other.post("/api/v1/settlements/stl_doesnotexist/confirm", {"bad": 1},
+                      idempotency_key=idem_key()).status == 404
+    # Nothing of the refusals is left, the row lock included: its partner confirms it.
+    assert Settlement.objects.get(public_id=settlement["id"]).state == SettlementState.PENDING_PAYMENT
+    assert confirm(wallet, settlement).json()["state"] == "paid"
 
 
 def test_the_list_is_this_partners_oldest_first_filtered_by_state_and_paged(wallet, linkage):

@@ -53,6 +53,12 @@ def test_a_settlement_is_found_by_its_public_id_index_whatever_the_plan():
     assert "partner" not in plan, plan
 
 
+def test_confirms_locked_settlement_is_found_by_its_public_id_index_whatever_the_plan():
+    plan = _generic_plan(settlements._locked_sql(True, by_public_id=True), ["stl_none"])
+    assert _unique_index(Settlement, "public_id") in plan, plan
+    assert "settlement_partner" not in plan, plan
+
+
 def test_a_linkage_to_mint_for_is_found_by_its_public_id_index_whatever_the_plan():
     plan = _generic_plan(qr._mint_target_sql(), ["lnk_none"])
     assert _unique_index(WalletLinkage, "public_id") in plan, plan
