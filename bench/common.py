@@ -74,7 +74,8 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 
 
 def start_gunicorn(db_url: str, port: int, workers: int, **environ: str) -> subprocess.Popen:
-    """The repository's gunicorn.conf.py on `port`, access log off, waiting until it answers."""
+    """The repository's gunicorn.conf.py on `port`, the access log written (as in production) to
+    /dev/null, waiting until it answers."""
     env = dict(os.environ, DATABASE_URL=db_url, WEB_CONCURRENCY=str(workers), PORT=str(port),
                GUNICORN_ACCESS_LOG="/dev/null", GUNICORN_LOG_LEVEL="warning", DEBUG="0", LOG_LEVEL="ERROR",
                **environ)

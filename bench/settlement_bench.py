@@ -1,8 +1,9 @@
 """Settlements over the partner API under gunicorn: create and confirm, distinct citizens and one citizen.
 
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/ecard REDIS_URL=redis://127.0.0.1:6379/0 \\
-        .venv/bin/python bench/settlement_bench.py [--citizens 600] [--processes 4] [--threads 3] \\
-        [--duration 20] [--minted-ahead-duration 20] [--contention-duration 10] [--workers 2]
+        .venv/bin/python bench/settlement_bench.py [--citizens 600] [--processes 4] [--threads 6] \\
+        [--duration 20] [--minted-ahead-duration 20] [--contention-duration 10] [--workers 3] \\
+        [--gunicorn-threads 6]
 
 It drops and recreates its own database `<name of DATABASE_URL>_settlement_bench`,
 migrates it, FLUSHES the Redis db of REDIS_URL (nonces, rate counters, and the
@@ -16,8 +17,8 @@ citizens of Shanghai (310000), each with an issued card activated by a linkage
 to the wallet and a personal account balance of 2,000 yuan.
 
 It starts gunicorn with the repository's `gunicorn.conf.py` (`--workers`
-workers, 4 threads each, access log off) against that database and Redis db,
-and drives it from a separate load process (this script with `--load`):
+workers, `--gunicorn-threads` threads each, the access log written to /dev/null)
+against that database and Redis db, and drives it from a separate load process (this script with `--load`):
 `--processes` spawned client processes of `--threads` concurrent clients
 each (asyncio tasks, each its own keep-alive HTTP/1.1 connection, the raw
 client of `bench/load_client.py`), every request signed with a fresh nonce
