@@ -157,7 +157,7 @@ CREATE_FIELDS = {
 }
 valid_create = st.builds(
     dict,
-    token=st.one_of(st.just(QR_TOKEN), st.text(alphabet=st.characters(exclude_characters="\x00"))),
+    token=st.one_of(st.just(QR_TOKEN), st.text(alphabet=st.characters(exclude_characters="\x00", exclude_categories=("Cs",)))),
     facility_code=st.text(alphabet=st.characters(min_codepoint=33, max_codepoint=126), min_size=1, max_size=32),
     lines=st.one_of(st.lists(valid_lines, min_size=1, max_size=5),
                     st.lists(valid_lines, min_size=1, max_size=settlements.MAX_LINES)),
