@@ -331,15 +331,5 @@ def outbox_replay(*, actor: Actor, event: OutboxEvent, reason: str = "") -> Outb
     event.save(update_fields=["state", "attempts", "next_attempt_at"])
     audit_record(actor=actor, action="outbox_event.replay", object_type="outbox_event", object_id=event.public_id,
                  before=before, after={"state": event.state, "attempts": event.attempts}, reason=reason)
-    event_pk = event.pk
-    transaction.on_commit(lambda: _kick(event_pk))
+    transaction.on_commit(kick_sweep)  # the event is due now: the sweep claims it
     return event
-
-
-def _kick(event_id: int) -> None:
-    from payments.tasks import deliver_event
-
-    try:
-        deliver_event.delay(event_id)
-    except Exception:  # the sweep delivers it
-        logger.warning("could not enqueue delivery of outbox event %s; the sweep will deliver it", event_id)

@@ -7,7 +7,6 @@ them later (payments.delivery); nothing is sent from inside a transaction.
 """
 
 import json
-import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -33,8 +32,6 @@ from portal import domain_events
 from portal.actors import Actor
 from portal.audit import audit_record
 from portal.models import DomainEvent
-
-logger = logging.getLogger(__name__)
 
 
 def enqueue(*, partner: Partner, type: str, obj: dict, domain_event: DomainEvent | None = None,

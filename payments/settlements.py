@@ -458,21 +458,20 @@ def settlement_create(*, actor: Actor, partner: Partner, token: str, facility_co
     return settlement
 
 
-_LOCKED_SQL: dict[bool, str] = {}
+_LOCKED_SQL: dict[tuple[bool, bool], str] = {}
 _ACCOUNT_FIELDS = ["id", "citizen_id", "balance_fen", "held_fen", "updated_at"]
 
 
 def _locked_sql(with_account: bool, by_public_id: bool = False) -> str:
     """The settlement (by pk, or by its unique public id) under its row lock, with what the write
     and the response read, and (with_account) the citizen's account locked after it."""
-    if by_public_id:
-        return _locked_sql(with_account).replace('WHERE s."id" = %s', 'WHERE s."public_id" = %s')
-    if with_account not in _LOCKED_SQL:
+    if (with_account, by_public_id) not in _LOCKED_SQL:
         columns = ", ".join(f's."{field.column}"' for field in Settlement._meta.concrete_fields)
         t = {model.__name__: model._meta.db_table for model in (
             Settlement, SettlementLine, Partner, ReimbursementPolicy, Certificate, Citizen, Facility, FamilyBinding,
             PersonalAccount)}
-        _LOCKED_SQL[with_account] = (
+        key = "public_id" if by_public_id else "id"
+        _LOCKED_SQL[with_account, by_public_id] = (
             f'SELECT {columns}, pa."code", p."region_id", p."scheme", p."year", p."version", c."number",'
             ' z."region_id", f."code", b."public_id", '
             'COALESCE((SELECT json_agg(json_build_array(sl."id", sl."position", sl."service_id", sl."service_code",'
@@ -490,9 +489,9 @@ def _locked_sql(with_account: bool, by_public_id: bool = False) -> str:
             f'LEFT JOIN "{t["FamilyBinding"]}" b ON b."id" = s."family_binding_id" '
             + (f'JOIN "{t["PersonalAccount"]}" a ON a."citizen_id" = s."citizen_id" ' if with_account else '')
             # The settlement's row, then (confirm) the account's: the module's lock order.
-            + ('WHERE s."id" = %s FOR UPDATE OF s, a' if with_account else 'WHERE s."id" = %s FOR UPDATE OF s')
+            + f'WHERE s."{key}" = %s ' + ('FOR UPDATE OF s, a' if with_account else 'FOR UPDATE OF s')
         )
-    return _LOCKED_SQL[with_account]
+    return _LOCKED_SQL[with_account, by_public_id]
 
 
 _LINE_FIELDS = ["id", "position", "service_id", "service_code", "category", "quantity", "unit_price_fen",

@@ -5,6 +5,8 @@ from celery import shared_task
 
 @shared_task(acks_late=True, reject_on_worker_lost=True, soft_time_limit=30, time_limit=45)
 def deliver_event(event_id: int) -> None:
+    """One event. Nothing queues it any more (commits and replays queue `deliver_due_events`); kept
+    so that messages queued by an earlier version are still understood."""
     from payments import delivery
 
     delivery.deliver_one(event_id)

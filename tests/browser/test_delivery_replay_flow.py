@@ -97,7 +97,7 @@ def test_operator_replays_a_dead_event_and_the_receiver_back_up_gets_it(
 
     receiver = WebhookReceiver(port=port).start()  # the partner's receiver is back, on the same port
     try:
-        # What the worker does for the replay's task (payments.tasks.deliver_event).
+        # What the sweep the replay queues does for this event (payments.delivery.kick_sweep).
         assert delivery.deliver_one(event.pk) is True
         [got] = receiver.received
     finally:

@@ -40,6 +40,12 @@ def _key_reads(client, expected_status: int = 200) -> int:
     return sum('"payments_partnerkey" k JOIN' in sql for sql in statements)
 
 
+def _cached(client) -> None:
+    """Three requests: the key row is then cached and trusted (read on the first two only)."""
+    for _ in range(3):
+        _key_reads(client)
+
+
 def _revoke_behind_the_cache(key_id: str) -> None:
     """Change the row without a save (no code path does): only the generation tells the cache."""
     with connection.cursor() as cursor:
@@ -55,8 +61,7 @@ def test_a_key_row_is_read_on_the_first_two_requests_and_then_from_the_cache(wal
 
 @pytest.mark.django_db
 def test_a_revoked_key_is_refused_on_the_next_request(wallet):
-    for _ in range(3):
-        _key_reads(wallet)
+    _cached(wallet)
     partner_key_revoke(actor=ADMIN, key=PartnerKey.objects.get(key_id=wallet.key_id), reason="leaked")
     response = wallet.get(TARGET)
     assert (response.status, response.json()["code"]) == (403, "forbidden")
@@ -66,8 +71,7 @@ def test_a_revoked_key_is_refused_on_the_next_request(wallet):
 def test_a_suspended_partner_is_refused_on_the_next_request_and_reactivated_accepted(wallet):
     from payments.partners import partner_reactivate
 
-    for _ in range(3):
-        _key_reads(wallet)
+    _cached(wallet)
     partner = partner_suspend(actor=ADMIN, partner=partner_of(wallet), reason="audit")
     response = wallet.get(TARGET)
     assert (response.status, response.json()["code"]) == (403, "forbidden")
@@ -77,8 +81,7 @@ def test_a_suspended_partner_is_refused_on_the_next_request_and_reactivated_acce
 
 @pytest.mark.django_db
 def test_the_generation_in_redis_decides_whether_a_cached_row_is_current(wallet):
-    for _ in range(3):
-        _key_reads(wallet)
+    _cached(wallet)
     _revoke_behind_the_cache(wallet.key_id)
     assert _key_reads(wallet) == 0  # still the cached row: nothing announced the change
     # Another web process's save replaces the generation in Redis, shared by every process.
@@ -89,8 +92,7 @@ def test_the_generation_in_redis_decides_whether_a_cached_row_is_current(wallet)
 
 @pytest.mark.django_db
 def test_a_generation_lost_with_redis_makes_every_cached_row_be_read_again(wallet):
-    for _ in range(3):
-        _key_reads(wallet)
+    _cached(wallet)
     _revoke_behind_the_cache(wallet.key_id)
     redis.Redis.from_url(settings.REDIS_URL).flushdb()  # as a Redis restart (it keeps nothing on disk)
     response = wallet.get(TARGET)
@@ -99,16 +101,14 @@ def test_a_generation_lost_with_redis_makes_every_cached_row_be_read_again(walle
 
 @pytest.mark.django_db
 def test_a_cached_row_is_read_again_after_its_maximum_age(wallet, monkeypatch):
-    for _ in range(3):
-        _key_reads(wallet)
+    _cached(wallet)
     monkeypatch.setattr(api_auth, "KEY_CACHE_SECONDS", 0.0)
     assert [_key_reads(wallet) for _ in range(2)] == [1, 1]
 
 
 @pytest.mark.django_db
 def test_a_deleted_key_is_unknown_on_the_next_request(wallet):
-    for _ in range(3):
-        _key_reads(wallet)
+    _cached(wallet)
     PartnerKey.objects.filter(key_id=wallet.key_id).get().delete()
     response = wallet.get(TARGET)
     assert (response.status, response.json()["code"]) == (401, "unknown_key")
