@@ -5,11 +5,11 @@ pagination."""
 
 import base64
 import binascii
+import math
 import re
 import time
 from collections.abc import Callable, Sequence
 
-from django.core.cache import cache
 from django.db import transaction
 from django.db.models import Q, QuerySet
 from django.http import HttpResponseBase
@@ -290,26 +290,30 @@ class ApiNotFoundView(SignedApiView):
 # --- Identity attempts ------------------------------------------------------
 
 IDENTITY_MISMATCHES_PER_MINUTE = 10
+IDENTITY_MISMATCH_WINDOW_SECONDS = 60
 
 
-def _mismatch_key(partner: Partner, minute: int) -> str:
-    return f"identity-mismatch:{partner.pk}:{minute}"
+def _mismatch_key(partner: Partner) -> str:
+    return f"identity-mismatches:{partner.pk}"
 
 
 def identity_attempts_check(partner: Partner) -> None:
-    """429 `rate_limited` once a partner has had ten identity mismatches in this minute.
+    """429 `rate_limited` once a partner has had ten identity mismatches in the last minute.
 
+    The minute slides: ten mismatches at 12:00:50..12:01:05 count as ten, and the partner is
+    refused until the oldest that makes up the ten is a minute old (`Retry-After` says when).
     Every identity check of the partner is refused then, not only the wrong ones, so that
-    the 429 itself tells nothing about the person tried. The count lives in Redis (the
+    the 429 itself tells nothing about the person tried. The times live in Redis (the
     Django cache), shared by every web process.
     """
     now = time.time()
-    minute = int(now // 60)
-    if (cache.get(_mismatch_key(partner, minute)) or 0) >= IDENTITY_MISMATCHES_PER_MINUTE:
-        retry_after = max(1, 60 - int(now % 60))
+    times = fastcache.window_times(_mismatch_key(partner), seconds=IDENTITY_MISMATCH_WINDOW_SECONDS, now=now)
+    if len(times) >= IDENTITY_MISMATCHES_PER_MINUTE:
+        free_at = times[len(times) - IDENTITY_MISMATCHES_PER_MINUTE] + IDENTITY_MISMATCH_WINDOW_SECONDS
+        retry_after = min(IDENTITY_MISMATCH_WINDOW_SECONDS, max(1, math.ceil(free_at - now)))
         raise ApiError(429, "rate_limited", "Too many identity mismatches: retry later.",
                        headers={"Retry-After": str(retry_after)})
 
 
 def identity_mismatch_record(partner: Partner) -> None:
-    fastcache.count(_mismatch_key(partner, int(time.time() // 60)), timeout=120)
+    fastcache.window_record(_mismatch_key(partner), seconds=IDENTITY_MISMATCH_WINDOW_SECONDS, now=time.time())

@@ -6,6 +6,8 @@ or a counter in a single round trip. Without Redis (the demo), the Django
 cache stands in.
 """
 
+import os
+
 from django.core.cache import cache
 
 
@@ -56,3 +58,32 @@ def forget(key: str) -> None:
         cache.delete(key)
     else:
         client.delete(cache.make_and_validate_key(key))
+
+
+def window_record(key: str, *, seconds: int, now: float) -> None:
+    """Note one event at `now` in a sliding window of `seconds` (see `window_times`)."""
+    client = _redis_client()
+    if client is None:
+        times = [t for t in (cache.get(key) or []) if t > now - seconds]
+        cache.set(key, [*times, now], timeout=seconds)
+        return
+    full_key = cache.make_and_validate_key(key)
+    pipe = client.pipeline(transaction=False)
+    pipe.zadd(full_key, {f"{now!r}:{os.urandom(6).hex()}": now})
+    pipe.zremrangebyscore(full_key, "-inf", now - seconds)
+    pipe.expire(full_key, seconds + 1)
+    pipe.execute()
+
+
+def window_times(key: str, *, seconds: int, now: float) -> list[float]:
+    """The times, oldest first, of the events noted in the last `seconds` before `now`.
+
+    A sliding window, not a fixed one: ten events spread over two clock minutes are
+    still ten events within sixty seconds.
+    """
+    client = _redis_client()
+    if client is None:
+        return sorted(t for t in (cache.get(key) or []) if t > now - seconds)
+    full_key = cache.make_and_validate_key(key)
+    pairs = client.zrangebyscore(full_key, f"({now - seconds!r}", "+inf", withscores=True)
+    return [score for _member, score in pairs]

@@ -1,11 +1,15 @@
 """`/linkages` as a wallet partner sees it (PARTNER_API.md "Linkage" and the linkage rows)."""
 
 import json
+import secrets
+import time
 
 import pytest
 
 from insurance import services as insurance_services
+from payments.api_base import _mismatch_key
 from payments.models import LinkageState, OutboxEvent, PartnerKind, WalletLinkage
+from portal import fastcache
 from tests.payments.api_helpers import (  # noqa: F401
     fresh_cache,
     idem_key,
@@ -110,6 +114,45 @@ def test_ten_mismatches_in_a_minute_then_answer_rate_limited_even_for_a_true_ide
     # Another partner is not limited by this one's mismatches.
     other = make_partner_client()
     assert other.post("/api/v1/linkages", link_payload(citizen), idempotency_key=idem_key()).status == 201
+
+
+def test_the_minute_of_ten_mismatches_slides_across_clock_minutes(wallet, make_citizen):
+    # Six mismatches forty seconds ago (whatever clock minute that was) and four now make ten
+    # within a minute: refused until the oldest of them is a minute old, about twenty seconds on.
+    citizen = make_citizen(with_card=True)
+    key = _mismatch_key(partner_of(wallet))
+    for _ in range(6):
+        fastcache.window_record(key, seconds=60, now=time.time() - 40)
+    for _ in range(4):
+        problem(wallet.post("/api/v1/linkages", link_payload(citizen, name="某某某"), idempotency_key=idem_key()),
+                422, "identity_mismatch")
+    limited = wallet.post("/api/v1/linkages", link_payload(citizen), idempotency_key=idem_key())
+    problem(limited, 429, "rate_limited")
+    assert 15 <= int(limited.headers["Retry-After"]) <= 21
+
+
+def test_mismatches_more_than_a_minute_old_no_longer_count(wallet, make_citizen):
+    citizen = make_citizen(with_card=True)
+    key = _mismatch_key(partner_of(wallet))
+    for _ in range(10):
+        fastcache.window_record(key, seconds=60, now=time.time() - 61)
+    for _ in range(9):
+        fastcache.window_record(key, seconds=60, now=time.time() - 30)
+    assert wallet.post("/api/v1/linkages", link_payload(citizen), idempotency_key=idem_key()).status == 201
+
+
+@pytest.mark.parametrize("backend", ["redis", "locmem"])
+def test_the_window_counts_the_last_minute_only_with_or_without_redis(backend, settings):
+    if backend == "locmem":  # the demo's cache: the same window in one process
+        settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+                                       "LOCATION": f"window-{secrets.token_hex(4)}"}}
+    assert (fastcache._redis_client() is None) == (backend == "locmem")
+    key = f"window-test:{secrets.token_hex(6)}"
+    for at in (100.0, 130.0, 130.0, 159.5):
+        fastcache.window_record(key, seconds=60, now=at)
+    assert fastcache.window_times(key, seconds=60, now=160.0) == [130.0, 130.0, 159.5]
+    assert fastcache.window_times(key, seconds=60, now=190.0) == [159.5]
+    assert fastcache.window_times(key, seconds=60, now=220.0) == []
 
 
 def test_a_citizen_without_a_card_answers_certificate_unavailable(wallet, make_citizen):
