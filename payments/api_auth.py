@@ -12,6 +12,9 @@ import time
 from dataclasses import dataclass
 
 from django.core.exceptions import RequestDataTooBig
+from django.db.models import Model
+from django.db.models.base import ModelState
+from django.db.models.signals import post_init
 from django.utils.encoding import escape_uri_path
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.request import Request
@@ -151,7 +154,7 @@ _UNTRUSTED = ""  # a row read from the database in this request: its generation 
 
 @dataclass(frozen=True)
 class _CachedKey:
-    row: tuple
+    key: PartnerKey  # never handed out: each request gets a copy (`_copy_key`)
     generation: str
     read_at: float  # time.monotonic()
 
@@ -258,7 +261,7 @@ def _cached_key(key_id: str) -> tuple[PartnerKey | None, str | None]:
     was read from the database just now."""
     entry = _key_cache.get(key_id)
     if entry is not None and time.monotonic() - entry.read_at < KEY_CACHE_SECONDS:
-        return _key_from_row(entry.row), entry.generation
+        return _copy_key(entry.key), entry.generation
     row = _key_row(key_id)
     if row is None:
         _key_cache.pop(key_id, None)
@@ -274,7 +277,33 @@ def _remember(key_id: str, row: tuple, generation: str) -> None:
         return
     if len(_key_cache) >= 1024 and key_id not in _key_cache:
         _key_cache.clear()
-    _key_cache[key_id] = _CachedKey(row, generation, time.monotonic())
+    _key_cache[key_id] = _CachedKey(_key_from_row(row), generation, time.monotonic())
+
+
+def _copy_key(cached: PartnerKey) -> PartnerKey:
+    """A request's own PartnerKey and Partner, equal to what `_key_from_row` builds from the same row:
+    copies of the cached instances' field values, not `Model.__init__` again (a request may change
+    its instances; no other request sees that). Where a `post_init` receiver listens for these
+    models, they are built afresh, so that it runs as for any instance read."""
+    partner = cached._state.fields_cache["partner"]
+    if post_init.has_listeners(PartnerKey) or post_init.has_listeners(Partner):
+        key = PartnerKey.from_db("default", _KEY_FIELDS, [getattr(cached, name) for name in _KEY_FIELDS])
+        key.partner = Partner.from_db("default", _PARTNER_FIELDS, [getattr(partner, name) for name in _PARTNER_FIELDS])
+        return key
+    key = _copy_instance(cached)
+    key._state.fields_cache["partner"] = _copy_instance(partner)
+    return key
+
+
+def _copy_instance(instance: Model) -> Model:
+    """What `from_db` would give for the same values: the field values, a fresh `_state` (saved, this
+    database, no related object cached)."""
+    copied = object.__new__(type(instance))
+    copied.__dict__.update(instance.__dict__)
+    state = copied._state = ModelState()
+    state.adding = False
+    state.db = instance._state.db
+    return copied
 
 
 def _active(key: PartnerKey) -> bool:

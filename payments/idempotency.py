@@ -138,22 +138,16 @@ _STORE_SQL: str | None = None
 def store(keyed: KeyedRequest, response: HttpResponseBase) -> bool:
     """Store the rendered response as the key's completed record: one INSERT, in the handler's transaction
     (or, for a refusal after its rollback, alone). False if the key already has a completed record."""
-    global _STORE_SQL
-    record = IdempotencyRecord(
-        partner_id=keyed.partner_id, key=keyed.key, method=keyed.method, target=keyed.target,
-        body_sha256=keyed.body_sha256, state=IdempotencyState.COMPLETED, response_status=response.status_code,
-        response_body=bytes(response.content),
-        response_content_type=(response.get("Content-Type") or "application/json")[:64], completed_at=timezone.now(),
-    )
     if not prepared.postgresql():  # the SQLite demo: the ORM, a savepoint around the INSERT
-        try:
-            with transaction.atomic():
-                IdempotencyRecord.objects.filter(
-                    partner_id=keyed.partner_id, key=keyed.key, state=IdempotencyState.IN_PROGRESS).delete()
-                record.save(force_insert=True)
-        except IntegrityError:
-            return False
-        return True
+        return _store_orm(keyed, response)
+    return prepared.fetch_one(*store_statement(keyed, response)) is not None
+
+
+def store_statement(keyed: KeyedRequest, response: HttpResponseBase) -> tuple[str, list]:
+    """`store`'s INSERT and its parameters (PostgreSQL), RETURNING the id, or no row if the key already
+    has a completed record. The parameters are the values the ORM would send for the record, built
+    without a model instance (about a twentieth of a request's CPU with one)."""
+    global _STORE_SQL
     sql, fields = rows.insert_sql(IdempotencyRecord)
     if _STORE_SQL is None:  # `rows.insert`'s INSERT, overwriting only a record left `in_progress`
         updates = ", ".join(f'"{field.column}" = EXCLUDED."{field.column}"' for field in fields)
@@ -161,8 +155,32 @@ def store(keyed: KeyedRequest, response: HttpResponseBase) -> bool:
             sql.removesuffix(f' RETURNING "{IdempotencyRecord._meta.pk.column}"')
             + f' ON CONFLICT ("partner_id", "key") DO UPDATE SET {updates} WHERE <table>."state" = %s RETURNING "id"'
         )
-    params = [*rows.insert_values(record, fields), str(IdempotencyState.IN_PROGRESS)]
-    return prepared.fetch_one(_STORE_SQL, params) is not None
+    now = timezone.now()
+    values = {
+        "partner_id": keyed.partner_id, "key": keyed.key, "method": keyed.method, "target": keyed.target,
+        "body_sha256": keyed.body_sha256, "state": str(IdempotencyState.COMPLETED),
+        "response_status": response.status_code, "response_body": bytes(response.content),
+        "response_content_type": (response.get("Content-Type") or "application/json")[:64],
+        "created_at": now, "completed_at": now,
+    }
+    return _STORE_SQL, [*(values[field.attname] for field in fields), str(IdempotencyState.IN_PROGRESS)]
+
+
+def _store_orm(keyed: KeyedRequest, response: HttpResponseBase) -> bool:
+    record = IdempotencyRecord(
+        partner_id=keyed.partner_id, key=keyed.key, method=keyed.method, target=keyed.target,
+        body_sha256=keyed.body_sha256, state=IdempotencyState.COMPLETED, response_status=response.status_code,
+        response_body=bytes(response.content),
+        response_content_type=(response.get("Content-Type") or "application/json")[:64], completed_at=timezone.now(),
+    )
+    try:
+        with transaction.atomic():
+            IdempotencyRecord.objects.filter(
+                partner_id=keyed.partner_id, key=keyed.key, state=IdempotencyState.IN_PROGRESS).delete()
+            record.save(force_insert=True)
+    except IntegrityError:
+        return False
+    return True
 
 
 def stored_answer(keyed: KeyedRequest) -> HttpResponse:

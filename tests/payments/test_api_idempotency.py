@@ -349,3 +349,34 @@ def test_a_request_whose_key_is_stored_while_it_runs_is_rolled_back_and_answered
     assert not WalletLinkage.objects.exists()  # its linkage was rolled back
     assert not OutboxEvent.objects.filter(type="linkage.created").exists()
     assert bytes(IdempotencyRecord.objects.get(partner=partner, key=key).response_body) == stored_body
+
+
+@pytest.mark.django_db
+def test_the_store_statement_sends_what_the_orm_would_send_for_the_record(wallet):
+    from django.http import HttpResponse
+
+    from payments import rows
+    from payments.idempotency import KeyedRequest, store_statement
+    from payments.models import IdempotencyState
+
+    keyed = KeyedRequest(partner_id=partner_of(wallet).pk, key="k-1", method="POST", target="/api/v1/settlements",
+                         body_sha256="ab" * 32)
+    response = HttpResponse(b'{"id":"stl_1"}', status=201, content_type="application/json")
+    sql, params = store_statement(keyed, response)
+    _, fields = rows.insert_sql(IdempotencyRecord)
+    record = IdempotencyRecord(partner_id=keyed.partner_id, key=keyed.key, method=keyed.method, target=keyed.target,
+                               body_sha256=keyed.body_sha256, state=IdempotencyState.COMPLETED, response_status=201,
+                               response_body=b'{"id":"stl_1"}', response_content_type="application/json",
+                               completed_at=params[[f.attname for f in fields].index("completed_at")])
+    orm = rows.insert_values(record, fields)
+    ours = params[:-1]
+    assert len(ours) == len(orm) == len(fields)
+    for field, mine, theirs in zip(fields, ours, orm, strict=True):
+        if field.attname == "created_at":  # auto_now_add: the ORM's own clock
+            assert abs(mine - theirs) < timedelta(seconds=5)
+        elif field.attname == "response_body":
+            assert mine == theirs.obj  # psycopg.Binary(bytes): the same bytea
+        else:
+            assert mine == theirs, field.attname
+    assert params[-1] == "in_progress"
+    assert sql.count("%s") == len(params)

@@ -146,3 +146,37 @@ def test_a_row_read_while_a_revocation_was_uncommitted_is_not_trusted_after_the_
     # The row that request read, before the commit, is not trusted now: the next request is refused.
     response = wallet.get(TARGET)
     assert (response.status, response.json()["code"]) == (403, "forbidden")
+
+
+@pytest.mark.django_db
+def test_each_request_gets_its_own_copy_equal_to_the_key_and_partner_read_from_the_database(wallet):
+    from django.db.models.signals import post_init
+
+    _cached(wallet)
+    first, _ = api_auth._cached_key(wallet.key_id)
+    second, _ = api_auth._cached_key(wallet.key_id)
+    read = PartnerKey.objects.select_related("partner").get(key_id=wallet.key_id)
+    for copy in (first, second):
+        for model_instance, expected in ((copy, read), (copy.partner, read.partner)):
+            fields = [f.attname for f in type(expected)._meta.concrete_fields]
+            assert [getattr(model_instance, name) for name in fields] == [getattr(expected, name) for name in fields]
+            assert (model_instance._state.adding, model_instance._state.db) == (False, "default")
+    assert first is not second and first.partner is not second.partner
+    first.state = "revoked"
+    first.partner.name = "changed by one request"
+    assert second.state == read.state and second.partner.name == read.partner.name
+    third, _ = api_auth._cached_key(wallet.key_id)
+    assert third.state == read.state and third.partner.name == read.partner.name
+    # A post_init receiver for these models is run as for any instance read.
+    seen = []
+
+    def receiver(sender, instance, **kwargs):
+        seen.append(sender)
+
+    post_init.connect(receiver, sender=PartnerKey)
+    try:
+        fourth, _ = api_auth._cached_key(wallet.key_id)
+    finally:
+        post_init.disconnect(receiver, sender=PartnerKey)
+    assert seen == [PartnerKey]
+    assert fourth.key_id == read.key_id and fourth.partner.pk == read.partner.pk
