@@ -25,7 +25,7 @@ from payments.api_auth import RATE_KEY_TTL_SECONDS, AuthenticatedPartner, Partne
 from payments.models import Partner, PartnerKind
 from payments.problems import ApiError
 from payments.transactions import rolled_back_whole_on_error
-from portal import fastcache
+from portal import fastcache, prepared
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
@@ -148,11 +148,14 @@ class PartnerApiView(SignedApiView):
                 replay = idempotency.begin(keyed)  # the key's lock, or its answer (replay; 409, 422 raised)
                 if replay is None:
                     ran = True
-                    response = handler(request, *args, **kwargs)
-                    response = self.finalize_response(request, response, *args, **kwargs)
-                    # Commits with the business change, or not at all.
-                    if idempotency.should_store(response) and not idempotency.store(keyed, response):
-                        raise idempotency.KeyTaken
+                    # The handler's last write waits for the response, whose stored record joins it
+                    # in one statement (portal/prepared.py `joined_writes`).
+                    with prepared.joined_writes() as joined:
+                        response = handler(request, *args, **kwargs)
+                        response = self.finalize_response(request, response, *args, **kwargs)
+                        # Commits with the business change, or not at all.
+                        if idempotency.should_store(response) and not idempotency.store(keyed, response, joined):
+                            raise idempotency.KeyTaken
             if replay is not None:
                 response = self.finalize_response(request, replay, *args, **kwargs)
         except idempotency.KeyTaken:  # rolled back: the first request's answer stands

@@ -135,11 +135,14 @@ def should_store(response: HttpResponseBase) -> bool:
 _STORE_SQL: str | None = None
 
 
-def store(keyed: KeyedRequest, response: HttpResponseBase) -> bool:
+def store(keyed: KeyedRequest, response: HttpResponseBase, joined: prepared.JoinedWrites | None = None) -> bool:
     """Store the rendered response as the key's completed record: one INSERT, in the handler's transaction
-    (or, for a refusal after its rollback, alone). False if the key already has a completed record."""
+    (or, for a refusal after its rollback, alone), joined into the handler's last write if `joined`
+    holds one back. False if the key already has a completed record."""
     if not prepared.postgresql():  # the SQLite demo: the ORM, a savepoint around the INSERT
         return _store_orm(keyed, response)
+    if joined is not None:
+        return joined.flush([store_statement(keyed, response)])[0] is not None
     return prepared.fetch_one(*store_statement(keyed, response)) is not None
 
 

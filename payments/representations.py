@@ -62,6 +62,14 @@ def family_binding_repr(binding) -> dict:
     }
 
 
+def _lines(settlement) -> list:
+    """`settlement.lines.all()`, from what was prefetched or given if anything was: a settlement just
+    created has its lines in memory, and no primary key until its write is run
+    (payments/settlements.py `_write_settlement`), for which Django refuses a related manager."""
+    given = getattr(settlement, "_prefetched_objects_cache", {}).get("lines")
+    return given if given is not None else settlement.lines.all()
+
+
 def settlement_repr(settlement) -> dict:
     """PARTNER_API.md "Settlement". Reads `certificate`, `family_binding`, `facility`, `policy`
     and `lines` (select them with payments.settlements.settlements_of_partner)."""
@@ -77,7 +85,7 @@ def settlement_repr(settlement) -> dict:
         "lines": [
             {"service_code": line.service_code, "quantity": line.quantity, "unit_price_fen": line.unit_price_fen,
              "line_total_fen": line.line_total_fen, "eligible_fen": line.eligible_fen}
-            for line in settlement.lines.all()
+            for line in _lines(settlement)
         ],
         "total_fen": settlement.total_fen,
         "eligible_fen": settlement.eligible_fen,

@@ -315,15 +315,16 @@ def _year_and_account_for_update(citizen_id: int, year: int) -> tuple[CitizenYea
     )
 
 
-_WRITE_SQL: tuple[str, list] | None = None
+_WRITE_SQL: tuple[str, str, list] | None = None
 _LINE_COLUMNS = ("position", "service_id", "service_code", "category", "quantity", "unit_price_fen", "line_total_fen",
                  "eligible_fen")
 _LINE_TYPES = ("int", "bigint", "text", "text", "bigint", "bigint", "bigint", "bigint")
 
 
-def _write_sql(audit_sql: str) -> tuple[str, list]:
+def _write_sql(audit_sql: str) -> tuple[str, str, list]:
     """The settlement, its lines, the reservation and the audit row (`audit_sql`, constant):
-    one statement (four INSERT/UPDATEs in CTEs)."""
+    one statement (four INSERT/UPDATEs in CTEs), as its CTEs, its result columns and the fields of
+    the settlement's parameters."""
     global _WRITE_SQL
     if _WRITE_SQL is None:
         insert_settlement, fields = rows.insert_sql(Settlement)
@@ -331,7 +332,7 @@ def _write_sql(audit_sql: str) -> tuple[str, list]:
         # more than the whole INSERT (it inspects every element of a list on every call to type it).
         record = ", ".join(f'"{column}" {kind}' for column, kind in zip(_LINE_COLUMNS, _LINE_TYPES, strict=True))
         _WRITE_SQL = (
-            f"WITH s AS ({insert_settlement}), "
+            f"s AS ({insert_settlement}), "
             f'l AS (INSERT INTO "{SettlementLine._meta.db_table}" ("settlement_id", '
             + ", ".join(f'"{column}"' for column in _LINE_COLUMNS)
             + f') SELECT s."id", u.* FROM s, json_to_recordset(%s::json) AS u({record}) RETURNING "id", "position"), '
@@ -339,8 +340,8 @@ def _write_sql(audit_sql: str) -> tuple[str, list]:
             ' "fund_used_fen" = %s, "updated_at" = %s WHERE "id" = %s RETURNING "id"), '
             f'p AS (UPDATE "{PersonalAccount._meta.db_table}" SET "held_fen" = %s, "updated_at" = %s'
             ' WHERE "id" = %s RETURNING "id"), '
-            f'au AS ({audit_sql}) '
-            'SELECT (SELECT "id" FROM s), (SELECT array_agg("id" ORDER BY "position") FROM l),'
+            f'au AS ({audit_sql})',
+            '(SELECT "id" FROM s), (SELECT array_agg("id" ORDER BY "position") FROM l),'
             ' (SELECT count(*) FROM a), (SELECT count(*) FROM p), (SELECT count(*) FROM au)',
             fields,
         )
@@ -373,23 +374,29 @@ def _write_settlement(settlement: Settlement, lines: list[SettlementLine], accum
         audit_record_event(audit)
         return
     audit_sql, audit_params = audit_insert(audit, *audit_number)
-    sql, fields = _write_sql(audit_sql)
+    ctes, columns, fields = _write_sql(audit_sql)
     values = rows.insert_values(settlement, fields)
     rows_json = json.dumps([{name: getattr(line, name) for name in _LINE_COLUMNS} for line in lines],
                            ensure_ascii=False)
     accumulator.updated_at = account.updated_at = timezone.now()
-    settlement_id, line_ids, accumulators, accounts, audits = prepared.fetch_one(sql, [
+
+    def written(result: list) -> None:
+        settlement_id, line_ids, accumulators, accounts, audits = result
+        # rows locked by us cannot vanish
+        if (accumulators, accounts, audits, len(line_ids or ())) != (1, 1, 1, len(lines)):
+            raise RuntimeError("settlement write: the year accumulator or the account is gone")
+        rows.mark_saved(settlement, settlement_id)
+        for line, line_id in zip(lines, line_ids, strict=True):
+            line.settlement_id = settlement_id
+            rows.mark_saved(line, line_id)
+
+    # Possibly run later, joined with the API's stored response (prepared.joined_writes): until then
+    # the settlement and its lines have no primary key, and the response is built without one.
+    prepared.write_then(prepared.Write(ctes, columns, [
         *values, rows_json,
         accumulator.deductible_used_fen, accumulator.fund_used_fen, accumulator.updated_at, accumulator.pk,
         account.held_fen, account.updated_at, account.pk, *audit_params,
-    ])
-    # rows locked by us cannot vanish
-    if (accumulators, accounts, audits, len(line_ids or ())) != (1, 1, 1, len(lines)):
-        raise RuntimeError("settlement write: the year accumulator or the account is gone")
-    rows.mark_saved(settlement, settlement_id)
-    for line, line_id in zip(lines, line_ids, strict=True):
-        line.settlement_id = settlement_id
-        rows.mark_saved(line, line_id)
+    ], 5), written)
 
 
 @service_atomic
@@ -608,17 +615,21 @@ def _change(settlement: Settlement, *, actor: Actor, action: str, event: str, be
         rows.update(settlement, [*fields, "state", "version"])
         audit_record_event(audit)
         rows.insert(outbox)
+        enqueued(outbox)
     else:
-        written = prepared.write_together([
+        def written(values: list) -> None:
+            if any(value is None for value in values):  # rows locked by us cannot vanish
+                raise RuntimeError(f"settlement {action}: a row it writes is gone")
+            rows.mark_saved(outbox, values[-2])
+            enqueued(outbox)
+
+        # Possibly run later, joined with the API's stored response (prepared.joined_writes).
+        prepared.write_together([
             *writes,
             rows.update_statement(settlement, [*fields, "state", "version"]),
             rows.insert_statement(outbox),
             audit_insert(audit, *(audit_number or audit_next_number())),
-        ])
-        if any(value is None for value in written):  # rows locked by us cannot vanish
-            raise RuntimeError(f"settlement {action}: a row it writes is gone")
-        rows.mark_saved(outbox, written[-2])
-    enqueued(outbox)
+        ], then=written)
     return settlement
 
 
