@@ -30,7 +30,6 @@ class _Postgres:
     def load(cls) -> None:
         from django.db.backends.postgresql import base
         from django.db.backends.postgresql.psycopg_any import register_tzloader
-
         from psycopg.raw_cursor import PostgresRawQuery
 
         class PreparingCursor(base.ServerBindingCursor):
