@@ -5,6 +5,7 @@ pagination."""
 
 import base64
 import binascii
+import json
 import math
 import re
 import time
@@ -12,12 +13,13 @@ from collections.abc import Callable, Sequence
 
 from django.db import transaction
 from django.db.models import Q, QuerySet
-from django.http import HttpResponseBase
+from django.http import HttpResponse, HttpResponseBase
 from rest_framework import serializers
 from rest_framework.exceptions import ParseError
 from rest_framework.parsers import JSONParser
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
+from rest_framework.response import Response
 
 from payments import idempotency
 from payments.api import SignedApiView
@@ -179,6 +181,17 @@ class PartnerApiView(SignedApiView):
     @property
     def partner(self) -> Partner:
         return self.request.user.partner
+
+
+def json_response(request: Request, data: dict, status: int = 200) -> HttpResponse | Response:
+    """`Response(data)` rendered as DRF's JSONRenderer would (compact, UTF-8, U+2028/9 escaped),
+    without the renderer machinery; an `Accept` with parameters (`indent=`) still goes through DRF.
+    For the counter's hot answers (mint, verify, create, confirm), whose data are plain JSON types."""
+    if request.accepted_media_type != "application/json":
+        return Response(data, status=status)
+    text = json.dumps(data, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    return HttpResponse(text.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029").encode(),
+                        content_type="application/json", status=status)
 
 
 class StrictCharField(serializers.CharField):

@@ -12,7 +12,14 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from payments import settlements
-from payments.api_base import PartnerApiView, StrictCharField, StrictSerializer, paginate, parse_input
+from payments.api_base import (
+    PartnerApiView,
+    StrictCharField,
+    StrictSerializer,
+    json_response,
+    paginate,
+    parse_input,
+)
 from payments.api_fastinput import (
     FACILITY_CODE_MAX_LENGTH,
     PARTNER_TRANSACTION_ID_MAX_LENGTH,
@@ -200,7 +207,7 @@ class SettlementListCreateApi(PartnerApiView):
                    for line in data["lines"]],
             use_personal_account=data["use_personal_account"],
         )
-        return Response(settlement_repr(settlement), status=201)  # lines and relations are in memory
+        return json_response(request, settlement_repr(settlement), status=201)  # lines and relations are in memory
 
 
 class SettlementDetailApi(PartnerApiView):
@@ -237,7 +244,7 @@ class SettlementConfirmApi(PartnerApiView):
             actor=partner_actor(request, self.partner), settlement=locked[0], locked=locked,
             partner_transaction_id=data["partner_transaction_id"], self_pay_fen=data["self_pay_fen"],
         )
-        return Response(settlement_repr(settlement))  # `_locked` read it with its lines
+        return json_response(request, settlement_repr(settlement))  # `_locked` read it with its lines
 
 
 class SettlementCancelApi(PartnerApiView):

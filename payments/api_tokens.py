@@ -1,7 +1,5 @@
 """QR token endpoints (PARTNER_API.md "QR tokens"): minting (wallets) and verifying (any active partner)."""
 
-import json
-
 from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
@@ -11,7 +9,7 @@ from rest_framework.response import Response
 
 from insurance.models import Scheme, Sex
 from payments import qr
-from payments.api_base import PartnerApiView, StrictCharField, StrictSerializer, parse_input
+from payments.api_base import PartnerApiView, StrictCharField, StrictSerializer, json_response, parse_input
 from payments.api_linkages import partner_actor
 from payments.models import FamilyBinding, Relationship, WalletLinkage
 from payments.problems import ApiError
@@ -61,16 +59,6 @@ class VerifyOutputSerializer(serializers.Serializer):
 # --- Views --------------------------------------------------------------------------------
 
 
-def _json_response(request: Request, data: dict, status: int = 200) -> HttpResponse | Response:
-    """`Response(data)` rendered as DRF's JSONRenderer would (compact, UTF-8, U+2028/9 escaped),
-    without the renderer machinery; an `Accept` with parameters (`indent=`) still goes through DRF."""
-    if request.accepted_media_type != "application/json":
-        return Response(data, status=status)
-    text = json.dumps(data, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-    return HttpResponse(text.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029").encode(),
-                        content_type="application/json", status=status)
-
-
 class QrTokenCreateApi(PartnerApiView):
     """`POST /linkages/{id}/qr-tokens`: a 60-second token for the holder, or for a binding's beneficiary."""
 
@@ -107,7 +95,7 @@ class QrTokenCreateApi(PartnerApiView):
                                       family_binding=binding)
         else:
             minted = qr.qr_token_mint_for_holder(actor=partner_actor(request, self.partner), target=target)
-        return _json_response(request, {"token": minted.token, "expires_at": rfc3339(minted.expires_at)}, status=201)
+        return json_response(request, {"token": minted.token, "expires_at": rfc3339(minted.expires_at)}, status=201)
 
 
 class CertificateVerifyApi(PartnerApiView):
@@ -126,7 +114,7 @@ class CertificateVerifyApi(PartnerApiView):
         if not (type(data) is dict and len(data) == 1 and type(data.get("token")) is str):
             data = parse_input(VerifyInputSerializer, request)
         found = qr.token_verify_read(data["token"])
-        return _json_response(request, {
+        return json_response(request, {
             "certificate_number": found.certificate_number,
             "state": found.certificate_state,
             "token_used": found.used,

@@ -1,6 +1,9 @@
 """`/api/v1/settlements` through a partner client written from the contract alone."""
 
+import json
+
 import pytest
+from rest_framework.renderers import JSONRenderer
 
 from insurance import services as insurance_services
 from payments.models import PartnerKind, Settlement, SettlementState
@@ -168,6 +171,26 @@ def test_one_hundred_lines_are_accepted(wallet, linkage):
     body = settled(wallet, mint(wallet, linkage["id"]), bill=[{"service_code": "REG", "quantity": 1,
                                                                "unit_price_fen": 10}] * 100)
     assert len(body["lines"]) == 100 and body["total_fen"] == 1000
+
+
+def test_create_and_confirm_answer_exactly_what_drfs_renderer_gives_and_indent_still_works(wallet, regions):
+    citizen, _ = insured(regions, balance=300_000)
+    linkage = link(wallet, citizen)
+    indent = {"Accept": "application/json; indent=2"}
+    for tok, headers in ((mint(wallet, linkage["id"]), {}), (mint(wallet, linkage["id"]), indent)):
+        body = {"token": tok, "facility_code": "H310-1", "lines": BILL, "use_personal_account": True}
+        created = wallet.post("/api/v1/settlements", body, idempotency_key=idem_key(), extra_headers=headers)
+        assert created.status == 201 and created.signature_valid
+        paid = wallet.post(f"/api/v1/settlements/{created.json()['id']}/confirm",
+                           {"partner_transaction_id": "wx-1", "self_pay_fen": created.json()["self_pay_fen"]},
+                           idempotency_key=idem_key(), extra_headers=headers)
+        assert paid.status == 200 and paid.signature_valid and paid.json()["state"] == "paid"
+        for response in (created, paid):
+            assert response.headers["Content-Type"] == "application/json"
+            if headers:
+                assert b"\n" in response.body  # DRF's renderer, indented
+            else:
+                assert response.body == JSONRenderer().render(json.loads(response.body))
 
 
 # --- Confirm, cancel, refund ---------------------------------------------------------------------
