@@ -18,6 +18,7 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from insurance.models import Citizen
+from payments import rows
 from payments.models import AccountEntry, AccountEntryKind, PersonalAccount, Settlement
 from portal import domain_events, prepared
 from portal.actors import Actor
@@ -78,7 +79,7 @@ def account_for_update(citizen_id: int) -> PersonalAccount:
     if found is None:
         PersonalAccount.objects.bulk_create([PersonalAccount(citizen_id=citizen_id)], ignore_conflicts=True)
         found = _locked_account_row(citizen_id)
-    return PersonalAccount.from_db("default", _ACCOUNT_FIELDS, list(found))
+    return rows.loaded(PersonalAccount, _ACCOUNT_FIELDS, list(found))
 
 
 def available_fen(account: PersonalAccount) -> int:

@@ -9,6 +9,10 @@ constraints apply as to any INSERT.
 
 from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.models import AutoField, Model
+from django.db.models.base import ModelState
+from django.db.models.fields.related_descriptors import ForeignKeyDeferredAttribute
+from django.db.models.query_utils import DeferredAttribute
+from django.db.models.signals import post_init, pre_init
 
 from portal import prepared
 
@@ -85,3 +89,49 @@ def update_statement(obj: Model, fields: list[str]) -> tuple[str, list]:
     connection = connections[DEFAULT_DB_ALIAS]
     values = [field.get_db_prep_save(field.pre_save(obj, False), connection) for field in chosen]
     return sql, [*values, obj.pk]
+
+
+# --- Instances of rows read by hand-written SQL -------------------------------------------------
+
+_PLAIN_FIELDS: dict[type, bool] = {}
+
+
+def _plain(model: type[Model]) -> bool:
+    """Whether every concrete field of `model` is read and written through Django's plain deferred
+    attribute (no descriptor of its own that would transform the value, as a FileField's does)."""
+    plain = _PLAIN_FIELDS.get(model)
+    if plain is None:
+        plain = _PLAIN_FIELDS[model] = all(
+            type(model.__dict__.get(field.attname)) in (DeferredAttribute, ForeignKeyDeferredAttribute)
+            for field in model._meta.concrete_fields)
+    return plain
+
+
+def loaded(model: type[Model], attnames: list[str], values: list) -> Model:
+    """What `model.from_db(DEFAULT_DB_ALIAS, attnames, values)` gives, a row read from the database
+    with these fields (any other deferred, loaded if read), each value going to the field it is named
+    with (from_db takes them in the model's field order, whatever the names' order), without
+    `Model.__init__`: from_db fills
+    every other field with DEFERRED and `__init__` then walks all of them, sending pre_init and
+    post_init; on the settlement path that was about a twentieth of a request's CPU. With any
+    pre_init or post_init receiver connected, or a field with a descriptor of its own, from_db it is."""
+    if pre_init.receivers or post_init.receivers or not _plain(model):
+        # from_db takes the values in the model's field order, whatever the order of the names.
+        by_name = dict(zip(attnames, values, strict=True))
+        ordered = [field.attname for field in model._meta.concrete_fields if field.attname in by_name]
+        return model.from_db(DEFAULT_DB_ALIAS, ordered, [by_name[name] for name in ordered])
+    instance = object.__new__(model)
+    instance.__dict__.update(zip(attnames, values, strict=True))
+    state = instance._state = ModelState()
+    state.adding = False
+    state.db = DEFAULT_DB_ALIAS
+    return instance
+
+
+def related(instance: Model, name: str, value: Model | None) -> None:
+    """`instance.<name> = value` for a many-to-one field whose id `instance` already holds: the related
+    object cached as the descriptor would cache it, without its checks (same database, same id)."""
+    field = instance._meta.get_field(name)
+    if getattr(instance, field.attname) != (None if value is None else value.pk):
+        raise ValueError(f"{type(instance).__name__}.{name}: the object is not the one its id names")
+    field.set_cached_value(instance, value)

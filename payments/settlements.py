@@ -158,7 +158,7 @@ def _json(value: object) -> object:
 
 def _partial(model: type, fields: list[str], values: list) -> object:
     """A model instance with these fields loaded; any other field is deferred (loaded if read)."""
-    return model.from_db("default", fields, values)
+    return rows.loaded(model, fields, values)
 
 
 @dataclass
@@ -505,19 +505,23 @@ _LINE_FIELDS = ["id", "position", "service_id", "service_code", "category", "qua
                 "line_total_fen", "eligible_fen"]
 
 
+_SETTLEMENT_ATTNAMES = [field.attname for field in Settlement._meta.concrete_fields]
+
+
 def _from_locked_row(found: tuple) -> Settlement:
     fields = Settlement._meta.concrete_fields
-    locked = Settlement.from_db("default", [field.attname for field in fields], list(found[:len(fields)]))
+    locked = rows.loaded(Settlement, _SETTLEMENT_ATTNAMES, list(found[:len(fields)]))
     (partner_code, region_code, scheme, year, version, number, citizen_region, facility_code, binding_public_id,
      lines) = found[len(fields):len(fields) + 10]
-    locked.partner = _partial(Partner, ["id", "code"], [locked.partner_id, partner_code])
-    locked.policy = _partial(ReimbursementPolicy, ["id", "region_id", "scheme", "year", "version"],
-                             [locked.policy_id, region_code, scheme, year, version])
-    locked.certificate = _partial(Certificate, ["id", "number"], [locked.certificate_id, number])
-    locked.citizen = _partial(Citizen, ["id", "region_id"], [locked.citizen_id, citizen_region])
-    locked.facility = _partial(Facility, ["id", "code"], [locked.facility_id, facility_code])
-    locked.family_binding = (_partial(FamilyBinding, ["id", "public_id"], [locked.family_binding_id, binding_public_id])
-                             if locked.family_binding_id is not None else None)
+    rows.related(locked, "partner", _partial(Partner, ["id", "code"], [locked.partner_id, partner_code]))
+    rows.related(locked, "policy", _partial(ReimbursementPolicy, ["id", "region_id", "scheme", "year", "version"],
+                                            [locked.policy_id, region_code, scheme, year, version]))
+    rows.related(locked, "certificate", _partial(Certificate, ["id", "number"], [locked.certificate_id, number]))
+    rows.related(locked, "citizen", _partial(Citizen, ["id", "region_id"], [locked.citizen_id, citizen_region]))
+    rows.related(locked, "facility", _partial(Facility, ["id", "code"], [locked.facility_id, facility_code]))
+    rows.related(locked, "family_binding",
+                 _partial(FamilyBinding, ["id", "public_id"], [locked.family_binding_id, binding_public_id])
+                 if locked.family_binding_id is not None else None)
     locked._prefetched_objects_cache = {"lines": [
         _partial(SettlementLine, [*_LINE_FIELDS, "settlement_id"], [*values, locked.pk]) for values in _json(lines)]}
     return locked
@@ -566,7 +570,7 @@ def _locked_with_account(settlement: Settlement) -> tuple[Settlement, PersonalAc
 
 def _with_account(found: tuple) -> LockedWithAccount:
     width = len(Settlement._meta.concrete_fields) + 10
-    account = PersonalAccount.from_db("default", _ACCOUNT_FIELDS, list(found[width:width + len(_ACCOUNT_FIELDS)]))
+    account = rows.loaded(PersonalAccount, _ACCOUNT_FIELDS, list(found[width:width + len(_ACCOUNT_FIELDS)]))
     return _from_locked_row(found), account, tuple(found[width + len(_ACCOUNT_FIELDS):])
 
 

@@ -247,6 +247,34 @@ def test_refund_is_idempotent_and_only_for_paid_settlements(wallet, linkage):
     assert Settlement.objects.get(public_id=settlement["id"]).account_entries.count() == 2  # debit, one credit
 
 
+def test_every_answer_and_event_of_a_settlement_carries_the_lines_it_was_created_with(wallet, regions):
+    # Confirm, cancel, refund and expiry read the settlement by hand-written SQL: its lines must come
+    # back field for field (a positional mix-up once answered "service_code": "registration").
+    import json as json_module
+
+    from payments.models import OutboxEvent
+    from payments.settlements import settlements_expire_due
+
+    citizen, _ = insured(regions, balance=300_000)
+    linkage = link(wallet, citizen)
+    paid_one, cancelled_one, expired_one = (settled(wallet, mint(wallet, linkage["id"]), use_personal_account=True)
+                                            for _ in range(3))
+    answers = [confirm(wallet, paid_one),
+               wallet.post(f"/api/v1/settlements/{paid_one['id']}/refund", {"reason": "returned"},
+                           idempotency_key=idem_key()),
+               wallet.post(f"/api/v1/settlements/{cancelled_one['id']}/cancel", {}),
+               wallet.get(f"/api/v1/settlements/{paid_one['id']}")]
+    assert [a.status for a in answers] == [200, 200, 200, 200]
+    for answer in answers:
+        assert answer.json()["lines"] == paid_one["lines"]
+    assert settlements_expire_due(now=Settlement.objects.get(public_id=expired_one["id"]).expires_at) == 1
+    events = OutboxEvent.objects.filter(type__startswith="settlement.").order_by("id")
+    assert [e.type for e in events] == ["settlement.paid", "settlement.refunded", "settlement.cancelled",
+                                       "settlement.expired"]
+    for event in events:
+        assert json_module.loads(event.body)["data"]["object"]["lines"] == paid_one["lines"], event.type
+
+
 def test_refund_requires_a_reason(wallet, linkage):
     settlement = settled(wallet, mint(wallet, linkage["id"]))
     response = wallet.post(f"/api/v1/settlements/{settlement['id']}/refund", {}, idempotency_key=idem_key())
