@@ -164,6 +164,27 @@ def other_connection():
         yield conn
 
 
+def sent_while_held(first, send):
+    """`send()` while `first` (a connection in a transaction) holds a row the request will lock;
+    `first` commits as soon as the request waits on it. The request's answer."""
+    (first_pid,) = first.execute("SELECT pg_backend_pid()").fetchone()
+
+    def commit_once_the_request_waits():
+        with other_connection() as watcher:
+            for _ in range(200):
+                if watcher.execute("SELECT EXISTS (SELECT FROM pg_stat_activity WHERE %s = ANY(pg_blocking_pids(pid)))",
+                                   [first_pid]).fetchone()[0]:
+                    break
+                threading.Event().wait(0.05)
+        first.execute("COMMIT")
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        committer = pool.submit(commit_once_the_request_waits)
+        response = send()
+        committer.result(timeout=30)
+    return response
+
+
 # The key's lock, as PartnerApiView takes it (a transaction-level advisory lock): the key hashed with
 # the partner's id as seed.
 LOCK_KEY = "hashtextextended(%s::text, %s::bigint)"
@@ -326,21 +347,7 @@ def test_a_request_whose_key_is_stored_while_it_runs_is_rolled_back_and_answered
             " VALUES (%s, %s, 'POST', %s, %s, 'completed', 201, %s, 'application/json', now(), now())",
             [partner.pk, key, TARGET, hashlib.sha256(sent_body).hexdigest(), stored_body],
         )
-        (first_pid,) = first.execute("SELECT pg_backend_pid()").fetchone()
-
-        def commit_once_the_request_waits():
-            with other_connection() as watcher:
-                for _ in range(200):
-                    if watcher.execute("SELECT EXISTS (SELECT FROM pg_stat_activity WHERE %s = ANY(pg_blocking_pids(pid)))",
-                                       [first_pid]).fetchone()[0]:
-                        break
-                    threading.Event().wait(0.05)
-            first.execute("COMMIT")
-
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            committer = pool.submit(commit_once_the_request_waits)
-            response = wallet.post(TARGET, payload, idempotency_key=key)
-            committer.result(timeout=30)
+        response = sent_while_held(first, lambda: wallet.post(TARGET, payload, idempotency_key=key))
     if case != "other request":
         assert (response.status, response.body, response.headers["Idempotent-Replayed"]) == (201, stored_body, "true")
         assert response.signature_valid

@@ -116,13 +116,17 @@ def test_ten_mismatches_in_a_minute_then_answer_rate_limited_even_for_a_true_ide
     assert other.post("/api/v1/linkages", link_payload(citizen), idempotency_key=idem_key()).status == 201
 
 
+def _mismatches_ago(client, count: int, seconds: float) -> None:
+    """`count` identity mismatches of the client's partner noted `seconds` ago."""
+    for _ in range(count):
+        fastcache.window_record(_mismatch_key(partner_of(client)), seconds=60, now=time.time() - seconds)
+
+
 def test_the_minute_of_ten_mismatches_slides_across_clock_minutes(wallet, make_citizen):
     # Six mismatches forty seconds ago (whatever clock minute that was) and four now make ten
     # within a minute: refused until the oldest of them is a minute old, about twenty seconds on.
     citizen = make_citizen(with_card=True)
-    key = _mismatch_key(partner_of(wallet))
-    for _ in range(6):
-        fastcache.window_record(key, seconds=60, now=time.time() - 40)
+    _mismatches_ago(wallet, 6, 40)
     for _ in range(4):
         problem(wallet.post("/api/v1/linkages", link_payload(citizen, name="某某某"), idempotency_key=idem_key()),
                 422, "identity_mismatch")
@@ -133,11 +137,8 @@ def test_the_minute_of_ten_mismatches_slides_across_clock_minutes(wallet, make_c
 
 def test_mismatches_more_than_a_minute_old_no_longer_count(wallet, make_citizen):
     citizen = make_citizen(with_card=True)
-    key = _mismatch_key(partner_of(wallet))
-    for _ in range(10):
-        fastcache.window_record(key, seconds=60, now=time.time() - 61)
-    for _ in range(9):
-        fastcache.window_record(key, seconds=60, now=time.time() - 30)
+    _mismatches_ago(wallet, 10, 61)
+    _mismatches_ago(wallet, 9, 30)
     assert wallet.post("/api/v1/linkages", link_payload(citizen), idempotency_key=idem_key()).status == 201
 
 

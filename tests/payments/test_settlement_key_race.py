@@ -7,8 +7,6 @@ request answered from the stored record, exactly as when the two were separate s
 """
 
 import hashlib
-import threading
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -16,7 +14,7 @@ from payments.models import AccountEntry, IdempotencyRecord, OutboxEvent, Person
 from portal.models import AuditEvent
 from tests.payments.api_helpers import fresh_cache, idem_key, link, make_partner_client, partner_of  # noqa: F401
 from tests.payments.settlement_helpers import insured, signing_key, world  # noqa: F401
-from tests.payments.test_api_idempotency import other_connection, wire_body
+from tests.payments.test_api_idempotency import other_connection, sent_while_held, wire_body
 from tests.payments.test_api_settlements import BILL, confirm, mint, settle, settled
 
 
@@ -34,21 +32,7 @@ def _stored_meanwhile(partner_id: int, key: str, target: str, body: bytes, lock_
             " VALUES (%s, %s, 'POST', %s, %s, 'completed', 200, %s, 'application/json', now(), now())",
             [partner_id, key, target, hashlib.sha256(body).hexdigest(), stored_body],
         )
-        (first_pid,) = first.execute("SELECT pg_backend_pid()").fetchone()
-
-        def commit_once_the_request_waits():
-            with other_connection() as watcher:
-                for _ in range(200):
-                    if watcher.execute("SELECT EXISTS (SELECT FROM pg_stat_activity WHERE %s = ANY(pg_blocking_pids(pid)))",
-                                       [first_pid]).fetchone()[0]:
-                        break
-                    threading.Event().wait(0.05)
-            first.execute("COMMIT")
-
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            committer = pool.submit(commit_once_the_request_waits)
-            response = send()
-            committer.result(timeout=30)
+        response = sent_while_held(first, send)
     assert (response.status, response.body, response.headers["Idempotent-Replayed"]) == (200, stored_body, "true")
     assert response.signature_valid
     assert bytes(IdempotencyRecord.objects.get(partner_id=partner_id, key=key).response_body) == stored_body
