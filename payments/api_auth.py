@@ -12,14 +12,11 @@ import time
 from dataclasses import dataclass
 
 from django.core.exceptions import RequestDataTooBig
-from django.db.models import Model
-from django.db.models.base import ModelState
-from django.db.models.signals import post_init
 from django.utils.encoding import escape_uri_path
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.request import Request
 
-from payments import signing
+from payments import rows, signing
 from payments.models import Partner, PartnerKey, PartnerKeyState, PartnerState
 from payments.problems import ApiError
 from portal import fastcache, prepared
@@ -119,9 +116,9 @@ def _key_row(key_id: str) -> tuple | None:
 
 def _key_from_row(row: tuple) -> PartnerKey:
     """Fresh model instances for each request (a request may not change another's)."""
-    split = len(PartnerKey._meta.concrete_fields)
-    key = PartnerKey.from_db("default", _KEY_FIELDS, row[:split])
-    key.partner = Partner.from_db("default", _PARTNER_FIELDS, row[split:])
+    split = len(_KEY_FIELDS)
+    key = rows.loaded(PartnerKey, _KEY_FIELDS, list(row[:split]))
+    rows.related(key, "partner", rows.loaded(Partner, _PARTNER_FIELDS, list(row[split:])))
     return key
 
 
@@ -281,29 +278,13 @@ def _remember(key_id: str, row: tuple, generation: str) -> None:
 
 
 def _copy_key(cached: PartnerKey) -> PartnerKey:
-    """A request's own PartnerKey and Partner, equal to what `_key_from_row` builds from the same row:
-    copies of the cached instances' field values, not `Model.__init__` again (a request may change
-    its instances; no other request sees that). Where a `post_init` receiver listens for these
-    models, they are built afresh, so that it runs as for any instance read."""
+    """A request's own PartnerKey and Partner, equal to what `_key_from_row` builds from the same row,
+    from the cached instances' values (a request may change its instances; no other request sees that)."""
     partner = cached._state.fields_cache["partner"]
-    if post_init.has_listeners(PartnerKey) or post_init.has_listeners(Partner):
-        key = PartnerKey.from_db("default", _KEY_FIELDS, [getattr(cached, name) for name in _KEY_FIELDS])
-        key.partner = Partner.from_db("default", _PARTNER_FIELDS, [getattr(partner, name) for name in _PARTNER_FIELDS])
-        return key
-    key = _copy_instance(cached)
-    key._state.fields_cache["partner"] = _copy_instance(partner)
+    key = rows.loaded(PartnerKey, _KEY_FIELDS, [cached.__dict__[name] for name in _KEY_FIELDS])
+    values = [partner.__dict__[name] for name in _PARTNER_FIELDS]
+    rows.related(key, "partner", rows.loaded(Partner, _PARTNER_FIELDS, values))
     return key
-
-
-def _copy_instance(instance: Model) -> Model:
-    """What `from_db` would give for the same values: the field values, a fresh `_state` (saved, this
-    database, no related object cached)."""
-    copied = object.__new__(type(instance))
-    copied.__dict__.update(instance.__dict__)
-    state = copied._state = ModelState()
-    state.adding = False
-    state.db = instance._state.db
-    return copied
 
 
 def _active(key: PartnerKey) -> bool:

@@ -158,24 +158,24 @@ def store_statement(keyed: KeyedRequest, response: HttpResponseBase) -> tuple[st
             sql.removesuffix(f' RETURNING "{IdempotencyRecord._meta.pk.column}"')
             + f' ON CONFLICT ("partner_id", "key") DO UPDATE SET {updates} WHERE <table>."state" = %s RETURNING "id"'
         )
+    values = _completed_record(keyed, response)
+    return _STORE_SQL, [*(values[field.attname] for field in fields), str(IdempotencyState.IN_PROGRESS)]
+
+
+def _completed_record(keyed: KeyedRequest, response: HttpResponseBase) -> dict:
+    """The completed record of the key's response, by field attname."""
     now = timezone.now()
-    values = {
+    return {
         "partner_id": keyed.partner_id, "key": keyed.key, "method": keyed.method, "target": keyed.target,
         "body_sha256": keyed.body_sha256, "state": str(IdempotencyState.COMPLETED),
         "response_status": response.status_code, "response_body": bytes(response.content),
         "response_content_type": (response.get("Content-Type") or "application/json")[:64],
         "created_at": now, "completed_at": now,
     }
-    return _STORE_SQL, [*(values[field.attname] for field in fields), str(IdempotencyState.IN_PROGRESS)]
 
 
 def _store_orm(keyed: KeyedRequest, response: HttpResponseBase) -> bool:
-    record = IdempotencyRecord(
-        partner_id=keyed.partner_id, key=keyed.key, method=keyed.method, target=keyed.target,
-        body_sha256=keyed.body_sha256, state=IdempotencyState.COMPLETED, response_status=response.status_code,
-        response_body=bytes(response.content),
-        response_content_type=(response.get("Content-Type") or "application/json")[:64], completed_at=timezone.now(),
-    )
+    record = IdempotencyRecord(**_completed_record(keyed, response))
     try:
         with transaction.atomic():
             IdempotencyRecord.objects.filter(

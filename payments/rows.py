@@ -109,11 +109,10 @@ def _plain(model: type[Model]) -> bool:
 
 def loaded(model: type[Model], attnames: list[str], values: list) -> Model:
     """What `model.from_db(DEFAULT_DB_ALIAS, attnames, values)` gives, a row read from the database
-    with these fields (any other deferred, loaded if read), each value going to the field it is named
-    with (from_db takes them in the model's field order, whatever the names' order), without
-    `Model.__init__`: from_db fills
-    every other field with DEFERRED and `__init__` then walks all of them, sending pre_init and
-    post_init; on the settlement path that was about a twentieth of a request's CPU. With any
+    with these fields (any other deferred, loaded if read), except that each value goes to the field
+    it is named with (from_db takes them in the model's field order, whatever the names' order).
+    Built without `Model.__init__`, which from_db runs over every field, sending pre_init and
+    post_init: on the settlement path that was about a twentieth of a request's CPU. With any
     pre_init or post_init receiver connected, or a field with a descriptor of its own, from_db it is."""
     if pre_init.receivers or post_init.receivers or not _plain(model):
         # from_db takes the values in the model's field order, whatever the order of the names.

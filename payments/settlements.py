@@ -509,10 +509,10 @@ _SETTLEMENT_ATTNAMES = [field.attname for field in Settlement._meta.concrete_fie
 
 
 def _from_locked_row(found: tuple) -> Settlement:
-    fields = Settlement._meta.concrete_fields
-    locked = rows.loaded(Settlement, _SETTLEMENT_ATTNAMES, list(found[:len(fields)]))
+    width = len(_SETTLEMENT_ATTNAMES)
+    locked = rows.loaded(Settlement, _SETTLEMENT_ATTNAMES, list(found[:width]))
     (partner_code, region_code, scheme, year, version, number, citizen_region, facility_code, binding_public_id,
-     lines) = found[len(fields):len(fields) + 10]
+     lines) = found[width:width + 10]
     rows.related(locked, "partner", _partial(Partner, ["id", "code"], [locked.partner_id, partner_code]))
     rows.related(locked, "policy", _partial(ReimbursementPolicy, ["id", "region_id", "scheme", "year", "version"],
                                             [locked.policy_id, region_code, scheme, year, version]))
@@ -557,7 +557,7 @@ def _locked(settlement: Settlement) -> Settlement:
 LockedWithAccount = tuple[Settlement, PersonalAccount, tuple[int, int] | None]
 
 
-def _locked_with_account(settlement: Settlement) -> tuple[Settlement, PersonalAccount, tuple[int, int] | None]:
+def _locked_with_account(settlement: Settlement) -> LockedWithAccount:
     """`_locked`, and the citizen's personal account locked after it, in the same statement, with
     the number of the audit row to come (None when read step by step)."""
     # Not PostgreSQL (the SQLite demo): `_locked`, then the account, by the ORM.

@@ -223,7 +223,8 @@ class JoinedWrites:
 @contextmanager
 def joined_writes() -> Iterator[JoinedWrites]:
     """Within: `write_then` may hold its write back (see JoinedWrites); whatever is held when the
-    block ends normally is run then. PostgreSQL only; it does not nest."""
+    block ends normally is run then. It does not nest. Off PostgreSQL nothing calls `write_then`
+    (the services take their ORM form), so nothing is ever held."""
     db = connections[DEFAULT_DB_ALIAS]
     if getattr(db, "_ecard_joined", None) is not None:
         raise RuntimeError("joined_writes() does not nest")
