@@ -16,6 +16,12 @@ threads = int(os.environ.get("GUNICORN_THREADS", "4"))
 accesslog = os.environ.get("GUNICORN_ACCESS_LOG", "-")
 access_log_format = '%(h)s %(t)s "%(m)s %(U)s" %(s)s %(b)s %(M)sms'
 errorlog = "-"
+# A keep-alive connection is answered `Connection: close` at its 100th request, as nginx's
+# `keepalive_requests` does: a connection stays with the worker that accepted it, and one worker
+# uses one core at most, so a few long-lived partner connections could pile onto one worker while
+# the others idle (seen in bench/settlement_bench.py: 17 of 24 on one of three workers). The client
+# reconnects, and the worker with a free moment accepts. 0 keeps connections open.
+keepalive_requests = int(os.environ.get("GUNICORN_KEEPALIVE_REQUESTS", "100"))
 loglevel = os.environ.get("GUNICORN_LOG_LEVEL", "info")
 timeout = 60
 
@@ -54,3 +60,10 @@ class AccessLogger(Logger):
 
 
 logger_class = AccessLogger
+
+
+def pre_request(worker, req):
+    """gunicorn's hook before each request: the `keepalive_requests`-th request of a connection
+    is its last (its response says `Connection: close`; the worker then closes the connection)."""
+    if keepalive_requests and req.req_number % keepalive_requests == 0:
+        req.must_close = True

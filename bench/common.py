@@ -22,9 +22,24 @@ def bench_database_url(suffix: str) -> tuple[str, str, str]:
     return urlunsplit(parts._replace(path="/" + name)), admin, name
 
 
+# The connections holding this process's claims on its databases (see `recreate_database`).
+_CLAIMS: dict = {}
+
+
 def recreate_database(admin_url: str, name: str) -> None:
+    """Drop and create `name`, once this process holds the server's claim on it for its lifetime:
+    a second benchmark on the same database would drop it under the first one's server (every
+    request then fails) and flush its Redis db."""
     import psycopg
 
+    if name not in _CLAIMS:
+        claim = psycopg.connect(admin_url, autocommit=True)
+        lock = "SELECT pg_try_advisory_lock(hashtextextended(%s, 0))"
+        if not claim.execute(lock, [f"ecard-bench:{name}"]).fetchone()[0]:
+            claim.close()
+            sys.exit(f"Another benchmark is running on the database {name} (it drops and recreates it, and "
+                     "flushes REDIS_URL's db): wait for it to end, or give this one another DATABASE_URL.")
+        _CLAIMS[name] = claim  # held until the process exits
     with psycopg.connect(admin_url, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         conn.execute(f'CREATE DATABASE "{name}"')

@@ -37,7 +37,9 @@ of the year also creates its accumulator: `..._first_of_year`), as in the
 load phases where almost every settlement is a later one. Each phase also
 reports `cpu`: the cores used by gunicorn, by the load client, by PostgreSQL
 (every `postgres` process), by Redis and by the rest (the kernel's own work,
-anyone else), and their CPU ms per settlement.
+anyone else), and their CPU ms per settlement; and `connections_per_worker`,
+sampled halfway through it: the clients' keep-alive connections each gunicorn
+worker holds (one worker uses one core at most).
 
 Phase "distinct": every thread owns its own citizens (round robin), so no two
 requests in flight touch one citizen. Phase "distinct_minted_ahead": the same, except that each client's QR tokens
@@ -71,6 +73,7 @@ import time
 import urllib.request
 import uuid
 from pathlib import Path
+from urllib.parse import urlsplit
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BASE_DIR))
@@ -333,7 +336,6 @@ async def _client_flows(config: dict, linkages: list[str], start_at: float, out:
     With `tokens` (minted ahead by `_mint_ahead`, one per settlement to come, in order), a
     settlement is create and confirm only; once they run out it mints as usual (counted)."""
     import asyncio
-    from urllib.parse import urlsplit
 
     from bench.load_client import read_full_response, signed_request
 
@@ -427,7 +429,6 @@ async def _mint_ahead(config: dict, linkages: list[str], count: int) -> list[str
     """`count` tokens for this client's settlements to come (linkages in its round-robin order), minted
     through the signed API on one keep-alive connection, every answer checked (201, portal signature)."""
     import asyncio
-    from urllib.parse import urlsplit
 
     from bench.load_client import read_full_response, signed_request
 
@@ -582,6 +583,26 @@ def _named_cpu_seconds(name: str) -> float:
                for _, command, fields in _processes() if command == name)
 
 
+def _connections_per_worker(master: int, port: int) -> list[int]:
+    """How many established connections to `port` each gunicorn worker (child of `master`) holds,
+    most first. A keep-alive connection stays with the worker that accepted it, and a worker uses
+    one core at most: 17 of 24 clients on one worker leave the others idle (see the results)."""
+    inodes = set()
+    for table in ("tcp", "tcp6"):
+        for line in Path("/proc/net", table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "01":  # local port, ESTABLISHED
+                inodes.add(f"socket:[{fields[9]}]")
+    counts = []
+    for pid, _, fields in _processes():
+        if int(fields[1]) == master:
+            try:
+                counts.append(sum(os.readlink(fd) in inodes for fd in Path(f"/proc/{pid}/fd").iterdir()))
+            except OSError:  # exited meanwhile
+                continue
+    return sorted(counts, reverse=True)
+
+
 def run_load(base: dict, *, linkages: list[str], bill: str, duration: float, server_pid: int,
              mint_ahead: int = 0) -> dict:
     config = dict(base, linkages=linkages, bill=bill, duration=duration, mint_ahead=mint_ahead,
@@ -607,8 +628,17 @@ def run_load(base: dict, *, linkages: list[str], bill: str, duration: float, ser
         busy_before, total_before = _machine_cpu_seconds()
         server_before = _process_tree_cpu_seconds(server_pid)
         postgres_before, redis_before = _named_cpu_seconds("postgres"), _named_cpu_seconds("redis-server")
-        output = subprocess.run([PYTHON, __file__, "--load", handle.name], check=True, capture_output=True,
-                                text=True, cwd=BASE_DIR).stdout
+        load = subprocess.Popen([PYTHON, __file__, "--load", handle.name], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, cwd=BASE_DIR)
+        try:  # halfway through the measured time, every client connected
+            load.wait(timeout=base["warmup"] + duration / 2 + 1.0)
+        except subprocess.TimeoutExpired:
+            connections = _connections_per_worker(server_pid, urlsplit(base["base_url"]).port)
+        else:
+            connections = None
+        output, errors = load.communicate()
+        if load.returncode:
+            raise subprocess.CalledProcessError(load.returncode, load.args, output, errors)
         server = _process_tree_cpu_seconds(server_pid) - server_before
         postgres = _named_cpu_seconds("postgres") - postgres_before
         redis = _named_cpu_seconds("redis-server") - redis_before
@@ -619,6 +649,7 @@ def run_load(base: dict, *, linkages: list[str], bill: str, duration: float, ser
         if config.get("tokens_path"):
             os.unlink(config["tokens_path"])
     result = dict(minted, **json.loads(output.strip().splitlines()[-1]))
+    result["connections_per_worker"] = connections
     result["wall_seconds"] = round(time.time() - started, 1)
     result["load_average_before"] = before
     result["load_average_after"] = load_average()

@@ -1,11 +1,8 @@
 """The access log of gunicorn.conf.py, from a real gunicorn: the format's fields, and no query string
 (a citizen search puts an identity number in it; personal data never goes to logs)."""
 
-import os
 import re
 import runpy
-import subprocess
-import sys
 import time
 import urllib.request
 from datetime import timedelta
@@ -14,7 +11,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from tests.workers import database_url_for_current_connection, free_port
+from tests.workers import free_port, start_gunicorn
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -23,10 +20,7 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 def test_the_access_log_has_the_formats_fields_and_no_query_string(tmp_path):
     port = free_port()
     log = tmp_path / "access.log"
-    env = dict(os.environ, DATABASE_URL=database_url_for_current_connection(), PORT=str(port), WEB_CONCURRENCY="1",
-               GUNICORN_ACCESS_LOG=str(log), GUNICORN_LOG_LEVEL="warning", DEBUG="0")
-    server = subprocess.Popen([str(Path(sys.executable).parent / "gunicorn"), "-c", "gunicorn.conf.py", "portal.wsgi"],
-                              cwd=BASE_DIR, env=env)
+    server = start_gunicorn(port, GUNICORN_ACCESS_LOG=str(log))
     try:
         deadline = time.time() + 30
         while True:

@@ -36,6 +36,15 @@ def database_url_for_current_connection() -> str:
     return f"postgres://{auth}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{s['NAME']}"
 
 
+def start_gunicorn(port: int, **environ: str) -> subprocess.Popen:
+    """A real gunicorn on `port` with the repository's gunicorn.conf.py, one worker, on the test
+    database (`environ` adds or overrides settings); the caller terminates it."""
+    env = dict(os.environ, DATABASE_URL=database_url_for_current_connection(), PORT=str(port), WEB_CONCURRENCY="1",
+               GUNICORN_LOG_LEVEL="warning", DEBUG="0", **environ)
+    return subprocess.Popen([str(Path(sys.executable).parent / "gunicorn"), "-c", "gunicorn.conf.py", "portal.wsgi"],
+                            cwd=BASE_DIR, env=env)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
