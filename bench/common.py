@@ -104,14 +104,19 @@ def load_average() -> list[float]:
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
+def gunicorn_process(db_url: str, port: int, workers: int, **environ: str) -> subprocess.Popen:
+    """The repository's gunicorn.conf.py on `port`, started (not waited for), the access log written
+    (as in production) to /dev/null; `environ` adds or overrides settings. The caller stops it."""
+    env = {**os.environ, "DATABASE_URL": db_url, "WEB_CONCURRENCY": str(workers), "PORT": str(port),
+           "GUNICORN_ACCESS_LOG": os.devnull, "GUNICORN_LOG_LEVEL": "warning", "DEBUG": "0", "LOG_LEVEL": "ERROR",
+           **environ}
+    return subprocess.Popen([str(Path(sys.executable).parent / "gunicorn"), "-c", "gunicorn.conf.py",
+                             "portal.wsgi"], cwd=BASE_DIR, env=env)
+
+
 def start_gunicorn(db_url: str, port: int, workers: int, **environ: str) -> subprocess.Popen:
-    """The repository's gunicorn.conf.py on `port`, the access log written (as in production) to
-    /dev/null, waiting until it answers."""
-    env = dict(os.environ, DATABASE_URL=db_url, WEB_CONCURRENCY=str(workers), PORT=str(port),
-               GUNICORN_ACCESS_LOG="/dev/null", GUNICORN_LOG_LEVEL="warning", DEBUG="0", LOG_LEVEL="ERROR",
-               **environ)
-    process = subprocess.Popen([str(Path(sys.executable).parent / "gunicorn"), "-c", "gunicorn.conf.py",
-                                "portal.wsgi"], cwd=BASE_DIR, env=env)
+    """`gunicorn_process`, waiting until it answers."""
+    process = gunicorn_process(db_url, port, workers, **environ)
     deadline = time.time() + 30
     while time.time() < deadline:
         try:

@@ -569,7 +569,7 @@ def _locked_with_account(settlement: Settlement) -> LockedWithAccount:
 
 
 def _with_account(found: tuple) -> LockedWithAccount:
-    width = len(Settlement._meta.concrete_fields) + 10
+    width = len(_SETTLEMENT_ATTNAMES) + 10
     account = rows.loaded(PersonalAccount, _ACCOUNT_FIELDS, list(found[width:width + len(_ACCOUNT_FIELDS)]))
     return _from_locked_row(found), account, tuple(found[width + len(_ACCOUNT_FIELDS):])
 

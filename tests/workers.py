@@ -38,11 +38,11 @@ def database_url_for_current_connection() -> str:
 
 def start_gunicorn(port: int, **environ: str) -> subprocess.Popen:
     """A real gunicorn on `port` with the repository's gunicorn.conf.py, one worker, on the test
-    database (`environ` adds or overrides settings); the caller terminates it."""
-    env = dict(os.environ, DATABASE_URL=database_url_for_current_connection(), PORT=str(port), WEB_CONCURRENCY="1",
-               GUNICORN_LOG_LEVEL="warning", DEBUG="0", **environ)
-    return subprocess.Popen([str(Path(sys.executable).parent / "gunicorn"), "-c", "gunicorn.conf.py", "portal.wsgi"],
-                            cwd=BASE_DIR, env=env)
+    database (`environ` adds or overrides settings), as the benchmarks start it; the caller
+    terminates it."""
+    from bench.common import gunicorn_process
+
+    return gunicorn_process(database_url_for_current_connection(), port, 1, **environ)
 
 
 def free_port() -> int:
