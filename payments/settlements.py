@@ -103,9 +103,11 @@ def _not_active() -> DomainError:
 # Everything `settlement_create` must know before it can split, in one prepared statement
 # (portal/prepared.py: planned once per connection, no ORM compilation): the token consumed
 # (a conditional UPDATE in a CTE: of concurrent uses of one token, one wins and the others wait
-# for it and then find `used_at` set), its certificate locked (`FOR UPDATE OF c`: a suspension
-# committing now waits for us, one committed before is seen), the linkage, the family binding
-# and the holder's own card, the facility, the service items and the policy in force.
+# for it and then find `used_at` set), its certificate locked (a suspension committing now waits
+# for us, one committed before is seen), the linkage, the family binding and the holder's own
+# card, the facility, the service items, the policy in force, and the citizen's year accumulator
+# and personal account locked after the card (the split's year-to-date use and balance: these
+# locks are what keeps concurrent settlements within the deductible and the cap).
 #
 # No cache: the catalogue and policies are read afresh for each settlement (one round trip, the
 # same statement), so an item withdrawn or a policy version published a second ago counts at
@@ -119,7 +121,8 @@ def _create_sql() -> str:
     global _CREATE_SQL
     if _CREATE_SQL is None:
         t = {model.__name__: model._meta.db_table for model in (
-            QrToken, Certificate, Citizen, WalletLinkage, FamilyBinding, Facility, ServiceItem, ReimbursementPolicy)}
+            QrToken, Certificate, Citizen, WalletLinkage, FamilyBinding, Facility, ServiceItem, ReimbursementPolicy,
+            CitizenYearAccumulator, PersonalAccount)}
         _CREATE_SQL = (
             f'WITH used AS (UPDATE "{t["QrToken"]}" SET "used_at" = %s WHERE "jti" = %s AND "used_at" IS NULL'
             ' RETURNING "id") '
@@ -141,13 +144,23 @@ def _create_sql() -> str:
             ' ORDER BY CASE WHEN %s THEN p."version" ELSE -p."version" END LIMIT 1), '
             # the settlement's audit row: its number and transaction id (portal/audit.py), written
             # with the settlement in `_write_sql`'s statement
-            f'{NUMBER_COLUMNS} '
+            f'{NUMBER_COLUMNS}, '
+            # the citizen's year and account, locked: NULL for the year's first settlement (created then)
+            'yr."id", yr."deductible_used_fen", yr."fund_used_fen", ac."id", ac."balance_fen", ac."held_fen" '
             f'FROM "{t["QrToken"]}" t '
-            f'JOIN "{t["Certificate"]}" c ON c."id" = t."certificate_id" '
+            # The lock order of the module: the card, then the citizen's year, then the account. Each
+            # lock is a subquery's, and each later one depends on the card's row, so they are taken
+            # in that order (a lock clause of the outer query would be taken after all of them).
+            f'JOIN LATERAL (SELECT "id", "number", "state", "citizen_id" FROM "{t["Certificate"]}"'
+            ' WHERE "id" = t."certificate_id" FOR UPDATE) c ON true '
             f'JOIN "{t["Citizen"]}" z ON z."id" = c."citizen_id" '
             f'JOIN "{t["WalletLinkage"]}" l ON l."id" = t."linkage_id" '
             f'LEFT JOIN "{t["FamilyBinding"]}" b ON b."id" = t."family_binding_id" '
-            'WHERE t."jti" = %s FOR UPDATE OF c'
+            f'LEFT JOIN LATERAL (SELECT "id", "deductible_used_fen", "fund_used_fen" FROM "{t["CitizenYearAccumulator"]}"'
+            ' WHERE "citizen_id" = c."citizen_id" AND "year" = %s FOR UPDATE) yr ON true '
+            f'LEFT JOIN LATERAL (SELECT "id", "balance_fen", "held_fen" FROM "{t["PersonalAccount"]}"'
+            ' WHERE "citizen_id" = c."citizen_id" FOR UPDATE) ac ON true '
+            'WHERE t."jti" = %s'
         )
     return _CREATE_SQL
 
@@ -171,6 +184,9 @@ class _CreateReads:
     items: dict[str, ServiceItem]
     policy: ReimbursementPolicy | None
     audit_number: tuple[int, int] | None  # (seq, xid) of the audit row to come; None off PostgreSQL
+    # The citizen's year and account, locked; None if either is missing (the year's first
+    # settlement, an account never credited) or off PostgreSQL
+    year_and_account: tuple[CitizenYearAccumulator, PersonalAccount] | None
 
 
 def _create_row_orm(jti: str, facility_code: str, codes: list[str], now: dt.datetime, year: int,
@@ -208,7 +224,8 @@ def _create_row_orm(jti: str, facility_code: str, codes: list[str], now: dt.date
         policy = [policy[0], policy[1], policy[2], str(policy[3]), *policy[4:]]
     return (token_id, expires_at, token_id if taken else None, certificate_id, number, certificate_state, citizen_id,
             region_code, scheme, linkage_id, linkage_public_id, linkage_state, holder_certificate_id, binding_id,
-            binding_public_id, binding_state, holder_certificate_state, facility_id, items, policy, None, None)
+            binding_public_id, binding_state, holder_certificate_state, facility_id, items, policy, None, None,
+            None, None, None, None, None, None)
 
 
 def _create_reads(token: str, facility_code: str, codes: list[str], now: dt.datetime, year: int) -> _CreateReads:
@@ -219,7 +236,7 @@ def _create_reads(token: str, facility_code: str, codes: list[str], now: dt.date
     future = year > today.year
     if prepared.postgresql():
         found = prepared.fetch_one(_create_sql(), [now, claims["jti"], facility_code, json.dumps(codes), year,
-                                                   future, today, future, claims["jti"]])
+                                                   future, today, future, year, claims["jti"]])
     else:
         found = _create_row_orm(claims["jti"], facility_code, codes, now, year, today)
     if found is None:
@@ -227,7 +244,8 @@ def _create_reads(token: str, facility_code: str, codes: list[str], now: dt.date
                            binding_public_id=None, expires_at=None)
     (token_id, expires_at, taken, certificate_id, number, certificate_state, citizen_id, region_code, scheme,
      linkage_id, linkage_public_id, linkage_state, holder_certificate_id, binding_id, binding_public_id, binding_state,
-     holder_certificate_state, facility_id, items, policy, audit_seq, audit_xid) = found
+     holder_certificate_state, facility_id, items, policy, audit_seq, audit_xid, accumulator_id, deductible_used,
+     fund_used, account_id, balance, held) = found
     qr.token_check_row(claims, found=True, certificate_number=number, linkage_public_id=linkage_public_id,
                        binding_public_id=binding_public_id, expires_at=expires_at)
     if taken is None:
@@ -268,6 +286,12 @@ def _create_reads(token: str, facility_code: str, codes: list[str], now: dt.date
                for item_id, code, category, max_price, active in _json(items)},
         policy=policy_row,
         audit_number=(audit_seq, audit_xid) if audit_seq is not None else None,
+        year_and_account=None if accumulator_id is None or account_id is None else (
+            _partial(CitizenYearAccumulator, ["id", "citizen_id", "year", "deductible_used_fen", "fund_used_fen"],
+                     [accumulator_id, citizen_id, year, deductible_used, fund_used]),
+            _partial(PersonalAccount, ["id", "citizen_id", "balance_fen", "held_fen"],
+                     [account_id, citizen_id, balance, held]),
+        ),
     )
 
 
@@ -287,34 +311,6 @@ def _bill_lines(lines: Sequence[LineInput], items: dict[str, ServiceItem]) -> tu
 
 # The year's accumulator and the personal account, locked in one statement, in the lock order
 # (FOR UPDATE OF locks them in the order named). Missing rows are created by the ORM helpers.
-_LOCK_SQL: str | None = None
-
-
-def _lock_sql() -> str:
-    global _LOCK_SQL
-    if _LOCK_SQL is None:
-        _LOCK_SQL = (
-            'SELECT a."id", a."deductible_used_fen", a."fund_used_fen", p."id", p."balance_fen", p."held_fen"'
-            f' FROM "{CitizenYearAccumulator._meta.db_table}" a, "{PersonalAccount._meta.db_table}" p'
-            ' WHERE a."citizen_id" = %s AND a."year" = %s AND p."citizen_id" = %s FOR UPDATE OF a, p'
-        )
-    return _LOCK_SQL
-
-
-def _year_and_account_for_update(citizen_id: int, year: int) -> tuple[CitizenYearAccumulator, PersonalAccount]:
-    # Not PostgreSQL (the SQLite demo): the ORM helpers below, one row after the other.
-    found = prepared.fetch_one(_lock_sql(), [citizen_id, year, citizen_id]) if prepared.postgresql() else None
-    if found is None:  # the year's first settlement, or no account yet: create them (same lock order)
-        return _accumulator_for_update(citizen_id, year), ledger.account_for_update(citizen_id)
-    accumulator_id, deductible_used, fund_used, account_id, balance, held = found
-    return (
-        _partial(CitizenYearAccumulator, ["id", "citizen_id", "year", "deductible_used_fen", "fund_used_fen"],
-                 [accumulator_id, citizen_id, year, deductible_used, fund_used]),
-        _partial(PersonalAccount, ["id", "citizen_id", "balance_fen", "held_fen"],
-                 [account_id, citizen_id, balance, held]),
-    )
-
-
 _WRITE_SQL: tuple[str, str, list] | None = None
 _LINE_COLUMNS = ("position", "service_id", "service_code", "category", "quantity", "unit_price_fen", "line_total_fen",
                  "eligible_fen")
@@ -433,7 +429,9 @@ def settlement_create(*, actor: Actor, partner: Partner, token: str, facility_co
     if policy is None:
         raise DomainError("policy_unavailable", _("No reimbursement policy is in force for this citizen's region and scheme."))
 
-    accumulator, account = _year_and_account_for_update(citizen.pk, year)
+    # Locked by the reads above, else created and locked now (the same order: year, then account).
+    accumulator, account = reads.year_and_account or (_accumulator_for_update(citizen.pk, year),
+                                                      ledger.account_for_update(citizen.pk))
     split = compute_split(
         lines=bill, policy=PolicyTerms.of(policy), deductible_used_fen=accumulator.deductible_used_fen,
         fund_used_fen=accumulator.fund_used_fen, account_balance_fen=ledger.available_fen(account),

@@ -132,3 +132,60 @@ def test_one_token_sent_fifty_times_at_once_settles_once(regions, world):
     assert len(created) == 1
     assert {getattr(e, "code", repr(e)) for e in errors} == {"token_used"}
     assert_year_consistent(linkage.citizen_id, world.year)
+
+
+def test_create_locks_the_card_before_the_citizens_year_and_account(regions, world):
+    """The module's lock order (card, then year, then account), though one statement takes all
+    three: while another transaction holds the card, a create waiting on it holds neither the
+    year nor the account, so nothing that locks the card first can deadlock against it."""
+    import psycopg
+
+    wallet = make_wallet()
+    linkage = linked(wallet, regions, balance=BALANCE)
+    first = settlements.settlement_create(actor=SYSTEM, partner=wallet, token=token(linkage), facility_code="H310-1",
+                                          lines=lines(("REG", 1, 100)), use_personal_account=True)
+    assert first.pk  # the year's accumulator and the account exist: the steady state's single statement
+    settings = connection.settings_dict
+
+    def other() -> psycopg.Connection:
+        return psycopg.connect(dbname=settings["NAME"], user=settings["USER"], password=settings["PASSWORD"] or None,
+                               host=settings["HOST"] or None, port=settings["PORT"] or None)
+
+    tok = token(linkage)
+    with other() as holder, other() as prober:
+        holder.execute("SELECT 1 FROM insurance_certificate WHERE id = %s FOR UPDATE", [linkage.certificate_id])
+        (holder_pid,) = holder.execute("SELECT pg_backend_pid()").fetchone()
+        done: list[object] = []
+        creator = threading.Thread(target=lambda: done.append(_create_then_close(wallet, tok)))
+        creator.start()
+        try:
+            for _ in range(400):  # until the create waits on the card
+                waiting = prober.execute("SELECT EXISTS (SELECT FROM pg_stat_activity WHERE %s = ANY(pg_blocking_pids(pid)))",
+                                         [holder_pid]).fetchone()[0]
+                prober.rollback()
+                if waiting:
+                    break
+                threading.Event().wait(0.025)
+            assert waiting, "the create never waited on the card"
+            # Neither the year nor the account is locked by the waiting create.
+            prober.execute("SELECT 1 FROM payments_citizenyearaccumulator WHERE citizen_id = %s AND year = %s"
+                           " FOR UPDATE NOWAIT", [linkage.citizen_id, world.year])
+            prober.execute("SELECT 1 FROM payments_personalaccount WHERE citizen_id = %s FOR UPDATE NOWAIT",
+                           [linkage.citizen_id])
+            prober.rollback()
+        finally:
+            holder.rollback()
+            creator.join(timeout=30)
+    assert not creator.is_alive()
+    assert len(done) == 1 and isinstance(done[0], Settlement), done
+    assert_year_consistent(linkage.citizen_id, world.year)
+
+
+def _create_then_close(wallet, tok: str) -> object:
+    try:
+        return settlements.settlement_create(actor=SYSTEM, partner=wallet, token=tok, facility_code="H310-1",
+                                             lines=lines(("REG", 1, 100)), use_personal_account=True)
+    except BaseException as exc:  # noqa: BLE001  (reported by the test)
+        return exc
+    finally:
+        connection.close()
