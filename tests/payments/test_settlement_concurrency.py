@@ -6,6 +6,7 @@ cancellation and refund running concurrently."""
 import threading
 from collections.abc import Callable
 
+import psycopg
 import pytest
 from django.db import connection
 
@@ -138,8 +139,6 @@ def test_create_locks_the_card_before_the_citizens_year_and_account(regions, wor
     """The module's lock order (card, then year, then account), though one statement takes all
     three: while another transaction holds the card, a create waiting on it holds neither the
     year nor the account, so nothing that locks the card first can deadlock against it."""
-    import psycopg
-
     wallet = make_wallet()
     linkage = linked(wallet, regions, balance=BALANCE)
     first = settlements.settlement_create(actor=SYSTEM, partner=wallet, token=token(linkage), facility_code="H310-1",
