@@ -309,8 +309,6 @@ def _bill_lines(lines: Sequence[LineInput], items: dict[str, ServiceItem]) -> tu
     return bill, services
 
 
-# The year's accumulator and the personal account, locked in one statement, in the lock order
-# (FOR UPDATE OF locks them in the order named). Missing rows are created by the ORM helpers.
 _WRITE_SQL: tuple[str, str, list] | None = None
 _LINE_COLUMNS = ("position", "service_id", "service_code", "category", "quantity", "unit_price_fen", "line_total_fen",
                  "eligible_fen")

@@ -164,18 +164,23 @@ def other_connection():
         yield conn
 
 
+def waits_on(holder) -> bool:
+    """Whether another backend waits on a lock that `holder` (a connection) has, within 10 s."""
+    (holder_pid,) = holder.execute("SELECT pg_backend_pid()").fetchone()
+    with other_connection() as watcher:
+        for _ in range(200):
+            if watcher.execute("SELECT EXISTS (SELECT FROM pg_stat_activity WHERE %s = ANY(pg_blocking_pids(pid)))",
+                               [holder_pid]).fetchone()[0]:
+                return True
+            threading.Event().wait(0.05)
+    return False
+
+
 def sent_while_held(first, send):
     """`send()` while `first` (a connection in a transaction) holds a row the request will lock;
     `first` commits as soon as the request waits on it. The request's answer."""
-    (first_pid,) = first.execute("SELECT pg_backend_pid()").fetchone()
-
     def commit_once_the_request_waits():
-        with other_connection() as watcher:
-            for _ in range(200):
-                if watcher.execute("SELECT EXISTS (SELECT FROM pg_stat_activity WHERE %s = ANY(pg_blocking_pids(pid)))",
-                                   [first_pid]).fetchone()[0]:
-                    break
-                threading.Event().wait(0.05)
+        waits_on(first)
         first.execute("COMMIT")
 
     with ThreadPoolExecutor(max_workers=1) as pool:

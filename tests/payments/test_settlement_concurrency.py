@@ -6,13 +6,13 @@ cancellation and refund running concurrently."""
 import threading
 from collections.abc import Callable
 
-import psycopg
 import pytest
 from django.db import connection
 
 from payments import settlements
 from payments.models import Settlement, SettlementState
 from portal.audit import verify_chain
+from tests.payments.test_api_idempotency import other_connection, waits_on
 from tests.payments.settlement_helpers import (  # noqa: F401
     CAP,
     DEDUCTIBLE,
@@ -144,36 +144,22 @@ def test_create_locks_the_card_before_the_citizens_year_and_account(regions, wor
     first = settlements.settlement_create(actor=SYSTEM, partner=wallet, token=token(linkage), facility_code="H310-1",
                                           lines=lines(("REG", 1, 100)), use_personal_account=True)
     assert first.pk  # the year's accumulator and the account exist: the steady state's single statement
-    settings = connection.settings_dict
-
-    def other() -> psycopg.Connection:
-        return psycopg.connect(dbname=settings["NAME"], user=settings["USER"], password=settings["PASSWORD"] or None,
-                               host=settings["HOST"] or None, port=settings["PORT"] or None)
-
     tok = token(linkage)
-    with other() as holder, other() as prober:
+    with other_connection() as holder, other_connection() as prober:
+        holder.execute("BEGIN")
         holder.execute("SELECT 1 FROM insurance_certificate WHERE id = %s FOR UPDATE", [linkage.certificate_id])
-        (holder_pid,) = holder.execute("SELECT pg_backend_pid()").fetchone()
         done: list[object] = []
         creator = threading.Thread(target=lambda: done.append(_create_then_close(wallet, tok)))
         creator.start()
         try:
-            for _ in range(400):  # until the create waits on the card
-                waiting = prober.execute("SELECT EXISTS (SELECT FROM pg_stat_activity WHERE %s = ANY(pg_blocking_pids(pid)))",
-                                         [holder_pid]).fetchone()[0]
-                prober.rollback()
-                if waiting:
-                    break
-                threading.Event().wait(0.025)
-            assert waiting, "the create never waited on the card"
+            assert waits_on(holder), "the create never waited on the card"
             # Neither the year nor the account is locked by the waiting create.
             prober.execute("SELECT 1 FROM payments_citizenyearaccumulator WHERE citizen_id = %s AND year = %s"
                            " FOR UPDATE NOWAIT", [linkage.citizen_id, world.year])
             prober.execute("SELECT 1 FROM payments_personalaccount WHERE citizen_id = %s FOR UPDATE NOWAIT",
                            [linkage.citizen_id])
-            prober.rollback()
         finally:
-            holder.rollback()
+            holder.execute("ROLLBACK")
             creator.join(timeout=30)
     assert not creator.is_alive()
     assert len(done) == 1 and isinstance(done[0], Settlement), done
