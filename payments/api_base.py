@@ -106,6 +106,9 @@ class PartnerApiView(SignedApiView):
     parser_classes = [StrictJSONParser]
     wallet_only = False  # linkages, QR tokens, family bindings and premiums
     idempotent = False  # POST requires an Idempotency-Key
+    # The handler's first statement carries the key's claim (payments/idempotency.py `take_claim`);
+    # otherwise the claim is a statement of its own, before the handler.
+    claim_carried = False
 
     _keyed: idempotency.KeyedRequest | None = None
 
@@ -147,19 +150,22 @@ class PartnerApiView(SignedApiView):
             # One transaction and no savepoint: a failing handler rolls it back whole, so the
             # services it calls join it without their own (payments/transactions.py).
             with transaction.atomic(), rolled_back_whole_on_error():
-                replay = idempotency.begin(keyed)  # the key's lock, or its answer (replay; 409, 422 raised)
-                if replay is None:
-                    ran = True
-                    # The handler's last write waits for the response, whose stored record joins it
-                    # in one statement (portal/prepared.py `joined_writes`).
-                    with prepared.joined_writes() as joined:
+                # The handler's last write waits for the response, whose stored record joins it
+                # in one statement (portal/prepared.py `joined_writes`).
+                with prepared.joined_writes() as joined:
+                    # The key's lock, or its own answer (KeyAnswered): before the handler, or
+                    # carried by its first statement.
+                    with idempotency.claimed(keyed, carried=self.claim_carried):
+                        ran = True
                         response = handler(request, *args, **kwargs)
-                        response = self.finalize_response(request, response, *args, **kwargs)
-                        # Commits with the business change, or not at all.
-                        if idempotency.should_store(response) and not idempotency.store(keyed, response, joined):
-                            raise idempotency.KeyTaken
-            if replay is not None:
-                response = self.finalize_response(request, replay, *args, **kwargs)
+                    response = self.finalize_response(request, response, *args, **kwargs)
+                    # Commits with the business change, or not at all.
+                    if idempotency.should_store(response) and not idempotency.store(keyed, response, joined):
+                        raise idempotency.KeyTaken
+        except idempotency.KeyAnswered as answered:  # rolled back; nothing stored
+            response = (self.finalize_response(request, answered.replay, *args, **kwargs)
+                        if answered.replay is not None else
+                        self.finalize_response(request, self.handle_exception(answered.error), *args, **kwargs))
         except idempotency.KeyTaken:  # rolled back: the first request's answer stands
             response = self._stored_answer(request, *args, **kwargs)
         except Exception as exc:

@@ -164,6 +164,7 @@ class SettlementListCreateApi(PartnerApiView):
     """`GET /settlements?state=` (this partner's) and `POST /settlements` (idempotent)."""
 
     idempotent = True
+    claim_carried = True  # by the create's read (payments/settlements.py `_create_sql`)
 
     @extend_schema(
         operation_id="settlements_list",
@@ -222,6 +223,7 @@ class SettlementConfirmApi(PartnerApiView):
     """`POST /settlements/{id}/confirm` (idempotent): the wallet collected the self-pay."""
 
     idempotent = True
+    claim_carried = True  # by the settlement's lock (payments/settlements.py `settlement_owned_locked`)
 
     @extend_schema(
         operation_id="settlements_confirm",

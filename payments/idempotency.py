@@ -22,10 +22,12 @@ the handler ran; one left behind counts as absent and is overwritten.
 """
 
 import hashlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 
-from django.db import IntegrityError, transaction
+from django.db import DEFAULT_DB_ALIAS, IntegrityError, connections, transaction
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.utils import timezone
 
@@ -107,6 +109,17 @@ _BEGIN_SQL = _sql(
 )
 
 
+class KeyAnswered(Exception):
+    """The key answers for itself, found by a claim carried by the handler's first statement or run
+    when the handler ends without one: 409 `idempotency_key_in_use`, 422 `idempotency_key_reused`
+    (`error`), or the stored response to replay (`replay`). The transaction is rolled back and
+    nothing is stored, as when `begin` answers before the handler."""
+
+    def __init__(self, *, replay: HttpResponse | None = None, error: ApiError | None = None) -> None:
+        super().__init__(error.problem_code if error is not None else "replay")
+        self.replay, self.error = replay, error
+
+
 def begin(keyed: KeyedRequest) -> HttpResponse | None:
     """Own the key until the end of the current transaction (call first in the handler's transaction).
 
@@ -125,6 +138,129 @@ def begin(keyed: KeyedRequest) -> HttpResponse | None:
     if state != IdempotencyState.COMPLETED:  # none, or an `in_progress` one left by the earlier version
         return None
     return _answer(keyed, *stored)
+
+
+# --- The claim carried by the handler's first statement ----------------------------------------
+#
+# `begin` is a round trip of its own. A handler whose first statement can carry it (settlement
+# create and confirm, the partner API's hottest writes) takes the claim with `take_claim` and runs
+# its statement as `carrying_sql` builds it: the claim's CTE is evaluated first, and the statement's
+# own work (its row locks, a token consumed) is gated on `<claim_go>`, so that a key in use or
+# already answered touches nothing, as if `begin` had answered first. The claim not taken before
+# the connection's next statement is run alone just before it (an execute wrapper), or when the
+# handler ends if it ran none (e.g. it refused the body first): the key's answer then replaces
+# the handler's, exactly as `begin` before the handler would have given it.
+
+GO = "<claim_go>"  # in a carrying statement's SQL: true while the request may run
+_CLAIM_CTE = _sql(
+    'claim AS (SELECT pg_try_advisory_xact_lock(<lock_key>) AS "locked", r."state", r."method", r."target",'
+    ' r."body_sha256", r."response_status", r."response_body", r."response_content_type"'
+    ' FROM (SELECT 1) one LEFT JOIN <table> r ON r."partner_id" = %s AND r."key" = %s)'
+)
+_CLAIM_GO = f'(SELECT "locked" AND "state" IS DISTINCT FROM \'{IdempotencyState.COMPLETED}\' FROM claim)'
+CLAIM_WIDTH = 8  # the claim's columns before the statement's own
+
+
+def carrying_sql(ctes: str, select: str, carried: bool) -> str:
+    """`WITH <ctes> <select>` (`ctes` may be empty), whose work is gated on `GO`: as it is (GO true)
+    or carrying the claim: then its one row is the claim's CLAIM_WIDTH columns followed by
+    `select`'s, all NULL when `select` found nothing or did not run; the claim's parameters
+    (`claim_params`) come first."""
+    if not carried:
+        return (f"WITH {ctes} {select}" if ctes else select).replace(GO, "true")
+    return (f"WITH {_CLAIM_CTE}{', ' + ctes if ctes else ''} "
+            f"SELECT claim.*, q.* FROM claim LEFT JOIN LATERAL ({select}) q ON true").replace(GO, _CLAIM_GO)
+
+
+def claim_params(keyed: KeyedRequest) -> list:
+    return [keyed.key, keyed.partner_id, keyed.partner_id, keyed.key]
+
+
+def _settle(keyed: KeyedRequest, locked: bool, state: str | None, stored: list) -> None:
+    """Raise the key's own answer (KeyAnswered), if it has one."""
+    if not locked:
+        raise KeyAnswered(error=_in_use())
+    if state == IdempotencyState.COMPLETED:
+        try:
+            raise KeyAnswered(replay=_answer(keyed, *stored))
+        except ApiError as exc:  # reused with another request
+            raise KeyAnswered(error=exc) from None
+
+
+def claim_settle(keyed: KeyedRequest, found: tuple) -> tuple | None:
+    """After a carrying statement: raise the key's answer (KeyAnswered) if it has one, else the
+    statement's own row (None if it found nothing)."""
+    locked, state, *stored = found[:CLAIM_WIDTH]
+    _settle(keyed, locked, state, stored)
+    own = found[CLAIM_WIDTH:]
+    return None if all(value is None for value in own) else tuple(own)
+
+
+class _Claim:
+    def __init__(self, keyed: KeyedRequest) -> None:
+        self.keyed: KeyedRequest | None = keyed
+
+    def take(self) -> KeyedRequest | None:
+        keyed, self.keyed = self.keyed, None
+        return keyed
+
+    def run(self) -> None:
+        """The claim alone, if still pending (`begin`'s statement)."""
+        keyed = self.take()
+        if keyed is None:
+            return
+        try:
+            replay = begin(keyed)
+        except ApiError as exc:
+            raise KeyAnswered(error=exc) from None
+        if replay is not None:
+            raise KeyAnswered(replay=replay)
+
+    def _before_statement(self, execute, sql, params, many, context):
+        self.run()
+        return execute(sql, params, many, context)
+
+
+@contextmanager
+def claimed(keyed: KeyedRequest, *, carried: bool) -> Iterator[None]:
+    """Own the key for the handler run within (inside its transaction): at once (`begin`), or
+    `carried` by the handler's first statement. The key's own answer is raised as KeyAnswered."""
+    if not prepared.postgresql() or not carried:
+        _Claim(keyed).run()
+        yield
+        return
+    db = connections[DEFAULT_DB_ALIAS]
+    if getattr(db, "_ecard_claim", None) is not None:
+        raise RuntimeError("claimed() does not nest")
+    claim = db._ecard_claim = _Claim(keyed)
+    try:
+        with db.execute_wrapper(claim._before_statement):
+            try:
+                yield
+            except KeyAnswered:
+                raise
+            except Exception:
+                if claim.keyed is not None:
+                    # The handler refused before any statement: the key's answer comes first. Its
+                    # service's atomic block marked the transaction for rollback on the way out, but
+                    # nothing ran in it; the mark is put back, and the refusal still rolls it back.
+                    marked = transaction.get_rollback()
+                    transaction.set_rollback(False)
+                    try:
+                        claim.run()
+                    finally:
+                        transaction.set_rollback(marked)
+                raise
+            claim.run()
+    finally:
+        db._ecard_claim = None
+
+
+def take_claim() -> KeyedRequest | None:
+    """The pending claim, for the caller's next statement to carry (`carrying_sql`, then
+    `claim_settle`), or None: no claim is pending on this connection."""
+    claim = getattr(connections[DEFAULT_DB_ALIAS], "_ecard_claim", None)
+    return None if claim is None else claim.take()
 
 
 def should_store(response: HttpResponseBase) -> bool:

@@ -26,7 +26,7 @@ from django.utils.translation import gettext_lazy as _
 
 from insurance.models import Certificate, CertificateState, Citizen, Facility, ReimbursementPolicy, ServiceItem
 from insurance.reimbursement import BillLine, PolicyTerms, compute_split
-from payments import ledger, qr, rows
+from payments import idempotency, ledger, qr, rows
 from payments.models import (
     BindingState,
     CitizenYearAccumulator,
@@ -114,18 +114,19 @@ def _not_active() -> DomainError:
 # once, and the settlement records the exact version in force. Policy versions are immutable
 # (PostgreSQL refuses an UPDATE), so the row read here is the row the settlement points at.
 
-_CREATE_SQL: str | None = None
+_CREATE_SQL: dict[bool, str] = {}
 
 
-def _create_sql() -> str:
-    global _CREATE_SQL
-    if _CREATE_SQL is None:
+def _create_sql(carried: bool = False) -> str:
+    """The statement, as it is or `carried`: carrying the idempotency key's claim (its work gated on
+    it, payments/idempotency.py `carrying_sql`)."""
+    if carried not in _CREATE_SQL:
         t = {model.__name__: model._meta.db_table for model in (
             QrToken, Certificate, Citizen, WalletLinkage, FamilyBinding, Facility, ServiceItem, ReimbursementPolicy,
             CitizenYearAccumulator, PersonalAccount)}
-        _CREATE_SQL = (
-            f'WITH used AS (UPDATE "{t["QrToken"]}" SET "used_at" = %s WHERE "jti" = %s AND "used_at" IS NULL'
-            ' RETURNING "id") '
+        _CREATE_SQL[carried] = idempotency.carrying_sql(
+            f'used AS (UPDATE "{t["QrToken"]}" SET "used_at" = %s WHERE "jti" = %s AND "used_at" IS NULL'
+            f' AND {idempotency.GO} RETURNING "id")',
             'SELECT t."id", t."expires_at", (SELECT "id" FROM used), '
             'c."id", c."number", c."state", z."id", z."region_id", z."scheme", '
             'l."id", l."public_id", l."state", l."certificate_id", b."id", b."public_id", b."state", '
@@ -160,9 +161,10 @@ def _create_sql() -> str:
             ' WHERE "citizen_id" = c."citizen_id" AND "year" = %s FOR UPDATE) yr ON true '
             f'LEFT JOIN LATERAL (SELECT "id", "balance_fen", "held_fen" FROM "{t["PersonalAccount"]}"'
             ' WHERE "citizen_id" = c."citizen_id" FOR UPDATE) ac ON true '
-            'WHERE t."jti" = %s'
+            f'WHERE t."jti" = %s AND {idempotency.GO}',
+            carried,
         )
-    return _CREATE_SQL
+    return _CREATE_SQL[carried]
 
 
 def _json(value: object) -> object:
@@ -235,8 +237,14 @@ def _create_reads(token: str, facility_code: str, codes: list[str], now: dt.date
     today = now.astimezone(SHANGHAI).date()
     future = year > today.year
     if prepared.postgresql():
-        found = prepared.fetch_one(_create_sql(), [now, claims["jti"], facility_code, json.dumps(codes), year,
-                                                   future, today, future, year, claims["jti"]])
+        params = [now, claims["jti"], facility_code, json.dumps(codes), year, future, today, future, year,
+                  claims["jti"]]
+        keyed = idempotency.take_claim()  # the API's request: this statement carries its key's claim
+        if keyed is None:
+            found = prepared.fetch_one(_create_sql(), params)
+        else:
+            found = idempotency.claim_settle(
+                keyed, prepared.fetch_one(_create_sql(carried=True), [*idempotency.claim_params(keyed), *params]))
     else:
         found = _create_row_orm(claims["jti"], facility_code, codes, now, year, today)
     if found is None:
@@ -461,20 +469,21 @@ def settlement_create(*, actor: Actor, partner: Partner, token: str, facility_co
     return settlement
 
 
-_LOCKED_SQL: dict[tuple[bool, bool], str] = {}
+_LOCKED_SQL: dict[tuple[bool, bool, bool], str] = {}
 _ACCOUNT_FIELDS = ["id", "citizen_id", "balance_fen", "held_fen", "updated_at"]
 
 
-def _locked_sql(with_account: bool, by_public_id: bool = False) -> str:
+def _locked_sql(with_account: bool, by_public_id: bool = False, carried: bool = False) -> str:
     """The settlement (by pk, or by its unique public id) under its row lock, with what the write
-    and the response read, and (with_account) the citizen's account locked after it."""
-    if (with_account, by_public_id) not in _LOCKED_SQL:
+    and the response read, and (with_account) the citizen's account locked after it; `carried`:
+    carrying the idempotency key's claim (payments/idempotency.py `carrying_sql`)."""
+    if (with_account, by_public_id, carried) not in _LOCKED_SQL:
         columns = ", ".join(f's."{field.column}"' for field in Settlement._meta.concrete_fields)
         t = {model.__name__: model._meta.db_table for model in (
             Settlement, SettlementLine, Partner, ReimbursementPolicy, Certificate, Citizen, Facility, FamilyBinding,
             PersonalAccount)}
         key = "public_id" if by_public_id else "id"
-        _LOCKED_SQL[with_account, by_public_id] = (
+        _LOCKED_SQL[with_account, by_public_id, carried] = idempotency.carrying_sql("", (
             f'SELECT {columns}, pa."code", p."region_id", p."scheme", p."year", p."version", c."number",'
             ' z."region_id", f."code", b."public_id", '
             'COALESCE((SELECT json_agg(json_build_array(sl."id", sl."position", sl."service_id", sl."service_code",'
@@ -492,9 +501,9 @@ def _locked_sql(with_account: bool, by_public_id: bool = False) -> str:
             f'LEFT JOIN "{t["FamilyBinding"]}" b ON b."id" = s."family_binding_id" '
             + (f'JOIN "{t["PersonalAccount"]}" a ON a."citizen_id" = s."citizen_id" ' if with_account else '')
             # The settlement's row, then (confirm) the account's: the module's lock order.
-            + f'WHERE s."{key}" = %s ' + ('FOR UPDATE OF s, a' if with_account else 'FOR UPDATE OF s')
-        )
-    return _LOCKED_SQL[with_account, by_public_id]
+            + f'WHERE s."{key}" = %s AND {idempotency.GO} ' + ('FOR UPDATE OF s, a' if with_account else 'FOR UPDATE OF s')
+        ), carried)
+    return _LOCKED_SQL[with_account, by_public_id, carried]
 
 
 _LINE_FIELDS = ["id", "position", "service_id", "service_code", "category", "quantity", "unit_price_fen",
@@ -577,7 +586,12 @@ def settlement_owned_locked(partner: Partner, public_id: str) -> LockedWithAccou
     the transaction that writes it; another partner's row, locked for the comparison, is released
     with the rollback of the refusal."""
     if prepared.postgresql() and "\x00" not in public_id:
-        found = prepared.fetch_one(_locked_sql(True, by_public_id=True), [public_id])
+        keyed = idempotency.take_claim()  # the API's request: this statement carries its key's claim
+        if keyed is None:
+            found = prepared.fetch_one(_locked_sql(True, by_public_id=True), [public_id])
+        else:
+            found = idempotency.claim_settle(keyed, prepared.fetch_one(
+                _locked_sql(True, by_public_id=True, carried=True), [*idempotency.claim_params(keyed), public_id]))
         if found is not None:
             locked, account, audit_number = _with_account(found)
             return (locked, account, audit_number) if locked.partner_id == partner.pk else None

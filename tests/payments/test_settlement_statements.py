@@ -24,12 +24,12 @@ pytestmark = pytest.mark.django_db
 # create: BEGIN, idempotency lock and read, token/card/catalogue/policy with the audit row's number
 # and the year and account locked, then settlement with its lines, the reservation, the audit row
 # and the stored response in one statement (prepared.joined_writes), COMMIT: 5, as in production.
-CREATE_MAX = 5
+CREATE_MAX = 4
 # confirm: BEGIN, idempotency lock and read, the partner's settlement found by public id and locked
 # with its lines and the account and the audit row's number, then entry, balance, settlement update,
 # outbox event, audit row and stored response in one statement (prepared.write_together, joined by
 # prepared.joined_writes), COMMIT: 5, as in production.
-CONFIRM_MAX = 5
+CONFIRM_MAX = 4
 
 
 @pytest.fixture
