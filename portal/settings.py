@@ -89,7 +89,10 @@ TEMPLATES = [
 # --- Database -------------------------------------------------------------
 DATABASE_URL = env_str("DATABASE_URL", "")
 if DATABASE_URL:
-    DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=env_int("DB_CONN_MAX_AGE", 60))}
+    # A web thread keeps its connection for 10 minutes: each new one is a backend to start and the
+    # prepared statements below to plan afresh (their first five runs each), which at 60 s was about a
+    # tenth of PostgreSQL's CPU under the settlement benchmark (docs/benchmarks-settlements.md, "Session 8").
+    DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=env_int("DB_CONN_MAX_AGE", 600))}
     # Lets portal/prepared.py prepare the partner API's hottest reads (Django's own cursors never
     # prepare). 0 turns it off, e.g. behind a transaction-mode pooler without prepared-statement support.
     if env_bool("DB_PREPARED_STATEMENTS", True):
