@@ -2,7 +2,8 @@
 
 A view sets `idempotent = True`; `PartnerApiView` then takes the key with
 `keyed_request` (no database) and runs, in the handler's own transaction,
-`begin` before the handler and `store` after it. `begin` is one statement: it
+`begin` before the handler (or, with `claim_carried`, the same claim carried by
+the handler's first statement: `claimed`) and `store` after it. `begin` is one statement: it
 takes a transaction-level advisory lock on (partner, key) and reads the stored
 record. A request that cannot have the lock is still running with that key
 (409, not stored); the lock dies with the transaction, or with its session if

@@ -21,14 +21,15 @@ from tests.payments.test_api_settlements import confirm, mint, settled
 
 pytestmark = pytest.mark.django_db
 
-# create: BEGIN, idempotency lock and read, token/card/catalogue/policy with the audit row's number
-# and the year and account locked, then settlement with its lines, the reservation, the audit row
-# and the stored response in one statement (prepared.joined_writes), COMMIT: 5, as in production.
+# create: BEGIN, the token/card/catalogue/policy read with the audit row's number and the year and
+# account locked, carrying the idempotency key's lock and read (payments/idempotency.py `claimed`),
+# then settlement with its lines, the reservation, the audit row and the stored response in one
+# statement (prepared.joined_writes), COMMIT: 4, as in production.
 CREATE_MAX = 4
-# confirm: BEGIN, idempotency lock and read, the partner's settlement found by public id and locked
-# with its lines and the account and the audit row's number, then entry, balance, settlement update,
-# outbox event, audit row and stored response in one statement (prepared.write_together, joined by
-# prepared.joined_writes), COMMIT: 5, as in production.
+# confirm: BEGIN, the partner's settlement found by public id and locked with its lines and the
+# account and the audit row's number, carrying the idempotency key's lock and read, then entry,
+# balance, settlement update, outbox event, audit row and stored response in one statement
+# (prepared.write_together, joined by prepared.joined_writes), COMMIT: 4, as in production.
 CONFIRM_MAX = 4
 
 
