@@ -3,6 +3,7 @@
 import hashlib
 import json
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import timedelta
@@ -309,24 +310,31 @@ def test_a_second_request_while_the_first_runs_answers_in_use_and_the_first_is_t
     assert WalletLinkage.objects.count() == 1
 
 
+def sent_eight_at_once(send: Callable[[], object], created: int = 201) -> list:
+    """`send()` from eight threads released together, all with the same key: the answers, which must
+    be one response (the first, replayed) or `idempotency_key_in_use`, all signed."""
+    start = threading.Barrier(8)
+
+    def one(_):
+        start.wait(10)
+        return send()
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        responses = list(pool.map(one, range(8)))
+    done = [r for r in responses if r.status == created]
+    assert done, [(r.status, r.body) for r in responses]
+    assert len({r.body for r in done}) == 1
+    for response in responses:
+        assert response.signature_valid
+        assert response.status == created or response.code == "idempotency_key_in_use", response.body
+    return responses
+
+
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_requests_with_one_key_execute_once(live_server, portal_key, regions, make_citizen, fresh_cache):  # noqa: F811
     client = make_partner_client(base_url=live_server.url)
     payload, key = link_payload(make_citizen(with_card=True)), idem_key()
-    start = threading.Barrier(8)
-
-    def send(_):
-        start.wait(10)
-        return client.post(TARGET, payload, idempotency_key=key)
-
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        responses = list(pool.map(send, range(8)))
-    created = [r for r in responses if r.status == 201]
-    assert created, [(r.status, r.body) for r in responses]
-    assert len({r.body for r in created}) == 1
-    for response in responses:
-        assert response.signature_valid
-        assert response.status == 201 or response.code == "idempotency_key_in_use", response.body
+    sent_eight_at_once(lambda: client.post(TARGET, payload, idempotency_key=key))
     assert WalletLinkage.objects.count() == 1
     assert OutboxEvent.objects.filter(type="linkage.created").count() == 1
 

@@ -7,8 +7,6 @@ connection while the request runs with a `lock_timeout`: a request that tried to
 looking at its key would fail (500) instead of answering.
 """
 
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 import pytest
@@ -19,7 +17,7 @@ from payments.models import IdempotencyRecord, QrToken, Settlement, SettlementSt
 from tests.partner_client import PartnerClient
 from tests.payments.api_helpers import fresh_cache, idem_key, link, make_partner_client, partner_of  # noqa: F401
 from tests.payments.settlement_helpers import insured, signing_key, world  # noqa: F401
-from tests.payments.test_api_idempotency import LOCK_KEY, other_connection, problem
+from tests.payments.test_api_idempotency import LOCK_KEY, other_connection, problem, sent_eight_at_once
 from tests.payments.test_api_settlements import BILL, confirm, mint, settle, settled
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -134,18 +132,6 @@ def test_a_refusal_before_any_statement_still_answers_the_keys_own_answer_first(
 def test_concurrent_creates_with_one_key_settle_once(live_server, wallet, linkage):
     tok = mint(wallet, linkage["id"])
     over_http = PartnerClient(key_id=wallet.key_id, private_key=wallet.private_key, base_url=live_server.url)
-    key, start = idem_key(), threading.Barrier(8)
-
-    def send(_):
-        start.wait(10)
-        return settle(over_http, tok, key=key)
-
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        responses = list(pool.map(send, range(8)))
-    created = [r for r in responses if r.status == 201]
-    assert created, [(r.status, r.body) for r in responses]
-    assert len({r.body for r in created}) == 1
-    for response in responses:
-        assert response.signature_valid
-        assert response.status == 201 or response.code == "idempotency_key_in_use", response.body
+    key = idem_key()
+    sent_eight_at_once(lambda: settle(over_http, tok, key=key))
     assert Settlement.objects.count() == 1
