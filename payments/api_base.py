@@ -106,7 +106,7 @@ class PartnerApiView(SignedApiView):
     parser_classes = [StrictJSONParser]
     wallet_only = False  # linkages, QR tokens, family bindings and premiums
     idempotent = False  # POST requires an Idempotency-Key
-    # The handler's first statement carries the key's claim (payments/idempotency.py `take_claim`);
+    # The handler's first statement carries the key's claim (payments/idempotency.py `fetch_one_carrying`);
     # otherwise the claim is a statement of its own, before the handler.
     claim_carried = False
 

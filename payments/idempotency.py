@@ -23,7 +23,7 @@ the handler ran; one left behind counts as absent and is overwritten.
 """
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -103,9 +103,11 @@ def _sql(template: str) -> str:
     return template.replace("<table>", f'"{IdempotencyRecord._meta.db_table}"').replace("<lock_key>", LOCK_KEY_SQL)
 
 
+# The claim: the key's lock and its stored record (`_claim_params`), alone (`begin`) or as the CTE of a
+# statement that carries it (`carrying_sql`).
 _BEGIN_SQL = _sql(
-    'SELECT pg_try_advisory_xact_lock(<lock_key>), r."state", r."method", r."target", r."body_sha256",'
-    ' r."response_status", r."response_body", r."response_content_type"'
+    'SELECT pg_try_advisory_xact_lock(<lock_key>) AS "locked", r."state", r."method", r."target",'
+    ' r."body_sha256", r."response_status", r."response_body", r."response_content_type"'
     ' FROM (SELECT 1) one LEFT JOIN <table> r ON r."partner_id" = %s AND r."key" = %s'
 )
 
@@ -121,31 +123,25 @@ class KeyAnswered(Exception):
         self.replay, self.error = replay, error
 
 
-def begin(keyed: KeyedRequest) -> HttpResponse | None:
-    """Own the key until the end of the current transaction (call first in the handler's transaction).
-
-    Returns None (run the handler), or the stored response to replay; raises 409
-    `idempotency_key_in_use` (never stored) or 422 `idempotency_key_reused`.
-    """
+def begin(keyed: KeyedRequest) -> None:
+    """Own the key until the end of the current transaction (call first in the handler's transaction),
+    or raise its own answer (KeyAnswered)."""
     if not prepared.postgresql():  # the SQLite demo: writers are serialised, the unique constraint decides
         record = IdempotencyRecord.objects.filter(partner_id=keyed.partner_id, key=keyed.key).first()
-        if record is None or record.state != IdempotencyState.COMPLETED:
-            return None
-        return _answer(keyed, record.method, record.target, record.body_sha256, record.response_status,
-                       record.response_body, record.response_content_type)
-    locked, state, *stored = prepared.fetch_one(_BEGIN_SQL, [keyed.key, keyed.partner_id, keyed.partner_id, keyed.key])
-    if not locked:
-        raise _in_use()
-    if state != IdempotencyState.COMPLETED:  # none, or an `in_progress` one left by the earlier version
-        return None
-    return _answer(keyed, *stored)
+        if record is not None:
+            _settle(keyed, True, record.state, [record.method, record.target, record.body_sha256,
+                                                record.response_status, record.response_body,
+                                                record.response_content_type])
+        return
+    locked, state, *stored = prepared.fetch_one(_BEGIN_SQL, _claim_params(keyed))
+    _settle(keyed, locked, state, stored)
 
 
 # --- The claim carried by the handler's first statement ----------------------------------------
 #
 # `begin` is a round trip of its own. A handler whose first statement can carry it (settlement
-# create and confirm, the partner API's hottest writes) takes the claim with `take_claim` and runs
-# its statement as `carrying_sql` builds it: the claim's CTE is evaluated first, and the statement's
+# create and confirm, the partner API's hottest writes) runs its first statement through
+# `fetch_one_carrying`, built by `carrying_sql`: the claim's CTE is evaluated first, and the statement's
 # own work (its row locks, a token consumed) is gated on `<claim_go>`, so that a key in use or
 # already answered touches nothing, as if `begin` had answered first. The claim not taken before
 # the connection's next statement is run alone just before it (an execute wrapper), or when the
@@ -153,11 +149,7 @@ def begin(keyed: KeyedRequest) -> HttpResponse | None:
 # the handler's, exactly as `begin` before the handler would have given it.
 
 GO = "<claim_go>"  # in a carrying statement's SQL: true while the request may run
-_CLAIM_CTE = _sql(
-    'claim AS (SELECT pg_try_advisory_xact_lock(<lock_key>) AS "locked", r."state", r."method", r."target",'
-    ' r."body_sha256", r."response_status", r."response_body", r."response_content_type"'
-    ' FROM (SELECT 1) one LEFT JOIN <table> r ON r."partner_id" = %s AND r."key" = %s)'
-)
+_CLAIM_CTE = f"claim AS ({_BEGIN_SQL})"
 _CLAIM_GO = f'(SELECT "locked" AND "state" IS DISTINCT FROM \'{IdempotencyState.COMPLETED}\' FROM claim)'  # noqa: S608
 CLAIM_WIDTH = 8  # the claim's columns before the statement's own
 
@@ -166,35 +158,42 @@ def carrying_sql(ctes: str, select: str, carried: bool) -> str:
     """`WITH <ctes> <select>` (`ctes` may be empty), whose work is gated on `GO`: as it is (GO true)
     or carrying the claim: then its one row is the claim's CLAIM_WIDTH columns followed by
     `select`'s, all NULL when `select` found nothing or did not run; the claim's parameters
-    (`claim_params`) come first."""
+    (`_claim_params`) come first."""
     if not carried:
         return (f"WITH {ctes} {select}" if ctes else select).replace(GO, "true")
     sql = f"WITH {_CLAIM_CTE}{', ' + ctes if ctes else ''} SELECT claim.*, q.* FROM claim LEFT JOIN LATERAL ({select}) q ON true"  # noqa: S608, E501 (our SQL)
     return sql.replace(GO, _CLAIM_GO)
 
 
-def claim_params(keyed: KeyedRequest) -> list:
-    return [keyed.key, keyed.partner_id, keyed.partner_id, keyed.key]
-
-
-def _settle(keyed: KeyedRequest, locked: bool, state: str | None, stored: list) -> None:
-    """Raise the key's own answer (KeyAnswered), if it has one."""
-    if not locked:
-        raise KeyAnswered(error=_in_use())
-    if state == IdempotencyState.COMPLETED:
-        try:
-            raise KeyAnswered(replay=_answer(keyed, *stored))
-        except ApiError as exc:  # reused with another request
-            raise KeyAnswered(error=exc) from None
-
-
-def claim_settle(keyed: KeyedRequest, found: tuple) -> tuple | None:
-    """After a carrying statement: raise the key's answer (KeyAnswered) if it has one, else the
-    statement's own row (None if it found nothing)."""
+def fetch_one_carrying(sql_for: Callable[[bool], str], params: list) -> tuple | None:
+    """`prepared.fetch_one(sql_for(False), params)`; or, while a claim is pending on the connection
+    (`claimed`), the same statement carrying it (`sql_for(True)`, built by `carrying_sql`): the
+    key's own answer is raised (KeyAnswered), else the statement's own row (None if none)."""
+    keyed = _take_claim()
+    if keyed is None:
+        return prepared.fetch_one(sql_for(False), params)
+    found = prepared.fetch_one(sql_for(True), [*_claim_params(keyed), *params])
     locked, state, *stored = found[:CLAIM_WIDTH]
     _settle(keyed, locked, state, stored)
     own = found[CLAIM_WIDTH:]
     return None if all(value is None for value in own) else tuple(own)
+
+
+def _claim_params(keyed: KeyedRequest) -> list:
+    return [keyed.key, keyed.partner_id, keyed.partner_id, keyed.key]
+
+
+def _settle(keyed: KeyedRequest, locked: bool, state: str | None, stored: list) -> None:
+    """Raise the key's own answer (KeyAnswered), if it has one: in use, or completed (a record left
+    `in_progress` by the earlier version counts as absent)."""
+    if not locked:
+        raise KeyAnswered(error=_in_use())
+    if state == IdempotencyState.COMPLETED:
+        try:
+            replay = _answer(keyed, *stored)
+        except ApiError as exc:  # reused with another request
+            raise KeyAnswered(error=exc) from None
+        raise KeyAnswered(replay=replay)
 
 
 class _Claim:
@@ -206,16 +205,10 @@ class _Claim:
         return keyed
 
     def run(self) -> None:
-        """The claim alone, if still pending (`begin`'s statement)."""
+        """The claim alone, if still pending (`begin`)."""
         keyed = self.take()
-        if keyed is None:
-            return
-        try:
-            replay = begin(keyed)
-        except ApiError as exc:
-            raise KeyAnswered(error=exc) from None
-        if replay is not None:
-            raise KeyAnswered(replay=replay)
+        if keyed is not None:
+            begin(keyed)
 
     def _before_statement(self, execute, sql, params, many, context):
         self.run()
@@ -227,7 +220,7 @@ def claimed(keyed: KeyedRequest, *, carried: bool) -> Iterator[None]:
     """Own the key for the handler run within (inside its transaction): at once (`begin`), or
     `carried` by the handler's first statement. The key's own answer is raised as KeyAnswered."""
     if not prepared.postgresql() or not carried:
-        _Claim(keyed).run()
+        begin(keyed)
         yield
         return
     db = connections[DEFAULT_DB_ALIAS]
@@ -257,15 +250,14 @@ def claimed(keyed: KeyedRequest, *, carried: bool) -> Iterator[None]:
         db._ecard_claim = None
 
 
-def take_claim() -> KeyedRequest | None:
-    """The pending claim, for the caller's next statement to carry (`carrying_sql`, then
-    `claim_settle`), or None: no claim is pending on this connection."""
+def _take_claim() -> KeyedRequest | None:
+    """The pending claim, for the caller's next statement to carry, or None: no claim is pending."""
     claim = getattr(connections[DEFAULT_DB_ALIAS], "_ecard_claim", None)
     return None if claim is None else claim.take()
 
 
 def should_store(response: HttpResponseBase) -> bool:
-    """2xx, 409 and 422 are kept (the in-use answer never reaches here: it is raised by `begin`)."""
+    """2xx, 409 and 422 are kept (the key's own answers never reach here: they are raised as KeyAnswered)."""
     return 200 <= response.status_code < 300 or response.status_code in (409, 422)
 
 

@@ -239,12 +239,7 @@ def _create_reads(token: str, facility_code: str, codes: list[str], now: dt.date
     if prepared.postgresql():
         params = [now, claims["jti"], facility_code, json.dumps(codes), year, future, today, future, year,
                   claims["jti"]]
-        keyed = idempotency.take_claim()  # the API's request: this statement carries its key's claim
-        if keyed is None:
-            found = prepared.fetch_one(_create_sql(), params)
-        else:
-            found = idempotency.claim_settle(
-                keyed, prepared.fetch_one(_create_sql(carried=True), [*idempotency.claim_params(keyed), *params]))
+        found = idempotency.fetch_one_carrying(_create_sql, params)  # with the API request's key claim
     else:
         found = _create_row_orm(claims["jti"], facility_code, codes, now, year, today)
     if found is None:
@@ -586,12 +581,8 @@ def settlement_owned_locked(partner: Partner, public_id: str) -> LockedWithAccou
     the transaction that writes it; another partner's row, locked for the comparison, is released
     with the rollback of the refusal."""
     if prepared.postgresql() and "\x00" not in public_id:
-        keyed = idempotency.take_claim()  # the API's request: this statement carries its key's claim
-        if keyed is None:
-            found = prepared.fetch_one(_locked_sql(True, by_public_id=True), [public_id])
-        else:
-            found = idempotency.claim_settle(keyed, prepared.fetch_one(
-                _locked_sql(True, by_public_id=True, carried=True), [*idempotency.claim_params(keyed), public_id]))
+        found = idempotency.fetch_one_carrying(  # with the API request's key claim
+            lambda carried: _locked_sql(True, by_public_id=True, carried=carried), [public_id])
         if found is not None:
             locked, account, audit_number = _with_account(found)
             return (locked, account, audit_number) if locked.partner_id == partner.pk else None

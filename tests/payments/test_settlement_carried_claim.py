@@ -1,5 +1,5 @@
 """Settlement create and confirm carry the idempotency key's claim in their first statement
-(payments/idempotency.py `take_claim`): the key's own answers must stay exactly those of a claim
+(payments/idempotency.py `fetch_one_carrying`): the key's own answers must stay exactly those of a claim
 taken before the handler, and an answer of the key must touch nothing of the settlement's.
 
 The rows the create and the confirm lock (the card; the settlement) are held by another
