@@ -1,7 +1,10 @@
 """One settings module, read from the environment.
 
-Defaults run the demo anywhere (SQLite, a broker that needs no server).
-With ECARD_PRODUCTION=1 the portal refuses to start on an insecure default.
+Production unless told otherwise: without `ECARD_MODE` the portal runs as production and refuses
+to start until every secret, key, host and service is given (one message names each missing one).
+`ECARD_MODE=demo` (bin/run) and `ECARD_MODE=test` (bin/test) opt out explicitly: keys derived
+from a public demo secret, local hosts, e-mail kept in the process. Every mode runs on PostgreSQL
+and Redis.
 """
 
 import base64
@@ -17,19 +20,38 @@ from portal.env import env_bool, env_int, env_list, env_str
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("ECARD_VAR_DIR", str(BASE_DIR / "var")))
 
-PRODUCTION = env_bool("ECARD_PRODUCTION", False)
+MODES = ("production", "demo", "test")
+MODE = env_str("ECARD_MODE", "production")
+if MODE not in MODES:
+    raise ImproperlyConfigured(f"ECARD_MODE must be one of {', '.join(MODES)}, not {MODE!r}")
+PRODUCTION = MODE == "production"
+
+# Every production requirement that is not met, reported together once the whole module has read them.
+_missing: list[str] = []
+
+
+def _required(name: str, demo_default: str) -> str:
+    """A value production must be given; the demo and the tests fall back to `demo_default`."""
+    if not PRODUCTION:
+        return env_str(name, demo_default)
+    value = env_str(name, "")
+    if not value:
+        _missing.append(f"{name} is not set")
+    return value
+
+
 _INSECURE_SECRET = "demo-insecure-secret-key-do-not-use-in-production"
-SECRET_KEY = env_str("SECRET_KEY") if PRODUCTION else env_str("SECRET_KEY", _INSECURE_SECRET)
-DEBUG = env_bool("DEBUG", not PRODUCTION)
+SECRET_KEY = _required("SECRET_KEY", _INSECURE_SECRET)
+DEBUG = env_bool("DEBUG", False)
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", [] if PRODUCTION else ["127.0.0.1", "localhost", "[::1]", "testserver"])
 
 if PRODUCTION:
     if DEBUG:
-        raise ImproperlyConfigured("DEBUG must be off in production")
-    if SECRET_KEY == _INSECURE_SECRET or len(SECRET_KEY) < 40:
-        raise ImproperlyConfigured("SECRET_KEY must be set to a long random value in production")
+        _missing.append("DEBUG must be off")
+    if SECRET_KEY and (SECRET_KEY == _INSECURE_SECRET or len(SECRET_KEY) < 50):
+        _missing.append("SECRET_KEY must be a random value of at least 50 characters")
     if not ALLOWED_HOSTS:
-        raise ImproperlyConfigured("ALLOWED_HOSTS must be set in production")
+        _missing.append("ALLOWED_HOSTS is not set")
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -86,58 +108,38 @@ TEMPLATES = [
     },
 ]
 
-# --- Database -------------------------------------------------------------
+# --- Database ---------------------------------------------------------------
 DATABASE_URL = env_str("DATABASE_URL", "")
-if DATABASE_URL:
-    # A web thread keeps its connection for 10 minutes: each new one is a backend to start and the
-    # prepared statements below to plan afresh (their first five runs each), which at 60 s was about a
-    # tenth of PostgreSQL's CPU under the settlement benchmark (docs/benchmarks-settlements.md, "Session 8").
-    DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=env_int("DB_CONN_MAX_AGE", 600))}
-    # Lets portal/prepared.py prepare the partner API's hottest reads (Django's own cursors never
-    # prepare). 0 turns it off, e.g. behind a transaction-mode pooler without prepared-statement support.
-    if env_bool("DB_PREPARED_STATEMENTS", True):
-        DATABASES["default"].setdefault("OPTIONS", {})["prepare_threshold"] = 5
+if not DATABASE_URL:
+    _missing.append("DATABASE_URL is not set (a PostgreSQL server, e.g. postgres://user@host:5432/ecard)")
+    DATABASES = {"default": {"ENGINE": "django.db.backends.postgresql"}}
 else:
-    VAR_DIR.mkdir(parents=True, exist_ok=True)
-    # SQLite ignores SELECT ... FOR UPDATE: IMMEDIATE transactions serialise writers instead.
-    DATABASES = {
-        "default": {
-            "ENGINE": "django.db.backends.sqlite3",
-            "NAME": env_str("SQLITE_PATH", str(VAR_DIR / "demo.sqlite3")),
-            "OPTIONS": {
-                "transaction_mode": "IMMEDIATE",
-                "timeout": 30,
-                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
-            },
-        }
-    }
+    # A web thread keeps its connection for 10 minutes: each new one is a backend to start and the
+    # prepared statements below to plan afresh.
+    DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=env_int("DB_CONN_MAX_AGE", 600))}
+    if DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
+        raise ImproperlyConfigured("DATABASE_URL must name a PostgreSQL server (postgres://...)")
+# Lets portal/prepared.py prepare the partner API's hottest reads (Django's own cursors never
+# prepare). 0 turns it off, e.g. behind a transaction-mode pooler without prepared-statement support.
+if env_bool("DB_PREPARED_STATEMENTS", True):
+    DATABASES["default"].setdefault("OPTIONS", {})["prepare_threshold"] = 5
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AUTH_USER_MODEL = "portal.User"
 
-# --- Redis: cache, Celery broker, replay protection ------------------------
+# --- Redis: cache, Celery broker, replay protection, rate limits ----------------
 REDIS_URL = env_str("REDIS_URL", "")
-if REDIS_URL:
-    CACHES = {
-        "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
-            "LOCATION": REDIS_URL,
-            "KEY_PREFIX": env_str("CACHE_KEY_PREFIX", "ecard"),
-        }
+if not REDIS_URL:
+    _missing.append("REDIS_URL is not set (a Redis server, e.g. redis://host:6379/0)")
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": REDIS_URL or "redis://unset",
+        "KEY_PREFIX": env_str("CACHE_KEY_PREFIX", "ecard"),
     }
-    CELERY_BROKER_URL = REDIS_URL
-else:
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
-    _broker_dir = VAR_DIR / "broker"
-    for _sub in ("out", "processed", "control"):
-        (_broker_dir / _sub).mkdir(parents=True, exist_ok=True)
-    CELERY_BROKER_URL = "filesystem://"
-    CELERY_BROKER_TRANSPORT_OPTIONS = {
-        "data_folder_in": str(_broker_dir / "out"),
-        "data_folder_out": str(_broker_dir / "out"),
-        "processed_folder": str(_broker_dir / "processed"),
-        "control_folder": str(_broker_dir / "control"),
-        "store_processed": False,
-    }
+}
+CELERY_BROKER_URL = REDIS_URL
+# kombu's Redis transport, but a message that cannot be decoded is logged and dropped (portal/broker.py).
+CELERY_BROKER_TRANSPORT = "portal.broker:Transport"
 
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_SERIALIZER = "json"
@@ -301,7 +303,7 @@ def _versioned_keys(name: str, purpose: str) -> dict[int, bytes]:
     raw = env_str(name, "")
     if not raw:
         if PRODUCTION:
-            raise ImproperlyConfigured(f"{name} must be set in production")
+            _missing.append(f"{name} is not set")
         return {1: _derived(purpose)}
     keys: dict[int, bytes] = {}
     for item in raw.split(","):
@@ -347,6 +349,23 @@ ECARD_PUBLIC_BASE_URL = env_str("ECARD_PUBLIC_BASE_URL", "http://127.0.0.1:8000"
 # The demo partners' webhook receiver served by the portal itself; off in production.
 ECARD_SANDBOX_ENABLED = env_bool("ECARD_SANDBOX_ENABLED", not PRODUCTION)
 
+# --- E-mail (allauth's password resets; Django's error mails to ADMINS) ------
+if PRODUCTION:
+    EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    EMAIL_HOST = _required("EMAIL_HOST", "")
+    DEFAULT_FROM_EMAIL = _required("DEFAULT_FROM_EMAIL", "")
+else:  # the demo prints mails to its log; the test runner keeps them in memory
+    EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"
+    EMAIL_HOST = "localhost"
+    DEFAULT_FROM_EMAIL = "e-card portal <noreply@ecard.invalid>"
+EMAIL_PORT = env_int("EMAIL_PORT", 465)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_SSL = env_bool("EMAIL_USE_SSL", EMAIL_PORT == 465)
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", not EMAIL_USE_SSL and EMAIL_PORT == 587)
+EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 10)
+SERVER_EMAIL = DEFAULT_FROM_EMAIL
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -356,3 +375,10 @@ LOGGING = {
     # HTTP clients log request lines; delivery attempts are recorded in the database instead.
     "loggers": {name: {"level": "WARNING"} for name in ("httpx", "httpcore", "urllib3")},
 }
+
+if _missing:
+    raise ImproperlyConfigured(
+        f"The portal cannot start in {MODE} mode:\n"
+        + "".join(f"  - {item}\n" for item in _missing)
+        + "Set them in the environment (docs/operations.md lists each), or run the demo with `make run`."
+    )

@@ -200,7 +200,7 @@ def test_seed_demo_refuses_to_run_in_production(key_dir, settings):
     from django.core.management.base import CommandError
 
     settings.PRODUCTION = True
-    with pytest.raises(CommandError, match="ECARD_PRODUCTION"):
+    with pytest.raises(CommandError, match="production mode"):
         seed()
     assert not Citizen.objects.exists()
     assert not Partner.objects.exists()

@@ -1,4 +1,5 @@
-"""Production settings refuse insecure defaults and pass Django's deploy checks."""
+"""Settings are production settings unless told otherwise: they refuse insecure defaults and pass
+Django's deploy checks."""
 
 import base64
 import os
@@ -16,7 +17,6 @@ def _key(byte: int) -> str:
 def _production_env(**overrides: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ECARD_", "SECRET_KEY", "DEBUG", "ALLOWED_HOSTS"))}
     env.update(
-        ECARD_PRODUCTION="1",
         SECRET_KEY="x" * 20 + "a-long-random-production-secret-key-0123456789",
         ALLOWED_HOSTS="ecard.example.gov.cn",
         ECARD_FIELD_ENCRYPTION_KEYS=_key(1),
@@ -24,6 +24,8 @@ def _production_env(**overrides: str) -> dict[str, str]:
         ECARD_AUDIT_HMAC_KEY=_key(3),
         ECARD_SIGNING_KEY_ENCRYPTION_KEYS=_key(4),
         ECARD_VAR_DIR=str(ROOT / "var" / "test-production"),
+        EMAIL_HOST="smtp.ecard.example.gov.cn",
+        DEFAULT_FROM_EMAIL="e-card portal <noreply@ecard.example.gov.cn>",
     )
     env.update(overrides)
     return env
@@ -65,3 +67,38 @@ def test_a_malformed_boolean_fails_loudly():
     result = _manage("check", env=_production_env(DEBUG="maybe"))
     assert result.returncode != 0
     assert "DEBUG must be a boolean" in result.stderr
+
+
+def test_without_a_mode_the_settings_are_production_and_name_every_missing_variable():
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("ECARD_", "SECRET_KEY", "DEBUG", "ALLOWED_HOSTS", "DATABASE_URL", "REDIS_URL",
+                                "EMAIL_", "DEFAULT_FROM_EMAIL"))}
+    result = _manage("check", env=env)
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    assert "cannot start in production mode" in result.stderr
+    for name in ("SECRET_KEY", "ALLOWED_HOSTS", "DATABASE_URL", "REDIS_URL", "ECARD_FIELD_ENCRYPTION_KEYS",
+                 "ECARD_BLIND_INDEX_KEYS", "ECARD_AUDIT_HMAC_KEY", "ECARD_SIGNING_KEY_ENCRYPTION_KEYS",
+                 "EMAIL_HOST", "DEFAULT_FROM_EMAIL"):
+        assert f"{name} is not set" in result.stderr, name
+
+
+def test_the_demo_mode_still_needs_postgresql_and_redis():
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    env["ECARD_MODE"] = "demo"
+    result = _manage("check", env=env)
+    assert result.returncode != 0
+    assert "DATABASE_URL is not set" in result.stderr and "REDIS_URL is not set" in result.stderr
+    assert "SECRET_KEY" not in result.stderr
+
+
+def test_an_unknown_mode_is_refused():
+    result = _manage("check", env={**os.environ, "ECARD_MODE": "staging"})
+    assert result.returncode != 0
+    assert "ECARD_MODE must be one of production, demo, test" in result.stderr
+
+
+def test_a_short_secret_key_is_refused():
+    result = _manage("check", env=_production_env(SECRET_KEY="too-short"))
+    assert result.returncode != 0
+    assert "SECRET_KEY must be a random value of at least 50 characters" in result.stderr

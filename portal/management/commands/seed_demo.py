@@ -19,7 +19,7 @@ class Command(BaseCommand):
         if settings.PRODUCTION:
             raise CommandError(
                 "seed_demo loads made-up citizens and accounts with a known password; "
-                "it does not run with ECARD_PRODUCTION=1."
+                "it runs only in demo mode (ECARD_MODE=demo), never in production mode."
             )
         if not 1 <= citizens <= 100_000:
             raise CommandError("--citizens must be between 1 and 100000.")

@@ -1,0 +1,41 @@
+"""Celery's broker transport: kombu's Redis transport that drops a message it cannot decode.
+
+kombu decodes each message's envelope (JSON) inside the worker's event loop, so one malformed
+entry in a queue raised out of the loop and stopped the worker ("Unrecoverable error:
+JSONDecodeError"). Here such a message, already popped from its list, is logged and dropped, and
+the worker goes on. A task body that does not decode is Celery's own case: it logs and acks it.
+"""
+
+import logging
+
+from kombu.transport import redis
+from kombu.transport.virtual import Empty
+
+logger = logging.getLogger(__name__)
+
+# What decoding a malformed envelope, or building a message from one, raises.
+_UNDECODABLE = (ValueError, TypeError, KeyError, AttributeError)
+
+
+def _dropped(queue: str, exc: Exception) -> Empty:
+    # The message itself is not logged: it may hold personal data.
+    logger.error("dropped a message that cannot be decoded (queue %s): %s", queue, type(exc).__name__)
+    return Empty()
+
+
+class Channel(redis.Channel):
+    def _brpop_read(self, **options):
+        try:
+            return super()._brpop_read(**options)
+        except _UNDECODABLE as exc:
+            raise _dropped("being read", exc) from None
+
+    def _get(self, queue):
+        try:
+            return super()._get(queue)
+        except _UNDECODABLE as exc:
+            raise _dropped(queue, exc) from None
+
+
+class Transport(redis.Transport):
+    Channel = Channel
