@@ -10,7 +10,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 
 def bench_database_url(suffix: str) -> tuple[str, str, str]:
-    """(URL of the benchmark's database, URL of the server's `postgres` database, its name)."""
+    """(URL of the benchmark's database, URL of the server's `postgres` database, its name).
+    Benchmarks run with the tests' settings (ECARD_MODE=test: derived keys on a throwaway database)."""
+    os.environ.setdefault("ECARD_MODE", "test")
     url = os.environ.get("DATABASE_URL", "")
     if not url.startswith("postgres"):
         sys.exit("Set DATABASE_URL to a PostgreSQL server (and REDIS_URL to a Redis db this may flush).")
