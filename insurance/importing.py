@@ -5,10 +5,10 @@ import screen: `read_rows()` streams a CSV or XLSX file row by row, and
 `import_rows()` takes any iterable of rows, validates each, registers a new
 citizen (with a `pending_activation` e-card) or updates an existing one,
 one transaction per batch of rows, and reports row errors and progress
-through callbacks. New citizens are written in bulk (binary COPY on
-PostgreSQL); updates, and any batch the bulk path cannot take, go row by row
-through the services. Nothing is held beyond a batch, so memory stays flat
-however long the file. Error messages never repeat the row's personal data.
+through callbacks. New citizens are written in bulk (binary COPY); updates,
+and any batch the bulk path cannot take, go row by row through the services.
+Nothing is held beyond a batch, so memory stays flat however long the file.
+Error messages never repeat the row's personal data.
 """
 
 import csv
@@ -344,7 +344,7 @@ def _copy(cursor, model, columns: tuple[str, ...], types: tuple[str, ...], recor
 
 def _insert_copy(rows: list[tuple[int, _ValidRow, str]], columns: list[tuple], *, actor: Actor,
                  now: dt.datetime) -> list[tuple[int, int, str]]:
-    """PostgreSQL: the three INSERTs as binary COPY, ids taken ahead from the
+    """The three INSERTs as binary COPY, ids taken ahead from the
     sequences in one statement; [(citizen id, card id, card number)] per row."""
     n = len(rows)
     expires = now + services.CERTIFICATE_VALIDITY
@@ -376,42 +376,18 @@ def _insert_copy(rows: list[tuple[int, _ValidRow, str]], columns: list[tuple], *
     return created
 
 
-def _insert_orm(rows: list[tuple[int, _ValidRow, str]], columns: list[tuple], *, actor: Actor,
-                now: dt.datetime) -> list[tuple[int, int, str]]:
-    """Other databases (the SQLite demo): the same rows through `bulk_create`."""
-    fields = ("id_number_enc", "id_number_bidx", "id_number_masked", "name", "phone_enc", "phone_bidx",
-              "phone_masked", "birth_date", "sex", "scheme")
-    citizens = [Citizen(region=row.region, status=CitizenStatus.ACTIVE, **dict(zip(fields, values, strict=True)))
-                for (_number, row, _bidx), values in zip(rows, columns, strict=True)]
-    Citizen.objects.bulk_create(citizens)
-    cards = [
-        Certificate(number=services._new_number(c.region_id), citizen=c, state=CertificateState.PENDING_ACTIVATION,
-                    issued_at=now, expires_at=now + services.CERTIFICATE_VALIDITY)
-        for c in citizens
-    ]
-    Certificate.objects.bulk_create(cards)
-    CertificateTransition.objects.bulk_create([
-        CertificateTransition(certificate=card, action="issue", from_state="", to_state=card.state,
-                              actor_label=actor.label, reason=ISSUE_REASON, at=now)
-        for card in cards
-    ])
-    return [(citizen.pk, card.pk, card.number) for citizen, card in zip(citizens, cards, strict=True)]
-
-
 def _create_new(rows: list[tuple[int, _ValidRow, str]], columns: list[tuple], *, actor: Actor,
                 context: Mapping[str, Any]) -> None:
     """Register new citizens, each with a `pending_activation` e-card, in bulk.
 
     The same rows as `citizen_register` + `certificate_issue` write (the same
     encryption, blind index, masking, card number, validity and transition
-    log), but three COPYs (PostgreSQL) or multi-row INSERTs instead of a dozen
-    statements per row, and one audit event per region and batch that names
+    log), but three COPYs instead of a dozen statements per row, and one audit event per region and batch that names
     every citizen and card it created (ids and card numbers only: no personal data)."""
     if not rows:
         return
     now = timezone.now()
-    insert = _insert_copy if connection.vendor == "postgresql" else _insert_orm
-    created = insert(rows, columns, actor=actor, now=now)
+    created = _insert_copy(rows, columns, actor=actor, now=now)
     for (citizen_id, _card_id, _card), (_number, row, _bidx) in zip(created, rows, strict=True):
         if row.account_balance_fen is not None:
             _record_balance(citizen_id, row.region.code, row.account_balance_fen, actor=actor)
@@ -429,13 +405,11 @@ def _create_new(rows: list[tuple[int, _ValidRow, str]], columns: list[tuple], *,
 
 def _existing_indexes(indexes: list[str]) -> set[str]:
     """Which of these identity-number blind indexes are already stored."""
-    if connection.vendor == "postgresql":
-        # One array parameter rather than an IN list of thousands: a statement the server
-        # prepares once for the whole import instead of compiling and planning it per batch.
-        with connection.cursor() as cursor:
-            cursor.execute('SELECT "id_number_bidx" FROM "insurance_citizen" WHERE "id_number_bidx" = ANY(%s)', [indexes])
-            return {found for (found,) in cursor.fetchall()}
-    return set(Citizen.objects.filter(id_number_bidx__in=indexes).values_list("id_number_bidx", flat=True))
+    # One array parameter rather than an IN list of thousands: a statement the server
+    # prepares once for the whole import instead of compiling and planning it per batch.
+    with connection.cursor() as cursor:
+        cursor.execute('SELECT "id_number_bidx" FROM "insurance_citizen" WHERE "id_number_bidx" = ANY(%s)', [indexes])
+        return {found for (found,) in cursor.fetchall()}
 
 
 @dataclass

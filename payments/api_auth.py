@@ -142,7 +142,7 @@ def partner_key_lookup(key_id: str) -> PartnerKey | None:
 # read before the commit is never trusted after it: a revoked key or a suspended partner is refused
 # from the first request that starts after the change has committed, as without a cache. Rows are
 # also re-read after `KEY_CACHE_SECONDS` whatever the generation says (should a replacement after
-# commit have failed with Redis unreachable). Without Redis (the demo) nothing is cached.
+# commit have failed with Redis unreachable).
 
 KEY_CACHE_SECONDS = 60.0
 GENERATION_KEY = "partner-keys:generation"
@@ -166,9 +166,7 @@ def _new_generation() -> str:
 def partner_keys_changed() -> None:
     """A Partner or PartnerKey row is being saved or deleted: no web process trusts its cached key rows
     from now on, nor (replaced again after commit) the rows it reads before the change commits."""
-    client = fastcache._redis_client()
-    if client is None:
-        return
+    client = fastcache.redis_client()
     from django.core.cache import cache
     from django.db import transaction
 
@@ -233,12 +231,8 @@ def rate_key(partner_pk: int, second: int) -> str:
 
 def _record_nonce_and_count(nonce_key: str, count_key: str | None) -> tuple[int | None, str]:
     """(None if the nonce was used, else the request's count in `count_key`, 0 if not counted;
-    the key generation, "" without Redis)."""
-    client = fastcache._redis_client()
-    if client is None:  # no Redis (the demo): two cache calls
-        if not fastcache.add_once(nonce_key, timeout=NONCE_TTL_SECONDS):
-            return None, _UNTRUSTED
-        return (fastcache.count(count_key, timeout=RATE_KEY_TTL_SECONDS) if count_key else 0), _UNTRUSTED
+    the key generation)."""
+    client = fastcache.redis_client()
     from django.core.cache import cache
 
     script = getattr(client, "_ecard_nonce_script", None)
@@ -270,8 +264,6 @@ def _cached_key(key_id: str) -> tuple[PartnerKey | None, str | None]:
 
 
 def _remember(key_id: str, row: tuple, generation: str) -> None:
-    if fastcache._redis_client() is None:
-        return
     if len(_key_cache) >= 1024 and key_id not in _key_cache:
         _key_cache.clear()
     _key_cache[key_id] = _CachedKey(_key_from_row(row), generation, time.monotonic())

@@ -1,13 +1,12 @@
 """`GET /api/v1/events`: every event addressed to the partner, oldest first (PARTNER_API.md "Endpoints").
 
 A poller keeps `next_cursor` (never null) and asks again; it must never miss an
-event, even one whose transaction committed after later ones. On PostgreSQL
+event, even one whose transaction committed after later ones.
 `OutboxEvent.txid` is the writing transaction's id (set by a trigger), and the
 feed lists only rows whose `txid` is below the xmin of the current snapshot:
 every transaction older than that has finished, so nothing can later appear
 before the cursor. The order is (`txid`, `id`); an event held back by a
 long-running transaction (and everything after it) shows up once it ends.
-On SQLite (the demo) writers are serialised, so the id order is the commit order.
 """
 
 import base64
@@ -15,7 +14,6 @@ import binascii
 import json
 import re
 
-from django.db import connection
 from django.db.models import Q, QuerySet
 from django.db.models.expressions import RawSQL
 from drf_spectacular.types import OpenApiTypes
@@ -58,22 +56,14 @@ def decode_cursor(cursor: str) -> tuple[int, int]:
     return txid, event_id
 
 
-def _uses_txid() -> bool:
-    return connection.vendor == "postgresql"
-
-
 def events_after(partner: Partner, after: tuple[int, int], limit: int) -> list[OutboxEvent]:
     """Up to `limit` of the partner's finished events after the cursor position, in feed order."""
     queryset: QuerySet[OutboxEvent] = OutboxEvent.objects.filter(partner=partner).only("id", "txid", "body")
     txid, event_id = after
-    if _uses_txid():
-        # Evaluated in the statement's own snapshot: the rows it can see are exactly those it lists.
-        horizon = RawSQL("pg_snapshot_xmin(pg_current_snapshot())::text::bigint", [])
-        queryset = queryset.filter(txid__lt=horizon).filter(Q(txid__gt=txid) | Q(txid=txid, id__gt=event_id))
-        queryset = queryset.order_by("txid", "id")
-    else:
-        queryset = queryset.filter(id__gt=event_id).order_by("id")
-    return list(queryset[:limit])
+    # Evaluated in the statement's own snapshot: the rows it can see are exactly those it lists.
+    horizon = RawSQL("pg_snapshot_xmin(pg_current_snapshot())::text::bigint", [])
+    queryset = queryset.filter(txid__lt=horizon).filter(Q(txid__gt=txid) | Q(txid=txid, id__gt=event_id))
+    return list(queryset.order_by("txid", "id")[:limit])
 
 
 class EventDataSerializer(serializers.Serializer):
@@ -130,5 +120,5 @@ class EventListApi(PartnerApiView):
         rows = events_after(self.partner, after, limit)
         if rows:
             last = rows[-1]
-            after = (last.txid if _uses_txid() and last.txid is not None else 0, last.id)
+            after = (last.txid, last.id)  # never NULL: `events_after` lists rows below the horizon only
         return Response({"results": [json.loads(row.body) for row in rows], "next_cursor": encode_cursor(*after)})

@@ -119,8 +119,7 @@ RETURNING e.id, e.public_id, e.type, e.body, e.attempts,
 def _relaxed_commit(cursor) -> None:
     # Losing these writes in a database crash only means an event is delivered
     # again (delivery is at least once), so they need not wait for the WAL flush.
-    if connection.vendor == "postgresql":
-        cursor.execute("SET LOCAL synchronous_commit = off")
+    cursor.execute("SET LOCAL synchronous_commit = off")
 
 
 def claim_due(*, limit: int, event_id: int | None = None) -> list[Claimed]:
@@ -134,29 +133,10 @@ def claim_due(*, limit: int, event_id: int | None = None) -> list[Claimed]:
         events=OutboxEvent._meta.db_table, partners=Partner._meta.db_table,
         only_one="AND id = %(event_id)s" if event_id is not None else "",
     )
-    if connection.vendor != "postgresql":
-        return _claim_due_serialised(now=now, lease_until=lease_until, limit=limit, event_id=event_id)
     with transaction.atomic(), connection.cursor() as cursor:
         _relaxed_commit(cursor)
         cursor.execute(sql, {"lease_until": lease_until, "now": now, "limit": limit, "event_id": event_id})
         rows = cursor.fetchall()
-    rows.sort(key=lambda row: row[0])
-    return [Claimed(*row) for row in rows]
-
-
-def _claim_due_serialised(*, now: datetime, lease_until: datetime, limit: int, event_id: int | None) -> list[Claimed]:
-    """The demo's SQLite: no row locks, but IMMEDIATE transactions serialise writers, so
-    reading the due rows and leasing them in one transaction is just as exclusive."""
-    with transaction.atomic():
-        due = OutboxEvent.objects.filter(
-            state=OutboxState.PENDING, next_attempt_at__lte=now, partner__deliveries_paused=False,
-        ).exclude(partner__webhook_url="")
-        if event_id is not None:
-            due = due.filter(pk=event_id)
-        rows = list(
-            due.order_by("next_attempt_at").values_list("id", "public_id", "type", "body", "attempts", "partner__webhook_url")[:limit]
-        )
-        OutboxEvent.objects.filter(pk__in=[row[0] for row in rows]).update(next_attempt_at=lease_until)
     rows.sort(key=lambda row: row[0])
     return [Claimed(*row) for row in rows]
 
@@ -269,22 +249,19 @@ def kick_sweep() -> None:
     """
     from payments.tasks import deliver_due_events
 
-    shared = fastcache.shared()  # the demo's per-process cache cannot tell whether a sweep is queued
     try:
-        if shared and not fastcache.add_once(SWEEP_QUEUED_KEY, timeout=SWEEP_QUEUED_SECONDS):
+        if not fastcache.add_once(SWEEP_QUEUED_KEY, timeout=SWEEP_QUEUED_SECONDS):
             return
         deliver_due_events.delay()
     except Exception:
         logger.warning("could not queue a delivery sweep; the beat sweep will deliver the events")
-        if shared:
-            with contextlib.suppress(Exception):  # Redis itself is down: the mark expires on its own
-                fastcache.forget(SWEEP_QUEUED_KEY)
+        with contextlib.suppress(Exception):  # Redis itself is down: the mark expires on its own
+            fastcache.forget(SWEEP_QUEUED_KEY)
 
 
 def sweep_started() -> None:
     """A sweep is starting: a commit from now on queues another (this one may claim its events too)."""
-    if fastcache.shared():
-        fastcache.forget(SWEEP_QUEUED_KEY)
+    fastcache.forget(SWEEP_QUEUED_KEY)
 
 
 def deliver_due() -> int:

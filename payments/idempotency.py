@@ -15,8 +15,7 @@ commit between the two. The INSERT then finds its record (the unique
 constraint on (partner, key)), the whole transaction is rolled back and the
 request is answered from that record (`KeyTaken`, `stored_answer`): nothing is
 done twice. A refusal of the handler (409, 422) is stored alone after its
-rollback, likewise. Off PostgreSQL (the SQLite demo, which serialises
-writers) the ORM does the same without a lock.
+rollback, likewise.
 
 `in_progress` records were written by an earlier version of this module before
 the handler ran; one left behind counts as absent and is overwritten.
@@ -28,7 +27,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 
-from django.db import DEFAULT_DB_ALIAS, IntegrityError, connections, transaction
+from django.db import DEFAULT_DB_ALIAS, connections, transaction
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.utils import timezone
 
@@ -126,13 +125,6 @@ class KeyAnswered(Exception):
 def begin(keyed: KeyedRequest) -> None:
     """Own the key until the end of the current transaction (call first in the handler's transaction),
     or raise its own answer (KeyAnswered)."""
-    if not prepared.postgresql():  # the SQLite demo: writers are serialised, the unique constraint decides
-        record = IdempotencyRecord.objects.filter(partner_id=keyed.partner_id, key=keyed.key).first()
-        if record is not None:
-            _settle(keyed, True, record.state, [record.method, record.target, record.body_sha256,
-                                                record.response_status, record.response_body,
-                                                record.response_content_type])
-        return
     locked, state, *stored = prepared.fetch_one(_BEGIN_SQL, _claim_params(keyed))
     _settle(keyed, locked, state, stored)
 
@@ -219,7 +211,7 @@ class _Claim:
 def claimed(keyed: KeyedRequest, *, carried: bool) -> Iterator[None]:
     """Own the key for the handler run within (inside its transaction): at once (`begin`), or
     `carried` by the handler's first statement. The key's own answer is raised as KeyAnswered."""
-    if not prepared.postgresql() or not carried:
+    if not carried:
         begin(keyed)
         yield
         return
@@ -268,15 +260,13 @@ def store(keyed: KeyedRequest, response: HttpResponseBase, joined: prepared.Join
     """Store the rendered response as the key's completed record: one INSERT, in the handler's transaction
     (or, for a refusal after its rollback, alone), joined into the handler's last write if `joined`
     holds one back. False if the key already has a completed record."""
-    if not prepared.postgresql():  # the SQLite demo: the ORM, a savepoint around the INSERT
-        return _store_orm(keyed, response)
     if joined is not None:
         return joined.flush([store_statement(keyed, response)])[0] is not None
     return prepared.fetch_one(*store_statement(keyed, response)) is not None
 
 
 def store_statement(keyed: KeyedRequest, response: HttpResponseBase) -> tuple[str, list]:
-    """`store`'s INSERT and its parameters (PostgreSQL), RETURNING the id, or no row if the key already
+    """`store`'s INSERT and its parameters, RETURNING the id, or no row if the key already
     has a completed record. The parameters are the values the ORM would send for the record, built
     without a model instance (about a twentieth of a request's CPU with one)."""
     global _STORE_SQL
@@ -301,18 +291,6 @@ def _completed_record(keyed: KeyedRequest, response: HttpResponseBase) -> dict:
         "response_content_type": (response.get("Content-Type") or "application/json")[:64],
         "created_at": now, "completed_at": now,
     }
-
-
-def _store_orm(keyed: KeyedRequest, response: HttpResponseBase) -> bool:
-    record = IdempotencyRecord(**_completed_record(keyed, response))
-    try:
-        with transaction.atomic():
-            IdempotencyRecord.objects.filter(
-                partner_id=keyed.partner_id, key=keyed.key, state=IdempotencyState.IN_PROGRESS).delete()
-            record.save(force_insert=True)
-    except IntegrityError:
-        return False
-    return True
 
 
 def stored_answer(keyed: KeyedRequest) -> HttpResponse:

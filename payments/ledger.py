@@ -64,21 +64,12 @@ def _append_statements(account: PersonalAccount, entry: AccountEntry) -> list[tu
     ]
 
 
-def _locked_account_row(citizen_id: int) -> tuple | None:
-    if prepared.postgresql():
-        return prepared.fetch_one(_lock_sql(), [citizen_id])
-    # Elsewhere (the SQLite demo) the ORM's form; SQLite ignores FOR UPDATE, its IMMEDIATE
-    # transactions serialise writers instead (portal/settings.py).
-    return PersonalAccount.objects.select_for_update().filter(citizen_id=citizen_id).values_list(
-        *_ACCOUNT_FIELDS).first()
-
-
 def account_for_update(citizen_id: int) -> PersonalAccount:
     """The citizen's account, created empty if missing, locked for this transaction."""
-    found = _locked_account_row(citizen_id)  # one statement in the usual case
+    found = prepared.fetch_one(_lock_sql(), [citizen_id])  # one statement in the usual case
     if found is None:
         PersonalAccount.objects.bulk_create([PersonalAccount(citizen_id=citizen_id)], ignore_conflicts=True)
-        found = _locked_account_row(citizen_id)
+        found = prepared.fetch_one(_lock_sql(), [citizen_id])
     return rows.loaded(PersonalAccount, _ACCOUNT_FIELDS, list(found))
 
 
@@ -107,11 +98,6 @@ def _append(account: PersonalAccount, *, kind: str, amount_fen: int, actor: Acto
             note: str = "") -> AccountEntry:
     """Write one entry and the cached balance together (the account row is locked by the caller)."""
     entry = _entry(account, kind=kind, amount_fen=amount_fen, actor=actor, settlement=settlement, note=note)
-    if not prepared.postgresql():  # the SQLite demo: the same two writes, in the same order, by the ORM
-        entry.save(force_insert=True)
-        PersonalAccount.objects.filter(pk=account.pk).update(
-            balance_fen=account.balance_fen, held_fen=account.held_fen, updated_at=account.updated_at)
-        return entry
     entry.pk, account_id = prepared.write_together(_append_statements(account, entry))
     if account_id is None:  # locked by the caller: cannot vanish
         raise RuntimeError("ledger append: the account is gone")
@@ -136,23 +122,16 @@ def account_release(account: PersonalAccount, amount_fen: int) -> None:
 
 def debit_held_statements(account: PersonalAccount, *, settlement: Settlement,
                           actor: Actor) -> list[tuple[str, list]]:
-    """`account_debit_held` as the two statements it writes (the entry, the cached balance), for the
-    caller to run together with the rest of its change (`prepared.write_together`, PostgreSQL): none
-    if the settlement took nothing from the account. The account row is locked by the caller."""
+    """A confirmed settlement: its hold becomes a debit entry. The two statements that write it (the
+    entry, the cached balance), for the caller to run together with the rest of its change
+    (`prepared.write_together`): none if the settlement took nothing from the account. The account
+    row is locked by the caller."""
     if not settlement.account_fen:
         return []
     account.held_fen -= settlement.account_fen
     entry = _entry(account, kind=AccountEntryKind.SETTLEMENT, amount_fen=-settlement.account_fen, actor=actor,
                    settlement=settlement, note="")
     return _append_statements(account, entry)
-
-
-def account_debit_held(account: PersonalAccount, *, settlement: Settlement, actor: Actor) -> None:
-    """A confirmed settlement: its hold becomes a debit entry."""
-    if settlement.account_fen:
-        account.held_fen -= settlement.account_fen
-        _append(account, kind=AccountEntryKind.SETTLEMENT, amount_fen=-settlement.account_fen, actor=actor,
-                settlement=settlement)
 
 
 def account_credit_refund(account: PersonalAccount, *, settlement: Settlement, actor: Actor) -> None:

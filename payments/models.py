@@ -155,7 +155,7 @@ class OutboxEvent(models.Model):
     last_status = models.PositiveIntegerField(null=True, blank=True)
     last_error = models.CharField(max_length=300, blank=True)
     delivered_at = models.DateTimeField(null=True, blank=True)
-    # The writing transaction's id (PostgreSQL, set by a trigger). `GET /events` lists only
+    # The writing transaction's id (set by a trigger). `GET /events` lists only
     # rows older than every transaction still running, ordered by (txid, id), so that a
     # poller never skips an event whose transaction committed late.
     txid = models.BigIntegerField(null=True, blank=True, editable=False)

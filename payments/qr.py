@@ -194,12 +194,8 @@ def qr_token_mint_for_holder(*, actor: Actor, target: MintTarget, now: datetime 
         binding_public_id=None, now=now)
     row = QrToken(jti=jti, certificate_id=target.certificate_id, linkage_id=target.linkage_id,
                   family_binding=None, issued_at=issued_at, expires_at=expires_at, used_at=None)
-    if prepared.postgresql():
-        (pk,) = prepared.fetch_one(_insert_sql(), [jti, target.certificate_id, target.linkage_id, issued_at,
-                                                   expires_at])
-        rows.mark_saved(row, pk)
-    else:  # the SQLite demo: the ORM stores datetimes in the form its own queries compare and read
-        row.save(force_insert=True)
+    (pk,) = prepared.fetch_one(_insert_sql(), [jti, target.certificate_id, target.linkage_id, issued_at, expires_at])
+    rows.mark_saved(row, pk)
     return MintedToken(token=token, expires_at=expires_at, row=row)
 
 
@@ -359,15 +355,7 @@ def token_verify_read(token: object) -> VerifiedToken:
     claims = _claims(token)
     if "\x00" in claims["jti"]:  # PostgreSQL text cannot hold NUL; no token has one
         raise _invalid()
-    if prepared.postgresql():
-        row = prepared.fetch_one(_verify_sql(), [claims["jti"]])
-    else:  # the SQLite demo: the ORM gives its datetimes back aware, as PostgreSQL does
-        row = QrToken.objects.filter(jti=claims["jti"]).values_list(
-            "used_at", "expires_at", "certificate__number", "certificate__state", "certificate__citizen__name",
-            "certificate__citizen__id_number_masked", "certificate__citizen__sex", "certificate__citizen__birth_date",
-            "certificate__citizen__region_id", "certificate__citizen__scheme", "linkage__public_id",
-            "family_binding__public_id", "family_binding__relationship", "family_binding__holder_citizen__name",
-        ).first()
+    row = prepared.fetch_one(_verify_sql(), [claims["jti"]])
     if row is None:
         raise _invalid()
     (used_at, expires_at, number, state, name, id_number_masked, sex, birth_date, region_code, scheme,

@@ -64,14 +64,9 @@ def insert_statement(obj: Model) -> tuple[str, list]:
 _UPDATE_SQL: dict[tuple[type, tuple[str, ...]], tuple[str, list]] = {}
 
 
-def update(obj: Model, fields: list[str]) -> None:
-    """UPDATE these fields of a saved `obj`, as `save(update_fields=...)` would (auto_now fields included)."""
-    if prepared.fetch_one(*update_statement(obj, fields)) is None:
-        raise type(obj).DoesNotExist(f"{type(obj).__name__} {obj.pk} is gone")
-
-
 def update_statement(obj: Model, fields: list[str]) -> tuple[str, list]:
-    """`update`'s statement and parameters (`RETURNING` the pk), to run within `prepared.write_together`."""
+    """UPDATE these fields of a saved `obj`, as `save(update_fields=...)` would (auto_now fields included):
+    the statement and its parameters (`RETURNING` the pk), to run within `prepared.write_together`."""
     model = type(obj)
     key = (model, tuple(fields))
     cached = _UPDATE_SQL.get(key)

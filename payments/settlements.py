@@ -45,7 +45,7 @@ from payments.representations import settlement_repr
 from payments.transactions import service_atomic
 from portal import prepared
 from portal.actors import Actor
-from portal.audit import NUMBER_COLUMNS, audit_event, audit_insert, audit_next_number, audit_record_event
+from portal.audit import NUMBER_COLUMNS, audit_event, audit_insert, audit_next_number
 from portal.errors import DomainError
 from portal.models import AuditEvent
 
@@ -185,49 +185,10 @@ class _CreateReads:
     facility: Facility | None
     items: dict[str, ServiceItem]
     policy: ReimbursementPolicy | None
-    audit_number: tuple[int, int] | None  # (seq, xid) of the audit row to come; None off PostgreSQL
+    audit_number: tuple[int, int]  # (seq, xid) of the audit row to come
     # The citizen's year and account, locked; None if either is missing (the year's first
-    # settlement, an account never credited) or off PostgreSQL
+    # settlement, an account never credited)
     year_and_account: tuple[CitizenYearAccumulator, PersonalAccount] | None
-
-
-def _create_row_orm(jti: str, facility_code: str, codes: list[str], now: dt.datetime, year: int,
-                    today: dt.date) -> tuple | None:
-    """`_create_sql`'s row by the ORM, for databases other than PostgreSQL (the SQLite demo).
-
-    The token is consumed by a conditional UPDATE (1 for the one winner, 0 once used: SQLite's
-    IMMEDIATE transactions serialise writers), then the same columns are read in the same shape,
-    the JSON parts as the lists `_json` passes through, so that `_create_reads` checks and builds
-    exactly as on PostgreSQL."""
-    taken = QrToken.objects.filter(jti=jti, used_at__isnull=True).update(used_at=now)
-    token = QrToken.objects.filter(jti=jti).values_list(
-        "id", "expires_at", "certificate_id", "certificate__number", "certificate__state", "certificate__citizen_id",
-        "certificate__citizen__region_id", "certificate__citizen__scheme", "linkage_id", "linkage__public_id",
-        "linkage__state", "linkage__certificate_id", "family_binding_id", "family_binding__public_id",
-        "family_binding__state", "linkage__certificate__state",
-    ).first()
-    if token is None:
-        return None
-    (token_id, expires_at, certificate_id, number, certificate_state, citizen_id, region_code, scheme, linkage_id,
-     linkage_public_id, linkage_state, holder_certificate_id, binding_id, binding_public_id, binding_state,
-     holder_certificate_state) = token
-    facility_id = Facility.objects.filter(code=facility_code, active=True).values_list("id", flat=True).first()
-    items = [list(item) for item in ServiceItem.objects.filter(code__in=codes).values_list(
-        "id", "code", "category", "max_unit_price_fen", "active")]
-    versions = ReimbursementPolicy.objects.filter(region_id=region_code, scheme=scheme, year=year)
-    # insurance.catalogue.policy_in_force: a future year's first version, else the latest in effect
-    if year > today.year:
-        versions = versions.order_by("version")
-    else:
-        versions = versions.filter(effective_from__lte=today).order_by("-version")
-    policy = versions.values_list("id", "version", "deductible_fen", "ratio", "annual_cap_fen",
-                                  "personal_account_allowed", "eligible_shares").first()
-    if policy is not None:
-        policy = [policy[0], policy[1], policy[2], str(policy[3]), *policy[4:]]
-    return (token_id, expires_at, token_id if taken else None, certificate_id, number, certificate_state, citizen_id,
-            region_code, scheme, linkage_id, linkage_public_id, linkage_state, holder_certificate_id, binding_id,
-            binding_public_id, binding_state, holder_certificate_state, facility_id, items, policy, None, None,
-            None, None, None, None, None, None)
 
 
 def _create_reads(token: str, facility_code: str, codes: list[str], now: dt.datetime, year: int) -> _CreateReads:
@@ -236,12 +197,8 @@ def _create_reads(token: str, facility_code: str, codes: list[str], now: dt.date
     claims = qr.token_claims(token)
     today = now.astimezone(SHANGHAI).date()
     future = year > today.year
-    if prepared.postgresql():
-        params = [now, claims["jti"], facility_code, json.dumps(codes), year, future, today, future, year,
-                  claims["jti"]]
-        found = idempotency.fetch_one_carrying(_create_sql, params)  # with the API request's key claim
-    else:
-        found = _create_row_orm(claims["jti"], facility_code, codes, now, year, today)
+    params = [now, claims["jti"], facility_code, json.dumps(codes), year, future, today, future, year, claims["jti"]]
+    found = idempotency.fetch_one_carrying(_create_sql, params)  # with the API request's key claim
     if found is None:
         qr.token_check_row(claims, found=False, certificate_number=None, linkage_public_id=None,
                            binding_public_id=None, expires_at=None)
@@ -288,7 +245,7 @@ def _create_reads(token: str, facility_code: str, codes: list[str], now: dt.date
                               [item_id, code, category, max_price, active])
                for item_id, code, category, max_price, active in _json(items)},
         policy=policy_row,
-        audit_number=(audit_seq, audit_xid) if audit_seq is not None else None,
+        audit_number=(audit_seq, audit_xid),
         year_and_account=None if accumulator_id is None or account_id is None else (
             _partial(CitizenYearAccumulator, ["id", "citizen_id", "year", "deductible_used_fen", "fund_used_fen"],
                      [accumulator_id, citizen_id, year, deductible_used, fund_used]),
@@ -345,31 +302,10 @@ def _write_sql(audit_sql: str) -> tuple[str, str, list]:
     return _WRITE_SQL
 
 
-def _write_settlement_orm(settlement: Settlement, lines: list[SettlementLine], accumulator: CitizenYearAccumulator,
-                          account: PersonalAccount) -> None:
-    """`_write_sql`'s writes by the ORM, in the same order, for the SQLite demo."""
-    settlement.save(force_insert=True)
-    for line in lines:
-        line.settlement = settlement
-    SettlementLine.objects.bulk_create(lines)
-    accumulators = CitizenYearAccumulator.objects.filter(pk=accumulator.pk).update(
-        deductible_used_fen=accumulator.deductible_used_fen, fund_used_fen=accumulator.fund_used_fen,
-        updated_at=accumulator.updated_at)
-    accounts = PersonalAccount.objects.filter(pk=account.pk).update(held_fen=account.held_fen,
-                                                                     updated_at=account.updated_at)
-    if (accumulators, accounts) != (1, 1) or any(line.pk is None for line in lines):
-        raise RuntimeError("settlement write: the year accumulator or the account is gone")
-
-
 def _write_settlement(settlement: Settlement, lines: list[SettlementLine], accumulator: CitizenYearAccumulator,
-                      account: PersonalAccount, audit: AuditEvent, audit_number: tuple[int, int] | None) -> None:
+                      account: PersonalAccount, audit: AuditEvent, audit_number: tuple[int, int]) -> None:
     """Write the settlement, its lines, the reservation and its audit event (`audit`, numbered by
     `audit_number` read in this transaction)."""
-    if not prepared.postgresql():
-        accumulator.updated_at = account.updated_at = timezone.now()
-        _write_settlement_orm(settlement, lines, accumulator, account)
-        audit_record_event(audit)
-        return
     audit_sql, audit_params = audit_insert(audit, *audit_number)
     ctes, columns, fields = _write_sql(audit_sql)
     values = rows.insert_values(settlement, fields)
@@ -527,28 +463,11 @@ def _from_locked_row(found: tuple) -> Settlement:
     return locked
 
 
-def _locked_row_orm(settlement_id: int) -> tuple | None:
-    """`_locked_sql(False)`'s row by the ORM, for the SQLite demo (which ignores FOR UPDATE: its
-    IMMEDIATE transactions serialise writers), the lines as the list `_json` passes through."""
-    head = Settlement.objects.select_for_update().filter(pk=settlement_id).values_list(
-        *[field.attname for field in Settlement._meta.concrete_fields], "partner__code", "policy__region_id",
-        "policy__scheme", "policy__year", "policy__version", "certificate__number", "citizen__region_id",
-        "facility__code", "family_binding__public_id",
-    ).first()
-    if head is None:
-        return None
-    lines = SettlementLine.objects.filter(settlement_id=settlement_id).order_by("position").values_list(*_LINE_FIELDS)
-    return (*head, [list(line) for line in lines])
-
-
 def _locked(settlement: Settlement) -> Settlement:
     """The settlement under its row lock, with what its audit snapshot, its outbox event and the
     response read (partner code, policy, card number, region, facility, binding, lines): one
     prepared statement instead of two ORM queries with six joins."""
-    if prepared.postgresql():
-        found = prepared.fetch_one(_locked_sql(False), [settlement.pk])
-    else:
-        found = _locked_row_orm(settlement.pk)
+    found = prepared.fetch_one(_locked_sql(False), [settlement.pk])
     if found is None:
         raise Settlement.DoesNotExist("Settlement matching query does not exist.")
     return _from_locked_row(found)
@@ -560,8 +479,7 @@ LockedWithAccount = tuple[Settlement, PersonalAccount, tuple[int, int] | None]
 def _locked_with_account(settlement: Settlement) -> LockedWithAccount:
     """`_locked`, and the citizen's personal account locked after it, in the same statement, with
     the number of the audit row to come (None when read step by step)."""
-    # Not PostgreSQL (the SQLite demo): `_locked`, then the account, by the ORM.
-    found = prepared.fetch_one(_locked_sql(True), [settlement.pk]) if prepared.postgresql() else None
+    found = prepared.fetch_one(_locked_sql(True), [settlement.pk])
     if found is None:  # no such settlement, or (never paid from) no account yet: one step at a time
         locked = _locked(settlement)
         return locked, ledger.account_for_update(locked.citizen_id), None
@@ -580,13 +498,13 @@ def settlement_owned_locked(partner: Partner, public_id: str) -> LockedWithAccou
     `settlement_owned` and then the lock); None if the partner has no such settlement. Call inside
     the transaction that writes it; another partner's row, locked for the comparison, is released
     with the rollback of the refusal."""
-    if prepared.postgresql() and "\x00" not in public_id:
+    if "\x00" not in public_id:  # PostgreSQL text cannot hold NUL; no public id has one
         found = idempotency.fetch_one_carrying(  # with the API request's key claim
             lambda carried: _locked_sql(True, by_public_id=True, carried=carried), [public_id])
         if found is not None:
             locked, account, audit_number = _with_account(found)
             return (locked, account, audit_number) if locked.partner_id == partner.pk else None
-    handle = settlement_owned(partner, public_id)  # not found (or no account yet), or not PostgreSQL
+    handle = settlement_owned(partner, public_id)  # not found, or no account yet
     return None if handle is None else _locked_with_account(handle)
 
 
@@ -605,7 +523,7 @@ def _change(settlement: Settlement, *, actor: Actor, action: str, event: str, be
             audit_number: tuple[int, int] | None = None) -> Settlement:
     """The settlement's new state, its audit event and its partner's outbox event.
 
-    On PostgreSQL they are written together with `writes` (statements of the same change, e.g. the
+    They are written together with `writes` (statements of the same change, e.g. the
     account's entry) as one statement (`prepared.write_together`), the audit row numbered by
     `audit_number` if the caller read it already (else one statement more). Every row they touch is
     locked by this transaction already, and none depends on another's write."""
@@ -614,27 +532,20 @@ def _change(settlement: Settlement, *, actor: Actor, action: str, event: str, be
                         object_id=settlement.public_id, region_code=settlement.citizen.region_id,
                         before=before, after=_audit_snapshot(settlement), reason=reason)
     outbox = outbox_event(partner=settlement.partner, type=event, obj=settlement_repr(settlement))
-    if not prepared.postgresql():
-        if writes:
-            raise ValueError("statements to write together are PostgreSQL's")
-        rows.update(settlement, [*fields, "state", "version"])
-        audit_record_event(audit)
-        rows.insert(outbox)
-        enqueued(outbox)
-    else:
-        def written(values: list) -> None:
-            if any(value is None for value in values):  # rows locked by us cannot vanish
-                raise RuntimeError(f"settlement {action}: a row it writes is gone")
-            rows.mark_saved(outbox, values[-2])
-            enqueued(outbox)
 
-        # Possibly run later, joined with the API's stored response (prepared.joined_writes).
-        prepared.write_together([
-            *writes,
-            rows.update_statement(settlement, [*fields, "state", "version"]),
-            rows.insert_statement(outbox),
-            audit_insert(audit, *(audit_number or audit_next_number())),
-        ], then=written)
+    def written(values: list) -> None:
+        if any(value is None for value in values):  # rows locked by us cannot vanish
+            raise RuntimeError(f"settlement {action}: a row it writes is gone")
+        rows.mark_saved(outbox, values[-2])
+        enqueued(outbox)
+
+    # Possibly run later, joined with the API's stored response (prepared.joined_writes).
+    prepared.write_together([
+        *writes,
+        rows.update_statement(settlement, [*fields, "state", "version"]),
+        rows.insert_statement(outbox),
+        audit_insert(audit, *(audit_number or audit_next_number())),
+    ], then=written)
     return settlement
 
 
@@ -661,11 +572,8 @@ def settlement_confirm(*, actor: Actor, settlement: Settlement, partner_transact
         raise DomainError("amount_mismatch", _("The self-pay collected differs from the settlement's self-pay."),
                           status=422, self_pay_fen=settlement.self_pay_fen)
     before = _audit_snapshot(settlement)
-    if prepared.postgresql():  # the debit is written with the settlement's change, in one statement
-        debit = ledger.debit_held_statements(account, settlement=settlement, actor=actor)
-    else:
-        ledger.account_debit_held(account, settlement=settlement, actor=actor)
-        debit = []
+    # The debit is written with the settlement's change, in one statement.
+    debit = ledger.debit_held_statements(account, settlement=settlement, actor=actor)
     settlement.state = SettlementState.PAID
     settlement.partner_transaction_id = partner_transaction_id
     settlement.paid_at = now

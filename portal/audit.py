@@ -1,11 +1,11 @@
 """The append-only, HMAC-chained audit log.
 
-Every service writes one event in the transaction of its change. On
-PostgreSQL the write takes no shared lock: `audit_record` inserts the row
-with `row_hmac`, an HMAC of its content (insertion number included), and the
-id of its transaction. The chainer (`audit_chain_pending`, run by Celery beat
-every few seconds and by `verify_audit_chain`) then gives committed rows their
-place in the one chain, under the chain head's lock:
+Every service writes one event in the transaction of its change. The write
+takes no shared lock: `audit_record` inserts the row with `row_hmac`, an HMAC
+of its content (insertion number included), and the id of its transaction.
+The chainer (`audit_chain_pending`, run by Celery beat every few seconds and
+by `verify_audit_chain`) then gives committed rows their place in the one
+chain, under the chain head's lock:
 `hash = HMAC(key, prev_hash | chain_seq | row_hmac)`.
 
 The chainer keeps no cursor: it takes every row it can see without a place
@@ -14,8 +14,7 @@ transaction's. A transaction that commits late is simply chained by the next
 run, never skipped. (An xmin horizon, as the `/events` feed uses, is not
 needed here, and would stall the chainer behind any long transaction of the
 whole PostgreSQL cluster.) Rows are taken in transaction-id order, so one
-transaction's rows stay together. On SQLite (the demo) the write chains its
-row at once.
+transaction's rows stay together.
 
 `verify_chain` recomputes the chain and each unchained row's HMAC, and reports
 rows edited, inserted or deleted behind our back. Before/after snapshots carry
@@ -88,10 +87,6 @@ def _stored_ip(ip: str | None) -> str | None:
     return AuditEvent._meta.get_field("source_ip").get_prep_value(ip or None)
 
 
-def _postgres() -> bool:
-    return connection.vendor == "postgresql"
-
-
 def audit_event(
     *,
     actor: Actor,
@@ -125,14 +120,14 @@ def audit_event(
 # A new row's number and its transaction's id, as two SELECT columns. `audit_record` reads them in a
 # statement of their own; a service that runs a statement in the transaction anyway may read them
 # with it and write the row inside a later statement of its own (`audit_insert`): payments/settlements.py
-# does, two statements fewer per settlement write. (PostgreSQL only.)
+# does, two statements fewer per settlement write.
 NUMBER_COLUMNS = "nextval(pg_get_serial_sequence('portal_auditevent', 'seq')), pg_current_xact_id()::text::bigint"
 _NEXT_SQL = f"SELECT {NUMBER_COLUMNS}"
 _INSERT_SQL: str | None = None
 
 
 def audit_next_number() -> tuple[int, int]:
-    """(seq, xid) for a new row of this transaction, in a statement of its own (PostgreSQL)."""
+    """(seq, xid) for a new row of this transaction, in a statement of its own."""
     return prepared.fetch_one(_NEXT_SQL, [])
 
 
@@ -168,13 +163,6 @@ def audit_record_event(event: AuditEvent) -> AuditEvent:
     """Write an event built by `audit_event` (what `audit_record` does with the one it builds)."""
     if not connection.in_atomic_block:
         raise RuntimeError("audit events must be written inside the transaction of the change")
-    if not _postgres():
-        event.save(force_insert=True)
-        event.row_hmac = compute_row_hmac(event)
-        AuditEvent.objects.filter(pk=event.pk).update(row_hmac=event.row_hmac)
-        audit_chain_pending()
-        event.refresh_from_db()
-        return event
     # Two plain statements and no shared lock: the number and the transaction id, then the row.
     # Both prepared once per connection (portal/prepared.py): every settlement write runs them.
     prepared.fetch_one(*audit_insert(event, *audit_next_number()))
@@ -182,9 +170,6 @@ def audit_record_event(event: AuditEvent) -> AuditEvent:
 
 
 def _write_chain(rows: list[AuditEvent]) -> None:
-    if not _postgres():
-        AuditEvent.objects.bulk_update(rows, ["chain_seq", "prev_hash", "hash"])
-        return
     # One UPDATE joined to a VALUES list: linear in the batch, unlike bulk_update's CASE per column.
     with connection.cursor() as cursor:
         cursor.execute(

@@ -14,8 +14,7 @@ import datetime as dt
 import os
 import random
 from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -510,27 +509,13 @@ class SeedReport:
         )
 
 
-@contextmanager
-def _queries_not_recorded() -> Iterator[None]:
-    """With DEBUG on (the demo default) Django records every query, and on SQLite
-    each record costs one more query to quote its parameters: seeding takes twice
-    as long. This process is a management command, so switching it off is local."""
-    debug = settings.DEBUG
-    settings.DEBUG = False
-    try:
-        yield
-    finally:
-        settings.DEBUG = debug
-
-
 def seed_demo(*, citizens: int = 2000, out: Output = print) -> SeedReport:
-    with _queries_not_recorded():
-        report = _seed_demo(citizens=citizens, out=out)
-        # The dashboard reads rollups only: fill them now rather than at the first beat tick.
-        from portal.dashboards.rollups import rollups_rebuild
+    report = _seed_demo(citizens=citizens, out=out)
+    # The dashboard reads rollups only: fill them now rather than at the first beat tick.
+    from portal.dashboards.rollups import rollups_rebuild
 
-        rollups_rebuild()
-        return report
+    rollups_rebuild()
+    return report
 
 
 def _seed_demo(*, citizens: int, out: Output) -> SeedReport:

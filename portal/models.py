@@ -85,7 +85,7 @@ class AuditEvent(models.Model):
     after = models.JSONField(null=True, blank=True)
     reason = models.CharField(max_length=256, blank=True)
     source_ip = models.GenericIPAddressField(null=True, blank=True)
-    xid = models.BigIntegerField(default=0)  # pg_current_xact_id() of the writing transaction (0 on SQLite)
+    xid = models.BigIntegerField(default=0)  # pg_current_xact_id() of the writing transaction
     row_hmac = models.CharField(max_length=64, blank=True, default="")  # "" on rows written before 0004
     chain_seq = models.BigIntegerField(null=True, blank=True, unique=True)  # place in the chain, once chained
     prev_hash = models.CharField(max_length=64, blank=True, default="")

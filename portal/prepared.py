@@ -10,7 +10,7 @@ prepare, so nothing else in the project changes.
 Prepared statements need `prepare_threshold` set in the database OPTIONS
 (settings `DB_PREPARED_STATEMENTS`, on by default); behind a pooler in
 transaction mode that predates protocol-level prepared statements, set it to 0
-and these reads simply run unprepared. SQLite (the demo) uses a plain cursor.
+and these reads simply run unprepared.
 """
 
 import re
@@ -22,7 +22,7 @@ from django.db import DEFAULT_DB_ALIAS, connections
 
 
 class _Postgres:
-    """psycopg 3 pieces, imported on first use (the demo runs on SQLite without them)."""
+    """psycopg 3 pieces, imported on first use."""
 
     cursor_class = None
 
@@ -102,20 +102,9 @@ def _cursor(db):
         return db._prepare_cursor(raw)
 
 
-def postgresql() -> bool:
-    """Whether the default database is PostgreSQL. The hand-written SQL run through `fetch_one` on
-    the payment hot paths is PostgreSQL's own (row locks, data-modifying CTEs, arrays, JSON); on
-    any other database (the SQLite demo) its callers take a plain ORM form of the same work."""
-    return connections[DEFAULT_DB_ALIAS].vendor == "postgresql"
-
-
 def fetch_one(sql: str, params: Sequence[object]) -> tuple | None:
     """The first row of `sql` (`%s` placeholders) or None."""
     db = connections[DEFAULT_DB_ALIAS]
-    if db.vendor != "postgresql":
-        with db.cursor() as cursor:
-            cursor.execute(sql, params)
-            return cursor.fetchone()
     cursor = _cursor(db)
     try:
         cursor.execute(sql, params)
@@ -223,8 +212,7 @@ class JoinedWrites:
 @contextmanager
 def joined_writes() -> Iterator[JoinedWrites]:
     """Within: `write_then` may hold its write back (see JoinedWrites); whatever is held when the
-    block ends normally is run then. It does not nest. Off PostgreSQL nothing calls `write_then`
-    (the services take their ORM form), so nothing is ever held."""
+    block ends normally is run then. It does not nest."""
     db = connections[DEFAULT_DB_ALIAS]
     if getattr(db, "_ecard_joined", None) is not None:
         raise RuntimeError("joined_writes() does not nest")

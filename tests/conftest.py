@@ -2,10 +2,8 @@
 
 import datetime as dt
 import itertools
-import os
 
 import pytest
-from django.conf import settings
 
 from insurance import services as insurance_services
 from insurance.identity import make_identity_number
@@ -26,15 +24,6 @@ AREA_OF = {"130000": "130102", "220000": "220102", "230000": "230102", "310000":
            "350000": "350102", "370000": "370102", "440000": "440103"}
 
 _sequence = itertools.count(1)
-
-
-def pytest_configure(config):
-    db = settings.DATABASES["default"]["ENGINE"]
-    if "postgresql" not in db and not os.environ.get("ECARD_ALLOW_SQLITE_TESTS"):
-        raise pytest.UsageError(
-            "The tests run against PostgreSQL and Redis: set DATABASE_URL and REDIS_URL, "
-            "or run them through `make test`, which does."
-        )
 
 
 @pytest.fixture(autouse=True)

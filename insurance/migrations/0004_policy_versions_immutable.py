@@ -1,7 +1,6 @@
 """A reimbursement policy version never changes once made: PostgreSQL refuses
 UPDATE on its rows, so that no code path (admin, shell, a future bug) can
-alter the numbers a settlement was split with. (SQLite, the demo default,
-relies on the services alone.)"""
+alter the numbers a settlement was split with."""
 
 from django.db import migrations
 
@@ -24,13 +23,11 @@ DROP FUNCTION IF EXISTS insurance_policy_immutable();
 
 
 def _create(apps, schema_editor):
-    if schema_editor.connection.vendor == "postgresql":
-        schema_editor.execute(CREATE)
+    schema_editor.execute(CREATE)
 
 
 def _drop(apps, schema_editor):
-    if schema_editor.connection.vendor == "postgresql":
-        schema_editor.execute(DROP)
+    schema_editor.execute(DROP)
 
 
 class Migration(migrations.Migration):

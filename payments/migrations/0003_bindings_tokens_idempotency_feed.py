@@ -22,15 +22,13 @@ DROP FUNCTION IF EXISTS payments_outboxevent_set_txid();
 
 
 def add_txid_trigger(apps, schema_editor):
-    if schema_editor.connection.vendor == "postgresql":
-        schema_editor.execute(TXID_SQL)
-        # Rows written before the trigger existed sort first in the feed.
-        schema_editor.execute("UPDATE payments_outboxevent SET txid = 0 WHERE txid IS NULL")
+    schema_editor.execute(TXID_SQL)
+    # Rows written before the trigger existed sort first in the feed.
+    schema_editor.execute("UPDATE payments_outboxevent SET txid = 0 WHERE txid IS NULL")
 
 
 def drop_txid_trigger(apps, schema_editor):
-    if schema_editor.connection.vendor == "postgresql":
-        schema_editor.execute(DROP_TXID_SQL)
+    schema_editor.execute(DROP_TXID_SQL)
 
 
 

@@ -6,8 +6,7 @@ import payments.models
 from django.db import migrations, models
 
 # The personal-account ledger is append-only: PostgreSQL refuses UPDATE and DELETE
-# on its rows, so that no code path can rewrite an account's history. (SQLite, the
-# demo default, relies on the services alone.)
+# on its rows, so that no code path can rewrite an account's history.
 LEDGER_APPEND_ONLY = """
 CREATE OR REPLACE FUNCTION payments_accountentry_append_only() RETURNS trigger AS $$
 BEGIN
@@ -26,13 +25,11 @@ DROP FUNCTION IF EXISTS payments_accountentry_append_only();
 
 
 def add_append_only_trigger(apps, schema_editor):
-    if schema_editor.connection.vendor == "postgresql":
-        schema_editor.execute(LEDGER_APPEND_ONLY)
+    schema_editor.execute(LEDGER_APPEND_ONLY)
 
 
 def drop_append_only_trigger(apps, schema_editor):
-    if schema_editor.connection.vendor == "postgresql":
-        schema_editor.execute(DROP_LEDGER_APPEND_ONLY)
+    schema_editor.execute(DROP_LEDGER_APPEND_ONLY)
 
 
 

@@ -35,15 +35,11 @@ _LIKE_INDEXES = {
 
 
 def _drop_like_indexes(apps, schema_editor):
-    if schema_editor.connection.vendor != "postgresql":
-        return  # only PostgreSQL gets `_like` indexes
     for name in _LIKE_INDEXES:
         schema_editor.execute(f'DROP INDEX IF EXISTS "{name}"')
 
 
 def _create_like_indexes(apps, schema_editor):
-    if schema_editor.connection.vendor != "postgresql":
-        return
     for name, (table, column) in _LIKE_INDEXES.items():
         schema_editor.execute(f'CREATE INDEX IF NOT EXISTS "{name}" ON "{table}" ("{column}" varchar_pattern_ops)')
 

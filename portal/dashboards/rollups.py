@@ -382,7 +382,7 @@ def _copy_rows(rows: list[Fact]) -> None:
 
 
 def _write_facts_copy(facts: Iterable[Fact], deltas: Counter) -> int:
-    """PostgreSQL: COPY the facts in slices (millions of rows in seconds); a slice at a time,
+    """COPY the facts in slices (millions of rows in seconds); a slice at a time,
     because the server-side cursor reading the objects shares the connection."""
     written = 0
     buffer: list[Fact] = []
@@ -394,20 +394,6 @@ def _write_facts_copy(facts: Iterable[Fact], deltas: Counter) -> int:
             written += len(buffer)
             buffer = []
     _copy_rows(buffer)
-    return written + len(buffer)
-
-
-def _write_facts_orm(facts: Iterable[Fact], deltas: Counter) -> int:
-    written = 0
-    buffer: list[RollupFact] = []
-    for fact in facts:
-        _add(deltas, fact, +1)
-        buffer.append(_fact_model(fact))
-        if len(buffer) >= 2000:
-            RollupFact.objects.bulk_create(buffer)
-            written += len(buffer)
-            buffer = []
-    RollupFact.objects.bulk_create(buffer)
     return written + len(buffer)
 
 
@@ -424,14 +410,10 @@ def rollups_rebuild(*, now: dt.datetime | None = None) -> int:
     RollupCount.objects.all().delete()
     RollupDaily.objects.all().delete()
     deltas: Counter = Counter()
-    if connection.vendor == "postgresql":
-        # Only the tick and the rebuild read facts, both under the watermark lock.
-        with connection.cursor() as cursor:
-            cursor.execute(f"TRUNCATE {RollupFact._meta.db_table}")
-        written = _write_facts_copy(_all_facts(), deltas)
-    else:
-        RollupFact.objects.all().delete()
-        written = _write_facts_orm(_all_facts(), deltas)
+    # Only the tick and the rebuild read facts, both under the watermark lock.
+    with connection.cursor() as cursor:
+        cursor.execute(f"TRUNCATE {RollupFact._meta.db_table}")
+    written = _write_facts_copy(_all_facts(), deltas)
     _apply(deltas, empty=True)
     watermark.last_seq = last_seq
     watermark.gaps = gaps

@@ -37,13 +37,11 @@ def load_regions(apps, schema_editor):
 
 
 def append_only(apps, schema_editor):
-    if schema_editor.connection.vendor == "postgresql":
-        schema_editor.execute(APPEND_ONLY_SQL)
+    schema_editor.execute(APPEND_ONLY_SQL)
 
 
 def drop_append_only(apps, schema_editor):
-    if schema_editor.connection.vendor == "postgresql":
-        schema_editor.execute(DROP_SQL)
+    schema_editor.execute(DROP_SQL)
 
 
 class Migration(migrations.Migration):

@@ -36,15 +36,11 @@ $$ LANGUAGE plpgsql;
 
 
 def forwards(apps, schema_editor):
-    if schema_editor.connection.vendor == "postgresql":
-        schema_editor.execute(TRIGGER_SQL)
-    else:
-        apps.get_model("portal", "AuditEvent").objects.filter(chain_seq__isnull=True).update(chain_seq=models.F("seq"))
+    schema_editor.execute(TRIGGER_SQL)
 
 
 def backwards(apps, schema_editor):
-    if schema_editor.connection.vendor == "postgresql":
-        schema_editor.execute(REVERSE_SQL)
+    schema_editor.execute(REVERSE_SQL)
 
 
 class Migration(migrations.Migration):

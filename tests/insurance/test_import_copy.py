@@ -1,8 +1,6 @@
-"""The import's bulk path (binary COPY on PostgreSQL, bulk_create elsewhere)
-against the per-row services: the same rows, and the fallback when a
-concurrent registration collides with a COPY batch."""
+"""The import's bulk path (binary COPY) against the per-row services: the same
+rows, and the fallback when a concurrent registration collides with a COPY batch."""
 
-import csv
 import threading
 
 import pytest
@@ -15,7 +13,6 @@ from portal.actors import Actor
 from portal.crypto import blind_index
 from portal.models import AuditEvent
 from tests.conftest import new_id_number
-from tests.sqlite_demo import run_on_demo_database
 
 HEADER = ("id_number", "name", "phone", "region_code", "scheme", "account_balance_fen")
 
@@ -137,35 +134,3 @@ def test_a_copy_batch_that_collides_with_a_concurrent_registration_is_redone_row
     # Nothing of the refused COPY is left: its batch audit event went with it; the services audited each row.
     assert not AuditEvent.objects.filter(action="citizen.import_batch").exists()
     assert AuditEvent.objects.filter(action="citizen.register").count() == 5
-
-
-_SQLITE_PROBE = """
-import json, os, sys
-import django
-django.setup()
-from django.core.management import call_command
-from io import StringIO
-call_command("migrate", verbosity=0)
-out = StringIO()
-call_command("import_citizens", sys.argv[1], stdout=out, stderr=StringIO())
-from insurance.models import Certificate, CertificateTransition, Citizen
-from portal.models import AuditEvent
-c = Citizen.objects.order_by("id").first()
-print(json.dumps({"summary": json.loads(out.getvalue().strip().splitlines()[-1]),
-                  "citizens": Citizen.objects.count(), "cards": Certificate.objects.count(),
-                  "pending": Certificate.objects.filter(state="pending_activation").count(),
-                  "logs": CertificateTransition.objects.count(), "phone": c.phone, "id_number": c.id_number,
-                  "batches": AuditEvent.objects.filter(action="citizen.import_batch").count()}))
-"""
-
-
-def test_the_sqlite_demo_imports_through_bulk_create(tmp_path):
-    numbers = [new_id_number("310000") for _ in range(6)]
-    path = tmp_path / "citizens.csv"
-    with path.open("w", encoding="utf-8", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(HEADER)
-        writer.writerows([n, f"居民{i}", f"1380000{i:04d}", "310000", "resident", ""] for i, n in enumerate(numbers))
-    found = run_on_demo_database(["-c", _SQLITE_PROBE, str(path)], tmp_path)
-    assert found == {"summary": {"created": 6, "updated": 0, "failed": 0}, "citizens": 6, "cards": 6, "pending": 6,
-                     "logs": 6, "phone": "13800000000", "id_number": numbers[0], "batches": 1}

@@ -142,12 +142,7 @@ def test_mismatches_more_than_a_minute_old_no_longer_count(wallet, make_citizen)
     assert wallet.post("/api/v1/linkages", link_payload(citizen), idempotency_key=idem_key()).status == 201
 
 
-@pytest.mark.parametrize("backend", ["redis", "locmem"])
-def test_the_window_counts_the_last_minute_only_with_or_without_redis(backend, settings):
-    if backend == "locmem":  # the demo's cache: the same window in one process
-        settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache",
-                                       "LOCATION": f"window-{secrets.token_hex(4)}"}}
-    assert (fastcache._redis_client() is None) == (backend == "locmem")
+def test_the_window_counts_the_last_minute_only():
     key = f"window-test:{secrets.token_hex(6)}"
     for at in (100.0, 130.0, 130.0, 159.5):
         fastcache.window_record(key, seconds=60, now=at)
