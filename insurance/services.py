@@ -140,7 +140,7 @@ def citizen_register(*, actor: Actor, id_number: str, name: str, phone: str, reg
 
 @transaction.atomic
 def citizen_update(*, actor: Actor, citizen: Citizen, name: str, phone: str, scheme: str) -> Citizen:
-    citizen = Citizen.objects.select_for_update().get(pk=citizen.pk)
+    citizen = Citizen.objects.select_for_update(no_key=True).get(pk=citizen.pk)
     before = citizen_snapshot(citizen)
     old_name, old_phone = citizen.name, citizen.phone
     name = name.strip()
@@ -174,7 +174,7 @@ def citizen_set_status(*, actor: Actor, citizen: Citizen, status: str, reason: s
     if status not in CitizenStatus.values:
         raise DomainError("validation_error", _("Unknown status."), status=400, field="status")
     reason = _required_reason(reason)
-    citizen = Citizen.objects.select_for_update().get(pk=citizen.pk)
+    citizen = Citizen.objects.select_for_update(no_key=True).get(pk=citizen.pk)
     if citizen.status == status:
         return citizen
     before = citizen_snapshot(citizen)
@@ -185,7 +185,7 @@ def citizen_set_status(*, actor: Actor, citizen: Citizen, status: str, reason: s
         region_code=citizen.region_id, before=before, after=citizen_snapshot(citizen), reason=reason,
     )
     if status != CitizenStatus.ACTIVE:
-        for certificate in Certificate.objects.select_for_update().filter(citizen=citizen, state__in=LIVE_STATES):
+        for certificate in Certificate.objects.select_for_update(no_key=True).filter(citizen=citizen, state__in=LIVE_STATES):
             _transition(certificate, "revoke", actor=actor, reason=reason, end_reason=EndReason.CITIZEN_STATUS)
     # After the cards: partners hear `certificate.revoked` first, then what is left ends.
     domain_events.record(
@@ -271,13 +271,15 @@ def _transition(certificate: Certificate, action: str, *, actor: Actor, reason: 
 
 
 def _locked(certificate: Certificate) -> Certificate:
-    return Certificate.objects.select_for_update().select_related("citizen").get(pk=certificate.pk)
+    """The card and its citizen, locked citizen first: the order of every other service."""
+    Citizen.objects.select_for_update(no_key=True).only("pk").get(pk=certificate.citizen_id)
+    return Certificate.objects.select_for_update(no_key=True).select_related("citizen").get(pk=certificate.pk)
 
 
 @transaction.atomic
 def certificate_issue(*, actor: Actor, citizen: Citizen, reason: str) -> Certificate:
     reason = _required_reason(reason)
-    citizen = Citizen.objects.select_for_update().get(pk=citizen.pk)
+    citizen = Citizen.objects.select_for_update(no_key=True).get(pk=citizen.pk)
     if citizen.status != CitizenStatus.ACTIVE:
         raise DomainError("citizen_not_active", _("Cards are issued only to active citizens."))
     if Certificate.objects.filter(citizen=citizen, state__in=LIVE_STATES).exists():
@@ -337,7 +339,7 @@ def certificate_reissue(*, actor: Actor, certificate: Certificate, reason: str) 
     old = _locked(certificate)
     if old.state not in _TRANSITIONS["reissue"]:
         raise InvalidTransition(str(_("e-card")), old.get_state_display(), "reissue")
-    citizen = Citizen.objects.select_for_update().get(pk=old.citizen_id)
+    citizen = Citizen.objects.select_for_update(no_key=True).get(pk=old.citizen_id)
     if citizen.status != CitizenStatus.ACTIVE:
         raise DomainError("citizen_not_active", _("Cards are issued only to active citizens."))
     if Certificate.objects.filter(previous=old).exists():

@@ -73,8 +73,8 @@ def family_binding_create(*, actor: Actor, partner: Partner, holder_linkage: Wal
     # partner, so that concurrent requests cannot pass the limit together. Citizen
     # before linkage, the order linkage_create uses.
     holder_citizen_id = WalletLinkage.objects.values_list("citizen_id", flat=True).get(pk=holder_linkage.pk)
-    holder = Citizen.objects.select_for_update().get(pk=holder_citizen_id)
-    holder_linkage = WalletLinkage.objects.select_for_update().get(pk=holder_linkage.pk)
+    holder = Citizen.objects.select_for_update(no_key=True).get(pk=holder_citizen_id)
+    holder_linkage = WalletLinkage.objects.select_for_update(no_key=True).get(pk=holder_linkage.pk)
     if holder_linkage.partner_id != partner.pk:
         raise DomainError("not_found", _("Not found."), status=404)
     if holder_linkage.state != LinkageState.ACTIVE:
@@ -89,7 +89,7 @@ def family_binding_create(*, actor: Actor, partner: Partner, holder_linkage: Wal
         raise DomainError("validation_error", _("The holder and the beneficiary are the same person."), status=400,
                           field="beneficiary_id_number")
     card = (
-        Certificate.objects.select_for_update().filter(citizen=beneficiary, state__in=USABLE_CARD_STATES).first()
+        Certificate.objects.select_for_update(no_key=True).filter(citizen=beneficiary, state__in=USABLE_CARD_STATES).first()
     )
     if beneficiary.status != CitizenStatus.ACTIVE or card is None:
         raise DomainError("certificate_unavailable", _("The beneficiary has no e-card that can be used."))
@@ -146,7 +146,7 @@ def family_binding_approve(*, actor: Actor, binding: FamilyBinding, note: str = 
     note = (note or "").strip()[:128]
     beneficiary_id = FamilyBinding.objects.values_list("beneficiary_id", flat=True).get(pk=binding.pk)
     # The card before the binding: the same lock order as a card change's fan-out.
-    card = Certificate.objects.select_for_update().filter(
+    card = Certificate.objects.select_for_update(no_key=True).filter(
         citizen_id=beneficiary_id, state__in=[*USABLE_CARD_STATES, CertificateState.SUSPENDED]
     ).first()
     binding = _locked(binding)

@@ -109,7 +109,7 @@ def _on_certificate_event(event: DomainEvent) -> None:
     whose beneficiary holds it (object: the Family binding)."""
     certificate = Certificate.objects.select_related("citizen").get(pk=event.data["certificate_id"])
     linkages = list(
-        WalletLinkage.objects.select_for_update()
+        WalletLinkage.objects.select_for_update(no_key=True, of=("self",))
         .select_related("partner", "citizen")
         .filter(state=LinkageState.ACTIVE, citizen_id=certificate.citizen_id)
         .order_by("id")
@@ -209,7 +209,7 @@ def _on_citizen_updated(event: DomainEvent) -> None:
     """The embedded Citizen changed (masked name or scheme): the `version` of the linkages
     and of the bindings presenting the citizen grows (PARTNER_API.md "Objects"); there is
     no event type for it, so none is sent."""
-    for linkage in WalletLinkage.objects.select_for_update().filter(
+    for linkage in WalletLinkage.objects.select_for_update(no_key=True).filter(
         state=LinkageState.ACTIVE, citizen_id=event.data["citizen_id"]
     ).order_by("id"):
         _bump(linkage, [])
@@ -225,9 +225,13 @@ def _on_citizen_status(event: DomainEvent) -> None:
         return
     actor = _cascade_actor(event)
     citizen_id = event.data["citizen_id"]
-    for linkage in WalletLinkage.objects.select_for_update().select_related("partner", "citizen", "certificate").filter(
-        state=LinkageState.ACTIVE, citizen_id=citizen_id
-    ).order_by("id"):
+    linkages = (
+        WalletLinkage.objects.select_for_update(no_key=True, of=("self",))
+        .select_related("partner", "citizen", "certificate")
+        .filter(state=LinkageState.ACTIVE, citizen_id=citizen_id)
+        .order_by("id")
+    )
+    for linkage in linkages:
         end_linkage(linkage, reason=LinkageEndReason.CITIZEN_STATUS, ended_by=event.data.get("actor", ""),
                     domain_event=event, binding_reason=BindingEndReason.CITIZEN_STATUS, actor=actor)
     for binding in _open_bindings(beneficiary_id=citizen_id) + _open_bindings(holder_citizen_id=citizen_id):

@@ -129,7 +129,7 @@ def _partner_audit(partner: Partner) -> dict:
 
 
 def _locked(partner: Partner) -> Partner:
-    return Partner.objects.select_for_update().get(pk=partner.pk)
+    return Partner.objects.select_for_update(no_key=True).get(pk=partner.pk)
 
 
 def _new_key_id(code: str) -> str:

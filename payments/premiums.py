@@ -35,7 +35,7 @@ def premium_pay(*, actor: Actor, partner: Partner, citizen: Citizen, year: int, 
     409 `premium_already_paid`, 422 `amount_mismatch` (the policy's `premium_fen`).
     """
     # The citizen's row serialises concurrent payments for one person.
-    citizen = Citizen.objects.select_for_update().get(pk=citizen.pk)
+    citizen = Citizen.objects.select_for_update(no_key=True).get(pk=citizen.pk)
     if citizen.scheme != Scheme.RESIDENT:
         raise DomainError("not_resident_scheme", _("Only the resident scheme has a premium."))
     if year not in premium_years():

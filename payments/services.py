@@ -28,16 +28,16 @@ def _linkage_audit(linkage: WalletLinkage) -> dict:
 def linkage_create(*, actor: Actor, partner: Partner, citizen: Citizen, partner_user_ref: str,
                    verification_reference: str = "") -> WalletLinkage:
     """Link the citizen's live card to a partner's wallet; a pending card becomes active."""
-    partner = Partner.objects.select_for_update().get(pk=partner.pk)
+    partner = Partner.objects.select_for_update(no_key=True).get(pk=partner.pk)
     if partner.state != PartnerState.ACTIVE:
         raise DomainError("forbidden", _("This partner is suspended."), status=403)
-    citizen = Citizen.objects.select_for_update().get(pk=citizen.pk)
+    citizen = Citizen.objects.select_for_update(no_key=True).get(pk=citizen.pk)
     partner_user_ref = partner_user_ref.strip()
     if not partner_user_ref or len(partner_user_ref) > 128:
         raise DomainError("validation_error", _("A partner user reference is 1 to 128 characters."), status=400,
                           field="partner_user_ref")
     certificate = (
-        Certificate.objects.select_for_update()
+        Certificate.objects.select_for_update(no_key=True)
         .filter(citizen=citizen, state__in=[CertificateState.PENDING_ACTIVATION, CertificateState.ACTIVE])
         .first()
     )
@@ -73,7 +73,11 @@ def linkage_unlink(*, actor: Actor, linkage: WalletLinkage, reason: str, note: s
     """End an active linkage (an ended one is returned unchanged)."""
     if reason not in LinkageEndReason.values:
         raise DomainError("validation_error", _("Unknown reason."), status=400, field="reason")
-    linkage = WalletLinkage.objects.select_for_update().select_related("partner", "citizen", "certificate").get(pk=linkage.pk)
+    linkage = (
+        WalletLinkage.objects.select_for_update(no_key=True, of=("self",))
+        .select_related("partner", "citizen", "certificate")
+        .get(pk=linkage.pk)
+    )
     if linkage.state != LinkageState.ACTIVE:
         return linkage
     before = _linkage_audit(linkage)

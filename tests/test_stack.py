@@ -100,3 +100,40 @@ def test_the_stack_restarts_a_dead_process_and_a_killed_stack_leaves_nothing_beh
             os.killpg(stack.pid, signal.SIGKILL)
             stack.wait()
         shutil.rmtree(var, ignore_errors=True)
+
+
+def test_the_stack_uses_the_servers_it_is_given(settings):
+    """With DATABASE_URL and REDIS_URL set, no embedded server starts."""
+    import psycopg
+
+    server = settings.DATABASES["default"]
+    name = f"ecard_stack_{uuid.uuid4().hex[:8]}"
+    admin = f"postgres://{server['USER'] or 'postgres'}@{server['HOST'] or '127.0.0.1'}:{server['PORT'] or 5432}"
+    with psycopg.connect(f"{admin}/postgres", autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    redis_url = settings.REDIS_URL.rsplit("/", 1)[0] + "/14"  # not the suite's db: the stack queues tasks
+    var = ROOT / "var" / "tests" / f"stack-{uuid.uuid4().hex[:8]}"
+    var.mkdir(parents=True)
+    log = var / "log" / "stack.log"
+    port = free_port()
+    env = {**os.environ, "ECARD_MODE": "demo", "PORT": str(port), "ECARD_VAR_DIR": str(var), "DEMO_CITIZENS": "5",
+           "DATABASE_URL": f"{admin}/{name}", "REDIS_URL": redis_url,
+           "ECARD_PUBLIC_BASE_URL": f"http://127.0.0.1:{port}"}
+    stack = subprocess.Popen([sys.executable, "bin/stack.py"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        _serves_sign_in(port, stack, log)
+        names = {p.name() for p in psutil.Process(stack.pid).children(recursive=True)}
+        assert not names & {"postgres", "redis-server"}
+        assert f"DATABASE_URL={admin}/{name}\n" in (var / "run" / "stack.env").read_text()
+        assert "embedded" not in log.read_text()
+        assert not (var / "pg").exists()
+        stack.send_signal(signal.SIGTERM)
+        assert stack.wait(timeout=60) == 0
+    finally:
+        if stack.poll() is None:
+            os.killpg(stack.pid, signal.SIGKILL)
+            stack.wait()
+        shutil.rmtree(var, ignore_errors=True)
+        with psycopg.connect(f"{admin}/postgres", autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

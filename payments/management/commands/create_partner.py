@@ -37,7 +37,7 @@ class Command(BaseCommand):
         actor = Actor.system("create_partner")
         try:
             with transaction.atomic():
-                partner = Partner.objects.select_for_update().filter(code=code).first()
+                partner = Partner.objects.select_for_update(no_key=True).filter(code=code).first()
                 if partner is None:
                     if not name or not kind:
                         raise CommandError("--name and --kind are required to register a new partner")
