@@ -44,12 +44,14 @@ def one_start(folder: Path, port: int, *, kill: bool) -> dict:
     env["PORT"] = str(port)
     started = time.monotonic()
     marks: dict[str, float] = {}
+    last: list[str] = []
     process = subprocess.Popen(["make", "run"], cwd=folder, env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, start_new_session=True)
 
     def read() -> None:
         for raw in process.stdout:
             line = raw.decode(errors="replace")
+            last[:] = [*last[-40:], line]
             if line.startswith("[stack]") and "installed" not in marks:
                 marks["installed"] = time.monotonic() - started
             if "servers up in" in line:
@@ -58,7 +60,8 @@ def one_start(folder: Path, port: int, *, kill: bool) -> dict:
     threading.Thread(target=read, daemon=True).start()
     while not _signs_in(port):
         if process.poll() is not None:
-            sys.exit(f"make run exited with {process.returncode}; see {folder}/var/log/stack.log")
+            time.sleep(0.5)
+            sys.exit(f"make run exited with {process.returncode}; its last lines:\n{''.join(last)}")
         if time.monotonic() - started > 900:
             sys.exit("no sign-in page after 15 minutes")
         time.sleep(0.1)

@@ -162,17 +162,27 @@ def _let_reach(path: Path, user: pwd.struct_passwd) -> None:
             print(f"[stack] let {user.pw_name} search {folder} (o+x)", flush=True)
 
 
+def _running(pid: int, process_name: str) -> bool:
+    """Whether `pid` is a live (not zombie) process named `process_name`."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    name, state = stat[stat.index("(") + 1:stat.rindex(")")], stat[stat.rindex(")") + 2]
+    return name == process_name and state not in "ZX"
+
+
 def _remove_stale_pid_file(path: Path, process_name: str) -> None:
-    """A pid file left by a killed server blocks the next start if its pid now names another process."""
+    """A pid file left by a killed server blocks the next start while its pid names a process: wait
+    (a killed run's server is dying with it), then remove the file if that process is gone."""
     try:
         pid = int(path.read_text().split()[0])
     except (FileNotFoundError, ValueError, IndexError):
         return
-    try:
-        alive = Path(f"/proc/{pid}/comm").read_text().strip() == process_name
-    except OSError:
-        alive = False
-    if not alive:
+    deadline = time.monotonic() + 15
+    while _running(pid, process_name) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if not _running(pid, process_name):
         path.unlink(missing_ok=True)
 
 
