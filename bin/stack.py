@@ -226,11 +226,13 @@ def embedded_postgres(log: Log, var: Path) -> tuple[Process, str]:
     import psycopg
 
     def accepts() -> bool:
+        # The postmaster writes "ready" as its pid file's 8th line once it accepts connections;
+        # asking before that would log a FATAL "starting up" per try.
         try:
-            psycopg.connect(host=str(run), user="postgres", dbname="postgres", connect_timeout=2).close()
-        except psycopg.OperationalError:
+            lines = (data / "postmaster.pid").read_text().splitlines()
+        except OSError:
             return False
-        return True
+        return len(lines) >= 8 and lines[7].strip() == "ready" and str(server.proc.pid) == lines[0].strip()
 
     _wait_until(accepts, "the embedded PostgreSQL", 60, server)
     with psycopg.connect(host=str(run), user="postgres", dbname="postgres", autocommit=True) as conn:
