@@ -39,8 +39,10 @@ def recreate_database(admin_url: str, name: str) -> None:
         lock = "SELECT pg_try_advisory_lock(hashtextextended(%s, 0))"
         if not claim.execute(lock, [f"ecard-bench:{name}"]).fetchone()[0]:
             claim.close()
-            sys.exit(f"Another benchmark is running on the database {name} (it drops and recreates it, and "
-                     "flushes REDIS_URL's db): wait for it to end, or give this one another DATABASE_URL.")
+            sys.exit(
+                f"Another benchmark is running on the database {name} (it drops and recreates it, and "
+                "flushes REDIS_URL's db): wait for it to end, or give this one another DATABASE_URL."
+            )
         _CLAIMS[name] = claim  # held until the process exits
     with psycopg.connect(admin_url, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -77,10 +79,14 @@ def machine() -> dict:
         if line.startswith("model name"):
             cpu = line.split(":", 1)[1].strip()
             break
-    mem_kb = next(int(x.split()[1]) for x in Path("/proc/meminfo").read_text().splitlines()
-                  if x.startswith("MemTotal"))
-    return {"nproc": os.cpu_count(), "memory_gib": round(mem_kb / 1024 / 1024, 1), "cpu": cpu,
-            "python": platform.python_version(), "kernel": platform.release()}
+    mem_kb = next(int(x.split()[1]) for x in Path("/proc/meminfo").read_text().splitlines() if x.startswith("MemTotal"))
+    return {
+        "nproc": os.cpu_count(),
+        "memory_gib": round(mem_kb / 1024 / 1024, 1),
+        "cpu": cpu,
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+    }
 
 
 def reference_loop_ms(repeats: int = 5) -> float:
@@ -109,11 +115,20 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 def gunicorn_process(db_url: str, port: int, workers: int, **environ: str) -> subprocess.Popen:
     """The repository's gunicorn.conf.py on `port`, started (not waited for), the access log written
     (as in production) to /dev/null; `environ` adds or overrides settings. The caller stops it."""
-    env = {**os.environ, "DATABASE_URL": db_url, "WEB_CONCURRENCY": str(workers), "PORT": str(port),
-           "GUNICORN_ACCESS_LOG": os.devnull, "GUNICORN_LOG_LEVEL": "warning", "DEBUG": "0", "LOG_LEVEL": "ERROR",
-           **environ}
-    return subprocess.Popen([str(Path(sys.executable).parent / "gunicorn"), "-c", "gunicorn.conf.py",
-                             "portal.wsgi"], cwd=BASE_DIR, env=env)
+    env = {
+        **os.environ,
+        "DATABASE_URL": db_url,
+        "WEB_CONCURRENCY": str(workers),
+        "PORT": str(port),
+        "GUNICORN_ACCESS_LOG": os.devnull,
+        "GUNICORN_LOG_LEVEL": "warning",
+        "DEBUG": "0",
+        "LOG_LEVEL": "ERROR",
+        **environ,
+    }
+    return subprocess.Popen(
+        [str(Path(sys.executable).parent / "gunicorn"), "-c", "gunicorn.conf.py", "portal.wsgi"], cwd=BASE_DIR, env=env
+    )
 
 
 def start_gunicorn(db_url: str, port: int, workers: int, **environ: str) -> subprocess.Popen:

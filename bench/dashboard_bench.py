@@ -41,18 +41,27 @@ def setup_django(url: str) -> None:
 def machine() -> str:
     from django.db import connection
 
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    memory_kb = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
-                     if line.startswith("MemTotal"))
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    memory_kb = next(
+        int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal")
+    )
     with connection.cursor() as cursor:
         cursor.execute("SELECT version()")
         version = cursor.fetchone()[0].split(" on ")[0]
         cursor.execute("SHOW shared_buffers")
         shared_buffers = cursor.fetchone()[0]
     load = ", ".join(f"{value:.2f}" for value in os.getloadavg())
-    return (f"nproc={len(os.sched_getaffinity(0))}, memory={memory_kb / 1024 / 1024:.1f} GiB, cpu={cpu}, "
-            f"load average {load}; python {platform.python_version()}; {version}; shared_buffers={shared_buffers}")
+    return (
+        f"nproc={len(os.sched_getaffinity(0))}, memory={memory_kb / 1024 / 1024:.1f} GiB, cpu={cpu}, "
+        f"load average {load}; python {platform.python_version()}; {version}; shared_buffers={shared_buffers}"
+    )
 
 
 def timed(label: str, sql: str, params: dict) -> None:
@@ -74,19 +83,41 @@ def generate(citizens: int, settlements: int) -> None:
     from portal.demo import ensure_regions
 
     regions = sorted(ensure_regions())
-    partners = [Partner.objects.create(code=code, name=name, kind=PartnerKind.WALLET).pk
-                for code, name in (("wechat", "WeChat Pay"), ("alipay", "Alipay"))]
+    partners = [
+        Partner.objects.create(code=code, name=name, kind=PartnerKind.WALLET).pk
+        for code, name in (("wechat", "WeChat Pay"), ("alipay", "Alipay"))
+    ]
     today = dt.date.today()
     facilities, policies = [], []
     for code in regions:
-        facilities.append(Facility.objects.create(code=f"H{code}", name_zh="医院", name_en="Hospital", kind="hospital",
-                                                  region_id=code).pk)
-        policies.append(ReimbursementPolicy.objects.create(
-            region_id=code, scheme="employee", year=today.year, version=1, effective_from=dt.date(today.year, 1, 1),
-            deductible_fen=0, ratio="0.7", annual_cap_fen=10**9, personal_account_allowed=True, created_by="bench",
-        ).pk)
-    params = {"n": citizens, "s": settlements, "regions": regions, "facilities": facilities, "policies": policies,
-              "p1": partners[0], "p2": partners[1]}
+        facilities.append(
+            Facility.objects.create(
+                code=f"H{code}", name_zh="医院", name_en="Hospital", kind="hospital", region_id=code
+            ).pk
+        )
+        policies.append(
+            ReimbursementPolicy.objects.create(
+                region_id=code,
+                scheme="employee",
+                year=today.year,
+                version=1,
+                effective_from=dt.date(today.year, 1, 1),
+                deductible_fen=0,
+                ratio="0.7",
+                annual_cap_fen=10**9,
+                personal_account_allowed=True,
+                created_by="bench",
+            ).pk
+        )
+    params = {
+        "n": citizens,
+        "s": settlements,
+        "regions": regions,
+        "facilities": facilities,
+        "policies": policies,
+        "p1": partners[0],
+        "p2": partners[1],
+    }
     started = time.perf_counter()
     with transaction.atomic():
         # Consistent by construction: skip the per-row foreign-key triggers (superuser only), as a restore does.
@@ -94,7 +125,9 @@ def generate(citizens: int, settlements: int) -> None:
             cursor.execute("SET LOCAL session_replication_role = replica")
         # Residue r = (i - 1) % 20 decides a citizen's card: 0-13 active, 14-16 pending, 17 suspended,
         # 18 revoked, 19 expired; 0-13 and 17 have a wallet linkage (odd with WeChat, even with Alipay).
-        timed("citizens", """
+        timed(
+            "citizens",
+            """
             INSERT INTO insurance_citizen (id, region_id, id_number_enc, id_number_bidx, id_number_masked, name,
                 phone_enc, phone_bidx, phone_masked, birth_date, sex, scheme, status, created_at, updated_at)
             SELECT i, (%(regions)s::text[])[1 + i %% 7], '\\x00'::bytea, 'bench-' || i, '000***********0000', '张*明',
@@ -102,8 +135,12 @@ def generate(citizens: int, settlements: int) -> None:
                 CASE WHEN i %% 3 = 0 THEN 'resident' ELSE 'employee' END,
                 CASE WHEN i %% 100 = 98 THEN 'moved_out' WHEN i %% 100 = 99 THEN 'deceased' ELSE 'active' END,
                 now() - ((i %% 400) || ' days')::interval, now()
-            FROM generate_series(1, %(n)s) AS i""", params)
-        timed("e-cards", """
+            FROM generate_series(1, %(n)s) AS i""",
+            params,
+        )
+        timed(
+            "e-cards",
+            """
             INSERT INTO insurance_certificate (id, number, citizen_id, state, issued_at, activated_at, expires_at,
                 ended_at, end_reason)
             SELECT i, 'EC' || i, i,
@@ -113,29 +150,45 @@ def generate(citizens: int, settlements: int) -> None:
                 CASE WHEN r < 14 OR r = 17 THEN now() - ((i %% 400) || ' days')::interval + interval '1 day' END,
                 now() + interval '3 years', CASE WHEN r >= 18 THEN now() END,
                 CASE WHEN r = 18 THEN 'revoked' WHEN r = 19 THEN 'expired' ELSE '' END
-            FROM (SELECT i, (i - 1) %% 20 AS r FROM generate_series(1, %(n)s) AS i) AS g""", params)
-        timed("wallet linkages", """
+            FROM (SELECT i, (i - 1) %% 20 AS r FROM generate_series(1, %(n)s) AS i) AS g""",
+            params,
+        )
+        timed(
+            "wallet linkages",
+            """
             INSERT INTO payments_walletlinkage (id, public_id, partner_id, citizen_id, certificate_id, partner_user_ref,
                 verification_reference, state, end_reason, ended_by, created_at, version)
             SELECT i, 'lnk_' || i, CASE WHEN i %% 2 = 1 THEN %(p1)s ELSE %(p2)s END, i, i, 'u' || i, '',
                 'active', '', '', now() - ((i %% 400) || ' days')::interval + interval '1 day', 1
             FROM (SELECT i, (i - 1) %% 20 AS r FROM generate_series(1, %(n)s) AS i) AS g
-            WHERE r < 14 OR r = 17""", params)
-        timed("family bindings", """
+            WHERE r < 14 OR r = 17""",
+            params,
+        )
+        timed(
+            "family bindings",
+            """
             INSERT INTO payments_familybinding (public_id, partner_id, holder_linkage_id, holder_citizen_id,
                 beneficiary_id, relationship, consent_reference, state, end_reason, decided_by, decision_note,
                 created_at, version)
             SELECT 'fbd_' || k, CASE WHEN h %% 2 = 1 THEN %(p1)s ELSE %(p2)s END, h, h, h + 1, 'parent', 'c',
                 CASE WHEN k %% 10 = 0 THEN 'pending' WHEN k %% 10 = 1 THEN 'revoked' ELSE 'active' END, '', '', '',
                 now() - ((k %% 300) || ' days')::interval, 1
-            FROM (SELECT k, 20 * k + 1 AS h FROM generate_series(1, %(n)s / 50) AS k) AS g""", params)
+            FROM (SELECT k, 20 * k + 1 AS h FROM generate_series(1, %(n)s / 50) AS k) AS g""",
+            params,
+        )
         # Settlement k belongs to citizen 20 * ((k * 7919) % (n / 20)) + (k % 14) + 1: always a linked one.
-        timed("QR tokens", """
+        timed(
+            "QR tokens",
+            """
             INSERT INTO payments_qrtoken (id, jti, certificate_id, linkage_id, issued_at, expires_at, used_at)
             SELECT k, 'jti' || k, c, c, now(), now(), now()
             FROM (SELECT k, 20 * ((k::bigint * 7919) %% (%(n)s / 20)) + (k %% 14) + 1 AS c
-                  FROM generate_series(1, %(s)s) AS k) AS g""", params)
-        timed("settlements", """
+                  FROM generate_series(1, %(s)s) AS k) AS g""",
+            params,
+        )
+        timed(
+            "settlements",
+            """
             INSERT INTO payments_settlement (id, public_id, partner_id, certificate_id, citizen_id, qr_token_id,
                 facility_id, policy_id, state, year, total_fen, eligible_fen, deductible_fen, fund_fen, account_fen,
                 self_pay_fen, use_personal_account, partner_transaction_id, refund_reason, expires_at, created_at,
@@ -152,17 +205,29 @@ def generate(citizens: int, settlements: int) -> None:
                          CASE WHEN k %% 100 < 90 THEN 'paid' WHEN k %% 100 < 93 THEN 'refunded'
                               WHEN k %% 100 < 97 THEN 'expired' ELSE 'cancelled' END AS st
                   FROM (SELECT k, 20 * ((k::bigint * 7919) %% (%(n)s / 20)) + (k %% 14) + 1 AS c
-                        FROM generate_series(1, %(s)s) AS k) AS g0) AS g""", params)
-        timed("outbox events", """
+                        FROM generate_series(1, %(s)s) AS k) AS g0) AS g""",
+            params,
+        )
+        timed(
+            "outbox events",
+            """
             INSERT INTO payments_outboxevent (public_id, partner_id, type, object_id, body, created_at, state, attempts,
                 next_attempt_at, last_error, delivered_at)
             SELECT 'evt_' || k, CASE WHEN k %% 2 = 1 THEN %(p1)s ELSE %(p2)s END, 'settlement.paid', 'stl_' || k, '{}',
                 now(), CASE WHEN k <= 400 THEN 'pending' WHEN k <= 420 THEN 'dead' ELSE 'delivered' END,
                 CASE WHEN k <= 150 THEN 3 ELSE 1 END, now(), '', CASE WHEN k > 420 THEN now() END
-            FROM generate_series(1, 200000) AS k""", params)
+            FROM generate_series(1, 200000) AS k""",
+            params,
+        )
         with connection.cursor() as cursor:
-            for table in ("insurance_citizen", "insurance_certificate", "payments_walletlinkage",
-                          "payments_familybinding", "payments_qrtoken", "payments_settlement"):
+            for table in (
+                "insurance_citizen",
+                "insurance_certificate",
+                "payments_walletlinkage",
+                "payments_familybinding",
+                "payments_qrtoken",
+                "payments_settlement",
+            ):
                 cursor.execute(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), (SELECT max(id) FROM {table}))")
     with connection.cursor() as cursor:
         cursor.execute("VACUUM ANALYZE")
@@ -180,8 +245,14 @@ def changes(count: int) -> None:
     actor = Actor.system("bench")
     region = Region.objects.get(code="310000")
     for n in range(min(count // 2, 999)):
-        services.citizen_register(actor=actor, id_number=make_identity_number("310101", dt.date(1950, 1, 1), n),
-                                  name="王小明", phone="13800000000", region=region, scheme="employee")
+        services.citizen_register(
+            actor=actor,
+            id_number=make_identity_number("310101", dt.date(1950, 1, 1), n),
+            name="王小明",
+            phone="13800000000",
+            region=region,
+            scheme="employee",
+        )
     for card in Certificate.objects.filter(state="active").order_by("id")[: count // 2]:
         services.certificate_suspend(actor=actor, certificate=card, reason="bench")
 
@@ -210,8 +281,9 @@ def main() -> None:
     parser.add_argument("--settlements", type=int, default=5_000_000)
     parser.add_argument("--requests", type=int, default=50)
     parser.add_argument("--changes", type=int, default=400)
-    parser.add_argument("--reuse", action="store_true",
-                        help="keep the database of a previous run: only time the dashboard again")
+    parser.add_argument(
+        "--reuse", action="store_true", help="keep the database of a previous run: only time the dashboard again"
+    )
     args = parser.parse_args()
     url, admin_url, name = bench_database_url("_dashboard_bench")
     if not args.reuse:
@@ -234,16 +306,22 @@ def main() -> None:
 
     started = time.perf_counter()
     facts = rollups_rebuild()
-    print(f"rollup rebuild: {facts:,} facts in {time.perf_counter() - started:.1f} s; "
-          f"{RollupCount.objects.count():,} count rows, {RollupDaily.objects.count():,} daily rows", flush=True)
+    print(
+        f"rollup rebuild: {facts:,} facts in {time.perf_counter() - started:.1f} s; "
+        f"{RollupCount.objects.count():,} count rows, {RollupDaily.objects.count():,} daily rows",
+        flush=True,
+    )
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE portal_rollupcount, portal_rollupdaily, portal_rollupfact")
 
     changes(args.changes)
     started = time.perf_counter()
     events = rollups_tick()
-    print(f"incremental tick: {events} audit events ({args.changes} changes) in "
-          f"{(time.perf_counter() - started) * 1000:.0f} ms", flush=True)
+    print(
+        f"incremental tick: {events} audit events ({args.changes} changes) in "
+        f"{(time.perf_counter() - started) * 1000:.0f} ms",
+        flush=True,
+    )
     started = time.perf_counter()
     rollups_tick()
     print(f"idle tick: {(time.perf_counter() - started) * 1000:.1f} ms; facts now {RollupFact.objects.count():,}")
@@ -262,15 +340,18 @@ def measure_all(args) -> None:
         ("region administrator, one region", Role.REGION_ADMIN, ["310000"], "/dashboard/310000/"),
     ):
         user = User.objects.filter(username=f"bench-{role}").first() or User.objects.create_user(
-            username=f"bench-{role}", password="bench-password-1", role=role)
+            username=f"bench-{role}", password="bench-password-1", role=role
+        )
         user.regions.set(codes)
         if not Authenticator.objects.filter(user=user).exists():
             TOTP.activate(user, generate_totp_secret())
         client = Client()
         client.force_login(user)
         median, p95, queries = measure(client, path, args.requests)
-        print(f"{label}: median {median:.1f} ms, p95 {p95:.1f} ms over {args.requests} requests, {queries} queries",
-              flush=True)
+        print(
+            f"{label}: median {median:.1f} ms, p95 {p95:.1f} ms over {args.requests} requests, {queries} queries",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

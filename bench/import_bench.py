@@ -77,12 +77,17 @@ def copy_ceiling(url: str, path: Path) -> float:
     import psycopg
 
     with psycopg.connect(url) as conn:
-        conn.execute("CREATE TABLE bench_copy (id_number text, name text, phone text, region_code text, "
-                     "scheme text, account_balance_fen bigint)")
+        conn.execute(
+            "CREATE TABLE bench_copy (id_number text, name text, phone text, region_code text, "
+            "scheme text, account_balance_fen bigint)"
+        )
         conn.commit()
         started = time.perf_counter()
-        with conn.cursor() as cur, cur.copy("COPY bench_copy FROM STDIN (FORMAT csv, HEADER)") as copy, \
-                path.open("rb") as handle:
+        with (
+            conn.cursor() as cur,
+            cur.copy("COPY bench_copy FROM STDIN (FORMAT csv, HEADER)") as copy,
+            path.open("rb") as handle,
+        ):
             while block := handle.read(1 << 20):
                 copy.write(block)
         conn.commit()
@@ -129,8 +134,9 @@ def main() -> None:
     region = Region.objects.get(code=REGION)
     user = User.objects.create_user(username="bench-clerk", password="x" * 12, role=Role.CLERK)
     user.regions.set([region])
-    job = ImportJob.objects.create(uploaded_by=user, region=region, file="imports/bench.csv",
-                                   original_name="bench.csv", file_size=size)
+    job = ImportJob.objects.create(
+        uploaded_by=user, region=region, file="imports/bench.csv", original_name="bench.csv", file_size=size
+    )
     connection.close()
 
     samples: dict[int, tuple[int, int, float]] = {}
@@ -160,13 +166,18 @@ def main() -> None:
     import_rate = args.rows / import_seconds
     assert result is not None and result.state == "done", result and result.error
     assert result.created == args.rows == Citizen.objects.count() == Certificate.objects.count()
-    print(f"import (run_import_job, batch path): {import_seconds:.1f} s, {import_rate:,.0f} rows/s, "
-          f"{import_rate / copy_rate:.1%} of COPY", flush=True)
+    print(
+        f"import (run_import_job, batch path): {import_seconds:.1f} s, {import_rate:,.0f} rows/s, "
+        f"{import_rate / copy_rate:.1%} of COPY",
+        flush=True,
+    )
     print(f"  this process's CPU time: {python_cpu:.1f} s (the rest of the wall time is mostly PostgreSQL's)")
     with connection.cursor() as cursor:
-        cursor.execute("SELECT tablename, count(*) FROM pg_indexes WHERE tablename IN "
-                       "('insurance_citizen', 'insurance_certificate', 'insurance_certificatetransition') "
-                       "GROUP BY tablename ORDER BY tablename")
+        cursor.execute(
+            "SELECT tablename, count(*) FROM pg_indexes WHERE tablename IN "
+            "('insurance_citizen', 'insurance_certificate', 'insurance_certificatetransition') "
+            "GROUP BY tablename ORDER BY tablename"
+        )
         indexes = dict(cursor.fetchall())
     print("  indexes maintained per row: " + ", ".join(f"{t} {n}" for t, n in indexes.items()))
     print(f"RSS before the import: {before[0] / 1024:.1f} MiB (peak so far {before[1] / 1024:.1f} MiB)")
@@ -189,18 +200,29 @@ def main() -> None:
             assert valid is not None and not errors
             _apply(valid, actor=actor)
         per_row_rate = args.per_row / (time.perf_counter() - started)
-        print(f"old per-row path (citizen_register + certificate_issue per row): {per_row_rate:,.0f} rows/s "
-              f"on {args.per_row:,} rows", flush=True)
+        print(
+            f"old per-row path (citizen_register + certificate_issue per row): {per_row_rate:,.0f} rows/s "
+            f"on {args.per_row:,} rows",
+            flush=True,
+        )
 
-    print(json.dumps({
-        "rows": args.rows, "file_mb": round(size / 1e6, 1), "copy_rows_per_s": round(copy_rate),
-        "import_rows_per_s": round(import_rate), "ratio": round(import_rate / copy_rate, 4),
-        "per_row_rows_per_s": round(per_row_rate) if per_row_rate else None,
-        "rss_mib": {m: round(samples[m][0] / 1024, 1) for m in sorted(samples)},
-        "python_cpu_s": round(python_cpu, 1), "indexes": indexes,
-        "machine": f"{platform.node()} {os.cpu_count()} CPU, Python {platform.python_version()}",
-        "load_average": round(os.getloadavg()[0], 1),
-    }))
+    print(
+        json.dumps(
+            {
+                "rows": args.rows,
+                "file_mb": round(size / 1e6, 1),
+                "copy_rows_per_s": round(copy_rate),
+                "import_rows_per_s": round(import_rate),
+                "ratio": round(import_rate / copy_rate, 4),
+                "per_row_rows_per_s": round(per_row_rate) if per_row_rate else None,
+                "rss_mib": {m: round(samples[m][0] / 1024, 1) for m in sorted(samples)},
+                "python_cpu_s": round(python_cpu, 1),
+                "indexes": indexes,
+                "machine": f"{platform.node()} {os.cpu_count()} CPU, Python {platform.python_version()}",
+                "load_average": round(os.getloadavg()[0], 1),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -92,17 +92,30 @@ async def read_full_response(reader: asyncio.StreamReader) -> tuple[int, dict[st
     return status, headers, body, headers.get("connection", "").lower() != "close"
 
 
-def signed_request(private_key: Ed25519PrivateKey, key_id: str, host: str, port: int, method: str, target: str,
-                   body: bytes, extra_headers: dict[str, str] | None = None) -> tuple[bytes, str]:
+def signed_request(
+    private_key: Ed25519PrivateKey,
+    key_id: str,
+    host: str,
+    port: int,
+    method: str,
+    target: str,
+    body: bytes,
+    extra_headers: dict[str, str] | None = None,
+) -> tuple[bytes, str]:
     """One keep-alive HTTP/1.1 request signed as a partner signs it, and the nonce it carries."""
     timestamp = int(time.time())
     nonce = secrets.token_urlsafe(18)
     to_sign = f"{method}\n{target}\n{timestamp}\n{nonce}\n".encode() + body + b"\n"
     signature = base64.b64encode(private_key.sign(to_sign)).decode()
-    lines = [f"{method} {target} HTTP/1.1", f"Host: {host}:{port}", "Connection: keep-alive",
-             "Content-Type: application/json", f"Content-Length: {len(body)}",
-             f'Authorization: ECARD-ED25519 key_id="{key_id}",timestamp="{timestamp}",nonce="{nonce}",'
-             f'signature="{signature}"']
+    lines = [
+        f"{method} {target} HTTP/1.1",
+        f"Host: {host}:{port}",
+        "Connection: keep-alive",
+        "Content-Type: application/json",
+        f"Content-Length: {len(body)}",
+        f'Authorization: ECARD-ED25519 key_id="{key_id}",timestamp="{timestamp}",nonce="{nonce}",'
+        f'signature="{signature}"',
+    ]
     lines += [f"{name}: {value}" for name, value in (extra_headers or {}).items()]
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body, nonce
 
@@ -209,20 +222,24 @@ def main() -> None:
     for part in parts:
         for status, count in part["statuses"].items():
             statuses[str(status)] = statuses.get(str(status), 0) + count
-    print(json.dumps({
-        "mode": args.mode,
-        "path": args.path,
-        "requests": len(latencies),
-        "statuses": statuses,
-        "requests_per_second": round(len(latencies) / args.duration, 1),
-        "answered_with_warmup": sum(part["answered"] for part in parts),
-        "p50_ms": round(percentile(latencies, 0.50), 2),
-        "p90_ms": round(percentile(latencies, 0.90), 2),
-        "p99_ms": round(percentile(latencies, 0.99), 2),
-        "max_ms": round(max(latencies), 2) if latencies else None,
-        "mean_ms": round(statistics.fmean(latencies), 2) if latencies else None,
-        "target_rate": args.rate if args.mode == "open" else None,
-    }))
+    print(
+        json.dumps(
+            {
+                "mode": args.mode,
+                "path": args.path,
+                "requests": len(latencies),
+                "statuses": statuses,
+                "requests_per_second": round(len(latencies) / args.duration, 1),
+                "answered_with_warmup": sum(part["answered"] for part in parts),
+                "p50_ms": round(percentile(latencies, 0.50), 2),
+                "p90_ms": round(percentile(latencies, 0.90), 2),
+                "p99_ms": round(percentile(latencies, 0.99), 2),
+                "max_ms": round(max(latencies), 2) if latencies else None,
+                "mean_ms": round(statistics.fmean(latencies), 2) if latencies else None,
+                "target_rate": args.rate if args.mode == "open" else None,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

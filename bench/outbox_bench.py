@@ -31,7 +31,9 @@ def machine() -> str:
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
-        mem_kb = next(int(x.split()[1]) for x in Path("/proc/meminfo").read_text().splitlines() if x.startswith("MemTotal"))
+        mem_kb = next(
+            int(x.split()[1]) for x in Path("/proc/meminfo").read_text().splitlines() if x.startswith("MemTotal")
+        )
     except (OSError, StopIteration):
         mem_kb = 0
     return f"nproc {os.cpu_count()}, {mem_kb / 1024 / 1024:.1f} GiB RAM, CPU {cpu}, Python {platform.python_version()}"
@@ -78,8 +80,10 @@ def main() -> None:
     from tests.workers import CeleryWorker, WebhookReceiver, wait_until
 
     print(f"machine: {machine()}")
-    print(f"database {db_name}, {args.workers} worker processes x {args.concurrency} threads, "
-          f"batch {settings.ECARD_DELIVERY_BATCH_SIZE}")
+    print(
+        f"database {db_name}, {args.workers} worker processes x {args.concurrency} threads, "
+        f"batch {settings.ECARD_DELIVERY_BATCH_SIZE}"
+    )
     call_command("migrate", verbosity=0)
     redis.Redis.from_url(settings.REDIS_URL).flushdb()
     call_command("rotate_portal_key", stdout=open(os.devnull, "w"))  # noqa: SIM115
@@ -87,19 +91,32 @@ def main() -> None:
         Region.objects.get_or_create(code=code, defaults={"name_zh": zh, "name_en": en, "pilot_start": "2019-11-24"})
 
     receiver = WebhookReceiver().start()
-    partner = Partner.objects.create(code="bench", name="Bench wallet", kind=PartnerKind.WALLET, webhook_url=receiver.url)
+    partner = Partner.objects.create(
+        code="bench", name="Bench wallet", kind=PartnerKind.WALLET, webhook_url=receiver.url
+    )
     actor = Actor.system("bench")
-    citizen = insurance_services.citizen_register(actor=actor, id_number=new_id_number("310000"), name="张三明",
-                                                  phone="13812345678", region=Region.objects.get(code="310000"),
-                                                  scheme="resident")
+    citizen = insurance_services.citizen_register(
+        actor=actor,
+        id_number=new_id_number("310000"),
+        name="张三明",
+        phone="13812345678",
+        region=Region.objects.get(code="310000"),
+        scheme="resident",
+    )
     insurance_services.certificate_issue(actor=actor, citizen=citizen, reason="bench")
     linkage = linkage_create(actor=actor, partner=partner, citizen=citizen, partner_user_ref="bench-user")
     obj = linkage_repr(linkage)
 
-    env = {"DATABASE_URL": db_url, "REDIS_URL": settings.REDIS_URL, "ECARD_DELIVERY_SWEEP_SECONDS": "1",
-           "LOG_LEVEL": "WARNING"}
-    workers = [CeleryWorker(env=env, name=f"bench{i}", concurrency=args.concurrency, beat=(i == 0))
-               for i in range(args.workers)]
+    env = {
+        "DATABASE_URL": db_url,
+        "REDIS_URL": settings.REDIS_URL,
+        "ECARD_DELIVERY_SWEEP_SECONDS": "1",
+        "LOG_LEVEL": "WARNING",
+    }
+    workers = [
+        CeleryWorker(env=env, name=f"bench{i}", concurrency=args.concurrency, beat=(i == 0))
+        for i in range(args.workers)
+    ]
     try:
         for worker in workers:
             worker.start()
@@ -110,11 +127,19 @@ def main() -> None:
         now = timezone.now()
         rows = []
         for i in range(args.events):
-            event = OutboxEvent(partner=partner, type="certificate.suspended", object_id=obj["id"], created_at=now,
-                                next_attempt_at=now)
-            event.body = json.dumps({"id": event.public_id, "type": event.type, "created_at": obj["created_at"],
-                                     "data": {"object": {**obj, "version": i + 2}}}, ensure_ascii=False,
-                                    separators=(",", ":"))
+            event = OutboxEvent(
+                partner=partner, type="certificate.suspended", object_id=obj["id"], created_at=now, next_attempt_at=now
+            )
+            event.body = json.dumps(
+                {
+                    "id": event.public_id,
+                    "type": event.type,
+                    "created_at": obj["created_at"],
+                    "data": {"object": {**obj, "version": i + 2}},
+                },
+                ensure_ascii=False,
+                separators=(",", ":"),
+            )
             rows.append(event)
         OutboxEvent.objects.bulk_create(rows, batch_size=2000)
         with connection.cursor() as cursor:  # fresh statistics, as autovacuum would have soon
@@ -141,11 +166,15 @@ def main() -> None:
         worker_cpu = sum(cpu_seconds(w.proc.pid) for w in workers) - sum(cpu_before)
         receiver_cpu = time.process_time() - bench_cpu_before
         failed = OutboxEvent.objects.exclude(attempts=1).count()
-        print(f"throughput: {args.events} events in {elapsed:.2f} s = {args.events / elapsed:.0f} events/s "
-              f"({failed} needed more than one attempt; {len(receiver.received)} requests received)")
-        print(f"  CPU per event: workers {worker_cpu / args.events * 1000:.2f} ms, receiver and bench "
-              f"{receiver_cpu / args.events * 1000:.2f} ms; load average {load_before:.1f} before, "
-              f"{os.getloadavg()[0]:.1f} after (other processes share the {os.cpu_count()} CPUs)")
+        print(
+            f"throughput: {args.events} events in {elapsed:.2f} s = {args.events / elapsed:.0f} events/s "
+            f"({failed} needed more than one attempt; {len(receiver.received)} requests received)"
+        )
+        print(
+            f"  CPU per event: workers {worker_cpu / args.events * 1000:.2f} ms, receiver and bench "
+            f"{receiver_cpu / args.events * 1000:.2f} ms; load average {load_before:.1f} before, "
+            f"{os.getloadavg()[0]:.1f} after (other processes share the {os.cpu_count()} CPUs)"
+        )
 
         # --- 2. Latency when idle: service call commit -> receiver receipt ----------
         time.sleep(2)
@@ -157,7 +186,9 @@ def main() -> None:
             committed = time.time()  # the service's transaction has committed when it returns
             event = OutboxEvent.objects.order_by("-id").first()  # the one event this change wrote
             got = receiver.wait_for(
-                lambda received, event_id=event.public_id: any(r.headers["ecard-event-id"] == event_id for r in received),
+                lambda received, event_id=event.public_id: any(
+                    r.headers["ecard-event-id"] == event_id for r in received
+                ),
                 timeout=30,
             )
             receipt = next(r for r in got if r.headers["ecard-event-id"] == event.public_id)
@@ -165,8 +196,10 @@ def main() -> None:
             time.sleep(0.2)
         latencies.sort()
         p95 = latencies[max(0, int(round(0.95 * len(latencies))) - 1)]
-        print(f"latency over {len(latencies)} changes, commit to receipt: median {statistics.median(latencies):.1f} ms, "
-              f"p95 {p95:.1f} ms, max {latencies[-1]:.1f} ms")
+        print(
+            f"latency over {len(latencies)} changes, commit to receipt: median {statistics.median(latencies):.1f} ms, "
+            f"p95 {p95:.1f} ms, max {latencies[-1]:.1f} ms"
+        )
     except BaseException:
         for worker in workers:
             worker.dump_log()

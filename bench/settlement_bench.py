@@ -131,8 +131,13 @@ def seed(citizens: int) -> dict:
     actor = Actor.system("settlement-bench")
     seed_catalogue(actor=actor)
     keys.portal_key_create(actor=actor)
-    partner = Partner.objects.create(code="bench", name="Bench wallet", kind=PartnerKind.WALLET,
-                                     webhook_url="http://127.0.0.1:9/hook", rate_limit_per_second=1_000_000)
+    partner = Partner.objects.create(
+        code="bench",
+        name="Bench wallet",
+        kind=PartnerKind.WALLET,
+        webhook_url="http://127.0.0.1:9/hook",
+        rate_limit_per_second=1_000_000,
+    )
     private, public = new_key_pair()
     PartnerKey.objects.create(partner=partner, key_id=KEY_ID, public_key=public)
     region = Region.objects.get(code="310000")
@@ -141,15 +146,24 @@ def seed(citizens: int) -> dict:
     for index in range(citizens + 1):  # the last one is the contention citizen
         birth = dt.date(1960, 1, 1) + dt.timedelta(days=index // 1000)
         citizen = insurance_services.citizen_register(
-            actor=actor, id_number=make_identity_number("310101", birth, index % 1000), name="王小明",
-            phone=f"139{index:08d}", region=region, scheme="employee")
+            actor=actor,
+            id_number=make_identity_number("310101", birth, index % 1000),
+            name="王小明",
+            phone=f"139{index:08d}",
+            region=region,
+            scheme="employee",
+        )
         insurance_services.certificate_issue(actor=actor, citizen=citizen, reason="settlement bench")
         linkage = linkage_create(actor=actor, partner=partner, citizen=citizen, partner_user_ref=f"bench-{index}")
         ledger.account_balance_set(actor=actor, citizen=citizen, balance_fen=BALANCE_FEN, note="settlement bench")
         linkages.append(linkage.public_id)
     raw = private.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
-    return {"private_b64": base64.b64encode(raw).decode(), "distinct": linkages[:-1], "one": linkages[-1],
-            "seed_seconds": round(time.perf_counter() - started, 1)}
+    return {
+        "private_b64": base64.b64encode(raw).decode(),
+        "distinct": linkages[:-1],
+        "one": linkages[-1],
+        "seed_seconds": round(time.perf_counter() - started, 1),
+    }
 
 
 def check_books(citizen_ids: list[int] | None = None) -> dict:
@@ -160,7 +174,8 @@ def check_books(citizen_ids: list[int] | None = None) -> dict:
     report: dict = {}
     with connection.cursor() as cursor:
         # Accumulators against the policy (the one of each settlement's year, latest version) and the settlements.
-        cursor.execute(f"""
+        cursor.execute(
+            f"""
             WITH pol AS (
                 SELECT DISTINCT ON (region_id, scheme, year) region_id, scheme, year, deductible_fen, annual_cap_fen
                 FROM insurance_reimbursementpolicy ORDER BY region_id, scheme, year, version DESC),
@@ -184,14 +199,26 @@ def check_books(citizen_ids: list[int] | None = None) -> dict:
             JOIN insurance_citizen c ON c.id = a.citizen_id
             JOIN pol ON pol.region_id = c.region_id AND pol.scheme = c.scheme AND pol.year = a.year
             LEFT JOIN sums s ON s.citizen_id = a.citizen_id AND s.year = a.year
-            {where}""", {"ids": citizen_ids})
-        (count, over_deductible, over_cap, unequal, paid, pending, at_cap, at_deductible,
-         max_fund, cap) = cursor.fetchone()
+            {where}""",
+            {"ids": citizen_ids},
+        )
+        (count, over_deductible, over_cap, unequal, paid, pending, at_cap, at_deductible, max_fund, cap) = (
+            cursor.fetchone()
+        )
         report["accumulators"] = {
-            "checked": count, "above_deductible": over_deductible, "above_cap": over_cap,
-            "not_equal_to_settlement_sums": unequal, "paid_settlements": paid, "pending_settlements": pending,
-            "at_cap": at_cap, "at_deductible": at_deductible, "max_fund_used_fen": max_fund, "cap_fen": cap}
-        cursor.execute(f"""
+            "checked": count,
+            "above_deductible": over_deductible,
+            "above_cap": over_cap,
+            "not_equal_to_settlement_sums": unequal,
+            "paid_settlements": paid,
+            "pending_settlements": pending,
+            "at_cap": at_cap,
+            "at_deductible": at_deductible,
+            "max_fund_used_fen": max_fund,
+            "cap_fen": cap,
+        }
+        cursor.execute(
+            f"""
             SELECT COUNT(*),
                    COUNT(*) FILTER (WHERE a.balance_fen <> COALESCE(e.total, 0)),
                    COUNT(*) FILTER (WHERE a.balance_fen < 0),
@@ -203,15 +230,29 @@ def check_books(citizen_ids: list[int] | None = None) -> dict:
                    ON e.account_id = a.id
             LEFT JOIN (SELECT citizen_id, SUM(account_fen) AS debited FROM payments_settlement
                        WHERE state = 'paid' GROUP BY citizen_id) d ON d.citizen_id = a.citizen_id
-            {where}""", {"ids": citizen_ids, "initial": BALANCE_FEN})
+            {where}""",
+            {"ids": citizen_ids, "initial": BALANCE_FEN},
+        )
         count, ledger_off, negative, held, debit_off, min_balance = cursor.fetchone()
-        report["accounts"] = {"checked": count, "ledger_sum_not_balance": ledger_off, "negative": negative,
-                              "holding": held, "balance_not_initial_less_paid_account_fen": debit_off,
-                              "min_balance_fen": min_balance}
+        report["accounts"] = {
+            "checked": count,
+            "ledger_sum_not_balance": ledger_off,
+            "negative": negative,
+            "holding": held,
+            "balance_not_initial_less_paid_account_fen": debit_off,
+            "min_balance_fen": min_balance,
+        }
     a, b = report["accumulators"], report["accounts"]
-    report["ok"] = not (a["above_deductible"] or a["above_cap"] or a["not_equal_to_settlement_sums"]
-                        or a["pending_settlements"] or b["ledger_sum_not_balance"] or b["negative"] or b["holding"]
-                        or b["balance_not_initial_less_paid_account_fen"])
+    report["ok"] = not (
+        a["above_deductible"]
+        or a["above_cap"]
+        or a["not_equal_to_settlement_sums"]
+        or a["pending_settlements"]
+        or b["ledger_sum_not_balance"]
+        or b["negative"]
+        or b["holding"]
+        or b["balance_not_initial_less_paid_account_fen"]
+    )
     return report
 
 
@@ -249,10 +290,18 @@ def in_process_costs(private_b64: str, linkages: list[str]) -> dict:
 
     def flow(linkage: str) -> None:
         token = post("mint", f"/api/v1/linkages/{linkage}/qr-tokens", {}, False)["token"]
-        created = post("create", "/api/v1/settlements", {"token": token, "facility_code": FACILITY, "lines": SMALL_BILL,
-                                                         "use_personal_account": True}, True)
-        post("confirm", f"/api/v1/settlements/{created['id']}/confirm",
-             {"partner_transaction_id": "tx-" + uuid.uuid4().hex, "self_pay_fen": created["self_pay_fen"]}, True)
+        created = post(
+            "create",
+            "/api/v1/settlements",
+            {"token": token, "facility_code": FACILITY, "lines": SMALL_BILL, "use_personal_account": True},
+            True,
+        )
+        post(
+            "confirm",
+            f"/api/v1/settlements/{created['id']}/confirm",
+            {"partner_transaction_id": "tx-" + uuid.uuid4().hex, "self_pay_fen": created["self_pay_fen"]},
+            True,
+        )
 
     # A citizen's first settlement of the year also creates its year accumulator (3 statements more);
     # the load phases are almost all later ones. So: one pass (counted apart), then the measured pass.
@@ -277,14 +326,19 @@ def in_process_costs(private_b64: str, linkages: list[str]) -> dict:
         flow(linkage)
     backend_after = backend_cpu()
     n = len(linkages) - 1
-    return {"settlements": n, "sql_statements_per_call": queries,
-            "sql_statements_per_call_first_of_year": first_of_year,
-            "cpu_ms_per_call": {name: round(value / n * 1000, 1) for name, value in cpu.items()},
-            "cpu_ms_per_settlement": round(sum(cpu.values()) / n * 1000, 1),
-            # The PostgreSQL backend serving this process (clock ticks of 10 ms: use enough settlements).
-            "postgres_backend_cpu_ms_per_settlement": (round((backend_after - backend_before) * 1000 / n, 1)
-                                                       if backend_before is not None and backend_after is not None
-                                                       else None)}
+    return {
+        "settlements": n,
+        "sql_statements_per_call": queries,
+        "sql_statements_per_call_first_of_year": first_of_year,
+        "cpu_ms_per_call": {name: round(value / n * 1000, 1) for name, value in cpu.items()},
+        "cpu_ms_per_settlement": round(sum(cpu.values()) / n * 1000, 1),
+        # The PostgreSQL backend serving this process (clock ticks of 10 ms: use enough settlements).
+        "postgres_backend_cpu_ms_per_settlement": (
+            round((backend_after - backend_before) * 1000 / n, 1)
+            if backend_before is not None and backend_after is not None
+            else None
+        ),
+    }
 
 
 def audit_chain_ok() -> dict:
@@ -296,8 +350,12 @@ def audit_chain_ok() -> dict:
     started = time.perf_counter()
     chained = audit_chain_pending()
     seconds = time.perf_counter() - started
-    return {"intact": not verify_chain(), "unchained_after_run": pending, "chained_now": chained,
-            "chainer_rows_per_second": round(chained / seconds) if chained else None}
+    return {
+        "intact": not verify_chain(),
+        "unchained_after_run": pending,
+        "chained_now": chained,
+        "chainer_rows_per_second": round(chained / seconds) if chained else None,
+    }
 
 
 # --- The server ---------------------------------------------------------------------------
@@ -311,8 +369,10 @@ class _PartnerKeys:
         from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
         self.private = Ed25519PrivateKey.from_private_bytes(base64.b64decode(config["private_b64"]))
-        self.portal = {key_id: Ed25519PublicKey.from_public_bytes(base64.b64decode(public))
-                       for key_id, public in config["portal_keys"].items()}
+        self.portal = {
+            key_id: Ed25519PublicKey.from_public_bytes(base64.b64decode(public))
+            for key_id, public in config["portal_keys"].items()
+        }
 
     def signed_by_portal(self, status: int, nonce: str, headers: dict[str, str], content: bytes) -> bool:
         from cryptography.exceptions import InvalidSignature
@@ -321,16 +381,20 @@ class _PartnerKeys:
         if key is None:
             return False
         try:
-            to_sign = (f"{status}\n{nonce}\n{headers['ecard-timestamp']}\n{headers['ecard-nonce']}\n".encode()
-                       + content + b"\n")
+            to_sign = (
+                f"{status}\n{nonce}\n{headers['ecard-timestamp']}\n{headers['ecard-nonce']}\n".encode()
+                + content
+                + b"\n"
+            )
             key.verify(base64.b64decode(headers["ecard-signature"]), to_sign)
         except (KeyError, ValueError, InvalidSignature):
             return False
         return True
 
 
-async def _client_flows(config: dict, linkages: list[str], start_at: float, out: dict,
-                        tokens: list[str] | None = None) -> None:
+async def _client_flows(
+    config: dict, linkages: list[str], start_at: float, out: dict, tokens: list[str] | None = None
+) -> None:
     """One keep-alive connection running settlements one after another (mint, create, confirm).
 
     With `tokens` (minted ahead by `_mint_ahead`, one per settlement to come, in order), a
@@ -353,8 +417,16 @@ async def _client_flows(config: dict, linkages: list[str], start_at: float, out:
     async def call(name: str, target: str, payload: dict, idempotent: bool) -> tuple[int, dict, float]:
         nonlocal reader, writer
         body = json.dumps(payload, separators=(",", ":")).encode()
-        request, nonce = signed_request(keys.private, KEY_ID, host, port, "POST", target, body,
-                                        {"Idempotency-Key": uuid.uuid4().hex} if idempotent else None)
+        request, nonce = signed_request(
+            keys.private,
+            KEY_ID,
+            host,
+            port,
+            "POST",
+            target,
+            body,
+            {"Idempotency-Key": uuid.uuid4().hex} if idempotent else None,
+        )
         started = time.perf_counter()
         try:
             if writer is None:
@@ -397,15 +469,21 @@ async def _client_flows(config: dict, linkages: list[str], start_at: float, out:
         index += 1
         ok = status == 201
         if ok:
-            status, data, ms = await call("create", "/api/v1/settlements",
-                                          {"token": data["token"], "facility_code": FACILITY, "lines": bill,
-                                           "use_personal_account": True}, True)
+            status, data, ms = await call(
+                "create",
+                "/api/v1/settlements",
+                {"token": data["token"], "facility_code": FACILITY, "lines": bill, "use_personal_account": True},
+                True,
+            )
             samples.append(("create", ms))
             ok = status == 201
             if ok:
-                status, data, ms = await call("confirm", f"/api/v1/settlements/{data['id']}/confirm",
-                                              {"partner_transaction_id": "tx-" + uuid.uuid4().hex,
-                                               "self_pay_fen": data["self_pay_fen"]}, True)
+                status, data, ms = await call(
+                    "confirm",
+                    f"/api/v1/settlements/{data['id']}/confirm",
+                    {"partner_transaction_id": "tx-" + uuid.uuid4().hex, "self_pay_fen": data["self_pay_fen"]},
+                    True,
+                )
                 samples.append(("confirm", ms))
                 ok = status == 200 and data.get("state") == "paid"
         finished = time.time()
@@ -421,8 +499,14 @@ async def _client_flows(config: dict, linkages: list[str], start_at: float, out:
                 latencies["settlement"].append((finished - flow_started) * 1000)
     if writer is not None:
         writer.close()
-    out.update(latencies=latencies, errors=errors, completed=completed, minted_inline=minted_inline, attempts=index,
-               tokens=len(tokens) if tokens is not None else None)
+    out.update(
+        latencies=latencies,
+        errors=errors,
+        completed=completed,
+        minted_inline=minted_inline,
+        attempts=index,
+        tokens=len(tokens) if tokens is not None else None,
+    )
 
 
 async def _mint_ahead(config: dict, linkages: list[str], count: int) -> list[str]:
@@ -467,8 +551,9 @@ def _mint_process(config: dict, linkage_sets: list[list[str]], count: int) -> li
     return asyncio.run(run_all())
 
 
-def _client_process(config: dict, linkage_sets: list[list[str]], start_at: float,
-                    token_sets: list[list[str]] | None = None) -> dict:
+def _client_process(
+    config: dict, linkage_sets: list[list[str]], start_at: float, token_sets: list[list[str]] | None = None
+) -> dict:
     """`--threads` concurrent clients of this process: asyncio tasks on one loop, each its own connection
     (the raw HTTP/1.1 of bench/load_client.py: about a tenth of httpx's CPU per request)."""
     import asyncio
@@ -476,16 +561,21 @@ def _client_process(config: dict, linkage_sets: list[list[str]], start_at: float
     outs: list[dict] = [{} for _ in linkage_sets]
 
     async def run_all() -> None:
-        await asyncio.gather(*(_client_flows(config, linkages, start_at, out,
-                                             token_sets[i] if token_sets is not None else None)
-                               for i, (linkages, out) in enumerate(zip(linkage_sets, outs, strict=True))))
+        await asyncio.gather(
+            *(
+                _client_flows(config, linkages, start_at, out, token_sets[i] if token_sets is not None else None)
+                for i, (linkages, out) in enumerate(zip(linkage_sets, outs, strict=True))
+            )
+        )
 
     asyncio.run(run_all())
-    return {"latencies": {name: [v for out in outs for v in out["latencies"][name]] for name in outs[0]["latencies"]},
-            "errors": {k: sum(out["errors"].get(k, 0) for out in outs) for out in outs for k in out["errors"]},
-            "completed": sum(out["completed"] for out in outs),
-            "minted_inline": sum(out["minted_inline"] for out in outs),
-            "attempts": [(out["attempts"], out["tokens"]) for out in outs]}
+    return {
+        "latencies": {name: [v for out in outs for v in out["latencies"][name]] for name in outs[0]["latencies"]},
+        "errors": {k: sum(out["errors"].get(k, 0) for out in outs) for out in outs for k in out["errors"]},
+        "completed": sum(out["completed"] for out in outs),
+        "minted_inline": sum(out["minted_inline"] for out in outs),
+        "attempts": [(out["attempts"], out["tokens"]) for out in outs],
+    }
 
 
 def percentile(values: list[float], fraction: float) -> float | None:
@@ -500,7 +590,7 @@ def _per_process(config: dict) -> list[list[list[str]]]:
         sets = [config["linkages"][i::clients] for i in range(clients)]
     else:
         sets = [config["linkages"]] * clients
-    return [sets[p * config["threads"]:(p + 1) * config["threads"]] for p in range(config["processes"])]
+    return [sets[p * config["threads"] : (p + 1) * config["threads"]] for p in range(config["processes"])]
 
 
 def mint_main(config_path: str, tokens_path: str) -> None:
@@ -519,12 +609,14 @@ def load_main(config_path: str) -> None:
     config = json.loads(Path(config_path).read_text())
     clients = config["processes"] * config["threads"]
     per_process = _per_process(config)
-    token_parts = (json.loads(Path(config["tokens_path"]).read_text()) if config.get("tokens_path")
-                   else [None] * len(per_process))
+    token_parts = (
+        json.loads(Path(config["tokens_path"]).read_text()) if config.get("tokens_path") else [None] * len(per_process)
+    )
     start_at = time.time() + 1.0
     with multiprocessing.get_context("spawn").Pool(config["processes"]) as pool:
-        parts = pool.starmap(_client_process, [(config, s, start_at, t)
-                                               for s, t in zip(per_process, token_parts, strict=True)])
+        parts = pool.starmap(
+            _client_process, [(config, s, start_at, t) for s, t in zip(per_process, token_parts, strict=True)]
+        )
     completed = sum(p["completed"] for p in parts)
     errors: dict[str, int] = {}
     for part in parts:
@@ -533,16 +625,30 @@ def load_main(config_path: str) -> None:
     calls = {}
     for name in ("mint", "create", "confirm", "settlement"):
         values = [v for p in parts for v in p["latencies"][name]]
-        calls[name] = {"count": len(values), "p50_ms": percentile(values, 0.50), "p95_ms": percentile(values, 0.95),
-                       "p99_ms": percentile(values, 0.99), "max_ms": round(max(values), 2) if values else None}
-    print(json.dumps({"clients": clients, "settlements_completed": completed,
-                      "minted_inline": sum(p["minted_inline"] for p in parts),
-                      # settlements each client began (warm-up included), and the tokens it had ahead
-                      "per_client_attempts_and_tokens": [pair for p in parts for pair in p["attempts"]],
-                      "settlements_per_second": round(completed / config["duration"], 1),
-                      "requests_per_second": round(sum(calls[n]["count"] for n in ("mint", "create", "confirm"))
-                                                   / config["duration"], 1),
-                      "latency": calls, "errors": errors}))
+        calls[name] = {
+            "count": len(values),
+            "p50_ms": percentile(values, 0.50),
+            "p95_ms": percentile(values, 0.95),
+            "p99_ms": percentile(values, 0.99),
+            "max_ms": round(max(values), 2) if values else None,
+        }
+    print(
+        json.dumps(
+            {
+                "clients": clients,
+                "settlements_completed": completed,
+                "minted_inline": sum(p["minted_inline"] for p in parts),
+                # settlements each client began (warm-up included), and the tokens it had ahead
+                "per_client_attempts_and_tokens": [pair for p in parts for pair in p["attempts"]],
+                "settlements_per_second": round(completed / config["duration"], 1),
+                "requests_per_second": round(
+                    sum(calls[n]["count"] for n in ("mint", "create", "confirm")) / config["duration"], 1
+                ),
+                "latency": calls,
+                "errors": errors,
+            }
+        )
+    )
 
 
 def _machine_cpu_seconds() -> tuple[float, float]:
@@ -569,8 +675,9 @@ def _processes() -> list[tuple[int, str, list[str]]]:
 def _process_tree_cpu_seconds(root: int) -> float:
     """User + system CPU-seconds of `root` and its direct children (gunicorn's master and workers)."""
     tick = os.sysconf("SC_CLK_TCK")
-    return sum((int(fields[11]) + int(fields[12])) / tick
-               for pid, _, fields in _processes() if root in (pid, int(fields[1])))
+    return sum(
+        (int(fields[11]) + int(fields[12])) / tick for pid, _, fields in _processes() if root in (pid, int(fields[1]))
+    )
 
 
 def _named_cpu_seconds(name: str) -> float:
@@ -579,8 +686,11 @@ def _named_cpu_seconds(name: str) -> float:
     renewed every minute) is reaped by the postmaster, and its CPU moves to the postmaster's
     `cutime`/`cstime`."""
     tick = os.sysconf("SC_CLK_TCK")
-    return sum(sum(int(value) for value in fields[11:15]) / tick  # utime stime cutime cstime
-               for _, command, fields in _processes() if command == name)
+    return sum(
+        sum(int(value) for value in fields[11:15]) / tick  # utime stime cutime cstime
+        for _, command, fields in _processes()
+        if command == name
+    )
 
 
 def _connections_per_worker(master: int, port: int) -> list[int]:
@@ -603,10 +713,17 @@ def _connections_per_worker(master: int, port: int) -> list[int]:
     return sorted(counts, reverse=True)
 
 
-def run_load(base: dict, *, linkages: list[str], bill: str, duration: float, server_pid: int,
-             mint_ahead: int = 0) -> dict:
-    config = dict(base, linkages=linkages, bill=bill, duration=duration, mint_ahead=mint_ahead,
-                  mint_until=time.time() + min(MINT_AHEAD_SECONDS, max(5.0, 56 - duration - base["warmup"])))
+def run_load(
+    base: dict, *, linkages: list[str], bill: str, duration: float, server_pid: int, mint_ahead: int = 0
+) -> dict:
+    config = dict(
+        base,
+        linkages=linkages,
+        bill=bill,
+        duration=duration,
+        mint_ahead=mint_ahead,
+        mint_until=time.time() + min(MINT_AHEAD_SECONDS, max(5.0, 56 - duration - base["warmup"])),
+    )
     minted = {}
     if mint_ahead:  # before the measured process: its time and CPU are not the phase's
         config["tokens_path"] = tempfile.mktemp(suffix=".json")
@@ -616,9 +733,12 @@ def run_load(base: dict, *, linkages: list[str], bill: str, duration: float, ser
         subprocess.run([PYTHON, __file__, "--mint", handle.name, config["tokens_path"]], check=True, cwd=BASE_DIR)
         os.unlink(handle.name)
         counts = [len(tokens) for part in json.loads(Path(config["tokens_path"]).read_text()) for tokens in part]
-        minted = {"tokens_minted_ahead": sum(counts), "tokens_asked_per_client": mint_ahead,
-                  "clients_short_of_tokens_asked": sum(count < mint_ahead for count in counts),
-                  "minting_seconds": round(time.time() - started, 1)}
+        minted = {
+            "tokens_minted_ahead": sum(counts),
+            "tokens_asked_per_client": mint_ahead,
+            "clients_short_of_tokens_asked": sum(count < mint_ahead for count in counts),
+            "minting_seconds": round(time.time() - started, 1),
+        }
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
         json.dump(config, handle)
     try:
@@ -628,8 +748,13 @@ def run_load(base: dict, *, linkages: list[str], bill: str, duration: float, ser
         busy_before, total_before = _machine_cpu_seconds()
         server_before = _process_tree_cpu_seconds(server_pid)
         postgres_before, redis_before = _named_cpu_seconds("postgres"), _named_cpu_seconds("redis-server")
-        load = subprocess.Popen([PYTHON, __file__, "--load", handle.name], stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, cwd=BASE_DIR)
+        load = subprocess.Popen(
+            [PYTHON, __file__, "--load", handle.name],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=BASE_DIR,
+        )
         try:  # halfway through the measured time, every client connected
             load.wait(timeout=base["warmup"] + duration / 2 + 1.0)
         except subprocess.TimeoutExpired:
@@ -655,16 +780,26 @@ def run_load(base: dict, *, linkages: list[str], bill: str, duration: float, ser
     result["load_average_after"] = load_average()
     # Where the machine's CPU went during the whole load run (warm-up and spawn included): the
     # gunicorn processes, the load client, and the rest (PostgreSQL, Redis, and anyone else's work).
-    client = (children_after.children_user + children_after.children_system
-              - children_before.children_user - children_before.children_system)
+    client = (
+        children_after.children_user
+        + children_after.children_system
+        - children_before.children_user
+        - children_before.children_system
+    )
     busy, total = busy_after - busy_before, total_after - total_before
     wall = time.time() - started
     rate = max(result["settlements_per_second"], 0.1)
-    shares = {"gunicorn": server, "load_client": client, "postgres": postgres, "redis": redis,
-              "rest_kernel_and_other": busy - server - client - postgres - redis}
+    shares = {
+        "gunicorn": server,
+        "load_client": client,
+        "postgres": postgres,
+        "redis": redis,
+        "rest_kernel_and_other": busy - server - client - postgres - redis,
+    }
     # Cores used on average over the run, and CPU ms per settlement at the measured rate.
     result["cpu"] = {
-        "cores_busy": round(busy / wall, 2), "cores_available": round(total / wall, 2),
+        "cores_busy": round(busy / wall, 2),
+        "cores_available": round(total / wall, 2),
         "cores": {name: round(value / wall, 2) for name, value in shares.items()},
         "ms_per_settlement": {name: round(value / wall / rate * 1000, 1) for name, value in shares.items()},
     }
@@ -682,12 +817,18 @@ def main() -> None:
     parser.add_argument("--processes", type=int, default=4, help="load client processes")
     parser.add_argument("--threads", type=int, default=6, help="threads (keep-alive clients) per load process")
     parser.add_argument("--workers", type=int, default=3, help="gunicorn workers (WEB_CONCURRENCY)")
-    parser.add_argument("--gunicorn-threads", type=int, default=6, help="threads per gunicorn worker (GUNICORN_THREADS)")
+    parser.add_argument(
+        "--gunicorn-threads", type=int, default=6, help="threads per gunicorn worker (GUNICORN_THREADS)"
+    )
     parser.add_argument("--duration", type=float, default=20.0, help="seconds measured, distinct citizens")
     parser.add_argument("--contention-duration", type=float, default=10.0, help="seconds measured, one citizen")
     parser.add_argument("--warmup", type=float, default=2.0)
-    parser.add_argument("--minted-ahead-duration", type=float, default=20.0,
-                        help="seconds measured, distinct citizens, tokens minted before the phase (0: no such phase)")
+    parser.add_argument(
+        "--minted-ahead-duration",
+        type=float,
+        default=20.0,
+        help="seconds measured, distinct citizens, tokens minted before the phase (0: no such phase)",
+    )
     parser.add_argument("--load", metavar="CONFIG", help=argparse.SUPPRESS)
     parser.add_argument("--mint", nargs=2, metavar=("CONFIG", "TOKENS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -702,24 +843,33 @@ def main() -> None:
     from django.core.cache import cache
 
     from insurance.models import Citizen
+
     data = seed(args.citizens)
-    report: dict = {"machine": dict(machine(), reference_loop_ms_at_start=reference_loop_ms()),
-                    "load_average_at_start": load_average(),
-                    "gunicorn": {"workers": args.workers, "threads": args.gunicorn_threads},
-                    "load": {"processes": args.processes, "threads_per_process": args.threads,
-                             "warmup_s": args.warmup},
-                    "seed": {"citizens": args.citizens + 1, "seconds": data["seed_seconds"]}}
+    report: dict = {
+        "machine": dict(machine(), reference_loop_ms_at_start=reference_loop_ms()),
+        "load_average_at_start": load_average(),
+        "gunicorn": {"workers": args.workers, "threads": args.gunicorn_threads},
+        "load": {"processes": args.processes, "threads_per_process": args.threads, "warmup_s": args.warmup},
+        "seed": {"citizens": args.citizens + 1, "seconds": data["seed_seconds"]},
+    }
     report["in_process"] = in_process_costs(data["private_b64"], data["distinct"][:201])
     report["in_process"]["load_average_after"] = load_average()
     port = _free_port()
     server = start_gunicorn(db_url, port, args.workers, GUNICORN_THREADS=str(args.gunicorn_threads))
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/keys", timeout=5) as response:  # as a partner does
         portal_keys = {k["key_id"]: k["public_key"] for k in json.load(response)["keys"]}
-    base = {"base_url": f"http://127.0.0.1:{port}", "private_b64": data["private_b64"], "portal_keys": portal_keys,
-            "processes": args.processes, "threads": args.threads, "warmup": args.warmup}
+    base = {
+        "base_url": f"http://127.0.0.1:{port}",
+        "private_b64": data["private_b64"],
+        "portal_keys": portal_keys,
+        "processes": args.processes,
+        "threads": args.threads,
+        "warmup": args.warmup,
+    }
     try:
-        report["distinct"] = run_load(base, linkages=data["distinct"], bill="small", duration=args.duration,
-                                      server_pid=server.pid)
+        report["distinct"] = run_load(
+            base, linkages=data["distinct"], bill="small", duration=args.duration, server_pid=server.pid
+        )
         report["distinct"]["books"] = check_books()
         if args.minted_ahead_duration:
             # Enough tokens for twice the rate just measured with the mint (at most 320/s), and
@@ -734,11 +884,17 @@ def main() -> None:
             expected = min(320.0, max(50.0, 2.0 * report["distinct"]["settlements_per_second"]))
             per_client = int(expected * (args.minted_ahead_duration + args.warmup) / clients * 3) + 1
             report["distinct_minted_ahead"] = run_load(
-                base, linkages=data["distinct"], bill="small", duration=args.minted_ahead_duration,
-                server_pid=server.pid, mint_ahead=per_client)
+                base,
+                linkages=data["distinct"],
+                bill="small",
+                duration=args.minted_ahead_duration,
+                server_pid=server.pid,
+                mint_ahead=per_client,
+            )
             report["distinct_minted_ahead"]["books"] = check_books()
-        report["one_citizen"] = run_load(base, linkages=[data["one"]], bill="large",
-                                         duration=args.contention_duration, server_pid=server.pid)
+        report["one_citizen"] = run_load(
+            base, linkages=[data["one"]], bill="large", duration=args.contention_duration, server_pid=server.pid
+        )
     finally:
         server.terminate()
         server.wait(timeout=30)

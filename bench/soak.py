@@ -108,24 +108,38 @@ def _dj_setup(clerks: list[str], import_rows: int, pool_size: int, seed: int) ->
     rng = random.Random(seed)
     partners = []
     for partner in Partner.objects.order_by("code"):
-        partners.append({
-            "code": partner.code, "kind": partner.kind, "state": partner.state,
-            "deliveries_paused": partner.deliveries_paused, "rate_limit_per_second": partner.rate_limit_per_second,
-            "webhook_url": partner.webhook_url, "sandbox": "/sandbox/webhooks/" in (partner.webhook_url or ""),
-            "keys": [{"key_id": k.key_id, "public_key": k.public_key}
-                     for k in partner.keys.filter(state="active").order_by("id")],
-        })
+        partners.append(
+            {
+                "code": partner.code,
+                "kind": partner.kind,
+                "state": partner.state,
+                "deliveries_paused": partner.deliveries_paused,
+                "rate_limit_per_second": partner.rate_limit_per_second,
+                "webhook_url": partner.webhook_url,
+                "sandbox": "/sandbox/webhooks/" in (partner.webhook_url or ""),
+                "keys": [
+                    {"key_id": k.key_id, "public_key": k.public_key}
+                    for k in partner.keys.filter(state="active").order_by("id")
+                ],
+            }
+        )
     clerk_info: dict[str, dict] = {}
     for user in User.objects.filter(username__in=clerks):
         clerk_info[user.username] = {
-            "role": user.role, "active": user.is_active, "requires_mfa": bool(user.requires_mfa),
+            "role": user.role,
+            "active": user.is_active,
+            "requires_mfa": bool(user.requires_mfa),
             "can_write": bool(user.can_write_citizens),
             "regions": sorted(user.regions.values_list("code", flat=True)),
         }
     clerk_regions = {code for info in clerk_info.values() for code in info["regions"]}
 
-    live = {c.citizen_id: c.state for c in Certificate.objects.filter(
-        state__in=["pending_activation", "active", "suspended"]).only("citizen_id", "state")}
+    live = {
+        c.citizen_id: c.state
+        for c in Certificate.objects.filter(state__in=["pending_activation", "active", "suspended"]).only(
+            "citizen_id", "state"
+        )
+    }
     linked: dict[int, set[str]] = defaultdict(set)
     for citizen_id, code in WalletLinkage.objects.filter(state="active").values_list("citizen_id", "partner__code"):
         linked[citizen_id].add(code)
@@ -133,8 +147,11 @@ def _dj_setup(clerks: list[str], import_rows: int, pool_size: int, seed: int) ->
     clerk_pool: dict[str, list[str]] = defaultdict(list)
     issue_pool: dict[str, list[str]] = defaultdict(list)
     partner_pool: list[dict] = []
-    citizens = list(Citizen.objects.filter(status="active").only(
-        "id", "region_id", "id_number_enc", "name", "scheme").order_by("id"))
+    citizens = list(
+        Citizen.objects.filter(status="active")
+        .only("id", "region_id", "id_number_enc", "name", "scheme")
+        .order_by("id")
+    )
     rng.shuffle(citizens)
     for citizen in citizens:
         state = live.get(citizen.pk)
@@ -144,8 +161,14 @@ def _dj_setup(clerks: list[str], import_rows: int, pool_size: int, seed: int) ->
             elif state is None and len(issue_pool[citizen.region_id]) < pool_size:
                 issue_pool[citizen.region_id].append(citizen.id_number)
         elif state in ("active", "pending_activation") and len(partner_pool) < pool_size * 4:
-            partner_pool.append({"id_number": citizen.id_number, "name": citizen.name, "region": citizen.region_id,
-                                 "linked": sorted(linked.get(citizen.pk, ()))})
+            partner_pool.append(
+                {
+                    "id_number": citizen.id_number,
+                    "name": citizen.name,
+                    "region": citizen.region_id,
+                    "linked": sorted(linked.get(citizen.pk, ())),
+                }
+            )
 
     # The import: new citizens in the first clerk's first region, numbers nobody has yet.
     rows: list[dict] = []
@@ -162,16 +185,26 @@ def _dj_setup(clerks: list[str], import_rows: int, pool_size: int, seed: int) ->
             continue
         taken.add(number)
         pool = demo.MALE_GIVEN if male else demo.FEMALE_GIVEN
-        rows.append({
-            "id_number": number,
-            "name": rng.choice(demo.SURNAMES) + rng.choice(pool) + (rng.choice(pool) if rng.random() < 0.7 else ""),
-            "phone": rng.choice(demo.PHONE_PREFIXES) + f"{rng.randrange(10**8):08d}",
-            "region_code": import_region,
-            "scheme": rng.choice(["employee", "resident"]),
-            "account_balance_fen": str(rng.randrange(0, 200_000)),
-        })
-    return {"partners": partners, "clerks": clerk_info, "clerk_pool": clerk_pool, "issue_pool": issue_pool,
-            "partner_pool": partner_pool, "import_region": import_region, "import_rows": rows, **_dj_mark()}
+        rows.append(
+            {
+                "id_number": number,
+                "name": rng.choice(demo.SURNAMES) + rng.choice(pool) + (rng.choice(pool) if rng.random() < 0.7 else ""),
+                "phone": rng.choice(demo.PHONE_PREFIXES) + f"{rng.randrange(10**8):08d}",
+                "region_code": import_region,
+                "scheme": rng.choice(["employee", "resident"]),
+                "account_balance_fen": str(rng.randrange(0, 200_000)),
+            }
+        )
+    return {
+        "partners": partners,
+        "clerks": clerk_info,
+        "clerk_pool": clerk_pool,
+        "issue_pool": issue_pool,
+        "partner_pool": partner_pool,
+        "import_region": import_region,
+        "import_rows": rows,
+        **_dj_mark(),
+    }
 
 
 def _dj_outbox(after: int, upto: int) -> dict:
@@ -179,13 +212,17 @@ def _dj_outbox(after: int, upto: int) -> dict:
     from payments.models import OutboxEvent, Partner, SandboxReceipt
 
     sandbox = Partner.objects.filter(webhook_url__contains="/sandbox/webhooks/")
-    events = list(OutboxEvent.objects.filter(id__gt=after, id__lte=upto, partner__in=sandbox)
-                  .values_list("public_id", "partner__code", "type", "state", "attempts"))
+    events = list(
+        OutboxEvent.objects.filter(id__gt=after, id__lte=upto, partner__in=sandbox).values_list(
+            "public_id", "partner__code", "type", "state", "attempts"
+        )
+    )
     ids = [e[0] for e in events]
     received: dict[tuple[str, str], list[bool]] = defaultdict(list)
     for start in range(0, len(ids), 1000):
-        for event_id, code, valid in SandboxReceipt.objects.filter(event_id__in=ids[start:start + 1000]).values_list(
-                "event_id", "partner_code", "signature_valid"):
+        for event_id, code, valid in SandboxReceipt.objects.filter(event_id__in=ids[start : start + 1000]).values_list(
+            "event_id", "partner_code", "signature_valid"
+        ):
             received[(event_id, code)].append(valid)
     by_type: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     lost: list[dict] = []
@@ -228,7 +265,8 @@ class Recorder:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.kinds: dict[str, dict] = defaultdict(
-            lambda: {"count": 0, "errors": 0, "throttled": 0, "refused": Counter(), "latencies": []})
+            lambda: {"count": 0, "errors": 0, "throttled": 0, "refused": Counter(), "latencies": []}
+        )
         self.errors: list[dict] = []
         self.error_total = 0
         self.started = time.monotonic()
@@ -238,8 +276,15 @@ class Recorder:
         if len(self.errors) < MAX_ERROR_DETAILS:
             self.errors.append({"at": round(time.monotonic() - self.started, 1), "kind": kind, **detail})
 
-    def request(self, kind: str, seconds: float, *, error: dict | None = None, refused: str | None = None,
-                throttled: bool = False) -> None:
+    def request(
+        self,
+        kind: str,
+        seconds: float,
+        *,
+        error: dict | None = None,
+        refused: str | None = None,
+        throttled: bool = False,
+    ) -> None:
         with self.lock:
             entry = self.kinds[kind]
             entry["count"] += 1
@@ -271,9 +316,15 @@ class Recorder:
 
         with self.lock:
             return {
-                kind: {"count": k["count"], "errors": k["errors"], "throttled": k["throttled"],
-                       "refused": dict(k["refused"]), "p50_ms": pct(k["latencies"], 0.50),
-                       "p95_ms": pct(k["latencies"], 0.95), "max_ms": pct(k["latencies"], 1.0)}
+                kind: {
+                    "count": k["count"],
+                    "errors": k["errors"],
+                    "throttled": k["throttled"],
+                    "refused": dict(k["refused"]),
+                    "p50_ms": pct(k["latencies"], 0.50),
+                    "p95_ms": pct(k["latencies"], 0.95),
+                    "max_ms": pct(k["latencies"], 1.0),
+                }
                 for kind, k in sorted(self.kinds.items())
             }
 
@@ -323,23 +374,33 @@ class Screens:
 
         self.httpx = httpx
         self.username, self.password, self.rec = username, password, rec
-        self.http = httpx.Client(base_url=base_url, timeout=60, follow_redirects=False,
-                                 headers={"User-Agent": "ecard-soak"})
+        self.http = httpx.Client(
+            base_url=base_url, timeout=60, follow_redirects=False, headers={"User-Agent": "ecard-soak"}
+        )
 
     def call(self, kind: str, method: str, path: str, *, expect: tuple[int, ...] = (200,), **kwargs):
         started = time.perf_counter()
         try:
             response = self.http.request(method, path, **kwargs)
         except self.httpx.HTTPError as exc:
-            self.rec.request(kind, time.perf_counter() - started,
-                             error={"request": f"{method} {path}", "error": f"{type(exc).__name__}: {exc}"})
+            self.rec.request(
+                kind,
+                time.perf_counter() - started,
+                error={"request": f"{method} {path}", "error": f"{type(exc).__name__}: {exc}"},
+            )
             raise CycleAborted from exc
         elapsed = time.perf_counter() - started
         if response.status_code not in expect:
             where = response.headers.get("Location", "")
-            self.rec.request(kind, elapsed, error={
-                "request": f"{method} {path}", "status": response.status_code,
-                "detail": (f"redirected to {where}" if where else _excerpt(response))})
+            self.rec.request(
+                kind,
+                elapsed,
+                error={
+                    "request": f"{method} {path}",
+                    "status": response.status_code,
+                    "detail": (f"redirected to {where}" if where else _excerpt(response)),
+                },
+            )
             raise CycleAborted
         self.rec.request(kind, elapsed)
         return response
@@ -351,16 +412,26 @@ class Screens:
 
     def sign_in(self) -> None:
         page = self.call("screen:sign_in", "GET", "/accounts/login/")
-        response = self.call("screen:sign_in", "POST", "/accounts/login/", expect=(302,), data={
-            "csrfmiddlewaretoken": _csrf(page.text), "login": self.username, "password": self.password})
+        response = self.call(
+            "screen:sign_in",
+            "POST",
+            "/accounts/login/",
+            expect=(302,),
+            data={"csrfmiddlewaretoken": _csrf(page.text), "login": self.username, "password": self.password},
+        )
         where = response.headers.get("Location", "")
         self.check("screen:sign_in", "/accounts/" not in where, f"{self.username} signed in (redirected to {where})")
 
     def find_citizen(self, id_number: str) -> int:
         """Search by identity number (POSTed, then the redirect's GET) and return the one result's id."""
         page = self.call("screen:search", "GET", "/citizens/")
-        response = self.call("screen:search", "POST", "/citizens/", expect=(302,),
-                             data={"csrfmiddlewaretoken": _csrf(page.text), "q": id_number})
+        response = self.call(
+            "screen:search",
+            "POST",
+            "/citizens/",
+            expect=(302,),
+            data={"csrfmiddlewaretoken": _csrf(page.text), "q": id_number},
+        )
         results = self.call("screen:search", "GET", response.headers["Location"])
         found = sorted(set(CITIZEN_LINK_RE.findall(results.text)))
         self.check("screen:search", len(found) == 1, f"one citizen found by identity number (found {len(found)})")
@@ -374,13 +445,23 @@ class Screens:
         form = self.call(kind, "GET", path)
         confirm = self.call(kind, "POST", path, data={"csrfmiddlewaretoken": _csrf(form.text), "reason": reason})
         self.check(kind, 'name="confirmed"' in confirm.text, f"{path}: the confirmation step ({_excerpt(confirm)})")
-        done = self.call(kind, "POST", path, expect=(302,), data={
-            "csrfmiddlewaretoken": _csrf(confirm.text), "reason": reason, "confirmed": "yes"})
+        done = self.call(
+            kind,
+            "POST",
+            path,
+            expect=(302,),
+            data={"csrfmiddlewaretoken": _csrf(confirm.text), "reason": reason, "confirmed": "yes"},
+        )
         where = done.headers.get("Location", "")
-        self.check(kind, where.rstrip("/").endswith(f"/citizens/{citizen_pk}"), f"{path}: back on the citizen ({where})")
+        self.check(
+            kind, where.rstrip("/").endswith(f"/citizens/{citizen_pk}"), f"{path}: back on the citizen ({where})"
+        )
         page = self.citizen(citizen_pk)
-        self.check(kind, 'class="msg error"' not in page and 'class="msg success"' in page,
-                   f"{path}: a success message, no error ({_excerpt(page)})")
+        self.check(
+            kind,
+            'class="msg error"' not in page and 'class="msg success"' in page,
+            f"{path}: a success message, no error ({_excerpt(page)})",
+        )
         return page
 
 
@@ -423,8 +504,10 @@ class PortalKeys:
                 return
             response = httpx.get(self.base_url + "/api/v1/keys", timeout=30)
             response.raise_for_status()
-            self.keys = {k["key_id"]: Ed25519PublicKey.from_public_bytes(base64.b64decode(k["public_key"]))
-                         for k in response.json()["keys"]}
+            self.keys = {
+                k["key_id"]: Ed25519PublicKey.from_public_bytes(base64.b64decode(k["public_key"]))
+                for k in response.json()["keys"]
+            }
             self.fetched_at = time.monotonic()
 
     def verify(self, key_id: str, signature: str, message: bytes) -> bool:
@@ -448,8 +531,9 @@ class PortalKeys:
 class PartnerApi:
     """One partner's signed API calls: signs each request, checks each response's portal signature."""
 
-    def __init__(self, base_url: str, code: str, key_id: str, private_key, pacer: Pacer, portal_keys: PortalKeys,
-                 rec: Recorder) -> None:
+    def __init__(
+        self, base_url: str, code: str, key_id: str, private_key, pacer: Pacer, portal_keys: PortalKeys, rec: Recorder
+    ) -> None:
         import httpx
 
         self.httpx = httpx
@@ -462,11 +546,21 @@ class PartnerApi:
         nonce = secrets.token_urlsafe(24)
         message = f"{method}\n{target}\n{timestamp}\n{nonce}\n".encode() + body + b"\n"
         signature = base64.b64encode(self.private_key.sign(message)).decode()
-        return (f'ECARD-ED25519 key_id="{self.key_id}",timestamp="{timestamp}",nonce="{nonce}",'
-                f'signature="{signature}"'), nonce
+        return (
+            f'ECARD-ED25519 key_id="{self.key_id}",timestamp="{timestamp}",nonce="{nonce}",signature="{signature}"'
+        ), nonce
 
-    def send(self, kind: str, method: str, target: str, payload: object = None, *, idempotency_key: str | None = None,
-             ok: tuple[int, ...] = (200,), refusals: tuple[str, ...] = ()):
+    def send(
+        self,
+        kind: str,
+        method: str,
+        target: str,
+        payload: object = None,
+        *,
+        idempotency_key: str | None = None,
+        ok: tuple[int, ...] = (200,),
+        refusals: tuple[str, ...] = (),
+    ):
         """The response (status in `ok`, or a refusal named in `refusals`); anything else is recorded as an
         error and aborts the cycle. 429 `rate_limited` is waited out and the request sent again (signed afresh)."""
         body = b"" if payload is None else json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
@@ -482,17 +576,34 @@ class PartnerApi:
             try:
                 response = self.http.request(method, target, content=body, headers=headers)
             except self.httpx.HTTPError as exc:
-                self.rec.request(kind, time.perf_counter() - started, error={
-                    "partner": self.code, "request": f"{method} {target}", "error": f"{type(exc).__name__}: {exc}"})
+                self.rec.request(
+                    kind,
+                    time.perf_counter() - started,
+                    error={
+                        "partner": self.code,
+                        "request": f"{method} {target}",
+                        "error": f"{type(exc).__name__}: {exc}",
+                    },
+                )
                 raise CycleAborted from exc
             elapsed = time.perf_counter() - started
             h = response.headers
-            message = (f"{response.status_code}\n{nonce}\n{h.get('Ecard-Timestamp', '')}\n{h.get('Ecard-Nonce', '')}\n"
-                       .encode() + response.content + b"\n")
+            message = (
+                f"{response.status_code}\n{nonce}\n{h.get('Ecard-Timestamp', '')}\n{h.get('Ecard-Nonce', '')}\n".encode()
+                + response.content
+                + b"\n"
+            )
             if not self.portal_keys.verify(h.get("Ecard-Key-Id", ""), h.get("Ecard-Signature", ""), message):
-                self.rec.request(kind, elapsed, error={
-                    "partner": self.code, "request": f"{method} {target}", "status": response.status_code,
-                    "detail": f"the response is not signed by the portal: {_excerpt(response)}"})
+                self.rec.request(
+                    kind,
+                    elapsed,
+                    error={
+                        "partner": self.code,
+                        "request": f"{method} {target}",
+                        "status": response.status_code,
+                        "detail": f"the response is not signed by the portal: {_excerpt(response)}",
+                    },
+                )
                 raise CycleAborted
             code = ""
             if response.status_code >= 400:
@@ -510,9 +621,16 @@ class PartnerApi:
             if code and code in refusals:
                 self.rec.request(kind, elapsed, refused=code)
                 return response
-            self.rec.request(kind, elapsed, error={
-                "partner": self.code, "request": f"{method} {target}", "status": response.status_code,
-                "detail": _excerpt(response)})
+            self.rec.request(
+                kind,
+                elapsed,
+                error={
+                    "partner": self.code,
+                    "request": f"{method} {target}",
+                    "status": response.status_code,
+                    "detail": _excerpt(response),
+                },
+            )
             raise CycleAborted
         self.rec.fail(kind, {"partner": self.code, "request": f"{method} {target}", "detail": "still throttled"})
         raise CycleAborted
@@ -526,8 +644,11 @@ class PartnerApi:
         items: list[dict] = []
         cursor = None
         while True:
-            page = self.send(kind, "GET", target + ("&" if "?" in target else "?") + "limit=200"
-                             + (f"&cursor={cursor}" if cursor else "")).json()
+            page = self.send(
+                kind,
+                "GET",
+                target + ("&" if "?" in target else "?") + "limit=200" + (f"&cursor={cursor}" if cursor else ""),
+            ).json()
             items += page["results"]
             cursor = page.get("next_cursor")
             if not cursor or not page["results"]:
@@ -586,8 +707,13 @@ class ClerkWorker(Worker):
         s = self.screens
         s.call("screen:list", "GET", f"/citizens/?status=active&page={self.rng.randint(1, 4)}")
         page = s.call("screen:search_name", "GET", "/citizens/")
-        response = s.call("screen:search_name", "POST", "/citizens/", expect=(302,), data={
-            "csrfmiddlewaretoken": _csrf(page.text), "q": self.rng.choice("王李张刘陈杨黄赵吴周")})
+        response = s.call(
+            "screen:search_name",
+            "POST",
+            "/citizens/",
+            expect=(302,),
+            data={"csrfmiddlewaretoken": _csrf(page.text), "q": self.rng.choice("王李张刘陈杨黄赵吴周")},
+        )
         results = s.call("screen:search_name", "GET", response.headers["Location"])
         found = CITIZEN_LINK_RE.findall(results.text)
         if found:
@@ -599,14 +725,17 @@ class ClerkWorker(Worker):
         actions = _card_actions(s.citizen(pk))
         for card, allowed in actions.items():  # a card an earlier, broken cycle left suspended
             if "reinstate" in allowed:
-                actions = _card_actions(s.two_step("screen:reinstate", f"/citizens/cards/{card}/reinstate/", pk,
-                                                   "soak: 恢复上次中断的挂失"))
+                actions = _card_actions(
+                    s.two_step("screen:reinstate", f"/citizens/cards/{card}/reinstate/", pk, "soak: 恢复上次中断的挂失")
+                )
         cards = [card for card, allowed in actions.items() if "suspend" in allowed]
         s.check("screen:citizen", len(cards) == 1, f"one active e-card to suspend (found {len(cards)})")
         card = cards[0]
         page = s.two_step("screen:suspend", f"/citizens/cards/{card}/suspend/", pk, "soak: 参保人申请临时挂失")
         s.check("screen:suspend", "reinstate" in _card_actions(page).get(card, ()), "the card shows as suspended")
-        page = s.two_step("screen:reinstate", f"/citizens/cards/{card}/reinstate/", pk, "soak: 参保人找回手机，恢复使用")
+        page = s.two_step(
+            "screen:reinstate", f"/citizens/cards/{card}/reinstate/", pk, "soak: 参保人找回手机，恢复使用"
+        )
         s.check("screen:reinstate", "suspend" in _card_actions(page).get(card, ()), "the card shows as active again")
         if reissue:
             page = s.two_step("screen:reissue", f"/citizens/cards/{card}/reissue/", pk, "soak: 更换手机，重新申领凭证")
@@ -626,14 +755,23 @@ class ClerkWorker(Worker):
         new = [c for c, allowed in _card_actions(page).items() if c not in before and "revoke" in allowed]
         s.check("screen:issue", len(new) == 1, "the new card shows, pending activation")
         page = s.two_step("screen:revoke", f"/citizens/cards/{new[0]}/revoke/", pk, "soak: 重复登记，作废未激活凭证")
-        s.check("screen:revoke", f'href="/citizens/{pk}/issue/"' in page, "the card is revoked (a new one may be issued)")
+        s.check(
+            "screen:revoke", f'href="/citizens/{pk}/issue/"' in page, "the card is revoked (a new one may be issued)"
+        )
 
 
 class PartnerWorker(Worker):
     """A wallet's day: link, mint, verify, settle (confirm or cancel, some refunded), unlink; poll events."""
 
-    def __init__(self, api: PartnerApi, pool: list[dict], incoming: queue.Queue, services: list[dict],
-                 facilities: dict[str, list[str]], **kwargs) -> None:
+    def __init__(
+        self,
+        api: PartnerApi,
+        pool: list[dict],
+        incoming: queue.Queue,
+        services: list[dict],
+        facilities: dict[str, list[str]],
+        **kwargs,
+    ) -> None:
         super().__init__(**kwargs)
         self.api, self.pool, self.incoming = api, pool, incoming
         self.services, self.facilities = services, facilities
@@ -671,21 +809,36 @@ class PartnerWorker(Worker):
 
     def linked_life(self, citizen: dict) -> None:
         api = self.api
-        response = api.send("api:linkage_create", "POST", "/api/v1/linkages", {
-            "id_number": citizen["id_number"], "name": citizen["name"],
-            "partner_user_ref": f"soak-{uuid.uuid4().hex}", "verification_reference": f"soak-face-{uuid.uuid4().hex[:12]}",
-        }, idempotency_key=str(uuid.uuid4()), ok=(201,), refusals=("linkage_exists", "certificate_unavailable"))
+        response = api.send(
+            "api:linkage_create",
+            "POST",
+            "/api/v1/linkages",
+            {
+                "id_number": citizen["id_number"],
+                "name": citizen["name"],
+                "partner_user_ref": f"soak-{uuid.uuid4().hex}",
+                "verification_reference": f"soak-face-{uuid.uuid4().hex[:12]}",
+            },
+            idempotency_key=str(uuid.uuid4()),
+            ok=(201,),
+            refusals=("linkage_exists", "certificate_unavailable"),
+        )
         if response.status_code != 201:  # not ours to use: left alone from now on
             self.pool.remove(citizen)
             return
         linkage = response.json()
         try:
-            api.check("api:linkage_create", linkage["state"] == "active" and linkage["certificate"]["state"] == "active",
-                      f"a new linkage is active with an active card (got {linkage['state']}, "
-                      f"{linkage['certificate']['state']})")
+            api.check(
+                "api:linkage_create",
+                linkage["state"] == "active" and linkage["certificate"]["state"] == "active",
+                f"a new linkage is active with an active card (got {linkage['state']}, "
+                f"{linkage['certificate']['state']})",
+            )
             if self.rng.random() < 0.3:
                 got = api.send("api:linkage_get", "GET", f"/api/v1/linkages/{linkage['id']}").json()
-                api.check("api:linkage_get", got["id"] == linkage["id"] and got["state"] == "active", "GET /linkages/{id}")
+                api.check(
+                    "api:linkage_get", got["id"] == linkage["id"] and got["state"] == "active", "GET /linkages/{id}"
+                )
             for _ in range(self.rng.randint(1, 3)):
                 self.settle(linkage, citizen["region"])
                 if self.stop.is_set():
@@ -697,72 +850,120 @@ class PartnerWorker(Worker):
         """End the linkage; once more after a failure (already counted), so that the soak leaves none behind."""
         for attempt in (1, 2):
             try:
-                unlinked = self.api.send("api:unlink", "POST", f"/api/v1/linkages/{linkage_id}/unlink",
-                                         {"reason": "citizen_request"}).json()
+                unlinked = self.api.send(
+                    "api:unlink", "POST", f"/api/v1/linkages/{linkage_id}/unlink", {"reason": "citizen_request"}
+                ).json()
                 break
             except CycleAborted:
                 if attempt == 2:
                     raise
                 time.sleep(1.0)
-        self.api.check("api:unlink", unlinked["state"] == "unlinked" and unlinked["end_reason"] == "citizen_request",
-                       f"the linkage is unlinked (got {unlinked['state']})")
+        self.api.check(
+            "api:unlink",
+            unlinked["state"] == "unlinked" and unlinked["end_reason"] == "citizen_request",
+            f"the linkage is unlinked (got {unlinked['state']})",
+        )
 
     def settle(self, linkage: dict, region: str) -> None:
         api = self.api
         token = api.send("api:qr_token", "POST", f"/api/v1/linkages/{linkage['id']}/qr-tokens", {}, ok=(201,)).json()
         verified = api.send("api:verify", "POST", "/api/v1/certificates/verify", {"token": token["token"]}).json()
         number = linkage["certificate"]["number"]
-        api.check("api:verify", verified["certificate_number"] == number and verified["state"] == "active"
-                  and verified["token_used"] is False,
-                  f"verify: the linked card, active, token unused (got state {verified['state']}, "
-                  f"token_used {verified['token_used']}, same card {verified['certificate_number'] == number})")
+        api.check(
+            "api:verify",
+            verified["certificate_number"] == number
+            and verified["state"] == "active"
+            and verified["token_used"] is False,
+            f"verify: the linked card, active, token unused (got state {verified['state']}, "
+            f"token_used {verified['token_used']}, same card {verified['certificate_number'] == number})",
+        )
         lines = []
         for service in self.rng.sample(self.services, k=min(len(self.services), self.rng.randint(1, 3))):
             top = min(service["max_unit_price_fen"], 30_000)
-            lines.append({"service_code": service["code"], "quantity": self.rng.randint(1, 3),
-                          "unit_price_fen": self.rng.randint(max(1, top // 4), top)})
-        body = {"token": token["token"], "facility_code": self.rng.choice(self.facilities[region]), "lines": lines,
-                "use_personal_account": self.rng.random() < 0.3}
+            lines.append(
+                {
+                    "service_code": service["code"],
+                    "quantity": self.rng.randint(1, 3),
+                    "unit_price_fen": self.rng.randint(max(1, top // 4), top),
+                }
+            )
+        body = {
+            "token": token["token"],
+            "facility_code": self.rng.choice(self.facilities[region]),
+            "lines": lines,
+            "use_personal_account": self.rng.random() < 0.3,
+        }
         key = str(uuid.uuid4())
         created = api.send("api:settlement_create", "POST", "/api/v1/settlements", body, idempotency_key=key, ok=(201,))
         settlement = created.json()
-        api.check("api:settlement_create", settlement["state"] == "pending_payment"
-                  and settlement["certificate_number"] == number, f"a pending settlement (got {settlement['state']})")
+        api.check(
+            "api:settlement_create",
+            settlement["state"] == "pending_payment" and settlement["certificate_number"] == number,
+            f"a pending settlement (got {settlement['state']})",
+        )
         if self.rng.random() < 0.15:  # the same request again: the first answer, byte for byte
-            again = api.send("api:settlement_replay", "POST", "/api/v1/settlements", body, idempotency_key=key, ok=(201,))
-            api.check("api:settlement_replay", again.content == created.content
-                      and again.headers.get("Idempotent-Replayed") == "true", "the replay answers the first response")
+            again = api.send(
+                "api:settlement_replay", "POST", "/api/v1/settlements", body, idempotency_key=key, ok=(201,)
+            )
+            api.check(
+                "api:settlement_replay",
+                again.content == created.content and again.headers.get("Idempotent-Replayed") == "true",
+                "the replay answers the first response",
+            )
         if self.rng.random() < 0.25:
             again = api.send("api:verify", "POST", "/api/v1/certificates/verify", {"token": token["token"]}).json()
             api.check("api:verify", again["token_used"] is True, "verify after settling: token_used")
         sid = settlement["id"]
         if self.rng.random() < 0.2:
             cancelled = api.send("api:settlement_cancel", "POST", f"/api/v1/settlements/{sid}/cancel", {}).json()
-            api.check("api:settlement_cancel", cancelled["state"] == "cancelled", f"cancelled (got {cancelled['state']})")
+            api.check(
+                "api:settlement_cancel", cancelled["state"] == "cancelled", f"cancelled (got {cancelled['state']})"
+            )
             final = "cancelled"
         else:
-            paid = api.send("api:settlement_confirm", "POST", f"/api/v1/settlements/{sid}/confirm", {
-                "partner_transaction_id": f"soak-tx-{uuid.uuid4().hex}", "self_pay_fen": settlement["self_pay_fen"],
-            }, idempotency_key=str(uuid.uuid4())).json()
+            paid = api.send(
+                "api:settlement_confirm",
+                "POST",
+                f"/api/v1/settlements/{sid}/confirm",
+                {
+                    "partner_transaction_id": f"soak-tx-{uuid.uuid4().hex}",
+                    "self_pay_fen": settlement["self_pay_fen"],
+                },
+                idempotency_key=str(uuid.uuid4()),
+            ).json()
             api.check("api:settlement_confirm", paid["state"] == "paid", f"paid (got {paid['state']})")
             final = "paid"
             if self.rng.random() < 0.2:
-                refunded = api.send("api:settlement_refund", "POST", f"/api/v1/settlements/{sid}/refund",
-                                    {"reason": "soak: 患者退费"}, idempotency_key=str(uuid.uuid4())).json()
-                api.check("api:settlement_refund", refunded["state"] == "refunded",
-                          f"refunded (got {refunded['state']})")
+                refunded = api.send(
+                    "api:settlement_refund",
+                    "POST",
+                    f"/api/v1/settlements/{sid}/refund",
+                    {"reason": "soak: 患者退费"},
+                    idempotency_key=str(uuid.uuid4()),
+                ).json()
+                api.check(
+                    "api:settlement_refund", refunded["state"] == "refunded", f"refunded (got {refunded['state']})"
+                )
                 final = "refunded"
         if self.rng.random() < 0.3:
             got = api.send("api:settlement_get", "GET", f"/api/v1/settlements/{sid}").json()
-            api.check("api:settlement_get", got["state"] == final, f"GET /settlements/{{id}}: {final} (got {got['state']})")
+            api.check(
+                "api:settlement_get", got["state"] == final, f"GET /settlements/{{id}}: {final} (got {got['state']})"
+            )
 
 
 class ImportWorker(threading.Thread):
     """One citizen import through the screens, followed to its end; its citizens then go to the partners."""
 
-    def __init__(self, screens: Screens, region: str, rows: list[dict], incoming: dict[str, list[queue.Queue]],
-                 rec: Recorder,
-                 timeout: float) -> None:
+    def __init__(
+        self,
+        screens: Screens,
+        region: str,
+        rows: list[dict],
+        incoming: dict[str, list[queue.Queue]],
+        rec: Recorder,
+        timeout: float,
+    ) -> None:
         super().__init__(name="import", daemon=True)
         self.screens, self.region, self.rows, self.incoming, self.rec = screens, region, rows, incoming, rec
         self.timeout = timeout
@@ -783,13 +984,19 @@ class ImportWorker(threading.Thread):
         options = re.findall(r'<option value="([^"]+)"', page.text)
         s.check("screen:import", self.region in options, f"the import form offers region {self.region} ({options})")
         buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=["id_number", "name", "phone", "region_code", "scheme",
-                                                    "account_balance_fen"])
+        writer = csv.DictWriter(
+            buffer, fieldnames=["id_number", "name", "phone", "region_code", "scheme", "account_balance_fen"]
+        )
         writer.writeheader()
         writer.writerows(self.rows)
-        response = s.call("screen:import", "POST", "/citizens/imports/new/", expect=(302,),
-                          data={"csrfmiddlewaretoken": _csrf(page.text), "region": self.region},
-                          files={"file": ("soak-import.csv", buffer.getvalue().encode("utf-8"), "text/csv")})
+        response = s.call(
+            "screen:import",
+            "POST",
+            "/citizens/imports/new/",
+            expect=(302,),
+            data={"csrfmiddlewaretoken": _csrf(page.text), "region": self.region},
+            files={"file": ("soak-import.csv", buffer.getvalue().encode("utf-8"), "text/csv")},
+        )
         where = response.headers["Location"]
         match = re.search(r"/citizens/imports/(\d+)/", where)
         s.check("screen:import", match is not None, f"the upload leads to its job ({where})")
@@ -803,13 +1010,21 @@ class ImportWorker(threading.Thread):
             if status["finished"]:
                 break
             if time.monotonic() - started > self.timeout:
-                s.check("screen:import_status", False, f"import job {job} finished within {self.timeout:.0f} s "
-                                                       f"(state {status['state']}, {status['rows_done']} rows done)")
+                s.check(
+                    "screen:import_status",
+                    False,
+                    f"import job {job} finished within {self.timeout:.0f} s "
+                    f"(state {status['state']}, {status['rows_done']} rows done)",
+                )
             time.sleep(1.0)
         self.result["seconds"] = round(time.monotonic() - started, 1)
-        s.check("screen:import_status", status["state"] == "done" and status["failed"] == 0
-                and status["created"] + status["updated"] == len(self.rows),
-                f"import job {job}: done with every row imported and 0 failed (got {status})")
+        s.check(
+            "screen:import_status",
+            status["state"] == "done"
+            and status["failed"] == 0
+            and status["created"] + status["updated"] == len(self.rows),
+            f"import job {job}: done with every row imported and 0 failed (got {status})",
+        )
         # Every wallet links each imported citizen (the first one activates the card), in an order of
         # its own, each row going to one of that wallet's threads.
         for code, queues in self.incoming.items():
@@ -817,7 +1032,8 @@ class ImportWorker(threading.Thread):
             random.Random(f"{code}-{self.screens.username}").shuffle(rows)
             for index, row in enumerate(rows):
                 queues[index % len(queues)].put(
-                    {"id_number": row["id_number"], "name": row["name"], "region": row["region_code"], "linked": []})
+                    {"id_number": row["id_number"], "name": row["name"], "region": row["region_code"], "linked": []}
+                )
 
 
 # --- The stack: its environment, its log, Django subprocesses --------------------------------
@@ -845,13 +1061,21 @@ def django_env(stack: dict[str, str]) -> dict[str, str]:
 
 
 def run_helper(env: dict[str, str], command: str, **arguments) -> dict:
-    result = subprocess.run([sys.executable, str(Path(__file__).resolve()), "_django", command, json.dumps(arguments)],
-                            cwd=BASE_DIR, env=env, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, str(Path(__file__).resolve()), "_django", command, json.dumps(arguments)],
+        cwd=BASE_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     for line in reversed(result.stdout.splitlines()):
         if line.startswith(HELPER_MARK):
-            return json.loads(line[len(HELPER_MARK):])
-    raise RuntimeError(f"the Django helper `{command}` failed (exit {result.returncode}):\n"
-                       f"{result.stderr[-3000:]}{result.stdout[-1000:]}")
+            return json.loads(line[len(HELPER_MARK) :])
+    raise RuntimeError(
+        f"the Django helper `{command}` failed (exit {result.returncode}):\n"
+        f"{result.stderr[-3000:]}{result.stdout[-1000:]}"
+    )
 
 
 # bin/stack.py prefixes each line with the process's name ("web     | ..."); an access-log line, a
@@ -881,23 +1105,39 @@ def scan_log(path: Path, start: int) -> dict:
             continue  # a chained exception's second traceback, already in the block shown
         prefix = _LOG_PREFIX.match(lines[i])
         block = [lines[i]]
-        for line in lines[i + 1:i + 200]:
+        for line in lines[i + 1 : i + 200]:
             own = _LOG_PREFIX.match(line)
-            if (own and prefix and own.group(0) != prefix.group(0)) or _NEW_RECORD.match(line[own.end() if own else 0:]):
+            if (own and prefix and own.group(0) != prefix.group(0)) or _NEW_RECORD.match(
+                line[own.end() if own else 0 :]
+            ):
                 break  # another process's line, or the next log record
             block.append(line)
         covered = i + len(block) - 1
         if len(block) > 40:  # the frames of the project's own code, and how it ended
-            own_frames = [line for k, line in enumerate(block[1:-8], start=1)
-                          if ('File "' in line and "site-packages" not in line and "/lib/python" not in line)
-                          or ('File "' in block[k - 1] and "site-packages" not in block[k - 1]
-                              and "/lib/python" not in block[k - 1] and 'File "' not in line)]
+            own_frames = [
+                line
+                for k, line in enumerate(block[1:-8], start=1)
+                if ('File "' in line and "site-packages" not in line and "/lib/python" not in line)
+                or (
+                    'File "' in block[k - 1]
+                    and "site-packages" not in block[k - 1]
+                    and "/lib/python" not in block[k - 1]
+                    and 'File "' not in line
+                )
+            ]
             block = [block[0], f"    ... ({len(block) - 9} lines; the project's frames:)", *own_frames, *block[-8:]]
         shown.append("\n".join(block))
     server_errors = sum(1 for line in lines if re.search(r'"[A-Z]+ [^"]*" 5\d\d ', line))
-    return {"path": str(path), "bytes_scanned": len(text.encode("utf-8")), "rotated_or_truncated": truncated,
-            "restarts": len(restarts), "restart_lines": restarts[:5], "tracebacks": len(traceback_lines),
-            "first_tracebacks": shown, "http_5xx_lines": server_errors}
+    return {
+        "path": str(path),
+        "bytes_scanned": len(text.encode("utf-8")),
+        "rotated_or_truncated": truncated,
+        "restarts": len(restarts),
+        "restart_lines": restarts[:5],
+        "tracebacks": len(traceback_lines),
+        "first_tracebacks": shown,
+        "http_5xx_lines": server_errors,
+    }
 
 
 # --- Main -----------------------------------------------------------------------------------
@@ -906,13 +1146,20 @@ def scan_log(path: Path, start: int) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", type=float, default=2.0, help="how long to drive the stack (default 2)")
-    parser.add_argument("--threads", type=int, default=4,
-                        help="worker threads, roles in turn: clerk, wechat_pay, alipay, clerk_gd, ... (default 4)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=4,
+        help="worker threads, roles in turn: clerk, wechat_pay, alipay, clerk_gd, ... (default 4)",
+    )
     parser.add_argument("--var-dir", type=Path, default=BASE_DIR / "var", help="the stack's var/ (default: the repo's)")
     parser.add_argument("--stack-env", type=Path, help="default <var-dir>/run/stack.env")
     parser.add_argument("--log", type=Path, help="the stack's log (default <var-dir>/log/stack.log)")
-    parser.add_argument("--keys-dir", type=Path,
-                        help="the demo partners' private keys (default <ECARD_VAR_DIR or var-dir>/demo-partner-keys)")
+    parser.add_argument(
+        "--keys-dir",
+        type=Path,
+        help="the demo partners' private keys (default <ECARD_VAR_DIR or var-dir>/demo-partner-keys)",
+    )
     parser.add_argument("--base-url", help="default http://127.0.0.1:$PORT from stack.env")
     parser.add_argument("--clerks", default="clerk,clerk_gd", help="staff who do the screens' card actions")
     parser.add_argument("--password", help="their password (default ECARD_DEMO_PASSWORD or the demo's)")
@@ -920,16 +1167,22 @@ def main() -> int:
     parser.add_argument("--import-timeout", type=float, default=300)
     parser.add_argument("--pool-size", type=int, default=150, help="citizens per clerk region (partners: 4x)")
     parser.add_argument("--pace", type=float, default=0.3, help="mean pause between a thread's cycles, seconds")
-    parser.add_argument("--drain-seconds", type=float, default=60,
-                        help="how long to wait at the end for the outbox to deliver the soak's events (default 60)")
+    parser.add_argument(
+        "--drain-seconds",
+        type=float,
+        default=60,
+        help="how long to wait at the end for the outbox to deliver the soak's events (default 60)",
+    )
     parser.add_argument("--json", type=Path, help="also write the report here (default <var-dir>/log/soak-report.json)")
     parser.add_argument("--seed", type=int, default=None)
     args = parser.parse_args()
 
     stack_env_path = args.stack_env or args.var_dir / "run" / "stack.env"
     if not stack_env_path.exists():
-        print(f"soak: no {stack_env_path}: start the stack with `make run` first (or give --stack-env / --var-dir)",
-              file=sys.stderr)
+        print(
+            f"soak: no {stack_env_path}: start the stack with `make run` first (or give --stack-env / --var-dir)",
+            file=sys.stderr,
+        )
         return 2
     stack = read_stack_env(stack_env_path)
     missing = [k for k in ("DATABASE_URL", "REDIS_URL", "PORT") if not stack.get(k)]
@@ -937,14 +1190,17 @@ def main() -> int:
         print(f"soak: {stack_env_path} lacks {', '.join(missing)}", file=sys.stderr)
         return 2
     if stack.get("ECARD_MODE", "demo") != "demo":  # it suspends cards and settles bills: never in production
-        print(f"soak: the stack runs with ECARD_MODE={stack['ECARD_MODE']}; the soak drives only the demo",
-              file=sys.stderr)
+        print(
+            f"soak: the stack runs with ECARD_MODE={stack['ECARD_MODE']}; the soak drives only the demo",
+            file=sys.stderr,
+        )
         return 2
     base_url = (args.base_url or f"http://127.0.0.1:{stack['PORT']}").rstrip("/")
     log_path = args.log or args.var_dir / "log" / "stack.log"
     keys_dir = args.keys_dir or Path(stack.get("ECARD_VAR_DIR") or args.var_dir) / "demo-partner-keys"
-    password = args.password or stack.get("ECARD_DEMO_PASSWORD") or os.environ.get("ECARD_DEMO_PASSWORD") \
-        or DEFAULT_PASSWORD
+    password = (
+        args.password or stack.get("ECARD_DEMO_PASSWORD") or os.environ.get("ECARD_DEMO_PASSWORD") or DEFAULT_PASSWORD
+    )
     seed = args.seed if args.seed is not None else secrets.randbelow(2**31)
     clerks = [c.strip() for c in args.clerks.split(",") if c.strip()]
     env = django_env(stack)
@@ -960,11 +1216,12 @@ def main() -> int:
         return 2
 
     log_start = log_path.stat().st_size if log_path.exists() else 0
-    started_at = dt.datetime.now(dt.timezone.utc).astimezone()
+    started_at = dt.datetime.now(dt.UTC).astimezone()
     print(f"soak: {args.minutes:g} min against {base_url}, seed {seed}; reading the pools ...", file=sys.stderr)
     try:
-        setup = run_helper(env, "setup", clerks=clerks, import_rows=args.import_rows, pool_size=args.pool_size,
-                           seed=seed)
+        setup = run_helper(
+            env, "setup", clerks=clerks, import_rows=args.import_rows, pool_size=args.pool_size, seed=seed
+        )
     except (RuntimeError, subprocess.TimeoutExpired) as exc:
         print(f"soak: {exc}", file=sys.stderr)
         return 2
@@ -976,10 +1233,19 @@ def main() -> int:
 
     for name in clerks:
         info = setup["clerks"].get(name)
-        problem = ("does not exist" if info is None else "is not active" if not info["active"]
-                   else "cannot write citizens" if not info["can_write"]
-                   else "must use TOTP (the soak signs in clerks without it)" if info["requires_mfa"]
-                   else "has no region" if not info["regions"] else "")
+        problem = (
+            "does not exist"
+            if info is None
+            else "is not active"
+            if not info["active"]
+            else "cannot write citizens"
+            if not info["can_write"]
+            else "must use TOTP (the soak signs in clerks without it)"
+            if info["requires_mfa"]
+            else "has no region"
+            if not info["regions"]
+            else ""
+        )
         if problem:
             print(f"soak: the clerk {name!r} {problem}", file=sys.stderr)
             return 2
@@ -995,8 +1261,9 @@ def main() -> int:
         private = serialization.load_pem_private_key(pem.read_bytes(), password=None)
         if not isinstance(private, Ed25519PrivateKey):
             continue
-        raw = base64.b64encode(private.public_key().public_bytes(serialization.Encoding.Raw,
-                                                                 serialization.PublicFormat.Raw)).decode()
+        raw = base64.b64encode(
+            private.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        ).decode()
         key_id = next((k["key_id"] for k in partner["keys"] if k["public_key"] == raw), None)
         if key_id:
             partner_apis[partner["code"]] = (partner, key_id, private)
@@ -1014,8 +1281,15 @@ def main() -> int:
 
     # Catalogue reads the settlements need (one call each, as a wallet would cache them).
     first_code = wallets[0]
-    reader = PartnerApi(base_url, first_code, partner_apis[first_code][1], partner_apis[first_code][2],
-                        pacers[first_code], portal_keys, rec)
+    reader = PartnerApi(
+        base_url,
+        first_code,
+        partner_apis[first_code][1],
+        partner_apis[first_code][2],
+        pacers[first_code],
+        portal_keys,
+        rec,
+    )
     try:
         services = [s for s in reader.read_all("api:services", "/api/v1/services") if s["max_unit_price_fen"] >= 100]
         facilities: dict[str, list[str]] = defaultdict(list)
@@ -1055,8 +1329,14 @@ def main() -> int:
     if args.import_rows > 0 and setup["import_rows"]:
         if not facilities.get(setup["import_region"]):
             incoming = {}
-        importer = ImportWorker(Screens(base_url, clerks[0], password, rec), setup["import_region"],
-                                setup["import_rows"], incoming, rec, args.import_timeout)
+        importer = ImportWorker(
+            Screens(base_url, clerks[0], password, rec),
+            setup["import_region"],
+            setup["import_rows"],
+            incoming,
+            rec,
+            args.import_timeout,
+        )
 
     deadline = time.monotonic() + args.minutes * 60
     for worker in workers:
@@ -1089,18 +1369,36 @@ def main() -> int:
         outbox_upto = run_helper(env, "mark")["outbox_max_id"]
         while True:
             events = run_helper(env, "outbox", after=outbox_after, upto=outbox_upto)
-            if (events["pending"] == 0 and events["lost"] == 0) or time.monotonic() - drain_started > args.drain_seconds:
+            if (
+                events["pending"] == 0 and events["lost"] == 0
+            ) or time.monotonic() - drain_started > args.drain_seconds:
                 break
             time.sleep(2)
     except (RuntimeError, subprocess.TimeoutExpired) as exc:
-        events = {"created": 0, "received": 0, "lost": 0, "lost_sample": [], "pending": 0, "states": {},
-                  "by_partner": {}, "by_type": {}, "received_invalid_signature": 0, "duplicate_receipts": 0,
-                  "error": str(exc)[-2000:]}
+        events = {
+            "created": 0,
+            "received": 0,
+            "lost": 0,
+            "lost_sample": [],
+            "pending": 0,
+            "states": {},
+            "by_partner": {},
+            "by_type": {},
+            "received_invalid_signature": 0,
+            "duplicate_receipts": 0,
+            "error": str(exc)[-2000:],
+        }
     events["drain_seconds"] = round(time.monotonic() - drain_started, 1)
 
     log = scan_log(log_path, log_start)
-    chain = subprocess.run([sys.executable, "manage.py", "verify_audit_chain"], cwd=BASE_DIR, env=env,
-                           capture_output=True, text=True, timeout=1800)
+    chain = subprocess.run(
+        [sys.executable, "manage.py", "verify_audit_chain"],
+        cwd=BASE_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
     chain_output = (chain.stdout + chain.stderr).strip().splitlines()
     audit = {"intact": chain.returncode == 0, "exit_code": chain.returncode, "output": chain_output[-5:]}
 
@@ -1133,8 +1431,11 @@ def main() -> int:
         "cycles": {w.name: w.cycles for w in workers},
         "events_polled": {w.name: w.events_seen for w in workers if isinstance(w, PartnerWorker)},
         "import": importer.result if importer else None,
-        "sandbox_partners": {p["code"]: {"deliveries_paused": p["deliveries_paused"], "driven": p["code"] in partner_apis}
-                             for p in setup["partners"] if p["sandbox"]},
+        "sandbox_partners": {
+            p["code"]: {"deliveries_paused": p["deliveries_paused"], "driven": p["code"] in partner_apis}
+            for p in setup["partners"]
+            if p["sandbox"]
+        },
         "log": log,
         "events": events,
         "audit_chain": audit,
@@ -1153,15 +1454,21 @@ def main() -> int:
 
 def print_report(report: dict) -> None:
     print()
-    print(f"Soak of {report['base_url']}: {report['minutes']:g} min ({report['soak_seconds']} s), "
-          f"threads {', '.join(report['threads'])}, seed {report['seed']}")
+    print(
+        f"Soak of {report['base_url']}: {report['minutes']:g} min ({report['soak_seconds']} s), "
+        f"threads {', '.join(report['threads'])}, seed {report['seed']}"
+    )
     print()
     print(f"{'kind':<26} {'count':>7} {'errors':>6} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8}  other")
     for kind, k in report["requests"].items():
-        other = ", ".join([f"throttled {k['throttled']}"] * bool(k["throttled"])
-                          + [f"refused {code} {n}" for code, n in k["refused"].items()])
-        print(f"{kind:<26} {k['count']:>7} {k['errors']:>6} {k['p50_ms'] or '-':>8} {k['p95_ms'] or '-':>8} "
-              f"{k['max_ms'] or '-':>8}  {other}")
+        other = ", ".join(
+            [f"throttled {k['throttled']}"] * bool(k["throttled"])
+            + [f"refused {code} {n}" for code, n in k["refused"].items()]
+        )
+        print(
+            f"{kind:<26} {k['count']:>7} {k['errors']:>6} {k['p50_ms'] or '-':>8} {k['p95_ms'] or '-':>8} "
+            f"{k['max_ms'] or '-':>8}  {other}"
+        )
     print(f"{'total':<26} {report['totals']['requests']:>7} {report['totals']['errors']:>6}")
     if report["errors"]:
         print("\nfirst errors:")
@@ -1169,19 +1476,25 @@ def print_report(report: dict) -> None:
             print("  " + json.dumps(error, ensure_ascii=False))
     imp = report["import"]
     if imp:
-        print(f"\nimport: job {imp.get('job')}, {imp.get('state')}, {imp.get('rows')} rows: created {imp.get('created')}, "
-              f"updated {imp.get('updated')}, failed {imp.get('failed')} ({imp.get('seconds')} s)")
+        print(
+            f"\nimport: job {imp.get('job')}, {imp.get('state')}, {imp.get('rows')} rows: created {imp.get('created')}, "
+            f"updated {imp.get('updated')}, failed {imp.get('failed')} ({imp.get('seconds')} s)"
+        )
     log = report["log"]
-    print(f"\nlog {log['path']}: {log.get('bytes_scanned', 0)} bytes since the start; process restarts "
-          f"{log['restarts']}, traceback lines {log['tracebacks']}, HTTP 5xx lines {log.get('http_5xx_lines', 0)}")
+    print(
+        f"\nlog {log['path']}: {log.get('bytes_scanned', 0)} bytes since the start; process restarts "
+        f"{log['restarts']}, traceback lines {log['tracebacks']}, HTTP 5xx lines {log.get('http_5xx_lines', 0)}"
+    )
     for line in log.get("restart_lines", []):
         print("  " + line)
     for block in log.get("first_tracebacks", []):
         print("  ---\n  " + block.replace("\n", "\n  "))
     ev = report["events"]
-    print(f"\noutbox events for the sandbox partners created during the soak: {ev['created']}, received "
-          f"{ev['received']}, lost {ev['lost']} (states {ev['states']}; waited {ev['drain_seconds']} s; "
-          f"duplicate receipts {ev['duplicate_receipts']}, invalid signatures {ev['received_invalid_signature']})")
+    print(
+        f"\noutbox events for the sandbox partners created during the soak: {ev['created']}, received "
+        f"{ev['received']}, lost {ev['lost']} (states {ev['states']}; waited {ev['drain_seconds']} s; "
+        f"duplicate receipts {ev['duplicate_receipts']}, invalid signatures {ev['received_invalid_signature']})"
+    )
     for kind, counts in ev["by_type"].items():
         print(f"  {kind:<26} created {counts['created']:>6}  received {counts['received']:>6}")
     for lost in ev["lost_sample"]:
@@ -1192,8 +1505,10 @@ def print_report(report: dict) -> None:
         if info["deliveries_paused"]:
             print(f"  note: deliveries to {code} are paused (partner monitor): its events stay pending")
     audit = report["audit_chain"]
-    print(f"\naudit chain: {'intact' if audit['intact'] else 'BROKEN'} (exit {audit['exit_code']}): "
-          + " / ".join(audit["output"][-2:]))
+    print(
+        f"\naudit chain: {'intact' if audit['intact'] else 'BROKEN'} (exit {audit['exit_code']}): "
+        + " / ".join(audit["output"][-2:])
+    )
     print(f"\nresult: {'OK' if report['ok'] else 'FAILED: ' + '; '.join(report['failures'])}")
 
 

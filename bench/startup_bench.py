@@ -45,8 +45,9 @@ def one_start(folder: Path, port: int, *, kill: bool) -> dict:
     started = time.monotonic()
     marks: dict[str, float] = {}
     last: list[str] = []
-    process = subprocess.Popen(["make", "run"], cwd=folder, env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, start_new_session=True)
+    process = subprocess.Popen(
+        ["make", "run"], cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
+    )
 
     def read() -> None:
         for raw in process.stdout:
@@ -87,14 +88,16 @@ def main() -> None:
     subprocess.run(["git", "clone", "--quiet", str(ROOT), str(folder)], check=True)
     try:
         report = {
-            "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=folder, capture_output=True,
-                                     text=True, check=True).stdout.strip(),
+            "commit": subprocess.run(
+                ["git", "rev-parse", "--short", "HEAD"], cwd=folder, capture_output=True, text=True, check=True
+            ).stdout.strip(),
             "cold_from_fresh_clone": one_start(folder, args.port, kill=True),
             "warm_after_a_killed_run": one_start(folder, args.port, kill=False),
             "warm": one_start(folder, args.port, kill=False),
         }
         report["leftover_processes"] = subprocess.run(
-            ["pgrep", "-f", str(folder)], capture_output=True, text=True).stdout.split()
+            ["pgrep", "-f", str(folder)], capture_output=True, text=True
+        ).stdout.split()
         print(json.dumps(report, indent=2))
     finally:
         if args.keep:

@@ -44,10 +44,6 @@ from bench.common import fresh_django, load_average, machine, start_gunicorn  # 
 PYTHON = sys.executable
 
 
-
-
-
-
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -76,8 +72,12 @@ def _postgres_backends(admin_url: str, db_name: str) -> list[int]:
     import psycopg
 
     with psycopg.connect(admin_url, autocommit=True) as conn:
-        return [row[0] for row in conn.execute(
-            "SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()", [db_name])]
+        return [
+            row[0]
+            for row in conn.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()", [db_name]
+            )
+        ]
 
 
 class CpuMeter:
@@ -89,8 +89,10 @@ class CpuMeter:
         self.server, self.admin_url, self.db_name = server, admin_url, db_name
 
     def snapshot(self) -> dict[str, dict[int, float]]:
-        return {"gunicorn": {pid: _cpu_seconds(pid) for pid in [self.server.pid, *_children(self.server.pid)]},
-                "postgres": {pid: _cpu_seconds(pid) for pid in _postgres_backends(self.admin_url, self.db_name)}}
+        return {
+            "gunicorn": {pid: _cpu_seconds(pid) for pid in [self.server.pid, *_children(self.server.pid)]},
+            "postgres": {pid: _cpu_seconds(pid) for pid in _postgres_backends(self.admin_url, self.db_name)},
+        }
 
     def per_request_us(self, before: dict, after: dict, load_seconds: float, requests: int) -> dict:
         result = {}
@@ -127,19 +129,33 @@ def seed() -> dict:
     actor = Actor.system("verify-bench")
     keys.portal_key_create(actor=actor)
     # The rate limit is an operator's setting; out of the way here, or 429s would cap the figure.
-    partner = Partner.objects.create(code="bench", name="Bench wallet", kind=PartnerKind.WALLET,
-                                     webhook_url="http://127.0.0.1:9/hook", rate_limit_per_second=1_000_000)
+    partner = Partner.objects.create(
+        code="bench",
+        name="Bench wallet",
+        kind=PartnerKind.WALLET,
+        webhook_url="http://127.0.0.1:9/hook",
+        rate_limit_per_second=1_000_000,
+    )
     private = Ed25519PrivateKey.generate()
     public = base64.b64encode(private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)).decode()
     PartnerKey.objects.create(partner=partner, key_id="bench-key", public_key=public)
     citizen = insurance_services.citizen_register(
-        actor=actor, id_number=make_identity_number("310101", dt.date(1980, 5, 17), 123), name="张三明",
-        phone="13800000000", region=Region.objects.get(code="310000"), scheme="resident")
+        actor=actor,
+        id_number=make_identity_number("310101", dt.date(1980, 5, 17), 123),
+        name="张三明",
+        phone="13800000000",
+        region=Region.objects.get(code="310000"),
+        scheme="resident",
+    )
     insurance_services.certificate_issue(actor=actor, citizen=citizen, reason="verify bench")
     linkage = linkage_create(actor=actor, partner=partner, citizen=citizen, partner_user_ref="bench-user")
     raw_private = private.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
-    return {"private": private, "private_b64": base64.b64encode(raw_private).decode(), "key_id": "bench-key",
-            "linkage": linkage}
+    return {
+        "private": private,
+        "private_b64": base64.b64encode(raw_private).decode(),
+        "key_id": "bench-key",
+        "linkage": linkage,
+    }
 
 
 def fresh_token(linkage) -> str:
@@ -168,7 +184,9 @@ def micro_timings(data: dict, repeat: int) -> dict:
         nonce = secrets.token_urlsafe(18)
         to_sign = f"POST\n{target}\n{timestamp}\n{nonce}\n".encode() + body + b"\n"
         signature = base64.b64encode(data["private"].sign(to_sign)).decode()
-        return f'ECARD-ED25519 key_id="{data["key_id"]}",timestamp="{timestamp}",nonce="{nonce}",signature="{signature}"'
+        return (
+            f'ECARD-ED25519 key_id="{data["key_id"]}",timestamp="{timestamp}",nonce="{nonce}",signature="{signature}"'
+        )
 
     # 1. The signature check alone, on one message.
     public_key = public_key_from_b64(PartnerKey.objects.get(key_id=data["key_id"]).public_key)
@@ -178,34 +196,68 @@ def micro_timings(data: dict, repeat: int) -> dict:
 
     # 2. The whole authentication class, each call with its own request and fresh nonce (built beforehand).
     factory = APIRequestFactory()
-    requests = [Request(factory.post(target, data=body, content_type="application/json",
-                                     HTTP_AUTHORIZATION=signed_header()))
-                for _ in range(repeat)]
+    requests = [
+        Request(factory.post(target, data=body, content_type="application/json", HTTP_AUTHORIZATION=signed_header()))
+        for _ in range(repeat)
+    ]
     for request in requests:
         request._request.body  # noqa: B018 - read the body before timing, as the server has by then
     auth = PartnerSignatureAuthentication()
-    auth.authenticate(Request(factory.post(target, data=body, content_type="application/json",
-                                           HTTP_AUTHORIZATION=signed_header())))  # warm the connections
+    auth.authenticate(
+        Request(factory.post(target, data=body, content_type="application/json", HTTP_AUTHORIZATION=signed_header()))
+    )  # warm the connections
     iterator = iter(requests)
     started = time.perf_counter()
     for _ in range(repeat):
         auth.authenticate(next(iterator))
     auth_seconds = (time.perf_counter() - started) / repeat
-    return {"ed25519_verify_us": round(verify_seconds * 1e6, 1),
-            "authentication_class_us": round(auth_seconds * 1e6, 1),
-            "calls": repeat}
+    return {
+        "ed25519_verify_us": round(verify_seconds * 1e6, 1),
+        "authentication_class_us": round(auth_seconds * 1e6, 1),
+        "calls": repeat,
+    }
 
 
 # --- The server and the load --------------------------------------------------------------
 
 
-def run_load(port: int, args, *, path: str, body: str = "", mode: str = "closed", rate: float = 0.0,
-             unsigned: bool = False, data: dict | None = None, duration: float | None = None,
-             meter: CpuMeter | None = None) -> dict:
-    command = [PYTHON, str(BASE_DIR / "bench" / "load_client.py"), "--port", str(port), "--path", path,
-               "--method", "POST", "--body", body, "--mode", mode, "--rate", str(rate or 1),
-               "--processes", str(args.processes), "--connections", str(args.connections),
-               "--duration", str(duration or args.duration), "--warmup", str(args.warmup)]
+def run_load(
+    port: int,
+    args,
+    *,
+    path: str,
+    body: str = "",
+    mode: str = "closed",
+    rate: float = 0.0,
+    unsigned: bool = False,
+    data: dict | None = None,
+    duration: float | None = None,
+    meter: CpuMeter | None = None,
+) -> dict:
+    command = [
+        PYTHON,
+        str(BASE_DIR / "bench" / "load_client.py"),
+        "--port",
+        str(port),
+        "--path",
+        path,
+        "--method",
+        "POST",
+        "--body",
+        body,
+        "--mode",
+        mode,
+        "--rate",
+        str(rate or 1),
+        "--processes",
+        str(args.processes),
+        "--connections",
+        str(args.connections),
+        "--duration",
+        str(duration or args.duration),
+        "--warmup",
+        str(args.warmup),
+    ]
     if unsigned:
         command.append("--unsigned")
     else:
@@ -217,10 +269,12 @@ def run_load(port: int, args, *, path: str, body: str = "", mode: str = "closed"
     children_after = resource.getrusage(resource.RUSAGE_CHILDREN)
     result = json.loads(output.strip().splitlines()[-1])
     if meter:
-        load_seconds = (children_after.ru_utime + children_after.ru_stime
-                        - children_before.ru_utime - children_before.ru_stime)
-        result["cpu_per_request"] = meter.per_request_us(cpu_before, meter.snapshot(), load_seconds,
-                                                         result["answered_with_warmup"])
+        load_seconds = (
+            children_after.ru_utime + children_after.ru_stime - children_before.ru_utime - children_before.ru_stime
+        )
+        result["cpu_per_request"] = meter.per_request_us(
+            cpu_before, meter.snapshot(), load_seconds, result["answered_with_warmup"]
+        )
     result["load_average_before"] = load_before
     result["load_average_after"] = load_average()
     return result
@@ -228,7 +282,9 @@ def run_load(port: int, args, *, path: str, body: str = "", mode: str = "closed"
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--duration", type=float, default=10.0, help="seconds measured per phase (<= 50: tokens live 60 s)")
+    parser.add_argument(
+        "--duration", type=float, default=10.0, help="seconds measured per phase (<= 50: tokens live 60 s)"
+    )
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--processes", type=int, default=2, help="load processes")
     parser.add_argument("--connections", type=int, default=8, help="keep-alive connections per load process")
@@ -241,28 +297,41 @@ def main() -> None:
     db_url, admin_url, db_name = fresh_django("_verify_bench")
     data = seed()
 
-    report: dict = {"machine": machine(), "load_average_at_start": load_average(),
-                    "gunicorn": {"workers": args.workers, "threads": int(os.environ.get("GUNICORN_THREADS", "4"))},
-                    "load": {"processes": args.processes, "connections_per_process": args.connections,
-                             "duration_s": args.duration, "warmup_s": args.warmup}}
+    report: dict = {
+        "machine": machine(),
+        "load_average_at_start": load_average(),
+        "gunicorn": {"workers": args.workers, "threads": int(os.environ.get("GUNICORN_THREADS", "4"))},
+        "load": {
+            "processes": args.processes,
+            "connections_per_process": args.connections,
+            "duration_s": args.duration,
+            "warmup_s": args.warmup,
+        },
+    }
     report["timeit"] = micro_timings(data, args.timeit_calls)
 
     port = _free_port()
     server = start_gunicorn(db_url, port, args.workers, ECARD_BENCH_CEILING="1")
     meter = CpuMeter(server, admin_url, db_name)
     try:
-        report["ceiling"] = run_load(port, args, path="/api/v1/bench/ceiling", body="{}", unsigned=True,
-                                     meter=meter)
+        report["ceiling"] = run_load(port, args, path="/api/v1/bench/ceiling", body="{}", unsigned=True, meter=meter)
         body = json.dumps({"token": fresh_token(data["linkage"])})
-        report["verify"] = run_load(port, args, path="/api/v1/certificates/verify", body=body, data=data,
-                                    meter=meter)
+        report["verify"] = run_load(port, args, path="/api/v1/certificates/verify", body=body, data=data, meter=meter)
         report["verify_vs_ceiling"] = round(
-            report["verify"]["requests_per_second"] / report["ceiling"]["requests_per_second"], 3)
+            report["verify"]["requests_per_second"] / report["ceiling"]["requests_per_second"], 3
+        )
         half = round(report["verify"]["requests_per_second"] / 2, 1)
         body = json.dumps({"token": fresh_token(data["linkage"])})
-        report["verify_at_half_load"] = run_load(port, args, path="/api/v1/certificates/verify", body=body,
-                                                 mode="open", rate=half, data=data,
-                                                 duration=min(args.duration * 1.5, 50 - args.warmup))
+        report["verify_at_half_load"] = run_load(
+            port,
+            args,
+            path="/api/v1/certificates/verify",
+            body=body,
+            mode="open",
+            rate=half,
+            data=data,
+            duration=min(args.duration * 1.5, 50 - args.warmup),
+        )
     finally:
         server.terminate()
         server.wait(timeout=30)

@@ -35,11 +35,23 @@ from bench.common import fresh_django, load_average  # noqa: E402
 
 def _environ(path: str, body: bytes, authorization: str | None) -> dict:
     environ = {
-        "REQUEST_METHOD": "POST", "PATH_INFO": path, "RAW_URI": path, "QUERY_STRING": "",
-        "SERVER_NAME": "127.0.0.1", "SERVER_PORT": "8000", "SERVER_PROTOCOL": "HTTP/1.1",
-        "CONTENT_TYPE": "application/json", "CONTENT_LENGTH": str(len(body)), "HTTP_HOST": "127.0.0.1:8000",
-        "wsgi.input": io.BytesIO(body), "wsgi.url_scheme": "http", "wsgi.errors": sys.stderr,
-        "wsgi.multithread": True, "wsgi.multiprocess": True, "wsgi.run_once": False, "wsgi.version": (1, 0),
+        "REQUEST_METHOD": "POST",
+        "PATH_INFO": path,
+        "RAW_URI": path,
+        "QUERY_STRING": "",
+        "SERVER_NAME": "127.0.0.1",
+        "SERVER_PORT": "8000",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "CONTENT_TYPE": "application/json",
+        "CONTENT_LENGTH": str(len(body)),
+        "HTTP_HOST": "127.0.0.1:8000",
+        "wsgi.input": io.BytesIO(body),
+        "wsgi.url_scheme": "http",
+        "wsgi.errors": sys.stderr,
+        "wsgi.multithread": True,
+        "wsgi.multiprocess": True,
+        "wsgi.run_once": False,
+        "wsgi.version": (1, 0),
     }
     if authorization:
         environ["HTTP_AUTHORIZATION"] = authorization
@@ -78,8 +90,9 @@ class _Counters:
         return execute(sql, params, many, context)
 
 
-def _run(application, make_environ, n: int, counters: _Counters, profile: cProfile.Profile | None = None,
-         threads: int = 1) -> dict:
+def _run(
+    application, make_environ, n: int, counters: _Counters, profile: cProfile.Profile | None = None, threads: int = 1
+) -> dict:
     from django.db import connection
 
     environs = [make_environ() for _ in range(n)]  # signed beforehand: the client's work is not counted
@@ -111,9 +124,14 @@ def _run(application, make_environ, n: int, counters: _Counters, profile: cProfi
     if profile is not None:
         profile.disable()
     cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
-    return {"requests": n, "statuses": statuses, "cpu_us_per_request": round(cpu / n * 1e6, 1),
-            "wall_us_per_request": round(wall / n * 1e6, 1), "sql_per_request": round((counters.sql - sql) / n, 2),
-            "redis_round_trips_per_request": round((counters.redis - rds) / n, 2)}
+    return {
+        "requests": n,
+        "statuses": statuses,
+        "cpu_us_per_request": round(cpu / n * 1e6, 1),
+        "wall_us_per_request": round(wall / n * 1e6, 1),
+        "sql_per_request": round((counters.sql - sql) / n, 2),
+        "redis_round_trips_per_request": round((counters.redis - rds) / n, 2),
+    }
 
 
 def main() -> None:
@@ -125,6 +143,7 @@ def main() -> None:
 
     fresh_django("_verify_profile", ECARD_BENCH_CEILING="1")
     from bench.verify_bench import fresh_token, seed
+
     data = seed()
 
     from portal.wsgi import application
@@ -145,12 +164,15 @@ def main() -> None:
     report["ceiling"] = _run(application, ceiling_environ, args.requests, counters)
     report["verify"] = _run(application, verify_environ, args.requests, counters)
     if args.threads > 1:  # as gunicorn's gthread worker: CPU per request when threads share the GIL
-        report[f"ceiling_{args.threads}_threads"] = _run(application, ceiling_environ, args.requests, counters,
-                                                         threads=args.threads)
-        report[f"verify_{args.threads}_threads"] = _run(application, verify_environ, args.requests, counters,
-                                                        threads=args.threads)
-    report["verify_cpu_vs_ceiling"] = round(report["verify"]["cpu_us_per_request"]
-                                            / report["ceiling"]["cpu_us_per_request"], 2)
+        report[f"ceiling_{args.threads}_threads"] = _run(
+            application, ceiling_environ, args.requests, counters, threads=args.threads
+        )
+        report[f"verify_{args.threads}_threads"] = _run(
+            application, verify_environ, args.requests, counters, threads=args.threads
+        )
+    report["verify_cpu_vs_ceiling"] = round(
+        report["verify"]["cpu_us_per_request"] / report["ceiling"]["cpu_us_per_request"], 2
+    )
     if args.profile:
         profile = cProfile.Profile(time.process_time)  # CPU, not wall: the machine may be busy
         _run(application, verify_environ, min(args.requests, 500), counters, profile)

@@ -70,8 +70,17 @@ def _child_setup(user: pwd.struct_passwd | None):
 class Process:
     """One supervised child: started, its output pumped to the log, restarted when it exits."""
 
-    def __init__(self, log: Log, name: str, argv: list[str], env: dict[str, str], *,
-                 user: pwd.struct_passwd | None = None, stop_signal: int = signal.SIGTERM, before_start=None):
+    def __init__(
+        self,
+        log: Log,
+        name: str,
+        argv: list[str],
+        env: dict[str, str],
+        *,
+        user: pwd.struct_passwd | None = None,
+        stop_signal: int = signal.SIGTERM,
+        before_start=None,
+    ):
         self.log, self.name, self.argv, self.env, self.user = log, name, argv, env, user
         self.before_start = before_start
         self.stop_signal = stop_signal
@@ -85,8 +94,14 @@ class Process:
         if self.before_start is not None:
             self.before_start()
         self.proc = subprocess.Popen(  # noqa: S603 - our own commands
-            self.argv, cwd=ROOT, env=self.env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_child_setup(self.user),  # noqa: PLW1509
+            self.argv,
+            cwd=ROOT,
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_child_setup(self.user),  # noqa: PLW1509
         )
         self.started_at = time.monotonic()
         threading.Thread(target=self._pump, args=(self.proc,), daemon=True).start()
@@ -109,7 +124,7 @@ class Process:
         if code is None:
             return
         self.failing = self.failing + 1 if now - self.started_at < 10 else 0
-        delay = min(2 ** self.failing, 30) if self.failing else 1
+        delay = min(2**self.failing, 30) if self.failing else 1
         self.log.stack(f"{self.name} exited with code {code}; restart in {delay} s")
         self.restart_at = now + delay
 
@@ -148,8 +163,9 @@ def _pg_os_user() -> pwd.struct_passwd | None:
     try:
         return pwd.getpwnam(PG_OS_USER)
     except KeyError:
-        subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", PG_OS_USER],
-                       check=True)
+        subprocess.run(
+            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", PG_OS_USER], check=True
+        )
         return pwd.getpwnam(PG_OS_USER)
 
 
@@ -168,7 +184,7 @@ def _running(pid: int, process_name: str) -> bool:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return False
-    name, state = stat[stat.index("(") + 1:stat.rindex(")")], stat[stat.rindex(")") + 2]
+    name, state = stat[stat.index("(") + 1 : stat.rindex(")")], stat[stat.rindex(")") + 2]
     return name == process_name and state not in "ZX"
 
 
@@ -211,16 +227,45 @@ def embedded_postgres(log: Log, var: Path) -> tuple[Process, str]:
     if not (data / "PG_VERSION").exists():
         log.stack(f"creating the embedded PostgreSQL cluster in {data}")
         subprocess.run(  # noqa: S603
-            [str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8",
-             "--locale=C.UTF-8"],
-            check=True, stdout=subprocess.DEVNULL, preexec_fn=_child_setup(user),  # noqa: PLW1509
+            [
+                str(bindir / "initdb"),
+                "-D",
+                str(data),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--locale=C.UTF-8",
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            preexec_fn=_child_setup(user),  # noqa: PLW1509
         )
     _remove_stale_pid_file(data / "postmaster.pid", "postgres")
     _remove_stale_pid_file(run / ".s.PGSQL.5432.lock", "postgres")
-    server = Process(log, "postgres", [
-        str(bindir / "postgres"), "-D", str(data), "-k", str(run), "-c", "listen_addresses=",
-        "-c", "max_connections=100", "-c", "log_min_messages=warning", "-c", "fsync=on",
-    ], dict(os.environ), user=user, stop_signal=signal.SIGINT)  # SIGINT: fast shutdown
+    server = Process(
+        log,
+        "postgres",
+        [
+            str(bindir / "postgres"),
+            "-D",
+            str(data),
+            "-k",
+            str(run),
+            "-c",
+            "listen_addresses=",
+            "-c",
+            "max_connections=100",
+            "-c",
+            "log_min_messages=warning",
+            "-c",
+            "fsync=on",
+        ],
+        dict(os.environ),
+        user=user,
+        stop_signal=signal.SIGINT,
+    )  # SIGINT: fast shutdown
     server.start()
 
     import psycopg
@@ -247,10 +292,30 @@ def embedded_redis(log: Log, var: Path) -> tuple[Process, str]:
     data = var / "redis"
     data.mkdir(parents=True, exist_ok=True)
     port = _free_port()
-    server = Process(log, "redis", [
-        str(binary), "--bind", "127.0.0.1", "--port", str(port), "--dir", str(data), "--save", "",
-        "--appendonly", "no", "--daemonize", "no", "--loglevel", "warning", "--protected-mode", "yes",
-    ], dict(os.environ))
+    server = Process(
+        log,
+        "redis",
+        [
+            str(binary),
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--dir",
+            str(data),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--daemonize",
+            "no",
+            "--loglevel",
+            "warning",
+            "--protected-mode",
+            "yes",
+        ],
+        dict(os.environ),
+    )
     server.start()
 
     import redis
@@ -292,9 +357,14 @@ def main() -> None:
     servers: list[Process] = []
     apps: list[Process] = []
     try:
-        env = {**os.environ, "ECARD_MODE": os.environ.get("ECARD_MODE", "demo"), "PYTHONUNBUFFERED": "1",
-               "PORT": port, "ECARD_VAR_DIR": str(var),
-               "ECARD_PUBLIC_BASE_URL": os.environ.get("ECARD_PUBLIC_BASE_URL", f"http://127.0.0.1:{port}")}
+        env = {
+            **os.environ,
+            "ECARD_MODE": os.environ.get("ECARD_MODE", "demo"),
+            "PYTHONUNBUFFERED": "1",
+            "PORT": port,
+            "ECARD_VAR_DIR": str(var),
+            "ECARD_PUBLIC_BASE_URL": os.environ.get("ECARD_PUBLIC_BASE_URL", f"http://127.0.0.1:{port}"),
+        }
         if not env.get("DATABASE_URL"):
             server, env["DATABASE_URL"] = embedded_postgres(log, var)
             servers.append(server)
@@ -310,8 +380,9 @@ def main() -> None:
 
         python = str(VENV_BIN / "python")
         one_shot(log, "migrate", [python, "manage.py", "migrate", "--noinput"], env)
-        one_shot(log, "seed", [python, "manage.py", "seed_demo", "--citizens", os.environ.get("DEMO_CITIZENS", "2000")],
-                 env)
+        one_shot(
+            log, "seed", [python, "manage.py", "seed_demo", "--citizens", os.environ.get("DEMO_CITIZENS", "2000")], env
+        )
         celery = str(VENV_BIN / "celery")
         schedule = var / "run" / "celerybeat-schedule"
 
@@ -322,17 +393,40 @@ def main() -> None:
                 path.unlink()
 
         apps = [
-            Process(log, "web", [str(VENV_BIN / "gunicorn"), "portal.wsgi:application", "--config", "gunicorn.conf.py"],
-                    env),
-            Process(log, "worker", [celery, "-A", "portal", "worker", "--loglevel", "INFO", "--concurrency",
-                                    os.environ.get("WORKER_CONCURRENCY", "2"), "--hostname", "worker@%h"], env),
-            Process(log, "beat", [celery, "-A", "portal", "beat", "--loglevel", "INFO", "--schedule", str(schedule)],
-                    env, before_start=forget_schedule),
+            Process(
+                log, "web", [str(VENV_BIN / "gunicorn"), "portal.wsgi:application", "--config", "gunicorn.conf.py"], env
+            ),
+            Process(
+                log,
+                "worker",
+                [
+                    celery,
+                    "-A",
+                    "portal",
+                    "worker",
+                    "--loglevel",
+                    "INFO",
+                    "--concurrency",
+                    os.environ.get("WORKER_CONCURRENCY", "2"),
+                    "--hostname",
+                    "worker@%h",
+                ],
+                env,
+            ),
+            Process(
+                log,
+                "beat",
+                [celery, "-A", "portal", "beat", "--loglevel", "INFO", "--schedule", str(schedule)],
+                env,
+                before_start=forget_schedule,
+            ),
         ]
         for app in apps:
             app.start()
-        log.stack(f"the portal is at http://127.0.0.1:{port}/ (ready in {time.monotonic() - started:.1f} s "
-                  "once web says so; Ctrl-C stops everything)")
+        log.stack(
+            f"the portal is at http://127.0.0.1:{port}/ (ready in {time.monotonic() - started:.1f} s "
+            "once web says so; Ctrl-C stops everything)"
+        )
         supervising = True
         while not stopping.is_set():
             for process in (*servers, *apps):

@@ -59,11 +59,11 @@ def _fen(field: str, value: object, *, allow_none: bool = False) -> int | None:
 def _fraction(field: str, value: object) -> Decimal:
     """A Decimal from 0 to 1 with at most four decimals (floats refused: money is never float)."""
     if isinstance(value, float) or isinstance(value, bool):
-        raise _invalid(field, f"{field} must be a decimal string such as \"0.70\", not a float.")
+        raise _invalid(field, f'{field} must be a decimal string such as "0.70", not a float.')
     try:
         number = Decimal(str(value))
     except (InvalidOperation, ValueError):
-        raise _invalid(field, f"{field} must be a decimal such as \"0.70\".") from None
+        raise _invalid(field, f'{field} must be a decimal such as "0.70".') from None
     if not number.is_finite() or not Decimal(0) <= number <= Decimal(1) or number != number.quantize(Decimal("0.0001")):
         raise _invalid(field, f"{field} must be from 0 to 1 with at most four decimals.")
     return number
@@ -85,7 +85,9 @@ def facilities_listed(region_code: str | None = None) -> QuerySet[Facility]:
     return queryset
 
 
-def policy_in_force(region_code: str, scheme: str, year: int, *, today: dt.date | None = None) -> ReimbursementPolicy | None:
+def policy_in_force(
+    region_code: str, scheme: str, year: int, *, today: dt.date | None = None
+) -> ReimbursementPolicy | None:
     """The policy version that applies to `year` as of `today` (Asia/Shanghai).
 
     For the current or a past year: the latest version whose `effective_from`
@@ -107,21 +109,40 @@ def policy_versions(region_code: str, scheme: str, year: int) -> QuerySet[Reimbu
 
 
 def service_snapshot(item: ServiceItem) -> dict:
-    return {"code": item.code, "name_zh": item.name_zh, "name_en": item.name_en, "category": item.category,
-            "unit": item.unit, "max_unit_price_fen": item.max_unit_price_fen, "active": item.active}
+    return {
+        "code": item.code,
+        "name_zh": item.name_zh,
+        "name_en": item.name_en,
+        "category": item.category,
+        "unit": item.unit,
+        "max_unit_price_fen": item.max_unit_price_fen,
+        "active": item.active,
+    }
 
 
 def facility_snapshot(facility: Facility) -> dict:
-    return {"code": facility.code, "name_zh": facility.name_zh, "name_en": facility.name_en, "kind": facility.kind,
-            "region_code": facility.region_id, "active": facility.active}
+    return {
+        "code": facility.code,
+        "name_zh": facility.name_zh,
+        "name_en": facility.name_en,
+        "kind": facility.kind,
+        "region_code": facility.region_id,
+        "active": facility.active,
+    }
 
 
 def policy_snapshot(policy: ReimbursementPolicy) -> dict:
     return {
-        "region_code": policy.region_id, "scheme": policy.scheme, "year": policy.year, "version": policy.version,
-        "effective_from": policy.effective_from.isoformat(), "deductible_fen": policy.deductible_fen,
-        "ratio": decimal_string(policy.ratio), "annual_cap_fen": policy.annual_cap_fen,
-        "personal_account_allowed": policy.personal_account_allowed, "eligible_shares": dict(policy.eligible_shares),
+        "region_code": policy.region_id,
+        "scheme": policy.scheme,
+        "year": policy.year,
+        "version": policy.version,
+        "effective_from": policy.effective_from.isoformat(),
+        "deductible_fen": policy.deductible_fen,
+        "ratio": decimal_string(policy.ratio),
+        "annual_cap_fen": policy.annual_cap_fen,
+        "personal_account_allowed": policy.personal_account_allowed,
+        "eligible_shares": dict(policy.eligible_shares),
         "premium_fen": policy.premium_fen,
     }
 
@@ -242,14 +263,24 @@ def service_create(
     if category not in ServiceCategory.values:
         raise _invalid("category", _("Unknown category."))
     if ServiceItem.objects.filter(code=code).exists():
-        raise DomainError("service_exists", _("A service with code %(code)s already exists.") % {"code": code}, status=409)
+        raise DomainError(
+            "service_exists", _("A service with code %(code)s already exists.") % {"code": code}, status=409
+        )
     item = ServiceItem.objects.create(
-        code=code, name_zh=_check_name("name_zh", name_zh), name_en=_check_name("name_en", name_en),
-        category=category, unit=_check_name("unit", unit, 16),
+        code=code,
+        name_zh=_check_name("name_zh", name_zh),
+        name_en=_check_name("name_en", name_en),
+        category=category,
+        unit=_check_name("unit", unit, 16),
         max_unit_price_fen=_fen("max_unit_price_fen", max_unit_price_fen),
     )
-    audit_record(actor=actor, action="service.created", object_type="service_item", object_id=item.pk,
-                 after=service_snapshot(item))
+    audit_record(
+        actor=actor,
+        action="service.created",
+        object_type="service_item",
+        object_id=item.pk,
+        after=service_snapshot(item),
+    )
     return item
 
 
@@ -278,8 +309,14 @@ def service_update(*, actor: Actor, item: ServiceItem, **changes: object) -> Ser
         setattr(item, name, value)
     if changes:
         item.save(update_fields=[*changes, "updated_at"])
-        audit_record(actor=actor, action="service.updated", object_type="service_item", object_id=item.pk,
-                     before=before, after=service_snapshot(item))
+        audit_record(
+            actor=actor,
+            action="service.updated",
+            object_type="service_item",
+            object_id=item.pk,
+            before=before,
+            after=service_snapshot(item),
+        )
     return item
 
 
@@ -289,13 +326,24 @@ def facility_create(*, actor: Actor, code: str, name_zh: str, name_en: str, kind
     if kind not in FacilityKind.values:
         raise _invalid("kind", _("A facility is a hospital, a clinic or a pharmacy."))
     if Facility.objects.filter(code=code).exists():
-        raise DomainError("facility_exists", _("A facility with code %(code)s already exists.") % {"code": code}, status=409)
+        raise DomainError(
+            "facility_exists", _("A facility with code %(code)s already exists.") % {"code": code}, status=409
+        )
     facility = Facility.objects.create(
-        code=code, name_zh=_check_name("name_zh", name_zh), name_en=_check_name("name_en", name_en),
-        kind=kind, region=region,
+        code=code,
+        name_zh=_check_name("name_zh", name_zh),
+        name_en=_check_name("name_en", name_en),
+        kind=kind,
+        region=region,
     )
-    audit_record(actor=actor, action="facility.created", object_type="facility", object_id=facility.pk,
-                 region_code=region.pk, after=facility_snapshot(facility))
+    audit_record(
+        actor=actor,
+        action="facility.created",
+        object_type="facility",
+        object_id=facility.pk,
+        region_code=region.pk,
+        after=facility_snapshot(facility),
+    )
     return facility
 
 
@@ -320,8 +368,15 @@ def facility_update(*, actor: Actor, facility: Facility, **changes: object) -> F
         setattr(facility, name, value)
     if changes:
         facility.save(update_fields=[*changes, "updated_at"])
-        audit_record(actor=actor, action="facility.updated", object_type="facility", object_id=facility.pk,
-                     region_code=facility.region_id, before=before, after=facility_snapshot(facility))
+        audit_record(
+            actor=actor,
+            action="facility.updated",
+            object_type="facility",
+            object_id=facility.pk,
+            region_code=facility.region_id,
+            before=before,
+            after=facility_snapshot(facility),
+        )
     return facility
 
 

@@ -54,27 +54,62 @@ SERVICES: tuple[tuple[str, str, str, str, str, int], ...] = (
 
 # region: (hospital zh, hospital en, clinic zh, clinic en, pharmacy zh, pharmacy en)
 FACILITIES: dict[str, tuple[str, str, str, str, str, str]] = {
-    "130000": ("河北医科大学第二医院", "Second Hospital of Hebei Medical University",
-               "石家庄市长安区建北社区卫生服务中心", "Jianbei Community Health Centre, Shijiazhuang",
-               "石家庄乐仁堂大药房（中山路店）", "Lerentang Pharmacy, Zhongshan Road, Shijiazhuang"),
-    "220000": ("吉林大学第一医院", "First Hospital of Jilin University",
-               "长春市朝阳区南湖社区卫生服务中心", "Nanhu Community Health Centre, Changchun",
-               "长春大药房（人民大街店）", "Changchun Pharmacy, Renmin Street"),
-    "230000": ("哈尔滨医科大学附属第一医院", "First Affiliated Hospital of Harbin Medical University",
-               "哈尔滨市南岗区大成社区卫生服务中心", "Dacheng Community Health Centre, Harbin",
-               "哈尔滨人民同泰大药房（中央大街店）", "Renmin Tongtai Pharmacy, Central Street, Harbin"),
-    "310000": ("上海市第一人民医院", "Shanghai General Hospital",
-               "上海市黄浦区外滩街道社区卫生服务中心", "Waitan Community Health Centre, Huangpu, Shanghai",
-               "上海雷允上药房（南京东路店）", "Leiyunshang Pharmacy, East Nanjing Road, Shanghai"),
-    "350000": ("福建医科大学附属协和医院", "Fujian Medical University Union Hospital",
-               "福州市鼓楼区东街街道社区卫生服务中心", "Dongjie Community Health Centre, Fuzhou",
-               "福州惠好四海大药房（东街店）", "Huihao Sihai Pharmacy, Dongjie, Fuzhou"),
-    "370000": ("山东大学齐鲁医院", "Qilu Hospital of Shandong University",
-               "济南市历下区泉城路社区卫生服务中心", "Quanchenglu Community Health Centre, Jinan",
-               "漱玉平民大药房（泉城路店）", "Shuyu Pingmin Pharmacy, Quancheng Road, Jinan"),
-    "440000": ("中山大学附属第一医院", "First Affiliated Hospital, Sun Yat-sen University",
-               "广州市越秀区北京街社区卫生服务中心", "Beijingjie Community Health Centre, Guangzhou",
-               "大参林大药房（北京路店）", "Dashenlin Pharmacy, Beijing Road, Guangzhou"),
+    "130000": (
+        "河北医科大学第二医院",
+        "Second Hospital of Hebei Medical University",
+        "石家庄市长安区建北社区卫生服务中心",
+        "Jianbei Community Health Centre, Shijiazhuang",
+        "石家庄乐仁堂大药房（中山路店）",
+        "Lerentang Pharmacy, Zhongshan Road, Shijiazhuang",
+    ),
+    "220000": (
+        "吉林大学第一医院",
+        "First Hospital of Jilin University",
+        "长春市朝阳区南湖社区卫生服务中心",
+        "Nanhu Community Health Centre, Changchun",
+        "长春大药房（人民大街店）",
+        "Changchun Pharmacy, Renmin Street",
+    ),
+    "230000": (
+        "哈尔滨医科大学附属第一医院",
+        "First Affiliated Hospital of Harbin Medical University",
+        "哈尔滨市南岗区大成社区卫生服务中心",
+        "Dacheng Community Health Centre, Harbin",
+        "哈尔滨人民同泰大药房（中央大街店）",
+        "Renmin Tongtai Pharmacy, Central Street, Harbin",
+    ),
+    "310000": (
+        "上海市第一人民医院",
+        "Shanghai General Hospital",
+        "上海市黄浦区外滩街道社区卫生服务中心",
+        "Waitan Community Health Centre, Huangpu, Shanghai",
+        "上海雷允上药房（南京东路店）",
+        "Leiyunshang Pharmacy, East Nanjing Road, Shanghai",
+    ),
+    "350000": (
+        "福建医科大学附属协和医院",
+        "Fujian Medical University Union Hospital",
+        "福州市鼓楼区东街街道社区卫生服务中心",
+        "Dongjie Community Health Centre, Fuzhou",
+        "福州惠好四海大药房（东街店）",
+        "Huihao Sihai Pharmacy, Dongjie, Fuzhou",
+    ),
+    "370000": (
+        "山东大学齐鲁医院",
+        "Qilu Hospital of Shandong University",
+        "济南市历下区泉城路社区卫生服务中心",
+        "Quanchenglu Community Health Centre, Jinan",
+        "漱玉平民大药房（泉城路店）",
+        "Shuyu Pingmin Pharmacy, Quancheng Road, Jinan",
+    ),
+    "440000": (
+        "中山大学附属第一医院",
+        "First Affiliated Hospital, Sun Yat-sen University",
+        "广州市越秀区北京街社区卫生服务中心",
+        "Beijingjie Community Health Centre, Guangzhou",
+        "大参林大药房（北京路店）",
+        "Dashenlin Pharmacy, Beijing Road, Guangzhou",
+    ),
 }
 
 # region: employee (deductible, ratio, cap), resident (deductible, ratio, cap, premium); fen.
@@ -115,8 +150,15 @@ def seed_catalogue(*, actor: Actor | None = None, today: dt.date | None = None) 
     existing_services = set(ServiceItem.objects.values_list("code", flat=True))
     for code, name_zh, name_en, category, unit, max_price in SERVICES:
         if code not in existing_services:
-            service_create(actor=actor, code=code, name_zh=name_zh, name_en=name_en, category=category, unit=unit,
-                           max_unit_price_fen=max_price)
+            service_create(
+                actor=actor,
+                code=code,
+                name_zh=name_zh,
+                name_en=name_en,
+                category=category,
+                unit=unit,
+                max_unit_price_fen=max_price,
+            )
             report.services_created += 1
 
     regions = {region.code: region for region in Region.objects.filter(code__in=FACILITIES)}
@@ -128,8 +170,14 @@ def seed_catalogue(*, actor: Actor | None = None, today: dt.date | None = None) 
         for index, kind in enumerate(("hospital", "clinic", "pharmacy")):
             code = facility_code(kind, region_code)
             if code not in existing_facilities:
-                facility_create(actor=actor, code=code, name_zh=names[2 * index], name_en=names[2 * index + 1],
-                                kind=kind, region=region)
+                facility_create(
+                    actor=actor,
+                    code=code,
+                    name_zh=names[2 * index],
+                    name_en=names[2 * index + 1],
+                    kind=kind,
+                    region=region,
+                )
                 report.facilities_created += 1
 
     existing_policies = set(ReimbursementPolicy.objects.values_list("region_id", "scheme", "year"))
@@ -145,10 +193,18 @@ def seed_catalogue(*, actor: Actor | None = None, today: dt.date | None = None) 
                 if scheme == Scheme.RESIDENT:
                     premium = numbers[3] + (NEXT_YEAR_PREMIUM_RISE_FEN if year > today.year else 0)
                 policy_create_version(
-                    actor=actor, region=region, scheme=scheme.value, year=year, effective_from=dt.date(year, 1, 1),
-                    deductible_fen=numbers[0], ratio=numbers[1], annual_cap_fen=numbers[2],
+                    actor=actor,
+                    region=region,
+                    scheme=scheme.value,
+                    year=year,
+                    effective_from=dt.date(year, 1, 1),
+                    deductible_fen=numbers[0],
+                    ratio=numbers[1],
+                    annual_cap_fen=numbers[2],
                     personal_account_allowed=scheme == Scheme.EMPLOYEE,
-                    eligible_shares=SHARE_OVERRIDES.get(region_code), premium_fen=premium, today=today,
+                    eligible_shares=SHARE_OVERRIDES.get(region_code),
+                    premium_fen=premium,
+                    today=today,
                 )
                 report.policies_created += 1
     return report

@@ -83,7 +83,9 @@ def _rows(lines: Iterable[str], columns: tuple[str, ...]) -> Iterator[tuple[int,
         except StopIteration:
             return
         except csv.Error as exc:
-            raise ImportFileError(_("The CSV file is malformed near line %(line)s.") % {"line": reader.line_num}) from exc
+            raise ImportFileError(
+                _("The CSV file is malformed near line %(line)s.") % {"line": reader.line_num}
+            ) from exc
         count += 1
         if count > MAX_ROWS:
             raise ImportFileError(_("A file holds at most %(max)s rows.") % {"max": MAX_ROWS})
@@ -125,13 +127,19 @@ def import_services(*, actor: Actor, lines: Iterable[str]) -> ImportResult:
     def write_row(row: dict[str, str]) -> str:
         values = {c: _required(row, c) for c in SERVICE_COLUMNS}
         if values["category"] not in ServiceCategory.values:
-            raise _RowInvalid("category", _("Unknown category (one of: %(values)s).")
-                              % {"values": ", ".join(ServiceCategory.values)})
+            raise _RowInvalid(
+                "category", _("Unknown category (one of: %(values)s).") % {"values": ", ".join(ServiceCategory.values)}
+            )
         price = values["max_unit_price_fen"]
         if not price.isascii() or not price.isdigit():
             raise _RowInvalid("max_unit_price_fen", _("The price is a whole number of fen, not negative."))
-        changes = {"name_zh": values["name_zh"], "name_en": values["name_en"], "category": values["category"],
-                   "unit": values["unit"], "max_unit_price_fen": int(price)}
+        changes = {
+            "name_zh": values["name_zh"],
+            "name_en": values["name_en"],
+            "category": values["category"],
+            "unit": values["unit"],
+            "max_unit_price_fen": int(price),
+        }
         item = ServiceItem.objects.filter(code=values["code"]).first()
         if item is None:
             catalogue.service_create(actor=actor, code=values["code"], **changes)
@@ -153,7 +161,9 @@ def import_facilities(*, actor: Actor, lines: Iterable[str], region_codes: list[
     def write_row(row: dict[str, str]) -> str:
         values = {c: _required(row, c) for c in FACILITY_COLUMNS}
         if values["kind"] not in FacilityKind.values:
-            raise _RowInvalid("kind", _("Unknown kind (one of: %(values)s).") % {"values": ", ".join(FacilityKind.values)})
+            raise _RowInvalid(
+                "kind", _("Unknown kind (one of: %(values)s).") % {"values": ", ".join(FacilityKind.values)}
+            )
         region_code = values["region_code"]
         if region_code not in regions or (region_codes is not None and region_code not in region_codes):
             raise _RowInvalid("region_code", _("Not a region you may edit."))

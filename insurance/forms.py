@@ -23,8 +23,9 @@ def _phone(value: str) -> str:
 class CitizenSearchForm(forms.Form):
     q = forms.CharField(label=_("Identity number, phone or name"), required=False, max_length=64)
     region = forms.ChoiceField(label=_("Region"), required=False)
-    status = forms.ChoiceField(label=_("Status"), required=False,
-                               choices=[("", _("All statuses")), *CitizenStatus.choices])
+    status = forms.ChoiceField(
+        label=_("Status"), required=False, choices=[("", _("All statuses")), *CitizenStatus.choices]
+    )
     scheme = forms.ChoiceField(label=_("Scheme"), required=False, choices=[("", _("All schemes")), *Scheme.choices])
 
     def __init__(self, *args, user, **kwargs):
@@ -35,8 +36,9 @@ class CitizenSearchForm(forms.Form):
 
 
 class CitizenRegisterForm(forms.Form):
-    id_number = forms.CharField(label=_("Identity number"), max_length=18, min_length=18,
-                                widget=forms.TextInput(attrs={"autocomplete": "off"}))
+    id_number = forms.CharField(
+        label=_("Identity number"), max_length=18, min_length=18, widget=forms.TextInput(attrs={"autocomplete": "off"})
+    )
     name = forms.CharField(label=_("Name"), max_length=64)
     phone = forms.CharField(label=_("Phone"), required=False, max_length=24)
     region = forms.ModelChoiceField(label=_("Insured region"), queryset=None, empty_label=None)
@@ -78,9 +80,12 @@ class CitizenEditForm(forms.Form):
 
 
 class ReasonForm(forms.Form):
-    reason = forms.CharField(label=_("Reason"), max_length=REASON_MAX,
-                             error_messages={"required": _("A reason is required.")},
-                             widget=forms.TextInput(attrs={"size": 60}))
+    reason = forms.CharField(
+        label=_("Reason"),
+        max_length=REASON_MAX,
+        error_messages={"required": _("A reason is required.")},
+        widget=forms.TextInput(attrs={"size": 60}),
+    )
 
     def clean_reason(self) -> str:
         reason = self.cleaned_data["reason"].strip()

@@ -22,7 +22,7 @@ MAX_UPLOAD_BYTES = 5 * 1024 * 1024
 
 
 def yuan_to_fen(text: str) -> int:
-    """"12.3" -> 1230 fen, exactly; raises ValueError on anything else (negative, 3 decimals, exponent)."""
+    """ "12.3" -> 1230 fen, exactly; raises ValueError on anything else (negative, 3 decimals, exponent)."""
     text = text.strip().replace(",", "")
     if not _YUAN_RE.match(text):
         raise ValueError(text)
@@ -85,19 +85,38 @@ class _CodeMixin:
 
 class ServiceFilterForm(forms.Form):
     SORTS = {
-        "code": "code", "-code": "-code", "name": "name_zh", "-name": "-name_zh",
-        "category": "category", "-category": "-category",
-        "price": "max_unit_price_fen", "-price": "-max_unit_price_fen",
+        "code": "code",
+        "-code": "-code",
+        "name": "name_zh",
+        "-name": "-name_zh",
+        "category": "category",
+        "-category": "-category",
+        "price": "max_unit_price_fen",
+        "-price": "-max_unit_price_fen",
     }
     q = forms.CharField(label=_("Code or name"), required=False, max_length=64)
-    category = forms.ChoiceField(label=_("Category"), required=False,
-                                 choices=[("", _("All categories")), *ServiceCategory.choices])
-    active = forms.ChoiceField(label=_("State"), required=False, choices=[
-        ("", _("Active and inactive")), ("yes", _("Active")), ("no", _("Inactive"))])
-    sort = forms.ChoiceField(label=_("Sort by"), required=False, choices=[
-        ("code", _("Code")), ("-code", _("Code, descending")), ("name", _("Name")), ("-name", _("Name, descending")),
-        ("category", _("Category")), ("-category", _("Category, descending")),
-        ("price", _("Maximum unit price")), ("-price", _("Maximum unit price, descending"))])
+    category = forms.ChoiceField(
+        label=_("Category"), required=False, choices=[("", _("All categories")), *ServiceCategory.choices]
+    )
+    active = forms.ChoiceField(
+        label=_("State"),
+        required=False,
+        choices=[("", _("Active and inactive")), ("yes", _("Active")), ("no", _("Inactive"))],
+    )
+    sort = forms.ChoiceField(
+        label=_("Sort by"),
+        required=False,
+        choices=[
+            ("code", _("Code")),
+            ("-code", _("Code, descending")),
+            ("name", _("Name")),
+            ("-name", _("Name, descending")),
+            ("category", _("Category")),
+            ("-category", _("Category, descending")),
+            ("price", _("Maximum unit price")),
+            ("-price", _("Maximum unit price, descending")),
+        ],
+    )
 
 
 class ServiceForm(_CodeMixin, forms.Form):
@@ -120,11 +139,26 @@ class FacilityFilterForm(forms.Form):
     region = forms.ChoiceField(label=_("Region"), required=False)
     kind = forms.ChoiceField(label=_("Kind"), required=False, choices=[("", _("All kinds")), *FacilityKind.choices])
     active = ServiceFilterForm.base_fields["active"]
-    sort = forms.ChoiceField(label=_("Sort by"), required=False, choices=[
-        ("code", _("Code")), ("-code", _("Code, descending")), ("name", _("Name")), ("-name", _("Name, descending")),
-        ("region", _("Region")), ("kind", _("Kind"))])
-    SORTS = {"code": "code", "-code": "-code", "name": "name_zh", "-name": "-name_zh",
-             "region": "region_id", "kind": "kind"}
+    sort = forms.ChoiceField(
+        label=_("Sort by"),
+        required=False,
+        choices=[
+            ("code", _("Code")),
+            ("-code", _("Code, descending")),
+            ("name", _("Name")),
+            ("-name", _("Name, descending")),
+            ("region", _("Region")),
+            ("kind", _("Kind")),
+        ],
+    )
+    SORTS = {
+        "code": "code",
+        "-code": "-code",
+        "name": "name_zh",
+        "-name": "-name_zh",
+        "region": "region_id",
+        "kind": "kind",
+    }
 
     def __init__(self, *args, user, **kwargs):
         super().__init__(*args, **kwargs)
@@ -174,7 +208,8 @@ class PolicyVersionForm(forms.Form):
             del self.fields["premium_fen"]
         for value, label in ServiceCategory.choices:
             self.fields[f"share_{value}"] = PercentField(
-                label=_("Eligible share: %(category)s (%%)") % {"category": label})
+                label=_("Eligible share: %(category)s (%%)") % {"category": label}
+            )
 
     def share_fields(self) -> list:
         return [self[f"share_{value}"] for value in ServiceCategory.values]
@@ -189,8 +224,10 @@ class PolicyVersionForm(forms.Form):
         """The cleaned data in the shape of `policy_create_version`'s keywords."""
         data = self.cleaned_data
         values = {
-            "effective_from": data["effective_from"], "deductible_fen": data["deductible_fen"],
-            "ratio": data["ratio"], "annual_cap_fen": data["annual_cap_fen"],
+            "effective_from": data["effective_from"],
+            "deductible_fen": data["deductible_fen"],
+            "ratio": data["ratio"],
+            "annual_cap_fen": data["annual_cap_fen"],
             "personal_account_allowed": data["personal_account_allowed"],
             "eligible_shares": {value: data[f"share_{value}"] for value in ServiceCategory.values},
             "premium_fen": data.get("premium_fen"),

@@ -65,7 +65,9 @@ def parse_identity_number(raw: str, *, today: dt.date | None = None) -> Identity
     try:
         birth_date = dt.date(int(value[6:10]), int(value[10:12]), int(value[12:14]))
     except ValueError:
-        raise InvalidIdentityNumber("birth_date", str(_("The birth date in the identity number is not a real date."))) from None
+        raise InvalidIdentityNumber(
+            "birth_date", str(_("The birth date in the identity number is not a real date."))
+        ) from None
     today = today or timezone.localdate()
     if birth_date > today or birth_date < EARLIEST_BIRTH_DATE:
         raise InvalidIdentityNumber("birth_date", str(_("The birth date in the identity number is not possible.")))

@@ -134,11 +134,14 @@ def _read_xlsx(path: Path) -> Iterator[Row]:
             if _is_blank(cells):
                 continue
             # An empty cell reads as None: it is an empty value, not a missing column.
-            yield number, {
-                name: (("" if cells[i] is None else cells[i]) if i < len(cells) else None)
-                for i, name in enumerate(names)
-                if name
-            }
+            yield (
+                number,
+                {
+                    name: (("" if cells[i] is None else cells[i]) if i < len(cells) else None)
+                    for i, name in enumerate(names)
+                    if name
+                },
+            )
     finally:
         workbook.close()
 
@@ -181,8 +184,9 @@ class _ValidRow:
 _SCHEMES = frozenset(Scheme.values)  # `Scheme.values` builds a new list on every access
 
 
-def _validate(number: int, raw: Mapping[str, Any], regions: Mapping[str, Region],
-              today: dt.date | None = None) -> tuple[_ValidRow | None, list[RowError]]:
+def _validate(
+    number: int, raw: Mapping[str, Any], regions: Mapping[str, Region], today: dt.date | None = None
+) -> tuple[_ValidRow | None, list[RowError]]:
     errors: list[RowError] = []
     values: dict[str, str] = {}
     for column in REQUIRED_COLUMNS:
@@ -225,7 +229,9 @@ def _validate(number: int, raw: Mapping[str, Any], regions: Mapping[str, Region]
     if errors:
         return None, errors
     assert identity is not None and region is not None
-    return _ValidRow(identity.value, name, phone, region, values["scheme"], balance, identity.birth_date, identity.sex), []
+    return _ValidRow(
+        identity.value, name, phone, region, values["scheme"], balance, identity.birth_date, identity.sex
+    ), []
 
 
 def _record_balance(citizen_id: int, region_code: str, balance_fen: int, *, actor: Actor) -> None:
@@ -233,10 +239,16 @@ def _record_balance(citizen_id: int, region_code: str, balance_fen: int, *, acto
     # event, handled in this transaction, turns a changed balance into an adjustment entry (a
     # refusal, such as a balance below what pending settlements hold, fails this row).
     domain_events.record(
-        type="citizen.account_balance_set", aggregate_type="citizen", aggregate_id=str(citizen_id),
+        type="citizen.account_balance_set",
+        aggregate_type="citizen",
+        aggregate_id=str(citizen_id),
         region_code=region_code,
-        data={"citizen_id": citizen_id, "balance_fen": balance_fen, "note": ISSUE_REASON,
-              "actor": {"type": actor.type, "id": actor.id, "label": actor.label, "user_id": actor.user_id}},
+        data={
+            "citizen_id": citizen_id,
+            "balance_fen": balance_fen,
+            "note": ISSUE_REASON,
+            "actor": {"type": actor.type, "id": actor.id, "label": actor.label, "user_id": actor.user_id},
+        },
     )
 
 
@@ -248,7 +260,11 @@ def _apply(row: _ValidRow, *, actor: Actor) -> bool:
         citizen_id = services.find_citizen_id_by_id_number(row.id_number)
         if citizen_id is None:
             citizen = services.citizen_register(
-                actor=actor, id_number=row.id_number, name=row.name, phone=row.phone, region=row.region,
+                actor=actor,
+                id_number=row.id_number,
+                name=row.name,
+                phone=row.phone,
+                region=row.region,
                 scheme=row.scheme,
             )
             services.certificate_issue(actor=actor, citizen=citizen, reason=ISSUE_REASON)
@@ -282,8 +298,10 @@ class _RowCrypto:
         self._id_purpose = ID_NUMBER_PURPOSE.encode()
         self._phone_purpose = PHONE_PURPOSE.encode()
         index_keys = settings.ECARD_BLIND_INDEX_KEYS
-        self._id_macs = [(f"{v}:", hmac.new(index_keys[v], f"{ID_NUMBER_PURPOSE}|".encode(), hashlib.sha256))
-                         for v in sorted(index_keys, reverse=True)]  # newest first, as blind_index_candidates
+        self._id_macs = [
+            (f"{v}:", hmac.new(index_keys[v], f"{ID_NUMBER_PURPOSE}|".encode(), hashlib.sha256))
+            for v in sorted(index_keys, reverse=True)
+        ]  # newest first, as blind_index_candidates
         newest = max(index_keys)
         self._phone_mac = (f"{newest}:", hmac.new(index_keys[newest], f"{PHONE_PURPOSE}|".encode(), hashlib.sha256))
 
@@ -319,15 +337,54 @@ def _citizen_columns(row: _ValidRow, bidx: str, crypt: _RowCrypto) -> tuple:
         phone_enc, phone_bidx, phone_masked = crypt.encrypt_phone(phone), crypt.phone_index(phone), mask_phone(phone)
     else:
         phone_enc, phone_bidx, phone_masked = None, "", ""
-    return (crypt.encrypt_id_number(row.id_number), bidx, mask_id_number(row.id_number), row.name,
-            phone_enc, phone_bidx, phone_masked, row.birth_date, row.sex, row.scheme)
+    return (
+        crypt.encrypt_id_number(row.id_number),
+        bidx,
+        mask_id_number(row.id_number),
+        row.name,
+        phone_enc,
+        phone_bidx,
+        phone_masked,
+        row.birth_date,
+        row.sex,
+        row.scheme,
+    )
 
 
-_CITIZEN_COPY_COLUMNS = ("id", "region_id", "id_number_enc", "id_number_bidx", "id_number_masked", "name",
-                         "phone_enc", "phone_bidx", "phone_masked", "birth_date", "sex", "scheme", "status",
-                         "created_at", "updated_at")
-_CITIZEN_COPY_TYPES = ("int8", "varchar", "bytea", "varchar", "varchar", "varchar", "bytea", "varchar", "varchar",
-                       "date", "varchar", "varchar", "varchar", "timestamptz", "timestamptz")
+_CITIZEN_COPY_COLUMNS = (
+    "id",
+    "region_id",
+    "id_number_enc",
+    "id_number_bidx",
+    "id_number_masked",
+    "name",
+    "phone_enc",
+    "phone_bidx",
+    "phone_masked",
+    "birth_date",
+    "sex",
+    "scheme",
+    "status",
+    "created_at",
+    "updated_at",
+)
+_CITIZEN_COPY_TYPES = (
+    "int8",
+    "varchar",
+    "bytea",
+    "varchar",
+    "varchar",
+    "varchar",
+    "bytea",
+    "varchar",
+    "varchar",
+    "date",
+    "varchar",
+    "varchar",
+    "varchar",
+    "timestamptz",
+    "timestamptz",
+)
 _CARD_COPY_COLUMNS = ("id", "number", "citizen_id", "state", "issued_at", "expires_at", "end_reason")
 _CARD_COPY_TYPES = ("int8", "varchar", "int8", "varchar", "timestamptz", "timestamptz", "varchar")
 _TRANSITION_COPY_COLUMNS = ("certificate_id", "action", "from_state", "to_state", "actor_label", "reason", "at")
@@ -342,8 +399,9 @@ def _copy(cursor, model, columns: tuple[str, ...], types: tuple[str, ...], recor
             copy.write_row(record)
 
 
-def _insert_copy(rows: list[tuple[int, _ValidRow, str]], columns: list[tuple], *, actor: Actor,
-                 now: dt.datetime) -> list[tuple[int, int, str]]:
+def _insert_copy(
+    rows: list[tuple[int, _ValidRow, str]], columns: list[tuple], *, actor: Actor, now: dt.datetime
+) -> list[tuple[int, int, str]]:
     """The three INSERTs as binary COPY, ids taken ahead from the
     sequences in one statement; [(citizen id, card id, card number)] per row."""
     n = len(rows)
@@ -358,26 +416,45 @@ def _insert_copy(rows: list[tuple[int, _ValidRow, str]], columns: list[tuple], *
             (Citizen._meta.db_table, Certificate._meta.db_table, n),
         )
         ids = cursor.fetchall()
-        created = [(citizen_id, card_id, services._new_number(row.region.code))
-                   for (citizen_id, card_id), (_number, row, _bidx) in zip(ids, rows, strict=True)]
+        created = [
+            (citizen_id, card_id, services._new_number(row.region.code))
+            for (citizen_id, card_id), (_number, row, _bidx) in zip(ids, rows, strict=True)
+        ]
         status = CitizenStatus.ACTIVE.value
-        _copy(cursor, Citizen, _CITIZEN_COPY_COLUMNS, _CITIZEN_COPY_TYPES, (
-            (citizen_id, row.region.code, *values, status, now, now)
-            for (citizen_id, _card_id, _card), (_number, row, _bidx), values in zip(created, rows, columns, strict=True)
-        ))
+        _copy(
+            cursor,
+            Citizen,
+            _CITIZEN_COPY_COLUMNS,
+            _CITIZEN_COPY_TYPES,
+            (
+                (citizen_id, row.region.code, *values, status, now, now)
+                for (citizen_id, _card_id, _card), (_number, row, _bidx), values in zip(
+                    created, rows, columns, strict=True
+                )
+            ),
+        )
         state = CertificateState.PENDING_ACTIVATION.value
-        _copy(cursor, Certificate, _CARD_COPY_COLUMNS, _CARD_COPY_TYPES, (
-            (card_id, card, citizen_id, state, now, expires, "") for citizen_id, card_id, card in created
-        ))
+        _copy(
+            cursor,
+            Certificate,
+            _CARD_COPY_COLUMNS,
+            _CARD_COPY_TYPES,
+            ((card_id, card, citizen_id, state, now, expires, "") for citizen_id, card_id, card in created),
+        )
         label = actor.label
-        _copy(cursor, CertificateTransition, _TRANSITION_COPY_COLUMNS, _TRANSITION_COPY_TYPES, (
-            (card_id, "issue", "", state, label, ISSUE_REASON, now) for _citizen_id, card_id, _card in created
-        ))
+        _copy(
+            cursor,
+            CertificateTransition,
+            _TRANSITION_COPY_COLUMNS,
+            _TRANSITION_COPY_TYPES,
+            ((card_id, "issue", "", state, label, ISSUE_REASON, now) for _citizen_id, card_id, _card in created),
+        )
     return created
 
 
-def _create_new(rows: list[tuple[int, _ValidRow, str]], columns: list[tuple], *, actor: Actor,
-                context: Mapping[str, Any]) -> None:
+def _create_new(
+    rows: list[tuple[int, _ValidRow, str]], columns: list[tuple], *, actor: Actor, context: Mapping[str, Any]
+) -> None:
     """Register new citizens, each with a `pending_activation` e-card, in bulk.
 
     The same rows as `citizen_register` + `certificate_issue` write (the same
@@ -396,10 +473,18 @@ def _create_new(rows: list[tuple[int, _ValidRow, str]], columns: list[tuple], *,
         by_region.setdefault(row.region.code, []).append((number, citizen_id, card))
     for region_code, done in by_region.items():
         audit_record(
-            actor=actor, action="citizen.import_batch", object_type="citizen_import",
-            object_id=str(context.get("job", "command")), region_code=region_code, reason=ISSUE_REASON,
-            after={**context, "rows": [done[0][0], done[-1][0]], "created": len(done),
-                   "citizens": [[citizen_id, card] for _n, citizen_id, card in done]},
+            actor=actor,
+            action="citizen.import_batch",
+            object_type="citizen_import",
+            object_id=str(context.get("job", "command")),
+            region_code=region_code,
+            reason=ISSUE_REASON,
+            after={
+                **context,
+                "rows": [done[0][0], done[-1][0]],
+                "created": len(done),
+                "citizens": [[citizen_id, card] for _n, citizen_id, card in done],
+            },
         )
 
 
@@ -443,7 +528,9 @@ def _prepare(batch: list[Row], regions: Mapping[str, Region]) -> _PreparedBatch:
     return _PreparedBatch(batch[-1][0], failed, errors, valid)
 
 
-def _write(prepared: _PreparedBatch, *, actor: Actor, context: Mapping[str, Any] | None) -> tuple[ImportSummary, list[RowError]]:
+def _write(
+    prepared: _PreparedBatch, *, actor: Actor, context: Mapping[str, Any] | None
+) -> tuple[ImportSummary, list[RowError]]:
     summary = ImportSummary(failed=prepared.failed)
     errors = list(prepared.errors)
     valid = prepared.valid
@@ -480,7 +567,11 @@ def _write(prepared: _PreparedBatch, *, actor: Actor, context: Mapping[str, Any]
 
 
 def import_batch(
-    batch: list[Row], *, actor: Actor, regions: Mapping[str, Region], context: Mapping[str, Any] | None = None,
+    batch: list[Row],
+    *,
+    actor: Actor,
+    regions: Mapping[str, Region],
+    context: Mapping[str, Any] | None = None,
 ) -> tuple[ImportSummary, list[RowError]]:
     """Validate and write one batch inside the caller's transaction.
 
@@ -589,13 +680,24 @@ def import_job_create(*, actor: Actor, user, region: Region, upload, language: s
     are written in it, whichever language the worker runs in."""
     suffix = Path(upload.name).suffix.lower()
     with transaction.atomic():
-        job = ImportJob(uploaded_by=user, region=region, original_name=Path(upload.name).name[:255],
-                        file_size=upload.size, language=language[:16])
+        job = ImportJob(
+            uploaded_by=user,
+            region=region,
+            original_name=Path(upload.name).name[:255],
+            file_size=upload.size,
+            language=language[:16],
+        )
         job.file.save(f"upload{suffix}", upload, save=False)
         job.save()
         # The file's name may carry personal data: the audit has its size and format only.
-        audit_record(actor=actor, action="citizen_import.upload", object_type="citizen_import", object_id=job.pk,
-                     region_code=region.code, after={"format": suffix.lstrip("."), "size": upload.size})
+        audit_record(
+            actor=actor,
+            action="citizen_import.upload",
+            object_type="citizen_import",
+            object_id=job.pk,
+            region_code=region.code,
+            after={"format": suffix.lstrip("."), "size": upload.size},
+        )
         transaction.on_commit(lambda: _enqueue(job.pk))
     return job
 
@@ -648,10 +750,12 @@ def _run_import_job(job_id: int, *, batch_size: int | None, max_batches: int | N
         locked = ImportJob.objects.select_for_update().get(pk=job.pk)
         if locked.attempts != token or locked.state != ImportJobState.RUNNING:
             raise _LostJob
-        ImportRowError.objects.bulk_create([
-            ImportRowError(job_id=job.pk, row=e.row, column=e.column[:64], message=str(e.message)[:500])
-            for e in errors
-        ])
+        ImportRowError.objects.bulk_create(
+            [
+                ImportRowError(job_id=job.pk, row=e.row, column=e.column[:64], message=str(e.message)[:500])
+                for e in errors
+            ]
+        )
         locked.created += delta.created
         locked.updated += delta.updated
         locked.failed += delta.failed
@@ -679,15 +783,22 @@ def _run_import_job(job_id: int, *, batch_size: int | None, max_batches: int | N
 
     error = ""
     try:
-        import_rows(rows_after_checkpoint(), actor=Actor.for_user(job.uploaded_by), region_codes={job.region_id},
-                    on_batch=on_batch, batch_size=size, context={"job": job.pk})
+        import_rows(
+            rows_after_checkpoint(),
+            actor=Actor.for_user(job.uploaded_by),
+            region_codes={job.region_id},
+            on_batch=on_batch,
+            batch_size=size,
+            context={"job": job.pk},
+        )
     except _LostJob:
         return ImportJob.objects.get(pk=job.pk)
     except ImportFileError as exc:
         error = str(exc)
     except UnicodeDecodeError as exc:
         error = _("The file is not UTF-8 (stopped near byte %(byte)s; the rows before were imported).") % {
-            "byte": exc.start}
+            "byte": exc.start
+        }
     if paused:
         return ImportJob.objects.get(pk=job.pk)
     with transaction.atomic():
@@ -727,7 +838,8 @@ def requeue_stale_jobs() -> int:
             if job.attempts >= MAX_ATTEMPTS:
                 job.state = ImportJobState.FAILED
                 job.error = _("The import stopped %(n)s times without finishing; upload the file again.") % {
-                    "n": job.attempts}
+                    "n": job.attempts
+                }
                 job.finished_at = now
                 job.save(update_fields=["state", "error", "finished_at"])
                 continue

@@ -32,8 +32,9 @@ class Citizen(models.Model):
     exact lookup goes through their blind indexes (one indexed query)."""
 
     # No index of its own: the (region, status) index below leads with the region (see migration 0006).
-    region = models.ForeignKey(Region, on_delete=models.PROTECT, related_name="citizens", verbose_name=_("insured region"),
-                               db_index=False)
+    region = models.ForeignKey(
+        Region, on_delete=models.PROTECT, related_name="citizens", verbose_name=_("insured region"), db_index=False
+    )
     id_number_enc = models.BinaryField()
     id_number_bidx = models.CharField(max_length=80, unique=True)
     id_number_masked = models.CharField(max_length=18)
@@ -150,8 +151,13 @@ class CertificateTransition(models.Model):
 
     # Stored as codes (read by code and exports); the history on screens shows these labels.
     ACTION_LABELS = {
-        "issue": _("Issue"), "activate": _("Activate"), "suspend": _("Suspend"), "reinstate": _("Reinstate"),
-        "revoke": _("Revoke"), "reissue": _("Reissue"), "expire": _("Expire"),
+        "issue": _("Issue"),
+        "activate": _("Activate"),
+        "suspend": _("Suspend"),
+        "reinstate": _("Reinstate"),
+        "revoke": _("Revoke"),
+        "reissue": _("Reissue"),
+        "expire": _("Expire"),
     }
 
     class Meta:
@@ -321,8 +327,9 @@ class ImportJob(models.Model):
     resumed from there, without a row imported twice or lost.
     """
 
-    uploaded_by = models.ForeignKey("portal.User", on_delete=models.PROTECT, related_name="import_jobs",
-                                    verbose_name=_("uploaded by"))
+    uploaded_by = models.ForeignKey(
+        "portal.User", on_delete=models.PROTECT, related_name="import_jobs", verbose_name=_("uploaded by")
+    )
     region = models.ForeignKey(Region, on_delete=models.PROTECT, related_name="import_jobs", verbose_name=_("region"))
     file = models.FileField(upload_to=import_file_path, max_length=200)
     original_name = models.CharField(_("file name"), max_length=255)

@@ -108,8 +108,12 @@ def _line_total(index: int, line: BillLine) -> int:
         raise DomainError(
             "price_above_maximum",
             _("Line %(line)s (%(code)s): the unit price %(price)s fen is above the catalogue maximum %(max)s fen.")
-            % {"line": index + 1, "code": line.service_code or line.category, "price": line.unit_price_fen,
-               "max": line.max_unit_price_fen},
+            % {
+                "line": index + 1,
+                "code": line.service_code or line.category,
+                "price": line.unit_price_fen,
+                "max": line.max_unit_price_fen,
+            },
             status=422,
         )
     return line.quantity * line.unit_price_fen
@@ -133,8 +137,11 @@ def compute_split(
     if not lines:
         raise _invalid("lines", "A bill has at least one line.")
     _check_terms(policy)
-    for name, value in (("deductible_used_fen", deductible_used_fen), ("fund_used_fen", fund_used_fen),
-                        ("account_balance_fen", account_balance_fen)):
+    for name, value in (
+        ("deductible_used_fen", deductible_used_fen),
+        ("fund_used_fen", fund_used_fen),
+        ("account_balance_fen", account_balance_fen),
+    ):
         if not _is_int(value) or value < 0:
             raise _invalid(name, f"{name} must be a whole number of fen, not negative.")
 

@@ -113,7 +113,9 @@ def citizen_register(*, actor: Actor, id_number: str, name: str, phone: str, reg
     if not name or len(name) > 64:
         raise DomainError("validation_error", _("A name is 1 to 64 characters."), status=400, field="name")
     if find_citizen_id_by_id_number(identity.value) is not None:
-        raise DomainError("citizen_exists", _("A citizen with this identity number is already registered."), field="id_number")
+        raise DomainError(
+            "citizen_exists", _("A citizen with this identity number is already registered."), field="id_number"
+        )
     citizen = Citizen(
         region=region,
         id_number_enc=encrypt_text(identity.value, purpose=ID_NUMBER_PURPOSE),
@@ -130,10 +132,16 @@ def citizen_register(*, actor: Actor, id_number: str, name: str, phone: str, reg
         with transaction.atomic():
             citizen.save(force_insert=True)
     except IntegrityError as exc:  # a concurrent registration of the same number
-        raise DomainError("citizen_exists", _("A citizen with this identity number is already registered."), field="id_number") from exc
+        raise DomainError(
+            "citizen_exists", _("A citizen with this identity number is already registered."), field="id_number"
+        ) from exc
     audit_record(
-        actor=actor, action="citizen.register", object_type="citizen", object_id=citizen.pk,
-        region_code=region.code, after=citizen_snapshot(citizen),
+        actor=actor,
+        action="citizen.register",
+        object_type="citizen",
+        object_id=citizen.pk,
+        region_code=region.code,
+        after=citizen_snapshot(citizen),
     )
     return citizen
 
@@ -155,15 +163,22 @@ def citizen_update(*, actor: Actor, citizen: Citizen, name: str, phone: str, sch
     after = citizen_snapshot(citizen)
     if after != before or name != old_name or phone.strip() != old_phone:
         audit_record(
-            actor=actor, action="citizen.update", object_type="citizen", object_id=citizen.pk,
-            region_code=citizen.region_id, before=before, after=after,
+            actor=actor,
+            action="citizen.update",
+            object_type="citizen",
+            object_id=citizen.pk,
+            region_code=citizen.region_id,
+            before=before,
+            after=after,
         )
     partner_view = ("name_masked", "scheme")  # what partners see of a citizen changes their objects' version
     if any(before[key] != after[key] for key in partner_view):
         domain_events.record(
-            type="citizen.updated", aggregate_type="citizen", aggregate_id=str(citizen.pk),
-            region_code=citizen.region_id, data={"citizen_id": citizen.pk, "changed": [
-                key for key in partner_view if before[key] != after[key]]},
+            type="citizen.updated",
+            aggregate_type="citizen",
+            aggregate_id=str(citizen.pk),
+            region_code=citizen.region_id,
+            data={"citizen_id": citizen.pk, "changed": [key for key in partner_view if before[key] != after[key]]},
         )
     return citizen
 
@@ -181,15 +196,26 @@ def citizen_set_status(*, actor: Actor, citizen: Citizen, status: str, reason: s
     citizen.status = status
     citizen.save(update_fields=["status", "updated_at"])
     audit_record(
-        actor=actor, action="citizen.status", object_type="citizen", object_id=citizen.pk,
-        region_code=citizen.region_id, before=before, after=citizen_snapshot(citizen), reason=reason,
+        actor=actor,
+        action="citizen.status",
+        object_type="citizen",
+        object_id=citizen.pk,
+        region_code=citizen.region_id,
+        before=before,
+        after=citizen_snapshot(citizen),
+        reason=reason,
     )
     if status != CitizenStatus.ACTIVE:
-        for certificate in Certificate.objects.select_for_update(no_key=True).filter(citizen=citizen, state__in=LIVE_STATES):
+        for certificate in Certificate.objects.select_for_update(no_key=True).filter(
+            citizen=citizen, state__in=LIVE_STATES
+        ):
             _transition(certificate, "revoke", actor=actor, reason=reason, end_reason=EndReason.CITIZEN_STATUS)
     # After the cards: partners hear `certificate.revoked` first, then what is left ends.
     domain_events.record(
-        type="citizen.status", aggregate_type="citizen", aggregate_id=str(citizen.pk), region_code=citizen.region_id,
+        type="citizen.status",
+        aggregate_type="citizen",
+        aggregate_id=str(citizen.pk),
+        region_code=citizen.region_id,
         data={"citizen_id": citizen.pk, "status": status, "actor": actor.label},
     )
     return citizen
@@ -213,13 +239,24 @@ def _new_number(region_code: str) -> str:
 
 def _log(certificate: Certificate, action: str, from_state: str, actor: Actor, reason: str, at) -> None:
     CertificateTransition.objects.create(
-        certificate=certificate, action=action, from_state=from_state, to_state=certificate.state,
-        actor_label=actor.label, reason=reason, at=at,
+        certificate=certificate,
+        action=action,
+        from_state=from_state,
+        to_state=certificate.state,
+        actor_label=actor.label,
+        reason=reason,
+        at=at,
     )
 
 
-def _emit(event_type: str, certificate: Certificate, *, cause: str = "", previous_number: str | None = None,
-          actor: Actor | None = None) -> None:
+def _emit(
+    event_type: str,
+    certificate: Certificate,
+    *,
+    cause: str = "",
+    previous_number: str | None = None,
+    actor: Actor | None = None,
+) -> None:
     data = {
         "certificate_id": certificate.pk,
         "citizen_id": certificate.citizen_id,
@@ -230,13 +267,17 @@ def _emit(event_type: str, certificate: Certificate, *, cause: str = "", previou
     if previous_number is not None:
         data["previous_number"] = previous_number
     domain_events.record(
-        type=event_type, aggregate_type="certificate", aggregate_id=str(certificate.pk),
-        region_code=certificate.citizen.region_id, data=data,
+        type=event_type,
+        aggregate_type="certificate",
+        aggregate_id=str(certificate.pk),
+        region_code=certificate.citizen.region_id,
+        data=data,
     )
 
 
-def _transition(certificate: Certificate, action: str, *, actor: Actor, reason: str, end_reason: str = "",
-                cause: str = "") -> Certificate:
+def _transition(
+    certificate: Certificate, action: str, *, actor: Actor, reason: str, end_reason: str = "", cause: str = ""
+) -> Certificate:
     """Apply a simple transition to a row already locked by the caller."""
     table = _TRANSITIONS[action]
     if certificate.state not in table:
@@ -256,8 +297,14 @@ def _transition(certificate: Certificate, action: str, *, actor: Actor, reason: 
     certificate.save(update_fields=fields)
     _log(certificate, action, from_state, actor, reason, now)
     audit_record(
-        actor=actor, action=f"certificate.{action}", object_type="certificate", object_id=certificate.number,
-        region_code=certificate.citizen.region_id, before=before, after=certificate_snapshot(certificate), reason=reason,
+        actor=actor,
+        action=f"certificate.{action}",
+        object_type="certificate",
+        object_id=certificate.number,
+        region_code=certificate.citizen.region_id,
+        before=before,
+        after=certificate_snapshot(certificate),
+        reason=reason,
     )
     event_type = {
         "activate": "certificate.activated",
@@ -286,18 +333,28 @@ def certificate_issue(*, actor: Actor, citizen: Citizen, reason: str) -> Certifi
         raise DomainError("certificate_exists", _("This citizen already has an e-card that is not revoked or expired."))
     now = timezone.now()
     certificate = Certificate(
-        number=_new_number(citizen.region_id), citizen=citizen, state=CertificateState.PENDING_ACTIVATION,
-        issued_at=now, expires_at=now + CERTIFICATE_VALIDITY,
+        number=_new_number(citizen.region_id),
+        citizen=citizen,
+        state=CertificateState.PENDING_ACTIVATION,
+        issued_at=now,
+        expires_at=now + CERTIFICATE_VALIDITY,
     )
     try:
         with transaction.atomic():
             certificate.save(force_insert=True)
     except IntegrityError as exc:  # the partial unique constraint: a concurrent issuance won
-        raise DomainError("certificate_exists", _("This citizen already has an e-card that is not revoked or expired.")) from exc
+        raise DomainError(
+            "certificate_exists", _("This citizen already has an e-card that is not revoked or expired.")
+        ) from exc
     _log(certificate, "issue", "", actor, reason, now)
     audit_record(
-        actor=actor, action="certificate.issue", object_type="certificate", object_id=certificate.number,
-        region_code=citizen.region_id, after=certificate_snapshot(certificate), reason=reason,
+        actor=actor,
+        action="certificate.issue",
+        object_type="certificate",
+        object_id=certificate.number,
+        region_code=citizen.region_id,
+        after=certificate_snapshot(certificate),
+        reason=reason,
     )
     return certificate
 
@@ -355,19 +412,31 @@ def certificate_reissue(*, actor: Actor, certificate: Certificate, reason: str) 
         old.save(update_fields=["state", "ended_at", "end_reason"])
         _log(old, "reissue", from_state, actor, reason, now)
     new = Certificate(
-        number=_new_number(citizen.region_id), citizen=citizen, state=new_state, issued_at=now,
-        activated_at=now, expires_at=now + CERTIFICATE_VALIDITY, previous=old,
+        number=_new_number(citizen.region_id),
+        citizen=citizen,
+        state=new_state,
+        issued_at=now,
+        activated_at=now,
+        expires_at=now + CERTIFICATE_VALIDITY,
+        previous=old,
     )
     try:
         with transaction.atomic():
             new.save(force_insert=True)
     except IntegrityError as exc:
-        raise DomainError("certificate_exists", _("This citizen already has an e-card that is not revoked or expired.")) from exc
+        raise DomainError(
+            "certificate_exists", _("This citizen already has an e-card that is not revoked or expired.")
+        ) from exc
     _log(new, "issue", "", actor, reason, now)
     audit_record(
-        actor=actor, action="certificate.reissue", object_type="certificate", object_id=old.number,
-        region_code=citizen.region_id, before=before,
-        after={"old": certificate_snapshot(old), "new": certificate_snapshot(new)}, reason=reason,
+        actor=actor,
+        action="certificate.reissue",
+        object_type="certificate",
+        object_id=old.number,
+        region_code=citizen.region_id,
+        before=before,
+        after={"old": certificate_snapshot(old), "new": certificate_snapshot(new)},
+        reason=reason,
     )
     _emit("certificate.reissued", new, previous_number=old.number, actor=actor)
     return new

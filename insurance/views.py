@@ -15,7 +15,7 @@ from django.utils.translation import gettext_lazy
 
 from insurance import selectors, services
 from insurance.forms import CitizenEditForm, CitizenRegisterForm, CitizenSearchForm, CitizenStatusForm, ReasonForm
-from insurance.models import Certificate, CitizenStatus, Citizen, LIVE_STATES
+from insurance.models import LIVE_STATES, Certificate, Citizen, CitizenStatus
 from portal import exports
 from portal.actors import Actor
 from portal.errors import DomainError
@@ -32,12 +32,16 @@ from portal.screens import (
 CARD_ACTIONS: dict[str, dict] = {
     "issue": {
         "label": gettext_lazy("Issue e-card"),
-        "effect": gettext_lazy("A new e-card will be issued in the state pending activation; it becomes active when the citizen links it in a wallet."),
+        "effect": gettext_lazy(
+            "A new e-card will be issued in the state pending activation; it becomes active when the citizen links it in a wallet."
+        ),
         "service": None,
     },
     "suspend": {
         "label": gettext_lazy("Suspend"),
-        "effect": gettext_lazy("The e-card will be suspended: it cannot be used for payments until it is reinstated. Partners holding it are notified."),
+        "effect": gettext_lazy(
+            "The e-card will be suspended: it cannot be used for payments until it is reinstated. Partners holding it are notified."
+        ),
         "service": services.certificate_suspend,
     },
     "reinstate": {
@@ -47,12 +51,16 @@ CARD_ACTIONS: dict[str, dict] = {
     },
     "revoke": {
         "label": gettext_lazy("Revoke"),
-        "effect": gettext_lazy("The e-card will be revoked for good: its wallet linkages end and it can never be used again. Partners holding it are notified."),
+        "effect": gettext_lazy(
+            "The e-card will be revoked for good: its wallet linkages end and it can never be used again. Partners holding it are notified."
+        ),
         "service": services.certificate_revoke,
     },
     "reissue": {
         "label": gettext_lazy("Reissue"),
-        "effect": gettext_lazy("The e-card will be ended and a new e-card issued in its place; the new card takes over its wallet linkages and family bindings."),
+        "effect": gettext_lazy(
+            "The e-card will be ended and a new e-card issued in its place; the new card takes over its wallet linkages and family bindings."
+        ),
         "service": services.certificate_reissue,
     },
 }
@@ -125,8 +133,11 @@ def citizen_search(request: HttpRequest) -> HttpResponse:
     if form.is_valid():
         saved = request.session.get(SEARCHES_SESSION_KEY, {}).get(request.GET.get("s", ""), {})
         query = selectors.CitizenQuery(
-            kind=saved.get("kind", ""), needle=tuple(saved.get("needle", ())),
-            region=form.cleaned_data["region"], status=form.cleaned_data["status"], scheme=form.cleaned_data["scheme"],
+            kind=saved.get("kind", ""),
+            needle=tuple(saved.get("needle", ())),
+            region=form.cleaned_data["region"],
+            status=form.cleaned_data["status"],
+            scheme=form.cleaned_data["scheme"],
         )
     citizens = selectors.citizen_search(request.user, query)
     if fmt := exports.requested_format(request):
@@ -135,13 +146,20 @@ def citizen_search(request: HttpRequest) -> HttpResponse:
         filters = {k: request.GET[k] for k in ("region", "status", "scheme") if request.GET.get(k)}
         if query.kind:
             filters["search"] = query.kind
-        return exports.export_response(request, list_name="citizens", queryset=citizens, columns=CITIZEN_COLUMNS,
-                                       fmt=fmt, filters=filters)
+        return exports.export_response(
+            request, list_name="citizens", queryset=citizens, columns=CITIZEN_COLUMNS, fmt=fmt, filters=filters
+        )
     page = paginate(request, citizens)
-    return render(request, "insurance/citizen_search.html", {
-        "form": form, "page": page, "search_kind": query.kind,
-        "querystring": querystring_without_page(request),
-    })
+    return render(
+        request,
+        "insurance/citizen_search.html",
+        {
+            "form": form,
+            "page": page,
+            "search_kind": query.kind,
+            "querystring": querystring_without_page(request),
+        },
+    )
 
 
 @citizen_writer_required
@@ -151,8 +169,12 @@ def citizen_register(request: HttpRequest) -> HttpResponse:
         data = form.cleaned_data
         try:
             citizen = services.citizen_register(
-                actor=Actor.for_request(request), id_number=data["id_number"], name=data["name"],
-                phone=data["phone"], region=data["region"], scheme=data["scheme"],
+                actor=Actor.for_request(request),
+                id_number=data["id_number"],
+                name=data["name"],
+                phone=data["phone"],
+                region=data["region"],
+                scheme=data["scheme"],
             )
         except DomainError as error:
             add_domain_error(form, error)
@@ -167,18 +189,22 @@ def citizen_detail(request: HttpRequest, pk: int) -> HttpResponse:
     citizen = _get_citizen_for_user(request.user, pk)
     certificates = selectors.certificate_history(citizen)
     can_write = request.user.can_write_citizens
-    cards = [
-        {"card": card, "actions": services.allowed_actions(card) if can_write else []}
-        for card in certificates
-    ]
+    cards = [{"card": card, "actions": services.allowed_actions(card) if can_write else []} for card in certificates]
     can_issue = (
         can_write and citizen.status == CitizenStatus.ACTIVE and not any(c.state in LIVE_STATES for c in certificates)
     )
-    return render(request, "insurance/citizen_detail.html", {
-        "citizen": citizen, "cards": cards, "can_write": can_write, "can_issue": can_issue,
-        "audit_events": selectors.citizen_audit_trail(citizen, certificates),
-        "action_labels": {k: v["label"] for k, v in CARD_ACTIONS.items()},
-    })
+    return render(
+        request,
+        "insurance/citizen_detail.html",
+        {
+            "citizen": citizen,
+            "cards": cards,
+            "can_write": can_write,
+            "can_issue": can_issue,
+            "audit_events": selectors.citizen_audit_trail(citizen, certificates),
+            "action_labels": {k: v["label"] for k, v in CARD_ACTIONS.items()},
+        },
+    )
 
 
 @login_required
@@ -190,15 +216,21 @@ def citizen_edit(request: HttpRequest, pk: int) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
         try:
-            services.citizen_update(actor=Actor.for_request(request), citizen=citizen, name=data["name"],
-                                    phone=data["phone"], scheme=data["scheme"])
+            services.citizen_update(
+                actor=Actor.for_request(request),
+                citizen=citizen,
+                name=data["name"],
+                phone=data["phone"],
+                scheme=data["scheme"],
+            )
         except DomainError as error:
             add_domain_error(form, error)
         else:
             messages.success(request, _("The citizen's details have been saved."))
             return redirect("citizen_detail", pk=citizen.pk)
-    return render(request, "insurance/citizen_form.html",
-                  {"form": form, "citizen": citizen, "title": _("Edit citizen")})
+    return render(
+        request, "insurance/citizen_form.html", {"form": form, "citizen": citizen, "title": _("Edit citizen")}
+    )
 
 
 @login_required
@@ -208,18 +240,25 @@ def citizen_status(request: HttpRequest, pk: int) -> HttpResponse:
     form = CitizenStatusForm(request.POST or None, citizen=citizen)
 
     def perform(data: dict) -> HttpResponse:
-        services.citizen_set_status(actor=Actor.for_request(request), citizen=citizen, status=data["status"],
-                                    reason=data["reason"])
+        services.citizen_set_status(
+            actor=Actor.for_request(request), citizen=citizen, status=data["status"], reason=data["reason"]
+        )
         messages.success(request, _("The citizen's status has been changed."))
         return redirect("citizen_detail", pk=citizen.pk)
 
     new_status = form.cleaned_data.get("status") if form.is_bound and form.is_valid() else None
-    return two_step(request, form=form, template="insurance/citizen_status.html", perform=perform, context={
-        "citizen": citizen,
-        "new_status_label": dict(CitizenStatus.choices).get(new_status, ""),
-        "revokes_cards": new_status not in (None, CitizenStatus.ACTIVE),
-        "live_cards": citizen.certificates.filter(state__in=LIVE_STATES),
-    })
+    return two_step(
+        request,
+        form=form,
+        template="insurance/citizen_status.html",
+        perform=perform,
+        context={
+            "citizen": citizen,
+            "new_status_label": dict(CitizenStatus.choices).get(new_status, ""),
+            "revokes_cards": new_status not in (None, CitizenStatus.ACTIVE),
+            "live_cards": citizen.certificates.filter(state__in=LIVE_STATES),
+        },
+    )
 
 
 @login_required
@@ -233,10 +272,19 @@ def certificate_issue(request: HttpRequest, pk: int) -> HttpResponse:
         messages.success(request, _("E-card %(number)s has been issued.") % {"number": card.number})
         return redirect("citizen_detail", pk=citizen.pk)
 
-    return two_step(request, form=form, template="insurance/certificate_action.html", perform=perform, context={
-        "citizen": citizen, "card": None, "action": "issue",
-        "label": CARD_ACTIONS["issue"]["label"], "effect": CARD_ACTIONS["issue"]["effect"],
-    })
+    return two_step(
+        request,
+        form=form,
+        template="insurance/certificate_action.html",
+        perform=perform,
+        context={
+            "citizen": citizen,
+            "card": None,
+            "action": "issue",
+            "label": CARD_ACTIONS["issue"]["label"],
+            "effect": CARD_ACTIONS["issue"]["effect"],
+        },
+    )
 
 
 @login_required
@@ -246,8 +294,9 @@ def certificate_action(request: HttpRequest, pk: int, action: str) -> HttpRespon
         raise Http404
     require_citizen_writer(request.user)
     if action not in services.allowed_actions(card):
-        messages.error(request, _("This e-card is %(state)s: it cannot be changed this way.")
-                       % {"state": card.get_state_display()})
+        messages.error(
+            request, _("This e-card is %(state)s: it cannot be changed this way.") % {"state": card.get_state_display()}
+        )
         return redirect("citizen_detail", pk=card.citizen_id)
     form = ReasonForm(request.POST or None)
     spec = CARD_ACTIONS[action]
@@ -255,13 +304,27 @@ def certificate_action(request: HttpRequest, pk: int, action: str) -> HttpRespon
     def perform(data: dict) -> HttpResponse:
         result = spec["service"](actor=Actor.for_request(request), certificate=card, reason=data["reason"])
         if action == "reissue":
-            messages.success(request, _("E-card %(old)s has been replaced by %(new)s.")
-                             % {"old": card.number, "new": result.number})
+            messages.success(
+                request, _("E-card %(old)s has been replaced by %(new)s.") % {"old": card.number, "new": result.number}
+            )
         else:
-            messages.success(request, _("E-card %(number)s is now %(state)s.")
-                             % {"number": result.number, "state": result.get_state_display()})
+            messages.success(
+                request,
+                _("E-card %(number)s is now %(state)s.")
+                % {"number": result.number, "state": result.get_state_display()},
+            )
         return redirect("citizen_detail", pk=card.citizen_id)
 
-    return two_step(request, form=form, template="insurance/certificate_action.html", perform=perform, context={
-        "citizen": card.citizen, "card": card, "action": action, "label": spec["label"], "effect": spec["effect"],
-    })
+    return two_step(
+        request,
+        form=form,
+        template="insurance/certificate_action.html",
+        perform=perform,
+        context={
+            "citizen": card.citizen,
+            "card": card,
+            "action": action,
+            "label": spec["label"],
+            "effect": spec["effect"],
+        },
+    )

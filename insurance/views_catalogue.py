@@ -9,8 +9,8 @@ insurance.catalogue, each audited.
 """
 
 import secrets
-from decimal import Decimal
 from collections.abc import Callable
+from decimal import Decimal
 from functools import wraps
 
 from django.contrib import messages
@@ -100,7 +100,10 @@ def _remember_report(request: HttpRequest, kind: str, result: catalogue_import.I
         return None
     reports = request.session.get(IMPORT_REPORTS_SESSION_KEY, {})
     token = secrets.token_urlsafe(9)
-    reports[token] = {"kind": kind, "errors": [[e.row, e.column, e.reason] for e in result.errors[:MAX_REPORTED_ERRORS]]}
+    reports[token] = {
+        "kind": kind,
+        "errors": [[e.row, e.column, e.reason] for e in result.errors[:MAX_REPORTED_ERRORS]],
+    }
     request.session[IMPORT_REPORTS_SESSION_KEY] = dict(list(reports.items())[-MAX_REMEMBERED_REPORTS:])
     return token
 
@@ -116,12 +119,24 @@ def _run_import(request: HttpRequest, *, kind: str, importer: Callable, template
         else:
             token = _remember_report(request, kind, result)
             if result.errors:
-                messages.warning(request, _("%(good)s rows imported, %(bad)s rows refused.")
-                                 % {"good": result.imported, "bad": len(result.errors)})
+                messages.warning(
+                    request,
+                    _("%(good)s rows imported, %(bad)s rows refused.")
+                    % {"good": result.imported, "bad": len(result.errors)},
+                )
             else:
                 messages.success(request, _("%(good)s rows imported.") % {"good": result.imported})
-    return render(request, template, {**context, "form": form, "result": result, "report_token": token,
-                                      "shown_errors": result.errors[:100] if result else []})
+    return render(
+        request,
+        template,
+        {
+            **context,
+            "form": form,
+            "result": result,
+            "report_token": token,
+            "shown_errors": result.errors[:100] if result else [],
+        },
+    )
 
 
 @login_required
@@ -168,12 +183,17 @@ POLICY_VERSION_COLUMNS = [
     exports.Column(gettext_lazy("Deductible (yuan)"), lambda p: exports.yuan(p.deductible_fen)),
     exports.Column(gettext_lazy("Reimbursement ratio"), lambda p: p.ratio),
     exports.Column(gettext_lazy("Annual fund cap (yuan)"), lambda p: exports.yuan(p.annual_cap_fen)),
-    exports.Column(gettext_lazy("Personal account"),
-                   lambda p: _("Allowed") if p.personal_account_allowed else _("Not allowed")),
+    exports.Column(
+        gettext_lazy("Personal account"), lambda p: _("Allowed") if p.personal_account_allowed else _("Not allowed")
+    ),
     exports.Column(gettext_lazy("Premium (yuan)"), lambda p: exports.yuan(p.premium_fen)),
-    *[exports.Column(format_lazy("{}: {}", gettext_lazy("Eligible share"), label),
-                     lambda p, key=key: Decimal(catalogue.normalise_eligible_shares(p.eligible_shares)[key]))
-      for key, label in ServiceCategory.choices],
+    *[
+        exports.Column(
+            format_lazy("{}: {}", gettext_lazy("Eligible share"), label),
+            lambda p, key=key: Decimal(catalogue.normalise_eligible_shares(p.eligible_shares)[key]),
+        )
+        for key, label in ServiceCategory.choices
+    ],
     exports.Column(gettext_lazy("Published by"), lambda p: p.created_by),
     exports.Column(gettext_lazy("Published at"), lambda p: p.created_at),
 ]
@@ -199,12 +219,19 @@ def service_list(request: HttpRequest) -> HttpResponse:
         sort = data["sort"] or "code"
     queryset = queryset.order_by(ServiceFilterForm.SORTS[sort], "code")
     if fmt := exports.requested_format(request):
-        return exports.export_response(request, list_name="services", queryset=queryset, columns=SERVICE_COLUMNS,
-                                       fmt=fmt)
-    return render(request, "insurance/catalogue_list.html", {
-        "form": form, "page": paginate(request, queryset), "querystring": querystring_without_page(request),
-        "can_edit": may_edit_catalogue(request.user),
-    })
+        return exports.export_response(
+            request, list_name="services", queryset=queryset, columns=SERVICE_COLUMNS, fmt=fmt
+        )
+    return render(
+        request,
+        "insurance/catalogue_list.html",
+        {
+            "form": form,
+            "page": paginate(request, queryset),
+            "querystring": querystring_without_page(request),
+            "can_edit": may_edit_catalogue(request.user),
+        },
+    )
 
 
 @catalogue_editor_required
@@ -218,8 +245,11 @@ def service_create(request: HttpRequest) -> HttpResponse:
         else:
             messages.success(request, _("Service %(code)s has been added.") % {"code": item.code})
             return redirect("catalogue_list")
-    return render(request, "insurance/entry_form.html", {"form": form, "title": _("Add a service"),
-                                                         "cancel_url": reverse("catalogue_list")})
+    return render(
+        request,
+        "insurance/entry_form.html",
+        {"form": form, "title": _("Add a service"), "cancel_url": reverse("catalogue_list")},
+    )
 
 
 @catalogue_editor_required
@@ -236,9 +266,16 @@ def service_edit(request: HttpRequest, pk: int) -> HttpResponse:
         else:
             messages.success(request, _("Service %(code)s has been saved.") % {"code": item.code})
             return redirect("catalogue_list")
-    return render(request, "insurance/entry_form.html",
-                  {"form": form, "item": item, "title": _("Edit service %(code)s") % {"code": item.code},
-                   "cancel_url": reverse("catalogue_list")})
+    return render(
+        request,
+        "insurance/entry_form.html",
+        {
+            "form": form,
+            "item": item,
+            "title": _("Edit service %(code)s") % {"code": item.code},
+            "cancel_url": reverse("catalogue_list"),
+        },
+    )
 
 
 @catalogue_editor_required
@@ -247,22 +284,36 @@ def service_toggle(request: HttpRequest, pk: int) -> HttpResponse:
     item = _get_service(pk)
     if request.method == "POST" and request.POST.get("confirmed") == "yes":
         catalogue.service_set_active(actor=Actor.for_request(request), item=item, active=not item.active)
-        messages.success(request, (_("Service %(code)s is active again.") if not item.active
-                                   else _("Service %(code)s has been deactivated.")) % {"code": item.code})
+        messages.success(
+            request,
+            (_("Service %(code)s is active again.") if not item.active else _("Service %(code)s has been deactivated."))
+            % {"code": item.code},
+        )
         return redirect("catalogue_list")
-    return render(request, "insurance/active_toggle.html", {
-        "object": item, "cancel_url": reverse("catalogue_list"), "confirm_field": "confirmed",
-    })
+    return render(
+        request,
+        "insurance/active_toggle.html",
+        {
+            "object": item,
+            "cancel_url": reverse("catalogue_list"),
+            "confirm_field": "confirmed",
+        },
+    )
 
 
 @catalogue_editor_required
 def service_import(request: HttpRequest) -> HttpResponse:
     actor = Actor.for_request(request)
     return _run_import(
-        request, kind="services", template="insurance/import_rows.html",
+        request,
+        kind="services",
+        template="insurance/import_rows.html",
         importer=lambda lines: catalogue_import.import_services(actor=actor, lines=lines),
-        context={"title": _("Import services"), "columns": catalogue_import.SERVICE_COLUMNS,
-                 "back_url": reverse("catalogue_list")},
+        context={
+            "title": _("Import services"),
+            "columns": catalogue_import.SERVICE_COLUMNS,
+            "back_url": reverse("catalogue_list"),
+        },
     )
 
 
@@ -288,12 +339,19 @@ def facility_list(request: HttpRequest) -> HttpResponse:
         sort = data["sort"] or "code"
     queryset = queryset.order_by(FacilityFilterForm.SORTS[sort], "code")
     if fmt := exports.requested_format(request):
-        return exports.export_response(request, list_name="facilities", queryset=queryset,
-                                       columns=FACILITY_COLUMNS, fmt=fmt)
-    return render(request, "insurance/facility_list.html", {
-        "form": form, "page": paginate(request, queryset), "querystring": querystring_without_page(request),
-        "can_edit": may_edit_region_data(request.user),
-    })
+        return exports.export_response(
+            request, list_name="facilities", queryset=queryset, columns=FACILITY_COLUMNS, fmt=fmt
+        )
+    return render(
+        request,
+        "insurance/facility_list.html",
+        {
+            "form": form,
+            "page": paginate(request, queryset),
+            "querystring": querystring_without_page(request),
+            "can_edit": may_edit_region_data(request.user),
+        },
+    )
 
 
 @_require(may_edit_region_data)
@@ -307,8 +365,11 @@ def facility_create(request: HttpRequest) -> HttpResponse:
         else:
             messages.success(request, _("Facility %(code)s has been added.") % {"code": facility.code})
             return redirect("facility_list")
-    return render(request, "insurance/entry_form.html", {"form": form, "title": _("Add a facility"),
-                                                         "cancel_url": reverse("facility_list")})
+    return render(
+        request,
+        "insurance/entry_form.html",
+        {"form": form, "title": _("Add a facility"), "cancel_url": reverse("facility_list")},
+    )
 
 
 @login_required
@@ -327,9 +388,16 @@ def facility_edit(request: HttpRequest, pk: int) -> HttpResponse:
         else:
             messages.success(request, _("Facility %(code)s has been saved.") % {"code": facility.code})
             return redirect("facility_list")
-    return render(request, "insurance/entry_form.html", {
-        "form": form, "facility": facility, "title": _("Edit facility %(code)s") % {"code": facility.code},
-        "cancel_url": reverse("facility_list")})
+    return render(
+        request,
+        "insurance/entry_form.html",
+        {
+            "form": form,
+            "facility": facility,
+            "title": _("Edit facility %(code)s") % {"code": facility.code},
+            "cancel_url": reverse("facility_list"),
+        },
+    )
 
 
 @login_required
@@ -339,12 +407,25 @@ def facility_toggle(request: HttpRequest, pk: int) -> HttpResponse:
         raise PermissionDenied
     if request.method == "POST" and request.POST.get("confirmed") == "yes":
         catalogue.facility_set_active(actor=Actor.for_request(request), facility=facility, active=not facility.active)
-        messages.success(request, (_("Facility %(code)s is active again.") if not facility.active
-                                   else _("Facility %(code)s has been deactivated.")) % {"code": facility.code})
+        messages.success(
+            request,
+            (
+                _("Facility %(code)s is active again.")
+                if not facility.active
+                else _("Facility %(code)s has been deactivated.")
+            )
+            % {"code": facility.code},
+        )
         return redirect("facility_list")
-    return render(request, "insurance/active_toggle.html", {
-        "object": facility, "cancel_url": reverse("facility_list"), "confirm_field": "confirmed",
-    })
+    return render(
+        request,
+        "insurance/active_toggle.html",
+        {
+            "object": facility,
+            "cancel_url": reverse("facility_list"),
+            "confirm_field": "confirmed",
+        },
+    )
 
 
 @_require(may_edit_region_data)
@@ -352,10 +433,15 @@ def facility_import(request: HttpRequest) -> HttpResponse:
     actor = Actor.for_request(request)
     codes = visible_region_codes(request.user)
     return _run_import(
-        request, kind="facilities", template="insurance/import_rows.html",
+        request,
+        kind="facilities",
+        template="insurance/import_rows.html",
         importer=lambda lines: catalogue_import.import_facilities(actor=actor, lines=lines, region_codes=codes),
-        context={"title": _("Import facilities"), "columns": catalogue_import.FACILITY_COLUMNS,
-                 "back_url": reverse("facility_list")},
+        context={
+            "title": _("Import facilities"),
+            "columns": catalogue_import.FACILITY_COLUMNS,
+            "back_url": reverse("facility_list"),
+        },
     )
 
 
@@ -365,8 +451,7 @@ def facility_import(request: HttpRequest) -> HttpResponse:
 @login_required
 def policy_index(request: HttpRequest) -> HttpResponse:
     """Every (region, scheme, year) with policies in the user's regions, and a form to open one."""
-    form = PolicyChooseForm(request.GET or None, user=request.user,
-                            initial={"year": catalogue.shanghai_today().year})
+    form = PolicyChooseForm(request.GET or None, user=request.user, initial={"year": catalogue.shanghai_today().year})
     fmt = exports.requested_format(request)
     if not fmt and form.is_bound and form.is_valid():
         data = form.cleaned_data
@@ -378,12 +463,19 @@ def policy_index(request: HttpRequest) -> HttpResponse:
         .order_by("region_id", "-year", "scheme")
     )
     if fmt:
-        return exports.export_response(request, list_name="policies", queryset=groups, columns=POLICY_COLUMNS,
-                                       fmt=fmt, filters={})
-    return render(request, "insurance/policy_index.html", {
-        "form": form, "page": paginate(request, groups), "querystring": querystring_without_page(request),
-        "scheme_labels": dict(Scheme.choices),
-    })
+        return exports.export_response(
+            request, list_name="policies", queryset=groups, columns=POLICY_COLUMNS, fmt=fmt, filters={}
+        )
+    return render(
+        request,
+        "insurance/policy_index.html",
+        {
+            "form": form,
+            "page": paginate(request, groups),
+            "querystring": querystring_without_page(request),
+            "scheme_labels": dict(Scheme.choices),
+        },
+    )
 
 
 def _policy_scope(request: HttpRequest, region: str, scheme: str, year: int) -> Region:
@@ -398,17 +490,29 @@ def policy_versions(request: HttpRequest, region: str, scheme: str, year: int) -
     region_obj = _policy_scope(request, region, scheme, year)
     if fmt := exports.requested_format(request):
         return exports.export_response(
-            request, list_name=f"policy-{region}-{scheme}-{year}", fmt=fmt, columns=POLICY_VERSION_COLUMNS,
+            request,
+            list_name=f"policy-{region}-{scheme}-{year}",
+            fmt=fmt,
+            columns=POLICY_VERSION_COLUMNS,
             queryset=catalogue.policy_versions(region, scheme, year).order_by("-version"),
             filters={"region": region, "scheme": scheme, "year": str(year)},
         )
     versions = list(catalogue.policy_versions(region, scheme, year))
     in_force = catalogue.policy_in_force(region, scheme, year)
-    return render(request, "insurance/policy_versions.html", {
-        "region": region_obj, "scheme": scheme, "scheme_label": dict(Scheme.choices)[scheme], "year": year,
-        "versions": versions[::-1], "in_force_id": in_force.pk if in_force else None,
-        "categories": ServiceCategory.choices, "can_edit": may_edit_region_data(request.user),
-    })
+    return render(
+        request,
+        "insurance/policy_versions.html",
+        {
+            "region": region_obj,
+            "scheme": scheme,
+            "scheme_label": dict(Scheme.choices)[scheme],
+            "year": year,
+            "versions": versions[::-1],
+            "in_force_id": in_force.pk if in_force else None,
+            "categories": ServiceCategory.choices,
+            "can_edit": may_edit_region_data(request.user),
+        },
+    )
 
 
 def _prefill_source(region: str, scheme: str, year: int) -> ReimbursementPolicy | None:
@@ -426,8 +530,11 @@ def _policy_initial(source: ReimbursementPolicy | None, year: int) -> dict:
     shares = catalogue.normalise_eligible_shares(source.eligible_shares)
     return {
         "effective_from": max(start, source.effective_from) if source.year == year else start,
-        "deductible_fen": source.deductible_fen, "ratio": source.ratio, "annual_cap_fen": source.annual_cap_fen,
-        "personal_account_allowed": source.personal_account_allowed, "premium_fen": source.premium_fen,
+        "deductible_fen": source.deductible_fen,
+        "ratio": source.ratio,
+        "annual_cap_fen": source.annual_cap_fen,
+        "personal_account_allowed": source.personal_account_allowed,
+        "premium_fen": source.premium_fen,
         **{f"share_{k}": Decimal(v) for k, v in shares.items()},
     }
 
@@ -436,27 +543,52 @@ def _policy_changes(form: PolicyVersionForm, previous: ReimbursementPolicy | Non
     """What the new version changes, field by field, for the confirmation page."""
     values = form.policy_values()
     rows = [
-        ("effective_from", form.fields["effective_from"].label, previous and previous.effective_from,
-         values["effective_from"], "date"),
-        ("deductible_fen", form.fields["deductible_fen"].label, previous and previous.deductible_fen,
-         values["deductible_fen"], "yuan"),
+        (
+            "effective_from",
+            form.fields["effective_from"].label,
+            previous and previous.effective_from,
+            values["effective_from"],
+            "date",
+        ),
+        (
+            "deductible_fen",
+            form.fields["deductible_fen"].label,
+            previous and previous.deductible_fen,
+            values["deductible_fen"],
+            "yuan",
+        ),
         ("ratio", form.fields["ratio"].label, previous and previous.ratio, values["ratio"], "percent"),
-        ("annual_cap_fen", form.fields["annual_cap_fen"].label, previous and previous.annual_cap_fen,
-         values["annual_cap_fen"], "yuan"),
-        ("personal_account_allowed", form.fields["personal_account_allowed"].label,
-         previous.personal_account_allowed if previous else None, values["personal_account_allowed"], "bool"),
+        (
+            "annual_cap_fen",
+            form.fields["annual_cap_fen"].label,
+            previous and previous.annual_cap_fen,
+            values["annual_cap_fen"],
+            "yuan",
+        ),
+        (
+            "personal_account_allowed",
+            form.fields["personal_account_allowed"].label,
+            previous.personal_account_allowed if previous else None,
+            values["personal_account_allowed"],
+            "bool",
+        ),
     ]
     if "premium_fen" in form.fields:
-        rows.append(("premium_fen", form.fields["premium_fen"].label, previous and previous.premium_fen,
-                     values["premium_fen"], "yuan"))
+        rows.append(
+            (
+                "premium_fen",
+                form.fields["premium_fen"].label,
+                previous and previous.premium_fen,
+                values["premium_fen"],
+                "yuan",
+            )
+        )
     old_shares = catalogue.normalise_eligible_shares(previous.eligible_shares) if previous else {}
     for key in ServiceCategory.values:
         old = Decimal(old_shares[key]) if previous else None
-        rows.append((f"share_{key}", form.fields[f"share_{key}"].label, old, values["eligible_shares"][key],
-                     "percent"))
+        rows.append((f"share_{key}", form.fields[f"share_{key}"].label, old, values["eligible_shares"][key], "percent"))
     return [
-        {"name": name, "label": label, "old": old, "new": new, "kind": kind,
-         "changed": previous is None or old != new}
+        {"name": name, "label": label, "old": old, "new": new, "kind": kind, "changed": previous is None or old != new}
         for name, label, old, new, kind in rows
     ]
 
@@ -467,19 +599,33 @@ def policy_new_version(request: HttpRequest, region: str, scheme: str, year: int
     if not may_edit_region_data(request.user):
         raise PermissionDenied
     previous = catalogue.policy_versions(region, scheme, year).last()
-    form = PolicyVersionForm(request.POST or None, scheme=scheme,
-                             initial=_policy_initial(_prefill_source(region, scheme, year), year))
+    form = PolicyVersionForm(
+        request.POST or None, scheme=scheme, initial=_policy_initial(_prefill_source(region, scheme, year), year)
+    )
 
     def perform(data: dict) -> HttpResponse:
         policy = catalogue.policy_create_version(
-            actor=Actor.for_request(request), region=region_obj, scheme=scheme, year=year, **form.policy_values())
-        messages.success(request, _("Version %(version)s of the policy has been published.")
-                         % {"version": policy.version})
+            actor=Actor.for_request(request), region=region_obj, scheme=scheme, year=year, **form.policy_values()
+        )
+        messages.success(
+            request, _("Version %(version)s of the policy has been published.") % {"version": policy.version}
+        )
         return redirect("policy_versions", region=region, scheme=scheme, year=year)
 
     changes = _policy_changes(form, previous) if form.is_bound and form.is_valid() else []
-    return two_step(request, form=form, template="insurance/policy_form.html", perform=perform, context={
-        "region": region_obj, "scheme": scheme, "scheme_label": dict(Scheme.choices)[scheme], "year": year,
-        "previous": previous, "changes": changes, "any_change": any(c["changed"] for c in changes),
-        "cancel_url": reverse("policy_versions", kwargs={"region": region, "scheme": scheme, "year": year}),
-    })
+    return two_step(
+        request,
+        form=form,
+        template="insurance/policy_form.html",
+        perform=perform,
+        context={
+            "region": region_obj,
+            "scheme": scheme,
+            "scheme_label": dict(Scheme.choices)[scheme],
+            "year": year,
+            "previous": previous,
+            "changes": changes,
+            "any_change": any(c["changed"] for c in changes),
+            "cancel_url": reverse("policy_versions", kwargs={"region": region, "scheme": scheme, "year": year}),
+        },
+    )

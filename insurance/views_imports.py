@@ -37,8 +37,9 @@ class ImportUploadForm(forms.Form):
         upload = self.cleaned_data["file"]
         limit = settings.ECARD_IMPORT_MAX_BYTES
         if upload.size > limit:
-            raise forms.ValidationError(_("The file is larger than %(limit)s; split it into smaller files.")
-                                        % {"limit": filesizeformat(limit)})
+            raise forms.ValidationError(
+                _("The file is larger than %(limit)s; split it into smaller files.") % {"limit": filesizeformat(limit)}
+            )
         suffix = Path(upload.name).suffix.lower()
         if suffix not in ALLOWED_SUFFIXES:
             raise forms.ValidationError(_("Only .csv and .xlsx files can be imported."))
@@ -83,8 +84,9 @@ IMPORT_COLUMNS = [
 @login_required
 def import_list(request: HttpRequest) -> HttpResponse:
     if fmt := exports.requested_format(request):
-        return exports.export_response(request, list_name="citizen_imports", queryset=_jobs_for(request.user),
-                                       columns=IMPORT_COLUMNS, fmt=fmt)
+        return exports.export_response(
+            request, list_name="citizen_imports", queryset=_jobs_for(request.user), columns=IMPORT_COLUMNS, fmt=fmt
+        )
     page = paginate(request, _jobs_for(request.user), per_page=20)
     return render(request, "insurance/import_list.html", {"page": page})
 
@@ -93,31 +95,54 @@ def import_list(request: HttpRequest) -> HttpResponse:
 def import_upload(request: HttpRequest) -> HttpResponse:
     form = ImportUploadForm(request.POST or None, request.FILES or None, user=request.user)
     if request.method == "POST" and form.is_valid():
-        job = import_job_create(actor=Actor.for_request(request), user=request.user,
-                                region=form.cleaned_data["region"], upload=form.cleaned_data["file"],
-                                language=request.LANGUAGE_CODE)
+        job = import_job_create(
+            actor=Actor.for_request(request),
+            user=request.user,
+            region=form.cleaned_data["region"],
+            upload=form.cleaned_data["file"],
+            language=request.LANGUAGE_CODE,
+        )
         return redirect("import_detail", pk=job.pk)
-    return render(request, "insurance/import_upload.html", {
-        "form": form, "columns": REQUIRED_COLUMNS + OPTIONAL_COLUMNS,
-        "limit": settings.ECARD_IMPORT_MAX_BYTES,
-    }, status=400 if form.errors else 200)
+    return render(
+        request,
+        "insurance/import_upload.html",
+        {
+            "form": form,
+            "columns": REQUIRED_COLUMNS + OPTIONAL_COLUMNS,
+            "limit": settings.ECARD_IMPORT_MAX_BYTES,
+        },
+        status=400 if form.errors else 200,
+    )
 
 
 def _status(job: ImportJob) -> dict:
     return {
-        "id": job.pk, "state": job.state, "state_label": job.get_state_display(), "finished": job.is_finished,
-        "percent": job.percent, "rows_total": job.rows_total, "rows_done": job.rows_done,
-        "created": job.created, "updated": job.updated, "failed": job.failed, "error": job.error,
+        "id": job.pk,
+        "state": job.state,
+        "state_label": job.get_state_display(),
+        "finished": job.is_finished,
+        "percent": job.percent,
+        "rows_total": job.rows_total,
+        "rows_done": job.rows_done,
+        "created": job.created,
+        "updated": job.updated,
+        "failed": job.failed,
+        "error": job.error,
     }
 
 
 @login_required
 def import_detail(request: HttpRequest, pk: int) -> HttpResponse:
     job = _job_for(request.user, pk)
-    return render(request, "insurance/import_detail.html", {
-        "job": job, "errors": job.row_errors.all()[:50],
-        "status_url": reverse("import_status", args=[job.pk]),
-    })
+    return render(
+        request,
+        "insurance/import_detail.html",
+        {
+            "job": job,
+            "errors": job.row_errors.all()[:50],
+            "status_url": reverse("import_status", args=[job.pk]),
+        },
+    )
 
 
 @login_required

@@ -39,13 +39,25 @@ def sign_response(response: HttpResponseBase, *, request_nonce: str) -> HttpResp
         key = keys.current_signing_key()
     except DomainError as exc:  # no active key yet: say so rather than answer unsigned or 500
         return HttpResponse(
-            json.dumps({"type": "about:blank", "title": "Service unavailable", "status": 503,
-                        "detail": exc.message, "code": exc.code}),
-            status=503, content_type="application/problem+json",
+            json.dumps(
+                {
+                    "type": "about:blank",
+                    "title": "Service unavailable",
+                    "status": 503,
+                    "detail": exc.message,
+                    "code": exc.code,
+                }
+            ),
+            status=503,
+            content_type="application/problem+json",
         )
     headers = signing.response_headers(
-        key_id=key.key_id, private_key=key.private_key, status=response.status_code,
-        request_nonce=request_nonce, body=body, timestamp=int(time.time()),
+        key_id=key.key_id,
+        private_key=key.private_key,
+        status=response.status_code,
+        request_nonce=request_nonce,
+        body=body,
+        timestamp=int(time.time()),
     )
     for name, value in headers.as_dict().items():
         response[name] = value

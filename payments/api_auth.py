@@ -56,7 +56,7 @@ def parse_authorization(header: str) -> dict[str, str] | None:
     if not header.startswith(SCHEME + " "):
         return None
     params: dict[str, str] = {}
-    for item in header[len(SCHEME) + 1:].split(","):
+    for item in header[len(SCHEME) + 1 :].split(","):
         match = _PARAM.fullmatch(item)
         if match is None or match.group(1) in params:
             return None
@@ -310,8 +310,9 @@ class PartnerSignatureAuthentication(BaseAuthentication):
             raise _unauthorized("stale_timestamp", "The timestamp is more than 300 s from the portal's clock.")
         # The request is counted against the partner's rate limit (api_base._rate_limit decides)
         # in the same round trip as its nonce is recorded; a refused one (replayed, forbidden) is not.
-        count, current = _record_nonce_and_count(f"nonce:{key_id}:{params['nonce']}",
-                                                 rate_key(key.partner.pk, int(now)) if _active(key) else None)
+        count, current = _record_nonce_and_count(
+            f"nonce:{key_id}:{params['nonce']}", rate_key(key.partner.pk, int(now)) if _active(key) else None
+        )
         if count is None:
             raise _unauthorized("replayed_request", "This nonce was already used with this key.")
         if generation is not None and generation != current:
@@ -324,8 +325,9 @@ class PartnerSignatureAuthentication(BaseAuthentication):
                 raise _unauthorized("unknown_key", "The key_id is not known.")
             _remember(key_id, row, current)
             fresh = _key_from_row(row)
-            if fresh.public_key != key.public_key and not signing.verify(_public_key(fresh), message,
-                                                                         params["signature"]):
+            if fresh.public_key != key.public_key and not signing.verify(
+                _public_key(fresh), message, params["signature"]
+            ):
                 raise _unauthorized("invalid_signature", "The signature does not verify.")
             key = fresh
             if not counted:  # counted in its second only if the key was active as first read
@@ -336,5 +338,3 @@ class PartnerSignatureAuthentication(BaseAuthentication):
 
     def authenticate_header(self, request: Request) -> str:
         return SCHEME
-
-

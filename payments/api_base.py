@@ -87,8 +87,12 @@ def _reject_nul(request: Request) -> None:
         raise ApiError(404, "not_found", "Not found.")
     for name, values in request.query_params.lists():
         if "\x00" in name or any("\x00" in value for value in values):
-            raise ApiError(400, "validation_error", "NUL characters are not accepted.",
-                           errors={name.replace("\x00", ""): ["NUL characters are not accepted."]})
+            raise ApiError(
+                400,
+                "validation_error",
+                "NUL characters are not accepted.",
+                errors={name.replace("\x00", ""): ["NUL characters are not accepted."]},
+            )
 
 
 class PartnerApiView(SignedApiView):
@@ -163,9 +167,11 @@ class PartnerApiView(SignedApiView):
                     if idempotency.should_store(response) and not idempotency.store(keyed, response, joined):
                         raise idempotency.KeyTaken
         except idempotency.KeyAnswered as answered:  # rolled back; nothing stored
-            response = (self.finalize_response(request, answered.replay, *args, **kwargs)
-                        if answered.replay is not None else
-                        self.finalize_response(request, self.handle_exception(answered.error), *args, **kwargs))
+            response = (
+                self.finalize_response(request, answered.replay, *args, **kwargs)
+                if answered.replay is not None
+                else self.finalize_response(request, self.handle_exception(answered.error), *args, **kwargs)
+            )
         except idempotency.KeyTaken:  # rolled back: the first request's answer stands
             response = self._stored_answer(request, *args, **kwargs)
         except Exception as exc:
@@ -196,8 +202,11 @@ def json_response(request: Request, data: dict, status: int = 200) -> HttpRespon
     if request.accepted_media_type != "application/json":
         return Response(data, status=status)
     text = json.dumps(data, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-    return HttpResponse(text.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029").encode(),
-                        content_type="application/json", status=status)
+    return HttpResponse(
+        text.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029").encode(),
+        content_type="application/json",
+        status=status,
+    )
 
 
 class StrictCharField(serializers.CharField):
@@ -225,8 +234,12 @@ class StrictSerializer(serializers.Serializer):
 def parse_input(serializer_class: type[serializers.Serializer], request: Request) -> dict:
     data = request.data
     if not isinstance(data, dict):
-        raise ApiError(400, "validation_error", "The body must be a JSON object.",
-                       errors={"non_field_errors": ["The body must be a JSON object."]})
+        raise ApiError(
+            400,
+            "validation_error",
+            "The body must be a JSON object.",
+            errors={"non_field_errors": ["The body must be a JSON object."]},
+        )
     serializer = serializer_class(data=data)
     serializer.is_valid(raise_exception=True)
     return serializer.validated_data
@@ -284,7 +297,8 @@ def paginate(
         except Exception:  # any undecodable or foreign cursor is the partner's error
             raise _bad("cursor", "The cursor is not valid.") from None
         queryset = queryset.filter(
-            Q(**{f"{first}__gt": after_first_value}) | Q(**{first: after_first_value, f"{second}__gt": after_second_value})
+            Q(**{f"{first}__gt": after_first_value})
+            | Q(**{first: after_first_value, f"{second}__gt": after_second_value})
         )
     rows = list(queryset.order_by(first, second)[: limit + 1])
     more = len(rows) > limit
@@ -333,8 +347,9 @@ def identity_attempts_check(partner: Partner) -> None:
     if len(times) >= IDENTITY_MISMATCHES_PER_MINUTE:
         free_at = times[len(times) - IDENTITY_MISMATCHES_PER_MINUTE] + IDENTITY_MISMATCH_WINDOW_SECONDS
         retry_after = min(IDENTITY_MISMATCH_WINDOW_SECONDS, max(1, math.ceil(free_at - now)))
-        raise ApiError(429, "rate_limited", "Too many identity mismatches: retry later.",
-                       headers={"Retry-After": str(retry_after)})
+        raise ApiError(
+            429, "rate_limited", "Too many identity mismatches: retry later.", headers={"Retry-After": str(retry_after)}
+        )
 
 
 def identity_mismatch_record(partner: Partner) -> None:

@@ -12,8 +12,8 @@ from rest_framework.response import Response
 
 from payments import bindings
 from payments.api_base import PartnerApiView, StrictSerializer, paginate, parse_input
-from payments.models import BindingEndReason, BindingState, FamilyBinding, Relationship, WalletLinkage
 from payments.api_shapes import CertificateOutputSerializer, CitizenOutputSerializer
+from payments.models import BindingEndReason, BindingState, FamilyBinding, Relationship, WalletLinkage
 from payments.problems import ApiError
 from payments.representations import family_binding_repr
 from portal.actors import Actor, client_ip
@@ -61,8 +61,11 @@ def _problem(text: str) -> OpenApiResponse:
 
 
 _NOT_FOUND = _problem("not_found")
-_COMMON = {400: _problem("validation_error"), 401: _problem("Authentication failed"),
-           403: _problem("forbidden: not a wallet partner")}
+_COMMON = {
+    400: _problem("validation_error"),
+    401: _problem("Authentication failed"),
+    403: _problem("forbidden: not a wallet partner"),
+}
 
 
 # --- Views ----------------------------------------------------------------------------------
@@ -76,7 +79,8 @@ class _BindingApiView(PartnerApiView):
 
     def own_bindings(self):
         return FamilyBinding.objects.filter(partner=self.partner).select_related(
-            "beneficiary", "holder_linkage", "partner")
+            "beneficiary", "holder_linkage", "partner"
+        )
 
     def get_binding(self, public_id: str) -> FamilyBinding:
         binding = self.own_bindings().filter(public_id=public_id).first()
@@ -99,10 +103,19 @@ class FamilyBindingListCreateApi(_BindingApiView):
     @extend_schema(
         operation_id="family_bindings_create",
         request=FamilyBindingCreateInputSerializer,
-        parameters=[OpenApiParameter("Idempotency-Key", OpenApiTypes.STR, location=OpenApiParameter.HEADER,
-                                     required=True, description="1 to 255 printable ASCII characters.")],
+        parameters=[
+            OpenApiParameter(
+                "Idempotency-Key",
+                OpenApiTypes.STR,
+                location=OpenApiParameter.HEADER,
+                required=True,
+                description="1 to 255 printable ASCII characters.",
+            )
+        ],
         responses={
-            201: FamilyBindingOutputSerializer, **_COMMON, 404: _NOT_FOUND,
+            201: FamilyBindingOutputSerializer,
+            **_COMMON,
+            404: _NOT_FOUND,
             409: _problem("certificate_unavailable, binding_exists, binding_limit_reached, linkage_inactive"),
             422: _problem("identity_mismatch"),
         },
@@ -111,9 +124,13 @@ class FamilyBindingListCreateApi(_BindingApiView):
         data = parse_input(FamilyBindingCreateInputSerializer, request)
         linkage = self.get_holder_linkage(data["holder_linkage_id"])
         binding = bindings.family_binding_create(
-            actor=self.actor(), partner=self.partner, holder_linkage=linkage,
-            beneficiary_id_number=data["beneficiary_id_number"], beneficiary_name=data["beneficiary_name"],
-            relationship=data["relationship"], consent_reference=data["consent_reference"],
+            actor=self.actor(),
+            partner=self.partner,
+            holder_linkage=linkage,
+            beneficiary_id_number=data["beneficiary_id_number"],
+            beneficiary_name=data["beneficiary_name"],
+            relationship=data["relationship"],
+            consent_reference=data["consent_reference"],
         )
         binding = self.get_binding(binding.public_id)
         return Response(family_binding_repr(binding), status=201)
@@ -145,8 +162,10 @@ class FamilyBindingListCreateApi(_BindingApiView):
 class FamilyBindingDetailApi(_BindingApiView):
     """`GET /family-bindings/{id}`."""
 
-    @extend_schema(operation_id="family_bindings_retrieve",
-                   responses={200: FamilyBindingOutputSerializer, **_COMMON, 404: _NOT_FOUND})
+    @extend_schema(
+        operation_id="family_bindings_retrieve",
+        responses={200: FamilyBindingOutputSerializer, **_COMMON, 404: _NOT_FOUND},
+    )
     def get(self, request: Request, public_id: str) -> Response:
         return Response(family_binding_repr(self.get_binding(public_id)))
 
@@ -154,12 +173,14 @@ class FamilyBindingDetailApi(_BindingApiView):
 class FamilyBindingRevokeApi(_BindingApiView):
     """`POST /family-bindings/{id}/revoke`: end it (`partner_request`); an ended binding is returned unchanged."""
 
-    @extend_schema(operation_id="family_bindings_revoke", request=FamilyBindingRevokeInputSerializer,
-                   responses={200: FamilyBindingOutputSerializer, **_COMMON, 404: _NOT_FOUND})
+    @extend_schema(
+        operation_id="family_bindings_revoke",
+        request=FamilyBindingRevokeInputSerializer,
+        responses={200: FamilyBindingOutputSerializer, **_COMMON, 404: _NOT_FOUND},
+    )
     def post(self, request: Request, public_id: str) -> Response:
         if request.body.strip():
             parse_input(FamilyBindingRevokeInputSerializer, request)
         binding = self.get_binding(public_id)
-        bindings.family_binding_revoke(actor=self.actor(), binding=binding,
-                                       reason=BindingEndReason.PARTNER_REQUEST)
+        bindings.family_binding_revoke(actor=self.actor(), binding=binding, reason=BindingEndReason.PARTNER_REQUEST)
         return Response(family_binding_repr(self.get_binding(public_id)))

@@ -76,20 +76,33 @@ class PolicyOutputSerializer(serializers.Serializer):
     annual_cap_fen = serializers.IntegerField()
     personal_account_allowed = serializers.BooleanField()
     eligible_shares = EligibleSharesOutputSerializer()
-    premium_fen = serializers.IntegerField(allow_null=True, help_text="The resident scheme's yearly premium; null for employee.")
+    premium_fen = serializers.IntegerField(
+        allow_null=True, help_text="The resident scheme's yearly premium; null for employee."
+    )
 
 
 # --- Representations ---------------------------------------------------------------
 
 
 def service_representation(item: ServiceItem) -> dict:
-    return {"code": item.code, "name_zh": item.name_zh, "name_en": item.name_en, "category": item.category,
-            "unit": item.unit, "max_unit_price_fen": item.max_unit_price_fen}
+    return {
+        "code": item.code,
+        "name_zh": item.name_zh,
+        "name_en": item.name_en,
+        "category": item.category,
+        "unit": item.unit,
+        "max_unit_price_fen": item.max_unit_price_fen,
+    }
 
 
 def facility_representation(facility: Facility) -> dict:
-    return {"code": facility.code, "name_zh": facility.name_zh, "name_en": facility.name_en, "kind": facility.kind,
-            "region_code": facility.region_id}
+    return {
+        "code": facility.code,
+        "name_zh": facility.name_zh,
+        "name_en": facility.name_en,
+        "kind": facility.kind,
+        "region_code": facility.region_id,
+    }
 
 
 def policy_representation(policy: ReimbursementPolicy) -> dict:
@@ -103,8 +116,9 @@ def policy_representation(policy: ReimbursementPolicy) -> dict:
         "ratio": decimal_string(policy.ratio),
         "annual_cap_fen": policy.annual_cap_fen,
         "personal_account_allowed": policy.personal_account_allowed,
-        "eligible_shares": {category: decimal_string(policy.eligible_shares[category])
-                            for category in ServiceCategory.values},
+        "eligible_shares": {
+            category: decimal_string(policy.eligible_shares[category]) for category in ServiceCategory.values
+        },
         "premium_fen": policy.premium_fen,
     }
 
@@ -127,8 +141,12 @@ def _pilot_region_code(raw: str | None, *, required: bool) -> str | None:
 
 
 _PAGE_PARAMETERS = [
-    OpenApiParameter("cursor", OpenApiTypes.STR, required=False,
-                     description="The next_cursor of the previous page (opaque, [A-Za-z0-9_-])."),
+    OpenApiParameter(
+        "cursor",
+        OpenApiTypes.STR,
+        required=False,
+        description="The next_cursor of the previous page (opaque, [A-Za-z0-9_-]).",
+    ),
     OpenApiParameter("limit", OpenApiTypes.INT, required=False, description="1 to 200, default 50."),
 ]
 _PROBLEM_400 = OpenApiResponse(description="validation_error (application/problem+json)")
@@ -157,16 +175,21 @@ class FacilityListApi(PartnerApiView):
     @extend_schema(
         operation_id="facilities_list",
         parameters=[
-            OpenApiParameter("region_code", OpenApiTypes.STR, required=False,
-                             description="Only the facilities of this pilot region (six digits)."),
+            OpenApiParameter(
+                "region_code",
+                OpenApiTypes.STR,
+                required=False,
+                description="Only the facilities of this pilot region (six digits).",
+            ),
             *_PAGE_PARAMETERS,
         ],
         responses={200: FacilityListOutputSerializer, 400: _PROBLEM_400, 401: _PROBLEM_401},
     )
     def get(self, request: Request) -> Response:
         region_code = _pilot_region_code(request.query_params.get("region_code"), required=False)
-        page = paginate(request, facilities_listed(region_code), order=("code", "id"),
-                        serialize=facility_representation)
+        page = paginate(
+            request, facilities_listed(region_code), order=("code", "id"), serialize=facility_representation
+        )
         return Response(page)
 
 

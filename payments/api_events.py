@@ -47,7 +47,7 @@ def decode_cursor(cursor: str) -> tuple[int, int]:
         raise ValueError("not base64url") from exc
     if not raw.startswith(_CURSOR_PREFIX):
         raise ValueError("unknown cursor version")
-    parts = raw[len(_CURSOR_PREFIX):].split(".")
+    parts = raw[len(_CURSOR_PREFIX) :].split(".")
     if len(parts) != 2 or not all(re.fullmatch(r"-?[0-9]{1,19}", part) for part in parts):
         raise ValueError("malformed")
     txid, event_id = int(parts[0]), int(parts[1])
@@ -67,7 +67,9 @@ def events_after(partner: Partner, after: tuple[int, int], limit: int) -> list[O
 
 
 class EventDataSerializer(serializers.Serializer):
-    object = serializers.DictField(help_text="The object (Linkage, Family binding, Settlement...) as it was when the change committed.")
+    object = serializers.DictField(
+        help_text="The object (Linkage, Family binding, Settlement...) as it was when the change committed."
+    )
     previous_number = serializers.CharField(required=False, help_text="`certificate.reissued` only.")
 
 
@@ -80,7 +82,9 @@ class EventSerializer(serializers.Serializer):
 
 class EventPageSerializer(serializers.Serializer):
     results = EventSerializer(many=True)
-    next_cursor = serializers.CharField(help_text="Never null: keep it and ask again; empty results mean nothing newer.")
+    next_cursor = serializers.CharField(
+        help_text="Never null: keep it and ask again; empty results mean nothing newer."
+    )
 
 
 class EventListApi(PartnerApiView):
@@ -95,7 +99,9 @@ class EventListApi(PartnerApiView):
             "A poller resuming from its last cursor never misses an event, even one whose transaction committed late."
         ),
         parameters=[
-            OpenApiParameter("cursor", OpenApiTypes.STR, description="`next_cursor` of the previous page; omit for the first."),
+            OpenApiParameter(
+                "cursor", OpenApiTypes.STR, description="`next_cursor` of the previous page; omit for the first."
+            ),
             OpenApiParameter("limit", OpenApiTypes.INT, description="1 to 200, default 50."),
         ],
         responses={

@@ -49,8 +49,12 @@ def _trimmed_text(value: object, max_length: int) -> bool:
 
     DRF strips with `str.strip()` (Unicode whitespace) before counting characters: a string equal
     to its stripped self is returned as is; a padded one is left to DRF (None)."""
-    return (type(value) is str and 0 < len(value) <= max_length and value.strip() == value
-            and _REFUSED_CHARACTERS.search(value) is None)
+    return (
+        type(value) is str
+        and 0 < len(value) <= max_length
+        and value.strip() == value
+        and _REFUSED_CHARACTERS.search(value) is None
+    )
 
 
 def _whole(value: object, bounds: tuple[int, int]) -> bool:
@@ -64,8 +68,11 @@ def _line(line: object) -> dict | None:
     service_code = line["service_code"]
     quantity = line["quantity"]
     unit_price_fen = line["unit_price_fen"]
-    if not (_trimmed_text(service_code, SERVICE_CODE_MAX_LENGTH) and _whole(quantity, QUANTITY_RANGE)
-            and _whole(unit_price_fen, UNIT_PRICE_FEN_RANGE)):
+    if not (
+        _trimmed_text(service_code, SERVICE_CODE_MAX_LENGTH)
+        and _whole(quantity, QUANTITY_RANGE)
+        and _whole(unit_price_fen, UNIT_PRICE_FEN_RANGE)
+    ):
         return None
     return {"service_code": service_code, "quantity": quantity, "unit_price_fen": unit_price_fen}
 
@@ -78,9 +85,13 @@ def settlement_create_input(data: object) -> dict | None:
     facility_code = data.get("facility_code")
     raw_lines = data.get("lines")
     use_personal_account = data.get("use_personal_account", False)  # the field's default
-    if not (_untrimmed_text(token) and _trimmed_text(facility_code, FACILITY_CODE_MAX_LENGTH)
-            and type(use_personal_account) is bool
-            and type(raw_lines) is list and 1 <= len(raw_lines) <= settlements.MAX_LINES):
+    if not (
+        _untrimmed_text(token)
+        and _trimmed_text(facility_code, FACILITY_CODE_MAX_LENGTH)
+        and type(use_personal_account) is bool
+        and type(raw_lines) is list
+        and 1 <= len(raw_lines) <= settlements.MAX_LINES
+    ):
         return None
     lines = []
     for raw_line in raw_lines:
@@ -89,8 +100,12 @@ def settlement_create_input(data: object) -> dict | None:
             return None
         lines.append(line)
     # The serializer's field order, as DRF builds it.
-    return {"token": token, "facility_code": facility_code, "lines": lines,
-            "use_personal_account": use_personal_account}
+    return {
+        "token": token,
+        "facility_code": facility_code,
+        "lines": lines,
+        "use_personal_account": use_personal_account,
+    }
 
 
 def settlement_confirm_input(data: object) -> dict | None:
@@ -99,7 +114,9 @@ def settlement_confirm_input(data: object) -> dict | None:
         return None
     partner_transaction_id = data["partner_transaction_id"]
     self_pay_fen = data["self_pay_fen"]
-    if not (_trimmed_text(partner_transaction_id, PARTNER_TRANSACTION_ID_MAX_LENGTH)
-            and _whole(self_pay_fen, SELF_PAY_FEN_RANGE)):
+    if not (
+        _trimmed_text(partner_transaction_id, PARTNER_TRANSACTION_ID_MAX_LENGTH)
+        and _whole(self_pay_fen, SELF_PAY_FEN_RANGE)
+    ):
         return None
     return {"partner_transaction_id": partner_transaction_id, "self_pay_fen": self_pay_fen}

@@ -25,8 +25,8 @@ from payments.api_base import (
     paginate,
     parse_input,
 )
-from payments.models import LinkageEndReason, LinkageState, Partner, WalletLinkage
 from payments.api_shapes import CertificateOutputSerializer, CitizenOutputSerializer
+from payments.models import LinkageEndReason, LinkageState, Partner, WalletLinkage
 from payments.problems import ApiError
 from payments.representations import linkage_repr
 from portal.actors import Actor, client_ip
@@ -95,7 +95,8 @@ def linkage_for_partner(partner: Partner, public_id: str) -> WalletLinkage:
     """This partner's linkage, or 404 `not_found` (another partner's included)."""
     linkage = (
         WalletLinkage.objects.select_related("certificate", "citizen")
-        .filter(partner=partner, public_id=public_id).first()
+        .filter(partner=partner, public_id=public_id)
+        .first()
     )
     if linkage is None:
         raise ApiError(404, "not_found", "Not found.")
@@ -105,8 +106,9 @@ def linkage_for_partner(partner: Partner, public_id: str) -> WalletLinkage:
 def _existing_linkage_id(partner: Partner, citizen: Citizen, partner_user_ref: str) -> str | None:
     existing = (
         WalletLinkage.objects.filter(partner=partner, state=LinkageState.ACTIVE, citizen=citizen).first()
-        or WalletLinkage.objects.filter(partner=partner, state=LinkageState.ACTIVE,
-                                        partner_user_ref=partner_user_ref.strip()).first()
+        or WalletLinkage.objects.filter(
+            partner=partner, state=LinkageState.ACTIVE, partner_user_ref=partner_user_ref.strip()
+        ).first()
     )
     return existing.public_id if existing is not None else None
 
@@ -138,8 +140,12 @@ class LinkageListCreateApi(PartnerApiView):
         state = request.query_params.get("state")
         if state is not None:
             if state not in LinkageState.values:
-                raise ApiError(400, "validation_error", "Unknown state.",
-                               errors={"state": ["One of: " + ", ".join(LinkageState.values) + "."]})
+                raise ApiError(
+                    400,
+                    "validation_error",
+                    "Unknown state.",
+                    errors={"state": ["One of: " + ", ".join(LinkageState.values) + "."]},
+                )
             rows = rows.filter(state=state)
         return Response(paginate(request, rows, serialize=linkage_repr))
 
@@ -149,8 +155,9 @@ class LinkageListCreateApi(PartnerApiView):
         request=LinkageCreateInputSerializer,
         responses={
             201: LinkageOutputSerializer,
-            409: OpenApiResponse(OpenApiTypes.OBJECT,
-                                 description="certificate_unavailable, linkage_exists (with linkage_id)"),
+            409: OpenApiResponse(
+                OpenApiTypes.OBJECT, description="certificate_unavailable, linkage_exists (with linkage_id)"
+            ),
             422: OpenApiResponse(OpenApiTypes.OBJECT, description="identity_mismatch"),
             429: OpenApiResponse(OpenApiTypes.OBJECT, description="rate_limited"),
         },
@@ -161,14 +168,21 @@ class LinkageListCreateApi(PartnerApiView):
         citizen = _identified_citizen(partner, data["id_number"], data["name"])
         try:
             linkage = services.linkage_create(
-                actor=partner_actor(request, partner), partner=partner, citizen=citizen,
-                partner_user_ref=data["partner_user_ref"], verification_reference=data["verification_reference"],
+                actor=partner_actor(request, partner),
+                partner=partner,
+                citizen=citizen,
+                partner_user_ref=data["partner_user_ref"],
+                verification_reference=data["verification_reference"],
             )
         except DomainError as exc:
             if exc.code == "linkage_exists" and "linkage_id" not in exc.extra:
                 # A concurrent request won the race: name the linkage it made.
-                raise DomainError(exc.code, exc.message, status=exc.status,
-                                  linkage_id=_existing_linkage_id(partner, citizen, data["partner_user_ref"])) from exc
+                raise DomainError(
+                    exc.code,
+                    exc.message,
+                    status=exc.status,
+                    linkage_id=_existing_linkage_id(partner, citizen, data["partner_user_ref"]),
+                ) from exc
             raise
         return Response(linkage_repr(linkage), status=201)
 
@@ -188,10 +202,15 @@ class LinkageUnlinkApi(PartnerApiView):
 
     wallet_only = True
 
-    @extend_schema(operation_id="linkages_unlink", request=LinkageUnlinkInputSerializer,
-                   responses={200: LinkageOutputSerializer, **_LINKAGE_ERRORS})
+    @extend_schema(
+        operation_id="linkages_unlink",
+        request=LinkageUnlinkInputSerializer,
+        responses={200: LinkageOutputSerializer, **_LINKAGE_ERRORS},
+    )
     def post(self, request: Request, public_id: str) -> Response:
         linkage = linkage_for_partner(self.partner, public_id)
         data = parse_input(LinkageUnlinkInputSerializer, request)
-        linkage = services.linkage_unlink(actor=partner_actor(request, self.partner), linkage=linkage, reason=data["reason"])
+        linkage = services.linkage_unlink(
+            actor=partner_actor(request, self.partner), linkage=linkage, reason=data["reason"]
+        )
         return Response(linkage_repr(linkage))

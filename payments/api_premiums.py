@@ -65,8 +65,12 @@ class PremiumCreateApi(PartnerApiView):
         data = parse_input(PremiumCreateInputSerializer, request)
         citizen = _identified_citizen(self.partner, data["id_number"], data["name"])
         premium = premiums.premium_pay(
-            actor=partner_actor(request, self.partner), partner=self.partner, citizen=citizen, year=data["year"],
-            amount_fen=data["amount_fen"], partner_transaction_id=data["partner_transaction_id"],
+            actor=partner_actor(request, self.partner),
+            partner=self.partner,
+            citizen=citizen,
+            year=data["year"],
+            amount_fen=data["amount_fen"],
+            partner_transaction_id=data["partner_transaction_id"],
         )
         return Response(premium_repr(premium), status=201)
 
@@ -76,9 +80,10 @@ class PremiumDetailApi(PartnerApiView):
 
     wallet_only = True
 
-    @extend_schema(operation_id="premiums_retrieve",
-                   responses={200: PremiumOutputSerializer,
-                              404: OpenApiResponse(OpenApiTypes.OBJECT, description="not_found")})
+    @extend_schema(
+        operation_id="premiums_retrieve",
+        responses={200: PremiumOutputSerializer, 404: OpenApiResponse(OpenApiTypes.OBJECT, description="not_found")},
+    )
     def get(self, request: Request, public_id: str) -> Response:
         premium = premiums.premiums_of_partner(self.partner).filter(public_id=public_id).first()
         if premium is None:

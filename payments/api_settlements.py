@@ -180,8 +180,12 @@ class SettlementListCreateApi(PartnerApiView):
         state = request.query_params.get("state")
         if state is not None:
             if state not in SettlementState.values:
-                raise ApiError(400, "validation_error", "Unknown state.",
-                               errors={"state": ["One of: " + ", ".join(SettlementState.values) + "."]})
+                raise ApiError(
+                    400,
+                    "validation_error",
+                    "Unknown state.",
+                    errors={"state": ["One of: " + ", ".join(SettlementState.values) + "."]},
+                )
             rows = rows.filter(state=state)
         return Response(paginate(request, rows, serialize=settlement_repr))
 
@@ -191,10 +195,16 @@ class SettlementListCreateApi(PartnerApiView):
         request=SettlementCreateInputSerializer,
         responses={
             201: SettlementOutputSerializer,
-            409: OpenApiResponse(OpenApiTypes.OBJECT, description=(
-                "certificate_not_active, token_used, linkage_inactive, binding_inactive, policy_unavailable")),
-            422: OpenApiResponse(OpenApiTypes.OBJECT, description=(
-                "invalid_token, token_expired, unknown_service, unknown_facility, price_above_maximum")),
+            409: OpenApiResponse(
+                OpenApiTypes.OBJECT,
+                description=(
+                    "certificate_not_active, token_used, linkage_inactive, binding_inactive, policy_unavailable"
+                ),
+            ),
+            422: OpenApiResponse(
+                OpenApiTypes.OBJECT,
+                description=("invalid_token, token_expired, unknown_service, unknown_facility, price_above_maximum"),
+            ),
         },
     )
     def post(self, request: Request) -> Response:
@@ -202,10 +212,14 @@ class SettlementListCreateApi(PartnerApiView):
         if data is None:  # anything unusual: the serializer decides, and words any refusal
             data = parse_input(SettlementCreateInputSerializer, request)
         settlement = settlements.settlement_create(
-            actor=partner_actor(request, self.partner), partner=self.partner, token=data["token"],
+            actor=partner_actor(request, self.partner),
+            partner=self.partner,
+            token=data["token"],
             facility_code=data["facility_code"],
-            lines=[settlements.LineInput(line["service_code"], line["quantity"], line["unit_price_fen"])
-                   for line in data["lines"]],
+            lines=[
+                settlements.LineInput(line["service_code"], line["quantity"], line["unit_price_fen"])
+                for line in data["lines"]
+            ],
             use_personal_account=data["use_personal_account"],
         )
         return json_response(request, settlement_repr(settlement), status=201)  # lines and relations are in memory
@@ -229,9 +243,12 @@ class SettlementConfirmApi(PartnerApiView):
         operation_id="settlements_confirm",
         parameters=[_IDEMPOTENCY],
         request=SettlementConfirmInputSerializer,
-        responses={200: SettlementOutputSerializer, **_NOT_FOUND,
-                   409: OpenApiResponse(OpenApiTypes.OBJECT, description="settlement_expired, invalid_state"),
-                   422: OpenApiResponse(OpenApiTypes.OBJECT, description="amount_mismatch")},
+        responses={
+            200: SettlementOutputSerializer,
+            **_NOT_FOUND,
+            409: OpenApiResponse(OpenApiTypes.OBJECT, description="settlement_expired, invalid_state"),
+            422: OpenApiResponse(OpenApiTypes.OBJECT, description="amount_mismatch"),
+        },
     )
     def post(self, request: Request, public_id: str) -> Response:
         # Found and locked with its account in one statement, before the body is read: a settlement
@@ -243,8 +260,11 @@ class SettlementConfirmApi(PartnerApiView):
         if data is None:  # anything unusual: the serializer decides, and words any refusal
             data = parse_input(SettlementConfirmInputSerializer, request)
         settlement = settlements.settlement_confirm(
-            actor=partner_actor(request, self.partner), settlement=locked[0], locked=locked,
-            partner_transaction_id=data["partner_transaction_id"], self_pay_fen=data["self_pay_fen"],
+            actor=partner_actor(request, self.partner),
+            settlement=locked[0],
+            locked=locked,
+            partner_transaction_id=data["partner_transaction_id"],
+            self_pay_fen=data["self_pay_fen"],
         )
         return json_response(request, settlement_repr(settlement))  # `_locked` read it with its lines
 
@@ -255,8 +275,11 @@ class SettlementCancelApi(PartnerApiView):
     @extend_schema(
         operation_id="settlements_cancel",
         request=SettlementCancelInputSerializer,
-        responses={200: SettlementOutputSerializer, **_NOT_FOUND,
-                   409: OpenApiResponse(OpenApiTypes.OBJECT, description="invalid_state")},
+        responses={
+            200: SettlementOutputSerializer,
+            **_NOT_FOUND,
+            409: OpenApiResponse(OpenApiTypes.OBJECT, description="invalid_state"),
+        },
     )
     def post(self, request: Request, public_id: str) -> Response:
         settlement = settlement_for_partner(self.partner, public_id)
@@ -275,12 +298,16 @@ class SettlementRefundApi(PartnerApiView):
         operation_id="settlements_refund",
         parameters=[_IDEMPOTENCY],
         request=SettlementRefundInputSerializer,
-        responses={200: SettlementOutputSerializer, **_NOT_FOUND,
-                   409: OpenApiResponse(OpenApiTypes.OBJECT, description="invalid_state")},
+        responses={
+            200: SettlementOutputSerializer,
+            **_NOT_FOUND,
+            409: OpenApiResponse(OpenApiTypes.OBJECT, description="invalid_state"),
+        },
     )
     def post(self, request: Request, public_id: str) -> Response:
         settlement = settlement_for_partner(self.partner, public_id)
         data = parse_input(SettlementRefundInputSerializer, request)
-        settlement = settlements.settlement_refund(actor=partner_actor(request, self.partner), settlement=settlement,
-                                                   reason=data["reason"])
+        settlement = settlements.settlement_refund(
+            actor=partner_actor(request, self.partner), settlement=settlement, reason=data["reason"]
+        )
         return Response(_fresh(settlement))

@@ -70,8 +70,9 @@ class QrTokenCreateApi(PartnerApiView):
         responses={
             201: QrTokenOutputSerializer,
             404: OpenApiResponse(OpenApiTypes.OBJECT, description="not_found"),
-            409: OpenApiResponse(OpenApiTypes.OBJECT,
-                                 description="linkage_inactive, certificate_not_active, binding_inactive"),
+            409: OpenApiResponse(
+                OpenApiTypes.OBJECT, description="linkage_inactive, certificate_not_active, binding_inactive"
+            ),
         },
     )
     def post(self, request: Request, public_id: str) -> HttpResponse | Response:
@@ -91,8 +92,9 @@ class QrTokenCreateApi(PartnerApiView):
             ).first()
             if binding is None:
                 raise ApiError(404, "not_found", "No such family binding was made through this linkage.")
-            minted = qr.qr_token_mint(actor=partner_actor(request, self.partner), linkage=linkage,
-                                      family_binding=binding)
+            minted = qr.qr_token_mint(
+                actor=partner_actor(request, self.partner), linkage=linkage, family_binding=binding
+            )
         else:
             minted = qr.qr_token_mint_for_holder(actor=partner_actor(request, self.partner), target=target)
         return json_response(request, {"token": minted.token, "expires_at": rfc3339(minted.expires_at)}, status=201)
@@ -104,8 +106,10 @@ class CertificateVerifyApi(PartnerApiView):
     @extend_schema(
         operation_id="certificates_verify",
         request=VerifyInputSerializer,
-        responses={200: VerifyOutputSerializer,
-                   422: OpenApiResponse(OpenApiTypes.OBJECT, description="invalid_token, token_expired")},
+        responses={
+            200: VerifyOutputSerializer,
+            422: OpenApiResponse(OpenApiTypes.OBJECT, description="invalid_token, token_expired"),
+        },
     )
     def post(self, request: Request) -> HttpResponse | Response:
         data = request.data
@@ -114,22 +118,27 @@ class CertificateVerifyApi(PartnerApiView):
         if not (type(data) is dict and len(data) == 1 and type(data.get("token")) is str):
             data = parse_input(VerifyInputSerializer, request)
         found = qr.token_verify_read(data["token"])
-        return json_response(request, {
-            "certificate_number": found.certificate_number,
-            "state": found.certificate_state,
-            "token_used": found.used,
-            "citizen": {
-                # The full name: the facility registers the patient by it.
-                "name": found.citizen_name,
-                "id_number_masked": found.citizen_id_number_masked,
-                "sex": found.citizen_sex,
-                "birth_date": found.citizen_birth_date.isoformat(),
-                "region_code": found.citizen_region_code,
-                "scheme": found.citizen_scheme,
+        return json_response(
+            request,
+            {
+                "certificate_number": found.certificate_number,
+                "state": found.certificate_state,
+                "token_used": found.used,
+                "citizen": {
+                    # The full name: the facility registers the patient by it.
+                    "name": found.citizen_name,
+                    "id_number_masked": found.citizen_id_number_masked,
+                    "sex": found.citizen_sex,
+                    "birth_date": found.citizen_birth_date.isoformat(),
+                    "region_code": found.citizen_region_code,
+                    "scheme": found.citizen_scheme,
+                },
+                "presented_by": None
+                if found.binding_relationship is None
+                else {
+                    "relationship": found.binding_relationship,
+                    "holder_name_masked": mask_name(found.binding_holder_name),
+                },
+                "token_expires_at": rfc3339(found.expires_at),
             },
-            "presented_by": None if found.binding_relationship is None else {
-                "relationship": found.binding_relationship,
-                "holder_name_masked": mask_name(found.binding_holder_name),
-            },
-            "token_expires_at": rfc3339(found.expires_at),
-        })
+        )

@@ -2,11 +2,18 @@ import os
 
 from django.urls import path, re_path
 
-from payments import api_bindings, api_premiums, api_settlements
-from payments import api_linkages, api_tokens
+from payments import (
+    api,
+    api_bindings,
+    api_catalogue,
+    api_events,
+    api_linkages,
+    api_premiums,
+    api_settlements,
+    api_tokens,
+    openapi,
+)
 from payments.api_base import ApiNotFoundView
-
-from payments import api, api_catalogue, api_events, openapi
 
 urlpatterns = [
     # The counter's path first (a QR token, its verification, settle, confirm): Django tries the
@@ -14,8 +21,11 @@ urlpatterns = [
     path("linkages/<str:public_id>/qr-tokens", api_tokens.QrTokenCreateApi.as_view(), name="api-qr-tokens"),
     path("certificates/verify", api_tokens.CertificateVerifyApi.as_view(), name="api-certificates-verify"),
     path("settlements", api_settlements.SettlementListCreateApi.as_view(), name="api-settlements"),
-    path("settlements/<str:public_id>/confirm", api_settlements.SettlementConfirmApi.as_view(),
-         name="api-settlement-confirm"),
+    path(
+        "settlements/<str:public_id>/confirm",
+        api_settlements.SettlementConfirmApi.as_view(),
+        name="api-settlement-confirm",
+    ),
     path("keys", api.KeysListApi.as_view(), name="api-keys"),
     path("events", api_events.EventListApi.as_view(), name="api-events"),
     path("schema", openapi.SchemaApi.as_view(), name="api-schema"),
@@ -25,16 +35,25 @@ urlpatterns = [
     path("policies", api_catalogue.PolicyInForceApi.as_view(), name="api-policies"),
     path("family-bindings", api_bindings.FamilyBindingListCreateApi.as_view(), name="api-family-bindings"),
     path("family-bindings/<str:public_id>", api_bindings.FamilyBindingDetailApi.as_view(), name="api-family-binding"),
-    path("family-bindings/<str:public_id>/revoke", api_bindings.FamilyBindingRevokeApi.as_view(),
-         name="api-family-binding-revoke"),
+    path(
+        "family-bindings/<str:public_id>/revoke",
+        api_bindings.FamilyBindingRevokeApi.as_view(),
+        name="api-family-binding-revoke",
+    ),
     path("linkages", api_linkages.LinkageListCreateApi.as_view(), name="api-linkages"),
     path("linkages/<str:public_id>", api_linkages.LinkageDetailApi.as_view(), name="api-linkage"),
     path("linkages/<str:public_id>/unlink", api_linkages.LinkageUnlinkApi.as_view(), name="api-linkage-unlink"),
     path("settlements/<str:public_id>", api_settlements.SettlementDetailApi.as_view(), name="api-settlement"),
-    path("settlements/<str:public_id>/cancel", api_settlements.SettlementCancelApi.as_view(),
-         name="api-settlement-cancel"),
-    path("settlements/<str:public_id>/refund", api_settlements.SettlementRefundApi.as_view(),
-         name="api-settlement-refund"),
+    path(
+        "settlements/<str:public_id>/cancel",
+        api_settlements.SettlementCancelApi.as_view(),
+        name="api-settlement-cancel",
+    ),
+    path(
+        "settlements/<str:public_id>/refund",
+        api_settlements.SettlementRefundApi.as_view(),
+        name="api-settlement-refund",
+    ),
     path("premiums", api_premiums.PremiumCreateApi.as_view(), name="api-premiums"),
     path("premiums/<str:public_id>", api_premiums.PremiumDetailApi.as_view(), name="api-premium"),
 ]

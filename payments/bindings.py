@@ -48,15 +48,26 @@ def _same_name(given: str, recorded: str) -> bool:
 def _text(value: str, *, field: str, max_length: int) -> str:
     value = (value or "").strip()
     if not value or len(value) > max_length:
-        raise DomainError("validation_error", _("This field is 1 to %(max)d characters.") % {"max": max_length},
-                          status=400, field=field)
+        raise DomainError(
+            "validation_error",
+            _("This field is 1 to %(max)d characters.") % {"max": max_length},
+            status=400,
+            field=field,
+        )
     return value
 
 
 @transaction.atomic
-def family_binding_create(*, actor: Actor, partner: Partner, holder_linkage: WalletLinkage,
-                          beneficiary_id_number: str, beneficiary_name: str, relationship: str,
-                          consent_reference: str) -> FamilyBinding:
+def family_binding_create(
+    *,
+    actor: Actor,
+    partner: Partner,
+    holder_linkage: WalletLinkage,
+    beneficiary_id_number: str,
+    beneficiary_name: str,
+    relationship: str,
+    consent_reference: str,
+) -> FamilyBinding:
     """A `pending` binding until a clerk of the beneficiary's region decides.
 
     Refusals in the contract's order: 422 `identity_mismatch`, 400 `validation_error`
@@ -83,36 +94,57 @@ def family_binding_create(*, actor: Actor, partner: Partner, holder_linkage: Wal
     beneficiary_pk = insurance_services.find_citizen_id_by_id_number(beneficiary_id_number or "")
     beneficiary = Citizen.objects.filter(pk=beneficiary_pk).first() if beneficiary_pk else None
     if beneficiary is None or not _same_name(beneficiary_name or "", beneficiary.name):
-        raise DomainError("identity_mismatch", _("The identity number and name do not match a registered citizen."),
-                          status=422)
+        raise DomainError(
+            "identity_mismatch", _("The identity number and name do not match a registered citizen."), status=422
+        )
     if beneficiary.pk == holder.pk:
-        raise DomainError("validation_error", _("The holder and the beneficiary are the same person."), status=400,
-                          field="beneficiary_id_number")
+        raise DomainError(
+            "validation_error",
+            _("The holder and the beneficiary are the same person."),
+            status=400,
+            field="beneficiary_id_number",
+        )
     card = (
-        Certificate.objects.select_for_update(no_key=True).filter(citizen=beneficiary, state__in=USABLE_CARD_STATES).first()
+        Certificate.objects.select_for_update(no_key=True)
+        .filter(citizen=beneficiary, state__in=USABLE_CARD_STATES)
+        .first()
     )
     if beneficiary.status != CitizenStatus.ACTIVE or card is None:
         raise DomainError("certificate_unavailable", _("The beneficiary has no e-card that can be used."))
     open_bindings = FamilyBinding.objects.filter(state__in=BINDING_OPEN_STATES)
     existing = open_bindings.filter(partner=partner, holder_citizen=holder, beneficiary=beneficiary).first()
     if existing is not None:
-        raise DomainError("binding_exists", _("An open family binding already exists for this holder and beneficiary."),
-                          family_binding_id=existing.public_id)
+        raise DomainError(
+            "binding_exists",
+            _("An open family binding already exists for this holder and beneficiary."),
+            family_binding_id=existing.public_id,
+        )
     if open_bindings.filter(holder_citizen=holder).count() >= MAX_OPEN_BINDINGS_PER_HOLDER:
-        raise DomainError("binding_limit_reached",
-                          _("The holder already has five active or pending family bindings."))
+        raise DomainError("binding_limit_reached", _("The holder already has five active or pending family bindings."))
     binding = FamilyBinding(
-        partner=partner, holder_linkage=holder_linkage, holder_citizen=holder, beneficiary=beneficiary,
-        relationship=relationship, consent_reference=consent_reference, state=BindingState.PENDING,
+        partner=partner,
+        holder_linkage=holder_linkage,
+        holder_citizen=holder,
+        beneficiary=beneficiary,
+        relationship=relationship,
+        consent_reference=consent_reference,
+        state=BindingState.PENDING,
     )
     try:
         with transaction.atomic():
             binding.save(force_insert=True)
     except IntegrityError as exc:  # the partial unique constraint
-        raise DomainError("binding_exists",
-                          _("An open family binding already exists for this holder and beneficiary.")) from exc
-    audit_record(actor=actor, action="family_binding.create", object_type="family_binding",
-                 object_id=binding.public_id, region_code=beneficiary.region_id, after=binding_audit(binding))
+        raise DomainError(
+            "binding_exists", _("An open family binding already exists for this holder and beneficiary.")
+        ) from exc
+    audit_record(
+        actor=actor,
+        action="family_binding.create",
+        object_type="family_binding",
+        object_id=binding.public_id,
+        region_code=beneficiary.region_id,
+        after=binding_audit(binding),
+    )
     return binding
 
 
@@ -146,9 +178,11 @@ def family_binding_approve(*, actor: Actor, binding: FamilyBinding, note: str = 
     note = (note or "").strip()[:128]
     beneficiary_id = FamilyBinding.objects.values_list("beneficiary_id", flat=True).get(pk=binding.pk)
     # The card before the binding: the same lock order as a card change's fan-out.
-    card = Certificate.objects.select_for_update(no_key=True).filter(
-        citizen_id=beneficiary_id, state__in=[*USABLE_CARD_STATES, CertificateState.SUSPENDED]
-    ).first()
+    card = (
+        Certificate.objects.select_for_update(no_key=True)
+        .filter(citizen_id=beneficiary_id, state__in=[*USABLE_CARD_STATES, CertificateState.SUSPENDED])
+        .first()
+    )
     binding = _locked(binding)
     _require_decider(actor, binding)
     if binding.state != BindingState.PENDING:
@@ -164,9 +198,16 @@ def family_binding_approve(*, actor: Actor, binding: FamilyBinding, note: str = 
     binding.decided_at = timezone.now()
     binding.decision_note = note
     bump_binding(binding, ["state", "decided_by", "decided_at", "decision_note"])
-    audit_record(actor=actor, action="family_binding.approve", object_type="family_binding",
-                 object_id=binding.public_id, region_code=binding.beneficiary.region_id, before=before,
-                 after=binding_audit(binding), reason=note)
+    audit_record(
+        actor=actor,
+        action="family_binding.approve",
+        object_type="family_binding",
+        object_id=binding.public_id,
+        region_code=binding.beneficiary.region_id,
+        before=before,
+        after=binding_audit(binding),
+        reason=note,
+    )
     enqueue(partner=binding.partner, type="family_binding.activated", obj=family_binding_repr(binding))
     return binding
 
@@ -210,7 +251,8 @@ def family_bindings_expire_undecided(batch: int = 500) -> int:
     cutoff = timezone.now() - UNDECIDED_AFTER
     ids = list(
         FamilyBinding.objects.filter(state=BindingState.PENDING, created_at__lte=cutoff)
-        .order_by("created_at", "id").values_list("id", flat=True)[:batch]
+        .order_by("created_at", "id")
+        .values_list("id", flat=True)[:batch]
     )
     return sum(1 for pk in ids if _expire_one(pk, actor=actor, cutoff=cutoff))
 

@@ -81,7 +81,10 @@ def _http() -> tuple[urllib3.PoolManager, ThreadPoolExecutor]:
             if _pool_pid != pid or _client is None or _executor is None:
                 size = max(4, settings.ECARD_DELIVERY_BATCH_SIZE * 2)
                 _client = urllib3.PoolManager(
-                    num_pools=64, maxsize=size, block=False, retries=False,
+                    num_pools=64,
+                    maxsize=size,
+                    block=False,
+                    retries=False,
                     timeout=urllib3.Timeout(total=settings.ECARD_WEBHOOK_TIMEOUT_SECONDS),
                 )
                 _executor = ThreadPoolExecutor(max_workers=size, thread_name_prefix="webhook")
@@ -130,7 +133,8 @@ def claim_due(*, limit: int, event_id: int | None = None) -> list[Claimed]:
     now = timezone.now()
     lease_until = now + timedelta(seconds=settings.ECARD_DELIVERY_LEASE_SECONDS)
     sql = _CLAIM_SQL.format(
-        events=OutboxEvent._meta.db_table, partners=Partner._meta.db_table,
+        events=OutboxEvent._meta.db_table,
+        partners=Partner._meta.db_table,
         only_one="AND id = %(event_id)s" if event_id is not None else "",
     )
     with transaction.atomic(), connection.cursor() as cursor:
@@ -191,8 +195,13 @@ def _record(outcomes: list[Outcome]) -> None:
         _relaxed_commit(cursor)
     DeliveryAttempt.objects.bulk_create(
         DeliveryAttempt(
-            event_id=o.event.id, number=o.event.attempts + 1, started_at=o.started_at, status_code=o.status_code,
-            latency_ms=o.latency_ms, error=o.error, succeeded=o.succeeded,
+            event_id=o.event.id,
+            number=o.event.attempts + 1,
+            started_at=o.started_at,
+            status_code=o.status_code,
+            latency_ms=o.latency_ms,
+            error=o.error,
+            succeeded=o.succeeded,
         )
         for o in outcomes
     )
@@ -202,8 +211,13 @@ def _record(outcomes: list[Outcome]) -> None:
             by_status.setdefault(o.status_code, []).append(o.event.id)
     for status, ids in by_status.items():
         OutboxEvent.objects.filter(pk__in=ids, state=OutboxState.PENDING).update(
-            state=OutboxState.DELIVERED, delivered_at=now, last_attempt_at=now, last_status=status, last_error="",
-            attempts=F("attempts") + 1, next_attempt_at=None,
+            state=OutboxState.DELIVERED,
+            delivered_at=now,
+            last_attempt_at=now,
+            last_status=status,
+            last_error="",
+            attempts=F("attempts") + 1,
+            next_attempt_at=None,
         )
     for o in outcomes:
         if o.succeeded:
@@ -213,7 +227,10 @@ def _record(outcomes: list[Outcome]) -> None:
         # Conditional on the attempt count we claimed: if the lease ran out and another
         # worker has already recorded a newer attempt, its outcome stands.
         OutboxEvent.objects.filter(pk=o.event.id, state=OutboxState.PENDING, attempts=o.event.attempts).update(
-            attempts=made, last_attempt_at=now, last_status=o.status_code, last_error=o.error,
+            attempts=made,
+            last_attempt_at=now,
+            last_status=o.status_code,
+            last_error=o.error,
             state=OutboxState.DEAD if delay is None else OutboxState.PENDING,
             next_attempt_at=None if delay is None else now + delay,
         )
@@ -306,7 +323,14 @@ def outbox_replay(*, actor: Actor, event: OutboxEvent, reason: str = "") -> Outb
     event.attempts = 0
     event.next_attempt_at = timezone.now()
     event.save(update_fields=["state", "attempts", "next_attempt_at"])
-    audit_record(actor=actor, action="outbox_event.replay", object_type="outbox_event", object_id=event.public_id,
-                 before=before, after={"state": event.state, "attempts": event.attempts}, reason=reason)
+    audit_record(
+        actor=actor,
+        action="outbox_event.replay",
+        object_type="outbox_event",
+        object_id=event.public_id,
+        before=before,
+        after={"state": event.state, "attempts": event.attempts},
+        reason=reason,
+    )
     transaction.on_commit(kick_sweep)  # the event is due now: the sweep claims it
     return event

@@ -20,9 +20,12 @@ class LinkageCreateForm(forms.Form):
 
 
 class LinkageUnlinkForm(forms.Form):
-    note = forms.CharField(label=_("Reason"), max_length=128,
-                           error_messages={"required": _("A reason is required.")},
-                           widget=forms.TextInput(attrs={"size": 60}))
+    note = forms.CharField(
+        label=_("Reason"),
+        max_length=128,
+        error_messages={"required": _("A reason is required.")},
+        widget=forms.TextInput(attrs={"size": 60}),
+    )
 
     def clean_note(self) -> str:
         note = self.cleaned_data["note"].strip()

@@ -63,8 +63,11 @@ def request_key(request: HttpRequest) -> str:
     """The request's key, or 400 `idempotency_key_required` when it is missing or not 1 to 255 printable ASCII."""
     key = request.META.get("HTTP_IDEMPOTENCY_KEY")
     if key is None or not 1 <= len(key) <= MAX_KEY_LENGTH or not all(" " <= c <= "~" for c in key):
-        raise ApiError(400, "idempotency_key_required",
-                       "This request requires an Idempotency-Key header of 1 to 255 printable ASCII characters.")
+        raise ApiError(
+            400,
+            "idempotency_key_required",
+            "This request requires an Idempotency-Key header of 1 to 255 printable ASCII characters.",
+        )
     return key
 
 
@@ -83,8 +86,15 @@ def _in_use() -> ApiError:
     return ApiError(409, "idempotency_key_in_use", "A request with this Idempotency-Key is still running; retry later.")
 
 
-def _answer(keyed: KeyedRequest, method: str, target: str, body_sha256: str,
-            status: int, body: bytes | memoryview | None, content_type: str | None) -> HttpResponse:
+def _answer(
+    keyed: KeyedRequest,
+    method: str,
+    target: str,
+    body_sha256: str,
+    status: int,
+    body: bytes | memoryview | None,
+    content_type: str | None,
+) -> HttpResponse:
     """A completed record's response to replay, or 422 `idempotency_key_reused` if it was another request."""
     if (method, target, body_sha256) != (keyed.method, keyed.target, keyed.body_sha256):
         raise ApiError(422, "idempotency_key_reused", "This Idempotency-Key was already used with a different request.")
@@ -285,11 +295,17 @@ def _completed_record(keyed: KeyedRequest, response: HttpResponseBase) -> dict:
     """The completed record of the key's response, by field attname."""
     now = timezone.now()
     return {
-        "partner_id": keyed.partner_id, "key": keyed.key, "method": keyed.method, "target": keyed.target,
-        "body_sha256": keyed.body_sha256, "state": str(IdempotencyState.COMPLETED),
-        "response_status": response.status_code, "response_body": bytes(response.content),
+        "partner_id": keyed.partner_id,
+        "key": keyed.key,
+        "method": keyed.method,
+        "target": keyed.target,
+        "body_sha256": keyed.body_sha256,
+        "state": str(IdempotencyState.COMPLETED),
+        "response_status": response.status_code,
+        "response_body": bytes(response.content),
         "response_content_type": (response.get("Content-Type") or "application/json")[:64],
-        "created_at": now, "completed_at": now,
+        "created_at": now,
+        "completed_at": now,
     }
 
 
@@ -297,11 +313,19 @@ def stored_answer(keyed: KeyedRequest) -> HttpResponse:
     """After `store` found the key taken (and the transaction was rolled back): the stored response to
     replay, or 422 `idempotency_key_reused`."""
     record = IdempotencyRecord.objects.filter(
-        partner_id=keyed.partner_id, key=keyed.key, state=IdempotencyState.COMPLETED).first()
+        partner_id=keyed.partner_id, key=keyed.key, state=IdempotencyState.COMPLETED
+    ).first()
     if record is None:  # purged meanwhile: cannot happen within the retention
         raise _in_use()
-    return _answer(keyed, record.method, record.target, record.body_sha256, record.response_status,
-                   record.response_body, record.response_content_type)
+    return _answer(
+        keyed,
+        record.method,
+        record.target,
+        record.body_sha256,
+        record.response_status,
+        record.response_body,
+        record.response_content_type,
+    )
 
 
 def idempotency_records_purge(*, older_than: timedelta = RETENTION) -> int:

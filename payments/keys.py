@@ -70,8 +70,9 @@ def portal_key_create(*, actor: Actor) -> PortalKey:
         activated_at=None if has_active else now,
     )
     key.save(force_insert=True)
-    audit_record(actor=actor, action="portal_key.create", object_type="portal_key", object_id=key.key_id,
-                 after=_key_audit(key))
+    audit_record(
+        actor=actor, action="portal_key.create", object_type="portal_key", object_id=key.key_id, after=_key_audit(key)
+    )
     return key
 
 
@@ -89,14 +90,26 @@ def portal_key_activate_next(*, actor: Actor) -> PortalKey:
             old.state = PortalKeyState.RETIRED
             old.retired_at = now
             old.save(update_fields=["state", "retired_at"])
-            audit_record(actor=actor, action="portal_key.retire", object_type="portal_key", object_id=old.key_id,
-                         before=before, after=_key_audit(old))
+            audit_record(
+                actor=actor,
+                action="portal_key.retire",
+                object_type="portal_key",
+                object_id=old.key_id,
+                before=before,
+                after=_key_audit(old),
+            )
     before = _key_audit(nxt)
     nxt.state = PortalKeyState.ACTIVE
     nxt.activated_at = now
     nxt.save(update_fields=["state", "activated_at"])
-    audit_record(actor=actor, action="portal_key.activate", object_type="portal_key", object_id=nxt.key_id,
-                 before=before, after=_key_audit(nxt))
+    audit_record(
+        actor=actor,
+        action="portal_key.activate",
+        object_type="portal_key",
+        object_id=nxt.key_id,
+        before=before,
+        after=_key_audit(nxt),
+    )
     _forget_cached_key()
     return nxt
 
@@ -151,9 +164,12 @@ def current_signing_key() -> SigningKey:
         return cached[1]
     row = PortalKey.objects.filter(state=PortalKeyState.ACTIVE).first()
     if row is None:
-        raise DomainError("no_signing_key", _("The portal has no active signing key: run rotate_portal_key."),
-                          status=503)
-    key = SigningKey(row.key_id, signing.private_key_from_raw(decrypt_private_key(row.private_key_enc, key_id=row.key_id)))
+        raise DomainError(
+            "no_signing_key", _("The portal has no active signing key: run rotate_portal_key."), status=503
+        )
+    key = SigningKey(
+        row.key_id, signing.private_key_from_raw(decrypt_private_key(row.private_key_enc, key_id=row.key_id))
+    )
     with _cache_lock:
         _cached = (now + CACHE_SECONDS, key)
     return key

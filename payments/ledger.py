@@ -58,8 +58,19 @@ _BALANCE_SQL = (
 def _append_statements(account: PersonalAccount, entry: AccountEntry) -> list[tuple[str, list]]:
     """The entry's INSERT and the account's new balance, hold and time, for `prepared.write_together`."""
     return [
-        (_ENTRY_SQL, [account.pk, entry.kind, entry.amount_fen, entry.balance_after_fen, entry.settlement_id,
-                      entry.actor_label, entry.note, entry.created_at]),
+        (
+            _ENTRY_SQL,
+            [
+                account.pk,
+                entry.kind,
+                entry.amount_fen,
+                entry.balance_after_fen,
+                entry.settlement_id,
+                entry.actor_label,
+                entry.note,
+                entry.created_at,
+            ],
+        ),
         (_BALANCE_SQL, [account.balance_fen, account.held_fen, account.updated_at, account.pk]),
     ]
 
@@ -82,20 +93,34 @@ def ledger_sum(account: PersonalAccount) -> int:
     return AccountEntry.objects.filter(account=account).aggregate(total=Sum("amount_fen"))["total"] or 0
 
 
-def _entry(account: PersonalAccount, *, kind: str, amount_fen: int, actor: Actor, settlement: Settlement | None,
-           note: str) -> AccountEntry:
+def _entry(
+    account: PersonalAccount, *, kind: str, amount_fen: int, actor: Actor, settlement: Settlement | None, note: str
+) -> AccountEntry:
     """The new entry, the account's balance and time moved with it (in memory)."""
     account.balance_fen += amount_fen
     entry = AccountEntry(
-        account=account, kind=kind, amount_fen=amount_fen, balance_after_fen=account.balance_fen,
-        settlement=settlement, actor_label=actor.label[:150], note=note[:128], created_at=timezone.now(),
+        account=account,
+        kind=kind,
+        amount_fen=amount_fen,
+        balance_after_fen=account.balance_fen,
+        settlement=settlement,
+        actor_label=actor.label[:150],
+        note=note[:128],
+        created_at=timezone.now(),
     )
     account.updated_at = entry.created_at
     return entry
 
 
-def _append(account: PersonalAccount, *, kind: str, amount_fen: int, actor: Actor, settlement: Settlement | None = None,
-            note: str = "") -> AccountEntry:
+def _append(
+    account: PersonalAccount,
+    *,
+    kind: str,
+    amount_fen: int,
+    actor: Actor,
+    settlement: Settlement | None = None,
+    note: str = "",
+) -> AccountEntry:
     """Write one entry and the cached balance together (the account row is locked by the caller)."""
     entry = _entry(account, kind=kind, amount_fen=amount_fen, actor=actor, settlement=settlement, note=note)
     entry.pk, account_id = prepared.write_together(_append_statements(account, entry))
@@ -120,8 +145,7 @@ def account_release(account: PersonalAccount, amount_fen: int) -> None:
         account.save(update_fields=["held_fen", "updated_at"])
 
 
-def debit_held_statements(account: PersonalAccount, *, settlement: Settlement,
-                          actor: Actor) -> list[tuple[str, list]]:
+def debit_held_statements(account: PersonalAccount, *, settlement: Settlement, actor: Actor) -> list[tuple[str, list]]:
     """A confirmed settlement: its hold becomes a debit entry. The two statements that write it (the
     entry, the cached balance), for the caller to run together with the rest of its change
     (`prepared.write_together`): none if the settlement took nothing from the account. The account
@@ -129,16 +153,23 @@ def debit_held_statements(account: PersonalAccount, *, settlement: Settlement,
     if not settlement.account_fen:
         return []
     account.held_fen -= settlement.account_fen
-    entry = _entry(account, kind=AccountEntryKind.SETTLEMENT, amount_fen=-settlement.account_fen, actor=actor,
-                   settlement=settlement, note="")
+    entry = _entry(
+        account,
+        kind=AccountEntryKind.SETTLEMENT,
+        amount_fen=-settlement.account_fen,
+        actor=actor,
+        settlement=settlement,
+        note="",
+    )
     return _append_statements(account, entry)
 
 
 def account_credit_refund(account: PersonalAccount, *, settlement: Settlement, actor: Actor) -> None:
     """A refunded settlement: exactly what it debited goes back."""
     if settlement.account_fen:
-        _append(account, kind=AccountEntryKind.REFUND, amount_fen=settlement.account_fen, actor=actor,
-                settlement=settlement)
+        _append(
+            account, kind=AccountEntryKind.REFUND, amount_fen=settlement.account_fen, actor=actor, settlement=settlement
+        )
 
 
 @transaction.atomic
@@ -149,20 +180,34 @@ def account_balance_set(*, actor: Actor, citizen: Citizen, balance_fen: int, not
     every confirmation can still be debited.
     """
     if not isinstance(balance_fen, int) or isinstance(balance_fen, bool) or balance_fen < 0:
-        raise DomainError("validation_error", _("The balance is a whole number of fen, not negative."), status=400,
-                          field="account_balance_fen")
+        raise DomainError(
+            "validation_error",
+            _("The balance is a whole number of fen, not negative."),
+            status=400,
+            field="account_balance_fen",
+        )
     account = account_for_update(citizen.pk)
     if balance_fen < account.held_fen:
-        raise DomainError("account_held", _("Pending settlements hold more than this balance; retry after they end."),
-                          field="account_balance_fen")
+        raise DomainError(
+            "account_held",
+            _("Pending settlements hold more than this balance; retry after they end."),
+            field="account_balance_fen",
+        )
     delta = balance_fen - account.balance_fen
     if delta == 0:
         return None
     before = {"balance_fen": account.balance_fen}
     entry = _append(account, kind=AccountEntryKind.ADJUSTMENT, amount_fen=delta, actor=actor, note=note)
-    audit_record(actor=actor, action="account.adjust", object_type="personal_account", object_id=account.pk,
-                 region_code=citizen.region_id, before=before,
-                 after={"balance_fen": account.balance_fen, "entry": entry.pk, "amount_fen": delta}, reason=note)
+    audit_record(
+        actor=actor,
+        action="account.adjust",
+        object_type="personal_account",
+        object_id=account.pk,
+        region_code=citizen.region_id,
+        before=before,
+        after={"balance_fen": account.balance_fen, "entry": entry.pk, "amount_fen": delta},
+        reason=note,
+    )
     return entry
 
 
@@ -170,10 +215,15 @@ def on_account_balance_set(event: DomainEvent) -> None:
     """`citizen.account_balance_set` (recorded by the citizen import): an adjustment entry."""
     citizen = Citizen.objects.get(pk=event.data["citizen_id"])
     recorded = event.data.get("actor") or {}
-    actor = Actor(type=recorded.get("type", "system"), id=recorded.get("id", ""), label=recorded.get("label", "import"),
-                  user_id=recorded.get("user_id"))
-    account_balance_set(actor=actor, citizen=citizen, balance_fen=event.data["balance_fen"],
-                        note=event.data.get("note", "import"))
+    actor = Actor(
+        type=recorded.get("type", "system"),
+        id=recorded.get("id", ""),
+        label=recorded.get("label", "import"),
+        user_id=recorded.get("user_id"),
+    )
+    account_balance_set(
+        actor=actor, citizen=citizen, balance_fen=event.data["balance_fen"], note=event.data.get("note", "import")
+    )
 
 
 def register_handlers() -> None:

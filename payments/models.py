@@ -113,8 +113,16 @@ class WalletLinkage(models.Model):
     class Meta:
         ordering = ["created_at", "id"]
         constraints = [
-            models.UniqueConstraint(fields=["partner", "citizen"], condition=Q(state="active"), name="one_active_linkage_per_citizen_partner"),
-            models.UniqueConstraint(fields=["partner", "partner_user_ref"], condition=Q(state="active"), name="one_active_linkage_per_partner_user"),
+            models.UniqueConstraint(
+                fields=["partner", "citizen"],
+                condition=Q(state="active"),
+                name="one_active_linkage_per_citizen_partner",
+            ),
+            models.UniqueConstraint(
+                fields=["partner", "partner_user_ref"],
+                condition=Q(state="active"),
+                name="one_active_linkage_per_partner_user",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -142,8 +150,9 @@ class OutboxEvent(models.Model):
     # Both covered by composite indexes that lead with them (outbox_partner_state, the unique
     # one_outbox_event_per_domain_event_partner_object): no index of their own (payments 0006).
     partner = models.ForeignKey(Partner, on_delete=models.PROTECT, related_name="events", db_index=False)
-    domain_event = models.ForeignKey("portal.DomainEvent", null=True, blank=True, on_delete=models.PROTECT,
-                                     db_index=False)
+    domain_event = models.ForeignKey(
+        "portal.DomainEvent", null=True, blank=True, on_delete=models.PROTECT, db_index=False
+    )
     type = models.CharField(max_length=48)
     object_id = models.CharField(max_length=40)
     body = models.TextField()
@@ -164,7 +173,8 @@ class OutboxEvent(models.Model):
         ordering = ["id"]
         constraints = [
             models.UniqueConstraint(
-                fields=["domain_event", "partner", "object_id", "type"], name="one_outbox_event_per_domain_event_partner_object"
+                fields=["domain_event", "partner", "object_id", "type"],
+                name="one_outbox_event_per_domain_event_partner_object",
             ),
         ]
         indexes = [
@@ -260,7 +270,8 @@ class FamilyBinding(models.Model):
         ordering = ["created_at", "id"]
         constraints = [
             models.UniqueConstraint(
-                fields=["holder_linkage", "beneficiary"], condition=Q(state__in=BINDING_OPEN_STATES),
+                fields=["holder_linkage", "beneficiary"],
+                condition=Q(state__in=BINDING_OPEN_STATES),
                 name="one_open_binding_per_holder_linkage_beneficiary",
             ),
         ]
@@ -276,8 +287,9 @@ class QrToken(models.Model):
     jti = models.CharField(max_length=40, unique=True)
     certificate = models.ForeignKey(Certificate, on_delete=models.PROTECT, related_name="qr_tokens")
     linkage = models.ForeignKey(WalletLinkage, on_delete=models.PROTECT, related_name="qr_tokens")
-    family_binding = models.ForeignKey(FamilyBinding, null=True, blank=True, on_delete=models.PROTECT,
-                                       related_name="qr_tokens")
+    family_binding = models.ForeignKey(
+        FamilyBinding, null=True, blank=True, on_delete=models.PROTECT, related_name="qr_tokens"
+    )
     issued_at = models.DateTimeField()
     expires_at = models.DateTimeField()
     used_at = models.DateTimeField(null=True, blank=True)
@@ -291,8 +303,9 @@ class IdempotencyState(models.TextChoices):
 class IdempotencyRecord(models.Model):
     """The first response to a partner's `Idempotency-Key`, replayed byte for byte (kept ≥ 24 h)."""
 
-    partner = models.ForeignKey(Partner, on_delete=models.CASCADE, related_name="idempotency_records",
-                                db_index=False)  # the unique (partner, key) leads with it
+    partner = models.ForeignKey(
+        Partner, on_delete=models.CASCADE, related_name="idempotency_records", db_index=False
+    )  # the unique (partner, key) leads with it
     key = models.CharField(max_length=255)
     method = models.CharField(max_length=8)
     target = models.TextField()
@@ -305,7 +318,9 @@ class IdempotencyRecord(models.Model):
     completed_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["partner", "key"], name="one_idempotency_record_per_partner_key")]
+        constraints = [
+            models.UniqueConstraint(fields=["partner", "key"], name="one_idempotency_record_per_partner_key")
+        ]
 
 
 # --- Settlements, the citizen-year accumulator, the personal account, premiums -------------
@@ -342,13 +357,15 @@ class Settlement(models.Model):
     certificate = models.ForeignKey(Certificate, on_delete=models.PROTECT, related_name="settlements")
     # The citizen whose card the token carries (the beneficiary, for a binding's token).
     citizen = models.ForeignKey(Citizen, on_delete=models.PROTECT, related_name="settlements", db_index=False)
-    family_binding = models.ForeignKey(FamilyBinding, null=True, blank=True, on_delete=models.PROTECT,
-                                       related_name="settlements")
+    family_binding = models.ForeignKey(
+        FamilyBinding, null=True, blank=True, on_delete=models.PROTECT, related_name="settlements"
+    )
     qr_token = models.OneToOneField(QrToken, on_delete=models.PROTECT, related_name="settlement")
     facility = models.ForeignKey("insurance.Facility", on_delete=models.PROTECT, related_name="settlements")
     policy = models.ForeignKey("insurance.ReimbursementPolicy", on_delete=models.PROTECT, related_name="settlements")
-    state = models.CharField(_("state"), max_length=16, choices=SettlementState.choices,
-                             default=SettlementState.PENDING_PAYMENT)
+    state = models.CharField(
+        _("state"), max_length=16, choices=SettlementState.choices, default=SettlementState.PENDING_PAYMENT
+    )
     year = models.PositiveSmallIntegerField(_("year"))
     total_fen = models.BigIntegerField(_("total (fen)"))
     eligible_fen = models.BigIntegerField(_("eligible (fen)"))
@@ -372,8 +389,14 @@ class Settlement(models.Model):
         verbose_name_plural = _("settlements")
         constraints = [
             models.CheckConstraint(
-                condition=Q(total_fen__gte=0, eligible_fen__gte=0, deductible_fen__gte=0, fund_fen__gte=0,
-                            account_fen__gte=0, self_pay_fen__gte=0),
+                condition=Q(
+                    total_fen__gte=0,
+                    eligible_fen__gte=0,
+                    deductible_fen__gte=0,
+                    fund_fen__gte=0,
+                    account_fen__gte=0,
+                    self_pay_fen__gte=0,
+                ),
                 name="settlement_amounts_not_negative",
             ),
             models.CheckConstraint(
@@ -427,8 +450,9 @@ class CitizenYearAccumulator(models.Model):
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["citizen", "year"], name="one_accumulator_per_citizen_year"),
-            models.CheckConstraint(condition=Q(deductible_used_fen__gte=0, fund_used_fen__gte=0),
-                                   name="accumulator_not_negative"),
+            models.CheckConstraint(
+                condition=Q(deductible_used_fen__gte=0, fund_used_fen__gte=0), name="accumulator_not_negative"
+            ),
         ]
 
 
@@ -462,8 +486,9 @@ class AccountEntry(models.Model):
     kind = models.CharField(max_length=16, choices=AccountEntryKind.choices)
     amount_fen = models.BigIntegerField()  # signed: credits positive, debits negative
     balance_after_fen = models.BigIntegerField()
-    settlement = models.ForeignKey(Settlement, null=True, blank=True, on_delete=models.PROTECT,
-                                   related_name="account_entries")
+    settlement = models.ForeignKey(
+        Settlement, null=True, blank=True, on_delete=models.PROTECT, related_name="account_entries"
+    )
     actor_label = models.CharField(max_length=150)
     note = models.CharField(max_length=128, blank=True)
     created_at = models.DateTimeField()
@@ -547,8 +572,9 @@ class RiskFlag(models.Model):
         verbose_name = _("risk flag")
         verbose_name_plural = _("risk flags")
         constraints = [
-            models.UniqueConstraint(fields=["rule", "subject_type", "subject_id", "day"],
-                                    name="one_risk_flag_per_rule_subject_day"),
+            models.UniqueConstraint(
+                fields=["rule", "subject_type", "subject_id", "day"], name="one_risk_flag_per_rule_subject_day"
+            ),
         ]
         indexes = [models.Index(fields=["region", "state", "created_at"], name="risk_flag_queue")]
 

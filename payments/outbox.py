@@ -34,8 +34,9 @@ from portal.audit import audit_record
 from portal.models import DomainEvent
 
 
-def enqueue(*, partner: Partner, type: str, obj: dict, domain_event: DomainEvent | None = None,
-            extra_data: dict | None = None) -> OutboxEvent:
+def enqueue(
+    *, partner: Partner, type: str, obj: dict, domain_event: DomainEvent | None = None, extra_data: dict | None = None
+) -> OutboxEvent:
     """Write one event for one partner; delivery is kicked after commit and swept by beat."""
     event = outbox_event(partner=partner, type=type, obj=obj, domain_event=domain_event, extra_data=extra_data)
     rows.insert(event)  # as save(force_insert=True), without compiling the INSERT on every event
@@ -43,19 +44,22 @@ def enqueue(*, partner: Partner, type: str, obj: dict, domain_event: DomainEvent
     return event
 
 
-def outbox_event(*, partner: Partner, type: str, obj: dict, domain_event: DomainEvent | None = None,
-                 extra_data: dict | None = None) -> OutboxEvent:
+def outbox_event(
+    *, partner: Partner, type: str, obj: dict, domain_event: DomainEvent | None = None, extra_data: dict | None = None
+) -> OutboxEvent:
     """The event `enqueue` writes, not yet written: for a service that writes it inside a statement of
     its own (`rows.insert_sql`), then calls `enqueued`."""
     now = timezone.now()
-    event = OutboxEvent(partner=partner, type=type, object_id=obj["id"], domain_event=domain_event,
-                        created_at=now, next_attempt_at=now)
+    event = OutboxEvent(
+        partner=partner, type=type, object_id=obj["id"], domain_event=domain_event, created_at=now, next_attempt_at=now
+    )
     data = {"object": obj}
     if extra_data:
         data.update(extra_data)
     event.body = json.dumps(
         {"id": event.public_id, "type": type, "created_at": rfc3339(now), "data": data},
-        ensure_ascii=False, separators=(",", ":"),
+        ensure_ascii=False,
+        separators=(",", ":"),
     )
     return event
 
@@ -122,12 +126,22 @@ def _on_certificate_event(event: DomainEvent) -> None:
         for linkage in linkages:
             linkage.certificate = certificate
             _bump(linkage, ["certificate"])
-            enqueue(partner=linkage.partner, type=event.type, obj=linkage_repr(linkage), domain_event=event,
-                    extra_data=extra)
+            enqueue(
+                partner=linkage.partner,
+                type=event.type,
+                obj=linkage_repr(linkage),
+                domain_event=event,
+                extra_data=extra,
+            )
         for binding in bindings:
             bump_binding(binding, [])
-            enqueue(partner=binding.partner, type=event.type, obj=family_binding_repr(binding), domain_event=event,
-                    extra_data=extra)
+            enqueue(
+                partner=binding.partner,
+                type=event.type,
+                obj=family_binding_repr(binding),
+                domain_event=event,
+                extra_data=extra,
+            )
         return
     linkages = [link for link in linkages if link.certificate_id == certificate.pk]
     # The first linkage's `linkage.created` stands for the activation (to that linkage's partner only).
@@ -145,15 +159,28 @@ def _on_certificate_event(event: DomainEvent) -> None:
         binding_reason = BindingEndReason.CITIZEN_STATUS if citizen_status else BindingEndReason.CERTIFICATE_REVOKED
         actor = _cascade_actor(event)
         for linkage in linkages:
-            end_linkage(linkage, reason=reason, ended_by=event.data.get("actor", ""), domain_event=event,
-                        binding_reason=binding_reason, actor=actor)
+            end_linkage(
+                linkage,
+                reason=reason,
+                ended_by=event.data.get("actor", ""),
+                domain_event=event,
+                binding_reason=binding_reason,
+                actor=actor,
+            )
         # Either side: bindings presenting this card, and any the citizen still holds.
         for binding in bindings + _open_bindings(holder_citizen_id=certificate.citizen_id):
             end_binding(binding, reason=binding_reason, actor=actor, domain_event=event)
 
 
-def end_linkage(linkage: WalletLinkage, *, reason: str, ended_by: str, domain_event: DomainEvent | None,
-                binding_reason: str = BindingEndReason.HOLDER_UNLINKED, actor: Actor | None = None) -> None:
+def end_linkage(
+    linkage: WalletLinkage,
+    *,
+    reason: str,
+    ended_by: str,
+    domain_event: DomainEvent | None,
+    binding_reason: str = BindingEndReason.HOLDER_UNLINKED,
+    actor: Actor | None = None,
+) -> None:
     """Unlink a locked active linkage and tell its partner (`linkage.unlinked`); the family
     bindings made through it end too (`holder_unlinked`, or the card's reason)."""
     linkage.state = LinkageState.UNLINKED
@@ -167,8 +194,15 @@ def end_linkage(linkage: WalletLinkage, *, reason: str, ended_by: str, domain_ev
         end_binding(binding, reason=binding_reason, actor=actor, domain_event=domain_event)
 
 
-def end_binding(binding: FamilyBinding, *, reason: str, actor: Actor, domain_event: DomainEvent | None = None,
-                state: str = BindingState.REVOKED, note: str = "") -> FamilyBinding:
+def end_binding(
+    binding: FamilyBinding,
+    *,
+    reason: str,
+    actor: Actor,
+    domain_event: DomainEvent | None = None,
+    state: str = BindingState.REVOKED,
+    note: str = "",
+) -> FamilyBinding:
     """End a locked open binding (`revoked`, or `rejected` while pending), audit it and
     tell its partner (`family_binding.revoked` / `family_binding.rejected`)."""
     before = binding_audit(binding)
@@ -183,11 +217,22 @@ def end_binding(binding: FamilyBinding, *, reason: str, actor: Actor, domain_eve
         fields += ["decided_by", "decided_at", "decision_note"]
     bump_binding(binding, fields)
     action = "reject" if state == BindingState.REJECTED else "revoke"
-    audit_record(actor=actor, action=f"family_binding.{action}", object_type="family_binding",
-                 object_id=binding.public_id, region_code=binding.beneficiary.region_id, before=before,
-                 after=binding_audit(binding), reason=note or reason)
-    enqueue(partner=binding.partner, type=f"family_binding.{'rejected' if action == 'reject' else 'revoked'}",
-            obj=family_binding_repr(binding), domain_event=domain_event)
+    audit_record(
+        actor=actor,
+        action=f"family_binding.{action}",
+        object_type="family_binding",
+        object_id=binding.public_id,
+        region_code=binding.beneficiary.region_id,
+        before=before,
+        after=binding_audit(binding),
+        reason=note or reason,
+    )
+    enqueue(
+        partner=binding.partner,
+        type=f"family_binding.{'rejected' if action == 'reject' else 'revoked'}",
+        obj=family_binding_repr(binding),
+        domain_event=domain_event,
+    )
     return binding
 
 
@@ -209,9 +254,11 @@ def _on_citizen_updated(event: DomainEvent) -> None:
     """The embedded Citizen changed (masked name or scheme): the `version` of the linkages
     and of the bindings presenting the citizen grows (PARTNER_API.md "Objects"); there is
     no event type for it, so none is sent."""
-    for linkage in WalletLinkage.objects.select_for_update(no_key=True).filter(
-        state=LinkageState.ACTIVE, citizen_id=event.data["citizen_id"]
-    ).order_by("id"):
+    for linkage in (
+        WalletLinkage.objects.select_for_update(no_key=True)
+        .filter(state=LinkageState.ACTIVE, citizen_id=event.data["citizen_id"])
+        .order_by("id")
+    ):
         _bump(linkage, [])
     for binding in _open_bindings(beneficiary_id=event.data["citizen_id"]):
         bump_binding(binding, [])
@@ -232,8 +279,14 @@ def _on_citizen_status(event: DomainEvent) -> None:
         .order_by("id")
     )
     for linkage in linkages:
-        end_linkage(linkage, reason=LinkageEndReason.CITIZEN_STATUS, ended_by=event.data.get("actor", ""),
-                    domain_event=event, binding_reason=BindingEndReason.CITIZEN_STATUS, actor=actor)
+        end_linkage(
+            linkage,
+            reason=LinkageEndReason.CITIZEN_STATUS,
+            ended_by=event.data.get("actor", ""),
+            domain_event=event,
+            binding_reason=BindingEndReason.CITIZEN_STATUS,
+            actor=actor,
+        )
     for binding in _open_bindings(beneficiary_id=citizen_id) + _open_bindings(holder_citizen_id=citizen_id):
         end_binding(binding, reason=BindingEndReason.CITIZEN_STATUS, actor=actor, domain_event=event)
 

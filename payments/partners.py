@@ -95,7 +95,10 @@ def parse_public_key(text: str | bytes) -> str:
     if not raw_text:
         raise _invalid("public_key", _("Give the partner's Ed25519 public key."))
     if "PRIVATE KEY" in raw_text:
-        raise _invalid("public_key", _("This is a private key: give the public key only (the portal never holds a partner's private key)."))
+        raise _invalid(
+            "public_key",
+            _("This is a private key: give the public key only (the portal never holds a partner's private key)."),
+        )
     if raw_text.startswith("-----BEGIN"):
         try:
             key = serialization.load_pem_public_key(raw_text.encode())
@@ -122,8 +125,12 @@ def _clean_name(name: str) -> str:
 
 def _partner_audit(partner: Partner) -> dict:
     return {
-        "code": partner.code, "name": partner.name, "kind": partner.kind, "state": partner.state,
-        "webhook_url": partner.webhook_url, "deliveries_paused": partner.deliveries_paused,
+        "code": partner.code,
+        "name": partner.name,
+        "kind": partner.kind,
+        "state": partner.state,
+        "webhook_url": partner.webhook_url,
+        "deliveries_paused": partner.deliveries_paused,
         "rate_limit_per_second": partner.rate_limit_per_second,
     }
 
@@ -140,8 +147,9 @@ def _new_key_id(code: str) -> str:
 
 
 @transaction.atomic
-def partner_create(*, actor: Actor, code: str, name: str, kind: str, webhook_url: str = "",
-                   rate_limit_per_second: int = 200) -> Partner:
+def partner_create(
+    *, actor: Actor, code: str, name: str, kind: str, webhook_url: str = "", rate_limit_per_second: int = 200
+) -> Partner:
     code = (code or "").strip()
     if not CODE_RE.match(code):
         raise _invalid("code", _("The code is 2 to 32 characters: lower-case letters, digits, - and _."))
@@ -149,11 +157,21 @@ def partner_create(*, actor: Actor, code: str, name: str, kind: str, webhook_url
         raise _invalid("kind", _("The kind is wallet or service_platform."))
     if Partner.objects.filter(code=code).exists():
         raise DomainError("partner_exists", _("A partner with this code already exists."), field="code")
-    partner = Partner(code=code, name=_clean_name(name), kind=kind, webhook_url=clean_webhook_url(webhook_url),
-                      rate_limit_per_second=_clean_rate_limit(rate_limit_per_second))
+    partner = Partner(
+        code=code,
+        name=_clean_name(name),
+        kind=kind,
+        webhook_url=clean_webhook_url(webhook_url),
+        rate_limit_per_second=_clean_rate_limit(rate_limit_per_second),
+    )
     partner.save(force_insert=True)
-    audit_record(actor=actor, action="partner.create", object_type="partner", object_id=partner.code,
-                 after=_partner_audit(partner))
+    audit_record(
+        actor=actor,
+        action="partner.create",
+        object_type="partner",
+        object_id=partner.code,
+        after=_partner_audit(partner),
+    )
     return partner
 
 
@@ -166,8 +184,13 @@ def partner_key_add(*, actor: Actor, partner: Partner, public_key: str | bytes) 
         raise DomainError("key_exists", _("This public key is already registered."), field="public_key")
     key = PartnerKey(partner=partner, key_id=_new_key_id(partner.code), public_key=public_b64)
     key.save(force_insert=True)
-    audit_record(actor=actor, action="partner_key.add", object_type="partner_key", object_id=key.key_id,
-                 after={"partner": partner.code, "key_id": key.key_id, "public_key": public_b64})
+    audit_record(
+        actor=actor,
+        action="partner_key.add",
+        object_type="partner_key",
+        object_id=key.key_id,
+        after={"partner": partner.code, "key_id": key.key_id, "public_key": public_b64},
+    )
     return key
 
 
@@ -179,9 +202,15 @@ def partner_key_revoke(*, actor: Actor, key: PartnerKey, reason: str = "") -> Pa
     key.state = PartnerKeyState.REVOKED
     key.revoked_at = timezone.now()
     key.save(update_fields=["state", "revoked_at"])
-    audit_record(actor=actor, action="partner_key.revoke", object_type="partner_key", object_id=key.key_id,
-                 before={"state": PartnerKeyState.ACTIVE}, after={"state": key.state, "partner": key.partner.code},
-                 reason=reason)
+    audit_record(
+        actor=actor,
+        action="partner_key.revoke",
+        object_type="partner_key",
+        object_id=key.key_id,
+        before={"state": PartnerKeyState.ACTIVE},
+        after={"state": key.state, "partner": key.partner.code},
+        reason=reason,
+    )
     return key
 
 
@@ -191,8 +220,15 @@ def _change(actor: Actor, partner: Partner, action: str, reason: str = "", **cha
     for field, value in changes.items():
         setattr(partner, field, value)
     partner.save(update_fields=list(changes))
-    audit_record(actor=actor, action=action, object_type="partner", object_id=partner.code,
-                 before=before, after=_partner_audit(partner), reason=reason)
+    audit_record(
+        actor=actor,
+        action=action,
+        object_type="partner",
+        object_id=partner.code,
+        before=before,
+        after=_partner_audit(partner),
+        reason=reason,
+    )
     return partner
 
 
@@ -235,14 +271,17 @@ def partner_resume_deliveries(*, actor: Actor, partner: Partner, reason: str = "
 
 def _clean_rate_limit(value: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_RATE_LIMIT:
-        raise _invalid("rate_limit_per_second", _("The rate limit is a whole number from 1 to 100000 requests per second."))
+        raise _invalid(
+            "rate_limit_per_second", _("The rate limit is a whole number from 1 to 100000 requests per second.")
+        )
     return value
 
 
 @transaction.atomic
 def partner_set_rate_limit(*, actor: Actor, partner: Partner, rate_limit_per_second: int) -> Partner:
-    return _change(actor, partner, "partner.set_rate_limit",
-                   rate_limit_per_second=_clean_rate_limit(rate_limit_per_second))
+    return _change(
+        actor, partner, "partner.set_rate_limit", rate_limit_per_second=_clean_rate_limit(rate_limit_per_second)
+    )
 
 
 # --- Reads of the delivery monitor ---------------------------------------------------
@@ -263,8 +302,9 @@ def events_visible_to(user, partner: Partner) -> QuerySet[OutboxEvent]:
     events = OutboxEvent.objects.filter(partner=partner)
     if visible_region_codes(user) is None:
         return events
-    linkage_ids = restrict_to_user_regions(WalletLinkage.objects.filter(partner=partner), user,
-                                           region_field="citizen__region").values("public_id")
+    linkage_ids = restrict_to_user_regions(
+        WalletLinkage.objects.filter(partner=partner), user, region_field="citizen__region"
+    ).values("public_id")
     bindings = FamilyBinding.objects.filter(partner=partner)
     beneficiary_ids = restrict_to_user_regions(bindings, user, region_field="beneficiary__region").values("public_id")
     holder_ids = restrict_to_user_regions(bindings, user, region_field="holder_citizen__region").values("public_id")

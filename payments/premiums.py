@@ -26,8 +26,9 @@ def enrolment_paid(citizen: Citizen, year: int) -> bool:
 
 
 @transaction.atomic
-def premium_pay(*, actor: Actor, partner: Partner, citizen: Citizen, year: int, amount_fen: int,
-                partner_transaction_id: str) -> PremiumPayment:
+def premium_pay(
+    *, actor: Actor, partner: Partner, citizen: Citizen, year: int, amount_fen: int, partner_transaction_id: str
+) -> PremiumPayment:
     """Record a resident's premium for the current or the next year.
 
     The caller has identified the citizen (422 `identity_mismatch` comes first). Then, in
@@ -39,24 +40,45 @@ def premium_pay(*, actor: Actor, partner: Partner, citizen: Citizen, year: int, 
     if citizen.scheme != Scheme.RESIDENT:
         raise DomainError("not_resident_scheme", _("Only the resident scheme has a premium."))
     if year not in premium_years():
-        raise DomainError("validation_error", _("A premium is paid for the current or the next year."), status=400,
-                          field="year")
+        raise DomainError(
+            "validation_error", _("A premium is paid for the current or the next year."), status=400, field="year"
+        )
     if enrolment_paid(citizen, year):
         raise DomainError("premium_already_paid", _("The premium for this year is already paid."))
     policy = policy_in_force(citizen.region_id, citizen.scheme, year)
     if policy is None or policy.premium_fen is None:
         raise DomainError("policy_unavailable", _("No policy with a premium is published for this year."))
     if amount_fen != policy.premium_fen:
-        raise DomainError("amount_mismatch", _("The amount differs from the year's premium."), status=422,
-                          premium_fen=policy.premium_fen)
+        raise DomainError(
+            "amount_mismatch",
+            _("The amount differs from the year's premium."),
+            status=422,
+            premium_fen=policy.premium_fen,
+        )
     premium = PremiumPayment.objects.create(
-        partner=partner, citizen=citizen, policy=policy, year=year, amount_fen=amount_fen,
-        partner_transaction_id=partner_transaction_id, created_at=timezone.now(),
+        partner=partner,
+        citizen=citizen,
+        policy=policy,
+        year=year,
+        amount_fen=amount_fen,
+        partner_transaction_id=partner_transaction_id,
+        created_at=timezone.now(),
     )
-    audit_record(actor=actor, action="premium.pay", object_type="premium", object_id=premium.public_id,
-                 region_code=citizen.region_id,
-                 after={"id": premium.public_id, "partner": partner.code, "year": year, "amount_fen": amount_fen,
-                        "policy_version": policy.version, "partner_transaction_id": partner_transaction_id})
+    audit_record(
+        actor=actor,
+        action="premium.pay",
+        object_type="premium",
+        object_id=premium.public_id,
+        region_code=citizen.region_id,
+        after={
+            "id": premium.public_id,
+            "partner": partner.code,
+            "year": year,
+            "amount_fen": amount_fen,
+            "policy_version": policy.version,
+            "partner_transaction_id": partner_transaction_id,
+        },
+    )
     return premium
 
 

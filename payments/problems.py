@@ -47,14 +47,21 @@ class ApiError(exceptions.APIException):
 
 
 def problem_body(status: int, code: str, detail: str, **extra: object) -> dict:
-    body = {"type": TYPE_BASE + code, "title": TITLES.get(status, "Error"), "status": status, "detail": detail, "code": code}
+    body = {
+        "type": TYPE_BASE + code,
+        "title": TITLES.get(status, "Error"),
+        "status": status,
+        "detail": detail,
+        "code": code,
+    }
     body.update(extra)
     return body
 
 
 def problem_response(status: int, code: str, detail: str, *, headers: dict | None = None, **extra: object) -> Response:
-    return Response(problem_body(status, code, detail, **extra), status=status, headers=headers,
-                    content_type=PROBLEM_CONTENT_TYPE)
+    return Response(
+        problem_body(status, code, detail, **extra), status=status, headers=headers, content_type=PROBLEM_CONTENT_TYPE
+    )
 
 
 def _flatten(detail) -> dict[str, list[str]]:
@@ -95,8 +102,9 @@ def exception_handler(exc, context):
     if isinstance(exc, exceptions.ValidationError):
         return problem_response(400, "validation_error", "The request is not valid.", errors=_flatten(exc.detail))
     if isinstance(exc, exceptions.ParseError):
-        return problem_response(400, "validation_error", "The body is not valid JSON.",
-                                errors={"non_field_errors": [str(exc.detail)]})
+        return problem_response(
+            400, "validation_error", "The body is not valid JSON.", errors={"non_field_errors": [str(exc.detail)]}
+        )
     if isinstance(exc, exceptions.UnsupportedMediaType):
         return problem_response(415, "unsupported_media_type", "The body must be application/json.")
     if isinstance(exc, exceptions.MethodNotAllowed):
@@ -123,10 +131,14 @@ def exception_handler(exc, context):
     if isinstance(exc, RequestDataTooBig):
         return problem_response(413, "payload_too_large", "The body is larger than 1 MB.")
     if isinstance(exc, exceptions.APIException):
-        return problem_response(exc.status_code, "validation_error" if exc.status_code == 400 else "error", str(exc.detail))
+        return problem_response(
+            exc.status_code, "validation_error" if exc.status_code == 400 else "error", str(exc.detail)
+        )
     return None
 
 
 def django_problem(request: HttpRequest, status: int, code: str, detail: str) -> HttpResponse:
     """A problem+json response outside DRF (404 for unknown API URLs, 500 handler)."""
-    return HttpResponse(json.dumps(problem_body(status, code, detail)), status=status, content_type=PROBLEM_CONTENT_TYPE)
+    return HttpResponse(
+        json.dumps(problem_body(status, code, detail)), status=status, content_type=PROBLEM_CONTENT_TYPE
+    )

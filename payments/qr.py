@@ -69,8 +69,9 @@ def _require_active(certificate: Certificate | None) -> Certificate:
     return certificate
 
 
-def _signed_token(*, certificate_number: str, linkage_public_id: str, binding_public_id: str | None,
-                  now: datetime | None) -> tuple[str, str, datetime, datetime]:
+def _signed_token(
+    *, certificate_number: str, linkage_public_id: str, binding_public_id: str | None, now: datetime | None
+) -> tuple[str, str, datetime, datetime]:
     """(token, jti, issued_at, expires_at) of a fresh token, signed once by the current portal key."""
     key = keys.current_signing_key()
     issued_at = (now or timezone.now()).replace(microsecond=0)
@@ -91,8 +92,9 @@ def _signed_token(*, certificate_number: str, linkage_public_id: str, binding_pu
 
 
 @transaction.atomic
-def qr_token_mint(*, actor: Actor, linkage: WalletLinkage, family_binding: FamilyBinding | None = None,
-                  now: datetime | None = None) -> MintedToken:
+def qr_token_mint(
+    *, actor: Actor, linkage: WalletLinkage, family_binding: FamilyBinding | None = None, now: datetime | None = None
+) -> MintedToken:
     """A 60-second token for the linked citizen's card, or for the beneficiary of an active binding
     made through this linkage. Earlier tokens stay valid until they expire.
 
@@ -118,10 +120,19 @@ def qr_token_mint(*, actor: Actor, linkage: WalletLinkage, family_binding: Famil
     else:
         certificate = linkage.certificate
     token, jti, issued_at, expires_at = _signed_token(
-        certificate_number=certificate.number, linkage_public_id=linkage.public_id,
-        binding_public_id=family_binding.public_id if family_binding is not None else None, now=now)
-    row = QrToken.objects.create(jti=jti, certificate=certificate, linkage=linkage, family_binding=family_binding,
-                                 issued_at=issued_at, expires_at=expires_at)
+        certificate_number=certificate.number,
+        linkage_public_id=linkage.public_id,
+        binding_public_id=family_binding.public_id if family_binding is not None else None,
+        now=now,
+    )
+    row = QrToken.objects.create(
+        jti=jti,
+        certificate=certificate,
+        linkage=linkage,
+        family_binding=family_binding,
+        issued_at=issued_at,
+        expires_at=expires_at,
+    )
     return MintedToken(token=token, expires_at=expires_at, row=row)
 
 
@@ -161,9 +172,14 @@ def mint_target_read(*, partner_id: int, linkage_public_id: str) -> MintTarget |
     if row is None or row[5] != partner_id:
         return None
     linkage_id, linkage_state, certificate_id, certificate_number, certificate_state, _ = row
-    return MintTarget(linkage_id=linkage_id, linkage_public_id=linkage_public_id, linkage_state=linkage_state,
-                      certificate_id=certificate_id, certificate_number=certificate_number,
-                      certificate_state=certificate_state)
+    return MintTarget(
+        linkage_id=linkage_id,
+        linkage_public_id=linkage_public_id,
+        linkage_state=linkage_state,
+        certificate_id=certificate_id,
+        certificate_number=certificate_number,
+        certificate_state=certificate_state,
+    )
 
 
 _INSERT_SQL: str | None = None
@@ -190,10 +206,20 @@ def qr_token_mint_for_holder(*, actor: Actor, target: MintTarget, now: datetime 
     if target.certificate_state != CertificateState.ACTIVE:
         raise DomainError("certificate_not_active", _("The e-card is not active."))
     token, jti, issued_at, expires_at = _signed_token(
-        certificate_number=target.certificate_number, linkage_public_id=target.linkage_public_id,
-        binding_public_id=None, now=now)
-    row = QrToken(jti=jti, certificate_id=target.certificate_id, linkage_id=target.linkage_id,
-                  family_binding=None, issued_at=issued_at, expires_at=expires_at, used_at=None)
+        certificate_number=target.certificate_number,
+        linkage_public_id=target.linkage_public_id,
+        binding_public_id=None,
+        now=now,
+    )
+    row = QrToken(
+        jti=jti,
+        certificate_id=target.certificate_id,
+        linkage_id=target.linkage_id,
+        family_binding=None,
+        issued_at=issued_at,
+        expires_at=expires_at,
+        used_at=None,
+    )
     (pk,) = prepared.fetch_one(_insert_sql(), [jti, target.certificate_id, target.linkage_id, issued_at, expires_at])
     rows.mark_saved(row, pk)
     return MintedToken(token=token, expires_at=expires_at, row=row)
@@ -266,8 +292,15 @@ def token_claims(token: object) -> dict:
     return claims
 
 
-def token_check_row(claims: dict, *, found: bool, certificate_number: str | None, linkage_public_id: str | None,
-                    binding_public_id: str | None, expires_at: datetime | None) -> None:
+def token_check_row(
+    claims: dict,
+    *,
+    found: bool,
+    certificate_number: str | None,
+    linkage_public_id: str | None,
+    binding_public_id: str | None,
+    expires_at: datetime | None,
+) -> None:
     """`token_read`'s checks of the row against the claims: 422 `invalid_token`, then `token_expired`."""
     if (
         not found
@@ -287,9 +320,7 @@ def token_read(token: object, *, for_update: bool = False) -> QrToken:
     `for_update` locks the row (for consuming it in a settlement).
     """
     claims = _claims(token)
-    rows = QrToken.objects.select_related(
-        "certificate__citizen", "linkage", "family_binding__holder_citizen"
-    )
+    rows = QrToken.objects.select_related("certificate__citizen", "linkage", "family_binding__holder_citizen")
     if for_update:
         rows = rows.select_for_update(of=("self",))
     try:  # get(), not first(): no ORDER BY to compile and plan on the hottest read of the API
@@ -332,9 +363,16 @@ _VERIFY_SQL: str | None = None
 def _verify_sql() -> str:
     global _VERIFY_SQL
     if _VERIFY_SQL is None:
-        tables = {name: model._meta.db_table for name, model in (
-            ("token", QrToken), ("certificate", Certificate), ("citizen", Citizen), ("linkage", WalletLinkage),
-            ("binding", FamilyBinding))}
+        tables = {
+            name: model._meta.db_table
+            for name, model in (
+                ("token", QrToken),
+                ("certificate", Certificate),
+                ("citizen", Citizen),
+                ("linkage", WalletLinkage),
+                ("binding", FamilyBinding),
+            )
+        }
         _VERIFY_SQL = (
             'SELECT t."used_at", t."expires_at", c."number", c."state", z."name", z."id_number_masked", z."sex", '
             'z."birth_date", z."region_id", z."scheme", l."public_id", b."public_id", b."relationship", h."name" '
@@ -358,15 +396,37 @@ def token_verify_read(token: object) -> VerifiedToken:
     row = prepared.fetch_one(_verify_sql(), [claims["jti"]])
     if row is None:
         raise _invalid()
-    (used_at, expires_at, number, state, name, id_number_masked, sex, birth_date, region_code, scheme,
-     linkage_public_id, binding_public_id, relationship, holder_name) = row
+    (
+        used_at,
+        expires_at,
+        number,
+        state,
+        name,
+        id_number_masked,
+        sex,
+        birth_date,
+        region_code,
+        scheme,
+        linkage_public_id,
+        binding_public_id,
+        relationship,
+        holder_name,
+    ) = row
     if number != claims["cn"] or linkage_public_id != claims["lnk"] or binding_public_id != claims["fb"]:
         raise _invalid()
     if timezone.now() >= expires_at:
         raise DomainError("token_expired", _("This QR token has expired: ask for a new one."), status=422)
     return VerifiedToken(
-        certificate_number=number, certificate_state=state, used=used_at is not None, expires_at=expires_at,
-        citizen_name=name, citizen_id_number_masked=id_number_masked, citizen_sex=sex, citizen_birth_date=birth_date,
-        citizen_region_code=region_code, citizen_scheme=scheme, binding_relationship=relationship,
+        certificate_number=number,
+        certificate_state=state,
+        used=used_at is not None,
+        expires_at=expires_at,
+        citizen_name=name,
+        citizen_id_number_masked=id_number_masked,
+        citizen_sex=sex,
+        citizen_birth_date=birth_date,
+        citizen_region_code=region_code,
+        citizen_scheme=scheme,
+        binding_relationship=relationship,
         binding_holder_name=holder_name,
     )

@@ -80,11 +80,20 @@ def settlement_repr(settlement) -> dict:
         "certificate_number": settlement.certificate.number,
         "family_binding_id": settlement.family_binding.public_id if settlement.family_binding_id else None,
         "facility_code": settlement.facility.code,
-        "policy": {"region_code": policy.region_id, "scheme": policy.scheme, "year": policy.year,
-                   "version": policy.version},
+        "policy": {
+            "region_code": policy.region_id,
+            "scheme": policy.scheme,
+            "year": policy.year,
+            "version": policy.version,
+        },
         "lines": [
-            {"service_code": line.service_code, "quantity": line.quantity, "unit_price_fen": line.unit_price_fen,
-             "line_total_fen": line.line_total_fen, "eligible_fen": line.eligible_fen}
+            {
+                "service_code": line.service_code,
+                "quantity": line.quantity,
+                "unit_price_fen": line.unit_price_fen,
+                "line_total_fen": line.line_total_fen,
+                "eligible_fen": line.eligible_fen,
+            }
             for line in _lines(settlement)
         ],
         "total_fen": settlement.total_fen,

@@ -88,32 +88,61 @@ def _counted() -> QuerySet[Settlement]:
 def find_facilities_per_day(day: dt.date, limits: dict[str, int]) -> list[Finding]:
     start, end = day_bounds(day)
     of_day = _counted().filter(created_at__gte=start, created_at__lt=end)
-    busy = (of_day.values("certificate_id").annotate(n=Count("facility_id", distinct=True))
-            .filter(n__gt=limits["max_facilities_per_day"]).values_list("certificate_id", flat=True))
+    busy = (
+        of_day.values("certificate_id")
+        .annotate(n=Count("facility_id", distinct=True))
+        .filter(n__gt=limits["max_facilities_per_day"])
+        .values_list("certificate_id", flat=True)
+    )
     findings = []
     for certificate_id in busy:
-        rows = list(of_day.filter(certificate_id=certificate_id).select_related("facility", "certificate", "citizen")
-                    .order_by("created_at", "id"))
+        rows = list(
+            of_day.filter(certificate_id=certificate_id)
+            .select_related("facility", "certificate", "citizen")
+            .order_by("created_at", "id")
+        )
         first = rows[0]
         facilities = sorted({row.facility.code for row in rows})
-        findings.append(Finding(
-            rule=RiskRule.FACILITIES_PER_DAY, subject_type="certificate", subject_id=first.certificate.number,
-            region_code=first.citizen.region_id, citizen_id=first.citizen_id,
-            evidence={"facilities": facilities, "facility_count": len(facilities),
-                      "limit": limits["max_facilities_per_day"], "settlements": [row.public_id for row in rows]},
-        ))
+        findings.append(
+            Finding(
+                rule=RiskRule.FACILITIES_PER_DAY,
+                subject_type="certificate",
+                subject_id=first.certificate.number,
+                region_code=first.citizen.region_id,
+                citizen_id=first.citizen_id,
+                evidence={
+                    "facilities": facilities,
+                    "facility_count": len(facilities),
+                    "limit": limits["max_facilities_per_day"],
+                    "settlements": [row.public_id for row in rows],
+                },
+            )
+        )
     return findings
 
 
 def find_large_settlements(day: dt.date, limits: dict[str, int]) -> list[Finding]:
     start, end = day_bounds(day)
-    rows = (_counted().filter(created_at__gte=start, created_at__lt=end, total_fen__gt=limits["large_settlement_fen"])
-            .select_related("citizen", "facility").order_by("created_at", "id"))
+    rows = (
+        _counted()
+        .filter(created_at__gte=start, created_at__lt=end, total_fen__gt=limits["large_settlement_fen"])
+        .select_related("citizen", "facility")
+        .order_by("created_at", "id")
+    )
     return [
-        Finding(rule=RiskRule.LARGE_SETTLEMENT, subject_type="settlement", subject_id=row.public_id,
-                region_code=row.citizen.region_id, citizen_id=row.citizen_id,
-                evidence={"settlements": [row.public_id], "total_fen": row.total_fen,
-                          "threshold_fen": limits["large_settlement_fen"], "facility": row.facility.code})
+        Finding(
+            rule=RiskRule.LARGE_SETTLEMENT,
+            subject_type="settlement",
+            subject_id=row.public_id,
+            region_code=row.citizen.region_id,
+            citizen_id=row.citizen_id,
+            evidence={
+                "settlements": [row.public_id],
+                "total_fen": row.total_fen,
+                "threshold_fen": limits["large_settlement_fen"],
+                "facility": row.facility.code,
+            },
+        )
         for row in rows
     ]
 
@@ -123,9 +152,13 @@ def find_binding_overuse(day: dt.date, limits: dict[str, int]) -> list[Finding]:
     _, end = day_bounds(day)
     start = end - dt.timedelta(days=limits["binding_window_days"])
     in_window = _counted().filter(created_at__gte=start, created_at__lt=end)
-    counts = dict(in_window.filter(family_binding__isnull=False).values("family_binding_id")
-                  .annotate(n=Count("id")).filter(n__gte=max(1, limits["binding_min_count"]))
-                  .values_list("family_binding_id", "n"))
+    counts = dict(
+        in_window.filter(family_binding__isnull=False)
+        .values("family_binding_id")
+        .annotate(n=Count("id"))
+        .filter(n__gte=max(1, limits["binding_min_count"]))
+        .values_list("family_binding_id", "n")
+    )
     findings = []
     bindings = FamilyBinding.objects.filter(pk__in=counts).select_related("beneficiary", "holder_linkage")
     for binding in bindings.order_by("id"):
@@ -133,38 +166,67 @@ def find_binding_overuse(day: dt.date, limits: dict[str, int]) -> list[Finding]:
         own = in_window.filter(citizen_id=binding.holder_citizen_id, family_binding__isnull=True).count()
         if used <= limits["binding_ratio"] * own:
             continue
-        findings.append(Finding(
-            rule=RiskRule.BINDING_OVERUSE, subject_type="family_binding", subject_id=binding.public_id,
-            region_code=binding.beneficiary.region_id, citizen_id=binding.beneficiary_id,
-            evidence={"binding_settlements": used, "holder_own_settlements": own,
-                      "ratio": limits["binding_ratio"], "min_count": limits["binding_min_count"],
-                      "window_days": limits["binding_window_days"],
-                      "window_start": start.date().isoformat(), "window_end": day.isoformat(),
-                      "settlements": list(in_window.filter(family_binding=binding).order_by("-created_at", "-id")
-                                          .values_list("public_id", flat=True)[:20])},
-        ))
+        findings.append(
+            Finding(
+                rule=RiskRule.BINDING_OVERUSE,
+                subject_type="family_binding",
+                subject_id=binding.public_id,
+                region_code=binding.beneficiary.region_id,
+                citizen_id=binding.beneficiary_id,
+                evidence={
+                    "binding_settlements": used,
+                    "holder_own_settlements": own,
+                    "ratio": limits["binding_ratio"],
+                    "min_count": limits["binding_min_count"],
+                    "window_days": limits["binding_window_days"],
+                    "window_start": start.date().isoformat(),
+                    "window_end": day.isoformat(),
+                    "settlements": list(
+                        in_window.filter(family_binding=binding)
+                        .order_by("-created_at", "-id")
+                        .values_list("public_id", flat=True)[:20]
+                    ),
+                },
+            )
+        )
     return findings
 
 
 def risk_flag_raise(*, actor: Actor, finding: Finding, day: dt.date) -> RiskFlag | None:
     """Record a finding as a flag, once per rule, subject and day; None if it was already flagged."""
     with transaction.atomic():
-        if RiskFlag.objects.filter(rule=finding.rule, subject_type=finding.subject_type,
-                                   subject_id=finding.subject_id, day=day).exists():
+        if RiskFlag.objects.filter(
+            rule=finding.rule, subject_type=finding.subject_type, subject_id=finding.subject_id, day=day
+        ).exists():
             return None
         try:
             with transaction.atomic():  # a concurrent scan may insert the same flag first
                 flag = RiskFlag.objects.create(
-                    rule=finding.rule, subject_type=finding.subject_type, subject_id=finding.subject_id, day=day,
-                    region_id=finding.region_code, citizen_id=finding.citizen_id, evidence=finding.evidence,
+                    rule=finding.rule,
+                    subject_type=finding.subject_type,
+                    subject_id=finding.subject_id,
+                    day=day,
+                    region_id=finding.region_code,
+                    citizen_id=finding.citizen_id,
+                    evidence=finding.evidence,
                     created_at=timezone.now(),
                 )
         except IntegrityError:
             return None
-        audit_record(actor=actor, action="risk_flag.raise", object_type="risk_flag", object_id=flag.pk,
-                     region_code=finding.region_code,
-                     after={"rule": flag.rule, "subject_type": flag.subject_type, "subject_id": flag.subject_id,
-                            "day": day.isoformat(), "evidence": flag.evidence})
+        audit_record(
+            actor=actor,
+            action="risk_flag.raise",
+            object_type="risk_flag",
+            object_id=flag.pk,
+            region_code=finding.region_code,
+            after={
+                "rule": flag.rule,
+                "subject_type": flag.subject_type,
+                "subject_id": flag.subject_id,
+                "day": day.isoformat(),
+                "evidence": flag.evidence,
+            },
+        )
         return flag
 
 
@@ -204,8 +266,14 @@ def risk_flag_decide(*, actor: Actor, flag: RiskFlag, decision: str, note: str) 
     flag.decided_at = timezone.now()
     flag.decision_note = note[:256]
     flag.save(update_fields=["state", "decided_by", "decided_at", "decision_note"])
-    audit_record(actor=actor, action=f"risk_flag.{decision}", object_type="risk_flag", object_id=flag.pk,
-                 region_code=flag.region_id, before=before,
-                 after={"state": flag.state, "rule": flag.rule, "subject_id": flag.subject_id},
-                 reason=flag.decision_note)
+    audit_record(
+        actor=actor,
+        action=f"risk_flag.{decision}",
+        object_type="risk_flag",
+        object_id=flag.pk,
+        region_code=flag.region_id,
+        before=before,
+        after={"state": flag.state, "rule": flag.rule, "subject_id": flag.subject_id},
+        reason=flag.decision_note,
+    )
     return flag

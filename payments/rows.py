@@ -73,8 +73,7 @@ def update_statement(obj: Model, fields: list[str]) -> tuple[str, list]:
     if cached is None:
         meta = model._meta
         chosen = [meta.get_field(name) for name in fields]
-        chosen += [field for field in meta.concrete_fields
-                   if getattr(field, "auto_now", False) and field not in chosen]
+        chosen += [field for field in meta.concrete_fields if getattr(field, "auto_now", False) and field not in chosen]
         assignments = ", ".join(f'"{field.column}" = %s' for field in chosen)
         cached = _UPDATE_SQL[key] = (
             f'UPDATE "{meta.db_table}" SET {assignments} WHERE "{meta.pk.column}" = %s RETURNING "{meta.pk.column}"',
@@ -98,7 +97,8 @@ def _plain(model: type[Model]) -> bool:
     if plain is None:
         plain = _PLAIN_FIELDS[model] = all(
             type(model.__dict__.get(field.attname)) in (DeferredAttribute, ForeignKeyDeferredAttribute)
-            for field in model._meta.concrete_fields)
+            for field in model._meta.concrete_fields
+        )
     return plain
 
 

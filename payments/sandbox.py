@@ -13,8 +13,9 @@ from payments import keys, signing
 from payments.models import SandboxReceipt
 
 
-def webhook_signature_valid(*, key_id: str, timestamp: str, nonce: str, signature: str, event_id: str,
-                            body: bytes) -> bool:
+def webhook_signature_valid(
+    *, key_id: str, timestamp: str, nonce: str, signature: str, event_id: str, body: bytes
+) -> bool:
     public_key = keys.public_key_for(key_id) if key_id else None
     if public_key is None or not timestamp.isdigit() or not signing.NONCE_RE.match(nonce):
         return False

@@ -15,6 +15,6 @@ class PartnerSignatureScheme(OpenApiAuthenticationExtension):
             "description": (
                 'ECARD-ED25519 key_id="<key id>",timestamp="<unix seconds>",nonce="<nonce>",signature="<base64>": '
                 "an Ed25519 signature over METHOD, request target, timestamp, nonce and body, each line ending in \\n "
-                "(PARTNER_API.md \"Authentication: signed requests\")."
+                '(PARTNER_API.md "Authentication: signed requests").'
             ),
         }

@@ -66,8 +66,7 @@ def settlement_detail(user, public_id: str) -> Settlement:
     """Raises Settlement.DoesNotExist outside the user's regions."""
     return (
         settlements_visible_to(user)
-        .select_related("citizen", "citizen__region", "facility", "partner", "policy", "certificate",
-                        "family_binding")
+        .select_related("citizen", "citizen__region", "facility", "partner", "policy", "certificate", "family_binding")
         .prefetch_related("lines__service")
         .get(public_id=public_id)
     )
@@ -75,15 +74,30 @@ def settlement_detail(user, public_id: str) -> Settlement:
 
 def settlement_history(settlement: Settlement) -> list[dict]:
     """The state changes, oldest first, from the settlement's timestamps and its audit events."""
-    events = list(AuditEvent.objects.filter(object_type="settlement", object_id=settlement.public_id)
-                  .order_by("seq").only("created_at", "action", "actor_label", "reason", "after"))
+    events = list(
+        AuditEvent.objects.filter(object_type="settlement", object_id=settlement.public_id)
+        .order_by("seq")
+        .only("created_at", "action", "actor_label", "reason", "after")
+    )
     if events:
-        return [{"at": e.created_at, "state": (e.after or {}).get("state", ""), "action": e.action,
-                 "by": e.actor_label, "reason": e.reason} for e in events]
-    history = [{"at": settlement.created_at, "state": "pending_payment", "action": "settlement.create",
-                "by": "", "reason": ""}]
-    for at, state in ((settlement.paid_at, "paid"), (settlement.released_at, settlement.state),
-                      (settlement.refunded_at, "refunded")):
+        return [
+            {
+                "at": e.created_at,
+                "state": (e.after or {}).get("state", ""),
+                "action": e.action,
+                "by": e.actor_label,
+                "reason": e.reason,
+            }
+            for e in events
+        ]
+    history = [
+        {"at": settlement.created_at, "state": "pending_payment", "action": "settlement.create", "by": "", "reason": ""}
+    ]
+    for at, state in (
+        (settlement.paid_at, "paid"),
+        (settlement.released_at, settlement.state),
+        (settlement.refunded_at, "refunded"),
+    ):
         if at:
             history.append({"at": at, "state": state, "action": "", "by": "", "reason": ""})
     return history
@@ -114,7 +128,10 @@ def citizen_year_usage(citizen: Citizen, year: int | None = None) -> YearUsage:
     fund_used = row.fund_used_fen if row else 0
     policy = policy_in_force(citizen.region_id, citizen.scheme, year, today=today)
     return YearUsage(
-        year=year, policy=policy, deductible_used_fen=deductible_used, fund_used_fen=fund_used,
+        year=year,
+        policy=policy,
+        deductible_used_fen=deductible_used,
+        fund_used_fen=fund_used,
         deductible_fen=policy.deductible_fen if policy else None,
         cap_fen=policy.annual_cap_fen if policy else None,
         cap_left_fen=max(0, policy.annual_cap_fen - fund_used) if policy else None,
@@ -131,10 +148,18 @@ class AccountView:
 
 def citizen_account(citizen: Citizen, page_number: str | int | None, per_page: int = 10) -> AccountView:
     account = PersonalAccount.objects.filter(citizen=citizen).first()
-    entries = AccountEntry.objects.filter(account=account).select_related("settlement").order_by("-id") \
-        if account else AccountEntry.objects.none()
-    balance = (AccountEntry.objects.filter(account=account).aggregate(total=Sum("amount_fen"))["total"] or 0) \
-        if account else 0
-    return AccountView(balance_fen=balance, held_fen=account.held_fen if account else 0,
-                       entries=Paginator(entries, per_page).get_page(page_number))
-
+    entries = (
+        AccountEntry.objects.filter(account=account).select_related("settlement").order_by("-id")
+        if account
+        else AccountEntry.objects.none()
+    )
+    balance = (
+        (AccountEntry.objects.filter(account=account).aggregate(total=Sum("amount_fen"))["total"] or 0)
+        if account
+        else 0
+    )
+    return AccountView(
+        balance_fen=balance,
+        held_fen=account.held_fen if account else 0,
+        entries=Paginator(entries, per_page).get_page(page_number),
+    )

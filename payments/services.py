@@ -25,8 +25,9 @@ def _linkage_audit(linkage: WalletLinkage) -> dict:
 
 
 @transaction.atomic
-def linkage_create(*, actor: Actor, partner: Partner, citizen: Citizen, partner_user_ref: str,
-                   verification_reference: str = "") -> WalletLinkage:
+def linkage_create(
+    *, actor: Actor, partner: Partner, citizen: Citizen, partner_user_ref: str, verification_reference: str = ""
+) -> WalletLinkage:
     """Link the citizen's live card to a partner's wallet; a pending card becomes active."""
     partner = Partner.objects.select_for_update(no_key=True).get(pk=partner.pk)
     if partner.state != PartnerState.ACTIVE:
@@ -34,8 +35,12 @@ def linkage_create(*, actor: Actor, partner: Partner, citizen: Citizen, partner_
     citizen = Citizen.objects.select_for_update(no_key=True).get(pk=citizen.pk)
     partner_user_ref = partner_user_ref.strip()
     if not partner_user_ref or len(partner_user_ref) > 128:
-        raise DomainError("validation_error", _("A partner user reference is 1 to 128 characters."), status=400,
-                          field="partner_user_ref")
+        raise DomainError(
+            "validation_error",
+            _("A partner user reference is 1 to 128 characters."),
+            status=400,
+            field="partner_user_ref",
+        )
     certificate = (
         Certificate.objects.select_for_update(no_key=True)
         .filter(citizen=citizen, state__in=[CertificateState.PENDING_ACTIVATION, CertificateState.ACTIVE])
@@ -44,17 +49,22 @@ def linkage_create(*, actor: Actor, partner: Partner, citizen: Citizen, partner_
     if citizen.status != CitizenStatus.ACTIVE or certificate is None:
         raise DomainError("certificate_unavailable", _("The citizen has no e-card that can be linked."))
     existing = (
-        WalletLinkage.objects.filter(partner=partner, state=LinkageState.ACTIVE)
-        .filter(citizen=citizen).first()
-        or WalletLinkage.objects.filter(partner=partner, state=LinkageState.ACTIVE, partner_user_ref=partner_user_ref).first()
+        WalletLinkage.objects.filter(partner=partner, state=LinkageState.ACTIVE).filter(citizen=citizen).first()
+        or WalletLinkage.objects.filter(
+            partner=partner, state=LinkageState.ACTIVE, partner_user_ref=partner_user_ref
+        ).first()
     )
     if existing is not None:
-        raise DomainError("linkage_exists", _("An active linkage already exists with this partner."),
-                          linkage_id=existing.public_id)
+        raise DomainError(
+            "linkage_exists", _("An active linkage already exists with this partner."), linkage_id=existing.public_id
+        )
     if certificate.state == CertificateState.PENDING_ACTIVATION:
         certificate = insurance_services.certificate_activate(actor=actor, certificate=certificate, cause="linkage")
     linkage = WalletLinkage(
-        partner=partner, citizen=citizen, certificate=certificate, partner_user_ref=partner_user_ref,
+        partner=partner,
+        citizen=citizen,
+        certificate=certificate,
+        partner_user_ref=partner_user_ref,
         verification_reference=verification_reference[:128],
     )
     try:
@@ -62,8 +72,14 @@ def linkage_create(*, actor: Actor, partner: Partner, citizen: Citizen, partner_
             linkage.save(force_insert=True)
     except IntegrityError as exc:
         raise DomainError("linkage_exists", _("An active linkage already exists with this partner.")) from exc
-    audit_record(actor=actor, action="linkage.create", object_type="linkage", object_id=linkage.public_id,
-                 region_code=citizen.region_id, after=_linkage_audit(linkage))
+    audit_record(
+        actor=actor,
+        action="linkage.create",
+        object_type="linkage",
+        object_id=linkage.public_id,
+        region_code=citizen.region_id,
+        after=_linkage_audit(linkage),
+    )
     enqueue(partner=partner, type="linkage.created", obj=linkage_repr(linkage))
     return linkage
 
@@ -83,8 +99,16 @@ def linkage_unlink(*, actor: Actor, linkage: WalletLinkage, reason: str, note: s
     before = _linkage_audit(linkage)
     # The family bindings made through it end with it (`holder_unlinked`), each audited.
     end_linkage(linkage, reason=reason, ended_by=actor.label, domain_event=None, actor=actor)
-    audit_record(actor=actor, action="linkage.unlink", object_type="linkage", object_id=linkage.public_id,
-                 region_code=linkage.citizen.region_id, before=before, after=_linkage_audit(linkage), reason=note or reason)
+    audit_record(
+        actor=actor,
+        action="linkage.unlink",
+        object_type="linkage",
+        object_id=linkage.public_id,
+        region_code=linkage.citizen.region_id,
+        before=before,
+        after=_linkage_audit(linkage),
+        reason=note or reason,
+    )
     return linkage
 
 

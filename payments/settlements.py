@@ -71,8 +71,9 @@ def _accumulator_for_update(citizen_id: int, year: int) -> CitizenYearAccumulato
     try:
         return locked.get(citizen_id=citizen_id, year=year)
     except CitizenYearAccumulator.DoesNotExist:  # the year's first settlement (a concurrent creator wins or waits)
-        CitizenYearAccumulator.objects.bulk_create([CitizenYearAccumulator(citizen_id=citizen_id, year=year)],
-                                                   ignore_conflicts=True)
+        CitizenYearAccumulator.objects.bulk_create(
+            [CitizenYearAccumulator(citizen_id=citizen_id, year=year)], ignore_conflicts=True
+        )
         return locked.get(citizen_id=citizen_id, year=year)
 
 
@@ -121,9 +122,21 @@ def _create_sql(carried: bool = False) -> str:
     """The statement, as it is or `carried`: carrying the idempotency key's claim (its work gated on
     it, payments/idempotency.py `carrying_sql`)."""
     if carried not in _CREATE_SQL:
-        t = {model.__name__: model._meta.db_table for model in (
-            QrToken, Certificate, Citizen, WalletLinkage, FamilyBinding, Facility, ServiceItem, ReimbursementPolicy,
-            CitizenYearAccumulator, PersonalAccount)}
+        t = {
+            model.__name__: model._meta.db_table
+            for model in (
+                QrToken,
+                Certificate,
+                Citizen,
+                WalletLinkage,
+                FamilyBinding,
+                Facility,
+                ServiceItem,
+                ReimbursementPolicy,
+                CitizenYearAccumulator,
+                PersonalAccount,
+            )
+        }
         _CREATE_SQL[carried] = idempotency.carrying_sql(
             f'used AS (UPDATE "{t["QrToken"]}" SET "used_at" = %s WHERE "jti" = %s AND "used_at" IS NULL'
             f' AND {idempotency.GO} RETURNING "id")',
@@ -136,7 +149,7 @@ def _create_sql(carried: bool = False) -> str:
             f' i."active")) FROM "{t["ServiceItem"]}" i'
             # the codes as one JSON text: psycopg inspects a list parameter element by element on
             # every call, which cost more than the statement's own work
-            ' WHERE i."code" IN (SELECT json_array_elements_text(%s::json))), \'[]\'), '
+            " WHERE i.\"code\" IN (SELECT json_array_elements_text(%s::json))), '[]'), "
             '(SELECT json_build_array(p."id", p."version", p."deductible_fen", p."ratio"::text, p."annual_cap_fen",'
             f' p."personal_account_allowed", p."eligible_shares") FROM "{t["ReimbursementPolicy"]}" p'
             ' WHERE p."region_id" = z."region_id" AND p."scheme" = z."scheme" AND p."year" = %s'
@@ -145,7 +158,7 @@ def _create_sql(carried: bool = False) -> str:
             ' ORDER BY CASE WHEN %s THEN p."version" ELSE -p."version" END LIMIT 1), '
             # the settlement's audit row: its number and transaction id (portal/audit.py), written
             # with the settlement in `_write_sql`'s statement
-            f'{NUMBER_COLUMNS}, '
+            f"{NUMBER_COLUMNS}, "
             # the citizen's year and account, locked: NULL for the year's first settlement (created then)
             'yr."id", yr."deductible_used_fen", yr."fund_used_fen", ac."id", ac."balance_fen", ac."held_fen" '
             f'FROM "{t["QrToken"]}" t '
@@ -200,14 +213,52 @@ def _create_reads(token: str, facility_code: str, codes: list[str], now: dt.date
     params = [now, claims["jti"], facility_code, json.dumps(codes), year, future, today, future, year, claims["jti"]]
     found = idempotency.fetch_one_carrying(_create_sql, params)  # with the API request's key claim
     if found is None:
-        qr.token_check_row(claims, found=False, certificate_number=None, linkage_public_id=None,
-                           binding_public_id=None, expires_at=None)
-    (token_id, expires_at, taken, certificate_id, number, certificate_state, citizen_id, region_code, scheme,
-     linkage_id, linkage_public_id, linkage_state, holder_certificate_id, binding_id, binding_public_id, binding_state,
-     holder_certificate_state, facility_id, items, policy, audit_seq, audit_xid, accumulator_id, deductible_used,
-     fund_used, account_id, balance, held) = found
-    qr.token_check_row(claims, found=True, certificate_number=number, linkage_public_id=linkage_public_id,
-                       binding_public_id=binding_public_id, expires_at=expires_at)
+        qr.token_check_row(
+            claims,
+            found=False,
+            certificate_number=None,
+            linkage_public_id=None,
+            binding_public_id=None,
+            expires_at=None,
+        )
+    (
+        token_id,
+        expires_at,
+        taken,
+        certificate_id,
+        number,
+        certificate_state,
+        citizen_id,
+        region_code,
+        scheme,
+        linkage_id,
+        linkage_public_id,
+        linkage_state,
+        holder_certificate_id,
+        binding_id,
+        binding_public_id,
+        binding_state,
+        holder_certificate_state,
+        facility_id,
+        items,
+        policy,
+        audit_seq,
+        audit_xid,
+        accumulator_id,
+        deductible_used,
+        fund_used,
+        account_id,
+        balance,
+        held,
+    ) = found
+    qr.token_check_row(
+        claims,
+        found=True,
+        certificate_number=number,
+        linkage_public_id=linkage_public_id,
+        binding_public_id=binding_public_id,
+        expires_at=expires_at,
+    )
     if taken is None:
         raise DomainError("token_used", _("This QR token was already used: ask for a new one."))
     if linkage_state != LinkageState.ACTIVE:
@@ -221,36 +272,76 @@ def _create_reads(token: str, facility_code: str, codes: list[str], now: dt.date
     binding = None
     if binding_id is not None:
         binding = _partial(FamilyBinding, ["id", "public_id", "state"], [binding_id, binding_public_id, binding_state])
-    row = _partial(QrToken, ["id", "jti", "certificate_id", "linkage_id", "family_binding_id", "expires_at", "used_at"],
-                   [token_id, claims["jti"], certificate_id, linkage_id, binding_id, expires_at, now])
+    row = _partial(
+        QrToken,
+        ["id", "jti", "certificate_id", "linkage_id", "family_binding_id", "expires_at", "used_at"],
+        [token_id, claims["jti"], certificate_id, linkage_id, binding_id, expires_at, now],
+    )
     policy_row = None
     if policy is not None:
         policy_id, version, deductible_fen, ratio, cap_fen, account_allowed, shares = _json(policy)
         policy_row = _partial(
             ReimbursementPolicy,
-            ["id", "region_id", "scheme", "year", "version", "deductible_fen", "ratio", "annual_cap_fen",
-             "personal_account_allowed", "eligible_shares"],
-            [policy_id, region_code, scheme, year, version, deductible_fen, Decimal(ratio), cap_fen, account_allowed,
-             _json(shares)],
+            [
+                "id",
+                "region_id",
+                "scheme",
+                "year",
+                "version",
+                "deductible_fen",
+                "ratio",
+                "annual_cap_fen",
+                "personal_account_allowed",
+                "eligible_shares",
+            ],
+            [
+                policy_id,
+                region_code,
+                scheme,
+                year,
+                version,
+                deductible_fen,
+                Decimal(ratio),
+                cap_fen,
+                account_allowed,
+                _json(shares),
+            ],
         )
     return _CreateReads(
         row=row,
-        certificate=_partial(Certificate, ["id", "number", "citizen_id", "state"],
-                             [certificate_id, number, citizen_id, certificate_state]),
+        certificate=_partial(
+            Certificate,
+            ["id", "number", "citizen_id", "state"],
+            [certificate_id, number, citizen_id, certificate_state],
+        ),
         citizen=_partial(Citizen, ["id", "region_id", "scheme"], [citizen_id, region_code, scheme]),
         binding=binding,
         facility=_partial(Facility, ["id", "code", "active"], [facility_id, facility_code, True])
-        if facility_id is not None else None,
-        items={code: _partial(ServiceItem, ["id", "code", "category", "max_unit_price_fen", "active"],
-                              [item_id, code, category, max_price, active])
-               for item_id, code, category, max_price, active in _json(items)},
+        if facility_id is not None
+        else None,
+        items={
+            code: _partial(
+                ServiceItem,
+                ["id", "code", "category", "max_unit_price_fen", "active"],
+                [item_id, code, category, max_price, active],
+            )
+            for item_id, code, category, max_price, active in _json(items)
+        },
         policy=policy_row,
         audit_number=(audit_seq, audit_xid),
-        year_and_account=None if accumulator_id is None or account_id is None else (
-            _partial(CitizenYearAccumulator, ["id", "citizen_id", "year", "deductible_used_fen", "fund_used_fen"],
-                     [accumulator_id, citizen_id, year, deductible_used, fund_used]),
-            _partial(PersonalAccount, ["id", "citizen_id", "balance_fen", "held_fen"],
-                     [account_id, citizen_id, balance, held]),
+        year_and_account=None
+        if accumulator_id is None or account_id is None
+        else (
+            _partial(
+                CitizenYearAccumulator,
+                ["id", "citizen_id", "year", "deductible_used_fen", "fund_used_fen"],
+                [accumulator_id, citizen_id, year, deductible_used, fund_used],
+            ),
+            _partial(
+                PersonalAccount,
+                ["id", "citizen_id", "balance_fen", "held_fen"],
+                [account_id, citizen_id, balance, held],
+            ),
         ),
     )
 
@@ -261,17 +352,36 @@ def _bill_lines(lines: Sequence[LineInput], items: dict[str, ServiceItem]) -> tu
     for index, line in enumerate(lines):
         item = items.get(line.service_code)
         if item is None or not item.active:
-            raise DomainError("unknown_service", _("Line %(line)d: no insured service has this code.") % {"line": index + 1},
-                              status=422, line=index + 1)
-        bill.append(BillLine(category=item.category, quantity=line.quantity, unit_price_fen=line.unit_price_fen,
-                             max_unit_price_fen=item.max_unit_price_fen, service_code=item.code))
+            raise DomainError(
+                "unknown_service",
+                _("Line %(line)d: no insured service has this code.") % {"line": index + 1},
+                status=422,
+                line=index + 1,
+            )
+        bill.append(
+            BillLine(
+                category=item.category,
+                quantity=line.quantity,
+                unit_price_fen=line.unit_price_fen,
+                max_unit_price_fen=item.max_unit_price_fen,
+                service_code=item.code,
+            )
+        )
         services.append(item)
     return bill, services
 
 
 _WRITE_SQL: tuple[str, str, list] | None = None
-_LINE_COLUMNS = ("position", "service_id", "service_code", "category", "quantity", "unit_price_fen", "line_total_fen",
-                 "eligible_fen")
+_LINE_COLUMNS = (
+    "position",
+    "service_id",
+    "service_code",
+    "category",
+    "quantity",
+    "unit_price_fen",
+    "line_total_fen",
+    "eligible_fen",
+)
 _LINE_TYPES = ("int", "bigint", "text", "text", "bigint", "bigint", "bigint", "bigint")
 
 
@@ -294,23 +404,30 @@ def _write_sql(audit_sql: str) -> tuple[str, str, list]:
             ' "fund_used_fen" = %s, "updated_at" = %s WHERE "id" = %s RETURNING "id"), '
             f'p AS (UPDATE "{PersonalAccount._meta.db_table}" SET "held_fen" = %s, "updated_at" = %s'
             ' WHERE "id" = %s RETURNING "id"), '
-            f'au AS ({audit_sql})',
+            f"au AS ({audit_sql})",
             '(SELECT "id" FROM s), (SELECT array_agg("id" ORDER BY "position") FROM l),'
-            ' (SELECT count(*) FROM a), (SELECT count(*) FROM p), (SELECT count(*) FROM au)',
+            " (SELECT count(*) FROM a), (SELECT count(*) FROM p), (SELECT count(*) FROM au)",
             fields,
         )
     return _WRITE_SQL
 
 
-def _write_settlement(settlement: Settlement, lines: list[SettlementLine], accumulator: CitizenYearAccumulator,
-                      account: PersonalAccount, audit: AuditEvent, audit_number: tuple[int, int]) -> None:
+def _write_settlement(
+    settlement: Settlement,
+    lines: list[SettlementLine],
+    accumulator: CitizenYearAccumulator,
+    account: PersonalAccount,
+    audit: AuditEvent,
+    audit_number: tuple[int, int],
+) -> None:
     """Write the settlement, its lines, the reservation and its audit event (`audit`, numbered by
     `audit_number` read in this transaction)."""
     audit_sql, audit_params = audit_insert(audit, *audit_number)
     ctes, columns, fields = _write_sql(audit_sql)
     values = rows.insert_values(settlement, fields)
-    rows_json = json.dumps([{name: getattr(line, name) for name in _LINE_COLUMNS} for line in lines],
-                           ensure_ascii=False)
+    rows_json = json.dumps(
+        [{name: getattr(line, name) for name in _LINE_COLUMNS} for line in lines], ensure_ascii=False
+    )
     accumulator.updated_at = account.updated_at = timezone.now()
 
     def written(result: list) -> None:
@@ -325,16 +442,38 @@ def _write_settlement(settlement: Settlement, lines: list[SettlementLine], accum
 
     # Possibly run later, joined with the API's stored response (prepared.joined_writes): until then
     # the settlement and its lines have no primary key, and the response is built without one.
-    prepared.write_then(prepared.Write(ctes, columns, [
-        *values, rows_json,
-        accumulator.deductible_used_fen, accumulator.fund_used_fen, accumulator.updated_at, accumulator.pk,
-        account.held_fen, account.updated_at, account.pk, *audit_params,
-    ], 5), written)
+    prepared.write_then(
+        prepared.Write(
+            ctes,
+            columns,
+            [
+                *values,
+                rows_json,
+                accumulator.deductible_used_fen,
+                accumulator.fund_used_fen,
+                accumulator.updated_at,
+                accumulator.pk,
+                account.held_fen,
+                account.updated_at,
+                account.pk,
+                *audit_params,
+            ],
+            5,
+        ),
+        written,
+    )
 
 
 @service_atomic
-def settlement_create(*, actor: Actor, partner: Partner, token: str, facility_code: str, lines: Sequence[LineInput],
-                      use_personal_account: bool = False) -> Settlement:
+def settlement_create(
+    *,
+    actor: Actor,
+    partner: Partner,
+    token: str,
+    facility_code: str,
+    lines: Sequence[LineInput],
+    use_personal_account: bool = False,
+) -> Settlement:
     """Split a bill for the card a QR token carries, reserve the split, consume the token.
 
     Refusals, in this order: 422 `invalid_token` / `token_expired`, 409 `token_used`,
@@ -359,41 +498,79 @@ def settlement_create(*, actor: Actor, partner: Partner, token: str, facility_co
             raise DomainError(
                 "price_above_maximum",
                 _("Line %(line)s (%(code)s): the unit price %(price)s fen is above the catalogue maximum %(max)s fen.")
-                % {"line": index + 1, "code": line.service_code, "price": line.unit_price_fen,
-                   "max": line.max_unit_price_fen},
-                status=422, line=index + 1,
+                % {
+                    "line": index + 1,
+                    "code": line.service_code,
+                    "price": line.unit_price_fen,
+                    "max": line.max_unit_price_fen,
+                },
+                status=422,
+                line=index + 1,
             )
     if policy is None:
-        raise DomainError("policy_unavailable", _("No reimbursement policy is in force for this citizen's region and scheme."))
+        raise DomainError(
+            "policy_unavailable", _("No reimbursement policy is in force for this citizen's region and scheme.")
+        )
 
     # Locked by the reads above, else created and locked now (the same order: year, then account).
-    accumulator, account = reads.year_and_account or (_accumulator_for_update(citizen.pk, year),
-                                                      ledger.account_for_update(citizen.pk))
+    accumulator, account = reads.year_and_account or (
+        _accumulator_for_update(citizen.pk, year),
+        ledger.account_for_update(citizen.pk),
+    )
     split = compute_split(
-        lines=bill, policy=PolicyTerms.of(policy), deductible_used_fen=accumulator.deductible_used_fen,
-        fund_used_fen=accumulator.fund_used_fen, account_balance_fen=ledger.available_fen(account),
+        lines=bill,
+        policy=PolicyTerms.of(policy),
+        deductible_used_fen=accumulator.deductible_used_fen,
+        fund_used_fen=accumulator.fund_used_fen,
+        account_balance_fen=ledger.available_fen(account),
         use_personal_account=use_personal_account,
     )
     settlement = Settlement(
-        partner=partner, certificate=certificate, citizen=citizen, family_binding=binding, qr_token=row,
-        facility=facility, policy=policy, state=SettlementState.PENDING_PAYMENT, year=year,
-        total_fen=split.total_fen, eligible_fen=split.eligible_fen, deductible_fen=split.deductible_fen,
-        fund_fen=split.fund_fen, account_fen=split.account_fen, self_pay_fen=split.self_pay_fen,
-        use_personal_account=use_personal_account, created_at=now, expires_at=now + PAYMENT_WINDOW,
+        partner=partner,
+        certificate=certificate,
+        citizen=citizen,
+        family_binding=binding,
+        qr_token=row,
+        facility=facility,
+        policy=policy,
+        state=SettlementState.PENDING_PAYMENT,
+        year=year,
+        total_fen=split.total_fen,
+        eligible_fen=split.eligible_fen,
+        deductible_fen=split.deductible_fen,
+        fund_fen=split.fund_fen,
+        account_fen=split.account_fen,
+        self_pay_fen=split.self_pay_fen,
+        use_personal_account=use_personal_account,
+        created_at=now,
+        expires_at=now + PAYMENT_WINDOW,
     )
     created_lines = [
-        SettlementLine(settlement=settlement, position=index + 1, service=item, service_code=item.code,
-                       category=item.category, quantity=line.quantity, unit_price_fen=line.unit_price_fen,
-                       line_total_fen=part.line_total_fen, eligible_fen=part.eligible_fen)
+        SettlementLine(
+            settlement=settlement,
+            position=index + 1,
+            service=item,
+            service_code=item.code,
+            category=item.category,
+            quantity=line.quantity,
+            unit_price_fen=line.unit_price_fen,
+            line_total_fen=part.line_total_fen,
+            eligible_fen=part.eligible_fen,
+        )
         for index, (line, item, part) in enumerate(zip(bill, services, split.lines, strict=True))
     ]
     # The reservation: the year's use and the account's hold, both rows locked above.
     accumulator.deductible_used_fen += split.deductible_fen
     accumulator.fund_used_fen += split.fund_fen
     account.held_fen += split.account_fen
-    audit = audit_event(actor=actor, action="settlement.create", object_type="settlement",
-                        object_id=settlement.public_id, region_code=citizen.region_id,
-                        after=_audit_snapshot(settlement))
+    audit = audit_event(
+        actor=actor,
+        action="settlement.create",
+        object_type="settlement",
+        object_id=settlement.public_id,
+        region_code=citizen.region_id,
+        after=_audit_snapshot(settlement),
+    )
     _write_settlement(settlement, created_lines, accumulator, account, audit, reads.audit_number)
     # The response is built from these objects: no re-read of what this transaction just wrote.
     settlement._prefetched_objects_cache = {"lines": created_lines}
@@ -410,35 +587,63 @@ def _locked_sql(with_account: bool, by_public_id: bool = False, carried: bool = 
     carrying the idempotency key's claim (payments/idempotency.py `carrying_sql`)."""
     if (with_account, by_public_id, carried) not in _LOCKED_SQL:
         columns = ", ".join(f's."{field.column}"' for field in Settlement._meta.concrete_fields)
-        t = {model.__name__: model._meta.db_table for model in (
-            Settlement, SettlementLine, Partner, ReimbursementPolicy, Certificate, Citizen, Facility, FamilyBinding,
-            PersonalAccount)}
+        t = {
+            model.__name__: model._meta.db_table
+            for model in (
+                Settlement,
+                SettlementLine,
+                Partner,
+                ReimbursementPolicy,
+                Certificate,
+                Citizen,
+                Facility,
+                FamilyBinding,
+                PersonalAccount,
+            )
+        }
         key = "public_id" if by_public_id else "id"
-        _LOCKED_SQL[with_account, by_public_id, carried] = idempotency.carrying_sql("", (
-            f'SELECT {columns}, pa."code", p."region_id", p."scheme", p."year", p."version", c."number",'
-            ' z."region_id", f."code", b."public_id", '
-            'COALESCE((SELECT json_agg(json_build_array(sl."id", sl."position", sl."service_id", sl."service_code",'
-            ' sl."category", sl."quantity", sl."unit_price_fen", sl."line_total_fen", sl."eligible_fen")'
-            f' ORDER BY sl."position") FROM "{t["SettlementLine"]}" sl WHERE sl."settlement_id" = s."id"), \'[]\')'
-            # (confirm) the account, and the number of the audit row to come (portal/audit.py)
-            + (f', a."id", a."citizen_id", a."balance_fen", a."held_fen", a."updated_at", {NUMBER_COLUMNS} '
-               if with_account else ' ')
-            + f'FROM "{t["Settlement"]}" s '
-            f'JOIN "{t["Partner"]}" pa ON pa."id" = s."partner_id" '
-            f'JOIN "{t["ReimbursementPolicy"]}" p ON p."id" = s."policy_id" '
-            f'JOIN "{t["Certificate"]}" c ON c."id" = s."certificate_id" '
-            f'JOIN "{t["Citizen"]}" z ON z."id" = s."citizen_id" '
-            f'JOIN "{t["Facility"]}" f ON f."id" = s."facility_id" '
-            f'LEFT JOIN "{t["FamilyBinding"]}" b ON b."id" = s."family_binding_id" '
-            + (f'JOIN "{t["PersonalAccount"]}" a ON a."citizen_id" = s."citizen_id" ' if with_account else '')
-            # The settlement's row, then (confirm) the account's: the module's lock order.
-            + f'WHERE s."{key}" = %s AND {idempotency.GO} ' + ('FOR UPDATE OF s, a' if with_account else 'FOR UPDATE OF s')
-        ), carried)
+        _LOCKED_SQL[with_account, by_public_id, carried] = idempotency.carrying_sql(
+            "",
+            (
+                f'SELECT {columns}, pa."code", p."region_id", p."scheme", p."year", p."version", c."number",'
+                ' z."region_id", f."code", b."public_id", '
+                'COALESCE((SELECT json_agg(json_build_array(sl."id", sl."position", sl."service_id", sl."service_code",'
+                ' sl."category", sl."quantity", sl."unit_price_fen", sl."line_total_fen", sl."eligible_fen")'
+                f' ORDER BY sl."position") FROM "{t["SettlementLine"]}" sl WHERE sl."settlement_id" = s."id"), \'[]\')'
+                # (confirm) the account, and the number of the audit row to come (portal/audit.py)
+                + (
+                    f', a."id", a."citizen_id", a."balance_fen", a."held_fen", a."updated_at", {NUMBER_COLUMNS} '
+                    if with_account
+                    else " "
+                )
+                + f'FROM "{t["Settlement"]}" s '
+                f'JOIN "{t["Partner"]}" pa ON pa."id" = s."partner_id" '
+                f'JOIN "{t["ReimbursementPolicy"]}" p ON p."id" = s."policy_id" '
+                f'JOIN "{t["Certificate"]}" c ON c."id" = s."certificate_id" '
+                f'JOIN "{t["Citizen"]}" z ON z."id" = s."citizen_id" '
+                f'JOIN "{t["Facility"]}" f ON f."id" = s."facility_id" '
+                f'LEFT JOIN "{t["FamilyBinding"]}" b ON b."id" = s."family_binding_id" '
+                + (f'JOIN "{t["PersonalAccount"]}" a ON a."citizen_id" = s."citizen_id" ' if with_account else "")
+                # The settlement's row, then (confirm) the account's: the module's lock order.
+                + f'WHERE s."{key}" = %s AND {idempotency.GO} '
+                + ("FOR UPDATE OF s, a" if with_account else "FOR UPDATE OF s")
+            ),
+            carried,
+        )
     return _LOCKED_SQL[with_account, by_public_id, carried]
 
 
-_LINE_FIELDS = ["id", "position", "service_id", "service_code", "category", "quantity", "unit_price_fen",
-                "line_total_fen", "eligible_fen"]
+_LINE_FIELDS = [
+    "id",
+    "position",
+    "service_id",
+    "service_code",
+    "category",
+    "quantity",
+    "unit_price_fen",
+    "line_total_fen",
+    "eligible_fen",
+]
 
 
 _SETTLEMENT_ATTNAMES = [field.attname for field in Settlement._meta.concrete_fields]
@@ -447,19 +652,43 @@ _SETTLEMENT_ATTNAMES = [field.attname for field in Settlement._meta.concrete_fie
 def _from_locked_row(found: tuple) -> Settlement:
     width = len(_SETTLEMENT_ATTNAMES)
     locked = rows.loaded(Settlement, _SETTLEMENT_ATTNAMES, list(found[:width]))
-    (partner_code, region_code, scheme, year, version, number, citizen_region, facility_code, binding_public_id,
-     lines) = found[width:width + 10]
+    (
+        partner_code,
+        region_code,
+        scheme,
+        year,
+        version,
+        number,
+        citizen_region,
+        facility_code,
+        binding_public_id,
+        lines,
+    ) = found[width : width + 10]
     rows.related(locked, "partner", _partial(Partner, ["id", "code"], [locked.partner_id, partner_code]))
-    rows.related(locked, "policy", _partial(ReimbursementPolicy, ["id", "region_id", "scheme", "year", "version"],
-                                            [locked.policy_id, region_code, scheme, year, version]))
+    rows.related(
+        locked,
+        "policy",
+        _partial(
+            ReimbursementPolicy,
+            ["id", "region_id", "scheme", "year", "version"],
+            [locked.policy_id, region_code, scheme, year, version],
+        ),
+    )
     rows.related(locked, "certificate", _partial(Certificate, ["id", "number"], [locked.certificate_id, number]))
     rows.related(locked, "citizen", _partial(Citizen, ["id", "region_id"], [locked.citizen_id, citizen_region]))
     rows.related(locked, "facility", _partial(Facility, ["id", "code"], [locked.facility_id, facility_code]))
-    rows.related(locked, "family_binding",
-                 _partial(FamilyBinding, ["id", "public_id"], [locked.family_binding_id, binding_public_id])
-                 if locked.family_binding_id is not None else None)
-    locked._prefetched_objects_cache = {"lines": [
-        _partial(SettlementLine, [*_LINE_FIELDS, "settlement_id"], [*values, locked.pk]) for values in _json(lines)]}
+    rows.related(
+        locked,
+        "family_binding",
+        _partial(FamilyBinding, ["id", "public_id"], [locked.family_binding_id, binding_public_id])
+        if locked.family_binding_id is not None
+        else None,
+    )
+    locked._prefetched_objects_cache = {
+        "lines": [
+            _partial(SettlementLine, [*_LINE_FIELDS, "settlement_id"], [*values, locked.pk]) for values in _json(lines)
+        ]
+    }
     return locked
 
 
@@ -488,8 +717,8 @@ def _locked_with_account(settlement: Settlement) -> LockedWithAccount:
 
 def _with_account(found: tuple) -> LockedWithAccount:
     width = len(_SETTLEMENT_ATTNAMES) + 10
-    account = rows.loaded(PersonalAccount, _ACCOUNT_FIELDS, list(found[width:width + len(_ACCOUNT_FIELDS)]))
-    return _from_locked_row(found), account, tuple(found[width + len(_ACCOUNT_FIELDS):])
+    account = rows.loaded(PersonalAccount, _ACCOUNT_FIELDS, list(found[width : width + len(_ACCOUNT_FIELDS)]))
+    return _from_locked_row(found), account, tuple(found[width + len(_ACCOUNT_FIELDS) :])
 
 
 def settlement_owned_locked(partner: Partner, public_id: str) -> LockedWithAccount | None:
@@ -500,7 +729,8 @@ def settlement_owned_locked(partner: Partner, public_id: str) -> LockedWithAccou
     with the rollback of the refusal."""
     if "\x00" not in public_id:  # PostgreSQL text cannot hold NUL; no public id has one
         found = idempotency.fetch_one_carrying(  # with the API request's key claim
-            lambda carried: _locked_sql(True, by_public_id=True, carried=carried), [public_id])
+            lambda carried: _locked_sql(True, by_public_id=True, carried=carried), [public_id]
+        )
         if found is not None:
             locked, account, audit_number = _with_account(found)
             return (locked, account, audit_number) if locked.partner_id == partner.pk else None
@@ -518,9 +748,18 @@ def _release(settlement: Settlement) -> None:
     ledger.account_release(account, settlement.account_fen)
 
 
-def _change(settlement: Settlement, *, actor: Actor, action: str, event: str, before: dict, fields: list[str],
-            reason: str = "", writes: Sequence[tuple[str, Sequence[object]]] = (),
-            audit_number: tuple[int, int] | None = None) -> Settlement:
+def _change(
+    settlement: Settlement,
+    *,
+    actor: Actor,
+    action: str,
+    event: str,
+    before: dict,
+    fields: list[str],
+    reason: str = "",
+    writes: Sequence[tuple[str, Sequence[object]]] = (),
+    audit_number: tuple[int, int] | None = None,
+) -> Settlement:
     """The settlement's new state, its audit event and its partner's outbox event.
 
     They are written together with `writes` (statements of the same change, e.g. the
@@ -528,9 +767,16 @@ def _change(settlement: Settlement, *, actor: Actor, action: str, event: str, be
     `audit_number` if the caller read it already (else one statement more). Every row they touch is
     locked by this transaction already, and none depends on another's write."""
     settlement.version += 1
-    audit = audit_event(actor=actor, action=f"settlement.{action}", object_type="settlement",
-                        object_id=settlement.public_id, region_code=settlement.citizen.region_id,
-                        before=before, after=_audit_snapshot(settlement), reason=reason)
+    audit = audit_event(
+        actor=actor,
+        action=f"settlement.{action}",
+        object_type="settlement",
+        object_id=settlement.public_id,
+        region_code=settlement.citizen.region_id,
+        before=before,
+        after=_audit_snapshot(settlement),
+        reason=reason,
+    )
     outbox = outbox_event(partner=settlement.partner, type=event, obj=settlement_repr(settlement))
 
     def written(values: list) -> None:
@@ -540,18 +786,28 @@ def _change(settlement: Settlement, *, actor: Actor, action: str, event: str, be
         enqueued(outbox)
 
     # Possibly run later, joined with the API's stored response (prepared.joined_writes).
-    prepared.write_together([
-        *writes,
-        rows.update_statement(settlement, [*fields, "state", "version"]),
-        rows.insert_statement(outbox),
-        audit_insert(audit, *(audit_number or audit_next_number())),
-    ], then=written)
+    prepared.write_together(
+        [
+            *writes,
+            rows.update_statement(settlement, [*fields, "state", "version"]),
+            rows.insert_statement(outbox),
+            audit_insert(audit, *(audit_number or audit_next_number())),
+        ],
+        then=written,
+    )
     return settlement
 
 
 @service_atomic
-def settlement_confirm(*, actor: Actor, settlement: Settlement, partner_transaction_id: str, self_pay_fen: int,
-                       now: dt.datetime | None = None, locked: LockedWithAccount | None = None) -> Settlement:
+def settlement_confirm(
+    *,
+    actor: Actor,
+    settlement: Settlement,
+    partner_transaction_id: str,
+    self_pay_fen: int,
+    now: dt.datetime | None = None,
+    locked: LockedWithAccount | None = None,
+) -> Settlement:
     """The wallet collected the self-pay: `paid`, and the account hold becomes a debit.
 
     409 `settlement_expired` at or after `expires_at` (swept or not yet), 409
@@ -566,19 +822,32 @@ def settlement_confirm(*, actor: Actor, settlement: Settlement, partner_transact
     ):
         raise DomainError("settlement_expired", _("This settlement expired before it was confirmed."))
     if settlement.state != SettlementState.PENDING_PAYMENT:
-        raise DomainError("invalid_state", _("This settlement is %(state)s: it cannot be confirmed.")
-                          % {"state": settlement.state})
+        raise DomainError(
+            "invalid_state", _("This settlement is %(state)s: it cannot be confirmed.") % {"state": settlement.state}
+        )
     if self_pay_fen != settlement.self_pay_fen:
-        raise DomainError("amount_mismatch", _("The self-pay collected differs from the settlement's self-pay."),
-                          status=422, self_pay_fen=settlement.self_pay_fen)
+        raise DomainError(
+            "amount_mismatch",
+            _("The self-pay collected differs from the settlement's self-pay."),
+            status=422,
+            self_pay_fen=settlement.self_pay_fen,
+        )
     before = _audit_snapshot(settlement)
     # The debit is written with the settlement's change, in one statement.
     debit = ledger.debit_held_statements(account, settlement=settlement, actor=actor)
     settlement.state = SettlementState.PAID
     settlement.partner_transaction_id = partner_transaction_id
     settlement.paid_at = now
-    return _change(settlement, actor=actor, action="confirm", event="settlement.paid", before=before,
-                   fields=["partner_transaction_id", "paid_at"], writes=debit, audit_number=audit_number)
+    return _change(
+        settlement,
+        actor=actor,
+        action="confirm",
+        event="settlement.paid",
+        before=before,
+        fields=["partner_transaction_id", "paid_at"],
+        writes=debit,
+        audit_number=audit_number,
+    )
 
 
 @service_atomic
@@ -586,14 +855,16 @@ def settlement_cancel(*, actor: Actor, settlement: Settlement) -> Settlement:
     """A pending settlement abandoned by its partner: `cancelled`, its reservation released."""
     settlement = _locked(settlement)
     if settlement.state != SettlementState.PENDING_PAYMENT:
-        raise DomainError("invalid_state", _("This settlement is %(state)s: it cannot be cancelled.")
-                          % {"state": settlement.state})
+        raise DomainError(
+            "invalid_state", _("This settlement is %(state)s: it cannot be cancelled.") % {"state": settlement.state}
+        )
     before = _audit_snapshot(settlement)
     _release(settlement)
     settlement.state = SettlementState.CANCELLED
     settlement.released_at = timezone.now()
-    return _change(settlement, actor=actor, action="cancel", event="settlement.cancelled", before=before,
-                   fields=["released_at"])
+    return _change(
+        settlement, actor=actor, action="cancel", event="settlement.cancelled", before=before, fields=["released_at"]
+    )
 
 
 @transaction.atomic
@@ -612,8 +883,9 @@ def settlement_expire(*, actor: Actor, settlement: Settlement, now: dt.datetime 
     _release(settlement)
     settlement.state = SettlementState.EXPIRED
     settlement.released_at = now
-    return _change(settlement, actor=actor, action="expire", event="settlement.expired", before=before,
-                   fields=["released_at"])
+    return _change(
+        settlement, actor=actor, action="expire", event="settlement.expired", before=before, fields=["released_at"]
+    )
 
 
 def settlements_expire_due(*, now: dt.datetime | None = None, batch: int = 500) -> int:
@@ -622,8 +894,11 @@ def settlements_expire_due(*, now: dt.datetime | None = None, batch: int = 500) 
     actor = Actor.system("settlement expiry")
     done = 0
     while True:
-        due = list(Settlement.objects.filter(state=SettlementState.PENDING_PAYMENT, expires_at__lte=now)
-                   .order_by("expires_at", "id").values_list("pk", flat=True)[:batch])
+        due = list(
+            Settlement.objects.filter(state=SettlementState.PENDING_PAYMENT, expires_at__lte=now)
+            .order_by("expires_at", "id")
+            .values_list("pk", flat=True)[:batch]
+        )
         expired = 0
         for pk in due:
             if settlement_expire(actor=actor, settlement=Settlement(pk=pk), now=now) is not None:
@@ -639,8 +914,10 @@ def settlement_refund(*, actor: Actor, settlement: Settlement, reason: str) -> S
     balance are restored exactly (whatever the card's state now)."""
     settlement = _locked(settlement)
     if settlement.state != SettlementState.PAID:
-        raise DomainError("invalid_state", _("This settlement is %(state)s: only a paid settlement can be refunded.")
-                          % {"state": settlement.state})
+        raise DomainError(
+            "invalid_state",
+            _("This settlement is %(state)s: only a paid settlement can be refunded.") % {"state": settlement.state},
+        )
     before = _audit_snapshot(settlement)
     accumulator = _accumulator_for_update(settlement.citizen_id, settlement.year)
     accumulator.deductible_used_fen -= settlement.deductible_fen
@@ -651,8 +928,15 @@ def settlement_refund(*, actor: Actor, settlement: Settlement, reason: str) -> S
     settlement.state = SettlementState.REFUNDED
     settlement.refunded_at = timezone.now()
     settlement.refund_reason = reason[:128]
-    return _change(settlement, actor=actor, action="refund", event="settlement.refunded", before=before,
-                   fields=["refunded_at", "refund_reason"], reason=reason)
+    return _change(
+        settlement,
+        actor=actor,
+        action="refund",
+        event="settlement.refunded",
+        before=before,
+        fields=["refunded_at", "refund_reason"],
+        reason=reason,
+    )
 
 
 # --- Selectors ---------------------------------------------------------------------------------

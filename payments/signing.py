@@ -127,15 +127,17 @@ class SignatureHeaders:
         }
 
 
-def webhook_headers(*, key_id: str, private_key: Ed25519PrivateKey, event_id: str, body: bytes,
-                    timestamp: int) -> SignatureHeaders:
+def webhook_headers(
+    *, key_id: str, private_key: Ed25519PrivateKey, event_id: str, body: bytes, timestamp: int
+) -> SignatureHeaders:
     nonce = new_nonce()
     message = webhook_string_to_sign(event_id, timestamp, nonce, body)
     return SignatureHeaders(key_id, timestamp, nonce, sign(private_key, message))
 
 
-def response_headers(*, key_id: str, private_key: Ed25519PrivateKey, status: int, request_nonce: str, body: bytes,
-                     timestamp: int) -> SignatureHeaders:
+def response_headers(
+    *, key_id: str, private_key: Ed25519PrivateKey, status: int, request_nonce: str, body: bytes, timestamp: int
+) -> SignatureHeaders:
     nonce = new_nonce()
     message = response_string_to_sign(status, request_nonce, timestamp, nonce, body)
     return SignatureHeaders(key_id, timestamp, nonce, sign(private_key, message))

@@ -41,8 +41,12 @@ def linkage_create(request: HttpRequest, citizen_pk: int) -> HttpResponse:
     form = LinkageCreateForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:
-            services.linkage_create(actor=Actor.for_request(request), partner=form.cleaned_data["partner"],
-                                    citizen=citizen, partner_user_ref=form.cleaned_data["partner_user_ref"])
+            services.linkage_create(
+                actor=Actor.for_request(request),
+                partner=form.cleaned_data["partner"],
+                citizen=citizen,
+                partner_user_ref=form.cleaned_data["partner_user_ref"],
+            )
         except DomainError as error:
             add_domain_error(form, error)
         else:
@@ -61,13 +65,19 @@ def linkage_unlink(request: HttpRequest, public_id: str) -> HttpResponse:
     form = LinkageUnlinkForm(request.POST or None)
 
     def perform(data: dict) -> HttpResponse:
-        services.linkage_unlink(actor=Actor.for_request(request), linkage=linkage, reason=LinkageEndReason.CLERK,
-                                note=data["note"])
+        services.linkage_unlink(
+            actor=Actor.for_request(request), linkage=linkage, reason=LinkageEndReason.CLERK, note=data["note"]
+        )
         messages.success(request, _("The wallet linkage has been ended."))
         return redirect("citizen_detail", pk=linkage.citizen_id)
 
-    return two_step(request, form=form, template="payments/linkage_unlink.html", perform=perform,
-                    context={"linkage": linkage, "citizen": linkage.citizen})
+    return two_step(
+        request,
+        form=form,
+        template="payments/linkage_unlink.html",
+        perform=perform,
+        context={"linkage": linkage, "citizen": linkage.citizen},
+    )
 
 
 SANDBOX_COLUMNS = [
@@ -85,7 +95,8 @@ def sandbox_receipts(request: HttpRequest) -> HttpResponse:
         raise PermissionDenied
     receipts = selectors.sandbox_receipts()
     if fmt := exports.requested_format(request):
-        return exports.export_response(request, list_name="sandbox-receipts", queryset=receipts,
-                                       columns=SANDBOX_COLUMNS, fmt=fmt)
+        return exports.export_response(
+            request, list_name="sandbox-receipts", queryset=receipts, columns=SANDBOX_COLUMNS, fmt=fmt
+        )
     page = paginate(request, receipts, per_page=50)
     return render(request, "payments/sandbox_receipts.html", {"page": page})

@@ -18,9 +18,12 @@ from portal.screens import paginate, querystring_without_page, require_citizen_w
 
 
 class BindingDecisionForm(forms.Form):
-    note = forms.CharField(label=gettext_lazy("Reason"), max_length=128,
-                           error_messages={"required": gettext_lazy("A reason is required.")},
-                           widget=forms.TextInput(attrs={"size": 60}))
+    note = forms.CharField(
+        label=gettext_lazy("Reason"),
+        max_length=128,
+        error_messages={"required": gettext_lazy("A reason is required.")},
+        widget=forms.TextInput(attrs={"size": 60}),
+    )
 
     def clean_note(self) -> str:
         note = self.cleaned_data["note"].strip()
@@ -32,8 +35,10 @@ class BindingDecisionForm(forms.Form):
 BINDING_ACTIONS: dict[str, dict] = {
     "approve": {
         "label": gettext_lazy("Approve family binding"),
-        "effect": gettext_lazy("The binding becomes active: the holder may present the beneficiary's e-card in the "
-                               "wallet. An e-card pending activation becomes active. The partner is notified."),
+        "effect": gettext_lazy(
+            "The binding becomes active: the holder may present the beneficiary's e-card in the "
+            "wallet. An e-card pending activation becomes active. The partner is notified."
+        ),
         "states": (BindingState.PENDING,),
     },
     "reject": {
@@ -43,8 +48,9 @@ BINDING_ACTIONS: dict[str, dict] = {
     },
     "revoke": {
         "label": gettext_lazy("End family binding"),
-        "effect": gettext_lazy("The binding ends: the holder can no longer present the beneficiary's e-card. "
-                               "The partner is notified."),
+        "effect": gettext_lazy(
+            "The binding ends: the holder can no longer present the beneficiary's e-card. The partner is notified."
+        ),
         "states": BINDING_OPEN_STATES,
     },
 }
@@ -79,13 +85,25 @@ def binding_queue(request: HttpRequest) -> HttpResponse:
         state = BindingState.PENDING
     queryset = bindings.bindings_visible_to(request.user).filter(state=state).order_by("created_at", "id")
     if fmt := exports.requested_format(request):
-        return exports.export_response(request, list_name="family-bindings", queryset=queryset,
-                                       columns=BINDING_COLUMNS, fmt=fmt, filters={"state": state})
+        return exports.export_response(
+            request,
+            list_name="family-bindings",
+            queryset=queryset,
+            columns=BINDING_COLUMNS,
+            fmt=fmt,
+            filters={"state": state},
+        )
     page = paginate(request, queryset)
-    return render(request, "payments/binding_queue.html", {
-        "page": page, "state": state, "states": BindingState.choices,
-        "querystring": querystring_without_page(request),
-    })
+    return render(
+        request,
+        "payments/binding_queue.html",
+        {
+            "page": page,
+            "state": state,
+            "states": BindingState.choices,
+            "querystring": querystring_without_page(request),
+        },
+    )
 
 
 @login_required
@@ -93,10 +111,15 @@ def binding_detail(request: HttpRequest, public_id: str) -> HttpResponse:
     binding = _get_binding_for_user(request.user, public_id)
     can_write = request.user.can_write_citizens
     actions = [(key, spec["label"]) for key, spec in BINDING_ACTIONS.items() if binding.state in spec["states"]]
-    return render(request, "payments/binding_detail.html", {
-        "binding": binding, "actions": actions if can_write else [],
-        "card": binding.beneficiary.current_certificate(),
-    })
+    return render(
+        request,
+        "payments/binding_detail.html",
+        {
+            "binding": binding,
+            "actions": actions if can_write else [],
+            "card": binding.beneficiary.current_certificate(),
+        },
+    )
 
 
 @login_required
@@ -107,8 +130,11 @@ def binding_action(request: HttpRequest, public_id: str, action: str) -> HttpRes
     require_citizen_writer(request.user)
     spec = BINDING_ACTIONS[action]
     if binding.state not in spec["states"]:
-        messages.error(request, _("This family binding is %(state)s: it cannot be changed this way.")
-                       % {"state": binding.get_state_display()})
+        messages.error(
+            request,
+            _("This family binding is %(state)s: it cannot be changed this way.")
+            % {"state": binding.get_state_display()},
+        )
         return redirect("binding_detail", public_id=binding.public_id)
     form = BindingDecisionForm(request.POST or None)
 
@@ -121,11 +147,21 @@ def binding_action(request: HttpRequest, public_id: str, action: str) -> HttpRes
             bindings.family_binding_reject(actor=actor, binding=binding, note=data["note"])
             messages.success(request, _("The family binding has been rejected."))
         else:
-            bindings.family_binding_revoke(actor=actor, binding=binding, reason=BindingEndReason.CLERK,
-                                           note=data["note"])
+            bindings.family_binding_revoke(
+                actor=actor, binding=binding, reason=BindingEndReason.CLERK, note=data["note"]
+            )
             messages.success(request, _("The family binding has been ended."))
         return redirect("binding_detail", public_id=binding.public_id)
 
-    return two_step(request, form=form, template="payments/binding_action.html", perform=perform, context={
-        "binding": binding, "action": action, "label": spec["label"], "effect": spec["effect"],
-    })
+    return two_step(
+        request,
+        form=form,
+        template="payments/binding_action.html",
+        perform=perform,
+        context={
+            "binding": binding,
+            "action": action,
+            "label": spec["label"],
+            "effect": spec["effect"],
+        },
+    )

@@ -69,19 +69,35 @@ def _get_event_for_user(user, partner: Partner, public_id: str) -> OutboxEvent:
 
 
 class PartnerCreateForm(forms.Form):
-    code = forms.CharField(label=gettext_lazy("Code"), max_length=32,
-                           help_text=gettext_lazy("Lower-case letters, digits, - and _, e.g. wechat."))
+    code = forms.CharField(
+        label=gettext_lazy("Code"),
+        max_length=32,
+        help_text=gettext_lazy("Lower-case letters, digits, - and _, e.g. wechat."),
+    )
     name = forms.CharField(label=gettext_lazy("Name"), max_length=64)
     kind = forms.ChoiceField(label=gettext_lazy("Kind"), choices=PartnerKind.choices)
-    webhook_url = forms.CharField(label=gettext_lazy("Webhook URL"), max_length=500, required=False,
-                                  help_text=gettext_lazy("Empty: the partner only polls GET /api/v1/events."))
-    public_key = forms.CharField(label=gettext_lazy("Ed25519 public key"), required=False, widget=forms.Textarea(attrs={"rows": 4}),
-                                 help_text=gettext_lazy("PEM, or the standard base64 of its 32 raw bytes. Optional now; keys can be added later."))
+    webhook_url = forms.CharField(
+        label=gettext_lazy("Webhook URL"),
+        max_length=500,
+        required=False,
+        help_text=gettext_lazy("Empty: the partner only polls GET /api/v1/events."),
+    )
+    public_key = forms.CharField(
+        label=gettext_lazy("Ed25519 public key"),
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 4}),
+        help_text=gettext_lazy(
+            "PEM, or the standard base64 of its 32 raw bytes. Optional now; keys can be added later."
+        ),
+    )
 
 
 class KeyAddForm(forms.Form):
-    public_key = forms.CharField(label=gettext_lazy("Ed25519 public key"), widget=forms.Textarea(attrs={"rows": 4}),
-                                 help_text=gettext_lazy("PEM, or the standard base64 of its 32 raw bytes."))
+    public_key = forms.CharField(
+        label=gettext_lazy("Ed25519 public key"),
+        widget=forms.Textarea(attrs={"rows": 4}),
+        help_text=gettext_lazy("PEM, or the standard base64 of its 32 raw bytes."),
+    )
 
 
 class WebhookForm(forms.Form):
@@ -95,8 +111,9 @@ class WebhookForm(forms.Form):
 
 
 class RateLimitForm(forms.Form):
-    rate_limit_per_second = forms.IntegerField(label=gettext_lazy("Requests per second"), min_value=1,
-                                               max_value=partners.MAX_RATE_LIMIT)
+    rate_limit_per_second = forms.IntegerField(
+        label=gettext_lazy("Requests per second"), min_value=1, max_value=partners.MAX_RATE_LIMIT
+    )
 
 
 class ReasonForm(forms.Form):
@@ -127,8 +144,13 @@ def partner_create(request: HttpRequest) -> HttpResponse:
         actor = Actor.for_request(request)
         try:
             with transaction.atomic():
-                partner = partners.partner_create(actor=actor, code=data["code"], name=data["name"], kind=data["kind"],
-                                                  webhook_url=data["webhook_url"])
+                partner = partners.partner_create(
+                    actor=actor,
+                    code=data["code"],
+                    name=data["name"],
+                    kind=data["kind"],
+                    webhook_url=data["webhook_url"],
+                )
                 if data["public_key"].strip():
                     partners.partner_key_add(actor=actor, partner=partner, public_key=data["public_key"])
         except DomainError as error:
@@ -136,8 +158,11 @@ def partner_create(request: HttpRequest) -> HttpResponse:
         else:
             messages.success(request, _("The partner has been registered."))
             return redirect("partner_detail", code=partner.code)
-    return render(request, "payments/partner_form.html",
-                  {"form": form, "title": _("Register a partner"), "cancel_url": reverse("partner_list")})
+    return render(
+        request,
+        "payments/partner_form.html",
+        {"form": form, "title": _("Register a partner"), "cancel_url": reverse("partner_list")},
+    )
 
 
 @national_required
@@ -154,17 +179,24 @@ def partner_key_add(request: HttpRequest, code: str) -> HttpResponse:
     form = KeyAddForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:
-            key = partners.partner_key_add(actor=Actor.for_request(request), partner=partner,
-                                           public_key=form.cleaned_data["public_key"])
+            key = partners.partner_key_add(
+                actor=Actor.for_request(request), partner=partner, public_key=form.cleaned_data["public_key"]
+            )
         except DomainError as error:
             add_domain_error(form, error)
         else:
             messages.success(request, _("Key %(key_id)s has been added.") % {"key_id": key.key_id})
             return redirect("partner_detail", code=partner.code)
-    return render(request, "payments/partner_form.html", {
-        "form": form, "partner": partner, "title": _("Add a key"),
-        "cancel_url": reverse("partner_detail", args=[partner.code]),
-    })
+    return render(
+        request,
+        "payments/partner_form.html",
+        {
+            "form": form,
+            "partner": partner,
+            "title": _("Add a key"),
+            "cancel_url": reverse("partner_detail", args=[partner.code]),
+        },
+    )
 
 
 @national_required
@@ -180,9 +212,14 @@ def partner_key_revoke(request: HttpRequest, code: str, key_id: str) -> HttpResp
         messages.success(request, _("The key has been revoked."))
         return redirect("partner_detail", code=partner.code)
 
-    return _action(request, RequiredReasonForm(request.POST or None), perform, partner=partner,
-                   title=_("Revoke key %(key_id)s") % {"key_id": key.key_id},
-                   consequence=_("Requests signed with this key will answer 403 forbidden from now on. This cannot be undone."))
+    return _action(
+        request,
+        RequiredReasonForm(request.POST or None),
+        perform,
+        partner=partner,
+        title=_("Revoke key %(key_id)s") % {"key_id": key.key_id},
+        consequence=_("Requests signed with this key will answer 403 forbidden from now on. This cannot be undone."),
+    )
 
 
 @national_required
@@ -191,13 +228,20 @@ def partner_webhook(request: HttpRequest, code: str) -> HttpResponse:
     form = WebhookForm(request.POST or None, initial={"webhook_url": partner.webhook_url})
 
     def perform(data: dict) -> HttpResponse:
-        partners.partner_set_webhook_url(actor=Actor.for_request(request), partner=partner,
-                                         webhook_url=data["webhook_url"])
+        partners.partner_set_webhook_url(
+            actor=Actor.for_request(request), partner=partner, webhook_url=data["webhook_url"]
+        )
         messages.success(request, _("The webhook URL has been changed."))
         return redirect("partner_detail", code=partner.code)
 
-    return _action(request, form, perform, partner=partner, title=_("Change the webhook URL"),
-                   consequence=_("Every event not yet delivered, retries included, will be sent to the new URL."))
+    return _action(
+        request,
+        form,
+        perform,
+        partner=partner,
+        title=_("Change the webhook URL"),
+        consequence=_("Every event not yet delivered, retries included, will be sent to the new URL."),
+    )
 
 
 @national_required
@@ -208,16 +252,30 @@ def partner_state(request: HttpRequest, code: str) -> HttpResponse:
     def perform(data: dict) -> HttpResponse:
         service = partners.partner_suspend if suspending else partners.partner_reactivate
         service(actor=Actor.for_request(request), partner=partner, reason=data["reason"])
-        messages.success(request, _("The partner has been suspended.") if suspending else _("The partner has been reactivated."))
+        messages.success(
+            request, _("The partner has been suspended.") if suspending else _("The partner has been reactivated.")
+        )
         return redirect("partner_detail", code=partner.code)
 
     if suspending:
-        return _action(request, RequiredReasonForm(request.POST or None), perform, partner=partner,
-                       title=_("Suspend %(name)s") % {"name": partner.name},
-                       consequence=_("Every request of this partner will answer 403 forbidden until it is reactivated; its wallets cannot be used to pay."))
-    return _action(request, ReasonForm(request.POST or None), perform, partner=partner,
-                   title=_("Reactivate %(name)s") % {"name": partner.name},
-                   consequence=_("The partner's active keys will be accepted again."))
+        return _action(
+            request,
+            RequiredReasonForm(request.POST or None),
+            perform,
+            partner=partner,
+            title=_("Suspend %(name)s") % {"name": partner.name},
+            consequence=_(
+                "Every request of this partner will answer 403 forbidden until it is reactivated; its wallets cannot be used to pay."
+            ),
+        )
+    return _action(
+        request,
+        ReasonForm(request.POST or None),
+        perform,
+        partner=partner,
+        title=_("Reactivate %(name)s") % {"name": partner.name},
+        consequence=_("The partner's active keys will be accepted again."),
+    )
 
 
 @national_required
@@ -226,26 +284,51 @@ def partner_rate_limit(request: HttpRequest, code: str) -> HttpResponse:
     form = RateLimitForm(request.POST or None, initial={"rate_limit_per_second": partner.rate_limit_per_second})
     if request.method == "POST" and form.is_valid():
         try:
-            partners.partner_set_rate_limit(actor=Actor.for_request(request), partner=partner,
-                                            rate_limit_per_second=form.cleaned_data["rate_limit_per_second"])
+            partners.partner_set_rate_limit(
+                actor=Actor.for_request(request),
+                partner=partner,
+                rate_limit_per_second=form.cleaned_data["rate_limit_per_second"],
+            )
         except DomainError as error:
             add_domain_error(form, error)
         else:
             messages.success(request, _("The rate limit has been changed."))
             return redirect("partner_detail", code=partner.code)
-    return render(request, "payments/partner_form.html", {
-        "form": form, "partner": partner, "title": _("Rate limit"),
-        "cancel_url": reverse("partner_detail", args=[partner.code]),
-    })
+    return render(
+        request,
+        "payments/partner_form.html",
+        {
+            "form": form,
+            "partner": partner,
+            "title": _("Rate limit"),
+            "cancel_url": reverse("partner_detail", args=[partner.code]),
+        },
+    )
 
 
-def _action(request: HttpRequest, form: forms.Form, perform: Callable[[dict], HttpResponse], *, partner: Partner,
-            title: str, consequence: str, cancel_url: str | None = None) -> HttpResponse:
+def _action(
+    request: HttpRequest,
+    form: forms.Form,
+    perform: Callable[[dict], HttpResponse],
+    *,
+    partner: Partner,
+    title: str,
+    consequence: str,
+    cancel_url: str | None = None,
+) -> HttpResponse:
     """A consequential action: the form, then a confirmation restating it, then the service."""
-    return two_step(request, form=form, template="payments/partner_action.html", perform=perform, context={
-        "partner": partner, "title": title, "consequence": consequence,
-        "cancel_url": cancel_url or reverse("partner_detail", args=[partner.code]),
-    })
+    return two_step(
+        request,
+        form=form,
+        template="payments/partner_action.html",
+        perform=perform,
+        context={
+            "partner": partner,
+            "title": title,
+            "consequence": consequence,
+            "cancel_url": cancel_url or reverse("partner_detail", args=[partner.code]),
+        },
+    )
 
 
 # --- Delivery monitor ---------------------------------------------------------------
@@ -293,10 +376,13 @@ EVENT_COLUMNS = [
 def monitor_index(request: HttpRequest) -> HttpResponse:
     if fmt := exports.requested_format(request):
         # Partners are few: their counts (scoped to the user's regions) are read partner by partner.
-        counted = [(partner, partners.event_counts(partners.events_visible_to(request.user, partner)))
-                   for partner in Partner.objects.order_by("code")]
-        return exports.export_response(request, list_name="delivery-monitor", queryset=counted,
-                                       columns=MONITOR_COLUMNS, fmt=fmt)
+        counted = [
+            (partner, partners.event_counts(partners.events_visible_to(request.user, partner)))
+            for partner in Partner.objects.order_by("code")
+        ]
+        return exports.export_response(
+            request, list_name="delivery-monitor", queryset=counted, columns=MONITOR_COLUMNS, fmt=fmt
+        )
     page = paginate(request, Partner.objects.order_by("code"), per_page=25)
     rows = [(partner, partners.event_counts(partners.events_visible_to(request.user, partner))) for partner in page]
     return render(request, "payments/monitor_index.html", {"page": page, "rows": rows})
@@ -315,16 +401,33 @@ def monitor_partner(request: HttpRequest, code: str) -> HttpResponse:
     else:
         state = ""
     if fmt := exports.requested_format(request):
-        return exports.export_response(request, list_name=f"delivery-events-{partner.code}",
-                                       queryset=events.order_by("-id"), columns=EVENT_COLUMNS, fmt=fmt)
+        return exports.export_response(
+            request,
+            list_name=f"delivery-events-{partner.code}",
+            queryset=events.order_by("-id"),
+            columns=EVENT_COLUMNS,
+            fmt=fmt,
+        )
     page = paginate(request, events.order_by("-id"), per_page=25)
-    return render(request, "payments/monitor_partner.html", {
-        "partner": partner, "counts": counts, "page": page, "state": state,
-        "states": [("", _("All")), ("pending", _("Pending")), ("failing", _("Failing")), ("dead", _("Dead")),
-                   ("delivered", _("Delivered"))],
-        "querystring": querystring_without_page(request),
-        "can_pause": request.user.role == Role.NATIONAL_OPERATOR,
-    })
+    return render(
+        request,
+        "payments/monitor_partner.html",
+        {
+            "partner": partner,
+            "counts": counts,
+            "page": page,
+            "state": state,
+            "states": [
+                ("", _("All")),
+                ("pending", _("Pending")),
+                ("failing", _("Failing")),
+                ("dead", _("Dead")),
+                ("delivered", _("Delivered")),
+            ],
+            "querystring": querystring_without_page(request),
+            "can_pause": request.user.role == Role.NATIONAL_OPERATOR,
+        },
+    )
 
 
 @monitor_required
@@ -333,8 +436,13 @@ def monitor_event(request: HttpRequest, code: str, public_id: str) -> HttpRespon
     event = _get_event_for_user(request.user, partner, public_id)
     attempts = event.delivery_attempts.order_by("-started_at", "-id")
     if fmt := exports.requested_format(request):
-        return exports.export_response(request, list_name=f"delivery-attempts-{event.public_id}",
-                                       queryset=attempts, columns=ATTEMPT_COLUMNS, fmt=fmt)
+        return exports.export_response(
+            request,
+            list_name=f"delivery-attempts-{event.public_id}",
+            queryset=attempts,
+            columns=ATTEMPT_COLUMNS,
+            fmt=fmt,
+        )
     attempts = paginate(request, attempts, per_page=25)
     return render(request, "payments/monitor_event.html", {"partner": partner, "event": event, "page": attempts})
 
@@ -352,10 +460,17 @@ def monitor_replay(request: HttpRequest, code: str, public_id: str) -> HttpRespo
         messages.success(request, _("The event will be delivered again."))
         return redirect("monitor_event", code=partner.code, public_id=event.public_id)
 
-    return _action(request, ReasonForm(request.POST or None), perform, partner=partner,
-                   title=_("Replay event %(event)s") % {"event": event.public_id},
-                   consequence=_("The event becomes pending and is delivered again now, with the whole retry schedule ahead of it."),
-                   cancel_url=reverse("monitor_event", args=[partner.code, event.public_id]))
+    return _action(
+        request,
+        ReasonForm(request.POST or None),
+        perform,
+        partner=partner,
+        title=_("Replay event %(event)s") % {"event": event.public_id},
+        consequence=_(
+            "The event becomes pending and is delivered again now, with the whole retry schedule ahead of it."
+        ),
+        cancel_url=reverse("monitor_event", args=[partner.code, event.public_id]),
+    )
 
 
 @national_required
@@ -371,9 +486,18 @@ def monitor_deliveries(request: HttpRequest, code: str) -> HttpResponse:
 
     if pausing:
         title = _("Pause deliveries to %(name)s") % {"name": partner.name}
-        consequence = _("Webhooks to this partner stop until resumed; events keep accumulating and stay readable through GET /events.")
+        consequence = _(
+            "Webhooks to this partner stop until resumed; events keep accumulating and stay readable through GET /events."
+        )
     else:
         title = _("Resume deliveries to %(name)s") % {"name": partner.name}
         consequence = _("Every pending event that is due is delivered now.")
-    return _action(request, ReasonForm(request.POST or None), perform, partner=partner, title=title,
-                   consequence=consequence, cancel_url=reverse("monitor_partner", args=[partner.code]))
+    return _action(
+        request,
+        ReasonForm(request.POST or None),
+        perform,
+        partner=partner,
+        title=title,
+        consequence=consequence,
+        cancel_url=reverse("monitor_partner", args=[partner.code]),
+    )

@@ -39,20 +39,31 @@ def _yuan_to_fen(value: Decimal | None) -> int | None:
 class SettlementFilterForm(forms.Form):
     facility = forms.CharField(label=gettext_lazy("Facility code"), max_length=32, required=False)
     partner = forms.ChoiceField(label=gettext_lazy("Partner"), required=False)
-    state = forms.ChoiceField(label=gettext_lazy("State"), required=False,
-                              choices=[("", gettext_lazy("Any")), *SettlementState.choices])
-    date_from = forms.DateField(label=gettext_lazy("From (date)"), required=False,
-                                widget=forms.DateInput(attrs={"type": "date"}))
-    date_to = forms.DateField(label=gettext_lazy("To (date)"), required=False,
-                              widget=forms.DateInput(attrs={"type": "date"}))
-    amount_min = forms.DecimalField(label=gettext_lazy("Total from (yuan)"), required=False, min_value=0,
-                                    max_digits=12, decimal_places=2)
-    amount_max = forms.DecimalField(label=gettext_lazy("Total to (yuan)"), required=False, min_value=0,
-                                    max_digits=12, decimal_places=2)
-    sort = forms.ChoiceField(label=gettext_lazy("Sort"), required=False, choices=[
-        ("-created", gettext_lazy("Newest first")), ("created", gettext_lazy("Oldest first")),
-        ("-total", gettext_lazy("Largest total first")), ("total", gettext_lazy("Smallest total first")),
-    ])
+    state = forms.ChoiceField(
+        label=gettext_lazy("State"), required=False, choices=[("", gettext_lazy("Any")), *SettlementState.choices]
+    )
+    date_from = forms.DateField(
+        label=gettext_lazy("From (date)"), required=False, widget=forms.DateInput(attrs={"type": "date"})
+    )
+    date_to = forms.DateField(
+        label=gettext_lazy("To (date)"), required=False, widget=forms.DateInput(attrs={"type": "date"})
+    )
+    amount_min = forms.DecimalField(
+        label=gettext_lazy("Total from (yuan)"), required=False, min_value=0, max_digits=12, decimal_places=2
+    )
+    amount_max = forms.DecimalField(
+        label=gettext_lazy("Total to (yuan)"), required=False, min_value=0, max_digits=12, decimal_places=2
+    )
+    sort = forms.ChoiceField(
+        label=gettext_lazy("Sort"),
+        required=False,
+        choices=[
+            ("-created", gettext_lazy("Newest first")),
+            ("created", gettext_lazy("Oldest first")),
+            ("-total", gettext_lazy("Largest total first")),
+            ("total", gettext_lazy("Smallest total first")),
+        ],
+    )
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -70,9 +81,13 @@ class SettlementFilterForm(forms.Form):
     def query(self) -> selectors.SettlementQuery:
         data = self.cleaned_data
         return selectors.SettlementQuery(
-            facility=data["facility"].strip(), partner=data["partner"], state=data["state"],
-            date_from=data["date_from"], date_to=data["date_to"],
-            amount_min_fen=_yuan_to_fen(data["amount_min"]), amount_max_fen=_yuan_to_fen(data["amount_max"]),
+            facility=data["facility"].strip(),
+            partner=data["partner"],
+            state=data["state"],
+            date_from=data["date_from"],
+            date_to=data["date_to"],
+            amount_min_fen=_yuan_to_fen(data["amount_min"]),
+            amount_max_fen=_yuan_to_fen(data["amount_max"]),
             sort=data["sort"] or "-created",
         )
 
@@ -118,11 +133,18 @@ def settlement_list(request: HttpRequest) -> HttpResponse:
     else:
         rows = Settlement.objects.none()  # the errors are shown next to the fields
     if fmt := exports.requested_format(request):
-        return exports.export_response(request, list_name="settlements", queryset=rows, columns=SETTLEMENT_COLUMNS,
-                                       fmt=fmt)
-    return render(request, "payments/settlement_list.html", {
-        "form": form, "page": paginate(request, rows), "querystring": querystring_without_page(request),
-    })
+        return exports.export_response(
+            request, list_name="settlements", queryset=rows, columns=SETTLEMENT_COLUMNS, fmt=fmt
+        )
+    return render(
+        request,
+        "payments/settlement_list.html",
+        {
+            "form": form,
+            "page": paginate(request, rows),
+            "querystring": querystring_without_page(request),
+        },
+    )
 
 
 @login_required
@@ -136,11 +158,19 @@ def settlement_detail(request: HttpRequest, public_id: str) -> HttpResponse:
     lines = list(settlement.lines.all())
     for line in lines:
         line.category_label = categories.get(line.category, line.category)
-    history = [{**row, "state_label": states.get(row["state"], row["state"])}
-               for row in selectors.settlement_history(settlement)]
-    return render(request, "payments/settlement_detail.html", {
-        "settlement": settlement, "lines": lines, "history": history,
-    })
+    history = [
+        {**row, "state_label": states.get(row["state"], row["state"])}
+        for row in selectors.settlement_history(settlement)
+    ]
+    return render(
+        request,
+        "payments/settlement_detail.html",
+        {
+            "settlement": settlement,
+            "lines": lines,
+            "history": history,
+        },
+    )
 
 
 # --- Risk review -------------------------------------------------------------------------------
@@ -175,13 +205,26 @@ def risk_queue(request: HttpRequest) -> HttpResponse:
         rows = rows.filter(rule=rule)
     rows = rows.order_by("created_at", "id")
     if fmt := exports.requested_format(request):
-        return exports.export_response(request, list_name="risk-flags", queryset=rows, columns=RISK_COLUMNS, fmt=fmt,
-                                       filters={"state": state, **({"rule": rule} if rule in RiskRule.values else {})})
-    return render(request, "payments/risk_queue.html", {
-        "page": paginate(request, rows), "state": state, "rule": rule,
-        "states": RiskFlagState.choices, "rules": RiskRule.choices,
-        "querystring": querystring_without_page(request),
-    })
+        return exports.export_response(
+            request,
+            list_name="risk-flags",
+            queryset=rows,
+            columns=RISK_COLUMNS,
+            fmt=fmt,
+            filters={"state": state, **({"rule": rule} if rule in RiskRule.values else {})},
+        )
+    return render(
+        request,
+        "payments/risk_queue.html",
+        {
+            "page": paginate(request, rows),
+            "state": state,
+            "rule": rule,
+            "states": RiskFlagState.choices,
+            "rules": RiskRule.choices,
+            "querystring": querystring_without_page(request),
+        },
+    )
 
 
 def _evidence_value(key: str, value: object) -> str:
@@ -197,21 +240,38 @@ def _evidence_value(key: str, value: object) -> str:
 @risk_reader_required
 def risk_detail(request: HttpRequest, pk: int) -> HttpResponse:
     flag = _get_flag_for_user(request.user, pk)
-    evidence = {key.removesuffix("_fen"): _evidence_value(key, value)
-                for key, value in flag.evidence.items() if key != "settlements"}
-    return render(request, "payments/risk_detail.html", {
-        "flag": flag, "evidence": evidence, "settlement_ids": flag.evidence.get("settlements", []),
-        "can_decide": request.user.role in RISK_DECIDERS and flag.state == RiskFlagState.OPEN,
-    })
+    evidence = {
+        key.removesuffix("_fen"): _evidence_value(key, value)
+        for key, value in flag.evidence.items()
+        if key != "settlements"
+    }
+    return render(
+        request,
+        "payments/risk_detail.html",
+        {
+            "flag": flag,
+            "evidence": evidence,
+            "settlement_ids": flag.evidence.get("settlements", []),
+            "can_decide": request.user.role in RISK_DECIDERS and flag.state == RiskFlagState.OPEN,
+        },
+    )
 
 
 class RiskDecisionForm(forms.Form):
-    decision = forms.ChoiceField(label=gettext_lazy("Decision"), widget=forms.RadioSelect, choices=[
-        ("dismiss", gettext_lazy("Dismiss: nothing wrong")), ("confirm", gettext_lazy("Confirm: refer for follow-up")),
-    ])
-    note = forms.CharField(label=gettext_lazy("Note"), max_length=256,
-                           error_messages={"required": gettext_lazy("A note is required.")},
-                           widget=forms.TextInput(attrs={"size": 60}))
+    decision = forms.ChoiceField(
+        label=gettext_lazy("Decision"),
+        widget=forms.RadioSelect,
+        choices=[
+            ("dismiss", gettext_lazy("Dismiss: nothing wrong")),
+            ("confirm", gettext_lazy("Confirm: refer for follow-up")),
+        ],
+    )
+    note = forms.CharField(
+        label=gettext_lazy("Note"),
+        max_length=256,
+        error_messages={"required": gettext_lazy("A note is required.")},
+        widget=forms.TextInput(attrs={"size": 60}),
+    )
 
     def clean_note(self) -> str:
         note = self.cleaned_data["note"].strip()
@@ -231,12 +291,18 @@ def risk_decide(request: HttpRequest, pk: int) -> HttpResponse:
     form = RiskDecisionForm(request.POST or None)
 
     def perform(data: dict) -> HttpResponse:
-        risk.risk_flag_decide(actor=Actor.for_request(request), flag=flag, decision=data["decision"],
-                              note=data["note"])
+        risk.risk_flag_decide(actor=Actor.for_request(request), flag=flag, decision=data["decision"], note=data["note"])
         messages.success(request, _("The decision has been recorded."))
         return redirect("risk_detail", pk=flag.pk)
 
     decision_labels = dict(RiskDecisionForm.base_fields["decision"].choices)
-    return two_step(request, form=form, template="payments/risk_decide.html", perform=perform, context={
-        "flag": flag, "decision_label": decision_labels.get(request.POST.get("decision", ""), ""),
-    })
+    return two_step(
+        request,
+        form=form,
+        template="payments/risk_decide.html",
+        perform=perform,
+        context={
+            "flag": flag,
+            "decision_label": decision_labels.get(request.POST.get("decision", ""), ""),
+        },
+    )

@@ -137,8 +137,10 @@ def audit_insert(event: AuditEvent, seq: int, xid: int) -> tuple[str, list]:
     global _INSERT_SQL
     fields = [AuditEvent._meta.get_field(name) for name in _INSERT_COLUMNS]
     if _INSERT_SQL is None:
-        _INSERT_SQL = (f"INSERT INTO portal_auditevent ({', '.join(f.column for f in fields)})"
-                       f" VALUES ({', '.join(['%s'] * len(fields))}) RETURNING seq")
+        _INSERT_SQL = (
+            f"INSERT INTO portal_auditevent ({', '.join(f.column for f in fields)})"
+            f" VALUES ({', '.join(['%s'] * len(fields))}) RETURNING seq"
+        )
     event.seq, event.xid = seq, xid
     event.row_hmac = compute_row_hmac(event)
     return _INSERT_SQL, [field.get_db_prep_save(getattr(event, field.attname), connection) for field in fields]
@@ -155,8 +157,18 @@ def audit_record(
     after: dict | None = None,
     reason: str = "",
 ) -> AuditEvent:
-    return audit_record_event(audit_event(actor=actor, action=action, object_type=object_type, object_id=object_id,
-                                          region_code=region_code, before=before, after=after, reason=reason))
+    return audit_record_event(
+        audit_event(
+            actor=actor,
+            action=action,
+            object_type=object_type,
+            object_id=object_id,
+            region_code=region_code,
+            before=before,
+            after=after,
+            reason=reason,
+        )
+    )
 
 
 def audit_record_event(event: AuditEvent) -> AuditEvent:
@@ -252,7 +264,9 @@ def verify_chain(batch_size: int = 5000) -> list[ChainProblem]:
                 problems.append(ChainProblem(event.seq, "place in the chain before the first row (inserted)"))
                 continue
             if position != expected:
-                problems.append(ChainProblem(expected, f"chain positions {expected} to {position - 1} are missing (deleted)"))
+                problems.append(
+                    ChainProblem(expected, f"chain positions {expected} to {position - 1} are missing (deleted)")
+                )
             if event.prev_hash != prev_hash:
                 problems.append(ChainProblem(event.seq, "does not follow the row before it (inserted or reordered)"))
             sealed = not event.row_hmac or hmac.compare_digest(event.row_hmac, compute_row_hmac(event))
@@ -267,7 +281,9 @@ def verify_chain(batch_size: int = 5000) -> list[ChainProblem]:
         if last_seen:
             problems.append(ChainProblem(last_seen, "the chain head row is missing"))
     elif head_seq > last_seen:
-        problems.append(ChainProblem(head_seq, f"chain ends at {last_seen} but the head says {head_seq} (rows deleted at the end)"))
+        problems.append(
+            ChainProblem(head_seq, f"chain ends at {last_seen} but the head says {head_seq} (rows deleted at the end)")
+        )
     elif head_seq and hash_at_head != head.last_hash:
         problems.append(ChainProblem(head_seq, "the row the chain head names does not match it"))
     # The tail not chained yet: each row must still carry its own seal.
@@ -282,5 +298,7 @@ def verify_chain(batch_size: int = 5000) -> list[ChainProblem]:
         for event in rows:
             cursor_seq = event.seq
             if not event.row_hmac or not hmac.compare_digest(event.row_hmac, compute_row_hmac(event)):
-                problems.append(ChainProblem(event.seq, "content does not match its hash (edited or forged, not chained yet)"))
+                problems.append(
+                    ChainProblem(event.seq, "content does not match its hash (edited or forged, not chained yet)")
+                )
     return problems

@@ -48,4 +48,6 @@ def blind_index(value: str, *, purpose: str, version: int | None = None) -> str:
 
 def blind_index_candidates(value: str, *, purpose: str) -> list[str]:
     """The value's index under every key version, newest first, for `__in` lookups."""
-    return [blind_index(value, purpose=purpose, version=v) for v in sorted(settings.ECARD_BLIND_INDEX_KEYS, reverse=True)]
+    return [
+        blind_index(value, purpose=purpose, version=v) for v in sorted(settings.ECARD_BLIND_INDEX_KEYS, reverse=True)
+    ]

@@ -81,7 +81,7 @@ def yuan(fen: int | None) -> Decimal | None:
 
 
 def requested_format(request: HttpRequest) -> str | None:
-    """"csv" or "xlsx" when the request asks for an export, else None (an unknown format is the screen)."""
+    """ "csv" or "xlsx" when the request asks for an export, else None (an unknown format is the screen)."""
     value = (request.GET.get("format") or request.GET.get("export") or "").lower()
     return value if value in FORMATS else None
 
@@ -221,23 +221,35 @@ def export_response(
     truncated = total > limit
     with transaction.atomic():
         audit_record(
-            actor=Actor.for_request(request), action="list.export", object_type="export", object_id=list_name,
+            actor=Actor.for_request(request),
+            action="list.export",
+            object_type="export",
+            object_id=list_name,
             region_code=_audit_region(request.user, filters),
             after={"list": list_name, "format": fmt, "filters": filters, "rows": written, "truncated": truncated},
         )
     header = [str(column.label) for column in columns]
-    footer = (_("Export cut at %(limit)s of %(total)s rows: narrow the filters to export the rest.")
-              % {"limit": limit, "total": total}) if truncated else None
+    footer = (
+        (
+            _("Export cut at %(limit)s of %(total)s rows: narrow the filters to export the rest.")
+            % {"limit": limit, "total": total}
+        )
+        if truncated
+        else None
+    )
     rows = _rows(queryset, columns, limit)
     stamp = timezone.localtime().strftime("%Y%m%d-%H%M%S")
     filename = f"{list_name}-{stamp}.{fmt}"
     if fmt == "csv":
-        response: HttpResponse = StreamingHttpResponse(_csv_stream(header, rows, footer),
-                                                       content_type="text/csv; charset=utf-8")
+        response: HttpResponse = StreamingHttpResponse(
+            _csv_stream(header, rows, footer), content_type="text/csv; charset=utf-8"
+        )
         response["Content-Disposition"] = f'attachment; filename="{filename}"'
     else:
         response = FileResponse(
-            _xlsx_file(list_name, header, rows, footer), as_attachment=True, filename=filename,
+            _xlsx_file(list_name, header, rows, footer),
+            as_attachment=True,
+            filename=filename,
             content_type="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
         )
     response["X-Export-Rows"] = str(written)

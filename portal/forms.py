@@ -10,10 +10,14 @@ class StaffCreateForm(forms.Form):
     username = forms.CharField(label=_("Username"), max_length=150)
     email = forms.EmailField(label=_("E-mail"), required=False)
     role = forms.ChoiceField(label=_("Role"))
-    regions = forms.ModelMultipleChoiceField(label=_("Regions"), queryset=None, required=False,
-                                             widget=forms.CheckboxSelectMultiple)
-    password = forms.CharField(label=_("Initial password"), widget=forms.PasswordInput(render_value=False),
-                               help_text=_("At least 10 characters; the person changes it after signing in."))
+    regions = forms.ModelMultipleChoiceField(
+        label=_("Regions"), queryset=None, required=False, widget=forms.CheckboxSelectMultiple
+    )
+    password = forms.CharField(
+        label=_("Initial password"),
+        widget=forms.PasswordInput(render_value=False),
+        help_text=_("At least 10 characters; the person changes it after signing in."),
+    )
 
     def __init__(self, *args, manager, **kwargs):
         super().__init__(*args, **kwargs)
@@ -29,6 +33,9 @@ class StaffCreateForm(forms.Form):
 
 
 class StaffDeactivateForm(forms.Form):
-    reason = forms.CharField(label=_("Reason"), max_length=128,
-                             error_messages={"required": _("A reason is required.")},
-                             widget=forms.TextInput(attrs={"size": 60}))
+    reason = forms.CharField(
+        label=_("Reason"),
+        max_length=128,
+        error_messages={"required": _("A reason is required.")},
+        widget=forms.TextInput(attrs={"size": 60}),
+    )

@@ -156,7 +156,9 @@ class RollupCount(models.Model):
     value = models.BigIntegerField(default=0)
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["region_code", "metric", "dim"], name="one_rollup_count_per_key")]
+        constraints = [
+            models.UniqueConstraint(fields=["region_code", "metric", "dim"], name="one_rollup_count_per_key")
+        ]
 
     def __str__(self) -> str:
         return f"{self.region_code} {self.metric} {self.dim}"

@@ -126,8 +126,12 @@ class Write:
 
     def joined(self, other: "Write") -> "Write":
         """Both as one statement (CTE names must differ): this one's values, then the other's."""
-        return Write(f"{self.ctes}, {other.ctes}", f"{self.columns}, {other.columns}",
-                     [*self.params, *other.params], self.width + other.width)
+        return Write(
+            f"{self.ctes}, {other.ctes}",
+            f"{self.columns}, {other.columns}",
+            [*self.params, *other.params],
+            self.width + other.width,
+        )
 
 
 def together(statements: Sequence[tuple[str, Sequence[object]]], prefix: str = "w") -> Write:
@@ -144,8 +148,9 @@ def run(write: Write) -> list:
     return list(fetch_one(f"WITH {write.ctes} SELECT {write.columns}", write.params))  # noqa: S608 (our SQL)
 
 
-def write_together(statements: Sequence[tuple[str, Sequence[object]]], *,
-                   then: Callable[[list], None] | None = None) -> list | None:
+def write_together(
+    statements: Sequence[tuple[str, Sequence[object]]], *, then: Callable[[list], None] | None = None
+) -> list | None:
     """Run several independent writes as ONE statement (PostgreSQL data-modifying CTEs): one round
     trip and one statement's overhead instead of one per write. Each statement is an INSERT, UPDATE
     or DELETE ending in `RETURNING <one column>`, without a WITH of its own; the result is each one's
@@ -200,8 +205,8 @@ class JoinedWrites:
             return run(extra) if extra is not None else []
         write, then = held
         values = run(write if extra is None else write.joined(extra))
-        then(values[:write.width])
-        return values[write.width:]
+        then(values[: write.width])
+        return values[write.width :]
 
     def _before_statement(self, execute, sql, params, many, context):
         if self._held is not None:

@@ -33,4 +33,3 @@ def staff_visible_to(user) -> QuerySet[User]:
         )
         .filter(_in_scope__gt=0, _in_scope=F("_all"))
     )
-

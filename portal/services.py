@@ -20,8 +20,9 @@ def _staff_snapshot(user: User, region_codes: list[str]) -> dict:
 
 
 @transaction.atomic
-def staff_create(*, actor: Actor, manager: User, username: str, email: str, role: str, regions: Iterable[Region],
-                 password: str) -> User:
+def staff_create(
+    *, actor: Actor, manager: User, username: str, email: str, role: str, regions: Iterable[Region], password: str
+) -> User:
     """Create a staff account. Region administrators create clerks and auditors
     of their own regions only; national operators create anyone."""
     if role not in roles_manageable_by(manager):
@@ -50,8 +51,14 @@ def staff_create(*, actor: Actor, manager: User, username: str, email: str, role
     except IntegrityError as exc:
         raise DomainError("username_taken", _("This username is already taken."), field="username") from exc
     user.regions.set(region_list)
-    audit_record(actor=actor, action="staff.create", object_type="user", object_id=user.pk,
-                 region_code=codes[0] if len(codes) == 1 else "", after=_staff_snapshot(user, codes))
+    audit_record(
+        actor=actor,
+        action="staff.create",
+        object_type="user",
+        object_id=user.pk,
+        region_code=codes[0] if len(codes) == 1 else "",
+        after=_staff_snapshot(user, codes),
+    )
     return user
 
 
@@ -72,7 +79,14 @@ def staff_deactivate(*, actor: Actor, manager: User, user: User, reason: str) ->
     before = _staff_snapshot(user, codes)
     user.is_active = False
     user.save(update_fields=["is_active"])
-    audit_record(actor=actor, action="staff.deactivate", object_type="user", object_id=user.pk,
-                 region_code=codes[0] if len(codes) == 1 else "", before=before, after=_staff_snapshot(user, codes),
-                 reason=reason[:128])
+    audit_record(
+        actor=actor,
+        action="staff.deactivate",
+        object_type="user",
+        object_id=user.pk,
+        region_code=codes[0] if len(codes) == 1 else "",
+        before=before,
+        after=_staff_snapshot(user, codes),
+        reason=reason[:128],
+    )
     return user

@@ -57,8 +57,13 @@ def staff_create(request: HttpRequest) -> HttpResponse:
         data = form.cleaned_data
         try:
             user = services.staff_create(
-                actor=Actor.for_request(request), manager=request.user, username=data["username"],
-                email=data["email"], role=data["role"], regions=data["regions"], password=data["password"],
+                actor=Actor.for_request(request),
+                manager=request.user,
+                username=data["username"],
+                email=data["email"],
+                role=data["role"],
+                regions=data["regions"],
+                password=data["password"],
             )
         except DomainError as error:
             add_domain_error(form, error)
@@ -77,10 +82,12 @@ def staff_deactivate(request: HttpRequest, pk: int) -> HttpResponse:
     form = StaffDeactivateForm(request.POST or None)
 
     def perform(data: dict) -> HttpResponse:
-        services.staff_deactivate(actor=Actor.for_request(request), manager=request.user, user=member,
-                                  reason=data["reason"])
+        services.staff_deactivate(
+            actor=Actor.for_request(request), manager=request.user, user=member, reason=data["reason"]
+        )
         messages.success(request, _("The account %(username)s has been deactivated.") % {"username": member.username})
         return redirect("staff_list")
 
-    return two_step(request, form=form, template="portal/staff_deactivate.html", perform=perform,
-                    context={"member": member})
+    return two_step(
+        request, form=form, template="portal/staff_deactivate.html", perform=perform, context={"member": member}
+    )

@@ -57,14 +57,21 @@ def audit_reader_required(view: Callable) -> Callable:
 
 
 class AuditFilterForm(forms.Form):
-    date_from = forms.DateField(label=gettext_lazy("From (date)"), required=False,
-                                widget=forms.DateInput(attrs={"type": "date"}))
-    date_to = forms.DateField(label=gettext_lazy("To (date)"), required=False,
-                              widget=forms.DateInput(attrs={"type": "date"}))
-    action = forms.CharField(label=gettext_lazy("Action"), max_length=64, required=False,
-                             help_text=gettext_lazy("e.g. certificate.revoke, or certificate. for every e-card action"))
-    actor = forms.CharField(label=gettext_lazy("Actor"), max_length=150, required=False,
-                            help_text=gettext_lazy("Username or partner code"))
+    date_from = forms.DateField(
+        label=gettext_lazy("From (date)"), required=False, widget=forms.DateInput(attrs={"type": "date"})
+    )
+    date_to = forms.DateField(
+        label=gettext_lazy("To (date)"), required=False, widget=forms.DateInput(attrs={"type": "date"})
+    )
+    action = forms.CharField(
+        label=gettext_lazy("Action"),
+        max_length=64,
+        required=False,
+        help_text=gettext_lazy("e.g. certificate.revoke, or certificate. for every e-card action"),
+    )
+    actor = forms.CharField(
+        label=gettext_lazy("Actor"), max_length=150, required=False, help_text=gettext_lazy("Username or partner code")
+    )
     object_type = forms.ChoiceField(label=gettext_lazy("Object type"), required=False)
     object_id = forms.CharField(label=gettext_lazy("Object ID"), max_length=64, required=False)
     region = forms.ChoiceField(label=gettext_lazy("Region"), required=False)
@@ -85,8 +92,12 @@ class AuditFilterForm(forms.Form):
     def query(self) -> AuditQuery:
         data = self.cleaned_data
         return AuditQuery(
-            date_from=data["date_from"], date_to=data["date_to"], action=data["action"].strip(),
-            actor=data["actor"].strip(), object_type=data["object_type"], object_id=data["object_id"].strip(),
+            date_from=data["date_from"],
+            date_to=data["date_to"],
+            action=data["action"].strip(),
+            actor=data["actor"].strip(),
+            object_type=data["object_type"],
+            object_id=data["object_id"].strip(),
             region=data["region"],
         )
 
@@ -126,12 +137,18 @@ def audit_list(request: HttpRequest) -> HttpResponse:
         # The file is the log as it stood when asked for: without the export's own event,
         # so that the row count recorded in that event is the file's.
         last = AuditEvent.objects.order_by("-seq").values_list("seq", flat=True).first() or 0
-        return exports.export_response(request, list_name="audit-log", queryset=events.filter(seq__lte=last),
-                                       columns=AUDIT_COLUMNS, fmt=fmt)
-    return render(request, "portal/audit_list.html", {
-        "form": form, "page": paginate(request, events, per_page=50),
-        "querystring": querystring_without_page(request),
-    })
+        return exports.export_response(
+            request, list_name="audit-log", queryset=events.filter(seq__lte=last), columns=AUDIT_COLUMNS, fmt=fmt
+        )
+    return render(
+        request,
+        "portal/audit_list.html",
+        {
+            "form": form,
+            "page": paginate(request, events, per_page=50),
+            "querystring": querystring_without_page(request),
+        },
+    )
 
 
 @audit_reader_required
@@ -140,8 +157,17 @@ def audit_detail(request: HttpRequest, seq: int) -> HttpResponse:
         event = audit_events_visible_to(request.user).get(seq=seq)
     except AuditEvent.DoesNotExist as exc:
         raise Http404 from exc
-    return render(request, "portal/audit_detail.html", {
-        "event": event, "actor": _actor_display(event),
-        "before": json.dumps(event.before, ensure_ascii=False, indent=2, sort_keys=True) if event.before is not None else "",
-        "after": json.dumps(event.after, ensure_ascii=False, indent=2, sort_keys=True) if event.after is not None else "",
-    })
+    return render(
+        request,
+        "portal/audit_detail.html",
+        {
+            "event": event,
+            "actor": _actor_display(event),
+            "before": json.dumps(event.before, ensure_ascii=False, indent=2, sort_keys=True)
+            if event.before is not None
+            else "",
+            "after": json.dumps(event.after, ensure_ascii=False, indent=2, sort_keys=True)
+            if event.after is not None
+            else "",
+        },
+    )

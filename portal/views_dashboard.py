@@ -36,21 +36,26 @@ def _render(request: HttpRequest, regions: list, *, single: bool) -> HttpRespons
             items=[(str(state_labels[s]), total.cards.get(s, 0)) for s in CARD_STATES],
         ),
         "cards_trend": line_chart(
-            title=_("E-cards issued and activated per day, last 90 days"), days=data.days,
+            title=_("E-cards issued and activated per day, last 90 days"),
+            days=data.days,
             series=[(_("Issued"), data.trends["cards_issued"]), (_("Activated"), data.trends["cards_activated"])],
         ),
         "settled_trend": line_chart(
-            title=_("Settlements paid per day, last 90 days"), days=data.days,
+            title=_("Settlements paid per day, last 90 days"),
+            days=data.days,
             series=[(_("Settlements"), data.trends["settled"])],
         ),
         "fund_trend": line_chart(
-            title=_("Pooled fund spend per day (yuan), last 90 days"), days=data.days,
-            series=[(_("Fund spend"), [yuan(v) for v in data.trends["fund_net_fen"]])], value_text=_yuan_text,
+            title=_("Pooled fund spend per day (yuan), last 90 days"),
+            days=data.days,
+            series=[(_("Fund spend"), [yuan(v) for v in data.trends["fund_net_fen"]])],
+            value_text=_yuan_text,
         ),
     }
     if not single and len(data.regions) > 1:
         charts["regions"] = bar_chart(
-            title=_("Active citizens by region"), items=[(r.name, r.active_citizens) for r in data.regions],
+            title=_("Active citizens by region"),
+            items=[(r.name, r.active_citizens) for r in data.regions],
         )
     columns = data.regions + ([total] if len(data.regions) > 1 else [])
     rows = [
@@ -71,16 +76,20 @@ def _render(request: HttpRequest, regions: list, *, single: bool) -> HttpRespons
     ]
     watermark = RollupWatermark.objects.filter(id=1).values_list("ticked_at", flat=True).first()
     binding_labels = dict(BindingState.choices)
-    return render(request, "portal/dashboard.html", {
-        "data": data,
-        "single": single,
-        "columns": columns,
-        "rows": rows,
-        "charts": charts,
-        "card_states": [(s, state_labels[s], total.cards.get(s, 0)) for s in CARD_STATES],
-        "binding_states": [(s, label, total.bindings.get(s, 0)) for s, label in binding_labels.items()],
-        "updated_at": watermark,
-    })
+    return render(
+        request,
+        "portal/dashboard.html",
+        {
+            "data": data,
+            "single": single,
+            "columns": columns,
+            "rows": rows,
+            "charts": charts,
+            "card_states": [(s, state_labels[s], total.cards.get(s, 0)) for s in CARD_STATES],
+            "binding_states": [(s, label, total.bindings.get(s, 0)) for s, label in binding_labels.items()],
+            "updated_at": watermark,
+        },
+    )
 
 
 @login_required

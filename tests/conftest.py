@@ -20,8 +20,15 @@ PILOT_REGIONS = {
     "440000": ("广东省", "Guangdong"),
 }
 # A district of each pilot region, for identity numbers.
-AREA_OF = {"130000": "130102", "220000": "220102", "230000": "230102", "310000": "310101",
-           "350000": "350102", "370000": "370102", "440000": "440103"}
+AREA_OF = {
+    "130000": "130102",
+    "220000": "220102",
+    "230000": "230102",
+    "310000": "310101",
+    "350000": "350102",
+    "370000": "370102",
+    "440000": "440103",
+}
 
 _sequence = itertools.count(1)
 
@@ -44,7 +51,9 @@ def _fast_password_hashing(settings):
 def regions(db):
     """The seven pilot regions (a transactional test's flush removes the migrated rows)."""
     for code, (zh, en) in PILOT_REGIONS.items():
-        Region.objects.get_or_create(code=code, defaults={"name_zh": zh, "name_en": en, "pilot_start": dt.date(2019, 11, 24)})
+        Region.objects.get_or_create(
+            code=code, defaults={"name_zh": zh, "name_en": en, "pilot_start": dt.date(2019, 11, 24)}
+        )
     return {r.code: r for r in Region.objects.all()}
 
 
@@ -65,11 +74,22 @@ def new_id_number(region_code: str = "310000", birth: dt.date | None = None, mal
 
 @pytest.fixture
 def make_citizen(regions, system_actor):
-    def factory(region_code: str = "310000", *, name: str = "张三明", phone: str = "13812345678",
-                scheme: str = "resident", birth: dt.date | None = None, with_card: bool = False):
+    def factory(
+        region_code: str = "310000",
+        *,
+        name: str = "张三明",
+        phone: str = "13812345678",
+        scheme: str = "resident",
+        birth: dt.date | None = None,
+        with_card: bool = False,
+    ):
         citizen = insurance_services.citizen_register(
-            actor=system_actor, id_number=new_id_number(region_code, birth), name=name, phone=phone,
-            region=regions[region_code], scheme=scheme,
+            actor=system_actor,
+            id_number=new_id_number(region_code, birth),
+            name=name,
+            phone=phone,
+            region=regions[region_code],
+            scheme=scheme,
         )
         if with_card:
             insurance_services.certificate_issue(actor=system_actor, citizen=citizen, reason="test")
@@ -80,8 +100,13 @@ def make_citizen(regions, system_actor):
 
 @pytest.fixture
 def make_user(regions):
-    def factory(role: str = Role.CLERK, region_codes: tuple[str, ...] = ("310000",), *, username: str | None = None,
-                password: str = "correct-horse-battery-9"):
+    def factory(
+        role: str = Role.CLERK,
+        region_codes: tuple[str, ...] = ("310000",),
+        *,
+        username: str | None = None,
+        password: str = "correct-horse-battery-9",
+    ):
         username = username or f"{role}-{next(_sequence)}"
         user = User.objects.create_user(username=username, email=f"{username}@example.cn", password=password, role=role)
         user.regions.set([regions[c] for c in region_codes])

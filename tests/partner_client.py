@@ -26,8 +26,16 @@ def new_key_pair() -> tuple[Ed25519PrivateKey, str]:
     return private, b64(private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw))
 
 
-def authorization(private_key: Ed25519PrivateKey, key_id: str, method: str, target: str, body: bytes,
-                  *, timestamp: int | None = None, nonce: str | None = None) -> tuple[str, str]:
+def authorization(
+    private_key: Ed25519PrivateKey,
+    key_id: str,
+    method: str,
+    target: str,
+    body: bytes,
+    *,
+    timestamp: int | None = None,
+    nonce: str | None = None,
+) -> tuple[str, str]:
     """The Authorization header value and the nonce it carries."""
     timestamp = int(time.time()) if timestamp is None else timestamp
     nonce = nonce or secrets.token_urlsafe(24)
@@ -41,8 +49,9 @@ def verify_response(public_keys: dict[str, str], status: int, request_nonce: str
     key_id = headers.get("Ecard-Key-Id")
     if key_id not in public_keys:
         return False
-    to_sign = (f"{status}\n{request_nonce}\n{headers['Ecard-Timestamp']}\n{headers['Ecard-Nonce']}\n".encode()
-               + body + b"\n")
+    to_sign = (
+        f"{status}\n{request_nonce}\n{headers['Ecard-Timestamp']}\n{headers['Ecard-Nonce']}\n".encode() + body + b"\n"
+    )
     key = Ed25519PublicKey.from_public_bytes(base64.b64decode(public_keys[key_id]))
     try:
         key.verify(base64.b64decode(headers["Ecard-Signature"]), to_sign)
@@ -55,8 +64,11 @@ def verify_webhook(public_keys: dict[str, str], headers, body: bytes) -> bool:
     key_id = headers.get("Ecard-Key-Id")
     if key_id not in public_keys:
         return False
-    to_sign = (f"webhook\n{headers['Ecard-Event-Id']}\n{headers['Ecard-Timestamp']}\n{headers['Ecard-Nonce']}\n".encode()
-               + body + b"\n")
+    to_sign = (
+        f"webhook\n{headers['Ecard-Event-Id']}\n{headers['Ecard-Timestamp']}\n{headers['Ecard-Nonce']}\n".encode()
+        + body
+        + b"\n"
+    )
     key = Ed25519PublicKey.from_public_bytes(base64.b64decode(public_keys[key_id]))
     try:
         key.verify(base64.b64decode(headers["Ecard-Signature"]), to_sign)
@@ -105,10 +117,20 @@ class PartnerClient:
         self.portal_keys = {k["key_id"]: k["public_key"] for k in json.loads(body)["keys"]}
         return self.portal_keys
 
-    def request(self, method: str, target: str, payload=None, *, raw_body: bytes | None = None,
-                idempotency_key: str | None = None, content_type: str = "application/json",
-                timestamp: int | None = None, nonce: str | None = None, sign: bool = True,
-                extra_headers: dict[str, str] | None = None) -> PartnerResponse:
+    def request(
+        self,
+        method: str,
+        target: str,
+        payload=None,
+        *,
+        raw_body: bytes | None = None,
+        idempotency_key: str | None = None,
+        content_type: str = "application/json",
+        timestamp: int | None = None,
+        nonce: str | None = None,
+        sign: bool = True,
+        extra_headers: dict[str, str] | None = None,
+    ) -> PartnerResponse:
         if raw_body is not None:
             body = raw_body
         elif payload is not None:
@@ -121,7 +143,8 @@ class PartnerClient:
         request_nonce = ""
         if sign:
             headers["Authorization"], request_nonce = authorization(
-                self.private_key, self.key_id, method, target, body, timestamp=timestamp, nonce=nonce)
+                self.private_key, self.key_id, method, target, body, timestamp=timestamp, nonce=nonce
+            )
         if idempotency_key is not None:
             headers["Idempotency-Key"] = idempotency_key
         headers.update(extra_headers or {})

@@ -25,8 +25,9 @@ def test_the_access_log_has_the_formats_fields_and_no_query_string(tmp_path):
         deadline = time.time() + 30
         while True:
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz?id_number=11010119900307851X",
-                                            timeout=2) as response:
+                with urllib.request.urlopen(
+                    f"http://127.0.0.1:{port}/healthz?id_number=11010119900307851X", timeout=2
+                ) as response:
                     assert response.status == 200
                     break
             except OSError:
@@ -54,8 +55,14 @@ def test_the_atoms_built_are_gunicorns_own_for_the_format_and_another_format_get
     logger = conf["AccessLogger"](cfg)
     response = SimpleNamespace(status="201 Created", sent=123, headers=[("Content-Type", "application/json")])
     request = SimpleNamespace(headers=[("HOST", "portal"), ("USER-AGENT", "partner")])
-    environ = {"REMOTE_ADDR": "10.0.0.7", "REQUEST_METHOD": "POST", "PATH_INFO": "/api/v1/settlements",
-               "RAW_URI": "/api/v1/settlements?x=1", "SERVER_PROTOCOL": "HTTP/1.1", "QUERY_STRING": "x=1"}
+    environ = {
+        "REMOTE_ADDR": "10.0.0.7",
+        "REQUEST_METHOD": "POST",
+        "PATH_INFO": "/api/v1/settlements",
+        "RAW_URI": "/api/v1/settlements?x=1",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "QUERY_STRING": "x=1",
+    }
     took = timedelta(seconds=1, microseconds=234_567)
     own = logger.atoms(response, request, environ, took)
     full = Logger.atoms(logger, response, request, environ, took)

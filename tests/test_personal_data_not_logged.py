@@ -19,19 +19,38 @@ def _everything_logged(caplog) -> str:
 
 
 def test_registering_searching_and_linking_a_citizen_logs_no_identity_number_name_or_phone(
-    client, make_user, regions, caplog, portal_key, fresh_cache  # noqa: F811
+    client,
+    make_user,
+    regions,
+    caplog,
+    portal_key,
+    fresh_cache,  # noqa: F811
 ):
     caplog.set_level(logging.DEBUG)
     id_number, name, phone = new_id_number("310000"), "欧阳修远", "13912345678"
     sign_in(client, make_user(Role.CLERK, ("310000",)))
 
-    response = client.post(reverse("citizen_register"), {
-        "id_number": id_number, "name": name, "phone": phone, "region": "310000", "scheme": "resident",
-    })
+    response = client.post(
+        reverse("citizen_register"),
+        {
+            "id_number": id_number,
+            "name": name,
+            "phone": phone,
+            "region": "310000",
+            "scheme": "resident",
+        },
+    )
     assert response.status_code == 302
-    client.post(reverse("citizen_register"), {  # a duplicate: a form error, logged or not
-        "id_number": id_number, "name": name, "phone": phone, "region": "310000", "scheme": "resident",
-    })
+    client.post(
+        reverse("citizen_register"),
+        {  # a duplicate: a form error, logged or not
+            "id_number": id_number,
+            "name": name,
+            "phone": phone,
+            "region": "310000",
+            "scheme": "resident",
+        },
+    )
     for query in (id_number, phone, name[:2]):
         client.post(reverse("citizen_search"), {"q": query}, follow=True)
     client.get("/citizens/999999999/")  # a 404 is logged by Django: with the path only

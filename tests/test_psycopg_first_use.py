@@ -65,7 +65,8 @@ def test_a_type_dumped_by_name_is_found_by_every_thread_during_its_first_lookup(
     assert amap._own_dumpers[format_]  # the map is this test's own copy, not psycopg's global one
     seen_by_other = []
     dmap = amap._dumpers[format_] = _Interleaving(
-        amap._dumpers[format_], lambda: seen_by_other.append(amap.get_dumper(_Named, format_)))
+        amap._dumpers[format_], lambda: seen_by_other.append(amap.get_dumper(_Named, format_))
+    )
 
     assert amap.get_dumper(_Named, format_) is _NamedDumper
     assert not dmap.failures, dmap.failures[0]

@@ -19,8 +19,9 @@ OUTSIDERS = [Role.CLERK, Role.REGION_ADMIN, Role.AUDITOR]
 def shanghai(make_citizen, system_actor):
     """A Shanghai citizen with an active card and a wallet linkage."""
     citizen = make_citizen("310000", name="沈一", phone="13800138000", with_card=True)
-    linkage = payment_services.linkage_create(actor=system_actor, partner=make_partner(), citizen=citizen,
-                                              partner_user_ref="wx-1")
+    linkage = payment_services.linkage_create(
+        actor=system_actor, partner=make_partner(), citizen=citizen, partner_user_ref="wx-1"
+    )
     return citizen, citizen.certificates.get(), linkage
 
 
@@ -40,8 +41,16 @@ def urls(citizen, card, linkage) -> list[str]:
 def test_outsider_gets_404_on_every_screen_and_action(client, make_user, shanghai, role):
     citizen, card, linkage = shanghai
     sign_in(client, make_user(role, ("440000",)))
-    payload = {"reason": "x", "note": "x", "status": "deceased", "name": "改", "scheme": "resident",
-               "partner": linkage.partner_id, "partner_user_ref": "wx-2", "confirmed": "yes"}
+    payload = {
+        "reason": "x",
+        "note": "x",
+        "status": "deceased",
+        "name": "改",
+        "scheme": "resident",
+        "partner": linkage.partner_id,
+        "partner_user_ref": "wx-2",
+        "confirmed": "yes",
+    }
     for url in urls(citizen, card, linkage):
         assert client.get(url).status_code == 404, url
         assert client.post(url, payload).status_code == 404, url

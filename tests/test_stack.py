@@ -22,10 +22,21 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def _start(var: Path, port: int) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
-    env.update(ECARD_MODE="demo", PORT=str(port), ECARD_VAR_DIR=str(var), DEMO_CITIZENS="20",
-               ECARD_PUBLIC_BASE_URL=f"http://127.0.0.1:{port}")
-    return subprocess.Popen([sys.executable, "bin/stack.py"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    env.update(
+        ECARD_MODE="demo",
+        PORT=str(port),
+        ECARD_VAR_DIR=str(var),
+        DEMO_CITIZENS="20",
+        ECARD_PUBLIC_BASE_URL=f"http://127.0.0.1:{port}",
+    )
+    return subprocess.Popen(
+        [sys.executable, "bin/stack.py"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
 
 
 def _serves_sign_in(port: int, stack: subprocess.Popen, log: Path, timeout: float = 240) -> None:
@@ -69,8 +80,12 @@ def test_the_stack_restarts_a_dead_process_and_a_killed_stack_leaves_nothing_beh
         (worker,) = _children(stack, "worker")
         worker.kill()
         _wait_for(lambda: "[stack] | worker: restarting (restart 1)" in log.read_text(), 30, "the restart", log)
-        _wait_for(lambda: len(_children(stack, "worker")) == 1 and _children(stack, "worker")[0].pid != worker.pid,
-                  30, "a new worker", log)
+        _wait_for(
+            lambda: len(_children(stack, "worker")) == 1 and _children(stack, "worker")[0].pid != worker.pid,
+            30,
+            "a new worker",
+            log,
+        )
 
         # The supervisor killed outright: every process it started dies with it.
         descendants = psutil.Process(stack.pid).children(recursive=True)
@@ -116,11 +131,24 @@ def test_the_stack_uses_the_servers_it_is_given(settings):
     var.mkdir(parents=True)
     log = var / "log" / "stack.log"
     port = free_port()
-    env = {**os.environ, "ECARD_MODE": "demo", "PORT": str(port), "ECARD_VAR_DIR": str(var), "DEMO_CITIZENS": "5",
-           "DATABASE_URL": f"{admin}/{name}", "REDIS_URL": redis_url,
-           "ECARD_PUBLIC_BASE_URL": f"http://127.0.0.1:{port}"}
-    stack = subprocess.Popen([sys.executable, "bin/stack.py"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.STDOUT, start_new_session=True)
+    env = {
+        **os.environ,
+        "ECARD_MODE": "demo",
+        "PORT": str(port),
+        "ECARD_VAR_DIR": str(var),
+        "DEMO_CITIZENS": "5",
+        "DATABASE_URL": f"{admin}/{name}",
+        "REDIS_URL": redis_url,
+        "ECARD_PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
+    }
+    stack = subprocess.Popen(
+        [sys.executable, "bin/stack.py"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         _serves_sign_in(port, stack, log)
         names = {p.name() for p in psutil.Process(stack.pid).children(recursive=True)}

@@ -54,8 +54,16 @@ def free_port() -> int:
 class CeleryWorker:
     """One `celery worker` process (threads pool), optionally with an embedded beat."""
 
-    def __init__(self, *, env: dict[str, str], name: str = "w", concurrency: int = 4, beat: bool = True,
-                 pool: str = "threads", log_dir: str | None = None):
+    def __init__(
+        self,
+        *,
+        env: dict[str, str],
+        name: str = "w",
+        concurrency: int = 4,
+        beat: bool = True,
+        pool: str = "threads",
+        log_dir: str | None = None,
+    ):
         self.env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
         self.name = f"{name}-{os.getpid()}-{time.monotonic_ns()}"
         self.concurrency = concurrency
@@ -67,8 +75,21 @@ class CeleryWorker:
 
     def start(self, timeout: float = 30) -> "CeleryWorker":
         args = [
-            CELERY, "-A", "portal", "worker", "-P", self.pool, "-c", str(self.concurrency),
-            "-n", f"{self.name}@%h", "-l", "INFO", "--without-gossip", "--without-mingle", "--without-heartbeat",
+            CELERY,
+            "-A",
+            "portal",
+            "worker",
+            "-P",
+            self.pool,
+            "-c",
+            str(self.concurrency),
+            "-n",
+            f"{self.name}@%h",
+            "-l",
+            "INFO",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
         ]
         if self.beat:
             args += ["-B", "-s", str(Path(self._dir) / f"{self.name}-beat-schedule")]
@@ -163,8 +184,9 @@ class WebhookReceiver:
             asyncio.set_event_loop(self._loop)
 
             async def serve() -> None:
-                self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port, backlog=512,
-                                                          reuse_address=True)
+                self._server = await asyncio.start_server(
+                    self._handle, "127.0.0.1", self.port, backlog=512, reuse_address=True
+                )
                 ready.set()
 
             self._loop.run_until_complete(serve())

@@ -63,8 +63,16 @@ def fetch_portal_keys(base_url: str, *, http: httpx.Client | None = None) -> dic
 # --- Signing a request -----------------------------------------------------------------
 
 
-def sign_request(private_key: Ed25519PrivateKey, key_id: str, method: str, target: str, body: bytes,
-                 *, timestamp: int | None = None, nonce: str | None = None) -> tuple[str, str]:
+def sign_request(
+    private_key: Ed25519PrivateKey,
+    key_id: str,
+    method: str,
+    target: str,
+    body: bytes,
+    *,
+    timestamp: int | None = None,
+    nonce: str | None = None,
+) -> tuple[str, str]:
     """The `Authorization` header for one request and the nonce it carries.
 
     `target` is the path and query exactly as sent (`/api/v1/events?limit=10`);
@@ -92,19 +100,28 @@ def _verify(portal_keys: Mapping[str, Ed25519PublicKey], headers: Mapping[str, s
     return True
 
 
-def verify_response(portal_keys: Mapping[str, Ed25519PublicKey], status: int, request_nonce: str,
-                    headers: Mapping[str, str], body: bytes) -> bool:
+def verify_response(
+    portal_keys: Mapping[str, Ed25519PublicKey],
+    status: int,
+    request_nonce: str,
+    headers: Mapping[str, str],
+    body: bytes,
+) -> bool:
     """`<status>\\n<request nonce>\\n<timestamp>\\n<nonce>\\n<body>\\n`, signed by a portal key."""
     try:
-        message = (f"{status}\n{request_nonce}\n{headers['Ecard-Timestamp']}\n{headers['Ecard-Nonce']}\n".encode()
-                   + body + b"\n")
+        message = (
+            f"{status}\n{request_nonce}\n{headers['Ecard-Timestamp']}\n{headers['Ecard-Nonce']}\n".encode()
+            + body
+            + b"\n"
+        )
     except KeyError:
         return False
     return _verify(portal_keys, headers, message)
 
 
-def verify_webhook(portal_keys: Mapping[str, Ed25519PublicKey], headers: Mapping[str, str], body: bytes,
-                   *, max_age_seconds: int = 300) -> dict:
+def verify_webhook(
+    portal_keys: Mapping[str, Ed25519PublicKey], headers: Mapping[str, str], body: bytes, *, max_age_seconds: int = 300
+) -> dict:
     """Check a webhook POST and return its event; ValueError if it is not authentic.
 
     `webhook\\n<event id>\\n<timestamp>\\n<nonce>\\n<body>\\n`. Deduplicate on `id`
@@ -133,8 +150,13 @@ def _b64url(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
-def check_qr_token_offline(token: str, portal_keys: Mapping[str, Ed25519PublicKey], *,
-                           now: float | None = None, leeway: int = QR_LEEWAY_SECONDS) -> dict:
+def check_qr_token_offline(
+    token: str,
+    portal_keys: Mapping[str, Ed25519PublicKey],
+    *,
+    now: float | None = None,
+    leeway: int = QR_LEEWAY_SECONDS,
+) -> dict:
     """The payload of an authentic, unexpired token; ValueError otherwise.
 
     Only the portal knows whether the card changed or the token was used since it
@@ -196,8 +218,9 @@ class PortalClient:
             self.portal_keys = fetch_portal_keys(self.base_url, http=self.http)
             self._keys_fetched_at = time.monotonic()
 
-    def request(self, method: str, target: str, payload: object | None = None, *,
-                idempotency_key: str | None = None) -> dict:
+    def request(
+        self, method: str, target: str, payload: object | None = None, *, idempotency_key: str | None = None
+    ) -> dict:
         body = b"" if payload is None else json.dumps(payload, ensure_ascii=False).encode()
         authorization, nonce = sign_request(self.private_key, self.key_id, method, target, body)
         headers = {"Authorization": authorization}

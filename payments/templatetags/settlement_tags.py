@@ -17,5 +17,8 @@ def yuan(fen: int | None) -> str:
 def citizen_usage(context, citizen) -> dict:
     """The current year's usage and the personal account's ledger (entries paginated by `ledger_page`)."""
     request = context["request"]
-    return {"citizen": citizen, "usage": citizen_year_usage(citizen),
-            "account": citizen_account(citizen, request.GET.get("ledger_page"))}
+    return {
+        "citizen": citizen,
+        "usage": citizen_year_usage(citizen),
+        "account": citizen_account(citizen, request.GET.get("ledger_page")),
+    }

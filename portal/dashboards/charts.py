@@ -34,8 +34,9 @@ def _fmt(value: int | float | Decimal) -> str:
     return number_format(value, decimal_pos=0 if value == int(value) else 2, force_grouping=True)
 
 
-def bar_chart(*, title: str, items: Sequence[tuple[str, float]], width: int = 520,
-              value_text: Callable[[float], str] = _fmt) -> SafeString:
+def bar_chart(
+    *, title: str, items: Sequence[tuple[str, float]], width: int = 520, value_text: Callable[[float], str] = _fmt
+) -> SafeString:
     """Horizontal bars, one per item, the value written at the end of each bar."""
     uid = f"chart{next(_ids)}"
     row, label_w, pad = 26, 150, 8
@@ -46,22 +47,46 @@ def bar_chart(*, title: str, items: Sequence[tuple[str, float]], width: int = 52
     for i, (label, value) in enumerate(items):
         y = pad + i * row
         w = max(0.0, plot_w * float(value) / top)
-        bars.append(format_html(
-            '<g class="bar s{}"><text x="{}" y="{}" class="label" text-anchor="end">{}</text>'
-            '<rect x="{}" y="{}" width="{}" height="{}" rx="2"><title>{}: {}</title></rect>'
-            '<text x="{}" y="{}" class="value">{}</text></g>',
-            i % 8, label_w - 6, y + row / 2 + 4, label, label_w, y + 4, f"{w:.1f}", row - 8, label,
-            value_text(value), f"{label_w + w + 4:.1f}", y + row / 2 + 4, value_text(value),
-        ))
+        bars.append(
+            format_html(
+                '<g class="bar s{}"><text x="{}" y="{}" class="label" text-anchor="end">{}</text>'
+                '<rect x="{}" y="{}" width="{}" height="{}" rx="2"><title>{}: {}</title></rect>'
+                '<text x="{}" y="{}" class="value">{}</text></g>',
+                i % 8,
+                label_w - 6,
+                y + row / 2 + 4,
+                label,
+                label_w,
+                y + 4,
+                f"{w:.1f}",
+                row - 8,
+                label,
+                value_text(value),
+                f"{label_w + w + 4:.1f}",
+                y + row / 2 + 4,
+                value_text(value),
+            )
+        )
     return format_html(
         '<svg class="chart bar-chart" viewBox="0 0 {w} {h}" role="img" aria-labelledby="{id}-t">'
         '<title id="{id}-t">{title}</title>{bars}</svg>',
-        w=width, h=height, id=uid, title=title, bars=mark_safe("".join(bars)),  # noqa: S308 (each bar escaped above)
+        w=width,
+        h=height,
+        id=uid,
+        title=title,
+        bars=mark_safe("".join(bars)),  # noqa: S308 (each bar escaped above)
     )
 
 
-def line_chart(*, title: str, days: Sequence[dt.date], series: Sequence[tuple[str, Sequence[float]]],
-               width: int = 560, height: int = 220, value_text: Callable[[float], str] = _fmt) -> SafeString:
+def line_chart(
+    *,
+    title: str,
+    days: Sequence[dt.date],
+    series: Sequence[tuple[str, Sequence[float]]],
+    width: int = 560,
+    height: int = 220,
+    value_text: Callable[[float], str] = _fmt,
+) -> SafeString:
     """Daily lines over the given days, with a y axis (0, half, top), the first, middle and last date, a legend."""
     uid = f"chart{next(_ids)}"
     left, right, top_pad, bottom = 56, 12, 24, 36
@@ -76,27 +101,59 @@ def line_chart(*, title: str, days: Sequence[dt.date], series: Sequence[tuple[st
     def y(v: float) -> float:
         return top_pad + plot_h - (plot_h * max(float(v), 0.0) / top)
 
-    grid = format_html_join("", '<line x1="{}" x2="{}" y1="{}" y2="{}" class="grid"/>'
-                            '<text x="{}" y="{}" class="axis" text-anchor="end">{}</text>',
-                            ((left, width - right, f"{y(v):.1f}", f"{y(v):.1f}", left - 4, f"{y(v) + 4:.1f}",
-                              value_text(Decimal(str(v)))) for v in (0, top / 2, top)))
+    grid = format_html_join(
+        "",
+        '<line x1="{}" x2="{}" y1="{}" y2="{}" class="grid"/>'
+        '<text x="{}" y="{}" class="axis" text-anchor="end">{}</text>',
+        (
+            (
+                left,
+                width - right,
+                f"{y(v):.1f}",
+                f"{y(v):.1f}",
+                left - 4,
+                f"{y(v) + 4:.1f}",
+                value_text(Decimal(str(v))),
+            )
+            for v in (0, top / 2, top)
+        ),
+    )
     # The first date starts at the axis, the last ends at the edge, so that neither is cut off.
     anchors = {0: "start", len(days) // 2: "middle", len(days) - 1: "end"} if days else {}
-    ticks = format_html_join("", '<text x="{}" y="{}" class="axis" text-anchor="{}">{}</text>',
-                             ((f"{x(i):.1f}", height - bottom + 16, anchor, date_format(days[i], "SHORT_DATE_FORMAT"))
-                              for i, anchor in sorted(anchors.items())))
+    ticks = format_html_join(
+        "",
+        '<text x="{}" y="{}" class="axis" text-anchor="{}">{}</text>',
+        (
+            (f"{x(i):.1f}", height - bottom + 16, anchor, date_format(days[i], "SHORT_DATE_FORMAT"))
+            for i, anchor in sorted(anchors.items())
+        ),
+    )
     lines, legend = [], []
     for k, (name, values) in enumerate(series):
         points = " ".join(f"{x(i):.1f},{y(v):.1f}" for i, v in enumerate(values))
         last = values[-1] if values else 0
-        lines.append(format_html('<polyline class="line s{}" points="{}"><title>{}</title></polyline>', k, points, name))
-        legend.append(format_html(
-            '<g class="legend s{}"><rect x="{}" y="6" width="10" height="10"/><text x="{}" y="15">{} ({})</text></g>',
-            k, left + k * 190, left + k * 190 + 14, name, value_text(last),
-        ))
+        lines.append(
+            format_html('<polyline class="line s{}" points="{}"><title>{}</title></polyline>', k, points, name)
+        )
+        legend.append(
+            format_html(
+                '<g class="legend s{}"><rect x="{}" y="6" width="10" height="10"/><text x="{}" y="15">{} ({})</text></g>',
+                k,
+                left + k * 190,
+                left + k * 190 + 14,
+                name,
+                value_text(last),
+            )
+        )
     return format_html(
         '<svg class="chart line-chart" viewBox="0 0 {w} {h}" role="img" aria-labelledby="{id}-t">'
         '<title id="{id}-t">{title}</title>{legend}{grid}{ticks}{lines}</svg>',
-        w=width, h=height, id=uid, title=title, legend=mark_safe("".join(legend)),  # noqa: S308 (escaped above)
-        grid=grid, ticks=ticks, lines=mark_safe("".join(lines)),  # noqa: S308 (escaped above)
+        w=width,
+        h=height,
+        id=uid,
+        title=title,
+        legend=mark_safe("".join(legend)),  # noqa: S308 (escaped above)
+        grid=grid,
+        ticks=ticks,
+        lines=mark_safe("".join(lines)),  # noqa: S308 (escaped above)
     )

@@ -152,8 +152,17 @@ def settlement_facts(queryset: QuerySet) -> Iterator[Fact]:
         "id", "citizen__region_id", "partner_id", "state", "paid_at", "refunded_at", "fund_fen", "total_fen"
     )
     for pk, region, partner, state, paid, refunded, fund, total in rows.iterator(chunk_size=10_000):
-        yield Fact(SETTLEMENT, pk, region, partner_id=partner, state=state, day1=_day(paid, zone),
-                   day2=_day(refunded, zone), amount_fen=fund, total_fen=total)
+        yield Fact(
+            SETTLEMENT,
+            pk,
+            region,
+            partner_id=partner,
+            state=state,
+            day1=_day(paid, zone),
+            day2=_day(refunded, zone),
+            amount_fen=fund,
+            total_fen=total,
+        )
 
 
 def _facts_of_citizens(citizen_ids: list[int]) -> Iterator[Fact]:
@@ -191,7 +200,9 @@ def _apply(deltas: Counter, *, empty: bool = False) -> None:
         existing = {
             (row.region_code, row.metric, row.dim): row
             for row in RollupCount.objects.filter(
-                region_code__in={k[0] for k in counts}, metric__in={k[1] for k in counts}, dim__in={k[2] for k in counts}
+                region_code__in={k[0] for k in counts},
+                metric__in={k[1] for k in counts},
+                dim__in={k[2] for k in counts},
             )
         }
         changed, new = [], []
@@ -208,8 +219,10 @@ def _apply(deltas: Counter, *, empty: bool = False) -> None:
         existing_daily = {
             (row.region_code, row.day, row.metric, row.dim): row
             for row in RollupDaily.objects.filter(
-                region_code__in={k[0] for k in daily}, day__in={k[1] for k in daily},
-                metric__in={k[2] for k in daily}, dim__in={k[3] for k in daily},
+                region_code__in={k[0] for k in daily},
+                day__in={k[1] for k in daily},
+                metric__in={k[2] for k in daily},
+                dim__in={k[3] for k in daily},
             )
         }
         changed_daily, new_daily = [], []
@@ -234,9 +247,9 @@ def refresh_objects(*, citizen_ids: Iterable[int] = (), settlement_ids: Iterable
     citizen_ids, settlement_ids = sorted(set(citizen_ids)), sorted(set(settlement_ids))
     changed = 0
     for start in range(0, max(len(citizen_ids), len(settlement_ids)), CHUNK):
-        new = list(_facts_of_citizens(citizen_ids[start:start + CHUNK])) if citizen_ids[start:start + CHUNK] else []
-        if settlement_ids[start:start + CHUNK]:
-            new += settlement_facts(Settlement.objects.filter(id__in=settlement_ids[start:start + CHUNK]))
+        new = list(_facts_of_citizens(citizen_ids[start : start + CHUNK])) if citizen_ids[start : start + CHUNK] else []
+        if settlement_ids[start : start + CHUNK]:
+            new += settlement_facts(Settlement.objects.filter(id__in=settlement_ids[start : start + CHUNK]))
         changed += _replace_facts(new)
     return changed
 
@@ -250,10 +263,7 @@ def _replace_facts(new: list[Fact]) -> int:
     condition = Q()
     for kind, ids in by_kind.items():
         condition |= Q(kind=kind, object_id__in=ids)
-    old = {
-        (row[0], row[1]): Fact(*row)
-        for row in RollupFact.objects.filter(condition).values_list(*_FACT_FIELDS)
-    }
+    old = {(row[0], row[1]): Fact(*row) for row in RollupFact.objects.filter(condition).values_list(*_FACT_FIELDS)}
     deltas: Counter = Counter()
     stale: list[Fact] = []
     fresh: list[Fact] = []
@@ -317,7 +327,9 @@ def _touched(events: list[tuple]) -> tuple[set[int], set[int]]:
         for after in AuditEvent.objects.filter(seq__in=imports).values_list("after", flat=True):
             for item in (after or {}).get("citizens", []):
                 citizen_ids.add(int(item[0]))
-    settlement_ids = set(Settlement.objects.filter(public_id__in=settlements).values_list("id", flat=True)) if settlements else set()
+    settlement_ids = (
+        set(Settlement.objects.filter(public_id__in=settlements).values_list("id", flat=True)) if settlements else set()
+    )
     return citizen_ids, settlement_ids
 
 
@@ -339,7 +351,9 @@ def _tick_once(*, batch: int, now: dt.datetime) -> tuple[int, bool]:
     if gaps:
         condition |= Q(seq__in=list(gaps))
     events = list(
-        AuditEvent.objects.filter(condition).order_by("seq").values_list("seq", "object_type", "object_id", "action")[:batch]
+        AuditEvent.objects.filter(condition)
+        .order_by("seq")
+        .values_list("seq", "object_type", "object_id", "action")[:batch]
     )
     citizen_ids, settlement_ids = _touched(events)
     refresh_objects(citizen_ids=citizen_ids, settlement_ids=settlement_ids)

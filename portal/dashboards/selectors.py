@@ -89,8 +89,12 @@ class Figures:
         return sum(self.linkages.values())
 
     def add(self, other: "Figures") -> None:
-        for mine, theirs in ((self.citizens, other.citizens), (self.cards, other.cards),
-                             (self.linkages, other.linkages), (self.bindings, other.bindings)):
+        for mine, theirs in (
+            (self.citizens, other.citizens),
+            (self.cards, other.cards),
+            (self.linkages, other.linkages),
+            (self.bindings, other.bindings),
+        ):
             for key, value in theirs.items():
                 mine[key] = mine.get(key, 0) + value
         self.aged_60 += other.aged_60
@@ -129,9 +133,11 @@ def dashboard_for(regions: list[Region], *, today: dt.date) -> Dashboard:
     codes = [r.code for r in regions]
     figures = {r.code: Figures(code=r.code, name=r.display_name) for r in regions}
 
-    for region, metric, dim, value in RollupCount.objects.filter(region_code__in=codes).exclude(
-        metric="cohort"
-    ).values_list("region_code", "metric", "dim", "value"):
+    for region, metric, dim, value in (
+        RollupCount.objects.filter(region_code__in=codes)
+        .exclude(metric="cohort")
+        .values_list("region_code", "metric", "dim", "value")
+    ):
         target = figures[region]
         if metric == "citizens":
             target.citizens[dim] = value
@@ -144,18 +150,23 @@ def dashboard_for(regions: list[Region], *, today: dt.date) -> Dashboard:
 
     # Ages move with the date: sum the birth-month buckets up to the month 60 (80) years ago.
     cut_60, cut_80 = month_key(years_before(today, 60)), month_key(years_before(today, 80))
-    for row in RollupCount.objects.filter(region_code__in=codes, metric="cohort").values("region_code").annotate(
-        aged_60=Sum("value", filter=Q(dim__lte=cut_60)), aged_80=Sum("value", filter=Q(dim__lte=cut_80))
+    for row in (
+        RollupCount.objects.filter(region_code__in=codes, metric="cohort")
+        .values("region_code")
+        .annotate(aged_60=Sum("value", filter=Q(dim__lte=cut_60)), aged_80=Sum("value", filter=Q(dim__lte=cut_80)))
     ):
         figures[row["region_code"]].aged_60 = row["aged_60"] or 0
         figures[row["region_code"]].aged_80 = row["aged_80"] or 0
 
     year_start, month_start = today.replace(month=1, day=1), today.replace(day=1)
-    for row in RollupDaily.objects.filter(
-        region_code__in=codes, metric__in=FLOW_METRICS, day__gte=year_start, day__lte=today
-    ).values("region_code", "metric").annotate(
-        on_day=Sum("value", filter=Q(day=today)), in_month=Sum("value", filter=Q(day__gte=month_start)),
-        in_year=Sum("value"),
+    for row in (
+        RollupDaily.objects.filter(region_code__in=codes, metric__in=FLOW_METRICS, day__gte=year_start, day__lte=today)
+        .values("region_code", "metric")
+        .annotate(
+            on_day=Sum("value", filter=Q(day=today)),
+            in_month=Sum("value", filter=Q(day__gte=month_start)),
+            in_year=Sum("value"),
+        )
     ):
         target = figures[row["region_code"]]
         for period, key in ((target.today, "on_day"), (target.month, "in_month"), (target.year, "in_year")):
@@ -165,17 +176,26 @@ def dashboard_for(regions: list[Region], *, today: dt.date) -> Dashboard:
     days = [first_day + dt.timedelta(days=i) for i in range(TREND_DAYS)]
     index = {day: i for i, day in enumerate(days)}
     trends: dict[str, list[int]] = {metric: [0] * TREND_DAYS for metric in TREND_METRICS}
-    for day, metric, value in RollupDaily.objects.filter(
-        region_code__in=codes, metric__in=TREND_METRICS, day__gte=first_day, day__lte=today
-    ).values("day", "metric").annotate(v=Sum("value")).values_list("day", "metric", "v"):
+    for day, metric, value in (
+        RollupDaily.objects.filter(region_code__in=codes, metric__in=TREND_METRICS, day__gte=first_day, day__lte=today)
+        .values("day", "metric")
+        .annotate(v=Sum("value"))
+        .values_list("day", "metric", "v")
+    ):
         trends[metric][index[day]] = value or 0
     trends["fund_net_fen"] = [a - b for a, b in zip(trends["fund_fen"], trends["refund_fund_fen"], strict=True)]
 
     total = Figures(code="", name="")
     for item in figures.values():
         total.add(item)
-    return Dashboard(today=today, regions=list(figures.values()), total=total,
-                     partners=_partner_health(total), days=days, trends=trends)
+    return Dashboard(
+        today=today,
+        regions=list(figures.values()),
+        total=total,
+        partners=_partner_health(total),
+        days=days,
+        trends=trends,
+    )
 
 
 def _add_flow(period: Period, metric: str, value: int) -> None:
@@ -197,16 +217,20 @@ def _partner_health(total: Figures) -> list[PartnerHealth]:
     """Delivery health from the outbox's (partner, state) index: only undelivered rows are counted."""
     partners = {
         pk: PartnerHealth(code=code, name=name, linkages=total.linkages.get(pk, 0), paused=paused)
-        for pk, code, name, paused in Partner.objects.order_by("code").values_list("id", "code", "name", "deliveries_paused")
+        for pk, code, name, paused in Partner.objects.order_by("code").values_list(
+            "id", "code", "name", "deliveries_paused"
+        )
     }
     counts = defaultdict(dict)
     # Naming the partners lets PostgreSQL use the (partner, state, id) index instead of scanning delivered rows.
-    for row in OutboxEvent.objects.filter(
-        partner_id__in=list(partners), state__in=[OutboxState.PENDING, OutboxState.DEAD]
-    ).values("partner_id").annotate(
-        pending=Count("id", filter=Q(state=OutboxState.PENDING)),
-        failing=Count("id", filter=Q(state=OutboxState.PENDING, attempts__gt=0)),
-        dead=Count("id", filter=Q(state=OutboxState.DEAD)),
+    for row in (
+        OutboxEvent.objects.filter(partner_id__in=list(partners), state__in=[OutboxState.PENDING, OutboxState.DEAD])
+        .values("partner_id")
+        .annotate(
+            pending=Count("id", filter=Q(state=OutboxState.PENDING)),
+            failing=Count("id", filter=Q(state=OutboxState.PENDING, attempts__gt=0)),
+            dead=Count("id", filter=Q(state=OutboxState.DEAD)),
+        )
     ):
         counts[row["partner_id"]] = row
     for pk, health in partners.items():

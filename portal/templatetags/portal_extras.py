@@ -18,7 +18,12 @@ def citizen_linkages(context, citizen) -> dict:
 
     user = context["request"].user
     linkages = linkages_visible_to(user).filter(citizen=citizen).order_by("-created_at", "-id")
-    return {"linkages": list(linkages), "citizen": citizen, "can_write": user.can_write_citizens, "request": context["request"]}
+    return {
+        "linkages": list(linkages),
+        "citizen": citizen,
+        "can_write": user.can_write_citizens,
+        "request": context["request"],
+    }
 
 
 @register.filter

@@ -12,13 +12,21 @@ from bench.common import bench_database_url
 
 ROOT = Path(__file__).resolve().parents[2]
 # A benchmark process, cut down to its claim: recreate the database, say so, then wait for stdin to close.
-BENCH = ("import sys; from bench.common import recreate_database; recreate_database(sys.argv[1], sys.argv[2]); "
-         "print('recreated', flush=True); sys.stdin.read()")
+BENCH = (
+    "import sys; from bench.common import recreate_database; recreate_database(sys.argv[1], sys.argv[2]); "
+    "print('recreated', flush=True); sys.stdin.read()"
+)
 
 
 def _bench(admin_url: str, name: str, **kwargs) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", BENCH, admin_url, name], cwd=ROOT, stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs)
+    return subprocess.Popen(
+        [sys.executable, "-c", BENCH, admin_url, name],
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        **kwargs,
+    )
 
 
 def _exists(admin_url: str, name: str) -> bool:

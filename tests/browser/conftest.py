@@ -19,15 +19,20 @@ from django.core.cache import cache
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
 ]
 VIEWPORT = {"width": 1366, "height": 768}
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "screenshots"
 MISSING_REASON = f"Chromium not found at {CHROMIUM}: install it with `apt-get install chromium fonts-noto-cjk`"
 
-_PLAYWRIGHT_REASON = "" if importlib.util.find_spec("playwright") else (
-    "Playwright is not installed: `pip install -r requirements.txt`")
+_PLAYWRIGHT_REASON = (
+    "" if importlib.util.find_spec("playwright") else ("Playwright is not installed: `pip install -r requirements.txt`")
+)
 
 
 def _skip_reason() -> str:
@@ -144,5 +149,3 @@ def url(live_server):
         return f"{live_server.url}{path}"
 
     return build
-
-

@@ -60,9 +60,13 @@ def test_clerk_of_the_beneficiarys_region_approves_a_pending_family_binding(page
 
     binding.refresh_from_db()
     assert (binding.state, binding.decided_by, binding.decision_note) == (
-        BindingState.ACTIVE, "clerk-jilin", "户口簿已核验")
-    assert OutboxEvent.objects.filter(partner=wechat, object_id=binding.public_id,
-                                      type="family_binding.activated").exists(), "the partner is notified"
+        BindingState.ACTIVE,
+        "clerk-jilin",
+        "户口簿已核验",
+    )
+    assert OutboxEvent.objects.filter(
+        partner=wechat, object_id=binding.public_id, type="family_binding.activated"
+    ).exists(), "the partner is notified"
     assert AuditEvent.objects.filter(object_id=binding.public_id, actor_label="clerk-jilin").exists()
 
     page.get_by_role("link", name="亲情账户").first.click()

@@ -59,7 +59,10 @@ def sign_out(page, screen, step: str) -> None:
 
 
 def test_region_administrator_sets_up_totp_on_first_sign_in_and_then_signs_in_with_a_code(
-    page, url, screen, make_user,
+    page,
+    url,
+    screen,
+    make_user,
 ):
     admin = make_user(Role.REGION_ADMIN, username="admin-browser", password=PASSWORD)
 
@@ -106,7 +109,11 @@ def test_region_administrator_sets_up_totp_on_first_sign_in_and_then_signs_in_wi
 
 
 def test_clerk_finds_a_citizen_by_identity_number_issues_an_e_card_and_revokes_it(
-    page, url, screen, make_user, make_citizen,
+    page,
+    url,
+    screen,
+    make_user,
+    make_citizen,
 ):
     make_user(Role.CLERK, username="clerk-browser", password=PASSWORD)
     citizen = make_citizen("310000", name="王小明")

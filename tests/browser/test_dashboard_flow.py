@@ -17,7 +17,12 @@ pytestmark = [pytest.mark.browser]
 
 
 def test_region_administrator_signs_in_with_totp_and_reads_the_dashboard(
-    page, url, screen, make_user, make_citizen, system_actor,
+    page,
+    url,
+    screen,
+    make_user,
+    make_citizen,
+    system_actor,
 ):
     admin = make_user(Role.REGION_ADMIN, ("310000",), username="admin-dashboard", password=PASSWORD)
     secret = generate_totp_secret()

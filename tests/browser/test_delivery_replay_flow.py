@@ -38,14 +38,21 @@ def deliver_until_dead(event: OutboxEvent) -> None:
 
 
 def test_operator_replays_a_dead_event_and_the_receiver_back_up_gets_it(
-    page, url, screen, make_user, make_citizen, portal_key,
+    page,
+    url,
+    screen,
+    make_user,
+    make_citizen,
+    portal_key,
 ):
     port = free_port()  # nothing listens here yet: the partner's receiver is down
-    partner = Partner.objects.create(code="wechat", name="微信支付", kind=PartnerKind.WALLET,
-                                     webhook_url=f"http://127.0.0.1:{port}/webhook")
+    partner = Partner.objects.create(
+        code="wechat", name="微信支付", kind=PartnerKind.WALLET, webhook_url=f"http://127.0.0.1:{port}/webhook"
+    )
     citizen = make_citizen("310000", with_card=True, name="王小明")
-    linkage = services.linkage_create(actor=Actor.system("tests"), partner=partner, citizen=citizen,
-                                      partner_user_ref="user-1")
+    linkage = services.linkage_create(
+        actor=Actor.system("tests"), partner=partner, citizen=citizen, partner_user_ref="user-1"
+    )
     event = OutboxEvent.objects.get(partner=partner, object_id=linkage.public_id)
     deliver_until_dead(event)
     assert (event.state, event.attempts, event.last_error) == (OutboxState.DEAD, 16, "connection failed")

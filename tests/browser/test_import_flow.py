@@ -7,7 +7,6 @@ import io
 
 import pytest
 import redis
-from django.conf import settings
 
 from insurance.models import Citizen, ImportJob, ImportJobState
 from portal.models import Role
@@ -23,13 +22,26 @@ PASSWORD = "correct-horse-battery-9"
 @pytest.fixture
 def import_worker(live_server, settings, tmp_path):
     """The live server and the worker share a media folder of this test's own."""
-    settings.STORAGES = {**settings.STORAGES, "default": {
-        "BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"location": str(tmp_path / "media")}}}
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "default": {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": str(tmp_path / "media")},
+        },
+    }
     redis.Redis.from_url(settings.REDIS_URL).flushdb()
-    worker = CeleryWorker(env={
-        "DATABASE_URL": database_url_for_current_connection(), "REDIS_URL": settings.REDIS_URL,
-        "ECARD_VAR_DIR": str(tmp_path), "ECARD_IMPORT_BATCH_ROWS": "100", "DB_CONN_MAX_AGE": "0",
-    }, name="browser-import", concurrency=2, beat=False)
+    worker = CeleryWorker(
+        env={
+            "DATABASE_URL": database_url_for_current_connection(),
+            "REDIS_URL": settings.REDIS_URL,
+            "ECARD_VAR_DIR": str(tmp_path),
+            "ECARD_IMPORT_BATCH_ROWS": "100",
+            "DB_CONN_MAX_AGE": "0",
+        },
+        name="browser-import",
+        concurrency=2,
+        beat=False,
+    )
     worker.start()
     yield worker
     worker.stop()
@@ -37,7 +49,12 @@ def import_worker(live_server, settings, tmp_path):
 
 
 def test_clerk_uploads_a_file_watches_the_progress_bar_and_reads_the_error_report(
-    page, url, screen, make_user, import_worker, tmp_path,
+    page,
+    url,
+    screen,
+    make_user,
+    import_worker,
+    tmp_path,
 ):
     make_user(Role.CLERK, username="clerk-import", password=PASSWORD)
     rows = [[new_id_number("310000"), f"居民{i}", "13800000000", "310000", "resident", ""] for i in range(1500)]

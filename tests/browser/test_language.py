@@ -43,12 +43,20 @@ def sign_out(page, button: str) -> None:
 
 
 def birth_date_shown(page) -> str:
-    return page.locator("dl.facts dt", has_text=re.compile("Birth date|出生日期")).locator(
-        "xpath=following-sibling::dd[1]").inner_text().strip()
+    return (
+        page.locator("dl.facts dt", has_text=re.compile("Birth date|出生日期"))
+        .locator("xpath=following-sibling::dd[1]")
+        .inner_text()
+        .strip()
+    )
 
 
 def test_english_chosen_from_the_menu_is_remembered_and_simplified_chinese_can_be_chosen_back(
-    page, url, screen, make_user, make_citizen,
+    page,
+    url,
+    screen,
+    make_user,
+    make_citizen,
 ):
     make_user(username="clerk-language", password=PASSWORD)
     citizen = make_citizen("310000", name="王小明", birth=BIRTH, with_card=True)

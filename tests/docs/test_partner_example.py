@@ -41,8 +41,13 @@ def portal_key(transactional_db):
 def integration(example, portal_key, live_server, httpserver, make_citizen):
     """A wallet registered the way operators do, with a key made by the example, and a linked citizen."""
     actor = Actor.system("tests")
-    partner = partners.partner_create(actor=actor, code="examplepay", name="Example Pay", kind=PartnerKind.WALLET,
-                                      webhook_url=httpserver.url_for("/ecard/webhook"))
+    partner = partners.partner_create(
+        actor=actor,
+        code="examplepay",
+        name="Example Pay",
+        kind=PartnerKind.WALLET,
+        webhook_url=httpserver.url_for("/ecard/webhook"),
+    )
     private, public_pem = example.new_partner_key()
     key = partners.partner_key_add(actor=actor, partner=partner, public_key=public_pem)
     client = example.PortalClient(live_server.url, key.key_id, private)
@@ -68,7 +73,9 @@ def test_the_example_rejects_a_response_that_was_tampered_with(example, integrat
     response = httpx.get(live_server.url + "/api/v1/events", headers={"Authorization": authorization})
     assert example.verify_response(client.portal_keys, 200, nonce, response.headers, response.content)
     assert not example.verify_response(client.portal_keys, 200, nonce, response.headers, response.content + b" ")
-    assert not example.verify_response(client.portal_keys, 200, "another-nonce-1234", response.headers, response.content)
+    assert not example.verify_response(
+        client.portal_keys, 200, "another-nonce-1234", response.headers, response.content
+    )
 
 
 def test_a_wrong_private_key_is_refused_by_the_portal(example, integration):

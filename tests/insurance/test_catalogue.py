@@ -18,13 +18,32 @@ TODAY = dt.date(2026, 6, 15)
 
 @pytest.fixture
 def publish(regions, system_actor):
-    def factory(region_code="310000", scheme="employee", year=2026, effective_from=dt.date(2026, 1, 1), *,
-                today=TODAY, **overrides):
-        values = {"deductible_fen": 30000, "ratio": "0.75", "annual_cap_fen": 40_000_000,
-                  "personal_account_allowed": scheme == "employee",
-                  "premium_fen": 38000 if scheme == "resident" else None, **overrides}
-        return catalogue.policy_create_version(actor=system_actor, region=regions[region_code], scheme=scheme,
-                                               year=year, effective_from=effective_from, today=today, **values)
+    def factory(
+        region_code="310000",
+        scheme="employee",
+        year=2026,
+        effective_from=dt.date(2026, 1, 1),
+        *,
+        today=TODAY,
+        **overrides,
+    ):
+        values = {
+            "deductible_fen": 30000,
+            "ratio": "0.75",
+            "annual_cap_fen": 40_000_000,
+            "personal_account_allowed": scheme == "employee",
+            "premium_fen": 38000 if scheme == "resident" else None,
+            **overrides,
+        }
+        return catalogue.policy_create_version(
+            actor=system_actor,
+            region=regions[region_code],
+            scheme=scheme,
+            year=year,
+            effective_from=effective_from,
+            today=today,
+            **values,
+        )
 
     return factory
 
@@ -61,16 +80,19 @@ def test_overridden_shares_are_merged_into_the_defaults(publish):
     assert policy.eligible_shares["drug_a"] == "1.00"
 
 
-@pytest.mark.parametrize(("overrides", "field"), [
-    ({"ratio": 0.75}, "ratio"),  # floats are refused: money and ratios are never float
-    ({"ratio": "1.5"}, "ratio"),
-    ({"ratio": "0.12345"}, "ratio"),
-    ({"deductible_fen": -1}, "deductible_fen"),
-    ({"annual_cap_fen": "100"}, "annual_cap_fen"),
-    ({"eligible_shares": {"dentistry": "1.00"}}, "eligible_shares"),
-    ({"eligible_shares": {"drug_b": "-0.1"}}, "eligible_shares.drug_b"),
-    ({"premium_fen": 38000}, "premium_fen"),  # an employee policy has no premium
-])
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"ratio": 0.75}, "ratio"),  # floats are refused: money and ratios are never float
+        ({"ratio": "1.5"}, "ratio"),
+        ({"ratio": "0.12345"}, "ratio"),
+        ({"deductible_fen": -1}, "deductible_fen"),
+        ({"annual_cap_fen": "100"}, "annual_cap_fen"),
+        ({"eligible_shares": {"dentistry": "1.00"}}, "eligible_shares"),
+        ({"eligible_shares": {"drug_b": "-0.1"}}, "eligible_shares.drug_b"),
+        ({"premium_fen": 38000}, "premium_fen"),  # an employee policy has no premium
+    ],
+)
 def test_bad_policy_numbers_are_validation_errors(publish, overrides, field):
     with pytest.raises(DomainError) as caught:
         publish(**overrides)
@@ -130,10 +152,18 @@ def test_policies_of_one_region_do_not_number_another_regions_versions(publish):
     assert publish(scheme="resident").version == 1
 
 
-@pytest.mark.parametrize(("value", "text"), [
-    (Decimal("0.7"), "0.70"), (Decimal("0.7000"), "0.70"), (Decimal("1"), "1.00"), (Decimal("0"), "0.00"),
-    (Decimal("0.725"), "0.725"), ("0.9", "0.90"), (Decimal("0.0001"), "0.0001"),
-])
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        (Decimal("0.7"), "0.70"),
+        (Decimal("0.7000"), "0.70"),
+        (Decimal("1"), "1.00"),
+        (Decimal("0"), "0.00"),
+        (Decimal("0.725"), "0.725"),
+        ("0.9", "0.90"),
+        (Decimal("0.0001"), "0.0001"),
+    ],
+)
 def test_ratios_and_shares_are_written_with_at_least_two_decimals(value, text):
     assert catalogue.decimal_string(value) == text
 
@@ -142,19 +172,34 @@ def test_ratios_and_shares_are_written_with_at_least_two_decimals(value, text):
 
 
 def test_creating_and_updating_a_service_is_audited(db, system_actor):
-    item = catalogue.service_create(actor=system_actor, code="250101015", name_zh="血常规", name_en="Complete blood count",
-                                    category="lab_test", unit="次", max_unit_price_fen=2000)
+    item = catalogue.service_create(
+        actor=system_actor,
+        code="250101015",
+        name_zh="血常规",
+        name_en="Complete blood count",
+        category="lab_test",
+        unit="次",
+        max_unit_price_fen=2000,
+    )
     catalogue.service_update(actor=system_actor, item=item, max_unit_price_fen=2200, active=False)
     item.refresh_from_db()
     assert (item.max_unit_price_fen, item.active) == (2200, False)
-    actions = list(AuditEvent.objects.filter(object_type="service_item").order_by("seq").values_list("action", flat=True))
+    actions = list(
+        AuditEvent.objects.filter(object_type="service_item").order_by("seq").values_list("action", flat=True)
+    )
     assert actions == ["service.created", "service.updated"]
     assert catalogue.services_listed().count() == 0
 
 
 def test_a_duplicate_service_code_is_refused(db, system_actor):
-    values = {"code": "110100001", "name_zh": "挂号费", "name_en": "Registration", "category": "registration",
-              "unit": "次", "max_unit_price_fen": 100}
+    values = {
+        "code": "110100001",
+        "name_zh": "挂号费",
+        "name_en": "Registration",
+        "category": "registration",
+        "unit": "次",
+        "max_unit_price_fen": 100,
+    }
     catalogue.service_create(actor=system_actor, **values)
     with pytest.raises(DomainError) as caught:
         catalogue.service_create(actor=system_actor, **values)
@@ -162,24 +207,38 @@ def test_a_duplicate_service_code_is_refused(db, system_actor):
 
 
 def test_a_service_code_cannot_be_changed(db, system_actor):
-    item = catalogue.service_create(actor=system_actor, code="X1", name_zh="甲", name_en="A", category="other",
-                                    unit="次", max_unit_price_fen=1)
+    item = catalogue.service_create(
+        actor=system_actor, code="X1", name_zh="甲", name_en="A", category="other", unit="次", max_unit_price_fen=1
+    )
     with pytest.raises(DomainError):
         catalogue.service_update(actor=system_actor, item=item, code="X2")
 
 
 def test_facilities_are_listed_by_region_and_audited_with_their_region(regions, system_actor):
-    facility = catalogue.facility_create(actor=system_actor, code="H310000009", name_zh="医院", name_en="Hospital",
-                                         kind="hospital", region=regions["310000"])
-    catalogue.facility_create(actor=system_actor, code="H440000009", name_zh="医院", name_en="Hospital",
-                              kind="hospital", region=regions["440000"])
+    facility = catalogue.facility_create(
+        actor=system_actor,
+        code="H310000009",
+        name_zh="医院",
+        name_en="Hospital",
+        kind="hospital",
+        region=regions["310000"],
+    )
+    catalogue.facility_create(
+        actor=system_actor,
+        code="H440000009",
+        name_zh="医院",
+        name_en="Hospital",
+        kind="hospital",
+        region=regions["440000"],
+    )
     assert list(catalogue.facilities_listed("310000")) == [facility]
     assert AuditEvent.objects.get(action="facility.created", object_id=str(facility.pk)).region_code == "310000"
     catalogue.facility_update(actor=system_actor, facility=facility, active=False)
     assert not catalogue.facilities_listed("310000").exists()
     with pytest.raises(DomainError):
-        catalogue.facility_create(actor=system_actor, code="C1", name_zh="诊所", name_en="Clinic", kind="spa",
-                                  region=regions["310000"])
+        catalogue.facility_create(
+            actor=system_actor, code="C1", name_zh="诊所", name_en="Clinic", kind="spa", region=regions["310000"]
+        )
 
 
 # --- Demo data ---------------------------------------------------------------------------------
@@ -192,7 +251,10 @@ def test_the_demo_catalogue_has_every_category_facility_kind_and_policy(regions)
     assert ServiceItem.objects.filter(name_zh__contains="CT", category="imaging").exists()
     for code in FACILITIES:
         assert set(Facility.objects.filter(region_id=code).values_list("kind", flat=True)) == {
-            "hospital", "clinic", "pharmacy"}
+            "hospital",
+            "clinic",
+            "pharmacy",
+        }
         for year in (2026, 2027):
             employee = catalogue.policy_in_force(code, "employee", year, today=TODAY)
             resident = catalogue.policy_in_force(code, "resident", year, today=TODAY)
@@ -215,7 +277,10 @@ def test_seeding_the_demo_catalogue_twice_changes_nothing(regions):
 def test_demo_prices_and_numbers_are_integer_fen(regions):
     seed_catalogue(today=TODAY)
     assert all(isinstance(p, int) and p > 0 for p in ServiceItem.objects.values_list("max_unit_price_fen", flat=True))
-    assert ReimbursementPolicy.objects.get(region_id="370000", scheme="employee", year=2026).eligible_shares["drug_b"] == "0.85"
+    assert (
+        ReimbursementPolicy.objects.get(region_id="370000", scheme="employee", year=2026).eligible_shares["drug_b"]
+        == "0.85"
+    )
 
 
 def test_a_stored_policy_feeds_the_split_with_decimal_shares_and_ratio(regions):
@@ -228,7 +293,16 @@ def test_a_stored_policy_feeds_the_split_with_decimal_shares_and_ratio(regions):
     atorvastatin = ServiceItem.objects.get(code="XC10AAA050B001")
     result = compute_split(
         lines=[BillLine(atorvastatin.category, 20, 3000, atorvastatin.max_unit_price_fen, atorvastatin.code)],
-        policy=terms, deductible_used_fen=30000, fund_used_fen=0, account_balance_fen=5000, use_personal_account=True,
+        policy=terms,
+        deductible_used_fen=30000,
+        fund_used_fen=0,
+        account_balance_fen=5000,
+        use_personal_account=True,
     )
     # 60000 x 0.85 = 51000 eligible; deductible used up; 51000 x 0.75 = 38250 from the fund; 5000 from the account.
-    assert (result.eligible_fen, result.fund_fen, result.account_fen, result.self_pay_fen) == (51000, 38250, 5000, 16750)
+    assert (result.eligible_fen, result.fund_fen, result.account_fen, result.self_pay_fen) == (
+        51000,
+        38250,
+        5000,
+        16750,
+    )

@@ -37,12 +37,23 @@ def national(client, make_user):
 
 
 def test_importing_services_imports_good_rows_and_reports_each_bad_row(system_actor, regions):
-    catalogue.service_create(actor=system_actor, code="REG001", name_zh="旧", name_en="Old", category="other",
-                             unit="次", max_unit_price_fen=1)
+    catalogue.service_create(
+        actor=system_actor,
+        code="REG001",
+        name_zh="旧",
+        name_en="Old",
+        category="other",
+        unit="次",
+        max_unit_price_fen=1,
+    )
     result = catalogue_import.import_services(actor=system_actor, lines=io.StringIO(SERVICES_CSV))
     assert (result.created, result.updated) == (1, 1)
     assert [(e.row, e.column) for e in result.errors] == [
-        (3, "max_unit_price_fen"), (5, "category"), (6, "code"), (7, "max_unit_price_fen")]
+        (3, "max_unit_price_fen"),
+        (5, "category"),
+        (6, "code"),
+        (7, "max_unit_price_fen"),
+    ]
     updated = ServiceItem.objects.get(code="REG001")
     assert (updated.name_en, updated.category, updated.max_unit_price_fen) == ("Registration", "registration", 1000)
     assert ServiceItem.objects.get(code="DRG001").max_unit_price_fen == 2350
@@ -75,8 +86,12 @@ def test_the_service_import_screen_shows_the_errors_and_offers_the_report_as_csv
     assert report["Content-Type"].startswith("text/csv")
     rows = list(csv.reader(io.StringIO(report.content.decode())))
     assert rows[0] == ["row", "column", "reason"]
-    assert [r[:2] for r in rows[1:]] == [["3", "max_unit_price_fen"], ["5", "category"], ["6", "code"],
-                                         ["7", "max_unit_price_fen"]]
+    assert [r[:2] for r in rows[1:]] == [
+        ["3", "max_unit_price_fen"],
+        ["5", "category"],
+        ["6", "code"],
+        ["7", "max_unit_price_fen"],
+    ]
 
 
 def test_an_error_report_belongs_to_the_session_that_made_it(client, national, make_user):
@@ -88,8 +103,9 @@ def test_an_error_report_belongs_to_the_session_that_made_it(client, national, m
 
 
 def test_a_file_that_is_not_utf8_is_a_form_error(client, national):
-    response = client.post(reverse("catalogue_import"),
-                           {"file": upload("services.csv", SERVICES_CSV.encode("gb18030"))})
+    response = client.post(
+        reverse("catalogue_import"), {"file": upload("services.csv", SERVICES_CSV.encode("gb18030"))}
+    )
     assert response.status_code == 200
     assert response.context["form"].errors["file"]
     assert not ServiceItem.objects.exists()
@@ -111,8 +127,9 @@ SH-P1,药房,,pharmacy,310000
 
 
 def test_a_region_admin_imports_facilities_of_their_region_only(client, make_user, system_actor, regions):
-    catalogue.facility_create(actor=system_actor, code="SH-H1", name_zh="旧名", name_en="Old", kind="clinic",
-                              region=regions["310000"])
+    catalogue.facility_create(
+        actor=system_actor, code="SH-H1", name_zh="旧名", name_en="Old", kind="clinic", region=regions["310000"]
+    )
     sign_in(client, make_user(Role.REGION_ADMIN, ("310000",)))
     response = client.post(reverse("facility_import"), {"file": upload("facilities.csv", FACILITIES_CSV)})
     result = response.context["result"]
@@ -124,11 +141,19 @@ def test_a_region_admin_imports_facilities_of_their_region_only(client, make_use
 
 
 def test_a_facility_import_cannot_move_a_facility_to_another_region(system_actor, regions):
-    catalogue.facility_create(actor=system_actor, code="GD-H1", name_zh="中山医院", name_en="Zhongshan",
-                              kind="hospital", region=regions["440000"])
+    catalogue.facility_create(
+        actor=system_actor,
+        code="GD-H1",
+        name_zh="中山医院",
+        name_en="Zhongshan",
+        kind="hospital",
+        region=regions["440000"],
+    )
     result = catalogue_import.import_facilities(
-        actor=system_actor, lines=io.StringIO("code,name_zh,name_en,kind,region_code\nGD-H1,a,b,clinic,310000\n"),
-        region_codes=["310000"])
+        actor=system_actor,
+        lines=io.StringIO("code,name_zh,name_en,kind,region_code\nGD-H1,a,b,clinic,310000\n"),
+        region_codes=["310000"],
+    )
     assert [(e.row, e.column) for e in result.errors] == [(2, "code")]
     facility = Facility.objects.get(code="GD-H1")
     assert (facility.region_id, facility.kind) == ("440000", "hospital")

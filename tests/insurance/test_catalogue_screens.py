@@ -26,31 +26,66 @@ def as_role(client, make_user):
 
 @pytest.fixture
 def service(system_actor, regions):
-    return catalogue.service_create(actor=system_actor, code="REG001", name_zh="普通挂号", name_en="Registration",
-                                    category="registration", unit="次", max_unit_price_fen=1250)
+    return catalogue.service_create(
+        actor=system_actor,
+        code="REG001",
+        name_zh="普通挂号",
+        name_en="Registration",
+        category="registration",
+        unit="次",
+        max_unit_price_fen=1250,
+    )
 
 
 @pytest.fixture
 def facility(system_actor, regions):
-    return catalogue.facility_create(actor=system_actor, code="SH-H1", name_zh="瑞金医院", name_en="Ruijin Hospital",
-                                     kind="hospital", region=regions["310000"])
+    return catalogue.facility_create(
+        actor=system_actor,
+        code="SH-H1",
+        name_zh="瑞金医院",
+        name_en="Ruijin Hospital",
+        kind="hospital",
+        region=regions["310000"],
+    )
 
 
 @pytest.fixture
 def other_facility(system_actor, regions):
-    return catalogue.facility_create(actor=system_actor, code="GD-H1", name_zh="中山医院", name_en="Zhongshan Hospital",
-                                     kind="hospital", region=regions["440000"])
+    return catalogue.facility_create(
+        actor=system_actor,
+        code="GD-H1",
+        name_zh="中山医院",
+        name_en="Zhongshan Hospital",
+        kind="hospital",
+        region=regions["440000"],
+    )
 
 
-SERVICE_POST = {"code": "LAB009", "name_zh": "血常规", "name_en": "Blood count", "category": "lab_test",
-                "unit": "次", "max_unit_price_fen": "23.50"}
+SERVICE_POST = {
+    "code": "LAB009",
+    "name_zh": "血常规",
+    "name_en": "Blood count",
+    "category": "lab_test",
+    "unit": "次",
+    "max_unit_price_fen": "23.50",
+}
 
 
 # --- Money -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("text", "fen"), [("0", 0), ("12", 1200), ("12.5", 1250), ("12.05", 1205),
-                                           ("0.01", 1), ("1,234.56", 123456), ("99999999.99", 9999999999)])
+@pytest.mark.parametrize(
+    ("text", "fen"),
+    [
+        ("0", 0),
+        ("12", 1200),
+        ("12.5", 1250),
+        ("12.05", 1205),
+        ("0.01", 1),
+        ("1,234.56", 123456),
+        ("99999999.99", 9999999999),
+    ],
+)
 def test_yuan_text_converts_to_exact_fen(text, fen):
     assert yuan_to_fen(text) == fen
 
@@ -82,10 +117,24 @@ def test_every_staff_role_can_read_the_catalogue_with_prices_in_yuan(client, as_
 
 def test_catalogue_list_filters_by_category_state_and_text_and_sorts_by_price(client, as_role, system_actor, service):
     as_role(Role.CLERK)
-    lab = catalogue.service_create(actor=system_actor, code="LAB001", name_zh="血糖", name_en="Glucose",
-                                   category="lab_test", unit="次", max_unit_price_fen=900)
-    old = catalogue.service_create(actor=system_actor, code="LAB002", name_zh="旧检查", name_en="Old test",
-                                   category="lab_test", unit="次", max_unit_price_fen=5000)
+    lab = catalogue.service_create(
+        actor=system_actor,
+        code="LAB001",
+        name_zh="血糖",
+        name_en="Glucose",
+        category="lab_test",
+        unit="次",
+        max_unit_price_fen=900,
+    )
+    old = catalogue.service_create(
+        actor=system_actor,
+        code="LAB002",
+        name_zh="旧检查",
+        name_en="Old test",
+        category="lab_test",
+        unit="次",
+        max_unit_price_fen=5000,
+    )
     catalogue.service_set_active(actor=system_actor, item=old, active=False)
     url = reverse("catalogue_list")
     assert list(client.get(url, {"category": "lab_test"}).context["page"]) == [lab, old]
@@ -98,8 +147,15 @@ def test_catalogue_list_filters_by_category_state_and_text_and_sorts_by_price(cl
 def test_catalogue_list_paginates_with_a_fixed_number_of_queries(client, as_role, system_actor):
     as_role(Role.CLERK)
     for n in range(30):
-        catalogue.service_create(actor=system_actor, code=f"S{n:03d}", name_zh="项目", name_en="Item",
-                                 category="other", unit="次", max_unit_price_fen=n)
+        catalogue.service_create(
+            actor=system_actor,
+            code=f"S{n:03d}",
+            name_zh="项目",
+            name_en="Item",
+            category="other",
+            unit="次",
+            max_unit_price_fen=n,
+        )
     url = reverse("catalogue_list")
     first = client.get(url)
     assert len(first.context["page"]) == 25
@@ -107,8 +163,15 @@ def test_catalogue_list_paginates_with_a_fixed_number_of_queries(client, as_role
     with CaptureQueriesContext(connection) as few:
         client.get(url, {"page": 2})
     for n in range(30, 60):
-        catalogue.service_create(actor=system_actor, code=f"S{n:03d}", name_zh="项目", name_en="Item",
-                                 category="other", unit="次", max_unit_price_fen=n)
+        catalogue.service_create(
+            actor=system_actor,
+            code=f"S{n:03d}",
+            name_zh="项目",
+            name_en="Item",
+            category="other",
+            unit="次",
+            max_unit_price_fen=n,
+        )
     with CaptureQueriesContext(connection) as many:
         client.get(url, {"page": 2})
     assert len(many) == len(few)
@@ -206,8 +269,10 @@ def test_a_national_operator_sees_every_region_and_filters_by_region(client, as_
 
 def test_a_region_admin_adds_a_facility_in_their_region(client, as_role):
     as_role(Role.REGION_ADMIN, ("310000",))
-    response = client.post(reverse("facility_create"), {"code": "SH-P9", "name_zh": "药房", "name_en": "Pharmacy 9",
-                                                        "kind": "pharmacy", "region": "310000"})
+    response = client.post(
+        reverse("facility_create"),
+        {"code": "SH-P9", "name_zh": "药房", "name_en": "Pharmacy 9", "kind": "pharmacy", "region": "310000"},
+    )
     assert response.status_code == 302
     created = Facility.objects.get(code="SH-P9")
     assert created.region_id == "310000"
@@ -216,8 +281,10 @@ def test_a_region_admin_adds_a_facility_in_their_region(client, as_role):
 
 def test_a_region_admin_cannot_add_a_facility_in_another_region(client, as_role):
     as_role(Role.REGION_ADMIN, ("310000",))
-    response = client.post(reverse("facility_create"), {"code": "GD-P9", "name_zh": "药房", "name_en": "Pharmacy 9",
-                                                        "kind": "pharmacy", "region": "440000"})
+    response = client.post(
+        reverse("facility_create"),
+        {"code": "GD-P9", "name_zh": "药房", "name_en": "Pharmacy 9", "kind": "pharmacy", "region": "440000"},
+    )
     assert response.status_code == 200
     assert "region" in response.context["form"].errors
     assert not Facility.objects.filter(code="GD-P9").exists()
@@ -225,8 +292,10 @@ def test_a_region_admin_cannot_add_a_facility_in_another_region(client, as_role)
 
 def test_a_region_admin_edits_and_deactivates_a_facility_of_their_region(client, as_role, facility):
     as_role(Role.REGION_ADMIN, ("310000",))
-    response = client.post(reverse("facility_edit", args=[facility.pk]),
-                           {"name_zh": "瑞金医院", "name_en": "Ruijin", "kind": "clinic", "region": "440000"})
+    response = client.post(
+        reverse("facility_edit", args=[facility.pk]),
+        {"name_zh": "瑞金医院", "name_en": "Ruijin", "kind": "clinic", "region": "440000"},
+    )
     assert response.status_code == 302
     facility.refresh_from_db()
     assert (facility.name_en, facility.kind, facility.region_id) == ("Ruijin", "clinic", "310000")
@@ -238,8 +307,12 @@ def test_a_region_admin_edits_and_deactivates_a_facility_of_their_region(client,
 def test_another_regions_facility_answers_404_on_every_screen(client, as_role, other_facility):
     as_role(Role.REGION_ADMIN, ("310000",))
     assert client.get(reverse("facility_edit", args=[other_facility.pk])).status_code == 404
-    assert client.post(reverse("facility_edit", args=[other_facility.pk]),
-                       {"name_zh": "x", "name_en": "x", "kind": "clinic"}).status_code == 404
+    assert (
+        client.post(
+            reverse("facility_edit", args=[other_facility.pk]), {"name_zh": "x", "name_en": "x", "kind": "clinic"}
+        ).status_code
+        == 404
+    )
     assert client.post(reverse("facility_toggle", args=[other_facility.pk]), {"confirmed": "yes"}).status_code == 404
     other_facility.refresh_from_db()
     assert other_facility.active and other_facility.name_en == "Zhongshan Hospital"
@@ -249,8 +322,12 @@ def test_another_regions_facility_answers_404_on_every_screen(client, as_role, o
 def test_clerks_and_auditors_may_not_change_facilities(client, as_role, facility, role):
     as_role(role, ("310000",))
     assert client.get(reverse("facility_create")).status_code == 403
-    assert client.post(reverse("facility_edit", args=[facility.pk]),
-                       {"name_zh": "x", "name_en": "x", "kind": "clinic"}).status_code == 403
+    assert (
+        client.post(
+            reverse("facility_edit", args=[facility.pk]), {"name_zh": "x", "name_en": "x", "kind": "clinic"}
+        ).status_code
+        == 403
+    )
     assert client.post(reverse("facility_toggle", args=[facility.pk]), {"confirmed": "yes"}).status_code == 403
     assert client.get(reverse("facility_import")).status_code == 403
     facility.refresh_from_db()
@@ -264,17 +341,25 @@ def test_the_screens_are_translated_into_chinese_by_default(client, as_role, ser
 
 
 @pytest.mark.parametrize("language", ["zh-hans", "en"])
-def test_every_catalogue_facility_and_policy_page_renders_for_a_national_operator(client, as_role, service, facility,
-                                                                                   language, settings):
+def test_every_catalogue_facility_and_policy_page_renders_for_a_national_operator(
+    client, as_role, service, facility, language, settings
+):
     as_role(Role.NATIONAL_OPERATOR, ())
     client.cookies[settings.LANGUAGE_COOKIE_NAME] = language
     year = catalogue.shanghai_today().year
     urls = [
-        reverse("catalogue_list"), reverse("catalogue_create"), reverse("catalogue_edit", args=[service.pk]),
-        reverse("catalogue_toggle", args=[service.pk]), reverse("catalogue_import"),
-        reverse("facility_list"), reverse("facility_create"), reverse("facility_edit", args=[facility.pk]),
-        reverse("facility_toggle", args=[facility.pk]), reverse("facility_import"),
-        reverse("policy_index"), reverse("policy_versions", args=["310000", "employee", year]),
+        reverse("catalogue_list"),
+        reverse("catalogue_create"),
+        reverse("catalogue_edit", args=[service.pk]),
+        reverse("catalogue_toggle", args=[service.pk]),
+        reverse("catalogue_import"),
+        reverse("facility_list"),
+        reverse("facility_create"),
+        reverse("facility_edit", args=[facility.pk]),
+        reverse("facility_toggle", args=[facility.pk]),
+        reverse("facility_import"),
+        reverse("policy_index"),
+        reverse("policy_versions", args=["310000", "employee", year]),
         reverse("policy_new_version", args=["310000", "employee", year]),
         reverse("policy_new_version", args=["310000", "resident", year]),
     ]

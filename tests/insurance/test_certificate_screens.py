@@ -60,14 +60,18 @@ def test_issuing_a_second_live_card_is_refused_with_a_message(client, clerk, mak
     assert citizen.certificates.count() == 1
 
 
-@pytest.mark.parametrize("action, start, expected", [
-    ("suspend", "active", CertificateState.SUSPENDED),
-    ("reinstate", "suspended", CertificateState.ACTIVE),
-    ("revoke", "active", CertificateState.REVOKED),
-    ("revoke", "pending", CertificateState.REVOKED),
-])
-def test_each_action_changes_the_card_only_after_confirmation(client, clerk, make_citizen, system_actor, action, start,
-                                                              expected):
+@pytest.mark.parametrize(
+    "action, start, expected",
+    [
+        ("suspend", "active", CertificateState.SUSPENDED),
+        ("reinstate", "suspended", CertificateState.ACTIVE),
+        ("revoke", "active", CertificateState.REVOKED),
+        ("revoke", "pending", CertificateState.REVOKED),
+    ],
+)
+def test_each_action_changes_the_card_only_after_confirmation(
+    client, clerk, make_citizen, system_actor, action, start, expected
+):
     if start == "pending":
         card = make_citizen("310000", with_card=True).certificates.get()
     else:
@@ -140,6 +144,11 @@ def test_auditor_of_the_region_sees_the_card_but_gets_403_on_actions(client, mak
     assert card.number in body
     assert reverse("certificate_action", args=[card.pk, "suspend"]) not in body
     assert act(client, card, "suspend").status_code == 403
-    assert client.post(reverse("certificate_issue", args=[card.citizen_id]), {"reason": "x", "confirmed": "yes"}).status_code == 403
+    assert (
+        client.post(
+            reverse("certificate_issue", args=[card.citizen_id]), {"reason": "x", "confirmed": "yes"}
+        ).status_code
+        == 403
+    )
     card.refresh_from_db()
     assert card.state == CertificateState.ACTIVE

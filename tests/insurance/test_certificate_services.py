@@ -62,8 +62,12 @@ def apply(action: str, card: Certificate, actor, reason: str = "because") -> Cer
 
 
 def written_counts() -> tuple[int, int, int, int]:
-    return (Certificate.objects.count(), CertificateTransition.objects.count(), AuditEvent.objects.count(),
-            DomainEvent.objects.count())
+    return (
+        Certificate.objects.count(),
+        CertificateTransition.objects.count(),
+        AuditEvent.objects.count(),
+        DomainEvent.objects.count(),
+    )
 
 
 @pytest.fixture
@@ -79,7 +83,9 @@ def card_in(make_citizen, system_actor):
 @pytest.fixture
 def partner(db):
     def factory(code: str = "wechat") -> Partner:
-        return Partner.objects.create(code=code, name=code, kind=PartnerKind.WALLET, webhook_url="http://127.0.0.1:9/hook")
+        return Partner.objects.create(
+            code=code, name=code, kind=PartnerKind.WALLET, webhook_url="http://127.0.0.1:9/hook"
+        )
 
     return factory
 
@@ -235,7 +241,9 @@ def test_the_database_accepts_a_new_card_beside_ended_ones(card_in):
     card = card_in("revoked")
     now = timezone.now()
 
-    Certificate.objects.create(number="EC-DIRECT-2", citizen=card.citizen, state="active", issued_at=now, expires_at=now)
+    Certificate.objects.create(
+        number="EC-DIRECT-2", citizen=card.citizen, state="active", issued_at=now, expires_at=now
+    )
 
     assert Certificate.objects.filter(citizen=card.citizen).count() == 2
 
@@ -253,8 +261,14 @@ def test_issuing_to_an_inactive_citizen_is_refused(make_citizen, system_actor):
 
 @pytest.mark.django_db(transaction=True)
 def test_two_concurrent_issuances_for_one_citizen_give_exactly_one_card(regions, system_actor):
-    citizen = services.citizen_register(actor=system_actor, id_number=new_id_number(), name="李四",
-                                        phone="", region=regions["310000"], scheme="resident")
+    citizen = services.citizen_register(
+        actor=system_actor,
+        id_number=new_id_number(),
+        name="李四",
+        phone="",
+        region=regions["310000"],
+        scheme="resident",
+    )
     barrier = threading.Barrier(2)
     results: list[object] = []
     lock = threading.Lock()

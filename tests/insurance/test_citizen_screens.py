@@ -26,12 +26,20 @@ def search(client, q: str = "", page: int | None = None, **filters):
     return client.get(location)
 
 
-def test_search_finds_a_citizen_by_exact_identity_number_and_shows_it_masked(client, clerk, make_citizen, regions, system_actor):
+def test_search_finds_a_citizen_by_exact_identity_number_and_shows_it_masked(
+    client, clerk, make_citizen, regions, system_actor
+):
     from insurance import services
 
     number = new_id_number("310000")
-    citizen = services.citizen_register(actor=system_actor, id_number=number, name="王小明", phone="13900001111",
-                                        region=regions["310000"], scheme="employee")
+    citizen = services.citizen_register(
+        actor=system_actor,
+        id_number=number,
+        name="王小明",
+        phone="13900001111",
+        region=regions["310000"],
+        scheme="employee",
+    )
     make_citizen("310000", name="王大明")
     response = search(client, q=number.lower())
     body = response.content.decode()
@@ -100,9 +108,16 @@ def test_search_pages_by_25_with_a_fixed_number_of_queries(client, clerk, make_c
 
 def test_clerk_registers_a_citizen(client, clerk):
     number = new_id_number("310000")
-    response = client.post(reverse("citizen_register"), {
-        "id_number": number, "name": "孙悟空", "phone": "138 0000 1234", "region": "310000", "scheme": "resident",
-    })
+    response = client.post(
+        reverse("citizen_register"),
+        {
+            "id_number": number,
+            "name": "孙悟空",
+            "phone": "138 0000 1234",
+            "region": "310000",
+            "scheme": "resident",
+        },
+    )
     citizen = Citizen.objects.get()
     assert response.status_code == 302
     assert response["Location"] == reverse("citizen_detail", args=[citizen.pk])
@@ -111,17 +126,26 @@ def test_clerk_registers_a_citizen(client, clerk):
     assert AuditEvent.objects.filter(action="citizen.register", object_id=str(citizen.pk)).exists()
 
 
-@pytest.mark.parametrize("data, field", [
-    ({"id_number": "310101195001011234"}, "id_number"),  # wrong check character
-    ({"id_number": "12345"}, "id_number"),
-    ({"name": "   "}, "name"),
-    ({"phone": "call me"}, "phone"),
-    ({"region": "440000"}, "region"),  # not the clerk's region
-    ({"scheme": "gold"}, "scheme"),
-])
+@pytest.mark.parametrize(
+    "data, field",
+    [
+        ({"id_number": "310101195001011234"}, "id_number"),  # wrong check character
+        ({"id_number": "12345"}, "id_number"),
+        ({"name": "   "}, "name"),
+        ({"phone": "call me"}, "phone"),
+        ({"region": "440000"}, "region"),  # not the clerk's region
+        ({"scheme": "gold"}, "scheme"),
+    ],
+)
 def test_register_form_rejects_bad_input_with_a_field_error(client, clerk, data, field):
-    payload = {"id_number": new_id_number("310000"), "name": "孙悟空", "phone": "", "region": "310000",
-               "scheme": "resident", **data}
+    payload = {
+        "id_number": new_id_number("310000"),
+        "name": "孙悟空",
+        "phone": "",
+        "region": "310000",
+        "scheme": "resident",
+        **data,
+    }
     response = client.post(reverse("citizen_register"), payload)
     assert response.status_code == 200
     assert field in response.context["form"].errors
@@ -149,9 +173,16 @@ def test_auditor_cannot_open_write_screens(client, make_user, make_citizen):
     sign_in(client, make_user(Role.AUDITOR, ("310000",)))
     assert client.get(reverse("citizen_detail", args=[citizen.pk])).status_code == 200
     assert client.get(reverse("citizen_register")).status_code == 403
-    assert client.post(reverse("citizen_edit", args=[citizen.pk]), {"name": "改名", "scheme": "resident"}).status_code == 403
-    assert client.post(reverse("citizen_status", args=[citizen.pk]),
-                       {"status": "deceased", "reason": "x", "confirmed": "yes"}).status_code == 403
+    assert (
+        client.post(reverse("citizen_edit", args=[citizen.pk]), {"name": "改名", "scheme": "resident"}).status_code
+        == 403
+    )
+    assert (
+        client.post(
+            reverse("citizen_status", args=[citizen.pk]), {"status": "deceased", "reason": "x", "confirmed": "yes"}
+        ).status_code
+        == 403
+    )
     citizen.refresh_from_db()
     assert citizen.name == "张三明" and citizen.status == CitizenStatus.ACTIVE
 
@@ -160,8 +191,9 @@ def test_clerk_edits_a_citizen(client, clerk, make_citizen):
     citizen = make_citizen("310000", phone="13800000000")
     form = client.get(reverse("citizen_edit", args=[citizen.pk]))
     assert form.status_code == 200
-    response = client.post(reverse("citizen_edit", args=[citizen.pk]),
-                           {"name": "张三丰", "phone": "13911112222", "scheme": "employee"})
+    response = client.post(
+        reverse("citizen_edit", args=[citizen.pk]), {"name": "张三丰", "phone": "13911112222", "scheme": "employee"}
+    )
     assert response.status_code == 302
     citizen.refresh_from_db()
     assert (citizen.name, citizen.phone, citizen.scheme) == ("张三丰", "13911112222", "employee")
@@ -209,8 +241,9 @@ def test_status_change_needs_a_confirmation_and_then_revokes_cards(client, clerk
 
 def test_status_change_without_a_reason_changes_nothing(client, clerk, make_citizen):
     citizen = make_citizen("310000")
-    response = client.post(reverse("citizen_status", args=[citizen.pk]),
-                           {"status": "moved_out", "reason": "  ", "confirmed": "yes"})
+    response = client.post(
+        reverse("citizen_status", args=[citizen.pk]), {"status": "moved_out", "reason": "  ", "confirmed": "yes"}
+    )
     assert response.status_code == 200
     assert "reason" in response.context["form"].errors
     citizen.refresh_from_db()

@@ -18,8 +18,13 @@ pytestmark = pytest.mark.django_db
 
 
 def register(regions, actor, **overrides):
-    values = {"id_number": new_id_number(), "name": "王小明", "phone": "13900001111",
-              "region": regions["310000"], "scheme": "employee"}
+    values = {
+        "id_number": new_id_number(),
+        "name": "王小明",
+        "phone": "13900001111",
+        "region": regions["310000"],
+        "scheme": "employee",
+    }
     values.update(overrides)
     return services.citizen_register(actor=actor, **values)
 
@@ -89,8 +94,9 @@ def test_identity_number_and_phone_are_encrypted_at_rest(regions, system_actor):
     citizen = register(regions, system_actor, id_number=number, phone="13912345678")
 
     with connection.cursor() as cursor:
-        cursor.execute("SELECT id_number_enc, phone_enc, row_to_json(c)::text FROM insurance_citizen c WHERE id = %s",
-                       [citizen.pk])
+        cursor.execute(
+            "SELECT id_number_enc, phone_enc, row_to_json(c)::text FROM insurance_citizen c WHERE id = %s", [citizen.pk]
+        )
         id_raw, phone_raw, row_text = cursor.fetchone()
         cursor.execute("SELECT coalesce(before::text, '') || coalesce(after::text, '') FROM portal_auditevent")
         audit_text = " ".join(r[0] for r in cursor.fetchall())
@@ -107,8 +113,7 @@ def test_identity_number_and_phone_are_encrypted_at_rest(regions, system_actor):
 
 
 def test_lookup_by_identity_number_finds_the_citizen_whatever_the_case_and_spacing(regions, system_actor):
-    number = next(n for s in range(1000)
-                  if (n := make_identity_number("310101", dt.date(1970, 5, 5), s)).endswith("X"))
+    number = next(n for s in range(1000) if (n := make_identity_number("310101", dt.date(1970, 5, 5), s)).endswith("X"))
     citizen = register(regions, system_actor, id_number=number)
 
     assert services.find_citizen_id_by_id_number(number) == citizen.pk
@@ -122,11 +127,18 @@ def test_lookup_by_identity_number_is_one_query_through_the_blind_index(regions,
     filler = []
     for i in range(5000):
         value = make_identity_number("310101", dt.date(1940, 1, 1) + dt.timedelta(days=i), i % 1000)
-        filler.append(Citizen(
-            region=region, id_number_enc=encrypt_text(value, purpose=ID_NUMBER_PURPOSE),
-            id_number_bidx=blind_index(value, purpose=ID_NUMBER_PURPOSE), id_number_masked="x", name=f"n{i}",
-            birth_date=dt.date(1940, 1, 1), sex="M", scheme="employee",
-        ))
+        filler.append(
+            Citizen(
+                region=region,
+                id_number_enc=encrypt_text(value, purpose=ID_NUMBER_PURPOSE),
+                id_number_bidx=blind_index(value, purpose=ID_NUMBER_PURPOSE),
+                id_number_masked="x",
+                name=f"n{i}",
+                birth_date=dt.date(1940, 1, 1),
+                sex="M",
+                scheme="employee",
+            )
+        )
     Citizen.objects.bulk_create(filler, batch_size=1000)
     citizen = register(regions, system_actor)
     with connection.cursor() as cursor:
@@ -162,14 +174,16 @@ def test_an_update_that_changes_nothing_writes_no_audit_event(regions, system_ac
     citizen = register(regions, system_actor)
     audits = AuditEvent.objects.count()
 
-    services.citizen_update(actor=system_actor, citizen=citizen, name=citizen.name, phone=citizen.phone,
-                            scheme=citizen.scheme)
+    services.citizen_update(
+        actor=system_actor, citizen=citizen, name=citizen.name, phone=citizen.phone, scheme=citizen.scheme
+    )
 
     assert AuditEvent.objects.count() == audits
 
 
-@pytest.mark.parametrize(("overrides", "field"), [({"name": ""}, "name"), ({"name": "x" * 65}, "name"),
-                                                  ({"scheme": "other"}, "scheme")])
+@pytest.mark.parametrize(
+    ("overrides", "field"), [({"name": ""}, "name"), ({"name": "x" * 65}, "name"), ({"scheme": "other"}, "scheme")]
+)
 def test_updating_with_bad_input_is_refused_and_writes_nothing(regions, system_actor, overrides, field):
     citizen = register(regions, system_actor)
     values = {"name": "新名字", "phone": "13000000000", "scheme": "resident"} | overrides

@@ -68,9 +68,7 @@ def test_every_single_character_change_at_every_position_is_refused_exhaustively
 
 def test_a_lowercase_x_check_character_is_accepted_and_normalised():
     # Find a sequence whose check character is X.
-    number = next(
-        n for s in range(1000) if (n := make_identity_number("110105", dt.date(1990, 3, 1), s)).endswith("X")
-    )
+    number = next(n for s in range(1000) if (n := make_identity_number("110105", dt.date(1990, 3, 1), s)).endswith("X"))
 
     parsed = parse_identity_number(" " + number[:17] + "x ", today=TODAY)
 
@@ -123,7 +121,14 @@ def test_an_unknown_province_prefix_is_refused(prefix):
 
 @pytest.mark.parametrize(
     "raw",
-    ["", "31010119850720123", "3101011985072012345", "31010119850720123\n5", "X10101198507201235", "31010119850720123Y"],
+    [
+        "",
+        "31010119850720123",
+        "3101011985072012345",
+        "31010119850720123\n5",
+        "X10101198507201235",
+        "31010119850720123Y",
+    ],
 )
 def test_a_malformed_number_is_refused_with_the_format_code(raw):
     with pytest.raises(InvalidIdentityNumber) as excinfo:

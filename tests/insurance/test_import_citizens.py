@@ -59,10 +59,14 @@ def citizen_by_number(number: str) -> Citizen:
 @pytest.mark.parametrize("bom", [False, True])
 def test_a_csv_creates_new_citizens_each_with_a_pending_card(regions, tmp_path, bom):
     numbers = [new_id_number("310000"), new_id_number("440000")]
-    path = write_csv(tmp_path / "citizens.csv", [
-        [numbers[0], "张三明", "13812345678", "310000", "resident", "1200"],
-        [numbers[1], "李四", "", "440000", "employee", ""],
-    ], bom=bom)
+    path = write_csv(
+        tmp_path / "citizens.csv",
+        [
+            [numbers[0], "张三明", "13812345678", "310000", "resident", "1200"],
+            [numbers[1], "李四", "", "440000", "employee", ""],
+        ],
+        bom=bom,
+    )
 
     summary, out, err = run(path)
 
@@ -72,13 +76,17 @@ def test_a_csv_creates_new_citizens_each_with_a_pending_card(regions, tmp_path, 
     assert (first.name, first.phone, first.region_id, first.scheme) == ("张三明", "13812345678", "310000", "resident")
     assert citizen_by_number(numbers[1]).region_id == "440000"
     for citizen in Citizen.objects.all():
-        assert list(Certificate.objects.filter(citizen=citizen).values_list("state", flat=True)) == ["pending_activation"]
+        assert list(Certificate.objects.filter(citizen=citizen).values_list("state", flat=True)) == [
+            "pending_activation"
+        ]
 
 
 @pytest.mark.django_db
 def test_an_existing_citizen_is_updated_and_gets_no_second_card(make_citizen, tmp_path):
     citizen = make_citizen("310000", name="王五", phone="13800000000", scheme="resident", with_card=True)
-    path = write_csv(tmp_path / "update.csv", [[citizen.id_number.lower(), "王五六", "13900000000", "310000", "employee", "0"]])
+    path = write_csv(
+        tmp_path / "update.csv", [[citizen.id_number.lower(), "王五六", "13900000000", "310000", "employee", "0"]]
+    )
 
     summary, _, _ = run(path)
 
@@ -115,8 +123,14 @@ def test_bad_rows_are_reported_with_row_column_and_reason_and_good_rows_are_impo
         reported = list(csv.reader(handle))
     assert reported[0] == ["row", "column", "message"]
     assert [(r[0], r[1]) for r in reported[1:]] == [
-        ("3", "id_number"), ("4", "region_code"), ("5", "scheme"), ("6", "name"),
-        ("7", "account_balance_fen"), ("8", "account_balance_fen"), ("9", "scheme"), ("10", "name"),
+        ("3", "id_number"),
+        ("4", "region_code"),
+        ("5", "scheme"),
+        ("6", "name"),
+        ("7", "account_balance_fen"),
+        ("8", "account_balance_fen"),
+        ("9", "scheme"),
+        ("10", "name"),
     ]
     assert all(r[2] for r in reported[1:])
     assert "row 3, id_number:" in err
@@ -141,12 +155,15 @@ def test_a_row_refused_by_the_service_leaves_nothing_behind_and_is_reported(make
 @pytest.mark.django_db
 def test_an_xlsx_workbook_is_imported_with_numeric_cells(regions, tmp_path):
     numbers = [new_id_number("370000"), new_id_number("370000")]
-    path = write_xlsx(tmp_path / "citizens.xlsx", [
-        [numbers[0], "赵六", 13712345678, "370000", "employee", 5000],
-        [numbers[1], "钱七", None, 370000, "resident", None],
-        [None, None, None, None, None, None],  # a blank row is skipped
-        [numbers[1][:17], "短号", None, "370000", "resident", -3],
-    ])
+    path = write_xlsx(
+        tmp_path / "citizens.xlsx",
+        [
+            [numbers[0], "赵六", 13712345678, "370000", "employee", 5000],
+            [numbers[1], "钱七", None, 370000, "resident", None],
+            [None, None, None, None, None, None],  # a blank row is skipped
+            [numbers[1][:17], "短号", None, "370000", "resident", -3],
+        ],
+    )
 
     summary, _, err = run(path)
 
@@ -159,8 +176,11 @@ def test_an_xlsx_workbook_is_imported_with_numeric_cells(regions, tmp_path):
 
 @pytest.mark.django_db
 def test_a_file_without_a_required_column_is_refused_as_a_whole(regions, tmp_path):
-    path = write_csv(tmp_path / "nophone.csv", [[new_id_number(), "张三", "310000", "resident"]],
-                     header=["id_number", "name", "region_code", "scheme"])
+    path = write_csv(
+        tmp_path / "nophone.csv",
+        [[new_id_number(), "张三", "310000", "resident"]],
+        header=["id_number", "name", "region_code", "scheme"],
+    )
 
     with pytest.raises(CommandError, match="phone"):
         run(path)
@@ -190,14 +210,30 @@ def test_a_broken_xlsx_is_a_clear_command_error(regions, tmp_path):
 
 @pytest.mark.django_db
 def test_import_rows_reports_progress_and_respects_the_clerks_regions(regions):
-    rows = [(i + 2, {"id_number": new_id_number("310000" if i % 2 else "440000"), "name": f"人{i}", "phone": "",
-                     "region_code": "310000" if i % 2 else "440000", "scheme": "resident"}) for i in range(10)]
+    rows = [
+        (
+            i + 2,
+            {
+                "id_number": new_id_number("310000" if i % 2 else "440000"),
+                "name": f"人{i}",
+                "phone": "",
+                "region_code": "310000" if i % 2 else "440000",
+                "scheme": "resident",
+            },
+        )
+        for i in range(10)
+    ]
     seen: list[tuple[int, int, int]] = []
     errors: list[RowError] = []
 
-    summary = import_rows(rows, actor=Actor.system("test"), on_error=errors.append, progress_every=4,
-                          progress=lambda s: seen.append((s.created, s.updated, s.failed)),
-                          region_codes={"310000"})
+    summary = import_rows(
+        rows,
+        actor=Actor.system("test"),
+        on_error=errors.append,
+        progress_every=4,
+        progress=lambda s: seen.append((s.created, s.updated, s.failed)),
+        region_codes={"310000"},
+    )
 
     assert summary.as_dict() == {"created": 5, "updated": 0, "failed": 5}
     assert {e.column for e in errors} == {"region_code"}
@@ -243,12 +279,20 @@ print(count, after - before)
 def test_reading_a_large_xlsx_streams_in_flat_memory(tmp_path):
     # Peak resident memory of a fresh process (tracemalloc would make openpyxl crawl).
     number = make_identity_number("310101", dt.date(1980, 1, 1), 1)
-    path = write_xlsx(tmp_path / "large.xlsx",
-                      ([number, f"姓名{i}", "13812345678", "310000", "resident", i] for i in range(20_000)))
+    path = write_xlsx(
+        tmp_path / "large.xlsx", ([number, f"姓名{i}", "13812345678", "310000", "resident", i] for i in range(20_000))
+    )
     env = dict(os.environ, DJANGO_SETTINGS_MODULE="portal.settings")
 
-    result = subprocess.run([sys.executable, "-c", _RSS_PROBE, str(path)], cwd=BASE_DIR, env=env,
-                            capture_output=True, text=True, timeout=300, check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", _RSS_PROBE, str(path)],
+        cwd=BASE_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
 
     count, growth_kib = map(int, result.stdout.split())
     assert count == 20_000

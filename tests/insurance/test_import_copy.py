@@ -24,10 +24,19 @@ def sample_rows() -> list[tuple[int, dict]]:
     rows = []
     for i, number in enumerate(numbers):
         region = "310000" if i < 5 else "440000"
-        rows.append((i + 2, {
-            "id_number": f" {number} ", "name": f" 居民{i} ", "phone": "" if i % 3 == 0 else f"138-0000-{i:04d}",
-            "region_code": region, "scheme": "resident" if i % 2 else "employee", "account_balance_fen": "",
-        }))
+        rows.append(
+            (
+                i + 2,
+                {
+                    "id_number": f" {number} ",
+                    "name": f" 居民{i} ",
+                    "phone": "" if i % 3 == 0 else f"138-0000-{i:04d}",
+                    "region_code": region,
+                    "scheme": "resident" if i % 2 else "employee",
+                    "account_balance_fen": "",
+                },
+            )
+        )
     return rows
 
 
@@ -37,18 +46,41 @@ def snapshot() -> list[dict]:
     for citizen in Citizen.objects.order_by("id_number_bidx"):
         card = Certificate.objects.get(citizen=citizen)
         log = CertificateTransition.objects.get(certificate=card)
-        out.append({
-            "id_number": citizen.id_number, "id_number_bidx": citizen.id_number_bidx,
-            "id_number_masked": citizen.id_number_masked, "key_version": bytes(citizen.id_number_enc)[0],
-            "name": citizen.name, "phone": citizen.phone, "phone_bidx": citizen.phone_bidx,
-            "phone_masked": citizen.phone_masked, "phone_enc_is_null": citizen.phone_enc is None,
-            "birth_date": citizen.birth_date, "sex": citizen.sex, "scheme": citizen.scheme, "status": citizen.status,
-            "region": citizen.region_id, "timestamps_set": bool(citizen.created_at and citizen.updated_at),
-            "card_prefix": card.number[:8], "card_length": len(card.number), "card_state": card.state,
-            "validity": card.expires_at - card.issued_at, "activated_at": card.activated_at,
-            "ended_at": card.ended_at, "end_reason": card.end_reason, "previous": card.previous_id,
-            "log": (log.action, log.from_state, log.to_state, log.actor_label, log.reason, log.at == card.issued_at),
-        })
+        out.append(
+            {
+                "id_number": citizen.id_number,
+                "id_number_bidx": citizen.id_number_bidx,
+                "id_number_masked": citizen.id_number_masked,
+                "key_version": bytes(citizen.id_number_enc)[0],
+                "name": citizen.name,
+                "phone": citizen.phone,
+                "phone_bidx": citizen.phone_bidx,
+                "phone_masked": citizen.phone_masked,
+                "phone_enc_is_null": citizen.phone_enc is None,
+                "birth_date": citizen.birth_date,
+                "sex": citizen.sex,
+                "scheme": citizen.scheme,
+                "status": citizen.status,
+                "region": citizen.region_id,
+                "timestamps_set": bool(citizen.created_at and citizen.updated_at),
+                "card_prefix": card.number[:8],
+                "card_length": len(card.number),
+                "card_state": card.state,
+                "validity": card.expires_at - card.issued_at,
+                "activated_at": card.activated_at,
+                "ended_at": card.ended_at,
+                "end_reason": card.end_reason,
+                "previous": card.previous_id,
+                "log": (
+                    log.action,
+                    log.from_state,
+                    log.to_state,
+                    log.actor_label,
+                    log.reason,
+                    log.at == card.issued_at,
+                ),
+            }
+        )
     return out
 
 
@@ -78,10 +110,13 @@ def test_the_copy_path_writes_exactly_the_rows_of_the_per_row_services(regions):
     assert by_copy == by_services
     # The stored blind index is the one the services' lookups compute.
     assert {c["id_number_bidx"] for c in by_copy} == {
-        blind_index(c["id_number"], purpose=ID_NUMBER_PURPOSE) for c in by_services}
+        blind_index(c["id_number"], purpose=ID_NUMBER_PURPOSE) for c in by_services
+    }
     # One audit event per region of the batch, naming its rows, citizens and cards (no personal data).
     assert [(e.region_code, e.after["created"], e.after["rows"]) for e in batches] == [
-        ("310000", 5, [2, 6]), ("440000", 3, [7, 9])]
+        ("310000", 5, [2, 6]),
+        ("440000", 3, [7, 9]),
+    ]
     assert all(len(pair) == 2 and isinstance(pair[0], int) for e in batches for pair in e.after["citizens"])
 
 
@@ -101,14 +136,20 @@ def test_a_copy_batch_that_collides_with_a_concurrent_registration_is_redone_row
         try:
             with transaction.atomic():
                 citizen = services.citizen_register(
-                    actor=Actor.system("clerk"), id_number=contested, name="先到者", phone="", region=regions["310000"],
-                    scheme="resident")
+                    actor=Actor.system("clerk"),
+                    id_number=contested,
+                    name="先到者",
+                    phone="",
+                    region=regions["310000"],
+                    scheme="resident",
+                )
                 services.certificate_issue(actor=Actor.system("clerk"), citizen=citizen, reason="walk-in")
                 registered.set()
                 with own.cursor() as cursor:
                     for _ in range(600):
-                        cursor.execute("SELECT %s = ANY(pg_blocking_pids(%s))", [own.connection.info.backend_pid,
-                                                                                   main_pid])
+                        cursor.execute(
+                            "SELECT %s = ANY(pg_blocking_pids(%s))", [own.connection.info.backend_pid, main_pid]
+                        )
                         if cursor.fetchone()[0]:
                             outcome["blocked"] = True
                             break

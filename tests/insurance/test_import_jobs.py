@@ -8,7 +8,6 @@ temporary media folder that the worker is pointed at too.
 import csv
 import datetime as dt
 import io
-import os
 
 import pytest
 import redis
@@ -22,7 +21,7 @@ from portal.actors import Actor
 from portal.audit import verify_chain
 from portal.models import AuditEvent, Role
 from tests.conftest import new_id_number
-from tests.insurance.test_import_citizens import HEADER, write_csv, write_xlsx
+from tests.insurance.test_import_citizens import write_csv, write_xlsx
 from tests.screen_helpers import sign_in
 from tests.workers import CeleryWorker, database_url_for_current_connection, wait_until
 
@@ -36,8 +35,13 @@ def sign_in_en(client, user) -> None:
 @pytest.fixture
 def media(settings, tmp_path):
     """A media folder of the test's own, for this process and (through ECARD_VAR_DIR) for the worker."""
-    settings.STORAGES = {**settings.STORAGES, "default": {
-        "BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"location": str(tmp_path / "media")}}}
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "default": {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": str(tmp_path / "media")},
+        },
+    }
     return tmp_path
 
 
@@ -96,8 +100,12 @@ def test_another_regions_job_and_its_report_answer_404(make_user, client, media,
     clerk = make_user(Role.CLERK, ("310000",))
     path = write_csv(tmp_path / "a.csv", [[new_id_number(), "甲", "", "310000", "resident", ""]])
     with open(path, "rb") as handle:
-        job = import_job_create(actor=Actor.for_user(clerk), user=clerk, region=clerk.regions.get(),
-                                upload=SimpleUploadedFile("a.csv", handle.read()))
+        job = import_job_create(
+            actor=Actor.for_user(clerk),
+            user=clerk,
+            region=clerk.regions.get(),
+            upload=SimpleUploadedFile("a.csv", handle.read()),
+        )
     sign_in_en(client, make_user(Role.CLERK, ("440000",)))
     for suffix in ("", "status/", "errors.csv"):
         assert client.get(f"/citizens/imports/{job.pk}/{suffix}").status_code == 404
@@ -121,10 +129,13 @@ def test_the_upload_is_audited_without_the_file_name(make_user, client, media, t
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize(("language", "message"), [
-    (None, "身份证号的校验码错误。"),  # Chinese, the default
-    ("en", "The identity number's check character is wrong."),
-])
+@pytest.mark.parametrize(
+    ("language", "message"),
+    [
+        (None, "身份证号的校验码错误。"),  # Chinese, the default
+        ("en", "The identity number's check character is wrong."),
+    ],
+)
 def test_the_error_report_is_written_in_the_uploaders_language(make_user, client, media, tmp_path, language, message):
     sign_in(client, make_user(Role.CLERK))
     if language:
@@ -147,8 +158,12 @@ def test_a_job_stopped_after_some_batches_is_resumed_from_its_checkpoint_exactly
     rows, bad = good_and_bad_rows(90)
     rows.insert(30, [rows[5][0], "改名", "", "310000", "employee", ""])  # row 32 updates row 7's citizen
     path = write_csv(tmp_path / "people.csv", rows)
-    job = import_job_create(actor=Actor.for_user(clerk), user=clerk, region=clerk.regions.get(),
-                            upload=SimpleUploadedFile("people.csv", path.read_bytes()))
+    job = import_job_create(
+        actor=Actor.for_user(clerk),
+        user=clerk,
+        region=clerk.regions.get(),
+        upload=SimpleUploadedFile("people.csv", path.read_bytes()),
+    )
 
     run_import_job(job.pk, batch_size=20, max_batches=2)  # as if the worker died after two batches
     job.refresh_from_db()
@@ -172,15 +187,21 @@ def test_a_job_stopped_after_some_batches_is_resumed_from_its_checkpoint_exactly
     assert Citizen.objects.filter(name="改名", scheme="employee").count() == 1
     batches = AuditEvent.objects.filter(action="citizen.import_batch")
     assert sum(e.after["created"] for e in batches) == 90
-    assert sorted(c for e in batches for c, _ in e.after["citizens"]) == sorted(Citizen.objects.values_list("id", flat=True))
+    assert sorted(c for e in batches for c, _ in e.after["citizens"]) == sorted(
+        Citizen.objects.values_list("id", flat=True)
+    )
     assert verify_chain() == []
 
 
 @pytest.mark.django_db
 def test_a_file_that_cannot_be_read_fails_the_job_with_its_reason(make_user, media):
     clerk = make_user(Role.CLERK)
-    job = import_job_create(actor=Actor.for_user(clerk), user=clerk, region=clerk.regions.get(),
-                            upload=SimpleUploadedFile("people.csv", b"id_number,name\n1,2\n"))
+    job = import_job_create(
+        actor=Actor.for_user(clerk),
+        user=clerk,
+        region=clerk.regions.get(),
+        upload=SimpleUploadedFile("people.csv", b"id_number,name\n1,2\n"),
+    )
     job = run_import_job(job.pk)
     assert job.state == ImportJobState.FAILED and "region_code" in job.error and job.rows_done == 0
 
@@ -262,14 +283,23 @@ def test_a_worker_killed_mid_file_is_replaced_and_the_job_ends_with_exact_counts
     rows, bad = good_and_bad_rows(3600)
     path = write_csv(tmp_path / "people.csv", rows)
     first = workers("first")
-    job = import_job_create(actor=Actor.for_user(clerk), user=clerk, region=clerk.regions.get(),
-                            upload=SimpleUploadedFile("people.csv", path.read_bytes()))
-    wait_until(lambda: ImportJob.objects.get(pk=job.pk).checkpoint_row > 300, timeout=60, interval=0.02,
-               what="some batches committed")
+    job = import_job_create(
+        actor=Actor.for_user(clerk),
+        user=clerk,
+        region=clerk.regions.get(),
+        upload=SimpleUploadedFile("people.csv", path.read_bytes()),
+    )
+    wait_until(
+        lambda: ImportJob.objects.get(pk=job.pk).checkpoint_row > 300,
+        timeout=60,
+        interval=0.02,
+        what="some batches committed",
+    )
     first.kill()  # SIGKILL mid-file, as a crash would
     killed_at = ImportJob.objects.get(pk=job.pk)
-    assert killed_at.state == ImportJobState.RUNNING and killed_at.checkpoint_row < len(rows) + 1, \
+    assert killed_at.state == ImportJobState.RUNNING and killed_at.checkpoint_row < len(rows) + 1, (
         "the file was finished before the worker was killed: make it longer"
+    )
 
     workers("second")  # its beat sweep finds the stale heartbeat and re-queues the job
     wait_until(lambda: ImportJob.objects.get(pk=job.pk).is_finished, timeout=90, what="the resumed import")
@@ -281,5 +311,3 @@ def test_a_worker_killed_mid_file_is_replaced_and_the_job_ends_with_exact_counts
     assert Certificate.objects.values("citizen").distinct().count() == 3600
     assert sorted(ImportRowError.objects.filter(job=job).values_list("row", flat=True)) == bad
     assert verify_chain() == []
-
-

@@ -32,21 +32,40 @@ def as_role(client, make_user):
 @pytest.fixture
 def publish(regions, system_actor):
     def factory(region_code="310000", scheme="resident", year=YEAR, effective_from=dt.date(YEAR, 1, 1), **overrides):
-        values = {"deductible_fen": 30000, "ratio": "0.75", "annual_cap_fen": 40_000_000,
-                  "personal_account_allowed": False, "premium_fen": 38000 if scheme == "resident" else None,
-                  **overrides}
-        return catalogue.policy_create_version(actor=system_actor, region=regions[region_code], scheme=scheme,
-                                               year=year, effective_from=effective_from,
-                                               today=min(effective_from, TODAY), **values)
+        values = {
+            "deductible_fen": 30000,
+            "ratio": "0.75",
+            "annual_cap_fen": 40_000_000,
+            "personal_account_allowed": False,
+            "premium_fen": 38000 if scheme == "resident" else None,
+            **overrides,
+        }
+        return catalogue.policy_create_version(
+            actor=system_actor,
+            region=regions[region_code],
+            scheme=scheme,
+            year=year,
+            effective_from=effective_from,
+            today=min(effective_from, TODAY),
+            **values,
+        )
 
     return factory
 
 
 def version_post(effective_from: dt.date, **overrides) -> dict:
-    data = {"effective_from": effective_from.isoformat(), "deductible_fen": "350.00", "ratio": "80",
-            "annual_cap_fen": "400000", "premium_fen": "380.00", "personal_account_allowed": "",
-            **{f"share_{c}": "100" for c in ServiceCategory.values}, "share_drug_b": "85",
-            "share_non_catalogue": "0", "share_other": "0"}
+    data = {
+        "effective_from": effective_from.isoformat(),
+        "deductible_fen": "350.00",
+        "ratio": "80",
+        "annual_cap_fen": "400000",
+        "premium_fen": "380.00",
+        "personal_account_allowed": "",
+        **{f"share_{c}": "100" for c in ServiceCategory.values},
+        "share_drug_b": "85",
+        "share_non_catalogue": "0",
+        "share_other": "0",
+    }
     data.update(overrides)
     return data
 
@@ -116,7 +135,11 @@ def test_a_region_admin_publishes_a_new_version_after_confirming_what_changes(cl
     assert done.status_code == 302
     policy = ReimbursementPolicy.objects.get(year=NEXT_YEAR, version=2)
     assert (policy.deductible_fen, policy.ratio, policy.annual_cap_fen, policy.premium_fen) == (
-        35010, Decimal("0.8000"), 40_000_000, 38000)
+        35010,
+        Decimal("0.8000"),
+        40_000_000,
+        38000,
+    )
     assert policy.eligible_shares["drug_b"] == "0.85"
     assert not policy.personal_account_allowed
     assert AuditEvent.objects.filter(action="policy.version_created", object_id=str(policy.pk)).exists()
@@ -135,14 +158,23 @@ def test_a_national_operator_publishes_the_first_version_of_an_employee_policy(c
     assert policy.version == 1 and policy.premium_fen is None and policy.personal_account_allowed
 
 
-@pytest.mark.parametrize(("field", "value"), [
-    ("ratio", "100.5"), ("ratio", "-5"), ("share_drug_a", "150"), ("share_drug_b", "1.234"),
-    ("deductible_fen", "-1"), ("annual_cap_fen", "12.345"), ("premium_fen", ""),
-])
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("ratio", "100.5"),
+        ("ratio", "-5"),
+        ("share_drug_a", "150"),
+        ("share_drug_b", "1.234"),
+        ("deductible_fen", "-1"),
+        ("annual_cap_fen", "12.345"),
+        ("premium_fen", ""),
+    ],
+)
 def test_bad_policy_input_is_a_form_error_and_nothing_is_published(client, as_role, field, value):
     as_role(Role.REGION_ADMIN)
-    response = client.post(new_url(year=NEXT_YEAR), {**version_post(dt.date(NEXT_YEAR, 1, 1)), field: value,
-                                                      "confirmed": "yes"})
+    response = client.post(
+        new_url(year=NEXT_YEAR), {**version_post(dt.date(NEXT_YEAR, 1, 1)), field: value, "confirmed": "yes"}
+    )
     assert response.status_code == 200
     assert field in response.context["form"].errors
     assert not ReimbursementPolicy.objects.exists()

@@ -14,13 +14,22 @@ DEFAULT_SHARES = {category: Decimal(share) for category, share in DEFAULT_ELIGIB
 
 
 def terms(*, deductible=20000, ratio="0.60", cap=20_000_000, account=False, shares=None) -> PolicyTerms:
-    return PolicyTerms(deductible_fen=deductible, ratio=Decimal(ratio), annual_cap_fen=cap,
-                       personal_account_allowed=account, eligible_shares=shares or DEFAULT_SHARES)
+    return PolicyTerms(
+        deductible_fen=deductible,
+        ratio=Decimal(ratio),
+        annual_cap_fen=cap,
+        personal_account_allowed=account,
+        eligible_shares=shares or DEFAULT_SHARES,
+    )
 
 
 def line(category: str, quantity: int, price: int, maximum: int | None = None) -> BillLine:
-    return BillLine(category=category, quantity=quantity, unit_price_fen=price,
-                    max_unit_price_fen=price if maximum is None else maximum)
+    return BillLine(
+        category=category,
+        quantity=quantity,
+        unit_price_fen=price,
+        max_unit_price_fen=price if maximum is None else maximum,
+    )
 
 
 CLINIC_VISIT = [
@@ -33,8 +42,14 @@ CLINIC_VISIT = [
 
 
 def split(lines, policy, *, deductible_used=0, fund_used=0, balance=0, use_account=False):
-    return compute_split(lines=lines, policy=policy, deductible_used_fen=deductible_used, fund_used_fen=fund_used,
-                         account_balance_fen=balance, use_personal_account=use_account)
+    return compute_split(
+        lines=lines,
+        policy=policy,
+        deductible_used_fen=deductible_used,
+        fund_used_fen=fund_used,
+        account_balance_fen=balance,
+        use_personal_account=use_account,
+    )
 
 
 # --- Worked by hand ----------------------------------------------------------------------
@@ -43,7 +58,12 @@ def split(lines, policy, *, deductible_used=0, fund_used=0, balance=0, use_accou
 def test_a_bill_within_the_deductible_is_paid_entirely_by_the_citizen():
     result = split(CLINIC_VISIT, terms())
     assert [(l.line_total_fen, l.eligible_fen) for l in result.lines] == [
-        (100, 100), (1000, 1000), (2000, 2000), (9999, 8999), (3000, 0)]
+        (100, 100),
+        (1000, 1000),
+        (2000, 2000),
+        (9999, 8999),
+        (3000, 0),
+    ]
     assert result.total_fen == 16099
     assert result.eligible_fen == 12099
     assert result.deductible_fen == 12099
@@ -121,16 +141,25 @@ def test_the_largest_quantity_is_accepted():
     assert split([line("lab_test", 9999, 100)], terms()).total_fen == 999900
 
 
-@pytest.mark.parametrize("bad", [
-    {"ratio": 0.7},  # a float is never money
-    {"ratio": Decimal("1.01")},
-    {"deductible_fen": -1},
-    {"eligible_shares": {**DEFAULT_SHARES, "drug_b": Decimal("1.5")}},
-    {"eligible_shares": {k: v for k, v in DEFAULT_SHARES.items() if k != "imaging"}},
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"ratio": 0.7},  # a float is never money
+        {"ratio": Decimal("1.01")},
+        {"deductible_fen": -1},
+        {"eligible_shares": {**DEFAULT_SHARES, "drug_b": Decimal("1.5")}},
+        {"eligible_shares": {k: v for k, v in DEFAULT_SHARES.items() if k != "imaging"}},
+    ],
+)
 def test_policy_numbers_out_of_range_are_refused(bad):
-    values = {"deductible_fen": 0, "ratio": Decimal("0.5"), "annual_cap_fen": 100, "personal_account_allowed": False,
-              "eligible_shares": DEFAULT_SHARES, **bad}
+    values = {
+        "deductible_fen": 0,
+        "ratio": Decimal("0.5"),
+        "annual_cap_fen": 100,
+        "personal_account_allowed": False,
+        "eligible_shares": DEFAULT_SHARES,
+        **bad,
+    }
     with pytest.raises(DomainError) as caught:
         split([line("lab_test", 1, 100)], PolicyTerms(**values))
     assert caught.value.code == "validation_error"
@@ -149,30 +178,50 @@ categories = st.sampled_from(ServiceCategory.values)
 fractions = st.integers(min_value=0, max_value=10000).map(lambda n: Decimal(n) / Decimal(10000))
 bill_lines = st.builds(
     lambda category, quantity, maximum, pick: BillLine(category, quantity, pick % (maximum + 1), maximum),
-    categories, st.integers(1, 9999), st.integers(0, 2_000_000), st.integers(0, 2_000_000),
+    categories,
+    st.integers(1, 9999),
+    st.integers(0, 2_000_000),
+    st.integers(0, 2_000_000),
 )
 policies = st.builds(
     lambda deductible, ratio, cap, account, shares: PolicyTerms(
-        deductible, ratio, cap, account, dict(zip(ServiceCategory.values, shares, strict=True))),
-    st.integers(0, 5_000_000), fractions, st.integers(0, 100_000_000), st.booleans(),
+        deductible, ratio, cap, account, dict(zip(ServiceCategory.values, shares, strict=True))
+    ),
+    st.integers(0, 5_000_000),
+    fractions,
+    st.integers(0, 100_000_000),
+    st.booleans(),
     st.lists(fractions, min_size=len(ServiceCategory.values), max_size=len(ServiceCategory.values)),
 )
 
 
 @settings(max_examples=400)
-@given(lines=st.lists(bill_lines, min_size=1, max_size=100), policy=policies,
-       deductible_used=st.integers(0, 10_000_000), fund_used=st.integers(0, 200_000_000),
-       balance=st.integers(0, 10**10), use_account=st.booleans())
-def test_the_split_always_adds_up_and_nothing_is_negative(lines, policy, deductible_used, fund_used, balance,
-                                                          use_account):
-    result = split(lines, policy, deductible_used=deductible_used, fund_used=fund_used, balance=balance,
-                   use_account=use_account)
+@given(
+    lines=st.lists(bill_lines, min_size=1, max_size=100),
+    policy=policies,
+    deductible_used=st.integers(0, 10_000_000),
+    fund_used=st.integers(0, 200_000_000),
+    balance=st.integers(0, 10**10),
+    use_account=st.booleans(),
+)
+def test_the_split_always_adds_up_and_nothing_is_negative(
+    lines, policy, deductible_used, fund_used, balance, use_account
+):
+    result = split(
+        lines, policy, deductible_used=deductible_used, fund_used=fund_used, balance=balance, use_account=use_account
+    )
     assert result.fund_fen + result.account_fen + result.self_pay_fen == result.total_fen
     assert result.total_fen == sum(l.quantity * l.unit_price_fen for l in lines)
     assert result.total_fen == sum(l.line_total_fen for l in result.lines)
     assert result.eligible_fen == sum(l.eligible_fen for l in result.lines)
-    for value in (result.total_fen, result.eligible_fen, result.deductible_fen, result.fund_fen,
-                  result.account_fen, result.self_pay_fen):
+    for value in (
+        result.total_fen,
+        result.eligible_fen,
+        result.deductible_fen,
+        result.fund_fen,
+        result.account_fen,
+        result.self_pay_fen,
+    ):
         assert isinstance(value, int) and value >= 0
     for computed in result.lines:
         assert 0 <= computed.eligible_fen <= computed.line_total_fen

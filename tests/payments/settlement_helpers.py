@@ -50,20 +50,39 @@ def signing_key(db):
 def publish_policies(regions, region_code: str = "310000", year: int | None = None, **overrides) -> None:
     year = year or shanghai_today().year
     for scheme in ("employee", "resident"):
-        values = {"deductible_fen": DEDUCTIBLE, "ratio": "0.70", "annual_cap_fen": CAP,
-                  "personal_account_allowed": True, "premium_fen": PREMIUM if scheme == "resident" else None,
-                  **overrides}
-        catalogue.policy_create_version(actor=SYSTEM, region=regions[region_code], scheme=scheme, year=year,
-                                        effective_from=dt.date(year, 1, 1), **values)
+        values = {
+            "deductible_fen": DEDUCTIBLE,
+            "ratio": "0.70",
+            "annual_cap_fen": CAP,
+            "personal_account_allowed": True,
+            "premium_fen": PREMIUM if scheme == "resident" else None,
+            **overrides,
+        }
+        catalogue.policy_create_version(
+            actor=SYSTEM,
+            region=regions[region_code],
+            scheme=scheme,
+            year=year,
+            effective_from=dt.date(year, 1, 1),
+            **values,
+        )
 
 
 @pytest.fixture
 def world(regions, signing_key) -> World:
     for code, (category, max_price) in SERVICES.items():
-        catalogue.service_create(actor=SYSTEM, code=code, name_zh=code, name_en=code, category=category, unit="次",
-                                 max_unit_price_fen=max_price)
-    facility = catalogue.facility_create(actor=SYSTEM, code="H310-1", name_zh="医院", name_en="Hospital",
-                                         kind="hospital", region=regions["310000"])
+        catalogue.service_create(
+            actor=SYSTEM,
+            code=code,
+            name_zh=code,
+            name_en=code,
+            category=category,
+            unit="次",
+            max_unit_price_fen=max_price,
+        )
+    facility = catalogue.facility_create(
+        actor=SYSTEM, code="H310-1", name_zh="医院", name_en="Hospital", kind="hospital", region=regions["310000"]
+    )
     publish_policies(regions)
     return World(facility=facility, year=shanghai_today().year)
 
@@ -73,12 +92,20 @@ def make_wallet(kind: str = PartnerKind.WALLET) -> Partner:
     return Partner.objects.create(code=code, name=code, kind=kind)
 
 
-def insured(regions, *, region_code: str = "310000", scheme: str = "employee", balance: int = 0,
-            name: str = "张三明", birth: dt.date | None = None) -> tuple[Citizen, str]:
+def insured(
+    regions,
+    *,
+    region_code: str = "310000",
+    scheme: str = "employee",
+    balance: int = 0,
+    name: str = "张三明",
+    birth: dt.date | None = None,
+) -> tuple[Citizen, str]:
     """A citizen with a pending card and a personal-account balance; returns it and its identity number."""
     id_number = new_id_number(region_code, birth)
-    citizen = insurance_services.citizen_register(actor=SYSTEM, id_number=id_number, name=name, phone="13800000000",
-                                                  region=regions[region_code], scheme=scheme)
+    citizen = insurance_services.citizen_register(
+        actor=SYSTEM, id_number=id_number, name=name, phone="13800000000", region=regions[region_code], scheme=scheme
+    )
     insurance_services.certificate_issue(actor=SYSTEM, citizen=citizen, reason="test")
     if balance:
         ledger.account_balance_set(actor=SYSTEM, citizen=citizen, balance_fen=balance)
@@ -96,9 +123,15 @@ def bound(partner: Partner, holder: WalletLinkage, regions, **kwargs) -> FamilyB
     from payments.bindings import family_binding_create
 
     beneficiary, id_number = insured(regions, birth=dt.date(1950, 3, 3), name="李四", **kwargs)
-    binding = family_binding_create(actor=SYSTEM, partner=partner, holder_linkage=holder,
-                                    beneficiary_id_number=id_number, beneficiary_name="李四", relationship="parent",
-                                    consent_reference="consent-1")
+    binding = family_binding_create(
+        actor=SYSTEM,
+        partner=partner,
+        holder_linkage=holder,
+        beneficiary_id_number=id_number,
+        beneficiary_name="李四",
+        relationship="parent",
+        consent_reference="consent-1",
+    )
     return family_binding_approve(actor=SYSTEM, binding=binding)
 
 

@@ -38,12 +38,20 @@ def wallet(portal_key):  # noqa: F811
 
 
 def signed_get(client, target=TARGET, *, private_key=None, key_id=None, timestamp=None, nonce=None, sign_target=None):
-    header, nonce = authorization(private_key or client.private_key, key_id or client.key_id, "GET",
-                                  sign_target or target, b"", timestamp=timestamp, nonce=nonce)
+    header, nonce = authorization(
+        private_key or client.private_key,
+        key_id or client.key_id,
+        "GET",
+        sign_target or target,
+        b"",
+        timestamp=timestamp,
+        nonce=nonce,
+    )
     response = client.request("GET", target, sign=False, extra_headers={"Authorization": header})
     # The portal signs its answer over the nonce this request carried.
-    response.signature_valid = verify_response(client.portal_keys, response.status, nonce, response.headers,
-                                               response.body)
+    response.signature_valid = verify_response(
+        client.portal_keys, response.status, nonce, response.headers, response.body
+    )
     return response
 
 
@@ -63,15 +71,18 @@ def test_a_request_without_authorization_header_answers_authentication_required(
     assert response.headers["WWW-Authenticate"] == "ECARD-ED25519"
 
 
-@pytest.mark.parametrize("header", [
-    "Bearer abc",
-    "ECARD-ED25519 ",
-    'ECARD-ED25519 key_id="k",timestamp="1",nonce="abcdefghijklmnop"',  # no signature
-    'ECARD-ED25519 key_id="k",timestamp="soon",nonce="abcdefghijklmnop",signature="AA=="',
-    'ECARD-ED25519 key_id="k",timestamp="1",nonce="short",signature="AA=="',
-    'ECARD-ED25519 key_id="k",timestamp="1",nonce="abc def ghi jkl mno",signature="AA=="',
-    'ECARD-ED25519 key_id="k",key_id="k",timestamp="1",nonce="abcdefghijklmnop",signature="AA=="',
-])
+@pytest.mark.parametrize(
+    "header",
+    [
+        "Bearer abc",
+        "ECARD-ED25519 ",
+        'ECARD-ED25519 key_id="k",timestamp="1",nonce="abcdefghijklmnop"',  # no signature
+        'ECARD-ED25519 key_id="k",timestamp="soon",nonce="abcdefghijklmnop",signature="AA=="',
+        'ECARD-ED25519 key_id="k",timestamp="1",nonce="short",signature="AA=="',
+        'ECARD-ED25519 key_id="k",timestamp="1",nonce="abc def ghi jkl mno",signature="AA=="',
+        'ECARD-ED25519 key_id="k",key_id="k",timestamp="1",nonce="abcdefghijklmnop",signature="AA=="',
+    ],
+)
 def test_an_unparsable_authorization_header_answers_authentication_required(wallet, header):
     response = wallet.get(TARGET, sign=False, extra_headers={"Authorization": header})
     nonce = "abcdefghijklmnop" if 'nonce="abcdefghijklmnop"' in header else ""
@@ -214,13 +225,20 @@ def test_rate_limit_answers_rate_limited_with_retry_after(wallet):
 # --- Partner kinds --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("method", "target", "payload"), [
-    ("GET", "/api/v1/linkages", None),
-    ("POST", "/api/v1/linkages", {"id_number": "x", "name": "x", "partner_user_ref": "x", "verification_reference": "x"}),
-    ("GET", "/api/v1/linkages/lnk_abc", None),
-    ("POST", "/api/v1/linkages/lnk_abc/unlink", {"reason": "citizen_request"}),
-    ("POST", "/api/v1/linkages/lnk_abc/qr-tokens", {}),
-])
+@pytest.mark.parametrize(
+    ("method", "target", "payload"),
+    [
+        ("GET", "/api/v1/linkages", None),
+        (
+            "POST",
+            "/api/v1/linkages",
+            {"id_number": "x", "name": "x", "partner_user_ref": "x", "verification_reference": "x"},
+        ),
+        ("GET", "/api/v1/linkages/lnk_abc", None),
+        ("POST", "/api/v1/linkages/lnk_abc/unlink", {"reason": "citizen_request"}),
+        ("POST", "/api/v1/linkages/lnk_abc/qr-tokens", {}),
+    ],
+)
 def test_a_service_platform_is_forbidden_linkages_and_qr_tokens(portal_key, method, target, payload):  # noqa: F811
     platform = make_partner_client(PartnerKind.SERVICE_PLATFORM)
     response = platform.request(method, target, payload, idempotency_key="k-1" if method == "POST" else None)
@@ -235,19 +253,35 @@ def test_a_service_platform_may_verify_tokens(portal_key):  # noqa: F811
 # --- Nothing answers a 5xx ----------------------------------------------------------------------
 
 JUNK_BODIES = [
-    b"", b"null", b"[]", b"{}", b"0", b'{"a": 1}', b"\x00\x01", b"[" * 50_000 + b"]" * 50_000,
-    b'{"token": ' + b"[" * 5000 + b"]" * 5000 + b"}", b'{"id_number": 1e999, "name": {}}', b'{"reason": null}',
-    b'{"family_binding_id": ["fbd_x"]}', b'{"partner_user_ref": "\\ud800", "token": "\\udfff"}',
-    b'{"partner_user_ref": "a\\u0000b", "token": "\\u0000", "reason": "\\u0000"}', b'{"\\u0000": 1}',
+    b"",
+    b"null",
+    b"[]",
+    b"{}",
+    b"0",
+    b'{"a": 1}',
+    b"\x00\x01",
+    b"[" * 50_000 + b"]" * 50_000,
+    b'{"token": ' + b"[" * 5000 + b"]" * 5000 + b"}",
+    b'{"id_number": 1e999, "name": {}}',
+    b'{"reason": null}',
+    b'{"family_binding_id": ["fbd_x"]}',
+    b'{"partner_user_ref": "\\ud800", "token": "\\udfff"}',
+    b'{"partner_user_ref": "a\\u0000b", "token": "\\u0000", "reason": "\\u0000"}',
+    b'{"\\u0000": 1}',
     b'{"id_number": "310101195001011234", "name": "\\ud83d", "partner_user_ref": "r", "verification_reference": "v"}',
-"{\"name\": \"\ud800\"}".encode("utf-8", "surrogatepass"),
+    '{"name": "\ud800"}'.encode("utf-8", "surrogatepass"),
 ]
 ENDPOINTS = [
-    ("POST", "/api/v1/linkages"), ("GET", "/api/v1/linkages?state=%00&partner_user_ref=%ff"),
-    ("GET", "/api/v1/linkages?partner_user_ref=a%00b"), ("GET", "/api/v1/linkages?cursor=%00"),
-    ("GET", "/api/v1/linkages/%00"), ("POST", "/api/v1/linkages/lnk_x/unlink"),
-    ("POST", "/api/v1/linkages/lnk_x/qr-tokens"), ("POST", "/api/v1/certificates/verify"),
-    ("PUT", "/api/v1/linkages"), ("PATCH", "/api/v1/certificates/verify"),
+    ("POST", "/api/v1/linkages"),
+    ("GET", "/api/v1/linkages?state=%00&partner_user_ref=%ff"),
+    ("GET", "/api/v1/linkages?partner_user_ref=a%00b"),
+    ("GET", "/api/v1/linkages?cursor=%00"),
+    ("GET", "/api/v1/linkages/%00"),
+    ("POST", "/api/v1/linkages/lnk_x/unlink"),
+    ("POST", "/api/v1/linkages/lnk_x/qr-tokens"),
+    ("POST", "/api/v1/certificates/verify"),
+    ("PUT", "/api/v1/linkages"),
+    ("PATCH", "/api/v1/certificates/verify"),
 ]
 
 

@@ -34,9 +34,17 @@ def world(portal_key, regions):
     wechat, alipay = make_wallet("wechat"), make_wallet("alipay")
     holder, _ = register(regions, name="张三明")
     parent, parent_number = register(regions, "220000", name="李四")
-    return {"wechat": wechat, "alipay": alipay, "api": client_for(wechat), "alipay_api": client_for(alipay),
-            "holder": holder, "linkage": link(wechat, holder), "parent": parent, "number": parent_number,
-            "regions": regions}
+    return {
+        "wechat": wechat,
+        "alipay": alipay,
+        "api": client_for(wechat),
+        "alipay_api": client_for(alipay),
+        "holder": holder,
+        "linkage": link(wechat, holder),
+        "parent": parent,
+        "number": parent_number,
+        "regions": regions,
+    }
 
 
 def create(api: PartnerClient, payload: dict):
@@ -44,8 +52,13 @@ def create(api: PartnerClient, payload: dict):
 
 
 def payload(world, **changes) -> dict:
-    body = {"holder_linkage_id": world["linkage"].public_id, "beneficiary_id_number": world["number"],
-            "beneficiary_name": "李四", "relationship": "parent", "consent_reference": "consent-2024-001"}
+    body = {
+        "holder_linkage_id": world["linkage"].public_id,
+        "beneficiary_id_number": world["number"],
+        "beneficiary_name": "李四",
+        "relationship": "parent",
+        "consent_reference": "consent-2024-001",
+    }
     body.update(changes)
     return body
 
@@ -68,14 +81,17 @@ def test_a_wallet_creates_a_pending_binding_and_reads_it_back(world):
     assert detail.status == 200 and detail.json() == body
 
 
-@pytest.mark.parametrize(("change", "status", "code"), [
-    ({"beneficiary_name": "李五"}, 422, "identity_mismatch"),
-    ({"beneficiary_id_number": "110101199001011234"}, 422, "identity_mismatch"),
-    ({"relationship": "friend"}, 400, "validation_error"),
-    ({"consent_reference": "x" * 129}, 400, "validation_error"),
-    ({"extra": 1}, 400, "validation_error"),
-    ({"holder_linkage_id": "lnk_doesnotexist"}, 404, "not_found"),
-])
+@pytest.mark.parametrize(
+    ("change", "status", "code"),
+    [
+        ({"beneficiary_name": "李五"}, 422, "identity_mismatch"),
+        ({"beneficiary_id_number": "110101199001011234"}, 422, "identity_mismatch"),
+        ({"relationship": "friend"}, 400, "validation_error"),
+        ({"consent_reference": "x" * 129}, 400, "validation_error"),
+        ({"extra": 1}, 400, "validation_error"),
+        ({"holder_linkage_id": "lnk_doesnotexist"}, 404, "not_found"),
+    ],
+)
 def test_bad_requests_get_their_contract_codes(world, change, status, code):
     response = create(world["api"], payload(world, **change))
 
@@ -86,8 +102,9 @@ def test_bad_requests_get_their_contract_codes(world, change, status, code):
 
 
 def test_the_holder_as_beneficiary_is_a_validation_error(world):
-    response = create(world["api"], payload(world, beneficiary_id_number=world["holder"].id_number,
-                                            beneficiary_name="张三明"))
+    response = create(
+        world["api"], payload(world, beneficiary_id_number=world["holder"].id_number, beneficiary_name="张三明")
+    )
     assert (response.status, response.code) == (400, "validation_error")
     assert "beneficiary_id_number" in response.json()["errors"]
 
@@ -134,8 +151,7 @@ def test_the_list_filters_by_holder_linkage_and_state_and_pages_oldest_first(wor
     for _ in range(3):
         _, number = register(world["regions"], "220000", name="李四")
         made.append(bind(world["wechat"], world["linkage"], number))
-    bindings.family_binding_reject(actor=Actor.for_user(make_user(Role.CLERK, ("220000",))), binding=made[1],
-                                   note="no")
+    bindings.family_binding_reject(actor=Actor.for_user(make_user(Role.CLERK, ("220000",))), binding=made[1], note="no")
     other_holder, _ = register(world["regions"], name="孙八")
     other_linkage = link(world["wechat"], other_holder)
     bind(world["wechat"], other_linkage, world["number"])
@@ -143,8 +159,9 @@ def test_the_list_filters_by_holder_linkage_and_state_and_pages_oldest_first(wor
 
     first = api.get(f"/api/v1/family-bindings?holder_linkage_id={world['linkage'].public_id}&limit=2").json()
     assert [b["id"] for b in first["results"]] == [made[0].public_id, made[1].public_id]
-    second = api.get(f"/api/v1/family-bindings?holder_linkage_id={world['linkage'].public_id}&limit=2"
-                     f"&cursor={first['next_cursor']}").json()
+    second = api.get(
+        f"/api/v1/family-bindings?holder_linkage_id={world['linkage'].public_id}&limit=2&cursor={first['next_cursor']}"
+    ).json()
     assert [b["id"] for b in second["results"]] == [made[2].public_id]
     assert second["next_cursor"] is None
 
@@ -165,7 +182,10 @@ def test_revoking_answers_the_revoked_binding_and_a_second_revoke_returns_it_unc
 
     assert first.status == 200, first.body
     assert (first.json()["state"], first.json()["end_reason"], first.json()["version"]) == (
-        "revoked", "partner_request", 2)
+        "revoked",
+        "partner_request",
+        2,
+    )
     assert second.status == 200 and second.json() == first.json()
     bad = world["api"].post(f"/api/v1/family-bindings/{created['id']}/revoke", {"reason": "clerk"})
     assert bad.code == "validation_error"

@@ -19,8 +19,19 @@ from tests.partner_client import PartnerClient, new_key_pair
 
 SERVICE_FIELDS = {"code", "name_zh", "name_en", "category", "unit", "max_unit_price_fen"}
 FACILITY_FIELDS = {"code", "name_zh", "name_en", "kind", "region_code"}
-POLICY_FIELDS = {"region_code", "scheme", "year", "version", "effective_from", "deductible_fen", "ratio",
-                 "annual_cap_fen", "personal_account_allowed", "eligible_shares", "premium_fen"}
+POLICY_FIELDS = {
+    "region_code",
+    "scheme",
+    "year",
+    "version",
+    "effective_from",
+    "deductible_fen",
+    "ratio",
+    "annual_cap_fen",
+    "personal_account_allowed",
+    "eligible_shares",
+    "premium_fen",
+}
 DECIMAL_STRING = re.compile(r"^[01]\.[0-9]{2,4}$")
 
 
@@ -85,8 +96,14 @@ def test_the_catalogue_lists_active_services_in_the_contract_shape_ordered_by_co
     assert "OT0000000002" not in codes
     assert all(set(item) == SERVICE_FIELDS for item in body["results"])
     cbc = next(item for item in body["results"] if item["code"] == "250101015")
-    assert cbc == {"code": "250101015", "name_zh": "血细胞分析（血常规）", "name_en": "Complete blood count",
-                   "category": "lab_test", "unit": "次", "max_unit_price_fen": 2000}
+    assert cbc == {
+        "code": "250101015",
+        "name_zh": "血细胞分析（血常规）",
+        "name_en": "Complete blood count",
+        "category": "lab_test",
+        "unit": "次",
+        "max_unit_price_fen": 2000,
+    }
     assert {item["category"] for item in body["results"]} == set(ServiceCategory.values)
 
 
@@ -98,15 +115,33 @@ def test_the_catalogue_pages_by_cursor_without_gaps_or_repeats(wallet):
 
 def test_the_default_page_holds_fifty(wallet, system_actor):
     for n in range(60):
-        catalogue.service_create(actor=system_actor, code=f"ZZ{n:04d}", name_zh="测试", name_en="Test",
-                                 category="other", unit="次", max_unit_price_fen=1)
+        catalogue.service_create(
+            actor=system_actor,
+            code=f"ZZ{n:04d}",
+            name_zh="测试",
+            name_en="Test",
+            category="other",
+            unit="次",
+            max_unit_price_fen=1,
+        )
     page = wallet.get("/api/v1/services").json()
     assert len(page["results"]) == 50
     assert page["next_cursor"] is not None
 
 
-@pytest.mark.parametrize("query", ["limit=0", "limit=201", "limit=abc", "limit=-1", "limit=", "limit=1.5",
-                                   "limit=" + quote("²"), "limit=" + quote("１２")])
+@pytest.mark.parametrize(
+    "query",
+    [
+        "limit=0",
+        "limit=201",
+        "limit=abc",
+        "limit=-1",
+        "limit=",
+        "limit=1.5",
+        "limit=" + quote("²"),
+        "limit=" + quote("１２"),
+    ],
+)
 def test_a_bad_limit_is_a_validation_error(wallet, query):
     response = wallet.get(f"/api/v1/services?{query}")
     assert response.status == 400
@@ -179,11 +214,25 @@ def test_the_policy_in_force_is_returned_in_the_contract_shape(wallet):
     body = response.json()
     assert set(body) == POLICY_FIELDS
     assert body == {
-        "region_code": "310000", "scheme": "resident", "year": year, "version": 1,
-        "effective_from": f"{year}-01-01", "deductible_fen": 50000, "ratio": "0.65", "annual_cap_fen": 30_000_000,
+        "region_code": "310000",
+        "scheme": "resident",
+        "year": year,
+        "version": 1,
+        "effective_from": f"{year}-01-01",
+        "deductible_fen": 50000,
+        "ratio": "0.65",
+        "annual_cap_fen": 30_000_000,
         "personal_account_allowed": False,
-        "eligible_shares": {"registration": "1.00", "consultation": "1.00", "lab_test": "1.00", "imaging": "1.00",
-                            "drug_a": "1.00", "drug_b": "0.90", "non_catalogue": "0.00", "other": "0.00"},
+        "eligible_shares": {
+            "registration": "1.00",
+            "consultation": "1.00",
+            "lab_test": "1.00",
+            "imaging": "1.00",
+            "drug_a": "1.00",
+            "drug_b": "0.90",
+            "non_catalogue": "0.00",
+            "other": "0.00",
+        },
         "premium_fen": 42000,
     }
 
@@ -201,8 +250,16 @@ def test_an_employee_policy_has_no_premium_and_ratios_are_decimal_strings(wallet
 def test_a_version_taking_effect_today_replaces_the_one_before(wallet, system_actor, regions):
     today = catalogue.shanghai_today()
     catalogue.policy_create_version(
-        actor=system_actor, region=regions["440000"], scheme="employee", year=today.year, effective_from=today,
-        deductible_fen=100, ratio="0.7125", annual_cap_fen=1000, personal_account_allowed=False)
+        actor=system_actor,
+        region=regions["440000"],
+        scheme="employee",
+        year=today.year,
+        effective_from=today,
+        deductible_fen=100,
+        ratio="0.7125",
+        annual_cap_fen=1000,
+        personal_account_allowed=False,
+    )
     body = wallet.get(f"/api/v1/policies?region_code=440000&scheme=employee&year={today.year}").json()
     assert (body["version"], body["ratio"], body["deductible_fen"]) == (2, "0.7125", 100)
 
@@ -210,9 +267,16 @@ def test_a_version_taking_effect_today_replaces_the_one_before(wallet, system_ac
 def test_a_future_year_keeps_answering_its_first_version_after_an_edit(wallet, system_actor, regions):
     year = catalogue.shanghai_today().year + 1
     catalogue.policy_create_version(
-        actor=system_actor, region=regions["440000"], scheme="employee", year=year,
+        actor=system_actor,
+        region=regions["440000"],
+        scheme="employee",
+        year=year,
         effective_from=catalogue.shanghai_today().replace(year=year, month=1, day=1),
-        deductible_fen=100, ratio="0.90", annual_cap_fen=1000, personal_account_allowed=False)
+        deductible_fen=100,
+        ratio="0.90",
+        annual_cap_fen=1000,
+        personal_account_allowed=False,
+    )
     body = wallet.get(f"/api/v1/policies?region_code=440000&scheme=employee&year={year}").json()
     assert (body["version"], body["ratio"]) == (1, "0.80")
 
@@ -237,14 +301,17 @@ def test_every_policy_parameter_is_required(wallet):
     assert set(response.json()["errors"]) == {"region_code", "scheme", "year"}
 
 
-@pytest.mark.parametrize(("query", "field"), [
-    ("region_code=999999&scheme=employee&year=2026", "region_code"),
-    ("region_code=310000&scheme=civil_servant&year=2026", "scheme"),
-    ("region_code=310000&scheme=employee&year=26", "year"),
-    ("region_code=310000&scheme=employee&year=" + quote("二〇二六"), "year"),  # percent-encoded, as sent
-    ("region_code=310000&scheme=employee&year=1999", "year"),
-    ("region_code=310000&scheme=employee&year=", "year"),
-])
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [
+        ("region_code=999999&scheme=employee&year=2026", "region_code"),
+        ("region_code=310000&scheme=civil_servant&year=2026", "scheme"),
+        ("region_code=310000&scheme=employee&year=26", "year"),
+        ("region_code=310000&scheme=employee&year=" + quote("二〇二六"), "year"),  # percent-encoded, as sent
+        ("region_code=310000&scheme=employee&year=1999", "year"),
+        ("region_code=310000&scheme=employee&year=", "year"),
+    ],
+)
 def test_a_bad_policy_parameter_is_a_validation_error(wallet, query, field):
     response = wallet.get(f"/api/v1/policies?{query}")
     assert response.status == 400
@@ -255,8 +322,10 @@ def test_a_bad_policy_parameter_is_a_validation_error(wallet, query, field):
 # --- Authentication, partner kinds, signatures ------------------------------------------------------------
 
 
-@pytest.mark.parametrize("target", ["/api/v1/services", "/api/v1/facilities",
-                                    "/api/v1/policies?region_code=310000&scheme=employee&year=2026"])
+@pytest.mark.parametrize(
+    "target",
+    ["/api/v1/services", "/api/v1/facilities", "/api/v1/policies?region_code=310000&scheme=employee&year=2026"],
+)
 def test_an_unsigned_request_is_refused_with_a_signed_401(wallet, target):
     response = wallet.get(target, sign=False)
     assert response.status == 401
@@ -288,8 +357,11 @@ def test_a_suspended_partner_cannot_read_the_catalogue(wallet):
 def test_a_service_platform_may_read_the_catalogue_facilities_and_policies(portal_key, catalogue_data):
     platform = make_client(PartnerKind.SERVICE_PLATFORM)
     year = catalogue.shanghai_today().year
-    for target in ("/api/v1/services", "/api/v1/facilities?region_code=220000",
-                   f"/api/v1/policies?region_code=220000&scheme=employee&year={year}"):
+    for target in (
+        "/api/v1/services",
+        "/api/v1/facilities?region_code=220000",
+        f"/api/v1/policies?region_code=220000&scheme=employee&year={year}",
+    ):
         response = platform.get(target)
         assert response.status == 200, (target, response.body)
         assert response.signature_valid
@@ -300,8 +372,9 @@ def test_a_response_signature_is_bound_to_the_request_nonce(wallet):
 
     response = wallet.get("/api/v1/services?limit=1")
     assert response.signature_valid
-    assert not verify_response(wallet.portal_keys, response.status, "another-nonce-0123456789", response.headers,
-                               response.body)
+    assert not verify_response(
+        wallet.portal_keys, response.status, "another-nonce-0123456789", response.headers, response.body
+    )
 
 
 def test_writing_to_a_catalogue_endpoint_is_method_not_allowed(wallet):
@@ -316,11 +389,18 @@ def test_writing_to_a_catalogue_endpoint_is_method_not_allowed(wallet):
 def _schema() -> dict:
     from payments import api_catalogue
 
-    patterns = [path("api/v1/", include([
-        path("services", api_catalogue.ServiceListApi.as_view()),
-        path("facilities", api_catalogue.FacilityListApi.as_view()),
-        path("policies", api_catalogue.PolicyInForceApi.as_view()),
-    ]))]
+    patterns = [
+        path(
+            "api/v1/",
+            include(
+                [
+                    path("services", api_catalogue.ServiceListApi.as_view()),
+                    path("facilities", api_catalogue.FacilityListApi.as_view()),
+                    path("policies", api_catalogue.PolicyInForceApi.as_view()),
+                ]
+            ),
+        )
+    ]
     return SchemaGenerator(patterns=patterns).get_schema(request=None, public=True)
 
 

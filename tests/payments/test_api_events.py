@@ -57,8 +57,9 @@ def poll(client: PartnerClient, cursor: str | None = None, limit: int | None = N
     return page
 
 
-def collect(client: PartnerClient, cursor: str | None, count: int, *, limit: int | None = None,
-            timeout: float = 60) -> tuple[list[dict], str]:
+def collect(
+    client: PartnerClient, cursor: str | None, count: int, *, limit: int | None = None, timeout: float = 60
+) -> tuple[list[dict], str]:
     """Poll like a partner until `count` events have arrived. Transaction ids are cluster-wide,
     so a transaction of another database on the same server (another test run) may hold the
     feed back for a moment: the feed delays, it never skips."""
@@ -118,10 +119,21 @@ def test_a_service_platform_may_read_its_events(portal_key):
     assert [e["id"] for e in collect(client, None, 1)[0]] == [event.public_id]
 
 
-@pytest.mark.parametrize("query", [
-    "cursor=", "cursor=abc", "cursor=!!", "cursor=" + "A" * 300, "cursor=ZTEuMS4y%3D",
-    "limit=0", "limit=201", "limit=abc", "limit=-1", "limit=1.5",
-])
+@pytest.mark.parametrize(
+    "query",
+    [
+        "cursor=",
+        "cursor=abc",
+        "cursor=!!",
+        "cursor=" + "A" * 300,
+        "cursor=ZTEuMS4y%3D",
+        "limit=0",
+        "limit=201",
+        "limit=abc",
+        "limit=-1",
+        "limit=1.5",
+    ],
+)
 def test_a_bad_cursor_or_limit_is_a_validation_error(portal_key, query):
     _, client = make_partner()
     response = client.get(f"/api/v1/events?{query}")
@@ -163,7 +175,8 @@ def test_a_poller_never_skips_an_event_whose_transaction_commits_late(portal_key
             try:
                 with transaction.atomic():
                     a_result["event"] = outbox.enqueue(
-                        partner=partner, type="linkage.created", obj={"id": "lnk_late", "version": 1})
+                        partner=partner, type="linkage.created", obj={"id": "lnk_late", "version": 1}
+                    )
                     a_written.set()
                     assert a_may_commit.wait(30)
             except Exception as exc:  # surfaced by the main thread

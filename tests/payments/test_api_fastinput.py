@@ -53,8 +53,9 @@ def assert_same(fast, serializer_class, body: object) -> dict | None:
 
 # --- Strategies -------------------------------------------------------------------------------
 
-WHITESPACE = st.sampled_from([" ", "\t", "\n", "\r", "\x0b", "\x0c", "\x1c", "\x85", "\xa0", "\u2003", "\u3000",
-                              "\u200b", "\ufeff"])  # the last two are not str.isspace(): DRF keeps them
+WHITESPACE = st.sampled_from(
+    [" ", "\t", "\n", "\r", "\x0b", "\x0c", "\x1c", "\x85", "\xa0", "\u2003", "\u3000", "\u200b", "\ufeff"]
+)  # the last two are not str.isspace(): DRF keeps them
 ODD = st.sampled_from(["\x00", "\ud800", "\udfff", "é", "医", "😀", "\u0301"])
 
 
@@ -62,8 +63,11 @@ def texts(max_size: int) -> st.SearchStrategy[str]:
     """Strings around a `max_size` limit, padded, blank, with odd characters, or anything."""
     plain = st.text(alphabet=st.characters(min_codepoint=33, max_codepoint=126), min_size=1, max_size=max_size)
     around_limit = st.integers(min_value=max(0, max_size - 2), max_value=max_size + 2).map(lambda n: "x" * n)
-    padded = st.tuples(st.lists(WHITESPACE, max_size=2), plain, st.lists(WHITESPACE, max_size=2)).filter(
-        lambda parts: parts[0] or parts[2]).map(lambda parts: "".join(parts[0]) + parts[1] + "".join(parts[2]))
+    padded = (
+        st.tuples(st.lists(WHITESPACE, max_size=2), plain, st.lists(WHITESPACE, max_size=2))
+        .filter(lambda parts: parts[0] or parts[2])
+        .map(lambda parts: "".join(parts[0]) + parts[1] + "".join(parts[2]))
+    )
     return st.one_of(
         plain,
         around_limit,
@@ -87,10 +91,16 @@ def integers(low: int, high: int) -> st.SearchStrategy[object]:
     )
 
 
-json_leaves = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False, allow_infinity=False),
-                        st.text(max_size=20))
-json_values = st.recursive(json_leaves, lambda children: st.one_of(
-    st.lists(children, max_size=4), st.dictionaries(st.text(max_size=8), children, max_size=4)), max_leaves=12)
+json_leaves = st.one_of(
+    st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=20)
+)
+json_values = st.recursive(
+    json_leaves,
+    lambda children: st.one_of(
+        st.lists(children, max_size=4), st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
+    max_leaves=12,
+)
 
 JUNK_KEYS = st.sampled_from(["", "id", "Token", "lines ", "extra", "service_code", "self_pay_fen", "quantity"])
 
@@ -152,15 +162,19 @@ CREATE_FIELDS = {
     "token": st.one_of(st.just(QR_TOKEN), texts(300), st.integers(), st.none(), st.booleans()),
     "facility_code": texts(32),
     "lines": lines,
-    "use_personal_account": st.one_of(st.booleans(), st.integers(min_value=-1, max_value=2), st.sampled_from(
-        ["true", "false", "", None, 1.0])),
+    "use_personal_account": st.one_of(
+        st.booleans(), st.integers(min_value=-1, max_value=2), st.sampled_from(["true", "false", "", None, 1.0])
+    ),
 }
 valid_create = st.builds(
     dict,
-    token=st.one_of(st.just(QR_TOKEN), st.text(alphabet=st.characters(exclude_characters="\x00", exclude_categories=("Cs",)))),
+    token=st.one_of(
+        st.just(QR_TOKEN), st.text(alphabet=st.characters(exclude_characters="\x00", exclude_categories=("Cs",)))
+    ),
     facility_code=st.text(alphabet=st.characters(min_codepoint=33, max_codepoint=126), min_size=1, max_size=32),
-    lines=st.one_of(st.lists(valid_lines, min_size=1, max_size=5),
-                    st.lists(valid_lines, min_size=1, max_size=settlements.MAX_LINES)),
+    lines=st.one_of(
+        st.lists(valid_lines, min_size=1, max_size=5), st.lists(valid_lines, min_size=1, max_size=settlements.MAX_LINES)
+    ),
     use_personal_account=st.booleans(),
 )
 create_bodies = st.one_of(
@@ -175,8 +189,9 @@ CONFIRM_FIELDS = {
 }
 valid_confirm = st.builds(
     dict,
-    partner_transaction_id=st.text(alphabet=st.characters(min_codepoint=33, max_codepoint=126), min_size=1,
-                                   max_size=128),
+    partner_transaction_id=st.text(
+        alphabet=st.characters(min_codepoint=33, max_codepoint=126), min_size=1, max_size=128
+    ),
     self_pay_fen=st.integers(min_value=0, max_value=10**18),
 )
 confirm_bodies = st.one_of(valid_confirm.flatmap(lambda body: mutated(body, CONFIRM_FIELDS)), json_values)
@@ -195,15 +210,23 @@ def outcome(fast: dict | None, drf: dict | None) -> str:
 @PROPERTY
 @given(body=create_bodies)
 def test_create_fast_path_is_the_serializer_or_declines(body):
-    event(outcome(assert_same(settlement_create_input, SettlementCreateInputSerializer, body),
-                  serializer_result(SettlementCreateInputSerializer, body)))
+    event(
+        outcome(
+            assert_same(settlement_create_input, SettlementCreateInputSerializer, body),
+            serializer_result(SettlementCreateInputSerializer, body),
+        )
+    )
 
 
 @PROPERTY
 @given(body=confirm_bodies)
 def test_confirm_fast_path_is_the_serializer_or_declines(body):
-    event(outcome(assert_same(settlement_confirm_input, SettlementConfirmInputSerializer, body),
-                  serializer_result(SettlementConfirmInputSerializer, body)))
+    event(
+        outcome(
+            assert_same(settlement_confirm_input, SettlementConfirmInputSerializer, body),
+            serializer_result(SettlementConfirmInputSerializer, body),
+        )
+    )
 
 
 @settings(max_examples=100, deadline=None)
@@ -221,12 +244,22 @@ def test_the_bench_bodies_take_the_fast_path():
         for extra in ({"use_personal_account": True}, {"use_personal_account": False}, {}):
             body = {"token": QR_TOKEN, "facility_code": "H310000001", "lines": bill, **extra}
             result = assert_same(settlement_create_input, SettlementCreateInputSerializer, body)
-            assert result == {"token": QR_TOKEN, "facility_code": "H310000001", "lines": bill,
-                              "use_personal_account": extra.get("use_personal_account", False)}
+            assert result == {
+                "token": QR_TOKEN,
+                "facility_code": "H310000001",
+                "lines": bill,
+                "use_personal_account": extra.get("use_personal_account", False),
+            }
     confirm = {"partner_transaction_id": "wallet-txn-0001", "self_pay_fen": 4321}
     assert assert_same(settlement_confirm_input, SettlementConfirmInputSerializer, confirm) == confirm
-    assert assert_same(settlement_confirm_input, SettlementConfirmInputSerializer,
-                       {"partner_transaction_id": "t", "self_pay_fen": 0}) is not None
+    assert (
+        assert_same(
+            settlement_confirm_input,
+            SettlementConfirmInputSerializer,
+            {"partner_transaction_id": "t", "self_pay_fen": 0},
+        )
+        is not None
+    )
 
 
 def test_edges_are_left_to_drf_or_agree():
@@ -274,24 +307,36 @@ def test_the_fast_path_mirrors_the_serializer_fields():
     create = SettlementCreateInputSerializer().fields
     assert list(create) == ["token", "facility_code", "lines", "use_personal_account"]
     assert _char(create["token"]) == ("StrictCharField", None, None, False, True)
-    assert _char(create["facility_code"]) == ("StrictCharField", api_fastinput.FACILITY_CODE_MAX_LENGTH, None,
-                                              True, False)
+    assert _char(create["facility_code"]) == (
+        "StrictCharField",
+        api_fastinput.FACILITY_CODE_MAX_LENGTH,
+        None,
+        True,
+        False,
+    )
     assert create["lines"].max_length == settlements.MAX_LINES and create["lines"].min_length is None
     assert create["lines"].allow_empty is False
     assert (create["use_personal_account"].required, create["use_personal_account"].default) == (False, False)
     line = SettlementLineInputSerializer().fields
     assert list(line) == ["service_code", "quantity", "unit_price_fen"]
-    assert _char(line["service_code"]) == ("StrictCharField", api_fastinput.SERVICE_CODE_MAX_LENGTH, None,
-                                           True, False)
+    assert _char(line["service_code"]) == ("StrictCharField", api_fastinput.SERVICE_CODE_MAX_LENGTH, None, True, False)
     assert _int(line["quantity"]) == ("StrictIntegerField", *api_fastinput.QUANTITY_RANGE)
     assert _int(line["unit_price_fen"]) == ("StrictIntegerField", *api_fastinput.UNIT_PRICE_FEN_RANGE)
     confirm = SettlementConfirmInputSerializer().fields
     assert list(confirm) == ["partner_transaction_id", "self_pay_fen"]
     assert _char(confirm["partner_transaction_id"]) == (
-        "StrictCharField", api_fastinput.PARTNER_TRANSACTION_ID_MAX_LENGTH, None, True, False)
+        "StrictCharField",
+        api_fastinput.PARTNER_TRANSACTION_ID_MAX_LENGTH,
+        None,
+        True,
+        False,
+    )
     assert _int(confirm["self_pay_fen"]) == ("StrictIntegerField", *api_fastinput.SELF_PAY_FEN_RANGE)
-    for serializer in (SettlementCreateInputSerializer(), SettlementLineInputSerializer(),
-                       SettlementConfirmInputSerializer()):
+    for serializer in (
+        SettlementCreateInputSerializer(),
+        SettlementLineInputSerializer(),
+        SettlementConfirmInputSerializer(),
+    ):
         for name, field in serializer.fields.items():
             assert not field.allow_null and not field.read_only and field.source == name
             assert getattr(serializer, "validate_" + name, None) is None

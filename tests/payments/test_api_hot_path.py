@@ -64,8 +64,12 @@ def test_a_replayed_nonce_is_not_counted_against_the_rate_limit(wallet):
 
 
 def test_a_verify_body_other_than_one_token_string_gets_the_serializers_errors(wallet, token):
-    for body, field in [({"token": 5}, "token"), ({"token": None}, "token"), ({}, "token"),
-                        ({"token": token, "extra": 1}, "extra")]:
+    for body, field in [
+        ({"token": 5}, "token"),
+        ({"token": None}, "token"),
+        ({}, "token"),
+        ({"token": token, "extra": 1}, "extra"),
+    ]:
         response = wallet.post(VERIFY, body)
         assert response.status == 400, body
         assert response.signature_valid
@@ -105,8 +109,14 @@ def test_a_binding_token_verifies_with_the_holders_masked_name(wallet, make_citi
     activate_card(beneficiary)
     linkage_row = WalletLinkage.objects.get(public_id=linkage["id"])
     binding = FamilyBinding.objects.create(
-        partner=partner_of(wallet), holder_linkage=linkage_row, holder_citizen=linkage_row.citizen,
-        beneficiary=beneficiary, relationship="parent", consent_reference="consent-1", state="active")
+        partner=partner_of(wallet),
+        holder_linkage=linkage_row,
+        holder_citizen=linkage_row.citizen,
+        beneficiary=beneficiary,
+        relationship="parent",
+        consent_reference="consent-1",
+        state="active",
+    )
     minted = wallet.post(f"/api/v1/linkages/{linkage['id']}/qr-tokens", {"family_binding_id": binding.public_id})
     assert minted.status == 201, minted.body
     body = wallet.post(VERIFY, {"token": minted.json()["token"]}).json()

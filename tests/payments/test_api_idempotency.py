@@ -160,8 +160,14 @@ def test_a_key_of_255_printable_characters_is_accepted(wallet, make_citizen):
 def other_connection():
     """A connection of its own to the test database, as another web process has (autocommit)."""
     settings = connection.settings_dict
-    with psycopg.connect(dbname=settings["NAME"], user=settings["USER"], password=settings["PASSWORD"] or None,
-                         host=settings["HOST"] or None, port=settings["PORT"] or None, autocommit=True) as conn:
+    with psycopg.connect(
+        dbname=settings["NAME"],
+        user=settings["USER"],
+        password=settings["PASSWORD"] or None,
+        host=settings["HOST"] or None,
+        port=settings["PORT"] or None,
+        autocommit=True,
+    ) as conn:
         yield conn
 
 
@@ -170,8 +176,9 @@ def waits_on(holder) -> bool:
     (holder_pid,) = holder.execute("SELECT pg_backend_pid()").fetchone()
     with other_connection() as watcher:
         for _ in range(200):
-            if watcher.execute("SELECT EXISTS (SELECT FROM pg_stat_activity WHERE %s = ANY(pg_blocking_pids(pid)))",
-                               [holder_pid]).fetchone()[0]:
+            if watcher.execute(
+                "SELECT EXISTS (SELECT FROM pg_stat_activity WHERE %s = ANY(pg_blocking_pids(pid)))", [holder_pid]
+            ).fetchone()[0]:
                 return True
             threading.Event().wait(0.05)
     return False
@@ -180,6 +187,7 @@ def waits_on(holder) -> bool:
 def sent_while_held(first, send):
     """`send()` while `first` (a connection in a transaction) holds a row the request will lock;
     `first` commits as soon as the request waits on it. The request's answer."""
+
     def commit_once_the_request_waits():
         waits_on(first)
         first.execute("COMMIT")
@@ -232,8 +240,12 @@ def test_a_request_still_running_answers_idempotency_key_in_use(wallet, make_cit
 def _running_record(client, payload: dict, key: str) -> IdempotencyRecord:
     """An `in_progress` record as the earlier version wrote before running the handler."""
     return IdempotencyRecord.objects.create(
-        partner=partner_of(client), key=key, method="POST", target=TARGET,
-        body_sha256=hashlib.sha256(wire_body(payload)).hexdigest(), state="in_progress",
+        partner=partner_of(client),
+        key=key,
+        method="POST",
+        target=TARGET,
+        body_sha256=hashlib.sha256(wire_body(payload)).hexdigest(),
+        state="in_progress",
     )
 
 
@@ -281,7 +293,11 @@ def test_the_purge_keeps_keys_for_24_hours_then_frees_them(wallet, make_citizen)
 
 @pytest.mark.django_db(transaction=True)
 def test_a_second_request_while_the_first_runs_answers_in_use_and_the_first_is_then_replayed(
-    live_server, portal_key, regions, make_citizen, fresh_cache,  # noqa: F811
+    live_server,
+    portal_key,
+    regions,
+    make_citizen,
+    fresh_cache,  # noqa: F811
 ):
     client = make_partner_client(base_url=live_server.url)
     partner = partner_of(client)
@@ -342,7 +358,11 @@ def test_concurrent_requests_with_one_key_execute_once(live_server, portal_key, 
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("case", ["same request", "other request", "same request refused by the handler"])
 def test_a_request_whose_key_is_stored_while_it_runs_is_rolled_back_and_answered_from_the_record(
-    portal_key, regions, make_citizen, fresh_cache, case,  # noqa: F811
+    portal_key,
+    regions,
+    make_citizen,
+    fresh_cache,
+    case,  # noqa: F811
 ):
     # Another request with the key commits its record after this one has read the key (none stored yet):
     # READ COMMITTED takes the read's snapshot before the lock, so the lock does not exclude it. A
@@ -382,15 +402,24 @@ def test_the_store_statement_sends_what_the_orm_would_send_for_the_record(wallet
     from payments.idempotency import KeyedRequest, store_statement
     from payments.models import IdempotencyState
 
-    keyed = KeyedRequest(partner_id=partner_of(wallet).pk, key="k-1", method="POST", target="/api/v1/settlements",
-                         body_sha256="ab" * 32)
+    keyed = KeyedRequest(
+        partner_id=partner_of(wallet).pk, key="k-1", method="POST", target="/api/v1/settlements", body_sha256="ab" * 32
+    )
     response = HttpResponse(b'{"id":"stl_1"}', status=201, content_type="application/json")
     sql, params = store_statement(keyed, response)
     _, fields = rows.insert_sql(IdempotencyRecord)
-    record = IdempotencyRecord(partner_id=keyed.partner_id, key=keyed.key, method=keyed.method, target=keyed.target,
-                               body_sha256=keyed.body_sha256, state=IdempotencyState.COMPLETED, response_status=201,
-                               response_body=b'{"id":"stl_1"}', response_content_type="application/json",
-                               completed_at=params[[f.attname for f in fields].index("completed_at")])
+    record = IdempotencyRecord(
+        partner_id=keyed.partner_id,
+        key=keyed.key,
+        method=keyed.method,
+        target=keyed.target,
+        body_sha256=keyed.body_sha256,
+        state=IdempotencyState.COMPLETED,
+        response_status=201,
+        response_body=b'{"id":"stl_1"}',
+        response_content_type="application/json",
+        completed_at=params[[f.attname for f in fields].index("completed_at")],
+    )
     orm = rows.insert_values(record, fields)
     ours = params[:-1]
     assert len(ours) == len(orm) == len(fields)

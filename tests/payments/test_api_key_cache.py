@@ -116,7 +116,9 @@ def test_a_deleted_key_is_unknown_on_the_next_request(wallet):
 
 @pytest.mark.django_db(transaction=True)
 def test_a_row_read_while_a_revocation_was_uncommitted_is_not_trusted_after_the_commit(
-    portal_key, regions, fresh_cache,  # noqa: F811
+    portal_key,
+    regions,
+    fresh_cache,  # noqa: F811
 ):
     """The generation is replaced again after commit: a request that read the key row (still active)
     between the save and the commit must not leave it trusted once the revocation has committed."""

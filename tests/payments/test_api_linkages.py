@@ -22,8 +22,17 @@ from tests.payments.api_helpers import (  # noqa: F401
 
 pytestmark = pytest.mark.django_db
 
-LINKAGE_FIELDS = {"id", "partner_user_ref", "state", "end_reason", "certificate", "citizen", "created_at",
-                  "ended_at", "version"}
+LINKAGE_FIELDS = {
+    "id",
+    "partner_user_ref",
+    "state",
+    "end_reason",
+    "certificate",
+    "citizen",
+    "created_at",
+    "ended_at",
+    "version",
+}
 
 
 @pytest.fixture
@@ -41,7 +50,9 @@ def problem(response, status: int, code: str) -> dict:
 
 
 def events_of(client, type_: str) -> list[dict]:
-    return [json.loads(e.body) for e in OutboxEvent.objects.filter(partner=partner_of(client), type=type_).order_by("id")]
+    return [
+        json.loads(e.body) for e in OutboxEvent.objects.filter(partner=partner_of(client), type=type_).order_by("id")
+    ]
 
 
 # --- POST /linkages --------------------------------------------------------------------------
@@ -61,8 +72,12 @@ def test_linking_a_pending_card_answers_201_activates_it_and_tells_the_partner(w
     assert body["version"] == 1
     assert body["certificate"]["state"] == "active"
     assert body["certificate"]["number"] == citizen.current_certificate().number
-    assert body["citizen"] == {"name_masked": "张*明", "id_number_masked": citizen.id_number_masked,
-                               "region_code": "310000", "scheme": "resident"}
+    assert body["citizen"] == {
+        "name_masked": "张*明",
+        "id_number_masked": citizen.id_number_masked,
+        "region_code": "310000",
+        "scheme": "resident",
+    }
     assert body["created_at"].endswith("+08:00")
     assert citizen.current_certificate().state == "active"
     created = events_of(wallet, "linkage.created")
@@ -128,8 +143,11 @@ def test_the_minute_of_ten_mismatches_slides_across_clock_minutes(wallet, make_c
     citizen = make_citizen(with_card=True)
     _mismatches_ago(wallet, 6, 40)
     for _ in range(4):
-        problem(wallet.post("/api/v1/linkages", link_payload(citizen, name="某某某"), idempotency_key=idem_key()),
-                422, "identity_mismatch")
+        problem(
+            wallet.post("/api/v1/linkages", link_payload(citizen, name="某某某"), idempotency_key=idem_key()),
+            422,
+            "identity_mismatch",
+        )
     limited = wallet.post("/api/v1/linkages", link_payload(citizen), idempotency_key=idem_key())
     problem(limited, 429, "rate_limited")
     assert 15 <= int(limited.headers["Retry-After"]) <= 21
@@ -175,16 +193,20 @@ def test_a_suspended_card_answers_certificate_unavailable(wallet, make_citizen, 
 def test_a_second_linkage_of_the_citizen_answers_linkage_exists_naming_it(wallet, make_citizen):
     citizen = make_citizen(with_card=True)
     first = link(wallet, citizen)
-    body = problem(wallet.post("/api/v1/linkages", link_payload(citizen), idempotency_key=idem_key()),
-                   409, "linkage_exists")
+    body = problem(
+        wallet.post("/api/v1/linkages", link_payload(citizen), idempotency_key=idem_key()), 409, "linkage_exists"
+    )
     assert body["linkage_id"] == first["id"]
 
 
 def test_a_partner_user_ref_with_an_active_linkage_answers_linkage_exists_naming_it(wallet, make_citizen):
     first = link(wallet, make_citizen(with_card=True), ref="same-user")
     other = make_citizen(with_card=True)
-    body = problem(wallet.post("/api/v1/linkages", link_payload(other, ref="same-user"), idempotency_key=idem_key()),
-                   409, "linkage_exists")
+    body = problem(
+        wallet.post("/api/v1/linkages", link_payload(other, ref="same-user"), idempotency_key=idem_key()),
+        409,
+        "linkage_exists",
+    )
     assert body["linkage_id"] == first["id"]
 
 
@@ -203,16 +225,19 @@ def test_the_citizen_can_link_again_after_unlinking(wallet, make_citizen):
     assert second["id"] != first["id"]
 
 
-@pytest.mark.parametrize(("payload_change", "field"), [
-    ({"name": "名" * 65}, "name"),
-    ({"partner_user_ref": "r" * 129}, "partner_user_ref"),
-    ({"verification_reference": "v" * 129}, "verification_reference"),
-    ({"partner_user_ref": ""}, "partner_user_ref"),
-    ({"name": 12}, "name"),
-    ({"id_number": 310101195001011234}, "id_number"),
-    ({"verification_reference": None}, "verification_reference"),
-    ({"nickname": "x"}, "nickname"),
-])
+@pytest.mark.parametrize(
+    ("payload_change", "field"),
+    [
+        ({"name": "名" * 65}, "name"),
+        ({"partner_user_ref": "r" * 129}, "partner_user_ref"),
+        ({"verification_reference": "v" * 129}, "verification_reference"),
+        ({"partner_user_ref": ""}, "partner_user_ref"),
+        ({"name": 12}, "name"),
+        ({"id_number": 310101195001011234}, "id_number"),
+        ({"verification_reference": None}, "verification_reference"),
+        ({"nickname": "x"}, "nickname"),
+    ],
+)
 def test_bad_fields_answer_validation_error_naming_them(wallet, make_citizen, payload_change, field):
     citizen = make_citizen(with_card=True)
     payload = {**link_payload(citizen), **payload_change}
@@ -316,8 +341,9 @@ def test_unlinking_an_ended_linkage_returns_it_unchanged(wallet, make_citizen):
     assert len(events_of(wallet, "linkage.unlinked")) == 1
 
 
-@pytest.mark.parametrize("payload", [{}, {"reason": "clerk"}, {"reason": "bored"}, {"reason": 1},
-                                     {"reason": "citizen_request", "note": "x"}])
+@pytest.mark.parametrize(
+    "payload", [{}, {"reason": "clerk"}, {"reason": "bored"}, {"reason": 1}, {"reason": "citizen_request", "note": "x"}]
+)
 def test_an_unlink_without_the_citizens_request_answers_validation_error(wallet, make_citizen, payload):
     created = link(wallet, make_citizen(with_card=True))
     problem(wallet.post(f"/api/v1/linkages/{created['id']}/unlink", payload), 400, "validation_error")

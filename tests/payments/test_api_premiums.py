@@ -26,10 +26,22 @@ def resident(regions):
     return insured(regions, scheme="resident", name="王小明")
 
 
-def pay(client, id_number: str, *, name: str = "王小明", year: int = THIS_YEAR, amount: int = PREMIUM,
-        key: str | None = None):
-    body = {"id_number": id_number, "name": name, "year": year, "amount_fen": amount,
-            "partner_transaction_id": "wx-prm-1"}
+def pay(
+    client,
+    id_number: str,
+    *,
+    name: str = "王小明",
+    year: int = THIS_YEAR,
+    amount: int = PREMIUM,
+    key: str | None = None,
+):
+    body = {
+        "id_number": id_number,
+        "name": name,
+        "year": year,
+        "amount_fen": amount,
+        "partner_transaction_id": "wx-prm-1",
+    }
     return client.post("/api/v1/premiums", body, idempotency_key=key or idem_key())
 
 
@@ -41,8 +53,12 @@ def test_a_wallet_pays_a_residents_premium_and_the_enrolment_is_paid(wallet, res
     assert set(body) == PREMIUM_FIELDS
     assert body["id"].startswith("prm_")
     assert (body["state"], body["year"], body["amount_fen"], body["version"]) == ("paid", THIS_YEAR, PREMIUM, 1)
-    assert body["citizen"] == {"name_masked": "王*明", "id_number_masked": citizen.id_number_masked,
-                               "region_code": "310000", "scheme": "resident"}
+    assert body["citizen"] == {
+        "name_masked": "王*明",
+        "id_number_masked": citizen.id_number_masked,
+        "region_code": "310000",
+        "scheme": "resident",
+    }
     assert enrolment_paid(citizen, THIS_YEAR)
     assert AuditEvent.objects.filter(action="premium.pay", object_id=body["id"]).exists()
     assert wallet.get(f"/api/v1/premiums/{body['id']}").json() == body
@@ -124,10 +140,18 @@ def test_another_partners_premium_is_not_found(wallet, resident):
     assert partner_of(wallet).premiums.count() == 1
 
 
-@pytest.mark.parametrize("change", [{"amount_fen": "38000"}, {"amount_fen": 380.0}, {"year": "2026"},
-                                    {"extra": 1}, {"partner_transaction_id": ""}])
+@pytest.mark.parametrize(
+    "change",
+    [{"amount_fen": "38000"}, {"amount_fen": 380.0}, {"year": "2026"}, {"extra": 1}, {"partner_transaction_id": ""}],
+)
 def test_malformed_bodies_are_validation_errors(wallet, resident, change):
-    body = {"id_number": resident[1], "name": "王小明", "year": THIS_YEAR, "amount_fen": PREMIUM,
-            "partner_transaction_id": "wx", **change}
+    body = {
+        "id_number": resident[1],
+        "name": "王小明",
+        "year": THIS_YEAR,
+        "amount_fen": PREMIUM,
+        "partner_transaction_id": "wx",
+        **change,
+    }
     response = wallet.post("/api/v1/premiums", body, idempotency_key=idem_key())
     assert (response.status, response.code) == (400, "validation_error")

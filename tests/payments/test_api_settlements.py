@@ -18,12 +18,31 @@ from tests.payments.settlement_helpers import SYSTEM, insured, signing_key, worl
 
 pytestmark = pytest.mark.django_db
 
-SETTLEMENT_FIELDS = {"id", "state", "certificate_number", "family_binding_id", "facility_code", "policy", "lines",
-                     "total_fen", "eligible_fen", "deductible_fen", "fund_fen", "account_fen", "self_pay_fen",
-                     "use_personal_account", "partner_transaction_id", "expires_at", "created_at", "version"}
-BILL = [{"service_code": "REG", "quantity": 1, "unit_price_fen": 2000},
-        {"service_code": "DRUGB", "quantity": 2, "unit_price_fen": 5000},
-        {"service_code": "NONCAT", "quantity": 1, "unit_price_fen": 1000}]
+SETTLEMENT_FIELDS = {
+    "id",
+    "state",
+    "certificate_number",
+    "family_binding_id",
+    "facility_code",
+    "policy",
+    "lines",
+    "total_fen",
+    "eligible_fen",
+    "deductible_fen",
+    "fund_fen",
+    "account_fen",
+    "self_pay_fen",
+    "use_personal_account",
+    "partner_transaction_id",
+    "expires_at",
+    "created_at",
+    "version",
+}
+BILL = [
+    {"service_code": "REG", "quantity": 1, "unit_price_fen": 2000},
+    {"service_code": "DRUGB", "quantity": 2, "unit_price_fen": 5000},
+    {"service_code": "NONCAT", "quantity": 1, "unit_price_fen": 1000},
+]
 
 
 @pytest.fixture
@@ -55,8 +74,10 @@ def settled(client, tok: str, **kwargs) -> dict:
 
 
 def confirm(client, settlement: dict, *, key: str | None = None, self_pay: int | None = None):
-    body = {"partner_transaction_id": "wx-0001",
-            "self_pay_fen": settlement["self_pay_fen"] if self_pay is None else self_pay}
+    body = {
+        "partner_transaction_id": "wx-0001",
+        "self_pay_fen": settlement["self_pay_fen"] if self_pay is None else self_pay,
+    }
     return client.post(f"/api/v1/settlements/{settlement['id']}/confirm", body, idempotency_key=key or idem_key())
 
 
@@ -73,10 +94,16 @@ def test_a_wallet_settles_a_token_and_gets_the_contract_shape(wallet, linkage):
     assert body["certificate_number"] == linkage["certificate"]["number"]
     assert body["family_binding_id"] is None and body["partner_transaction_id"] is None
     assert body["policy"]["region_code"] == "310000" and body["policy"]["scheme"] == "employee"
-    assert body["lines"][1] == {"service_code": "DRUGB", "quantity": 2, "unit_price_fen": 5000,
-                                "line_total_fen": 10000, "eligible_fen": 9000}
-    assert [body[k] for k in ("total_fen", "eligible_fen", "deductible_fen", "fund_fen", "account_fen",
-                              "self_pay_fen")] == [13000, 11000, 10000, 700, 3000, 9300]
+    assert body["lines"][1] == {
+        "service_code": "DRUGB",
+        "quantity": 2,
+        "unit_price_fen": 5000,
+        "line_total_fen": 10000,
+        "eligible_fen": 9000,
+    }
+    assert [
+        body[k] for k in ("total_fen", "eligible_fen", "deductible_fen", "fund_fen", "account_fen", "self_pay_fen")
+    ] == [13000, 11000, 10000, 700, 3000, 9300]
     assert body["created_at"].endswith("+08:00") and body["expires_at"].endswith("+08:00")
     assert body["version"] == 1
 
@@ -102,8 +129,9 @@ def test_a_retried_create_answers_the_first_response_and_settles_once(wallet, li
 
 
 def test_create_requires_an_idempotency_key(wallet, linkage):
-    response = wallet.post("/api/v1/settlements", {"token": mint(wallet, linkage["id"]), "facility_code": "H310-1",
-                                                   "lines": BILL})
+    response = wallet.post(
+        "/api/v1/settlements", {"token": mint(wallet, linkage["id"]), "facility_code": "H310-1", "lines": BILL}
+    )
     assert (response.status, response.code) == (400, "idempotency_key_required")
 
 
@@ -114,16 +142,21 @@ def test_a_bad_token_is_refused_with_its_code(wallet, linkage, tok, code, status
     assert response.headers["Content-Type"] == "application/problem+json"
 
 
-@pytest.mark.parametrize("bill, facility, code, status", [
-    (BILL, "NOPE", "unknown_facility", 422),
-    ([{"service_code": "NOPE", "quantity": 1, "unit_price_fen": 1}], "H310-1", "unknown_service", 422),
-    ([{"service_code": "REG", "quantity": 1, "unit_price_fen": 5001}], "H310-1", "price_above_maximum", 422),
-])
-def test_catalogue_refusals_answer_their_codes_and_leave_the_token_usable(wallet, linkage, bill, facility, code,
-                                                                          status):
+@pytest.mark.parametrize(
+    "bill, facility, code, status",
+    [
+        (BILL, "NOPE", "unknown_facility", 422),
+        ([{"service_code": "NOPE", "quantity": 1, "unit_price_fen": 1}], "H310-1", "unknown_service", 422),
+        ([{"service_code": "REG", "quantity": 1, "unit_price_fen": 5001}], "H310-1", "price_above_maximum", 422),
+    ],
+)
+def test_catalogue_refusals_answer_their_codes_and_leave_the_token_usable(
+    wallet, linkage, bill, facility, code, status
+):
     tok = mint(wallet, linkage["id"])
-    response = wallet.post("/api/v1/settlements", {"token": tok, "facility_code": facility, "lines": bill},
-                           idempotency_key=idem_key())
+    response = wallet.post(
+        "/api/v1/settlements", {"token": tok, "facility_code": facility, "lines": bill}, idempotency_key=idem_key()
+    )
     assert (response.status, response.code) == (status, code)
     assert settle(wallet, tok).status == 201
 
@@ -149,17 +182,20 @@ def test_a_citizen_without_a_policy_is_policy_unavailable(wallet, regions):
     assert (response.status, response.code) == (409, "policy_unavailable")
 
 
-@pytest.mark.parametrize("body_change, field", [
-    ({"lines": []}, "lines"),
-    ({"lines": [BILL[0]] * 101}, "lines"),
-    ({"lines": [{"service_code": "REG", "quantity": "1", "unit_price_fen": 100}]}, "lines[0].quantity"),
-    ({"lines": [{"service_code": "REG", "quantity": 10000, "unit_price_fen": 100}]}, "lines[0].quantity"),
-    ({"lines": [{"service_code": "REG", "quantity": 1, "unit_price_fen": 1.5}]}, "lines[0].unit_price_fen"),
-    ({"lines": [{"service_code": "REG", "quantity": 1, "unit_price_fen": -1}]}, "lines[0].unit_price_fen"),
-    ({"lines": [{"service_code": "REG", "quantity": 1, "unit_price_fen": 1, "x": 1}]}, "lines[0].x"),
-    ({"use_personal_account": "yes"}, "use_personal_account"),
-    ({"surprise": 1}, "surprise"),
-])
+@pytest.mark.parametrize(
+    "body_change, field",
+    [
+        ({"lines": []}, "lines"),
+        ({"lines": [BILL[0]] * 101}, "lines"),
+        ({"lines": [{"service_code": "REG", "quantity": "1", "unit_price_fen": 100}]}, "lines[0].quantity"),
+        ({"lines": [{"service_code": "REG", "quantity": 10000, "unit_price_fen": 100}]}, "lines[0].quantity"),
+        ({"lines": [{"service_code": "REG", "quantity": 1, "unit_price_fen": 1.5}]}, "lines[0].unit_price_fen"),
+        ({"lines": [{"service_code": "REG", "quantity": 1, "unit_price_fen": -1}]}, "lines[0].unit_price_fen"),
+        ({"lines": [{"service_code": "REG", "quantity": 1, "unit_price_fen": 1, "x": 1}]}, "lines[0].x"),
+        ({"use_personal_account": "yes"}, "use_personal_account"),
+        ({"surprise": 1}, "surprise"),
+    ],
+)
 def test_malformed_bodies_are_validation_errors(wallet, linkage, body_change, field):
     body = {"token": "t", "facility_code": "H310-1", "lines": BILL, **body_change}
     response = wallet.post("/api/v1/settlements", body, idempotency_key=idem_key())
@@ -168,8 +204,9 @@ def test_malformed_bodies_are_validation_errors(wallet, linkage, body_change, fi
 
 
 def test_one_hundred_lines_are_accepted(wallet, linkage):
-    body = settled(wallet, mint(wallet, linkage["id"]), bill=[{"service_code": "REG", "quantity": 1,
-                                                               "unit_price_fen": 10}] * 100)
+    body = settled(
+        wallet, mint(wallet, linkage["id"]), bill=[{"service_code": "REG", "quantity": 1, "unit_price_fen": 10}] * 100
+    )
     assert len(body["lines"]) == 100 and body["total_fen"] == 1000
 
 
@@ -181,9 +218,12 @@ def test_create_and_confirm_answer_exactly_what_drfs_renderer_gives_and_indent_s
         body = {"token": tok, "facility_code": "H310-1", "lines": BILL, "use_personal_account": True}
         created = wallet.post("/api/v1/settlements", body, idempotency_key=idem_key(), extra_headers=headers)
         assert created.status == 201 and created.signature_valid
-        paid = wallet.post(f"/api/v1/settlements/{created.json()['id']}/confirm",
-                           {"partner_transaction_id": "wx-1", "self_pay_fen": created.json()["self_pay_fen"]},
-                           idempotency_key=idem_key(), extra_headers=headers)
+        paid = wallet.post(
+            f"/api/v1/settlements/{created.json()['id']}/confirm",
+            {"partner_transaction_id": "wx-1", "self_pay_fen": created.json()["self_pay_fen"]},
+            idempotency_key=idem_key(),
+            extra_headers=headers,
+        )
         assert paid.status == 200 and paid.signature_valid and paid.json()["state"] == "paid"
         for response in (created, paid):
             assert response.headers["Content-Type"] == "application/json"
@@ -257,20 +297,26 @@ def test_every_answer_and_event_of_a_settlement_carries_the_lines_it_was_created
 
     citizen, _ = insured(regions, balance=300_000)
     linkage = link(wallet, citizen)
-    paid_one, cancelled_one, expired_one = (settled(wallet, mint(wallet, linkage["id"]), use_personal_account=True)
-                                            for _ in range(3))
-    answers = [confirm(wallet, paid_one),
-               wallet.post(f"/api/v1/settlements/{paid_one['id']}/refund", {"reason": "returned"},
-                           idempotency_key=idem_key()),
-               wallet.post(f"/api/v1/settlements/{cancelled_one['id']}/cancel", {}),
-               wallet.get(f"/api/v1/settlements/{paid_one['id']}")]
+    paid_one, cancelled_one, expired_one = (
+        settled(wallet, mint(wallet, linkage["id"]), use_personal_account=True) for _ in range(3)
+    )
+    answers = [
+        confirm(wallet, paid_one),
+        wallet.post(f"/api/v1/settlements/{paid_one['id']}/refund", {"reason": "returned"}, idempotency_key=idem_key()),
+        wallet.post(f"/api/v1/settlements/{cancelled_one['id']}/cancel", {}),
+        wallet.get(f"/api/v1/settlements/{paid_one['id']}"),
+    ]
     assert [a.status for a in answers] == [200, 200, 200, 200]
     for answer in answers:
         assert answer.json()["lines"] == paid_one["lines"]
     assert settlements_expire_due(now=Settlement.objects.get(public_id=expired_one["id"]).expires_at) == 1
     events = OutboxEvent.objects.filter(type__startswith="settlement.").order_by("id")
-    assert [e.type for e in events] == ["settlement.paid", "settlement.refunded", "settlement.cancelled",
-                                       "settlement.expired"]
+    assert [e.type for e in events] == [
+        "settlement.paid",
+        "settlement.refunded",
+        "settlement.cancelled",
+        "settlement.expired",
+    ]
     for event in events:
         assert json_module.loads(event.body)["data"]["object"]["lines"] == paid_one["lines"], event.type
 
@@ -289,8 +335,14 @@ def test_another_partners_settlement_is_not_found_everywhere(wallet, linkage):
     other = make_partner_client()
     sid = settlement["id"]
     assert other.get(f"/api/v1/settlements/{sid}").code == "not_found"
-    assert other.post(f"/api/v1/settlements/{sid}/confirm", {"partner_transaction_id": "x", "self_pay_fen": 0},
-                      idempotency_key=idem_key()).status == 404
+    assert (
+        other.post(
+            f"/api/v1/settlements/{sid}/confirm",
+            {"partner_transaction_id": "x", "self_pay_fen": 0},
+            idempotency_key=idem_key(),
+        ).status
+        == 404
+    )
     assert other.post(f"/api/v1/settlements/{sid}/cancel").status == 404
     assert other.post(f"/api/v1/settlements/{sid}/refund", {"reason": "x"}, idempotency_key=idem_key()).status == 404
     assert other.get("/api/v1/settlements").json() == {"results": [], "next_cursor": None}
@@ -298,15 +350,17 @@ def test_another_partners_settlement_is_not_found_everywhere(wallet, linkage):
 
 
 def test_confirming_another_partners_settlement_answers_404_whatever_the_body_and_leaves_it_to_its_owner(
-    wallet, linkage,
+    wallet,
+    linkage,
 ):
     settlement = settled(wallet, mint(wallet, linkage["id"]))
     other = make_partner_client()
     for body in ({"partner_transaction_id": "x", "self_pay_fen": settlement["self_pay_fen"]}, {"bad": 1}, {}):
         response = other.post(f"/api/v1/settlements/{settlement['id']}/confirm", body, idempotency_key=idem_key())
         assert (response.status, response.code) == (404, "not_found"), body
-    assert other.post("/api/v1/settlements/stl_doesnotexist/confirm", {"bad": 1},
-                      idempotency_key=idem_key()).status == 404
+    assert (
+        other.post("/api/v1/settlements/stl_doesnotexist/confirm", {"bad": 1}, idempotency_key=idem_key()).status == 404
+    )
     # Nothing of the refusals is left, the row lock included: its partner confirms it.
     assert Settlement.objects.get(public_id=settlement["id"]).state == SettlementState.PENDING_PAYMENT
     assert confirm(wallet, settlement).json()["state"] == "paid"

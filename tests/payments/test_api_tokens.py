@@ -98,8 +98,13 @@ def make_binding(wallet, linkage: dict, beneficiary, *, state: str = "active") -
     linkage_row = WalletLinkage.objects.get(public_id=linkage["id"])
     activate_card(beneficiary)
     return FamilyBinding.objects.create(
-        partner=partner_of(wallet), holder_linkage=linkage_row, holder_citizen=linkage_row.citizen,
-        beneficiary=beneficiary, relationship="parent", consent_reference="consent-1", state=state,
+        partner=partner_of(wallet),
+        holder_linkage=linkage_row,
+        holder_citizen=linkage_row.citizen,
+        beneficiary=beneficiary,
+        relationship="parent",
+        consent_reference="consent-1",
+        state=state,
     )
 
 
@@ -238,8 +243,12 @@ def test_verifying_answers_the_card_and_the_citizens_full_name(wallet, holder):
     assert body["token_used"] is False
     assert body["presented_by"] is None
     assert body["citizen"] == {
-        "name": "张三明", "id_number_masked": citizen.id_number_masked, "sex": citizen.sex,
-        "birth_date": citizen.birth_date.isoformat(), "region_code": "310000", "scheme": "resident",
+        "name": "张三明",
+        "id_number_masked": citizen.id_number_masked,
+        "sex": citizen.sex,
+        "birth_date": citizen.birth_date.isoformat(),
+        "region_code": "310000",
+        "scheme": "resident",
     }
     assert datetime.fromisoformat(body["token_expires_at"]).timestamp() == payload_of(token)["exp"]
     assert citizen.id_number not in response.body.decode()
@@ -301,10 +310,23 @@ def _nested(depth: int) -> str:
     return "v1." + b64url(("[" * depth + "]" * depth).encode()) + "." + b64url(b"\0" * 64)
 
 
-@pytest.mark.parametrize("token", [
-    "", "nonsense", "v1.a.b", "v1..", "v1.a.b.c", "v2.e30.AAAA", "v1.中文.签名", "x" * 100_000,
-    "v1.e30." + b64url(b"\0" * 64), "v1.bnVsbA." + b64url(b"\0" * 64), _nested(100_000), _nested(700),
-])
+@pytest.mark.parametrize(
+    "token",
+    [
+        "",
+        "nonsense",
+        "v1.a.b",
+        "v1..",
+        "v1.a.b.c",
+        "v2.e30.AAAA",
+        "v1.中文.签名",
+        "x" * 100_000,
+        "v1.e30." + b64url(b"\0" * 64),
+        "v1.bnVsbA." + b64url(b"\0" * 64),
+        _nested(100_000),
+        _nested(700),
+    ],
+)
 def test_anything_that_is_not_an_authentic_token_answers_invalid_token(wallet, holder, token):
     problem(verify(wallet, token), 422, "invalid_token")
 

@@ -50,8 +50,9 @@ def test_the_queue_of_another_region_does_not_list_it_and_its_pages_answer_404(c
     assert binding.state == BindingState.PENDING
 
 
-def test_the_queue_costs_a_fixed_number_of_queries(client, jilin_clerk, binding, regions,
-                                                   django_assert_max_num_queries):
+def test_the_queue_costs_a_fixed_number_of_queries(
+    client, jilin_clerk, binding, regions, django_assert_max_num_queries
+):
     wechat = binding.partner
     for name in ("王五", "赵六", "钱七"):
         holder, _ = register(regions, "310000", name=name)
@@ -77,19 +78,24 @@ def test_approval_asks_for_a_reason_then_a_confirmation_then_activates_the_card(
     assert done.status_code == 302
     binding.refresh_from_db()
     assert (binding.state, binding.decided_by, binding.decision_note) == (
-        BindingState.ACTIVE, jilin_clerk.username, "documents checked")
+        BindingState.ACTIVE,
+        jilin_clerk.username,
+        "documents checked",
+    )
     assert binding.beneficiary.current_certificate().state == CertificateState.ACTIVE
     assert OutboxEvent.objects.filter(type="family_binding.activated").count() == 1
 
 
 def test_rejection_with_a_reason_ends_the_binding_and_it_cannot_then_be_approved(client, jilin_clerk, binding):
-    client.post(reverse("binding_action", args=[binding.public_id, "reject"]),
-                {"note": "no consent", "confirmed": "yes"})
+    client.post(
+        reverse("binding_action", args=[binding.public_id, "reject"]), {"note": "no consent", "confirmed": "yes"}
+    )
     binding.refresh_from_db()
     assert (binding.state, binding.end_reason) == (BindingState.REJECTED, "clerk")
 
-    response = client.post(reverse("binding_action", args=[binding.public_id, "approve"]),
-                           {"note": "oops", "confirmed": "yes"})
+    response = client.post(
+        reverse("binding_action", args=[binding.public_id, "approve"]), {"note": "oops", "confirmed": "yes"}
+    )
     assert response.status_code == 302
     binding.refresh_from_db()
     assert binding.state == BindingState.REJECTED

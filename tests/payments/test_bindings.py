@@ -25,8 +25,15 @@ def setup(regions):
     holder, _ = register(regions, name="张三明")
     linkage = link(wechat, holder)
     parent, parent_number = register(regions, "220000", name="李四")
-    return {"wechat": wechat, "alipay": alipay, "holder": holder, "linkage": linkage,
-            "parent": parent, "parent_number": parent_number, "regions": regions}
+    return {
+        "wechat": wechat,
+        "alipay": alipay,
+        "holder": holder,
+        "linkage": linkage,
+        "parent": parent,
+        "parent_number": parent_number,
+        "regions": regions,
+    }
 
 
 def code_of(call) -> str:
@@ -44,7 +51,11 @@ def test_a_new_binding_is_pending_at_version_one_audited_and_sends_no_event(setu
     binding = bind(setup["wechat"], setup["linkage"], setup["parent_number"])
 
     assert (binding.state, binding.version, binding.holder_citizen, binding.beneficiary) == (
-        BindingState.PENDING, 1, setup["holder"], setup["parent"])
+        BindingState.PENDING,
+        1,
+        setup["holder"],
+        setup["parent"],
+    )
     assert binding.public_id.startswith("fbd_")
     audit = AuditEvent.objects.get(action="family_binding.create")
     assert audit.region_code == "220000" and audit.object_id == binding.public_id
@@ -65,8 +76,10 @@ def test_an_unknown_number_or_a_different_name_is_identity_mismatch(setup, regio
     from tests.conftest import new_id_number
 
     assert code_of(lambda: bind(setup["wechat"], setup["linkage"], new_id_number("220000"))) == "identity_mismatch"
-    assert code_of(lambda: bind(setup["wechat"], setup["linkage"], setup["parent_number"], name="李五")) == \
-        "identity_mismatch"
+    assert (
+        code_of(lambda: bind(setup["wechat"], setup["linkage"], setup["parent_number"], name="李五"))
+        == "identity_mismatch"
+    )
     assert code_of(lambda: bind(setup["wechat"], setup["linkage"], "not a number")) == "identity_mismatch"
     assert not FamilyBinding.objects.exists()
 
@@ -112,8 +125,9 @@ def test_five_open_bindings_per_holder_across_all_partners_is_the_limit(setup, r
     made = []
     for i in range(5):
         _, number = register(regions, "220000", name="李四")
-        made.append(bind(setup["wechat"] if i % 2 else setup["alipay"],
-                         setup["linkage"] if i % 2 else ali_linkage, number))
+        made.append(
+            bind(setup["wechat"] if i % 2 else setup["alipay"], setup["linkage"] if i % 2 else ali_linkage, number)
+        )
     _, sixth = register(regions, "220000", name="李四")
 
     assert code_of(lambda: bind(setup["alipay"], ali_linkage, sixth)) == "binding_limit_reached"
@@ -137,8 +151,10 @@ def test_errors_come_in_the_contracts_order(setup, regions):
     # certificate_unavailable before both
     assert code_of(lambda: bind(setup["wechat"], setup["linkage"], no_card_number)) == "certificate_unavailable"
     # identity_mismatch before everything
-    assert code_of(lambda: bind(setup["wechat"], setup["linkage"], setup["parent_number"], name="王五")) == \
-        "identity_mismatch"
+    assert (
+        code_of(lambda: bind(setup["wechat"], setup["linkage"], setup["parent_number"], name="王五"))
+        == "identity_mismatch"
+    )
 
 
 @pytest.mark.django_db
@@ -150,13 +166,20 @@ def test_an_ended_holder_linkage_cannot_make_bindings_and_another_partners_linka
 
 @pytest.mark.django_db
 def test_an_unknown_relationship_or_an_empty_consent_is_a_validation_error(setup):
-    assert code_of(lambda: bind(setup["wechat"], setup["linkage"], setup["parent_number"], relationship="friend")) \
+    assert (
+        code_of(lambda: bind(setup["wechat"], setup["linkage"], setup["parent_number"], relationship="friend"))
         == "validation_error"
+    )
     with pytest.raises(DomainError) as info:
         bindings.family_binding_create(
-            actor=SYSTEM, partner=setup["wechat"], holder_linkage=setup["linkage"],
-            beneficiary_id_number=setup["parent_number"], beneficiary_name="李四", relationship="parent",
-            consent_reference="   ")
+            actor=SYSTEM,
+            partner=setup["wechat"],
+            holder_linkage=setup["linkage"],
+            beneficiary_id_number=setup["parent_number"],
+            beneficiary_name="李四",
+            relationship="parent",
+            consent_reference="   ",
+        )
     assert info.value.extra["field"] == "consent_reference"
 
 
@@ -165,7 +188,8 @@ def test_an_unknown_relationship_or_an_empty_consent_is_a_validation_error(setup
 
 @pytest.mark.django_db
 def test_approval_activates_a_pending_card_and_only_the_bindings_partner_hears_family_binding_activated(
-        setup, make_user):
+    setup, make_user
+):
     binding = bind(setup["wechat"], setup["linkage"], setup["parent_number"])
     # Another partner's holder has a pending binding on the same beneficiary's card.
     other_holder, _ = register(setup["regions"], name="孙八")
@@ -208,10 +232,14 @@ def test_only_a_writer_of_the_beneficiarys_region_may_decide(setup, make_user):
     holder_region_clerk = make_user(Role.CLERK, ("310000",))
     auditor = make_user(Role.AUDITOR, ("220000",))
 
-    assert code_of(lambda: bindings.family_binding_approve(actor=Actor.for_user(holder_region_clerk),
-                                                           binding=binding)) == "not_found"
-    assert code_of(lambda: bindings.family_binding_reject(actor=Actor.for_user(auditor), binding=binding,
-                                                          note="x")) == "forbidden"
+    assert (
+        code_of(lambda: bindings.family_binding_approve(actor=Actor.for_user(holder_region_clerk), binding=binding))
+        == "not_found"
+    )
+    assert (
+        code_of(lambda: bindings.family_binding_reject(actor=Actor.for_user(auditor), binding=binding, note="x"))
+        == "forbidden"
+    )
     binding.refresh_from_db()
     assert binding.state == BindingState.PENDING
 
@@ -240,17 +268,19 @@ def test_revoking_ends_an_open_binding_once_and_returns_an_ended_one_unchanged(s
     bindings.family_binding_approve(actor=Actor.for_user(make_user(Role.CLERK, ("220000",))), binding=binding)
     start = last_event_id()
 
-    revoked = bindings.family_binding_revoke(actor=Actor.for_partner("wechat"), binding=binding,
-                                             reason="partner_request")
-    again = bindings.family_binding_revoke(actor=Actor.for_partner("wechat"), binding=binding,
-                                           reason="partner_request")
+    revoked = bindings.family_binding_revoke(
+        actor=Actor.for_partner("wechat"), binding=binding, reason="partner_request"
+    )
+    again = bindings.family_binding_revoke(actor=Actor.for_partner("wechat"), binding=binding, reason="partner_request")
 
     assert (revoked.state, revoked.end_reason, revoked.version) == ("revoked", "partner_request", 3)
     assert (again.state, again.version) == ("revoked", 3)
     assert types(setup["wechat"], start) == ["family_binding.revoked"]
     assert AuditEvent.objects.filter(action="family_binding.revoke").count() == 1
-    assert code_of(lambda: bindings.family_binding_revoke(actor=SYSTEM, binding=binding, reason="timeout")) == \
-        "validation_error"
+    assert (
+        code_of(lambda: bindings.family_binding_revoke(actor=SYSTEM, binding=binding, reason="timeout"))
+        == "validation_error"
+    )
 
 
 @pytest.mark.django_db

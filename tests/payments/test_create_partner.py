@@ -35,8 +35,17 @@ def test_create_partner_registers_a_partner_whose_key_signs_requests(db, tmp_pat
     keys._forget_cached_key()
     keys.portal_key_create(actor=Actor.system("tests"))
     private, pem = write_public_pem(tmp_path)
-    result = run("alipay", "--name", "Alipay", "--kind", "wallet", "--webhook-url", "http://127.0.0.1:9/hook",
-                 "--public-key-file", pem)
+    result = run(
+        "alipay",
+        "--name",
+        "Alipay",
+        "--kind",
+        "wallet",
+        "--webhook-url",
+        "http://127.0.0.1:9/hook",
+        "--public-key-file",
+        pem,
+    )
     assert result["partner"] == "alipay"
     partner = Partner.objects.get(code="alipay")
     assert (partner.name, partner.kind, partner.webhook_url) == ("Alipay", "wallet", "http://127.0.0.1:9/hook")
@@ -72,8 +81,11 @@ def test_create_partner_accepts_a_base64_raw_public_key(db, tmp_path):
 def test_create_partner_refuses_a_private_key_file(db, tmp_path):
     private = Ed25519PrivateKey.generate()
     path = tmp_path / "private.pem"
-    path.write_bytes(private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    path.write_bytes(
+        private.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
     with pytest.raises(CommandError, match="private key"):
         run("bad", "--name", "Bad", "--kind", "wallet", "--public-key-file", str(path))
     assert not Partner.objects.filter(code="bad").exists()
@@ -84,8 +96,9 @@ def test_create_partner_refuses_a_non_ed25519_key_and_writes_nothing(db, tmp_pat
 
     key = ec.generate_private_key(ec.SECP256R1())
     path = tmp_path / "ec.pem"
-    path.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
-                                                   serialization.PublicFormat.SubjectPublicKeyInfo))
+    path.write_bytes(
+        key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
     with pytest.raises(CommandError, match="Ed25519"):
         run("ecpartner", "--name", "EC", "--kind", "wallet", "--public-key-file", str(path))
     assert not Partner.objects.filter(code="ecpartner").exists()
@@ -102,8 +115,9 @@ def test_create_partner_reports_an_unreadable_key_file(db, tmp_path):
         run("x1", "--name", "X", "--kind", "wallet", "--public-key-file", str(tmp_path / "missing.pem"))
 
 
-@pytest.mark.parametrize("url", ["ftp://example.cn/hook", "http://", "not a url", "https://u:p@example.cn/h",
-                                 "https://example.cn:99999/h"])
+@pytest.mark.parametrize(
+    "url", ["ftp://example.cn/hook", "http://", "not a url", "https://u:p@example.cn/h", "https://example.cn:99999/h"]
+)
 def test_a_malformed_webhook_url_is_refused(db, tmp_path, url):
     _, pem = write_public_pem(tmp_path)
     with pytest.raises(CommandError, match="webhook_url"):
@@ -139,8 +153,15 @@ def test_partner_services_write_their_audit_events(db, tmp_path):
     partner.refresh_from_db()
     assert (partner.state, partner.deliveries_paused, partner.rate_limit_per_second) == (PartnerState.ACTIVE, False, 50)
     assert list(AuditEvent.objects.order_by("seq").values_list("action", flat=True)) == [
-        "partner.create", "partner_key.add", "partner_key.revoke", "partner.set_webhook_url", "partner.suspend",
-        "partner.reactivate", "partner.pause_deliveries", "partner.resume_deliveries", "partner.set_rate_limit",
+        "partner.create",
+        "partner_key.add",
+        "partner_key.revoke",
+        "partner.set_webhook_url",
+        "partner.suspend",
+        "partner.reactivate",
+        "partner.pause_deliveries",
+        "partner.resume_deliveries",
+        "partner.set_rate_limit",
     ]
     with pytest.raises(DomainError) as error:
         partners.partner_key_revoke(actor=actor, key=key)

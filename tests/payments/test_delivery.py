@@ -51,7 +51,9 @@ def test_due_event_is_posted_with_its_exact_body_and_a_webhook_signature(portal_
     assert got.headers["ecard-event-id"] == event.public_id
     assert got.headers["ecard-event-type"] == "certificate.suspended"
     assert got.headers["ecard-key-id"] == portal_key.key_id
-    message = signing.webhook_string_to_sign(event.public_id, got.headers["ecard-timestamp"], got.headers["ecard-nonce"], got.body)
+    message = signing.webhook_string_to_sign(
+        event.public_id, got.headers["ecard-timestamp"], got.headers["ecard-nonce"], got.body
+    )
     assert signing.verify(portal_key.public_key, message, got.headers["ecard-signature"])
     event.refresh_from_db()
     assert (event.state, event.attempts, event.last_status) == (OutboxState.DELIVERED, 1, 204)
@@ -225,11 +227,18 @@ def test_sandbox_receiver_stores_a_valid_receipt_for_a_signed_webhook(portal_key
     event = make_event(make_partner(url="http://127.0.0.1:9/"))
     key = keys.current_signing_key()
     body = event.body.encode()
-    headers = signing.webhook_headers(key_id=key.key_id, private_key=key.private_key, event_id=event.public_id,
-                                      body=body, timestamp=1700000000).as_dict()
+    headers = signing.webhook_headers(
+        key_id=key.key_id, private_key=key.private_key, event_id=event.public_id, body=body, timestamp=1700000000
+    ).as_dict()
     extra = {f"HTTP_{k.upper().replace('-', '_')}": v for k, v in headers.items()}
-    response = client.post("/sandbox/webhooks/wechat", data=body, content_type="application/json",
-                           HTTP_ECARD_EVENT_ID=event.public_id, HTTP_ECARD_EVENT_TYPE=event.type, **extra)
+    response = client.post(
+        "/sandbox/webhooks/wechat",
+        data=body,
+        content_type="application/json",
+        HTTP_ECARD_EVENT_ID=event.public_id,
+        HTTP_ECARD_EVENT_TYPE=event.type,
+        **extra,
+    )
     assert response.status_code == 204
     receipt = SandboxReceipt.objects.get()
     assert receipt.signature_valid and receipt.partner_code == "wechat"
@@ -238,11 +247,17 @@ def test_sandbox_receiver_stores_a_valid_receipt_for_a_signed_webhook(portal_key
 
 def test_sandbox_receiver_marks_a_tampered_or_unsigned_webhook_invalid(portal_key, client):
     key = keys.current_signing_key()
-    headers = signing.webhook_headers(key_id=key.key_id, private_key=key.private_key, event_id="evt_1",
-                                      body=b'{"a":1}', timestamp=1700000000).as_dict()
+    headers = signing.webhook_headers(
+        key_id=key.key_id, private_key=key.private_key, event_id="evt_1", body=b'{"a":1}', timestamp=1700000000
+    ).as_dict()
     extra = {f"HTTP_{k.upper().replace('-', '_')}": v for k, v in headers.items()}
-    tampered = client.post("/sandbox/webhooks/alipay", data=b'{"a":2}', content_type="application/json",
-                           HTTP_ECARD_EVENT_ID="evt_1", **extra)
+    tampered = client.post(
+        "/sandbox/webhooks/alipay",
+        data=b'{"a":2}',
+        content_type="application/json",
+        HTTP_ECARD_EVENT_ID="evt_1",
+        **extra,
+    )
     unsigned = client.post("/sandbox/webhooks/alipay", data=b"{}", content_type="application/json")
     assert tampered.status_code == unsigned.status_code == 204
     assert list(SandboxReceipt.objects.values_list("signature_valid", flat=True)) == [False, False]

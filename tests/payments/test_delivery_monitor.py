@@ -25,18 +25,21 @@ def linked(make_citizen, partner, system_actor):
     out = {}
     for region in ("310000", "440000"):
         citizen = make_citizen(region, with_card=True, name="王小明")
-        linkage = services.linkage_create(actor=system_actor, partner=partner, citizen=citizen,
-                                          partner_user_ref=f"user-{region}")
+        linkage = services.linkage_create(
+            actor=system_actor, partner=partner, citizen=citizen, partner_user_ref=f"user-{region}"
+        )
         out[region] = OutboxEvent.objects.get(object_id=linkage.public_id)
     return out
 
 
 def make_dead(event: OutboxEvent) -> OutboxEvent:
     now = timezone.now()
-    DeliveryAttempt.objects.create(event=event, number=1, started_at=now, status_code=500, latency_ms=42,
-                                   error="HTTP 500")
-    OutboxEvent.objects.filter(pk=event.pk).update(state=OutboxState.DEAD, attempts=16, last_status=500,
-                                                   next_attempt_at=None)
+    DeliveryAttempt.objects.create(
+        event=event, number=1, started_at=now, status_code=500, latency_ms=42, error="HTTP 500"
+    )
+    OutboxEvent.objects.filter(pk=event.pk).update(
+        state=OutboxState.DEAD, attempts=16, last_status=500, next_attempt_at=None
+    )
     event.refresh_from_db()
     return event
 
@@ -51,10 +54,13 @@ def signed_in(client, make_user, role: str, regions=("310000",)):
 def test_clerks_and_auditors_cannot_open_the_monitor(client, make_user, partner, linked, role):
     signed_in(client, make_user, role)
     event = linked["310000"]
-    for url in [reverse("monitor_index"), reverse("monitor_partner", args=[partner.code]),
-                reverse("monitor_event", args=[partner.code, event.public_id]),
-                reverse("monitor_replay", args=[partner.code, event.public_id]),
-                reverse("monitor_deliveries", args=[partner.code])]:
+    for url in [
+        reverse("monitor_index"),
+        reverse("monitor_partner", args=[partner.code]),
+        reverse("monitor_event", args=[partner.code, event.public_id]),
+        reverse("monitor_replay", args=[partner.code, event.public_id]),
+        reverse("monitor_deliveries", args=[partner.code]),
+    ]:
         assert client.get(url).status_code == 403, url
 
 
@@ -108,8 +114,9 @@ def test_a_region_admin_replays_a_dead_event_of_their_region_after_confirming(cl
 def test_replaying_an_event_that_is_not_dead_is_refused(client, make_user, partner, linked):
     signed_in(client, make_user, Role.NATIONAL_OPERATOR)
     event = linked["310000"]
-    response = client.post(reverse("monitor_replay", args=[partner.code, event.public_id]),
-                           {"reason": "", "confirmed": "yes"})
+    response = client.post(
+        reverse("monitor_replay", args=[partner.code, event.public_id]), {"reason": "", "confirmed": "yes"}
+    )
     assert response.status_code == 302
     assert OutboxEvent.objects.get(pk=event.pk).state == OutboxState.PENDING
     assert not AuditEvent.objects.filter(action="outbox_event.replay").exists()
@@ -125,7 +132,9 @@ def test_only_a_national_operator_pauses_and_resumes_deliveries(client, make_use
     assert client.post(url, {"reason": "", "confirmed": "yes"}).status_code == 302
     assert not Partner.objects.get(pk=partner.pk).deliveries_paused
     assert list(AuditEvent.objects.filter(object_type="partner").values_list("action", flat=True).order_by("seq")) == [
-        "partner.pause_deliveries", "partner.resume_deliveries"]
+        "partner.pause_deliveries",
+        "partner.resume_deliveries",
+    ]
 
 
 def test_the_event_list_costs_a_fixed_number_of_queries(client, make_user, partner, linked, make_citizen, system_actor):

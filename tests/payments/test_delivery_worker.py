@@ -61,8 +61,13 @@ def receiver():
 
 def linked_card(make_citizen, partner: Partner):
     citizen = make_citizen(with_card=True)
-    linkage = linkage_create(actor=Actor.for_partner(partner.code), partner=partner, citizen=citizen,
-                             partner_user_ref="openid-1", verification_reference="face-1")
+    linkage = linkage_create(
+        actor=Actor.for_partner(partner.code),
+        partner=partner,
+        citizen=citizen,
+        partner_user_ref="openid-1",
+        verification_reference="face-1",
+    )
     return linkage.certificate
 
 
@@ -73,7 +78,9 @@ def events_for(receiver: WebhookReceiver, event_id: str):
 def test_clerk_suspension_reaches_the_partner_signed_with_a_published_key(workers, receiver, make_citizen, client):
     receiver.start()
     workers()
-    partner = Partner.objects.create(code="wechat", name="WeChat Pay", kind=PartnerKind.WALLET, webhook_url=receiver.url)
+    partner = Partner.objects.create(
+        code="wechat", name="WeChat Pay", kind=PartnerKind.WALLET, webhook_url=receiver.url
+    )
     certificate = linked_card(make_citizen, partner)
     insurance_services.certificate_suspend(actor=Actor.system("clerk"), certificate=certificate, reason="lost phone")
     suspended = OutboxEvent.objects.get(type="certificate.suspended")
@@ -84,8 +91,9 @@ def test_clerk_suspension_reaches_the_partner_signed_with_a_published_key(worker
     for got in receiver.received:
         event = OutboxEvent.objects.get(public_id=got.headers["ecard-event-id"])
         assert got.body == event.body.encode()
-        message = signing.webhook_string_to_sign(event.public_id, got.headers["ecard-timestamp"],
-                                                 got.headers["ecard-nonce"], got.body)
+        message = signing.webhook_string_to_sign(
+            event.public_id, got.headers["ecard-timestamp"], got.headers["ecard-nonce"], got.body
+        )
         assert signing.verify(published[got.headers["ecard-key-id"]], message, got.headers["ecard-signature"])
     wait_until(lambda: OutboxEvent.objects.filter(state=OutboxState.DELIVERED).count() == 2, what="both delivered")
 
@@ -98,13 +106,19 @@ def test_events_sent_while_the_receiver_is_down_are_delivered_once_it_is_up(work
     insurance_services.certificate_reinstate(actor=Actor.system("clerk"), certificate=certificate, reason="r")
     ids = set(OutboxEvent.objects.values_list("public_id", flat=True))
     assert len(ids) == 3
-    wait_until(lambda: DeliveryAttempt.objects.filter(error="connection failed").count() >= 6, timeout=30,
-               what="failed attempts while the receiver is down")
+    wait_until(
+        lambda: DeliveryAttempt.objects.filter(error="connection failed").count() >= 6,
+        timeout=30,
+        what="failed attempts while the receiver is down",
+    )
     assert not OutboxEvent.objects.filter(state=OutboxState.DELIVERED).exists()
 
     receiver.start()
-    wait_until(lambda: OutboxEvent.objects.filter(state=OutboxState.DELIVERED).count() == 3, timeout=30,
-               what="all delivered after the receiver came up")
+    wait_until(
+        lambda: OutboxEvent.objects.filter(state=OutboxState.DELIVERED).count() == 3,
+        timeout=30,
+        what="all delivered after the receiver came up",
+    )
     assert {r.headers["ecard-event-id"] for r in receiver.received} == ids
     for event in OutboxEvent.objects.all():
         attempts = list(event.delivery_attempts.order_by("number"))
@@ -114,7 +128,9 @@ def test_events_sent_while_the_receiver_is_down_are_delivered_once_it_is_up(work
 
 def test_event_held_by_a_killed_worker_is_delivered_by_another_after_the_lease(workers, receiver, make_citizen):
     receiver.start()
-    partner = Partner.objects.create(code="wechat", name="WeChat Pay", kind=PartnerKind.WALLET, webhook_url=receiver.url)
+    partner = Partner.objects.create(
+        code="wechat", name="WeChat Pay", kind=PartnerKind.WALLET, webhook_url=receiver.url
+    )
     certificate = linked_card(make_citizen, partner)
     first = workers("first")
     receiver.wait_for(lambda got: len(got) == 1, timeout=20)  # linkage.created, delivered
@@ -130,8 +146,11 @@ def test_event_held_by_a_killed_worker_is_delivered_by_another_after_the_lease(w
     assert suspended.state == OutboxState.PENDING and suspended.attempts == 0
 
     workers("second")
-    wait_until(lambda: OutboxEvent.objects.filter(pk=suspended.pk, state=OutboxState.DELIVERED).exists(), timeout=30,
-               what="the sweep of the second worker to deliver after the lease")
+    wait_until(
+        lambda: OutboxEvent.objects.filter(pk=suspended.pk, state=OutboxState.DELIVERED).exists(),
+        timeout=30,
+        what="the sweep of the second worker to deliver after the lease",
+    )
     assert len(events_for(receiver, suspended.public_id)) == 2  # at least once: the partner deduplicates
     assert DeliveryAttempt.objects.filter(event=suspended, succeeded=True).count() == 1
 

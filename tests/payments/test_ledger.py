@@ -19,8 +19,8 @@ from tests.payments.settlement_helpers import (  # noqa: F401
     account,
     assert_ledger_consistent,
     insured,
-    linked,
     lines,
+    linked,
     make_wallet,
     signing_key,
     token,
@@ -64,8 +64,14 @@ def test_ledger_entries_cannot_be_edited_or_deleted(regions):
 def test_a_balance_cannot_drop_below_what_pending_settlements_hold(regions, world):
     wallet = make_wallet()
     linkage = linked(wallet, regions, balance=5000)
-    settlements.settlement_create(actor=SYSTEM, partner=wallet, token=token(linkage), facility_code="H310-1",
-                                  lines=lines(("REG", 1, 3000)), use_personal_account=True)
+    settlements.settlement_create(
+        actor=SYSTEM,
+        partner=wallet,
+        token=token(linkage),
+        facility_code="H310-1",
+        lines=lines(("REG", 1, 3000)),
+        use_personal_account=True,
+    )
     with pytest.raises(DomainError) as caught:
         ledger.account_balance_set(actor=SYSTEM, citizen=linkage.citizen, balance_fen=2999)
     assert caught.value.code == "account_held"
@@ -95,11 +101,18 @@ def test_the_citizen_import_stores_balances_as_adjustment_entries(regions, tmp_p
     assert account(citizen_id).balance_fen == 8800
 
     second = tmp_path / "second.csv"
-    _write_csv(second, [[number, "王五", "13800000000", "310000", "employee", "10000"],
-                        [new_id_number("310000"), "赵六", "13800000001", "310000", "employee", ""]])
+    _write_csv(
+        second,
+        [
+            [number, "王五", "13800000000", "310000", "employee", "10000"],
+            [new_id_number("310000"), "赵六", "13800000001", "310000", "employee", ""],
+        ],
+    )
     assert import_rows(read_rows(second), actor=SYSTEM).as_dict() == {"created": 1, "updated": 1, "failed": 0}
     assert [e.amount_fen for e in AccountEntry.objects.filter(account__citizen_id=citizen_id).order_by("id")] == [
-        8800, 1200]
+        8800,
+        1200,
+    ]
     assert_ledger_consistent(citizen_id)
     # A row without a balance leaves the account alone (none is created).
     assert PersonalAccount.objects.count() == 1
@@ -108,8 +121,14 @@ def test_the_citizen_import_stores_balances_as_adjustment_entries(regions, tmp_p
 def test_an_import_row_that_would_drop_below_held_money_fails_alone(regions, world, tmp_path):
     wallet = make_wallet()
     linkage = linked(wallet, regions, balance=5000)
-    settlements.settlement_create(actor=SYSTEM, partner=wallet, token=token(linkage), facility_code="H310-1",
-                                  lines=lines(("REG", 1, 3000)), use_personal_account=True)
+    settlements.settlement_create(
+        actor=SYSTEM,
+        partner=wallet,
+        token=token(linkage),
+        facility_code="H310-1",
+        lines=lines(("REG", 1, 3000)),
+        use_personal_account=True,
+    )
     path = tmp_path / "low.csv"
     _write_csv(path, [[linkage.citizen.id_number, linkage.citizen.name, "13800000000", "310000", "employee", "100"]])
     errors = []

@@ -40,7 +40,9 @@ def test_clerk_records_a_linkage_which_activates_the_pending_card(client, clerk,
 def test_a_second_linkage_with_the_same_partner_is_a_form_error(client, clerk, make_citizen, partner):
     citizen = make_citizen("310000", with_card=True)
     services.linkage_create(actor=Actor.system("t"), partner=partner, citizen=citizen, partner_user_ref="a")
-    response = client.post(reverse("linkage_create", args=[citizen.pk]), {"partner": partner.pk, "partner_user_ref": "b"})
+    response = client.post(
+        reverse("linkage_create", args=[citizen.pk]), {"partner": partner.pk, "partner_user_ref": "b"}
+    )
     assert response.status_code == 200
     assert "已存在有效绑定" in response.content.decode()
     assert WalletLinkage.objects.count() == 1
@@ -48,7 +50,9 @@ def test_a_second_linkage_with_the_same_partner_is_a_form_error(client, clerk, m
 
 def test_a_citizen_without_a_card_cannot_be_linked(client, clerk, make_citizen, partner):
     citizen = make_citizen("310000")
-    response = client.post(reverse("linkage_create", args=[citizen.pk]), {"partner": partner.pk, "partner_user_ref": "b"})
+    response = client.post(
+        reverse("linkage_create", args=[citizen.pk]), {"partner": partner.pk, "partner_user_ref": "b"}
+    )
     assert response.status_code == 200
     assert response.context["form"].non_field_errors()
     assert not WalletLinkage.objects.exists()
@@ -56,7 +60,9 @@ def test_a_citizen_without_a_card_cannot_be_linked(client, clerk, make_citizen, 
 
 def test_linkage_form_rejects_an_empty_reference(client, clerk, make_citizen, partner):
     citizen = make_citizen("310000", with_card=True)
-    response = client.post(reverse("linkage_create", args=[citizen.pk]), {"partner": partner.pk, "partner_user_ref": "  "})
+    response = client.post(
+        reverse("linkage_create", args=[citizen.pk]), {"partner": partner.pk, "partner_user_ref": "  "}
+    )
     assert "partner_user_ref" in response.context["form"].errors
     assert not WalletLinkage.objects.exists()
 
@@ -89,8 +95,13 @@ def test_auditor_cannot_record_or_end_linkages(client, make_user, make_citizen, 
 @pytest.mark.parametrize("role", [Role.NATIONAL_OPERATOR, Role.REGION_ADMIN])
 def test_sandbox_page_lists_receipts_for_operators_and_admins(client, make_user, role):
     for n in range(55):
-        SandboxReceipt.objects.create(partner_code="wechat", event_id=f"evt_{n:03d}", event_type="linkage.created",
-                                      body="{}", signature_valid=n % 2 == 0)
+        SandboxReceipt.objects.create(
+            partner_code="wechat",
+            event_id=f"evt_{n:03d}",
+            event_type="linkage.created",
+            body="{}",
+            signature_valid=n % 2 == 0,
+        )
     sign_in(client, make_user(role, ("310000",)))
     first = client.get(reverse("sandbox_receipts"))
     assert first.status_code == 200

@@ -30,8 +30,12 @@ def _key_share_waits(table: str, pk: int) -> bool:
 
 
 def _referenced_rows(linkage) -> dict[str, int]:
-    return {"insurance_citizen": linkage.citizen_id, "payments_partner": linkage.partner_id,
-            "insurance_certificate": linkage.certificate_id, "payments_walletlinkage": linkage.pk}
+    return {
+        "insurance_citizen": linkage.citizen_id,
+        "payments_partner": linkage.partner_id,
+        "insurance_certificate": linkage.certificate_id,
+        "payments_walletlinkage": linkage.pk,
+    }
 
 
 def test_an_unlink_in_progress_does_not_hold_up_foreign_key_checks(regions):

@@ -12,15 +12,26 @@ from payments.services import linkage_create, linkage_unlink
 
 pytestmark = pytest.mark.django_db
 
-LINKAGE_KEYS = {"id", "partner_user_ref", "state", "end_reason", "certificate", "citizen", "created_at", "ended_at",
-                "version"}
+LINKAGE_KEYS = {
+    "id",
+    "partner_user_ref",
+    "state",
+    "end_reason",
+    "certificate",
+    "citizen",
+    "created_at",
+    "ended_at",
+    "version",
+}
 RFC3339_SHANGHAI = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?\+08:00$")
 
 
 @pytest.fixture
 def partners(db):
-    return [Partner.objects.create(code=code, name=code, kind=PartnerKind.WALLET, webhook_url="http://127.0.0.1:9/h")
-            for code in ("wechat", "alipay", "other")]
+    return [
+        Partner.objects.create(code=code, name=code, kind=PartnerKind.WALLET, webhook_url="http://127.0.0.1:9/h")
+        for code in ("wechat", "alipay", "other")
+    ]
 
 
 @pytest.fixture
@@ -200,7 +211,9 @@ def test_each_event_is_recorded_once_per_domain_event_partner_and_object(linked,
     citizen, _, _ = linked
     services.certificate_revoke(actor=system_actor, certificate=citizen.current_certificate(), reason="r")
 
-    keys = list(OutboxEvent.objects.exclude(domain_event=None).values_list("domain_event", "partner", "object_id", "type"))
+    keys = list(
+        OutboxEvent.objects.exclude(domain_event=None).values_list("domain_event", "partner", "object_id", "type")
+    )
 
     assert len(keys) == len(set(keys)) == 4
 

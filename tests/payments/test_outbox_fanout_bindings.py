@@ -41,8 +41,16 @@ def world(regions, make_user):
     bindings.family_binding_approve(actor=Actor.for_user(make_user(Role.CLERK, ("220000",))), binding=binding)
     parent_linkage = link(alipay, parent)
     binding.refresh_from_db()
-    return {"wechat": wechat, "alipay": alipay, "other": other, "holder": holder, "holder_linkage": holder_linkage,
-            "parent": parent, "parent_linkage": parent_linkage, "binding": binding}
+    return {
+        "wechat": wechat,
+        "alipay": alipay,
+        "other": other,
+        "holder": holder,
+        "holder_linkage": holder_linkage,
+        "parent": parent,
+        "parent_linkage": parent_linkage,
+        "binding": binding,
+    }
 
 
 def test_the_binding_representation_is_exactly_the_contracts_object(world):
@@ -57,8 +65,9 @@ def test_the_binding_representation_is_exactly_the_contracts_object(world):
     assert (obj["state"], obj["end_reason"], obj["relationship"]) == ("active", None, "parent")
 
 
-@pytest.mark.parametrize(("change", "event_type"), [
-    ("suspend", "certificate.suspended"), ("expire", "certificate.expired")])
+@pytest.mark.parametrize(
+    ("change", "event_type"), [("suspend", "certificate.suspended"), ("expire", "certificate.expired")]
+)
 def test_a_card_change_is_heard_through_the_binding_and_the_linkage_with_a_growing_version(world, change, event_type):
     card = world["parent"].current_certificate()
     start = last_event_id()
@@ -176,8 +185,7 @@ def test_a_reissued_card_carries_the_binding_which_hears_certificate_reissued_on
     assert world["binding"].state == BindingState.ACTIVE
 
 
-def test_a_first_linkage_of_the_beneficiary_is_heard_as_certificate_activated_by_a_pending_bindings_partner(
-        regions):
+def test_a_first_linkage_of_the_beneficiary_is_heard_as_certificate_activated_by_a_pending_bindings_partner(regions):
     wechat, alipay = make_wallet("wechat"), make_wallet("alipay")
     holder, _ = register(regions, name="张三明")
     parent, number = register(regions, "220000", name="李四")
@@ -217,8 +225,9 @@ def test_a_deceased_citizen_whose_card_had_expired_is_unlinked_with_citizen_stat
     card = Certificate.objects.get(citizen=citizen)
     insurance_services.certificate_expire(actor=system_actor, certificate=card)
 
-    insurance_services.citizen_set_status(actor=system_actor, citizen=citizen, status=CitizenStatus.DECEASED,
-                                          reason="death registered")
+    insurance_services.citizen_set_status(
+        actor=system_actor, citizen=citizen, status=CitizenStatus.DECEASED, reason="death registered"
+    )
 
     linkage = WalletLinkage.objects.get(pk=linkage.pk)
     assert linkage.state == LinkageState.UNLINKED

@@ -19,8 +19,11 @@ pytestmark = pytest.mark.django_db
 
 
 def public_pem(private: Ed25519PrivateKey) -> str:
-    return private.public_key().public_bytes(serialization.Encoding.PEM,
-                                             serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    return (
+        private.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
 
 
 @pytest.fixture
@@ -38,9 +41,13 @@ def partner():
 def admin_urls(partner: Partner) -> list[str]:
     key = PartnerKey.objects.create(partner=partner, key_id=f"{partner.code}-k", public_key="A" * 43 + "=")
     return [
-        reverse("partner_list"), reverse("partner_create"), reverse("partner_detail", args=[partner.code]),
-        reverse("partner_key_add", args=[partner.code]), reverse("partner_key_revoke", args=[partner.code, key.key_id]),
-        reverse("partner_webhook", args=[partner.code]), reverse("partner_state", args=[partner.code]),
+        reverse("partner_list"),
+        reverse("partner_create"),
+        reverse("partner_detail", args=[partner.code]),
+        reverse("partner_key_add", args=[partner.code]),
+        reverse("partner_key_revoke", args=[partner.code, key.key_id]),
+        reverse("partner_webhook", args=[partner.code]),
+        reverse("partner_state", args=[partner.code]),
         reverse("partner_rate_limit", args=[partner.code]),
     ]
 
@@ -71,10 +78,16 @@ def test_operator_registers_a_partner_with_a_key_that_can_sign(client, operator)
     keys._forget_cached_key()
     keys.portal_key_create(actor=Actor.system("tests"))
     private = Ed25519PrivateKey.generate()
-    response = client.post(reverse("partner_create"), {
-        "code": "jdpay", "name": "JD Pay", "kind": "wallet", "webhook_url": "https://pay.example.cn/ecard",
-        "public_key": public_pem(private),
-    })
+    response = client.post(
+        reverse("partner_create"),
+        {
+            "code": "jdpay",
+            "name": "JD Pay",
+            "kind": "wallet",
+            "webhook_url": "https://pay.example.cn/ecard",
+            "public_key": public_pem(private),
+        },
+    )
     assert response.status_code == 302
     partner = Partner.objects.get(code="jdpay")
     key = partner.keys.get()
@@ -86,13 +99,27 @@ def test_operator_registers_a_partner_with_a_key_that_can_sign(client, operator)
 
 
 def test_a_bad_key_or_url_is_a_form_error_and_nothing_is_written(client, operator):
-    response = client.post(reverse("partner_create"), {
-        "code": "badkey", "name": "Bad", "kind": "wallet", "webhook_url": "", "public_key": "not a key",
-    })
+    response = client.post(
+        reverse("partner_create"),
+        {
+            "code": "badkey",
+            "name": "Bad",
+            "kind": "wallet",
+            "webhook_url": "",
+            "public_key": "not a key",
+        },
+    )
     assert response.status_code == 200 and "PEM" in response.content.decode()
-    response = client.post(reverse("partner_create"), {
-        "code": "badurl", "name": "Bad", "kind": "wallet", "webhook_url": "ftp://x", "public_key": "",
-    })
+    response = client.post(
+        reverse("partner_create"),
+        {
+            "code": "badurl",
+            "name": "Bad",
+            "kind": "wallet",
+            "webhook_url": "ftp://x",
+            "public_key": "",
+        },
+    )
     assert response.status_code == 200
     assert not Partner.objects.filter(code__in=["badkey", "badurl"]).exists()
 
@@ -104,8 +131,14 @@ def test_a_duplicate_code_is_a_form_error(client, operator, partner):
 
 
 def test_operator_adds_a_raw_base64_key(client, operator, partner):
-    raw = Ed25519PrivateKey.generate().public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    response = client.post(reverse("partner_key_add", args=[partner.code]), {"public_key": base64.b64encode(raw).decode()})
+    raw = (
+        Ed25519PrivateKey.generate()
+        .public_key()
+        .public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    )
+    response = client.post(
+        reverse("partner_key_add", args=[partner.code]), {"public_key": base64.b64encode(raw).decode()}
+    )
     assert response.status_code == 302
     assert partner.keys.get().public_key == base64.b64encode(raw).decode()
 

@@ -63,7 +63,12 @@ def test_each_rotation_is_audited_by_the_system_actor():
     rotate()
     rotate("--activate")
     actions = list(AuditEvent.objects.order_by("seq").values_list("action", "actor_type", "actor_label"))
-    assert [a for a, _, _ in actions] == ["portal_key.create", "portal_key.create", "portal_key.retire", "portal_key.activate"]
+    assert [a for a, _, _ in actions] == [
+        "portal_key.create",
+        "portal_key.create",
+        "portal_key.retire",
+        "portal_key.activate",
+    ]
     assert {(t, label) for _, t, label in actions} == {("system", "rotate_portal_key")}
     assert verify_chain() == []
 
@@ -118,18 +123,26 @@ def test_keys_response_is_signed_by_the_active_key_in_the_response_form(client):
     active = PortalKey.objects.get(state=PortalKeyState.ACTIVE)
     assert response["Ecard-Key-Id"] == active.key_id
     assert signing.NONCE_RE.match(response["Ecard-Nonce"])
-    message = signing.response_string_to_sign(200, "", response["Ecard-Timestamp"], response["Ecard-Nonce"], response.content)
+    message = signing.response_string_to_sign(
+        200, "", response["Ecard-Timestamp"], response["Ecard-Nonce"], response.content
+    )
     assert signing.verify(active.public_key, message, response["Ecard-Signature"])
-    tampered = signing.response_string_to_sign(201, "", response["Ecard-Timestamp"], response["Ecard-Nonce"], response.content)
+    tampered = signing.response_string_to_sign(
+        201, "", response["Ecard-Timestamp"], response["Ecard-Nonce"], response.content
+    )
     assert not signing.verify(active.public_key, tampered, response["Ecard-Signature"])
 
 
 def test_response_signature_carries_the_request_nonce_when_there_is_one(client):
     rotate()
     nonce = "Req_nonce-0123456789"
-    response = client.get("/api/v1/keys", HTTP_AUTHORIZATION=f'ECARD-ED25519 key_id="k",timestamp="1",nonce="{nonce}",signature="x"')
+    response = client.get(
+        "/api/v1/keys", HTTP_AUTHORIZATION=f'ECARD-ED25519 key_id="k",timestamp="1",nonce="{nonce}",signature="x"'
+    )
     public = PortalKey.objects.get().public_key
-    message = signing.response_string_to_sign(200, nonce, response["Ecard-Timestamp"], response["Ecard-Nonce"], response.content)
+    message = signing.response_string_to_sign(
+        200, nonce, response["Ecard-Timestamp"], response["Ecard-Nonce"], response.content
+    )
     assert signing.verify(public, message, response["Ecard-Signature"])
 
 

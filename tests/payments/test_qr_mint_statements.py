@@ -26,8 +26,9 @@ def wallet(world, fresh_cache):  # noqa: F811
     return make_partner_client()
 
 
-def test_minting_for_the_holder_stays_within_its_statement_budget(wallet, regions, django_assert_max_num_queries,
-                                                                   monkeypatch):
+def test_minting_for_the_holder_stays_within_its_statement_budget(
+    wallet, regions, django_assert_max_num_queries, monkeypatch
+):
     monkeypatch.setattr(keys, "CACHE_SECONDS", 3600)  # the portal key's periodic re-read is not the mint's
     keys._forget_cached_key()
     citizen, _ = insured(regions, balance=300_000)

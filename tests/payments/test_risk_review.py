@@ -14,8 +14,8 @@ from portal.models import AuditEvent, Role
 from tests.payments.settlement_helpers import (  # noqa: F401
     SYSTEM,
     bound,
-    linked,
     lines,
+    linked,
     make_wallet,
     publish_policies,
     signing_key,
@@ -33,8 +33,9 @@ def wallet(world):
 
 
 def settle(partner, linkage, bill=(("REG", 1, 2000),), *, binding=None, facility="H310-1"):
-    return settlements.settlement_create(actor=SYSTEM, partner=partner, token=token(linkage, binding),
-                                         facility_code=facility, lines=lines(*bill))
+    return settlements.settlement_create(
+        actor=SYSTEM, partner=partner, token=token(linkage, binding), facility_code=facility, lines=lines(*bill)
+    )
 
 
 def day_of(settlement):
@@ -44,8 +45,9 @@ def day_of(settlement):
 def facilities(regions, count: int) -> list[str]:
     codes = [f"F310-{n}" for n in range(count)]
     for code in codes:
-        catalogue.facility_create(actor=SYSTEM, code=code, name_zh=code, name_en=code, kind="clinic",
-                                  region=regions["310000"])
+        catalogue.facility_create(
+            actor=SYSTEM, code=code, name_zh=code, name_en=code, kind="clinic", region=regions["310000"]
+        )
     return codes
 
 
@@ -223,8 +225,9 @@ def test_an_administrator_sees_the_flags_of_their_region_only(client, make_user,
     assert mine.subject_id in detail.content.decode()
     assert client.get(reverse("risk_detail", args=[other.pk])).status_code == 404
     assert client.get(reverse("risk_decide", args=[other.pk])).status_code == 404
-    response = client.post(reverse("risk_decide", args=[other.pk]),
-                           {"decision": "dismiss", "note": "x", "confirmed": "yes"})
+    response = client.post(
+        reverse("risk_decide", args=[other.pk]), {"decision": "dismiss", "note": "x", "confirmed": "yes"}
+    )
     assert response.status_code == 404
     other.refresh_from_db()
     assert other.state == RiskFlagState.OPEN
@@ -328,9 +331,15 @@ def test_the_periodic_task_raises_flags_through_a_real_worker(wallet, regions):
 
     made = settle(wallet, linked(wallet, regions), bill=[("DRUGA", 25, 20000), ("REG", 1, 1)])  # 5,000.01 yuan
     redis.Redis.from_url(django_settings.REDIS_URL).flushdb()  # our own Redis db: no stale tasks
-    worker = CeleryWorker(env={"DATABASE_URL": database_url_for_current_connection(),
-                               "REDIS_URL": django_settings.REDIS_URL, "DB_CONN_MAX_AGE": "0"},
-                          name="risk", beat=False)
+    worker = CeleryWorker(
+        env={
+            "DATABASE_URL": database_url_for_current_connection(),
+            "REDIS_URL": django_settings.REDIS_URL,
+            "DB_CONN_MAX_AGE": "0",
+        },
+        name="risk",
+        beat=False,
+    )
     worker.start()
     try:
         scan_risk_rules.delay()

@@ -17,7 +17,8 @@ def _same(model, attnames, values):
     ours, django = rows.loaded(model, attnames, values), model.from_db("default", attnames, values)
     assert type(ours) is model
     assert {k: v for k, v in ours.__dict__.items() if k != "_state"} == {
-        k: v for k, v in django.__dict__.items() if k != "_state"}
+        k: v for k, v in django.__dict__.items() if k != "_state"
+    }
     assert (ours._state.adding, ours._state.db) == (django._state.adding, django._state.db) == (False, "default")
     assert ours.get_deferred_fields() == django.get_deferred_fields()
     return ours

@@ -82,7 +82,9 @@ def test_every_endpoint_of_the_contract_is_in_the_schema(schema, method, path):
     assert item is not None, f"{path} missing from the schema"
     operation = item.get(method)
     assert operation is not None, f"{method.upper()} {path} missing from the schema"
-    errors = {status: r for status, r in operation["responses"].items() if status.startswith("4") or status == "default"}
+    errors = {
+        status: r for status, r in operation["responses"].items() if status.startswith("4") or status == "default"
+    }
     assert errors and all("application/problem+json" in r.get("content", {}) for r in errors.values())
     signed = "EcardEd25519" in json.dumps(operation.get("security", []))
     assert signed == ((method, path) not in UNSIGNED)

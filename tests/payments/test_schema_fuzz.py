@@ -79,8 +79,9 @@ def seed(regions, live_server, settings):
     cache.clear()  # our own Redis db: no nonce or rate counters from an earlier run
     keys._forget_cached_key()
     keys.portal_key_create(actor=SYSTEM)
-    partner = Partner.objects.create(code="fuzz", name="Fuzz wallet", kind=PartnerKind.WALLET,
-                                     webhook_url="http://127.0.0.1:9/hook")
+    partner = Partner.objects.create(
+        code="fuzz", name="Fuzz wallet", kind=PartnerKind.WALLET, webhook_url="http://127.0.0.1:9/hook"
+    )
     private, public = new_key_pair()
     PartnerKey.objects.create(partner=partner, key_id="fuzz-key", public_key=public)
 
@@ -89,20 +90,36 @@ def seed(regions, live_server, settings):
     linkages: list[WalletLinkage] = []
     for index in range(3):
         citizen = insurance_services.citizen_register(
-            actor=SYSTEM, id_number=new_id_number("310000"), name="张三明", phone="13800000000",
-            region=regions["310000"], scheme="resident")
+            actor=SYSTEM,
+            id_number=new_id_number("310000"),
+            name="张三明",
+            phone="13800000000",
+            region=regions["310000"],
+            scheme="resident",
+        )
         insurance_services.certificate_issue(actor=SYSTEM, citizen=citizen, reason="fuzz seed")
-        linkages.append(linkage_create(actor=SYSTEM, partner=partner, citizen=citizen,
-                                       partner_user_ref=f"fuzz-user-{index}"))
+        linkages.append(
+            linkage_create(actor=SYSTEM, partner=partner, citizen=citizen, partner_user_ref=f"fuzz-user-{index}")
+        )
     beneficiary_number = new_id_number("310000")
     beneficiary = insurance_services.citizen_register(
-        actor=SYSTEM, id_number=beneficiary_number, name="李四", phone="13800000001",
-        region=regions["310000"], scheme="resident")
+        actor=SYSTEM,
+        id_number=beneficiary_number,
+        name="李四",
+        phone="13800000001",
+        region=regions["310000"],
+        scheme="resident",
+    )
     insurance_services.certificate_issue(actor=SYSTEM, citizen=beneficiary, reason="fuzz seed")
     binding = family_binding_create(
-        actor=Actor.for_partner(partner.code), partner=partner, holder_linkage=linkages[0],
-        beneficiary_id_number=beneficiary_number, beneficiary_name="李四", relationship="parent",
-        consent_reference="consent-fuzz")
+        actor=Actor.for_partner(partner.code),
+        partner=partner,
+        holder_linkage=linkages[0],
+        beneficiary_id_number=beneficiary_number,
+        beneficiary_name="李四",
+        relationship="parent",
+        consent_reference="consent-fuzz",
+    )
     yield {
         "partner": partner,
         "auth": EcardSignature("fuzz-key", private),
@@ -145,8 +162,10 @@ def api_schema(seed, live_server):
         # A fresh Idempotency-Key most of the time, so that retried shrinks are not answered 422 as reused.
         if not isinstance(headers, dict) or "Idempotency-Key" not in headers:
             return st.just(headers)
-        return st.one_of(st.just(headers), st.just(None).map(
-            lambda none: {**headers, "Idempotency-Key": "fuzz-" + secrets.token_hex(8)}))
+        return st.one_of(
+            st.just(headers),
+            st.just(None).map(lambda none: {**headers, "Idempotency-Key": "fuzz-" + secrets.token_hex(8)}),
+        )
 
     return schema
 
@@ -155,8 +174,7 @@ schema = schemathesis.pytest.from_fixture("api_schema")
 
 
 @schema.parametrize()
-@settings(max_examples=EXAMPLES_PER_OPERATION, deadline=None,
-          suppress_health_check=list(HealthCheck))
+@settings(max_examples=EXAMPLES_PER_OPERATION, deadline=None, suppress_health_check=list(HealthCheck))
 def test_every_operation_answers_as_its_schema_says_whatever_a_signed_partner_sends(case, seed):
     case.call_and_validate(auth=seed["auth"], checks=CHECKS, timeout=30)
 

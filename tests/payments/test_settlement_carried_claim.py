@@ -112,10 +112,13 @@ def test_a_replayed_create_and_confirm_answer_from_their_records_without_locking
     assert Settlement.objects.count() == 1
 
 
-@pytest.mark.parametrize("body_change", [
-    pytest.param({"lines": []}, id="a body the handler refuses (400) before any statement"),
-    pytest.param({"token": "garbage"}, id="a token refused (422) before any statement"),
-])
+@pytest.mark.parametrize(
+    "body_change",
+    [
+        pytest.param({"lines": []}, id="a body the handler refuses (400) before any statement"),
+        pytest.param({"token": "garbage"}, id="a token refused (422) before any statement"),
+    ],
+)
 def test_a_refusal_before_any_statement_still_answers_the_keys_own_answer_first(wallet, linkage, body_change):
     tok, key = mint(wallet, linkage["id"]), idem_key()
     assert settle(wallet, tok, key=key).status == 201

@@ -12,7 +12,6 @@ from django.db import connection
 from payments import settlements
 from payments.models import Settlement, SettlementState
 from portal.audit import verify_chain
-from tests.payments.test_api_idempotency import other_connection, waits_on
 from tests.payments.settlement_helpers import (  # noqa: F401
     CAP,
     DEDUCTIBLE,
@@ -20,13 +19,14 @@ from tests.payments.settlement_helpers import (  # noqa: F401
     account,
     accumulator,
     assert_ledger_consistent,
-    linked,
     lines,
+    linked,
     make_wallet,
     signing_key,
     token,
     world,
 )
+from tests.payments.test_api_idempotency import other_connection, waits_on
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -64,8 +64,9 @@ def run_concurrently(jobs: list[Callable[[], object]]) -> tuple[list[object], li
 
 def assert_year_consistent(citizen_id: int, year: int) -> None:
     """The accumulator equals what the live settlements (pending or paid) hold, within the policy."""
-    live = Settlement.objects.filter(citizen_id=citizen_id, year=year,
-                                     state__in=[SettlementState.PENDING_PAYMENT, SettlementState.PAID])
+    live = Settlement.objects.filter(
+        citizen_id=citizen_id, year=year, state__in=[SettlementState.PENDING_PAYMENT, SettlementState.PAID]
+    )
     deductible_used, fund_used = accumulator(citizen_id, year)
     assert deductible_used == sum(s.deductible_fen for s in live) <= DEDUCTIBLE
     assert fund_used == sum(s.fund_fen for s in live) <= CAP
@@ -82,8 +83,13 @@ def test_fifty_concurrent_settlements_never_pass_the_deductible_the_cap_or_the_b
 
     def create(tok: str) -> Callable[[], Settlement]:
         return lambda: settlements.settlement_create(
-            actor=SYSTEM, partner=wallet, token=tok, facility_code="H310-1", lines=lines(("DRUGA", 1, 5000)),
-            use_personal_account=True)
+            actor=SYSTEM,
+            partner=wallet,
+            token=tok,
+            facility_code="H310-1",
+            lines=lines(("DRUGA", 1, 5000)),
+            use_personal_account=True,
+        )
 
     created, errors = run_concurrently([create(tok) for tok in tokens])
     assert errors == []
@@ -99,8 +105,11 @@ def test_fifty_concurrent_settlements_never_pass_the_deductible_the_cap_or_the_b
     rows = list(Settlement.objects.filter(citizen_id=citizen_id).order_by("id"))
     to_pay, to_cancel = rows[::2], rows[1::2]
     jobs = [
-        (lambda s=s: settlements.settlement_confirm(actor=SYSTEM, settlement=s, partner_transaction_id=f"wx-{s.pk}",
-                                                    self_pay_fen=s.self_pay_fen))
+        (
+            lambda s=s: settlements.settlement_confirm(
+                actor=SYSTEM, settlement=s, partner_transaction_id=f"wx-{s.pk}", self_pay_fen=s.self_pay_fen
+            )
+        )
         for s in to_pay
     ] + [(lambda s=s: settlements.settlement_cancel(actor=SYSTEM, settlement=s)) for s in to_cancel]
     _, errors = run_concurrently(jobs)
@@ -125,8 +134,11 @@ def test_one_token_sent_fifty_times_at_once_settles_once(regions, world):
     linkage = linked(wallet, regions)
     tok = token(linkage)
     jobs = [
-        (lambda: settlements.settlement_create(actor=SYSTEM, partner=wallet, token=tok, facility_code="H310-1",
-                                               lines=lines(("REG", 1, 100))))
+        (
+            lambda: settlements.settlement_create(
+                actor=SYSTEM, partner=wallet, token=tok, facility_code="H310-1", lines=lines(("REG", 1, 100))
+            )
+        )
         for _ in range(THREADS)
     ]
     created, errors = run_concurrently(jobs)
@@ -141,8 +153,14 @@ def test_create_locks_the_card_before_the_citizens_year_and_account(regions, wor
     year nor the account, so nothing that locks the card first can deadlock against it."""
     wallet = make_wallet()
     linkage = linked(wallet, regions, balance=BALANCE)
-    first = settlements.settlement_create(actor=SYSTEM, partner=wallet, token=token(linkage), facility_code="H310-1",
-                                          lines=lines(("REG", 1, 100)), use_personal_account=True)
+    first = settlements.settlement_create(
+        actor=SYSTEM,
+        partner=wallet,
+        token=token(linkage),
+        facility_code="H310-1",
+        lines=lines(("REG", 1, 100)),
+        use_personal_account=True,
+    )
     assert first.pk  # the year's accumulator and the account exist: the steady state's single statement
     tok = token(linkage)
     with other_connection() as holder, other_connection() as prober:
@@ -154,10 +172,13 @@ def test_create_locks_the_card_before_the_citizens_year_and_account(regions, wor
         try:
             assert waits_on(holder), "the create never waited on the card"
             # Neither the year nor the account is locked by the waiting create.
-            prober.execute("SELECT 1 FROM payments_citizenyearaccumulator WHERE citizen_id = %s AND year = %s"
-                           " FOR UPDATE NOWAIT", [linkage.citizen_id, world.year])
-            prober.execute("SELECT 1 FROM payments_personalaccount WHERE citizen_id = %s FOR UPDATE NOWAIT",
-                           [linkage.citizen_id])
+            prober.execute(
+                "SELECT 1 FROM payments_citizenyearaccumulator WHERE citizen_id = %s AND year = %s FOR UPDATE NOWAIT",
+                [linkage.citizen_id, world.year],
+            )
+            prober.execute(
+                "SELECT 1 FROM payments_personalaccount WHERE citizen_id = %s FOR UPDATE NOWAIT", [linkage.citizen_id]
+            )
         finally:
             holder.execute("ROLLBACK")
             creator.join(timeout=30)
@@ -168,8 +189,14 @@ def test_create_locks_the_card_before_the_citizens_year_and_account(regions, wor
 
 def _create_then_close(wallet, tok: str) -> object:
     try:
-        return settlements.settlement_create(actor=SYSTEM, partner=wallet, token=tok, facility_code="H310-1",
-                                             lines=lines(("REG", 1, 100)), use_personal_account=True)
+        return settlements.settlement_create(
+            actor=SYSTEM,
+            partner=wallet,
+            token=tok,
+            facility_code="H310-1",
+            lines=lines(("REG", 1, 100)),
+            use_personal_account=True,
+        )
     except BaseException as exc:  # noqa: BLE001  (reported by the test)
         return exc
     finally:

@@ -18,8 +18,7 @@ from tests.payments.test_api_idempotency import other_connection, sent_while_hel
 from tests.payments.test_api_settlements import BILL, confirm, mint, settle, settled
 
 
-def _stored_meanwhile(partner_id: int, key: str, target: str, body: bytes, lock_sql: str, lock_params: list,
-                      send):
+def _stored_meanwhile(partner_id: int, key: str, target: str, body: bytes, lock_sql: str, lock_params: list, send):
     """Hold the row the request will lock, store a completed record for its key, and commit once the
     request waits on the row: the request read the key before the record existed."""
     stored_body = b'{"stored": "first"}'
@@ -46,9 +45,15 @@ def test_a_create_whose_key_is_stored_while_it_runs_is_rolled_back_whole(world, 
     token, key = mint(wallet, linkage["id"]), idem_key()
     body = {"token": token, "facility_code": "H310-1", "lines": BILL, "use_personal_account": True}
     account = PersonalAccount.objects.get(citizen=citizen)
-    _stored_meanwhile(partner_of(wallet).pk, key, "/api/v1/settlements", wire_body(body),
-                      'SELECT FROM "payments_personalaccount" WHERE id = %s FOR UPDATE', [account.pk],
-                      lambda: wallet.post("/api/v1/settlements", body, idempotency_key=key))
+    _stored_meanwhile(
+        partner_of(wallet).pk,
+        key,
+        "/api/v1/settlements",
+        wire_body(body),
+        'SELECT FROM "payments_personalaccount" WHERE id = %s FOR UPDATE',
+        [account.pk],
+        lambda: wallet.post("/api/v1/settlements", body, idempotency_key=key),
+    )
     assert not Settlement.objects.exists()
     assert not AuditEvent.objects.filter(action="settlement.create").exists()
     account.refresh_from_db()
@@ -66,9 +71,15 @@ def test_a_confirm_whose_key_is_stored_while_it_runs_is_rolled_back_whole(world,
     key = idem_key()
     body = {"partner_transaction_id": "wx-0001", "self_pay_fen": created["self_pay_fen"]}
     target = f"/api/v1/settlements/{created['id']}/confirm"
-    _stored_meanwhile(partner_of(wallet).pk, key, target, wire_body(body),
-                      'SELECT FROM "payments_settlement" WHERE public_id = %s FOR UPDATE', [created["id"]],
-                      lambda: wallet.post(target, body, idempotency_key=key))
+    _stored_meanwhile(
+        partner_of(wallet).pk,
+        key,
+        target,
+        wire_body(body),
+        'SELECT FROM "payments_settlement" WHERE public_id = %s FOR UPDATE',
+        [created["id"]],
+        lambda: wallet.post(target, body, idempotency_key=key),
+    )
     settlement = Settlement.objects.get(public_id=created["id"])
     assert settlement.state == SettlementState.PENDING_PAYMENT and settlement.version == 1
     assert not AccountEntry.objects.filter(settlement=settlement).exists()

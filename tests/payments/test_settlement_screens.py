@@ -40,8 +40,14 @@ def wallet(world):
 
 
 def settle(partner, linkage, bill=BILL, *, use_account=False):
-    return settlements.settlement_create(actor=SYSTEM, partner=partner, token=token(linkage), facility_code="H310-1",
-                                         lines=lines(*bill), use_personal_account=use_account)
+    return settlements.settlement_create(
+        actor=SYSTEM,
+        partner=partner,
+        token=token(linkage),
+        facility_code="H310-1",
+        lines=lines(*bill),
+        use_personal_account=use_account,
+    )
 
 
 @pytest.fixture
@@ -50,8 +56,9 @@ def two_regions(wallet, regions):
     publish_policies(regions, "130000")
     here_link = linked(wallet, regions, name="王小明", balance=100_000)
     here = settle(wallet, here_link, use_account=True)
-    here = settlements.settlement_confirm(actor=SYSTEM, settlement=here, partner_transaction_id="TX-4200001",
-                                          self_pay_fen=here.self_pay_fen)
+    here = settlements.settlement_confirm(
+        actor=SYSTEM, settlement=here, partner_transaction_id="TX-4200001", self_pay_fen=here.self_pay_fen
+    )
     there = settle(wallet, linked(wallet, regions, region_code="130000", name="赵大海"))
     return here, there
 
@@ -115,12 +122,17 @@ def test_the_list_filters_by_state_partner_and_facility(client, make_user, walle
     other_wallet = make_wallet()
     linkage = linked(wallet, regions)
     paid = settle(wallet, linkage)
-    paid = settlements.settlement_confirm(actor=SYSTEM, settlement=paid, partner_transaction_id="T1",
-                                          self_pay_fen=paid.self_pay_fen)
+    paid = settlements.settlement_confirm(
+        actor=SYSTEM, settlement=paid, partner_transaction_id="T1", self_pay_fen=paid.self_pay_fen
+    )
     pending = settle(wallet, linkage)
     elsewhere = settlements.settlement_create(
-        actor=SYSTEM, partner=other_wallet, token=token(linked(other_wallet, regions)), facility_code="H310-1",
-        lines=lines(*BILL))
+        actor=SYSTEM,
+        partner=other_wallet,
+        token=token(linked(other_wallet, regions)),
+        facility_code="H310-1",
+        lines=lines(*BILL),
+    )
     sign_in(client, make_user(Role.CLERK))
     page = listed(client, state="paid")
     assert paid.public_id in page and pending.public_id not in page
@@ -164,11 +176,19 @@ def test_the_list_sorts_by_total(client, make_user, wallet, regions, world):
     assert page.index(small.public_id) < page.index(middle.public_id) < page.index(large.public_id)
 
 
-@pytest.mark.parametrize("params", [
-    {"amount_min": "abc"}, {"amount_min": "-1"}, {"amount_min": "1.005"}, {"date_from": "2026-02-30"},
-    {"amount_min": "30", "amount_max": "10"}, {"date_from": "2026-03-02", "date_to": "2026-03-01"},
-    {"state": "nonsense"}, {"sort": "password"},
-])
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"amount_min": "abc"},
+        {"amount_min": "-1"},
+        {"amount_min": "1.005"},
+        {"date_from": "2026-02-30"},
+        {"amount_min": "30", "amount_max": "10"},
+        {"date_from": "2026-03-02", "date_to": "2026-03-01"},
+        {"state": "nonsense"},
+        {"sort": "password"},
+    ],
+)
 def test_bad_filters_are_form_errors_not_500s(client, make_user, wallet, regions, world, params):
     made = settle(wallet, linked(wallet, regions))
     sign_in(client, make_user(Role.CLERK))
@@ -202,8 +222,14 @@ def test_the_detail_shows_the_split_line_by_line_the_policy_partner_and_history(
     page = client.get(reverse("settlement_detail", args=[here.public_id])).content.decode()
     # lines: quantity, unit price, line total, eligible (class-B drug at 90 %)
     assert "50.00" in page and "100.00" in page and "90.00" in page
-    for amount in (here.total_fen, here.eligible_fen, here.deductible_fen, here.fund_fen, here.account_fen,
-                   here.self_pay_fen):
+    for amount in (
+        here.total_fen,
+        here.eligible_fen,
+        here.deductible_fen,
+        here.fund_fen,
+        here.account_fen,
+        here.self_pay_fen,
+    ):
         assert format_yuan(amount) in page
     assert f'id="fund">{format_yuan(here.fund_fen)}<' in page
     assert f'id="self-pay">{format_yuan(here.self_pay_fen)}<' in page
@@ -232,14 +258,16 @@ def test_the_citizen_page_shows_the_years_usage_against_the_policy(client, make_
     assert 'id="usage-fund">0.00<' in page
 
 
-def test_the_citizen_page_pages_the_ledger_and_its_balance_is_the_sum_of_entries(client, make_user, wallet, regions,
-                                                                                 world):
+def test_the_citizen_page_pages_the_ledger_and_its_balance_is_the_sum_of_entries(
+    client, make_user, wallet, regions, world
+):
     linkage = linked(wallet, regions, balance=100_000)
     for balance in range(100_001, 100_013):  # twelve more adjustments: 13 entries in all
         ledger.account_balance_set(actor=SYSTEM, citizen=linkage.citizen, balance_fen=balance)
     made = settle(wallet, linkage, use_account=True)
-    settlements.settlement_confirm(actor=SYSTEM, settlement=made, partner_transaction_id="T",
-                                   self_pay_fen=made.self_pay_fen)
+    settlements.settlement_confirm(
+        actor=SYSTEM, settlement=made, partner_transaction_id="T", self_pay_fen=made.self_pay_fen
+    )
     expected = 100_012 - made.account_fen
     sign_in(client, make_user(Role.CLERK))
     url = reverse("citizen_detail", args=[linkage.citizen_id])
@@ -258,7 +286,6 @@ def test_the_usage_block_says_so_when_no_policy_is_in_force(client, make_user, m
     page = client.get(reverse("citizen_detail", args=[citizen.pk])).content.decode()
     assert 'id="usage"' in page
     assert 'id="account-balance">0.00<' in page
-
 
 
 def test_the_screens_speak_chinese_by_default_and_english_on_request(client, make_user, two_regions):

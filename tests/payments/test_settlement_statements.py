@@ -38,8 +38,9 @@ def wallet(world, fresh_cache):  # noqa: F811
     return make_partner_client()
 
 
-def test_create_and_confirm_stay_within_their_statement_budget(wallet, regions, django_assert_max_num_queries,
-                                                                monkeypatch):
+def test_create_and_confirm_stay_within_their_statement_budget(
+    wallet, regions, django_assert_max_num_queries, monkeypatch
+):
     # The portal's signing key is re-read every CACHE_SECONDS per process (one statement then): on a
     # slow machine that could fall inside a measured call, so it is kept for the test.
     monkeypatch.setattr(keys, "CACHE_SECONDS", 3600)
@@ -62,7 +63,9 @@ def test_create_and_confirm_stay_within_their_statement_budget(wallet, regions, 
     assert settlement.state == "paid" and settlement.account_fen > 0
     assert AccountEntry.objects.filter(settlement=settlement, amount_fen=-settlement.account_fen).count() == 1
     assert set(AuditEvent.objects.filter(object_id=created["id"]).values_list("action", flat=True)) == {
-        "settlement.create", "settlement.confirm"}
+        "settlement.create",
+        "settlement.confirm",
+    }
     assert OutboxEvent.objects.filter(object_id=created["id"], type="settlement.paid").count() == 1
 
 

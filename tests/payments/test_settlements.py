@@ -25,8 +25,8 @@ from tests.payments.settlement_helpers import (  # noqa: F401
     accumulator,
     assert_ledger_consistent,
     bound,
-    linked,
     lines,
+    linked,
     make_wallet,
     signing_key,
     token,
@@ -46,8 +46,12 @@ def wallet(world):
 
 def create(partner, linkage, bill=BILL, *, binding=None, use_account=False, facility="H310-1", tok=None):
     return settlements.settlement_create(
-        actor=SYSTEM, partner=partner, token=tok if tok is not None else token(linkage, binding), facility_code=facility,
-        lines=lines(*bill), use_personal_account=use_account,
+        actor=SYSTEM,
+        partner=partner,
+        token=tok if tok is not None else token(linkage, binding),
+        facility_code=facility,
+        lines=lines(*bill),
+        use_personal_account=use_account,
     )
 
 
@@ -72,7 +76,10 @@ def test_a_settlement_splits_the_bill_in_the_design_order_and_reserves_it(wallet
     assert settlement.year == world.year
     assert settlement.expires_at - settlement.created_at == dt.timedelta(minutes=15)
     assert [(line.line_total_fen, line.eligible_fen) for line in settlement.lines.all()] == [
-        (2000, 2000), (10000, 9000), (1000, 0)]
+        (2000, 2000),
+        (10000, 9000),
+        (1000, 0),
+    ]
     assert accumulator(linkage.citizen_id, world.year) == (10000, 700)
     assert (account(linkage.citizen_id).balance_fen, account(linkage.citizen_id).held_fen) == (3000, 3000)
     assert QrToken.objects.get(pk=settlement.qr_token_id).used_at is not None
@@ -90,8 +97,14 @@ def test_the_account_pays_nothing_unless_the_citizen_asks(wallet, regions):
 
 def test_the_account_pays_nothing_where_the_policy_does_not_allow_it(wallet, regions, world):
     catalogue.policy_create_version(
-        actor=SYSTEM, region=regions["350000"], scheme="employee", year=world.year,
-        effective_from=dt.date(world.year, 1, 1), deductible_fen=0, ratio="0.50", annual_cap_fen=CAP,
+        actor=SYSTEM,
+        region=regions["350000"],
+        scheme="employee",
+        year=world.year,
+        effective_from=dt.date(world.year, 1, 1),
+        deductible_fen=0,
+        ratio="0.50",
+        annual_cap_fen=CAP,
         personal_account_allowed=False,
     )
     linkage = linked(wallet, regions, region_code="350000", balance=3000)
@@ -186,8 +199,9 @@ def test_a_card_suspended_after_the_token_was_minted_is_certificate_not_active(w
 
 @pytest.mark.parametrize("code", ["NOPE", "H310-OFF"])
 def test_an_unknown_or_inactive_facility_is_unknown_facility(wallet, regions, code):
-    catalogue.facility_create(actor=SYSTEM, code="H310-OFF", name_zh="关", name_en="Closed", kind="clinic",
-                              region=regions["310000"])
+    catalogue.facility_create(
+        actor=SYSTEM, code="H310-OFF", name_zh="关", name_en="Closed", kind="clinic", region=regions["310000"]
+    )
     catalogue.facility_update(actor=SYSTEM, facility=catalogue.facilities_listed().get(code="H310-OFF"), active=False)
     linkage = linked(wallet, regions)
     refused("unknown_facility", 422, lambda: create(wallet, linkage, facility=code))
@@ -217,8 +231,9 @@ def test_confirming_debits_the_account_and_tells_the_partner(wallet, regions):
     linkage = linked(wallet, regions, balance=5000)
     settlement = create(wallet, linkage, [("REG", 1, 2000)], use_account=True)
     assert (settlement.fund_fen, settlement.account_fen, settlement.self_pay_fen) == (0, 2000, 0)
-    paid = settlements.settlement_confirm(actor=SYSTEM, settlement=settlement, partner_transaction_id="wx-1",
-                                          self_pay_fen=settlement.self_pay_fen)
+    paid = settlements.settlement_confirm(
+        actor=SYSTEM, settlement=settlement, partner_transaction_id="wx-1", self_pay_fen=settlement.self_pay_fen
+    )
     assert (paid.state, paid.partner_transaction_id, paid.version) == ("paid", "wx-1", 2)
     acct = account(linkage.citizen_id)
     assert (acct.balance_fen, acct.held_fen) == (3000, 0)
@@ -233,18 +248,21 @@ def test_confirming_debits_the_account_and_tells_the_partner(wallet, regions):
 def test_a_wrong_self_pay_is_amount_mismatch(wallet, regions):
     settlement = create(wallet, linked(wallet, regions))
     with pytest.raises(DomainError) as caught:
-        settlements.settlement_confirm(actor=SYSTEM, settlement=settlement, partner_transaction_id="wx-1",
-                                       self_pay_fen=settlement.self_pay_fen - 1)
+        settlements.settlement_confirm(
+            actor=SYSTEM, settlement=settlement, partner_transaction_id="wx-1", self_pay_fen=settlement.self_pay_fen - 1
+        )
     assert (caught.value.code, caught.value.status) == ("amount_mismatch", 422)
 
 
 def test_a_settlement_is_confirmed_once(wallet, regions):
     settlement = create(wallet, linked(wallet, regions))
-    settlements.settlement_confirm(actor=SYSTEM, settlement=settlement, partner_transaction_id="wx-1",
-                                   self_pay_fen=settlement.self_pay_fen)
+    settlements.settlement_confirm(
+        actor=SYSTEM, settlement=settlement, partner_transaction_id="wx-1", self_pay_fen=settlement.self_pay_fen
+    )
     with pytest.raises(DomainError) as caught:
-        settlements.settlement_confirm(actor=SYSTEM, settlement=settlement, partner_transaction_id="wx-1",
-                                       self_pay_fen=settlement.self_pay_fen)
+        settlements.settlement_confirm(
+            actor=SYSTEM, settlement=settlement, partner_transaction_id="wx-1", self_pay_fen=settlement.self_pay_fen
+        )
     assert caught.value.code == "invalid_state"
 
 
@@ -252,8 +270,9 @@ def test_a_pending_settlement_stays_confirmable_after_the_card_is_suspended(wall
     linkage = linked(wallet, regions)
     settlement = create(wallet, linkage)
     insurance_services.certificate_suspend(actor=SYSTEM, certificate=linkage.certificate, reason="lost phone")
-    paid = settlements.settlement_confirm(actor=SYSTEM, settlement=settlement, partner_transaction_id="wx-1",
-                                          self_pay_fen=settlement.self_pay_fen)
+    paid = settlements.settlement_confirm(
+        actor=SYSTEM, settlement=settlement, partner_transaction_id="wx-1", self_pay_fen=settlement.self_pay_fen
+    )
     assert paid.state == "paid"
     refunded = settlements.settlement_refund(actor=SYSTEM, settlement=paid, reason="returned")
     assert refunded.state == "refunded"
@@ -267,8 +286,13 @@ def test_an_expired_settlement_cannot_be_confirmed_and_its_reservation_is_releas
     settlement = create(wallet, linkage, use_account=True)
     late = settlement.expires_at + dt.timedelta(seconds=1)
     with pytest.raises(DomainError) as caught:  # past expires_at, not yet swept
-        settlements.settlement_confirm(actor=SYSTEM, settlement=settlement, partner_transaction_id="wx-1",
-                                       self_pay_fen=settlement.self_pay_fen, now=late)
+        settlements.settlement_confirm(
+            actor=SYSTEM,
+            settlement=settlement,
+            partner_transaction_id="wx-1",
+            self_pay_fen=settlement.self_pay_fen,
+            now=late,
+        )
     assert caught.value.code == "settlement_expired"
 
     assert settlements.settlements_expire_due(now=settlement.expires_at - dt.timedelta(seconds=1)) == 0
@@ -279,8 +303,9 @@ def test_an_expired_settlement_cannot_be_confirmed_and_its_reservation_is_releas
     assert (account(linkage.citizen_id).balance_fen, account(linkage.citizen_id).held_fen) == (5000, 0)
     assert [e["data"]["object"]["state"] for e in events_of(wallet, "settlement.expired")] == ["expired"]
     with pytest.raises(DomainError) as caught:
-        settlements.settlement_confirm(actor=SYSTEM, settlement=settlement, partner_transaction_id="wx-1",
-                                       self_pay_fen=settlement.self_pay_fen)
+        settlements.settlement_confirm(
+            actor=SYSTEM, settlement=settlement, partner_transaction_id="wx-1", self_pay_fen=settlement.self_pay_fen
+        )
     assert (caught.value.code, caught.value.status) == ("settlement_expired", 409)
     assert settlements.settlements_expire_due(now=late) == 0
 
@@ -307,21 +332,26 @@ def test_cancelling_releases_the_reservation_and_tells_the_partner(wallet, regio
 def test_a_refund_restores_the_year_and_the_account_exactly(wallet, regions, world):
     linkage = linked(wallet, regions, balance=4000)
     earlier = create(wallet, linkage, [("DRUGA", 1, 6000)])
-    settlements.settlement_confirm(actor=SYSTEM, settlement=earlier, partner_transaction_id="wx-0",
-                                   self_pay_fen=earlier.self_pay_fen)
+    settlements.settlement_confirm(
+        actor=SYSTEM, settlement=earlier, partner_transaction_id="wx-0", self_pay_fen=earlier.self_pay_fen
+    )
     before_year = accumulator(linkage.citizen_id, world.year)
     before_balance = account(linkage.citizen_id).balance_fen
 
     settlement = create(wallet, linkage, [("DRUGA", 3, 9000)], use_account=True)
-    settlements.settlement_confirm(actor=SYSTEM, settlement=settlement, partner_transaction_id="wx-1",
-                                   self_pay_fen=settlement.self_pay_fen)
+    settlements.settlement_confirm(
+        actor=SYSTEM, settlement=settlement, partner_transaction_id="wx-1", self_pay_fen=settlement.self_pay_fen
+    )
     assert settlement.deductible_fen == 4000 and settlement.fund_fen > 0 and settlement.account_fen == 4000
     refunded = settlements.settlement_refund(actor=SYSTEM, settlement=settlement, reason="returned")
 
     assert (refunded.state, refunded.version) == ("refunded", 3)
     assert accumulator(linkage.citizen_id, world.year) == before_year
     assert account(linkage.citizen_id).balance_fen == before_balance
-    assert [e.kind for e in AccountEntry.objects.filter(settlement=settlement).order_by("id")] == ["settlement", "refund"]
+    assert [e.kind for e in AccountEntry.objects.filter(settlement=settlement).order_by("id")] == [
+        "settlement",
+        "refund",
+    ]
     assert_ledger_consistent(linkage.citizen_id)
     assert len(events_of(wallet, "settlement.refunded")) == 1
     assert verify_chain() == []
@@ -333,8 +363,9 @@ def test_only_a_paid_settlement_can_be_refunded(wallet, regions, state):
     if state == "cancelled":
         settlements.settlement_cancel(actor=SYSTEM, settlement=settlement)
     if state == "refunded":
-        settlements.settlement_confirm(actor=SYSTEM, settlement=settlement, partner_transaction_id="wx",
-                                       self_pay_fen=settlement.self_pay_fen)
+        settlements.settlement_confirm(
+            actor=SYSTEM, settlement=settlement, partner_transaction_id="wx", self_pay_fen=settlement.self_pay_fen
+        )
         settlements.settlement_refund(actor=SYSTEM, settlement=settlement, reason="once")
     with pytest.raises(DomainError) as caught:
         settlements.settlement_refund(actor=SYSTEM, settlement=settlement, reason="twice")
@@ -344,8 +375,9 @@ def test_only_a_paid_settlement_can_be_refunded(wallet, regions, state):
 def test_a_refund_goes_back_to_the_year_the_settlement_belongs_to(wallet, regions, world):
     linkage = linked(wallet, regions)
     settlement = create(wallet, linkage, [("DRUGA", 1, 12000)])
-    settlements.settlement_confirm(actor=SYSTEM, settlement=settlement, partner_transaction_id="wx",
-                                   self_pay_fen=settlement.self_pay_fen)
+    settlements.settlement_confirm(
+        actor=SYSTEM, settlement=settlement, partner_transaction_id="wx", self_pay_fen=settlement.self_pay_fen
+    )
     settlements.settlement_refund(actor=SYSTEM, settlement=settlement, reason="returned")
     assert accumulator(linkage.citizen_id, world.year) == (0, 0)
     assert accumulator(linkage.citizen_id, world.year + 1) == (0, 0)

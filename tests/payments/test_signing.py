@@ -10,7 +10,9 @@ from payments import signing
 
 # A fixed private key (RFC 8032 test 1 secret) makes the vectors reproducible.
 FIXED_SECRET = bytes.fromhex("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60")
-FIXED_PUBLIC_B64 = base64.b64encode(bytes.fromhex("d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a")).decode()
+FIXED_PUBLIC_B64 = base64.b64encode(
+    bytes.fromhex("d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a")
+).decode()
 
 
 def test_fixed_private_key_gives_the_rfc8032_public_key_in_standard_base64():
@@ -42,13 +44,13 @@ def test_response_string_to_sign_has_status_and_request_nonce():
 
 
 def test_webhook_string_to_sign_starts_with_the_word_webhook_and_the_event_id():
-    body = '{"id":"evt_1","type":"certificate.suspended"}'.encode()
+    body = b'{"id":"evt_1","type":"certificate.suspended"}'
     assert signing.webhook_string_to_sign("evt_1", 7, "nonce", body) == b"webhook\nevt_1\n7\nnonce\n" + body + b"\n"
 
 
 def test_signature_by_fixed_key_verifies_with_its_public_key():
     key = signing.private_key_from_raw(FIXED_SECRET)
-    message = signing.webhook_string_to_sign("evt_abc", 1700000000, "N" * 20, "{\"名\":\"张*明\"}".encode())
+    message = signing.webhook_string_to_sign("evt_abc", 1700000000, "N" * 20, '{"名":"张*明"}'.encode())
     signature = signing.sign(key, message)
     assert len(base64.b64decode(signature)) == 64
     assert signing.verify(FIXED_PUBLIC_B64, message, signature)
@@ -62,7 +64,9 @@ def test_changing_any_byte_of_the_body_fails_verification(position, flip):
     signature = signing.sign(key, signing.webhook_string_to_sign("evt_abc", 1, "n" * 16, body))
     tampered = bytearray(body)
     tampered[position] ^= flip
-    assert not signing.verify(FIXED_PUBLIC_B64, signing.webhook_string_to_sign("evt_abc", 1, "n" * 16, bytes(tampered)), signature)
+    assert not signing.verify(
+        FIXED_PUBLIC_B64, signing.webhook_string_to_sign("evt_abc", 1, "n" * 16, bytes(tampered)), signature
+    )
 
 
 def test_signature_does_not_verify_with_another_key_or_another_event_id():

@@ -28,10 +28,15 @@ def _exchange(wallet, linkage_id: str) -> list[tuple[int, dict, bytes]]:
     for response in (
         wallet.post(f"/api/v1/linkages/{linkage_id}/qr-tokens", {}),
         wallet.post("/api/v1/settlements", {"token": "v1.a.b"}, idempotency_key=idem_key()),
-        wallet.post("/api/v1/settlements", {"token": "v1.a.b", "facility_code": "H310000001",
-                                            "lines": [{"service_code": "110200001", "quantity": 1,
-                                                       "unit_price_fen": 1000}]},
-                    idempotency_key=idem_key()),
+        wallet.post(
+            "/api/v1/settlements",
+            {
+                "token": "v1.a.b",
+                "facility_code": "H310000001",
+                "lines": [{"service_code": "110200001", "quantity": 1, "unit_price_fen": 1000}],
+            },
+            idempotency_key=idem_key(),
+        ),
         wallet.get("/api/v1/no-such-endpoint"),
         wallet.get("/api/v1/settlements?state=nonsense"),
     ):

@@ -29,9 +29,16 @@ def append(n: int, actor: Actor = ACTOR, *, chain: bool = True) -> list[AuditEve
     test's own transaction is the chainer's, so its rows are chained)."""
     with transaction.atomic():
         events = [
-            audit_record(actor=actor, action="citizen.update", object_type="citizen", object_id=i,
-                         region_code="310000", before={"name_masked": "张*明"}, after={"name_masked": "张*华", "n": i},
-                         reason="test")
+            audit_record(
+                actor=actor,
+                action="citizen.update",
+                object_type="citizen",
+                object_id=i,
+                region_code="310000",
+                before={"name_masked": "张*明"},
+                after={"name_masked": "张*华", "n": i},
+                reason="test",
+            )
             for i in range(n)
         ]
     if chain:
@@ -123,8 +130,13 @@ def test_the_only_update_allowed_is_chaining_an_unchained_row_without_touching_i
 @pytest.mark.parametrize("field", ["reason", "actor_label", "after", "created_at", "region_code"])
 def test_an_edited_row_in_the_middle_is_detected(field):
     events = append(5)
-    value = {"reason": "cover-up", "actor_label": "someone-else", "after": {"name_masked": "李*"},
-             "created_at": timezone.now(), "region_code": "440000"}[field]
+    value = {
+        "reason": "cover-up",
+        "actor_label": "someone-else",
+        "after": {"name_masked": "李*"},
+        "created_at": timezone.now(),
+        "region_code": "440000",
+    }[field]
 
     with attacker():
         AuditEvent.objects.filter(seq=events[2].seq).update(**{field: value})
@@ -208,9 +220,18 @@ def test_deleting_every_row_is_detected():
 
 
 def forged_row(position: int | None, prev_hash: str, seq: int) -> AuditEvent:
-    event = AuditEvent(seq=seq, chain_seq=position, created_at=timezone.now(), actor_type="user", actor_id="1",
-                       actor_label="ghost", action="citizen.update", object_type="citizen", object_id="1",
-                       prev_hash=prev_hash)
+    event = AuditEvent(
+        seq=seq,
+        chain_seq=position,
+        created_at=timezone.now(),
+        actor_type="user",
+        actor_id="1",
+        actor_label="ghost",
+        action="citizen.update",
+        object_type="citizen",
+        object_id="1",
+        prev_hash=prev_hash,
+    )
     # Without the key the attacker can only guess; a plain hash of the row is the best he has.
     event.row_hmac = hashlib.sha256(f"row|{seq}".encode()).hexdigest()
     event.hash = hashlib.sha256(f"{prev_hash}|{position}".encode()).hexdigest()
@@ -269,8 +290,13 @@ def test_a_row_replaced_in_the_middle_is_detected():
 def test_the_chain_hash_covers_what_the_database_gives_back_for_ipv6_and_unicode():
     actor = Actor(type="partner", id="wechat", label="微信支付", ip="2001:DB8:0:0:0:0:0:1")
     with transaction.atomic():
-        event = audit_record(actor=actor, action="linkage.create", object_type="linkage", object_id="lnk_1",
-                             after={"name_masked": "欧阳*华", "amount_fen": 12345, "ratio": "0.70", "ok": True, "none": None})
+        event = audit_record(
+            actor=actor,
+            action="linkage.create",
+            object_type="linkage",
+            object_id="lnk_1",
+            after={"name_masked": "欧阳*华", "amount_fen": 12345, "ratio": "0.70", "ok": True, "none": None},
+        )
     assert compute_row_hmac(AuditEvent.objects.get(seq=event.seq)) == event.row_hmac
     audit_chain_pending()
 
@@ -376,8 +402,12 @@ def test_concurrent_appends_and_chainers_keep_one_unbroken_chain():
             barrier.wait(timeout=10)
             for i in range(per_thread):
                 with transaction.atomic():
-                    audit_record(actor=Actor.system(f"thread-{number}"), action="test.append", object_type="t",
-                                 object_id=f"{number}-{i}")
+                    audit_record(
+                        actor=Actor.system(f"thread-{number}"),
+                        action="test.append",
+                        object_type="t",
+                        object_id=f"{number}-{i}",
+                    )
         except BaseException as exc:  # noqa: BLE001 - reported below
             failures.append(exc)
         finally:
@@ -413,10 +443,18 @@ def test_concurrent_appends_and_chainers_keep_one_unbroken_chain():
 
 def _manage(db_name: str) -> subprocess.CompletedProcess:
     env = dict(os.environ)
-    env["DATABASE_URL"] = f"postgres://{settings.DATABASES['default'].get('USER') or 'postgres'}@" \
+    env["DATABASE_URL"] = (
+        f"postgres://{settings.DATABASES['default'].get('USER') or 'postgres'}@"
         f"{settings.DATABASES['default'].get('HOST') or '127.0.0.1'}:{settings.DATABASES['default'].get('PORT') or 5432}/{db_name}"
-    return subprocess.run([sys.executable, "manage.py", "verify_audit_chain"], cwd=BASE_DIR, env=env,
-                          capture_output=True, text=True, timeout=120)
+    )
+    return subprocess.run(
+        [sys.executable, "manage.py", "verify_audit_chain"],
+        cwd=BASE_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 @pytest.mark.django_db(transaction=True)

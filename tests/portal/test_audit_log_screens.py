@@ -24,24 +24,52 @@ def english(client):
     client.cookies["django_language"] = "en"
 
 
-def record(*, region: str = HERE, action: str = "citizen.update", object_type: str = "citizen",
-           object_id: str = "1", actor: Actor | None = None, reason: str = "", after: dict | None = None) -> AuditEvent:
+def record(
+    *,
+    region: str = HERE,
+    action: str = "citizen.update",
+    object_type: str = "citizen",
+    object_id: str = "1",
+    actor: Actor | None = None,
+    reason: str = "",
+    after: dict | None = None,
+) -> AuditEvent:
     with transaction.atomic():
-        return audit_record(actor=actor or Actor.system("tests"), action=action, object_type=object_type,
-                            object_id=object_id, region_code=region, reason=reason, after=after)
+        return audit_record(
+            actor=actor or Actor.system("tests"),
+            action=action,
+            object_type=object_type,
+            object_id=object_id,
+            region_code=region,
+            reason=reason,
+            after=after,
+        )
 
 
 @pytest.fixture
 def events(regions):
     clerk = Actor(type="user", id="7", label="clerk_sh", ip="10.0.0.7", user_id=7)
     return {
-        "here": record(region=HERE, action="certificate.revoke", object_type="certificate", object_id="C310-1",
-                       actor=clerk, reason="lost card", after={"state": "revoked", "citizen": "310***********123X"}),
+        "here": record(
+            region=HERE,
+            action="certificate.revoke",
+            object_type="certificate",
+            object_id="C310-1",
+            actor=clerk,
+            reason="lost card",
+            after={"state": "revoked", "citizen": "310***********123X"},
+        ),
         "here_citizen": record(region=HERE, action="citizen.register", object_type="citizen", object_id="41"),
-        "there": record(region=THERE, action="certificate.revoke", object_type="certificate", object_id="C130-1",
-                        reason="there-only"),
-        "national": record(region="", action="partner.create", object_type="partner", object_id="wechat",
-                           reason="national-only"),
+        "there": record(
+            region=THERE,
+            action="certificate.revoke",
+            object_type="certificate",
+            object_id="C130-1",
+            reason="there-only",
+        ),
+        "national": record(
+            region="", action="partner.create", object_type="partner", object_id="wechat", reason="national-only"
+        ),
     }
 
 
@@ -94,8 +122,15 @@ def test_the_detail_shows_who_what_why_and_the_snapshots(client, make_user, even
     sign_in(client, make_user(Role.REGION_ADMIN, (HERE,)))
     event = events["here"]
     page = client.get(reverse("audit_detail", args=[event.seq])).content.decode()
-    for text in ("clerk_sh", "certificate.revoke", "C310-1", "lost card", "10.0.0.7",
-                 "310***********123X", "&quot;state&quot;: &quot;revoked&quot;"):
+    for text in (
+        "clerk_sh",
+        "certificate.revoke",
+        "C310-1",
+        "lost card",
+        "10.0.0.7",
+        "310***********123X",
+        "&quot;state&quot;: &quot;revoked&quot;",
+    ):
         assert text in page, text
 
 
@@ -158,13 +193,19 @@ def test_the_audit_log_exports_within_the_scope_and_filters(client, make_user, e
     import io
 
     sign_in(client, make_user(Role.AUDITOR, (HERE,)))
-    body = b"".join(client.get(reverse("audit_list"), {"format": "csv", "action": "certificate."})
-                    .streaming_content).decode("utf-8-sig")
+    body = b"".join(
+        client.get(reverse("audit_list"), {"format": "csv", "action": "certificate."}).streaming_content
+    ).decode("utf-8-sig")
     rows = list(csv.reader(io.StringIO(body)))
     assert rows[0][0] == "Sequence"
     assert [row[0] for row in rows[1:]] == [str(events["here"].seq)]
     export_event = AuditEvent.objects.filter(action="list.export").latest("seq")
     assert export_event.object_id == "audit-log"
-    assert export_event.after == {"list": "audit-log", "format": "csv", "filters": {"action": "certificate."},
-                                  "rows": 1, "truncated": False}
+    assert export_event.after == {
+        "list": "audit-log",
+        "format": "csv",
+        "filters": {"action": "certificate."},
+        "rows": 1,
+        "truncated": False,
+    }
     assert export_event.region_code == HERE

@@ -11,9 +11,11 @@ from tests.workers import CeleryWorker, database_url_for_current_connection
 
 pytestmark = pytest.mark.worker
 
-_ENVELOPE = (b'{"body": "%s", "content-type": "application/json", "content-encoding": "utf-8", "headers": {},'
-             b' "properties": {"delivery_tag": "x", "delivery_info": {"exchange": "", "routing_key": "celery"},'
-             b' "body_encoding": "base64"}}')
+_ENVELOPE = (
+    b'{"body": "%s", "content-type": "application/json", "content-encoding": "utf-8", "headers": {},'
+    b' "properties": {"delivery_tag": "x", "delivery_info": {"exchange": "", "routing_key": "celery"},'
+    b' "body_encoding": "base64"}}'
+)
 # Envelopes kombu cannot read: our transport drops them.
 MALFORMED = [
     b"not json at all",  # kombu issue 1551's case: a half-written message
@@ -28,8 +30,13 @@ NOT_A_TASK = _ENVELOPE % b"e30="
 def test_a_worker_drops_messages_it_cannot_decode_and_runs_the_next_task(transactional_db):
     broker = redis.Redis.from_url(settings.REDIS_URL)
     broker.flushdb()
-    worker = CeleryWorker(env={"DATABASE_URL": database_url_for_current_connection(), "REDIS_URL": settings.REDIS_URL},
-                          name="decode", beat=False, pool="prefork", concurrency=1).start()
+    worker = CeleryWorker(
+        env={"DATABASE_URL": database_url_for_current_connection(), "REDIS_URL": settings.REDIS_URL},
+        name="decode",
+        beat=False,
+        pool="prefork",
+        concurrency=1,
+    ).start()
     try:
         for raw in [*MALFORMED, NOT_A_TASK]:
             broker.lpush("celery", raw)

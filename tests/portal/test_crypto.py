@@ -69,8 +69,9 @@ def test_after_an_encryption_key_rotation_old_ciphertexts_still_decrypt_and_new_
 @pytest.mark.django_db
 def test_a_citizen_indexed_under_the_old_blind_index_key_is_still_found_after_rotation(regions, system_actor):
     number = new_id_number()
-    citizen = services.citizen_register(actor=system_actor, id_number=number, name="赵六", phone="",
-                                        region=regions["310000"], scheme="resident")
+    citizen = services.citizen_register(
+        actor=system_actor, id_number=number, name="赵六", phone="", region=regions["310000"], scheme="resident"
+    )
     keys = with_new_key("ECARD_BLIND_INDEX_KEYS")
 
     with override_settings(ECARD_BLIND_INDEX_KEYS=keys):
@@ -80,6 +81,7 @@ def test_a_citizen_indexed_under_the_old_blind_index_key_is_still_found_after_ro
         assert services.find_citizen_id_by_id_number(number) == citizen.pk
         # And a second registration of the same number is still refused.
         with pytest.raises(services.DomainError) as excinfo:
-            services.citizen_register(actor=system_actor, id_number=number, name="赵六", phone="",
-                                      region=regions["310000"], scheme="resident")
+            services.citizen_register(
+                actor=system_actor, id_number=number, name="赵六", phone="", region=regions["310000"], scheme="resident"
+            )
         assert excinfo.value.code == "citizen_exists"

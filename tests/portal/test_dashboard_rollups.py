@@ -38,8 +38,9 @@ def _day(value: dt.datetime | None) -> dt.date | None:
 
 def direct_counts() -> dict[str, Counter]:
     """The same figures, counted straight from the tables (what the rollups must equal)."""
-    result: dict[str, Counter] = {name: Counter() for name in ("citizens", "cards", "linkages", "bindings", "cohort",
-                                                                 "daily")}
+    result: dict[str, Counter] = {
+        name: Counter() for name in ("citizens", "cards", "linkages", "bindings", "cohort", "daily")
+    }
     for c in Citizen.objects.all():
         result["citizens"][(c.region_id, c.status)] += 1
         if c.status == "active":
@@ -67,12 +68,22 @@ def direct_counts() -> dict[str, Counter]:
 
 
 def rollup_counts() -> dict[str, Counter]:
-    result: dict[str, Counter] = {name: Counter() for name in ("citizens", "cards", "linkages", "bindings", "cohort",
-                                                                 "daily")}
+    result: dict[str, Counter] = {
+        name: Counter() for name in ("citizens", "cards", "linkages", "bindings", "cohort", "daily")
+    }
     for row in RollupCount.objects.all():
         result[row.metric][(row.region_code, row.dim)] += row.value
-    for row in RollupDaily.objects.filter(metric__in=["citizens_new", "cards_issued", "cards_activated", "settled",
-                                                      "fund_fen", "refunded", "refund_fund_fen"]):
+    for row in RollupDaily.objects.filter(
+        metric__in=[
+            "citizens_new",
+            "cards_issued",
+            "cards_activated",
+            "settled",
+            "fund_fen",
+            "refunded",
+            "refund_fund_fen",
+        ]
+    ):
         result["daily"][(row.region_code, row.day, row.metric)] += row.value
     return {k: +v for k, v in result.items()}
 
@@ -81,10 +92,17 @@ BILL = [("REG", 1, 2000), ("DRUGA", 3, 10_000)]
 
 
 def settle(partner, linkage) -> Settlement:
-    created = settlements.settlement_create(actor=SYSTEM, partner=partner, token=token(linkage), facility_code="H310-1",
-                                            lines=lines(*BILL), use_personal_account=False)
-    return settlements.settlement_confirm(actor=SYSTEM, settlement=created, partner_transaction_id=f"tx-{created.pk}",
-                                          self_pay_fen=created.self_pay_fen)
+    created = settlements.settlement_create(
+        actor=SYSTEM,
+        partner=partner,
+        token=token(linkage),
+        facility_code="H310-1",
+        lines=lines(*BILL),
+        use_personal_account=False,
+    )
+    return settlements.settlement_confirm(
+        actor=SYSTEM, settlement=created, partner_transaction_id=f"tx-{created.pk}", self_pay_fen=created.self_pay_fen
+    )
 
 
 def busy_day(regions) -> dict:
@@ -103,8 +121,14 @@ def busy_day(regions) -> dict:
     insurance_services.certificate_reissue(actor=SYSTEM, certificate=Certificate.objects.get(pk=card.pk), reason="new")
     gone, _ = insured(regions, region_code="310000")
     insurance_services.citizen_set_status(actor=SYSTEM, citizen=gone, status="deceased", reason="register office")
-    return {"wechat": wechat, "alipay": alipay, "first": first, "second": second, "binding": binding,
-            "pending": pending}
+    return {
+        "wechat": wechat,
+        "alipay": alipay,
+        "first": first,
+        "second": second,
+        "binding": binding,
+        "pending": pending,
+    }
 
 
 @pytest.mark.django_db
@@ -179,8 +203,11 @@ def test_a_transaction_that_commits_after_a_later_one_is_not_missed(regions):
         try:
             with transaction.atomic():
                 citizen, _ = insured(regions, region_code="350000")
-                slow_seqs.extend(AuditEvent.objects.filter(object_type="citizen", object_id=str(citizen.pk))
-                                 .values_list("seq", flat=True))
+                slow_seqs.extend(
+                    AuditEvent.objects.filter(object_type="citizen", object_id=str(citizen.pk)).values_list(
+                        "seq", flat=True
+                    )
+                )
                 holding.set()
                 release.wait(10)
         except BaseException as exc:  # noqa: BLE001 (reported to the test below)

@@ -88,10 +88,13 @@ def test_page_has_accessible_svg_charts(client, make_user, populated):
     assert "<polyline" in body
 
 
-@pytest.mark.parametrize("role, codes, url_args", [
-    (Role.NATIONAL_OPERATOR, (), None),
-    (Role.REGION_ADMIN, ("310000",), ["310000"]),
-])
+@pytest.mark.parametrize(
+    "role, codes, url_args",
+    [
+        (Role.NATIONAL_OPERATOR, (), None),
+        (Role.REGION_ADMIN, ("310000",), ["310000"]),
+    ],
+)
 def test_page_costs_a_fixed_number_of_queries_and_reads_no_big_table(
     client, make_user, populated, make_citizen, django_assert_max_num_queries, role, codes, url_args
 ):
@@ -108,8 +111,14 @@ def test_page_costs_a_fixed_number_of_queries_and_reads_no_big_table(
         assert client.get(url).status_code == 200
     assert len(first) <= 16
     sql = " ".join(q["sql"] for q in second.captured_queries)
-    for table in ("insurance_citizen", "insurance_certificate", "payments_settlement", "payments_walletlinkage",
-                  "payments_familybinding", "portal_rollupfact"):
+    for table in (
+        "insurance_citizen",
+        "insurance_certificate",
+        "payments_settlement",
+        "payments_walletlinkage",
+        "payments_familybinding",
+        "portal_rollupfact",
+    ):
         assert f'"{table}"' not in sql, table
 
 

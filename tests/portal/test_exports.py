@@ -42,14 +42,25 @@ EN: dict = {}  # English comes from the cookie set by the `english` fixture
 def settle(partner, linkage, facility_code: str):
     from payments import settlements
 
-    return settlements.settlement_create(actor=SYSTEM, partner=partner, token=token(linkage),
-                                         facility_code=facility_code, lines=lines(("REG", 1, 2000)),
-                                         use_personal_account=False)
+    return settlements.settlement_create(
+        actor=SYSTEM,
+        partner=partner,
+        token=token(linkage),
+        facility_code=facility_code,
+        lines=lines(("REG", 1, 2000)),
+        use_personal_account=False,
+    )
 
 
 def flag_for(citizen, subject: str):
-    finding = risk.Finding(rule="large_settlement", subject_type="settlement", subject_id=subject,
-                           region_code=citizen.region_id, citizen_id=citizen.pk, evidence={"total_fen": 1})
+    finding = risk.Finding(
+        rule="large_settlement",
+        subject_type="settlement",
+        subject_id=subject,
+        region_code=citizen.region_id,
+        citizen_id=citizen.pk,
+        evidence={"total_fen": 1},
+    )
     return risk.risk_flag_raise(actor=SYSTEM, finding=finding, day=dt.date(2026, 1, 5))
 
 
@@ -70,21 +81,41 @@ def populate(wallet, regions, make_user, code: str, facility: str, n: int = 0) -
     flag = flag_for(holder.citizen, f"risk-{code}-{n}" if n else f"risk-{code}")
     staff = make_user(Role.CLERK, (code,), username=f"clerk-{code}-{n}" if n else f"clerk-{code}")
     receipt_id = f"evt_sandbox_{code}_{n}" if n else f"evt_sandbox_{code}"
-    SandboxReceipt.objects.create(partner_code=wallet.code, event_id=receipt_id, event_type="linkage.created",
-                                  body="{}", signature_valid=True)
+    SandboxReceipt.objects.create(
+        partner_code=wallet.code, event_id=receipt_id, event_type="linkage.created", body="{}", signature_valid=True
+    )
     citizen = insurance_services.citizen_register(
-        actor=SYSTEM, id_number=new_id_number(code), name="钱多多", phone="13912345678",
-        region=regions[code], scheme="resident")
+        actor=SYSTEM,
+        id_number=new_id_number(code),
+        name="钱多多",
+        phone="13912345678",
+        region=regions[code],
+        scheme="resident",
+    )
     insurance_services.certificate_issue(actor=SYSTEM, citizen=citizen, reason=f"audit-marker-{code}")
-    import_job = ImportJob.objects.create(uploaded_by=staff, region=regions[code], original_name="张三.csv",
-                                          file="imports/x.csv", file_size=10)
+    import_job = ImportJob.objects.create(
+        uploaded_by=staff, region=regions[code], original_name="张三.csv", file="imports/x.csv", file_size=10
+    )
     if n:
-        catalogue.facility_create(actor=SYSTEM, code=f"{facility}-{n}", name_zh="又一家医院", name_en="Another hospital",
-                                  kind="hospital", region=regions[code])
+        catalogue.facility_create(
+            actor=SYSTEM,
+            code=f"{facility}-{n}",
+            name_zh="又一家医院",
+            name_en="Another hospital",
+            kind="hospital",
+            region=regions[code],
+        )
     return {
         "import_job": import_job,
-        "wallet": wallet, "holder": holder, "binding": binding, "settlement": settlement, "flag": flag,
-        "staff": staff, "receipt": receipt_id, "citizen": citizen, "facility": facility,
+        "wallet": wallet,
+        "holder": holder,
+        "binding": binding,
+        "settlement": settlement,
+        "flag": flag,
+        "staff": staff,
+        "receipt": receipt_id,
+        "citizen": citizen,
+        "facility": facility,
         "event": OutboxEvent.objects.get(partner=wallet, object_id=holder.public_id, type="linkage.created"),
     }
 
@@ -92,11 +123,19 @@ def populate(wallet, regions, make_user, code: str, facility: str, n: int = 0) -
 @pytest.fixture
 def both(world, regions, make_user):
     publish_policies(regions, THERE)
-    catalogue.facility_create(actor=SYSTEM, code="H130-1", name_zh="河北医院", name_en="Hebei hospital",
-                              kind="hospital", region=regions[THERE])
+    catalogue.facility_create(
+        actor=SYSTEM,
+        code="H130-1",
+        name_zh="河北医院",
+        name_en="Hebei hospital",
+        kind="hospital",
+        region=regions[THERE],
+    )
     wallet = make_wallet()
-    out = {code: populate(wallet, regions, make_user, code, facility)
-           for code, facility in ((HERE, "H310-1"), (THERE, "H130-1"))}
+    out = {
+        code: populate(wallet, regions, make_user, code, facility)
+        for code, facility in ((HERE, "H310-1"), (THERE, "H130-1"))
+    }
     return Both(here=out[HERE], there=out[THERE])
 
 
@@ -188,8 +227,10 @@ def test_exports_mask_identity_numbers_names_and_phones_for_every_role(client, m
                 assert citizen.id_number not in text
                 assert citizen.phone not in text
                 assert citizen.name not in text
-        masked = {c.id_number_masked for c in (both.here["holder"].citizen, both.here["binding"].beneficiary,
-                                                 both.here["citizen"])}
+        masked = {
+            c.id_number_masked
+            for c in (both.here["holder"].citizen, both.here["binding"].beneficiary, both.here["citizen"])
+        }
         assert masked & values, "masked identity numbers are exported"
 
 
@@ -229,15 +270,21 @@ def test_the_export_event_is_recorded_under_the_users_region(client, make_user, 
 
 
 def test_spreadsheet_formulas_are_neutralised_in_both_formats(client, make_user, both, regions):
-    catalogue.facility_create(actor=SYSTEM, code="H310-9", name_zh="=HYPERLINK(\"http://x\",\"y\")",
-                              name_en="@SUM(1+1)", kind="clinic", region=regions[HERE])
+    catalogue.facility_create(
+        actor=SYSTEM,
+        code="H310-9",
+        name_zh='=HYPERLINK("http://x","y")',
+        name_en="@SUM(1+1)",
+        kind="clinic",
+        region=regions[HERE],
+    )
     sign_in(client, make_user(Role.AUDITOR, (HERE,)))
     csv_rows = parse(export(client, "facilities", both, "csv", q="H310-9"), "csv")
-    assert csv_rows[1][1] == "'=HYPERLINK(\"http://x\",\"y\")"
+    assert csv_rows[1][1] == '\'=HYPERLINK("http://x","y")'
     assert csv_rows[1][2] == "'@SUM(1+1)"
     body = b"".join(export(client, "facilities", both, "xlsx", q="H310-9").streaming_content)
     sheet = openpyxl.load_workbook(io.BytesIO(body)).worksheets[0]
-    assert sheet.cell(row=2, column=2).value == "'=HYPERLINK(\"http://x\",\"y\")"
+    assert sheet.cell(row=2, column=2).value == '\'=HYPERLINK("http://x","y")'
     assert sheet.cell(row=2, column=2).data_type == "s"
 
 
@@ -261,8 +308,9 @@ def test_an_auditor_can_export_but_not_write(client, make_user, both, regions):
     sign_in(client, make_user(Role.AUDITOR, (HERE,)))
     assert export(client, "facilities", both, "xlsx").status_code == 200
     assert "format=xlsx" in client.get(reverse("facility_list"), **EN).content.decode()
-    response = client.post(reverse("facility_create"), {"code": "H310-5", "name_zh": "x", "name_en": "x",
-                                                         "kind": "clinic", "region": HERE})
+    response = client.post(
+        reverse("facility_create"), {"code": "H310-5", "name_zh": "x", "name_en": "x", "kind": "clinic", "region": HERE}
+    )
     assert response.status_code == 403
     assert client.post(reverse("citizen_register"), {}).status_code == 403
 
@@ -321,8 +369,9 @@ def test_delivery_attempts_export_and_another_regions_event_answers_404(client, 
 
     here, there = both.here["event"], both.there["event"]
     for event in (here, there):
-        DeliveryAttempt.objects.create(event=event, number=1, started_at=timezone.now(), status_code=500,
-                                       latency_ms=42, error="=cmd|' /C calc'!A0")
+        DeliveryAttempt.objects.create(
+            event=event, number=1, started_at=timezone.now(), status_code=500, latency_ms=42, error="=cmd|' /C calc'!A0"
+        )
     sign_in(client, make_user(Role.REGION_ADMIN, (HERE,)))
     code = both.here["wallet"].code
     for fmt in ("csv", "xlsx"):

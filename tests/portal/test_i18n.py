@@ -43,14 +43,17 @@ def english(client) -> None:
 FORMATS = Template(
     "{% load humanize %}"
     '{{ d|date:"SHORT_DATE_FORMAT" }}|{{ d|date }}|{{ t|date:"SHORT_DATETIME_FORMAT" }}|{{ t|date:"DATETIME_FORMAT" }}'
-    "|{{ n|intcomma }}|{{ x|floatformat:\"2g\" }}"
+    '|{{ n|intcomma }}|{{ x|floatformat:"2g" }}'
 )
 
 
-@pytest.mark.parametrize(("language", "expected"), [
-    ("zh-hans", "1986-03-07|1986年3月7日|2026-11-05 09:04|2026-11-05 09:04:59|1,234,567|12,345.60"),
-    ("en", "7 Mar 1986|7 March 1986|5 Nov 2026 09:04|5 Nov 2026 09:04:59|1,234,567|12,345.60"),
-])
+@pytest.mark.parametrize(
+    ("language", "expected"),
+    [
+        ("zh-hans", "1986-03-07|1986年3月7日|2026-11-05 09:04|2026-11-05 09:04:59|1,234,567|12,345.60"),
+        ("en", "7 Mar 1986|7 March 1986|5 Nov 2026 09:04|5 Nov 2026 09:04:59|1,234,567|12,345.60"),
+    ],
+)
 def test_dates_and_numbers_are_formatted_for_the_language(language, expected):
     moment = dt.datetime(2026, 11, 5, 9, 4, 59, tzinfo=timezone.get_current_timezone())
     context = Context({"d": BIRTH, "t": moment, "n": 1234567, "x": Decimal("12345.6")})
@@ -129,8 +132,12 @@ def english_phrases(html: str) -> list[str]:
     # Two English words in a row is a sentence or a label left untranslated; single tokens
     # (codes, "TOTP", units) are not counted.
     words = r"[A-Za-z][A-Za-z'’-]*(?:[ ,]+[A-Za-z][A-Za-z'’-]*)+"
-    return [m.group(0) for part in parser.parts for m in re.finditer(words, part)
-            if len(re.findall(r"[A-Za-z]", m.group(0))) >= 5]
+    return [
+        m.group(0)
+        for part in parser.parts
+        for m in re.finditer(words, part)
+        if len(re.findall(r"[A-Za-z]", m.group(0))) >= 5
+    ]
 
 
 @pytest.fixture
@@ -139,8 +146,9 @@ def screens(db, regions, make_user, make_citizen, system_actor):
     operator = make_user(Role.NATIONAL_OPERATOR, ("310000", "220000"), username="operator1")
     partner = make_partner("wechat", "微信支付")
     citizen = make_citizen("310000", name="王小明", with_card=True)
-    linkage = payment_services.linkage_create(actor=system_actor, partner=partner, citizen=citizen,
-                                              partner_user_ref="user-1")
+    linkage = payment_services.linkage_create(
+        actor=system_actor, partner=partner, citizen=citizen, partner_user_ref="user-1"
+    )
     event = OutboxEvent.objects.get(object_id=linkage.public_id)
     OutboxEvent.objects.filter(pk=event.pk).update(state=OutboxState.DEAD, attempts=16, last_status=500)
     wallet = make_wallet("alipay")
@@ -150,14 +158,25 @@ def screens(db, regions, make_user, make_citizen, system_actor):
     return {
         "operator": operator,
         "urls": [
-            reverse("account_login"), reverse("citizen_search"), reverse("citizen_detail", args=[citizen.pk]),
-            reverse("citizen_register"), reverse("binding_queue"), reverse("binding_detail", args=[binding.public_id]),
-            reverse("binding_action", args=[binding.public_id, "approve"]), reverse("settlement_list"),
-            reverse("catalogue_list"), reverse("facility_list"), reverse("policy_index"), reverse("staff_list"),
-            reverse("partner_list"), reverse("partner_detail", args=[partner.code]), reverse("monitor_index"),
+            reverse("account_login"),
+            reverse("citizen_search"),
+            reverse("citizen_detail", args=[citizen.pk]),
+            reverse("citizen_register"),
+            reverse("binding_queue"),
+            reverse("binding_detail", args=[binding.public_id]),
+            reverse("binding_action", args=[binding.public_id, "approve"]),
+            reverse("settlement_list"),
+            reverse("catalogue_list"),
+            reverse("facility_list"),
+            reverse("policy_index"),
+            reverse("staff_list"),
+            reverse("partner_list"),
+            reverse("partner_detail", args=[partner.code]),
+            reverse("monitor_index"),
             reverse("monitor_partner", args=[partner.code]),
             reverse("monitor_event", args=[partner.code, event.public_id]),
-            reverse("monitor_replay", args=[partner.code, event.public_id]), reverse("risk_queue"),
+            reverse("monitor_replay", args=[partner.code, event.public_id]),
+            reverse("risk_queue"),
             reverse("mfa_index"),
         ],
     }
@@ -176,11 +195,13 @@ def test_key_screens_in_chinese_leave_no_english_phrase(client, screens):
             found[url] = phrases
         if url == reverse("account_login"):
             sign_in(client, screens["operator"])
-    assert not found, "English left on Chinese screens:\n" + "\n".join(f"{url}: {sorted(set(p))}" for url, p in found.items())
+    assert not found, "English left on Chinese screens:\n" + "\n".join(
+        f"{url}: {sorted(set(p))}" for url, p in found.items()
+    )
 
 
 def test_the_english_phrase_detector_finds_untranslated_text():
-    assert english_phrases('<p>已签发 <span>No e-card has been issued.</span></p>') == ["No e-card has been issued"]
+    assert english_phrases("<p>已签发 <span>No e-card has been issued.</span></p>") == ["No e-card has been issued"]
     assert english_phrases('<input placeholder="Search by name">') == ["Search by name"]
     assert english_phrases('<p class="mono">certificate.issue pending activation</p><p>42 ms · 上海</p>') == []
 
@@ -197,13 +218,18 @@ def test_every_message_in_the_code_has_a_chinese_translation(tmp_path):
         else:
             shutil.copy2(source, copy / name)
     # The copy's settings put LOCALE_PATHS inside the copy: the repository's catalogue is never touched.
-    subprocess.run([sys.executable, "manage.py", "makemessages", "-l", "zh_Hans", "--no-obsolete"],
-                   cwd=copy, check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "manage.py", "makemessages", "-l", "zh_Hans", "--no-obsolete"],
+        cwd=copy,
+        check=True,
+        capture_output=True,
+    )
     po = copy / "locale" / "zh_Hans" / "LC_MESSAGES" / "django.po"
     missing = []
     for flag in ("--untranslated", "--only-fuzzy"):
-        out = subprocess.run(["msgattrib", flag, "--no-obsolete", "--no-wrap", str(po)],
-                             check=True, capture_output=True, text=True).stdout
+        out = subprocess.run(
+            ["msgattrib", flag, "--no-obsolete", "--no-wrap", str(po)], check=True, capture_output=True, text=True
+        ).stdout
         missing += [m for m in re.findall(r'^msgid "(.+)"$', out, flags=re.M)]
     assert not missing, f"{len(missing)} msgids without Chinese:\n" + "\n".join(missing)
 
@@ -260,10 +286,13 @@ def test_the_language_survives_signing_out(client, make_user):
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize(("language", "subject_word", "body_word"), [
-    ("zh-hans", "密码", "密码"),
-    ("en", "Password", "password"),
-])
+@pytest.mark.parametrize(
+    ("language", "subject_word", "body_word"),
+    [
+        ("zh-hans", "密码", "密码"),
+        ("en", "Password", "password"),
+    ],
+)
 def test_the_password_reset_e_mail_is_in_the_chosen_language(client, make_user, language, subject_word, body_word):
     user = make_user(Role.CLERK)
     client.cookies[settings.LANGUAGE_COOKIE_NAME] = language

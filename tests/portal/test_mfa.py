@@ -83,7 +83,9 @@ def test_role_requiring_mfa_cannot_open_any_screen_until_totp_is_set_up(client, 
     assert page.status_code == 200
     assert "/static/css/portal.css" in page.content.decode()  # our layout
     secret = client.session[SECRET_SESSION_KEY]
-    bad = client.post(reverse("mfa_activate_totp"), {"code": "000000" if current_code(secret) != "000000" else "111111"})
+    bad = client.post(
+        reverse("mfa_activate_totp"), {"code": "000000" if current_code(secret) != "000000" else "111111"}
+    )
     assert bad.status_code == 200
     assert not Authenticator.objects.filter(user=user).exists()
 
@@ -122,8 +124,10 @@ def test_once_totp_is_set_up_sign_in_asks_for_the_code(client, make_user):
 def test_language_switch_to_english_is_remembered_by_cookie(client, make_user):
     clerk = make_user(Role.CLERK)
     client.force_login(clerk)
-    assert "公民" in client.get(reverse("citizen_search")).content.decode() or "参保人" in client.get(
-        reverse("citizen_search")).content.decode()
+    assert (
+        "公民" in client.get(reverse("citizen_search")).content.decode()
+        or "参保人" in client.get(reverse("citizen_search")).content.decode()
+    )
     response = client.post(reverse("set_language"), {"language": "en", "next": reverse("citizen_search")})
     assert response.status_code == 302
     assert response.cookies["django_language"].value == "en"

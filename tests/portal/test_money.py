@@ -15,7 +15,7 @@ def test_grouped_for_reading_and_plain_for_forms():
     assert format_yuan(None) == "—" and format_yuan(None, empty="") == ""
 
 
-@given(st.integers(min_value=-10**15, max_value=10**15))
+@given(st.integers(min_value=-(10**15), max_value=10**15))
 def test_the_text_is_exactly_the_amount(fen):
     assert Decimal(format_yuan(fen).replace(",", "")) * 100 == fen
     assert format_yuan(fen, grouped=False) == format_yuan(fen).replace(",", "")

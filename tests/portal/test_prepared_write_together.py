@@ -16,18 +16,23 @@ def _rename(code: str, name: str) -> tuple[str, list]:
 
 def test_every_part_is_written_in_one_statement_and_answers_its_value(regions):
     with CaptureQueriesContext(connection) as captured:
-        written = prepared.write_together([_rename("310000", "Shanghai*"), _rename("440000", "Guangdong*"),
-                                           _rename("999999", "nowhere")])
+        written = prepared.write_together(
+            [_rename("310000", "Shanghai*"), _rename("440000", "Guangdong*"), _rename("999999", "nowhere")]
+        )
     assert written == ["310000", "440000", None]  # a part that touched no row answers None
     assert len(captured.captured_queries) == 1
     assert dict(Region.objects.filter(code__in=["310000", "440000"]).values_list("code", "name_en")) == {
-        "310000": "Shanghai*", "440000": "Guangdong*"}
+        "310000": "Shanghai*",
+        "440000": "Guangdong*",
+    }
 
 
 def test_one_failing_part_writes_nothing(regions):
     before = dict(Region.objects.values_list("code", "name_en"))
-    duplicate = ('INSERT INTO "portal_region" ("code", "name_zh", "name_en") VALUES (%s, %s, %s) RETURNING "code"',
-                 ["310000", "上海", "Shanghai again"])
+    duplicate = (
+        'INSERT INTO "portal_region" ("code", "name_zh", "name_en") VALUES (%s, %s, %s) RETURNING "code"',
+        ["310000", "上海", "Shanghai again"],
+    )
     with pytest.raises(IntegrityError), transaction.atomic():
         prepared.write_together([_rename("440000", "changed"), duplicate])
     assert dict(Region.objects.values_list("code", "name_en")) == before
@@ -57,7 +62,9 @@ def test_flush_joins_the_held_write_and_its_own_into_one_statement(regions):
     assert len(captured.captured_queries) == 1
     assert got == [["310000", None]] and values == ["440000", None]
     assert dict(Region.objects.filter(code__in=["310000", "440000"]).values_list("code", "name_en")) == {
-        "310000": "Shanghai*", "440000": "Guangdong*"}
+        "310000": "Shanghai*",
+        "440000": "Guangdong*",
+    }
 
 
 def test_a_write_still_held_when_the_block_ends_runs_then_and_a_second_write_runs_the_first(regions):
@@ -68,7 +75,9 @@ def test_a_write_still_held_when_the_block_ends_runs_then_and_a_second_write_run
         assert got == [["310000"]]
     assert got == [["310000"], ["440000"]]
     assert dict(Region.objects.filter(code__in=["310000", "440000"]).values_list("code", "name_en")) == {
-        "310000": "one", "440000": "two"}
+        "310000": "one",
+        "440000": "two",
+    }
 
 
 def test_outside_the_block_a_write_runs_at_once_and_the_block_does_not_nest(regions):

@@ -32,8 +32,9 @@ def _production_env(**overrides: str) -> dict[str, str]:
 
 
 def _manage(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
 
 
 def test_production_settings_pass_the_deploy_checks():
@@ -70,16 +71,38 @@ def test_a_malformed_boolean_fails_loudly():
 
 
 def test_without_a_mode_the_settings_are_production_and_name_every_missing_variable():
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("ECARD_", "SECRET_KEY", "DEBUG", "ALLOWED_HOSTS", "DATABASE_URL", "REDIS_URL",
-                                "EMAIL_", "DEFAULT_FROM_EMAIL"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(
+            (
+                "ECARD_",
+                "SECRET_KEY",
+                "DEBUG",
+                "ALLOWED_HOSTS",
+                "DATABASE_URL",
+                "REDIS_URL",
+                "EMAIL_",
+                "DEFAULT_FROM_EMAIL",
+            )
+        )
+    }
     result = _manage("check", env=env)
     assert result.returncode != 0
     assert "Traceback" not in result.stderr
     assert "cannot start in production mode" in result.stderr
-    for name in ("SECRET_KEY", "ALLOWED_HOSTS", "DATABASE_URL", "REDIS_URL", "ECARD_FIELD_ENCRYPTION_KEYS",
-                 "ECARD_BLIND_INDEX_KEYS", "ECARD_AUDIT_HMAC_KEY", "ECARD_SIGNING_KEY_ENCRYPTION_KEYS",
-                 "EMAIL_HOST", "DEFAULT_FROM_EMAIL"):
+    for name in (
+        "SECRET_KEY",
+        "ALLOWED_HOSTS",
+        "DATABASE_URL",
+        "REDIS_URL",
+        "ECARD_FIELD_ENCRYPTION_KEYS",
+        "ECARD_BLIND_INDEX_KEYS",
+        "ECARD_AUDIT_HMAC_KEY",
+        "ECARD_SIGNING_KEY_ENCRYPTION_KEYS",
+        "EMAIL_HOST",
+        "DEFAULT_FROM_EMAIL",
+    ):
         assert f"{name} is not set" in result.stderr, name
 
 

@@ -19,8 +19,14 @@ def admin(client, make_user):
 
 
 def create(client, **data):
-    payload = {"username": "new-clerk", "email": "new@example.cn", "role": "clerk", "regions": ["310000"],
-               "password": PASSWORD, **data}
+    payload = {
+        "username": "new-clerk",
+        "email": "new@example.cn",
+        "role": "clerk",
+        "regions": ["310000"],
+        "password": PASSWORD,
+        **data,
+    }
     return client.post(reverse("staff_create"), payload)
 
 
@@ -35,15 +41,18 @@ def test_region_admin_creates_a_clerk_of_their_region(client, admin):
     assert PASSWORD not in str(event.after)
 
 
-@pytest.mark.parametrize("data, field", [
-    ({"role": "region_admin"}, "role"),
-    ({"role": "national_operator"}, "role"),
-    ({"regions": ["440000"]}, "regions"),
-    ({"regions": []}, "regions"),
-    ({"password": "short"}, "password"),
-    ({"username": ""}, "username"),
-    ({"email": "not-an-email"}, "email"),
-])
+@pytest.mark.parametrize(
+    "data, field",
+    [
+        ({"role": "region_admin"}, "role"),
+        ({"role": "national_operator"}, "role"),
+        ({"regions": ["440000"]}, "regions"),
+        ({"regions": []}, "regions"),
+        ({"password": "short"}, "password"),
+        ({"username": ""}, "username"),
+        ({"email": "not-an-email"}, "email"),
+    ],
+)
 def test_region_admin_cannot_create_outside_their_powers(client, admin, data, field):
     response = create(client, **data)
     assert response.status_code == 200
@@ -95,11 +104,14 @@ def test_a_deactivated_clerk_can_no_longer_sign_in(client, admin, make_user):
     assert other.get(reverse("citizen_search")).status_code == 302
 
 
-@pytest.mark.parametrize("role, codes", [
-    (Role.CLERK, ("440000",)),  # another region
-    (Role.AUDITOR, ("310000", "440000")),  # partly another region
-    (Role.REGION_ADMIN, ("310000",)),  # a peer
-])
+@pytest.mark.parametrize(
+    "role, codes",
+    [
+        (Role.CLERK, ("440000",)),  # another region
+        (Role.AUDITOR, ("310000", "440000")),  # partly another region
+        (Role.REGION_ADMIN, ("310000",)),  # a peer
+    ],
+)
 def test_region_admin_cannot_deactivate_staff_outside_their_scope(client, admin, make_user, role, codes):
     target = make_user(role, codes)
     url = reverse("staff_deactivate", args=[target.pk])
@@ -115,7 +127,10 @@ def test_clerks_and_auditors_cannot_manage_staff(client, make_user, role):
     sign_in(client, make_user(role, ("310000",)))
     assert client.get(reverse("staff_list")).status_code == 403
     assert create(client).status_code == 403
-    assert client.post(reverse("staff_deactivate", args=[victim.pk]), {"reason": "x", "confirmed": "yes"}).status_code == 403
+    assert (
+        client.post(reverse("staff_deactivate", args=[victim.pk]), {"reason": "x", "confirmed": "yes"}).status_code
+        == 403
+    )
     victim.refresh_from_db()
     assert victim.is_active
     assert not User.objects.filter(username="new-clerk").exists()

@@ -19,7 +19,9 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("file", help="a .csv (UTF-8) or .xlsx file")
-        parser.add_argument("--errors", metavar="REPORT", help="write the row errors to this CSV file (row, column, message)")
+        parser.add_argument(
+            "--errors", metavar="REPORT", help="write the row errors to this CSV file (row, column, message)"
+        )
 
     def handle(self, *args, file: str, errors: str | None, **options) -> None:
         path = Path(file)
@@ -40,12 +42,19 @@ class Command(BaseCommand):
                 self.stderr.write(f"{summary.rows_done} rows done")
 
         try:
-            summary = import_rows(read_rows(path), actor=Actor.system("import_citizens"), on_error=on_error,
-                                  progress=on_progress, progress_every=1000)
+            summary = import_rows(
+                read_rows(path),
+                actor=Actor.system("import_citizens"),
+                on_error=on_error,
+                progress=on_progress,
+                progress_every=1000,
+            )
         except ImportFileError as exc:
             raise CommandError(str(exc)) from exc
         except UnicodeDecodeError as exc:
-            raise CommandError(f"the file is not UTF-8 (stopped near byte {exc.start}; earlier rows were imported)") from exc
+            raise CommandError(
+                f"the file is not UTF-8 (stopped near byte {exc.start}; earlier rows were imported)"
+            ) from exc
         finally:
             if report_handle:
                 report_handle.close()

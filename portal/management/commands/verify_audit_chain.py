@@ -15,8 +15,9 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--batch-size", type=int, default=5000, help="rows read per query")
-        parser.add_argument("--no-chain", action="store_true",
-                            help="verify only: do not chain the committed rows first")
+        parser.add_argument(
+            "--no-chain", action="store_true", help="verify only: do not chain the committed rows first"
+        )
 
     def handle(self, *args, batch_size: int, no_chain: bool = False, **options) -> None:
         if batch_size < 1:
@@ -32,5 +33,8 @@ class Command(BaseCommand):
         count = AuditEvent.objects.count()
         last = head.last_seq if head else 0
         pending = AuditEvent.objects.filter(chain_seq__isnull=True).count()
-        self.stdout.write(self.style.SUCCESS(
-            f"audit chain intact: {count} events, last chain position {last}, {pending} sealed and not chained yet"))
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"audit chain intact: {count} events, last chain position {last}, {pending} sealed and not chained yet"
+            )
+        )
