@@ -78,9 +78,9 @@ def generate(citizens: int, settlements: int) -> None:
     """Everything the rollups read, by SQL. Ids of citizens, cards and linkages coincide (i)."""
     from django.db import connection, transaction
 
+    from backoffice.demo import ensure_regions
     from insurance.models import Facility, ReimbursementPolicy
     from payments.models import Partner, PartnerKind
-    from portal.demo import ensure_regions
 
     regions = sorted(ensure_regions())
     partners = [
@@ -293,7 +293,7 @@ def main() -> None:
     from django.core.management import call_command
     from django.db import connection
 
-    from portal.dashboards.rollups import rollups_rebuild, rollups_tick
+    from backoffice.dashboards.rollups import rollups_rebuild, rollups_tick
     from portal.models import RollupCount, RollupDaily, RollupFact
 
     call_command("migrate", verbosity=0)

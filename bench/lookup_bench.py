@@ -99,7 +99,7 @@ def setup_django(url: str) -> None:
 
 
 def _areas() -> list[str]:
-    from portal.demo import DISTRICTS
+    from backoffice.demo_plan import DISTRICTS
 
     return [code for codes in DISTRICTS.values() for code in codes]
 
@@ -122,9 +122,9 @@ def identity_number(index: int, areas: list[str]) -> str:
 
 
 def _rows(start: int, stop: int, areas: list[str]):
+    from backoffice.demo_plan import FEMALE_GIVEN, MALE_GIVEN, SURNAMES
     from insurance.models import ID_NUMBER_PURPOSE, PHONE_PURPOSE
     from portal.crypto import blind_index, encrypt_text
-    from portal.demo import FEMALE_GIVEN, MALE_GIVEN, SURNAMES
     from portal.masking import mask_id_number, mask_phone
 
     rng = random.Random(start)

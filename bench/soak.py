@@ -98,11 +98,11 @@ def _dj_mark() -> dict:
 
 def _dj_setup(clerks: list[str], import_rows: int, pool_size: int, seed: int) -> dict:
     """Partners and their keys, the clerks, and the citizens each role of the soak may use."""
+    from backoffice import demo_plan as demo
     from insurance.identity import make_identity_number
     from insurance.models import Certificate, Citizen
     from insurance.services import find_citizen_id_by_id_number
     from payments.models import Partner, WalletLinkage
-    from portal import demo
     from portal.models import User
 
     rng = random.Random(seed)

@@ -7,9 +7,10 @@ class PaymentsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from payments import ledger, outbox, schema  # noqa: F401  (schema registers the OpenAPI auth extension)
+        from payments import ledger, outbox, panels, schema  # noqa: F401  (schema registers the OpenAPI auth extension)
 
         outbox.register_handlers()
+        panels.register_panels()
         ledger.register_handlers()
         self._announce_key_changes()
 

@@ -118,7 +118,7 @@ class DomainEvent(models.Model):
         indexes = [models.Index(fields=["aggregate_type", "aggregate_id"])]
 
 
-# --- Dashboard rollups (portal/dashboards/rollups.py keeps them) --------------
+# --- Dashboard rollups (backoffice/dashboards/rollups.py keeps them) --------------
 
 
 class RollupFact(models.Model):

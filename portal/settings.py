@@ -69,6 +69,7 @@ INSTALLED_APPS = [
     "portal",
     "insurance",
     "payments",
+    "backoffice",
 ]
 
 MIDDLEWARE = [
@@ -87,7 +88,7 @@ MIDDLEWARE = [
     "portal.middleware.RequireMFAMiddleware",
 ]
 
-ROOT_URLCONF = "portal.urls"
+ROOT_URLCONF = "backoffice.urls"
 WSGI_APPLICATION = "portal.wsgi.application"
 
 TEMPLATES = [
@@ -150,7 +151,7 @@ CELERY_TASK_TIME_LIMIT = 90
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULE = {
     "update-dashboard-rollups": {
-        "task": "portal.tasks.update_dashboard_rollups",
+        "task": "backoffice.tasks.update_dashboard_rollups",
         "schedule": float(env_int("ECARD_ROLLUP_SECONDS", 60)),
     },
     "chain-audit-events": {

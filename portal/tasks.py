@@ -7,11 +7,3 @@ from portal.audit import audit_chain_pending
 def chain_audit_events() -> int:
     """Beat, every few seconds: committed audit rows take their place in the chain."""
     return audit_chain_pending()
-
-
-@shared_task(soft_time_limit=50, time_limit=60)
-def update_dashboard_rollups() -> int:
-    """Beat, every minute: fold the audit events since the last tick into the dashboard rollups."""
-    from portal.dashboards.rollups import rollups_tick
-
-    return rollups_tick()

@@ -1,4 +1,4 @@
-"""Dashboard rollups (portal/dashboards/rollups.py): per-object facts, current counts,
+"""Dashboard rollups (backoffice/dashboards/rollups.py): per-object facts, current counts,
 daily flows and the audit watermark the rollup tick resumes from."""
 
 from django.db import migrations, models

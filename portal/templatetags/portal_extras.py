@@ -4,26 +4,17 @@ import json
 
 from django import template
 
+from portal import panels
 from portal.audit_labels import action_label
 from portal.models import Role
 
 register = template.Library()
 
 
-@register.inclusion_tag("payments/_citizen_linkages.html", takes_context=True)
-def citizen_linkages(context, citizen) -> dict:
-    """The citizen's wallet linkages, read through the payments selector (the
-    insurance screens do not import payments)."""
-    from payments.selectors import linkages_visible_to
-
-    user = context["request"].user
-    linkages = linkages_visible_to(user).filter(citizen=citizen).order_by("-created_at", "-id")
-    return {
-        "linkages": list(linkages),
-        "citizen": citizen,
-        "can_write": user.can_write_citizens,
-        "request": context["request"],
-    }
+@register.simple_tag(takes_context=True)
+def page_panels(context, page: str, obj) -> str:
+    """The panels other apps registered on `page` (portal/panels.py), e.g. payments' on the citizen page."""
+    return panels.render(page, context["request"], obj)
 
 
 @register.filter

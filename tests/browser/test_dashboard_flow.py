@@ -7,8 +7,8 @@ import datetime as dt
 import pytest
 from allauth.mfa.totp.internal.auth import TOTP, generate_totp_secret
 
+from backoffice.dashboards.rollups import rollups_rebuild
 from insurance import services as insurance_services
-from portal.dashboards.rollups import rollups_rebuild
 from portal.models import Role
 from tests.browser.test_clerk_flow import PASSWORD, sign_in_with_password, totp_code
 from tests.screen_helpers import make_partner

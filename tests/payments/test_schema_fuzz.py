@@ -194,15 +194,15 @@ def _reload_api_urls(monkeypatch, value: str | None):
 
     from django.urls import clear_url_caches
 
+    import backoffice.urls
     import payments.api_urls
-    import portal.urls
 
     if value is None:
         monkeypatch.delenv("ECARD_BENCH_CEILING", raising=False)
     else:
         monkeypatch.setenv("ECARD_BENCH_CEILING", value)
     importlib.reload(payments.api_urls)
-    importlib.reload(portal.urls)
+    importlib.reload(backoffice.urls)
     clear_url_caches()
 
 

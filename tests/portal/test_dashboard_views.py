@@ -6,8 +6,8 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
+from backoffice.dashboards.rollups import rollups_rebuild, rollups_tick
 from insurance import services as insurance_services
-from portal.dashboards.rollups import rollups_rebuild, rollups_tick
 from portal.models import Role
 from tests.payments.settlement_helpers import signing_key, world  # noqa: F401
 from tests.portal.test_dashboard_rollups import busy_day

@@ -211,7 +211,7 @@ def test_every_message_in_the_code_has_a_chinese_translation(tmp_path):
     """makemessages over a copy of the code: no msgid of zh_Hans may be missing, empty or fuzzy."""
     copy = tmp_path / "src"
     copy.mkdir()
-    for name in ("manage.py", "portal", "insurance", "payments", "templates", "locale"):
+    for name in ("manage.py", "portal", "insurance", "payments", "backoffice", "templates", "locale"):
         source = BASE_DIR / name
         if source.is_dir():
             shutil.copytree(source, copy / name, ignore=shutil.ignore_patterns("__pycache__", "*.mo"))

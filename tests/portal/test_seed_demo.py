@@ -9,10 +9,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from django.core.management import call_command, get_commands
 from django.utils import timezone
 
+from backoffice import demo
 from insurance.identity import parse_identity_number
 from insurance.models import Certificate, CertificateState, Citizen, CitizenStatus, EndReason
 from payments.models import LinkageState, OutboxEvent, Partner, PartnerKey, PortalKey, WalletLinkage
-from portal import demo
 from portal.audit import verify_chain
 from portal.models import AuditEvent, Role, User
 

@@ -11,10 +11,10 @@ from django.shortcuts import render
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
+from backoffice.dashboards.charts import bar_chart, line_chart
+from backoffice.dashboards.selectors import CARD_STATES, dashboard_for, yuan
 from insurance.models import CertificateState
 from payments.models import BindingState
-from portal.dashboards.charts import bar_chart, line_chart
-from portal.dashboards.selectors import CARD_STATES, dashboard_for, yuan
 from portal.models import RollupWatermark
 from portal.scope import regions_visible_to
 

@@ -1,7 +1,7 @@
 """What the dashboard shows, read from the rollups only (a fixed handful of small queries).
 
 Nothing here reads citizens, e-cards or settlements: those tables grow without
-bound, the rollups do not (portal/dashboards/rollups.py keeps them).
+bound, the rollups do not (backoffice/dashboards/rollups.py keeps them).
 """
 
 import datetime as dt
@@ -11,9 +11,9 @@ from decimal import Decimal
 
 from django.db.models import Count, Q, Sum
 
+from backoffice.dashboards.rollups import month_key
 from insurance.models import CertificateState, CitizenStatus
 from payments.models import BindingState, OutboxEvent, OutboxState, Partner
-from portal.dashboards.rollups import month_key
 from portal.models import Region, RollupCount, RollupDaily
 
 TREND_DAYS = 90

@@ -5,7 +5,7 @@ import time
 
 from django.core.management.base import BaseCommand
 
-from portal.dashboards.rollups import rollups_rebuild, rollups_tick
+from backoffice.dashboards.rollups import rollups_rebuild, rollups_tick
 
 
 class Command(BaseCommand):

@@ -1,11 +1,11 @@
-"""`python manage.py seed_demo [--citizens 2000]`: the demo data (see portal/demo.py)."""
+"""`python manage.py seed_demo [--citizens 2000]`: the demo data (see backoffice/demo.py)."""
 
 import time
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from portal import demo
+from backoffice import demo
 from portal.errors import DomainError
 
 

@@ -1,6 +1,7 @@
 from django.urls import include, path
 
-from portal import views, views_dashboard
+from backoffice import views as views_dashboard
+from portal import views
 
 urlpatterns = [
     path("api/v1/", include("payments.api_urls")),  # first: the partners' API is the busiest path
