@@ -19,8 +19,8 @@ errorlog = "-"
 # A keep-alive connection is answered `Connection: close` at its 100th request, as nginx's
 # `keepalive_requests` does: a connection stays with the worker that accepted it, and one worker
 # uses one core at most, so a few long-lived partner connections could pile onto one worker while
-# the others idle (seen in bench/settlement_bench.py: 17 of 24 on one of three workers). The client
-# reconnects, and the worker with a free moment accepts. 0 keeps connections open.
+# the others idle (seen under bench/settlement_bench.py). The client reconnects, and the worker
+# with a free moment accepts. 0 keeps connections open.
 keepalive_requests = int(os.environ.get("GUNICORN_KEEPALIVE_REQUESTS", "100"))
 loglevel = os.environ.get("GUNICORN_LOG_LEVEL", "info")
 timeout = 60
@@ -30,8 +30,9 @@ class AccessLogger(Logger):
     """gunicorn's logger, building only the atoms the access log format names.
 
     gunicorn's own `atoms` makes one for every request header, response header and environ
-    variable of every request, about 4 % of a partner API request's CPU. Each atom here is
-    computed as gunicorn computes it; a format naming any other atom gets gunicorn's `atoms`.
+    variable of every request, work the format never prints, paid on every partner API request.
+    Each atom here is computed as gunicorn computes it; a format naming any other atom gets
+    gunicorn's `atoms`.
     """
 
     _OWN = frozenset("htmUsbM")

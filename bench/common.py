@@ -92,7 +92,7 @@ def machine() -> dict:
 def reference_loop_ms(repeats: int = 5) -> float:
     """The machine's speed today: the best of `repeats` timings of one fixed pure-Python loop (ten
     million additions), in ms. The VM's speed differs from day to day (the same settlement costs
-    twice the CPU on a slow day): figures taken on different days compare only next to this one."""
+    more CPU on a slow day): figures taken on different days compare only next to this one."""
     import time
 
     best = float("inf")

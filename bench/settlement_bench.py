@@ -555,7 +555,8 @@ def _client_process(
     config: dict, linkage_sets: list[list[str]], start_at: float, token_sets: list[list[str]] | None = None
 ) -> dict:
     """`--threads` concurrent clients of this process: asyncio tasks on one loop, each its own connection
-    (the raw HTTP/1.1 of bench/load_client.py: about a tenth of httpx's CPU per request)."""
+    (the raw HTTP/1.1 of bench/load_client.py: far less CPU per request than httpx, so the client
+    takes less of the cores it shares with the server)."""
     import asyncio
 
     outs: list[dict] = [{} for _ in linkage_sets]
@@ -812,7 +813,7 @@ def run_load(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--citizens", type=int, default=600, help="distinct citizens, seeded through the services")
-    # The default shape saturates this 2-core machine (docs/benchmarks-settlements.md, "Session 4"):
+    # The default shape saturates this 2-core machine (docs/benchmarks-settlements.md):
     # fewer clients or server threads leave a core partly idle while requests wait on PostgreSQL.
     parser.add_argument("--processes", type=int, default=4, help="load client processes")
     parser.add_argument("--threads", type=int, default=6, help="threads (keep-alive clients) per load process")
@@ -878,8 +879,8 @@ def main() -> None:
             # served 2-5 times as often as another). A token lives 60 s: minting stops after
             # MINT_AHEAD_SECONDS whatever it has, and each client uses its tokens in the order
             # minted, so none is older than a minute when used; a client out of tokens mints inline
-            # (`minted_inline`). A fixed 320/s took 42 s to mint on a slow day, and tokens expired;
-            # 1.6 times left a few fast clients short (132-186 inline mints of ~3,000).
+            # (`minted_inline`). A fixed budget can take longer to mint than a token lives on a slow
+            # machine, and a smaller margin leaves the fastest clients short.
             clients = args.processes * args.threads
             expected = min(320.0, max(50.0, 2.0 * report["distinct"]["settlements_per_second"]))
             per_client = int(expected * (args.minted_ahead_duration + args.warmup) / clients * 3) + 1

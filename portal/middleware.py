@@ -56,7 +56,7 @@ class PartnerApiMiddleware:
     carries a session, a CSRF token or a signed-in user, and is answered by a
     DRF view whatever its path (the API's catch-all answers unknown paths with a
     signed 404). The screens' middleware (static files, sessions, CSRF, users,
-    messages, allauth, MFA) does nothing for it but costs about 0.1-0.2 ms per
+    messages, allauth, MFA) does nothing for it but still costs CPU on every
     request, on the path of every settlement. What does apply still runs, in the
     same order: the language (Chinese first, as for screens: problem details are
     translated), X-Frame-Options, and CommonMiddleware's Content-Length.
