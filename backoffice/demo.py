@@ -31,8 +31,7 @@ from backoffice.demo_plan import DEMO_SEED, PARTNERS, PILOT_REGIONS, PILOT_START
 from insurance import services as insurance_services
 from insurance.catalogue_demo import seed_catalogue
 from insurance.models import ID_NUMBER_PURPOSE, Certificate, Citizen, CitizenStatus
-from payments import partners as partner_services
-from payments import services as payment_services
+from payments.linkages import services as payment_services
 from payments.models import (
     LinkageEndReason,
     Partner,
@@ -41,6 +40,7 @@ from payments.models import (
     PortalKeyState,
     WalletLinkage,
 )
+from payments.partners import services as partner_services
 from portal.actors import Actor
 from portal.audit import audit_record
 from portal.crypto import blind_index_candidates

@@ -16,5 +16,5 @@ urlpatterns = [
     path("citizens/", include("insurance.urls")),
     path("catalogue/", include("insurance.urls_catalogue")),
     path("partners/", include("payments.urls")),
-    path("sandbox/", include("payments.sandbox_urls")),
+    path("sandbox/", include("payments.delivery.sandbox_urls")),
 ]

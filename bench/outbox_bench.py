@@ -70,9 +70,9 @@ def main() -> None:
     from django.utils import timezone
 
     from insurance import services as insurance_services
+    from payments.api.representations import linkage_repr
+    from payments.linkages.services import linkage_create
     from payments.models import OutboxEvent, OutboxState, Partner, PartnerKind
-    from payments.representations import linkage_repr
-    from payments.services import linkage_create
     from payments.tasks import deliver_due_events
     from portal.actors import Actor
     from portal.models import Region

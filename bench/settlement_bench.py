@@ -122,8 +122,8 @@ def seed(citizens: int) -> dict:
     from insurance.catalogue_demo import seed_catalogue
     from insurance.identity import make_identity_number
     from payments import keys, ledger
+    from payments.linkages.services import linkage_create
     from payments.models import Partner, PartnerKey, PartnerKind
-    from payments.services import linkage_create
     from portal.actors import Actor
     from portal.models import Region
     from tests.partner_client import new_key_pair

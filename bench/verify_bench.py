@@ -121,8 +121,8 @@ def seed() -> dict:
     from insurance import services as insurance_services
     from insurance.identity import make_identity_number
     from payments import keys
+    from payments.linkages.services import linkage_create
     from payments.models import Partner, PartnerKey, PartnerKind
-    from payments.services import linkage_create
     from portal.actors import Actor
     from portal.models import Region
 
@@ -159,7 +159,7 @@ def seed() -> dict:
 
 
 def fresh_token(linkage) -> str:
-    from payments import qr
+    from payments.tokens import services as qr
     from portal.actors import Actor
 
     return qr.qr_token_mint(actor=Actor.system("verify-bench"), linkage=linkage).token
@@ -172,7 +172,7 @@ def micro_timings(data: dict, repeat: int) -> dict:
     from rest_framework.request import Request
     from rest_framework.test import APIRequestFactory
 
-    from payments.api_auth import PartnerSignatureAuthentication
+    from payments.api.auth import PartnerSignatureAuthentication
     from payments.models import PartnerKey
     from payments.signing import public_key_from_b64
 

@@ -22,10 +22,10 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from payments import idempotency
-from payments.api import SignedApiView
-from payments.api_auth import RATE_KEY_TTL_SECONDS, AuthenticatedPartner, PartnerSignatureAuthentication, rate_key
+from payments.api.auth import RATE_KEY_TTL_SECONDS, AuthenticatedPartner, PartnerSignatureAuthentication, rate_key
+from payments.api.problems import ApiError
+from payments.api.signed import SignedApiView
 from payments.models import Partner, PartnerKind
-from payments.problems import ApiError
 from payments.transactions import rolled_back_whole_on_error
 from portal import fastcache, prepared
 
@@ -42,7 +42,7 @@ def _rate_limit(partner: Partner, counted: int = 0) -> None:
     """At most `rate_limit_per_second` requests in each wall-clock second, shared by every web process.
 
     `counted`: the request's number in its second if authentication already counted it (in the
-    round trip that records the nonce, payments/api_auth.py), else 0 and it is counted here."""
+    round trip that records the nonce, payments/api/auth.py), else 0 and it is counted here."""
     count = counted or fastcache.count(rate_key(partner.pk, int(time.time())), timeout=RATE_KEY_TTL_SECONDS)
     if count > partner.rate_limit_per_second:
         raise ApiError(429, "rate_limited", "Too many requests.", headers={"Retry-After": "1"})

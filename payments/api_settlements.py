@@ -12,15 +12,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from payments import settlements
-from payments.api_base import (
-    PartnerApiView,
-    StrictCharField,
-    StrictSerializer,
-    json_response,
-    paginate,
-    parse_input,
-)
-from payments.api_fastinput import (
+from payments.api.fastinput import (
     FACILITY_CODE_MAX_LENGTH,
     PARTNER_TRANSACTION_ID_MAX_LENGTH,
     QUANTITY_RANGE,
@@ -30,10 +22,18 @@ from payments.api_fastinput import (
     settlement_confirm_input,
     settlement_create_input,
 )
-from payments.api_linkages import partner_actor
+from payments.api.problems import ApiError
+from payments.api.representations import settlement_repr
+from payments.api_base import (
+    PartnerApiView,
+    StrictCharField,
+    StrictSerializer,
+    json_response,
+    paginate,
+    parse_input,
+)
+from payments.linkages.api import partner_actor
 from payments.models import Partner, Settlement, SettlementState
-from payments.problems import ApiError
-from payments.representations import settlement_repr
 
 
 class StrictIntegerField(serializers.IntegerField):
@@ -60,7 +60,7 @@ class StrictBooleanField(serializers.BooleanField):
 
 
 class SettlementLineInputSerializer(serializers.Serializer):
-    # The bounds are the fast path's (payments/api_fastinput.py), which must accept nothing more.
+    # The bounds are the fast path's (payments/api/fastinput.py), which must accept nothing more.
     service_code = StrictCharField(max_length=SERVICE_CODE_MAX_LENGTH)
     quantity = StrictIntegerField(min_value=QUANTITY_RANGE[0], max_value=QUANTITY_RANGE[1])
     unit_price_fen = StrictIntegerField(min_value=UNIT_PRICE_FEN_RANGE[0], max_value=UNIT_PRICE_FEN_RANGE[1])

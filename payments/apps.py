@@ -7,7 +7,9 @@ class PaymentsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from payments import ledger, outbox, panels, schema  # noqa: F401  (schema registers the OpenAPI auth extension)
+        from payments import ledger, panels
+        from payments.api import schema  # noqa: F401  (registers the OpenAPI auth extension)
+        from payments.delivery import outbox
 
         outbox.register_handlers()
         panels.register_panels()
@@ -17,10 +19,10 @@ class PaymentsConfig(AppConfig):
     @staticmethod
     def _announce_key_changes() -> None:
         """Every save or delete of a partner or a partner key invalidates the web processes' cached
-        key rows (payments/api_auth.py); no code path changes them with queryset `update()`."""
+        key rows (payments/api/auth.py); no code path changes them with queryset `update()`."""
         from django.db.models.signals import post_delete, post_save
 
-        from payments.api_auth import partner_keys_changed
+        from payments.api.auth import partner_keys_changed
         from payments.models import Partner, PartnerKey
 
         def changed(sender, **kwargs) -> None:

@@ -32,9 +32,9 @@ from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.utils import timezone
 
 from payments import rows
-from payments.api_auth import request_target
+from payments.api.auth import request_target
+from payments.api.problems import ApiError
 from payments.models import IdempotencyRecord, IdempotencyState, Partner
-from payments.problems import ApiError
 from portal import prepared
 
 HEADER = "Idempotency-Key"

@@ -532,7 +532,7 @@ class PremiumPayment(models.Model):
         return self.public_id
 
 
-# --- Risk review (payments/risk.py) ------------------------------------------------------------
+# --- Risk review (payments/risk/services.py) ------------------------------------------------------------
 
 
 class RiskRule(models.TextChoices):

@@ -3,8 +3,8 @@
 from django.http import HttpRequest
 from django.utils.translation import gettext_lazy as _
 
-from payments.bindings import bindings_of_citizen
-from payments.selectors import linkages_visible_to
+from payments.bindings.services import bindings_of_citizen
+from payments.linkages.selectors import linkages_visible_to
 from payments.selectors_settlements import citizen_account, citizen_year_usage
 from portal import panels
 
@@ -34,4 +34,6 @@ def citizen_bindings(request: HttpRequest, citizen) -> dict:
 def register_panels() -> None:
     panels.register("citizen", panels.Panel(_("Insurance usage"), "payments/_citizen_usage.html", citizen_usage))
     panels.register("citizen", panels.Panel(_("Wallet linkages"), "payments/_citizen_linkages.html", citizen_linkages))
-    panels.register("citizen", panels.Panel(_("Family bindings"), "payments/binding_citizen_list.html", citizen_bindings))
+    panels.register(
+        "citizen", panels.Panel(_("Family bindings"), "payments/binding_citizen_list.html", citizen_bindings)
+    )

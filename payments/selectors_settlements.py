@@ -14,7 +14,7 @@ from django.db.models import QuerySet, Sum
 from insurance.catalogue import policy_in_force, shanghai_today
 from insurance.models import Citizen, ReimbursementPolicy
 from payments.models import AccountEntry, CitizenYearAccumulator, PersonalAccount, RiskFlag, Settlement
-from payments.risk import day_bounds
+from payments.risk.services import day_bounds
 from portal.models import AuditEvent
 from portal.scope import restrict_to_user_regions
 

@@ -26,7 +26,9 @@ from django.utils.translation import gettext_lazy as _
 
 from insurance.models import Certificate, CertificateState, Citizen, Facility, ReimbursementPolicy, ServiceItem
 from insurance.reimbursement import BillLine, PolicyTerms, compute_split
-from payments import idempotency, ledger, qr, rows
+from payments import idempotency, ledger, rows
+from payments.api.representations import settlement_repr
+from payments.delivery.outbox import enqueued, outbox_event
 from payments.models import (
     BindingState,
     CitizenYearAccumulator,
@@ -40,8 +42,7 @@ from payments.models import (
     SettlementState,
     WalletLinkage,
 )
-from payments.outbox import enqueued, outbox_event
-from payments.representations import settlement_repr
+from payments.tokens import services as qr
 from payments.transactions import service_atomic
 from portal import prepared
 from portal.actors import Actor

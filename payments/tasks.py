@@ -7,14 +7,14 @@ from celery import shared_task
 def deliver_event(event_id: int) -> None:
     """One event. Nothing queues it any more (commits and replays queue `deliver_due_events`); kept
     so that messages queued by an earlier version are still understood."""
-    from payments import delivery
+    from payments.delivery import services as delivery
 
     delivery.deliver_one(event_id)
 
 
 @shared_task(soft_time_limit=50, time_limit=60)
 def deliver_due_events() -> int:
-    from payments import delivery
+    from payments.delivery import services as delivery
 
     delivery.sweep_started()
     return delivery.deliver_due()
@@ -23,7 +23,7 @@ def deliver_due_events() -> int:
 @shared_task(soft_time_limit=110, time_limit=120)
 def expire_undecided_bindings() -> int:
     """Pending family bindings undecided for 30 days become `rejected` (`timeout`)."""
-    from payments.bindings import family_bindings_expire_undecided
+    from payments.bindings.services import family_bindings_expire_undecided
 
     return family_bindings_expire_undecided()
 
@@ -47,6 +47,6 @@ def expire_due_settlements() -> int:
 @shared_task(soft_time_limit=110, time_limit=120)
 def scan_risk_rules() -> int:
     """Run the risk rules over today and yesterday (Asia/Shanghai); idempotent, returns new flags."""
-    from payments.risk import risk_scan_recent
+    from payments.risk.services import risk_scan_recent
 
     return risk_scan_recent()

@@ -1,6 +1,10 @@
 from django.urls import path
 
-from payments import views, views_bindings, views_partners, views_settlements
+from payments import views_settlements
+from payments.bindings import views as views_bindings
+from payments.delivery import views as views_delivery
+from payments.linkages import views
+from payments.partners import views as views_partners
 
 urlpatterns = [
     path("linkages/new/<int:citizen_pk>/", views.linkage_create, name="linkage_create"),
@@ -14,11 +18,11 @@ urlpatterns = [
     path("manage/<slug:code>/webhook/", views_partners.partner_webhook, name="partner_webhook"),
     path("manage/<slug:code>/state/", views_partners.partner_state, name="partner_state"),
     path("manage/<slug:code>/rate-limit/", views_partners.partner_rate_limit, name="partner_rate_limit"),
-    path("monitor/", views_partners.monitor_index, name="monitor_index"),
-    path("monitor/<slug:code>/", views_partners.monitor_partner, name="monitor_partner"),
-    path("monitor/<slug:code>/deliveries/", views_partners.monitor_deliveries, name="monitor_deliveries"),
-    path("monitor/<slug:code>/events/<str:public_id>/", views_partners.monitor_event, name="monitor_event"),
-    path("monitor/<slug:code>/events/<str:public_id>/replay/", views_partners.monitor_replay, name="monitor_replay"),
+    path("monitor/", views_delivery.monitor_index, name="monitor_index"),
+    path("monitor/<slug:code>/", views_delivery.monitor_partner, name="monitor_partner"),
+    path("monitor/<slug:code>/deliveries/", views_delivery.monitor_deliveries, name="monitor_deliveries"),
+    path("monitor/<slug:code>/events/<str:public_id>/", views_delivery.monitor_event, name="monitor_event"),
+    path("monitor/<slug:code>/events/<str:public_id>/replay/", views_delivery.monitor_replay, name="monitor_replay"),
     path("family-bindings/", views_bindings.binding_queue, name="binding_queue"),
     path("family-bindings/<str:public_id>/", views_bindings.binding_detail, name="binding_detail"),
     path("family-bindings/<str:public_id>/<slug:action>/", views_bindings.binding_action, name="binding_action"),

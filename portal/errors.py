@@ -3,6 +3,7 @@
 The API renders it as problem+json, the screens as a message.
 """
 
+from django.utils.functional import Promise
 from django.utils.translation import gettext_lazy as _
 
 
@@ -11,7 +12,7 @@ class DomainError(Exception):
 
     status = 409
 
-    def __init__(self, code: str, message: str | None = None, *, status: int | None = None, **extra: object):
+    def __init__(self, code: str, message: str | Promise | None = None, *, status: int | None = None, **extra: object):
         self.code = code
         self.message = str(message) if message is not None else code
         if status is not None:

@@ -48,6 +48,22 @@ def staff_manager_required(view: Callable) -> Callable:
     return wrapper
 
 
+def role_required(roles: set[str]) -> Callable[[Callable], Callable]:
+    """A signed-in user whose role is one of `roles`; anyone else is refused (403)."""
+
+    def decorator(view: Callable) -> Callable:
+        @login_required
+        @wraps(view)
+        def wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponse:
+            if getattr(request.user, "role", None) not in roles:
+                raise PermissionDenied
+            return view(request, *args, **kwargs)
+
+        return wrapper
+
+    return decorator
+
+
 def paginate(request: HttpRequest, queryset, per_page: int = 25) -> Page:
     return Paginator(queryset, per_page).get_page(request.GET.get("page"))
 

@@ -252,7 +252,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "UNAUTHENTICATED_USER": None,
-    "EXCEPTION_HANDLER": "payments.problems.exception_handler",
+    "EXCEPTION_HANDLER": "payments.api.problems.exception_handler",
 }
 # The partner contract's body limit (413 payload_too_large); screens' uploads are files, not counted here.
 DATA_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024
@@ -274,7 +274,7 @@ SPECTACULAR_SETTINGS = {
     },
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
-        "payments.openapi.add_problem_responses",
+        "payments.api.openapi.add_problem_responses",
     ],
     # Every docs asset is served by the portal (government networks have no CDN).
     "SWAGGER_UI_DIST": "SIDECAR",

@@ -36,7 +36,7 @@ _sequence = itertools.count(1)
 @pytest.fixture(autouse=True)
 def _no_cached_partner_keys():
     """A test's rolled-back partner keys were never announced as deleted: start without cached rows."""
-    from payments.api_auth import forget_cached_keys
+    from payments.api.auth import forget_cached_keys
 
     forget_cached_keys()
 

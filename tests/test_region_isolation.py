@@ -5,7 +5,7 @@ import pytest
 from django.urls import reverse
 
 from insurance.models import CertificateState, CitizenStatus
-from payments import services as payment_services
+from payments.linkages import services as payment_services
 from payments.models import LinkageState
 from portal.models import Role
 from tests.screen_helpers import make_partner, sign_in

@@ -2,7 +2,6 @@
 
 from django import template
 
-from payments.selectors_settlements import citizen_account, citizen_year_usage
 from portal.money import format_yuan
 
 register = template.Library()
@@ -11,4 +10,3 @@ register = template.Library()
 @register.filter
 def yuan(fen: int | None) -> str:
     return format_yuan(fen)
-

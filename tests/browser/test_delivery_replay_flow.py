@@ -9,7 +9,9 @@ import re
 import pytest
 from allauth.mfa.totp.internal.auth import TOTP, generate_totp_secret
 
-from payments import delivery, keys, services
+from payments import keys
+from payments.delivery import services as delivery
+from payments.linkages import services
 from payments.models import DeliveryAttempt, OutboxEvent, OutboxState, Partner, PartnerKind
 from portal.actors import Actor
 from portal.audit import verify_chain

@@ -8,8 +8,11 @@ import httpx
 import pytest
 from werkzeug import Response
 
-from payments import delivery, keys, partners, services
+from payments import keys
+from payments.delivery import services as delivery
+from payments.linkages import services
 from payments.models import OutboxEvent, PartnerKind
+from payments.partners import services as partners
 from portal.actors import Actor
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "docs" / "examples" / "partner_example.py"

@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 
 from insurance import services
 from insurance.models import LIVE_STATES, Certificate, CertificateState, CertificateTransition, Citizen, EndReason
+from payments.linkages.services import linkage_create
 from payments.models import LinkageState, Partner, PartnerKind, WalletLinkage
-from payments.services import linkage_create
 from portal.errors import DomainError
 from portal.models import AuditEvent, DomainEvent
 from tests.conftest import new_id_number

@@ -4,9 +4,9 @@ import datetime as dt
 import json
 
 from insurance import services as insurance_services
-from payments.bindings import family_binding_create
+from payments.bindings.services import family_binding_create
+from payments.linkages.services import linkage_create
 from payments.models import FamilyBinding, OutboxEvent, Partner, PartnerKind, WalletLinkage
-from payments.services import linkage_create
 from portal.actors import Actor
 from tests.conftest import new_id_number
 

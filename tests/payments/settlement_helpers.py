@@ -11,11 +11,12 @@ from insurance import catalogue
 from insurance import services as insurance_services
 from insurance.catalogue import shanghai_today
 from insurance.models import Citizen, Facility
-from payments import keys, ledger, qr
-from payments.bindings import family_binding_approve
+from payments import keys, ledger
+from payments.bindings.services import family_binding_approve
+from payments.linkages.services import linkage_create
 from payments.models import CitizenYearAccumulator, FamilyBinding, Partner, PartnerKind, PersonalAccount, WalletLinkage
-from payments.services import linkage_create
 from payments.settlements import LineInput
+from payments.tokens import services as qr
 from portal.actors import Actor
 from tests.conftest import new_id_number
 
@@ -120,7 +121,7 @@ def linked(partner: Partner, regions, **kwargs) -> WalletLinkage:
 
 def bound(partner: Partner, holder: WalletLinkage, regions, **kwargs) -> FamilyBinding:
     """An active family binding made through the holder's linkage for a new beneficiary."""
-    from payments.bindings import family_binding_create
+    from payments.bindings.services import family_binding_create
 
     beneficiary, id_number = insured(regions, birth=dt.date(1950, 3, 3), name="李四", **kwargs)
     binding = family_binding_create(

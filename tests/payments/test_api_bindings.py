@@ -5,7 +5,8 @@ import secrets
 import pytest
 from django.test import Client
 
-from payments import bindings, keys
+from payments import keys
+from payments.bindings import services as bindings
 from payments.models import FamilyBinding, PartnerKey, PartnerKind
 from portal.actors import Actor
 from portal.models import Role

@@ -387,7 +387,7 @@ def test_writing_to_a_catalogue_endpoint_is_method_not_allowed(wallet):
 
 
 def _schema() -> dict:
-    from payments import api_catalogue
+    from payments.catalogue import api as api_catalogue
 
     patterns = [
         path(

@@ -10,7 +10,8 @@ import pytest
 from django.db import close_old_connections, connection, transaction
 from django.test import Client
 
-from payments import keys, outbox
+from payments import keys
+from payments.delivery import outbox
 from payments.models import OutboxEvent, Partner, PartnerKey, PartnerKind
 from portal.actors import Actor
 from tests.partner_client import PartnerClient, new_key_pair

@@ -1,4 +1,4 @@
-"""The fast path for settlement request bodies (payments/api_fastinput.py) against DRF itself.
+"""The fast path for settlement request bodies (payments/api/fastinput.py) against DRF itself.
 
 For any body, the fast path either declines (None: the view asks the serializer) or gives exactly
 the serializer's `validated_data`, and never a dict for a body the serializer refuses. The bodies
@@ -12,8 +12,9 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from bench.settlement_bench import LARGE_BILL, SMALL_BILL
-from payments import api_fastinput, settlements
-from payments.api_fastinput import settlement_confirm_input, settlement_create_input
+from payments import settlements
+from payments.api import fastinput as api_fastinput
+from payments.api.fastinput import settlement_confirm_input, settlement_create_input
 from payments.api_settlements import (
     SettlementConfirmInputSerializer,
     SettlementCreateInputSerializer,

@@ -8,9 +8,9 @@ import secrets
 import pytest
 from django.core.cache import cache
 
-from payments import qr
-from payments.api_auth import _record_nonce_and_count, partner_key_lookup, rate_key
+from payments.api.auth import _record_nonce_and_count, partner_key_lookup, rate_key
 from payments.models import FamilyBinding, PartnerKey, WalletLinkage
+from payments.tokens import services as qr
 from portal import fastcache
 from tests.payments.api_helpers import (  # noqa: F401
     activate_card,

@@ -1,4 +1,4 @@
-"""The per-process cache of partner key rows (payments/api_auth.py): one key read fewer per request,
+"""The per-process cache of partner key rows (payments/api/auth.py): one key read fewer per request,
 and a revoked key or a suspended partner is still refused from the first request after the change."""
 
 import threading
@@ -10,9 +10,9 @@ from django.conf import settings
 from django.core.cache import cache
 from django.db import connection, connections, transaction
 
-from payments import api_auth
+from payments.api import auth as api_auth
 from payments.models import PartnerKey
-from payments.partners import partner_key_revoke, partner_suspend
+from payments.partners.services import partner_key_revoke, partner_suspend
 from portal.actors import Actor
 from tests.payments.api_helpers import fresh_cache, make_partner_client, partner_of, portal_key  # noqa: F401
 
@@ -69,7 +69,7 @@ def test_a_revoked_key_is_refused_on_the_next_request(wallet):
 
 @pytest.mark.django_db
 def test_a_suspended_partner_is_refused_on_the_next_request_and_reactivated_accepted(wallet):
-    from payments.partners import partner_reactivate
+    from payments.partners.services import partner_reactivate
 
     _cached(wallet)
     partner = partner_suspend(actor=ADMIN, partner=partner_of(wallet), reason="audit")

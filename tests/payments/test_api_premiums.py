@@ -4,7 +4,7 @@ import pytest
 
 from insurance.catalogue import shanghai_today
 from payments.models import PartnerKind, PremiumPayment
-from payments.premiums import enrolment_paid
+from payments.premiums.services import enrolment_paid
 from portal.models import AuditEvent
 from tests.payments.api_helpers import fresh_cache, idem_key, make_partner_client, partner_of  # noqa: F401
 from tests.payments.settlement_helpers import PREMIUM, insured, publish_policies, signing_key  # noqa: F401

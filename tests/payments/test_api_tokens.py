@@ -12,8 +12,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from django.utils import timezone
 
 from insurance import services as insurance_services
-from payments import keys, qr
+from payments import keys
 from payments.models import FamilyBinding, PartnerKind, QrToken, WalletLinkage
+from payments.tokens import services as qr
 from portal.actors import Actor
 from tests.payments.api_helpers import (  # noqa: F401
     activate_card,

@@ -9,9 +9,10 @@ from django.utils import timezone
 
 from insurance import services as insurance_services
 from insurance.models import CertificateState
-from payments import bindings, tasks
+from payments import tasks
+from payments.bindings import services as bindings
+from payments.linkages.services import linkage_unlink
 from payments.models import BindingState, FamilyBinding, OutboxEvent
-from payments.services import linkage_unlink
 from portal.actors import Actor
 from portal.audit import verify_chain
 from portal.errors import DomainError

@@ -9,8 +9,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from django.core.management import CommandError, call_command
 from django.test import Client, override_settings
 
-from payments import keys, partners
+from payments import keys
 from payments.models import Partner, PartnerKey, PartnerKeyState, PartnerState
+from payments.partners import services as partners
 from portal.actors import Actor
 from portal.errors import DomainError
 from portal.models import AuditEvent

@@ -8,9 +8,10 @@ import pytest
 from django.db import connection, transaction
 from django.utils import timezone
 
-from payments import delivery, keys, signing
+from payments import keys, signing
+from payments.delivery import services as delivery
+from payments.delivery.outbox import enqueue
 from payments.models import DeliveryAttempt, OutboxEvent, OutboxState, Partner, PartnerKind, PortalKey, SandboxReceipt
-from payments.outbox import enqueue
 from portal.actors import Actor
 from portal.models import AuditEvent
 from tests.workers import WebhookReceiver, free_port

@@ -9,9 +9,10 @@ from django.conf import settings
 from django.core.cache import cache
 from django.core.management import call_command
 
-from payments import delivery, keys
+from payments import keys
+from payments.delivery import services as delivery
+from payments.linkages.services import linkage_create
 from payments.models import OutboxEvent, OutboxState, Partner, PartnerKind
-from payments.services import linkage_create
 from portal.actors import Actor
 from tests.payments.test_delivery_worker import linked_card
 from tests.workers import CeleryWorker, WebhookReceiver, database_url_for_current_connection, wait_until

@@ -6,7 +6,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from payments import services
+from payments.linkages import services
 from payments.models import DeliveryAttempt, OutboxEvent, OutboxState, Partner
 from portal.models import AuditEvent, Role
 from tests.screen_helpers import make_partner, sign_in

@@ -13,8 +13,8 @@ from django.core.management import call_command
 
 from insurance import services as insurance_services
 from payments import keys, signing
+from payments.linkages.services import linkage_create
 from payments.models import DeliveryAttempt, OutboxEvent, OutboxState, Partner, PartnerKind
-from payments.services import linkage_create
 from portal.actors import Actor
 from tests.workers import CeleryWorker, WebhookReceiver, database_url_for_current_connection, free_port, wait_until
 

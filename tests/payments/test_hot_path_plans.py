@@ -11,8 +11,9 @@ that index, and check that another partner's id still finds nothing.
 import pytest
 from django.db import connection
 
-from payments import qr, settlements
+from payments import settlements
 from payments.models import Partner, Settlement, WalletLinkage
+from payments.tokens import services as qr
 
 pytestmark = pytest.mark.django_db
 

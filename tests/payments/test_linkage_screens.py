@@ -4,7 +4,7 @@ import pytest
 from django.urls import reverse
 
 from insurance.models import CertificateState
-from payments import services
+from payments.linkages import services
 from payments.models import LinkageEndReason, LinkageState, SandboxReceipt, WalletLinkage
 from portal.actors import Actor
 from portal.models import AuditEvent, Role

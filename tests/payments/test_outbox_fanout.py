@@ -7,8 +7,8 @@ import pytest
 from django.db import transaction
 
 from insurance import services
+from payments.linkages.services import linkage_create, linkage_unlink
 from payments.models import OutboxEvent, Partner, PartnerKind, WalletLinkage
-from payments.services import linkage_create, linkage_unlink
 
 pytestmark = pytest.mark.django_db
 

@@ -7,10 +7,10 @@ import re
 import pytest
 
 from insurance import services
-from payments import bindings
+from payments.api.representations import family_binding_repr
+from payments.bindings import services as bindings
+from payments.linkages.services import linkage_unlink
 from payments.models import BindingState, FamilyBinding
-from payments.representations import family_binding_repr
-from payments.services import linkage_unlink
 from portal.actors import Actor
 from portal.models import AuditEvent, Role
 from tests.payments.bindings_helpers import (
@@ -216,8 +216,8 @@ def test_a_deceased_citizen_whose_card_had_expired_is_unlinked_with_citizen_stat
     """An expired card keeps its linkages; the citizen's death still ends them."""
     from insurance import services as insurance_services
     from insurance.models import Certificate, CitizenStatus
+    from payments.linkages.services import linkage_create
     from payments.models import LinkageState, OutboxEvent, Partner, WalletLinkage
-    from payments.services import linkage_create
 
     partner = Partner.objects.create(code="wallet_expired", name="W", kind="wallet", webhook_url="http://127.0.0.1:9/h")
     citizen = make_citizen("310000", with_card=True)

@@ -3,7 +3,7 @@ every settlement at the counter starts with a mint), so that it cannot silently 
 
 One read of the linkage with its card, one INSERT of the token (a single statement: no BEGIN/COMMIT
 around it). The partner-key read of authentication is cached after a process's first two requests
-(payments/api_auth.py).
+(payments/api/auth.py).
 """
 
 import base64

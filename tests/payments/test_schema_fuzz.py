@@ -34,10 +34,11 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from payments import keys, qr
-from payments.bindings import family_binding_create
+from payments import keys
+from payments.bindings.services import family_binding_create
+from payments.linkages.services import linkage_create
 from payments.models import Partner, PartnerKey, PartnerKind, WalletLinkage
-from payments.services import linkage_create
+from payments.tokens import services as qr
 from portal.actors import Actor
 from tests.conftest import new_id_number
 from tests.partner_client import authorization, new_key_pair

@@ -4,7 +4,7 @@ Issue 4's benchmark (docs/benchmarks-settlements.md) lives on this number: each 
 round trip and, through the ORM, a compilation. Counted with the test's own transaction around
 the request, in which the handler's BEGIN and COMMIT are a SAVEPOINT and a RELEASE. The counts
 include the idempotency key's lock-and-read and its stored response; the partner-key read of
-authentication is not among them once the key row is cached (payments/api_auth.py: a process reads it
+authentication is not among them once the key row is cached (payments/api/auth.py: a process reads it
 on its first two requests only).
 """
 

@@ -13,9 +13,9 @@ from backoffice.dashboards.rollups import month_key, rollups_rebuild, rollups_ti
 from insurance import services as insurance_services
 from insurance.models import Certificate, Citizen
 from payments import settlements
-from payments.bindings import family_binding_revoke
+from payments.bindings.services import family_binding_revoke
+from payments.linkages.services import linkage_unlink
 from payments.models import FamilyBinding, Settlement, WalletLinkage
-from payments.services import linkage_unlink
 from portal.models import AuditEvent, RollupCount, RollupDaily, RollupFact, RollupWatermark
 from tests.payments.settlement_helpers import (  # noqa: F401
     SYSTEM,

@@ -15,8 +15,8 @@ from django.urls import reverse
 from insurance import catalogue
 from insurance import services as insurance_services
 from insurance.models import ImportJob, ServiceCategory
-from payments import risk
 from payments.models import OutboxEvent, SandboxReceipt
+from payments.risk import services as risk
 from portal import exports
 from portal.models import AuditEvent, Role
 from tests.conftest import new_id_number

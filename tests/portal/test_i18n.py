@@ -20,7 +20,7 @@ from django.template import Context, Template
 from django.urls import reverse
 from django.utils import timezone, translation
 
-from payments import services as payment_services
+from payments.linkages import services as payment_services
 from payments.models import OutboxEvent, OutboxState
 from portal.models import Role
 from tests.payments.bindings_helpers import bind, link, make_wallet, register

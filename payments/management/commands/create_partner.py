@@ -11,8 +11,8 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError, no_translations
 from django.db import transaction
 
-from payments import partners
 from payments.models import Partner, PartnerKind
+from payments.partners import services as partners
 from portal.actors import Actor
 from portal.errors import DomainError
 

@@ -17,8 +17,8 @@ from rest_framework.authentication import BaseAuthentication
 from rest_framework.request import Request
 
 from payments import rows, signing
+from payments.api.problems import ApiError
 from payments.models import Partner, PartnerKey, PartnerKeyState, PartnerState
-from payments.problems import ApiError
 from portal import fastcache, prepared
 
 logger = logging.getLogger(__name__)

@@ -22,9 +22,9 @@ from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from payments.api.problems import ApiError
 from payments.api_base import PartnerApiView, page_limit
 from payments.models import OutboxEvent, Partner
-from payments.problems import ApiError
 
 _CURSOR_RE = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
 _CURSOR_PREFIX = "e1."

@@ -16,6 +16,8 @@ from django.utils.translation import gettext_lazy as _
 
 from insurance import services as insurance_services
 from insurance.models import Certificate, CertificateState, Citizen, CitizenStatus
+from payments.api.representations import family_binding_repr
+from payments.delivery.outbox import binding_audit, binding_hears_its_own_event, bump_binding, end_binding, enqueue
 from payments.models import (
     BINDING_OPEN_STATES,
     BindingEndReason,
@@ -27,8 +29,6 @@ from payments.models import (
     Relationship,
     WalletLinkage,
 )
-from payments.outbox import binding_audit, binding_hears_its_own_event, bump_binding, end_binding, enqueue
-from payments.representations import family_binding_repr
 from portal.actors import Actor
 from portal.audit import audit_record
 from portal.errors import DomainError, InvalidTransition

@@ -4,7 +4,7 @@ from drf_spectacular.extensions import OpenApiAuthenticationExtension
 
 
 class PartnerSignatureScheme(OpenApiAuthenticationExtension):
-    target_class = "payments.api_auth.PartnerSignatureAuthentication"
+    target_class = "payments.api.auth.PartnerSignatureAuthentication"
     name = "EcardEd25519"
 
     def get_security_definition(self, auto_schema):

@@ -10,7 +10,7 @@ from django.shortcuts import redirect, render
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
-from payments import bindings
+from payments.bindings import services as bindings
 from payments.models import BINDING_OPEN_STATES, BindingEndReason, BindingState, FamilyBinding
 from portal import exports
 from portal.actors import Actor

@@ -8,12 +8,12 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from insurance.models import Scheme, Sex
-from payments import qr
+from payments.api.problems import ApiError
+from payments.api.representations import rfc3339
 from payments.api_base import PartnerApiView, StrictCharField, StrictSerializer, json_response, parse_input
-from payments.api_linkages import partner_actor
+from payments.linkages.api import partner_actor
 from payments.models import FamilyBinding, Relationship, WalletLinkage
-from payments.problems import ApiError
-from payments.representations import rfc3339
+from payments.tokens import services as qr
 from portal.masking import mask_name
 
 # --- Shapes -------------------------------------------------------------------------------

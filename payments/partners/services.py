@@ -17,26 +17,21 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
-from payments import delivery, signing
+from payments import signing
+from payments.delivery import services as delivery
 from payments.models import (
-    FamilyBinding,
-    OutboxEvent,
-    OutboxState,
     Partner,
     PartnerKey,
     PartnerKeyState,
     PartnerKind,
     PartnerState,
-    WalletLinkage,
 )
 from portal.actors import Actor
 from portal.audit import audit_record
 from portal.errors import DomainError
-from portal.scope import restrict_to_user_regions, visible_region_codes
 
 CODE_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{1,31}$")
 MAX_RATE_LIMIT = 100_000
@@ -281,40 +276,4 @@ def _clean_rate_limit(value: int) -> int:
 def partner_set_rate_limit(*, actor: Actor, partner: Partner, rate_limit_per_second: int) -> Partner:
     return _change(
         actor, partner, "partner.set_rate_limit", rate_limit_per_second=_clean_rate_limit(rate_limit_per_second)
-    )
-
-
-# --- Reads of the delivery monitor ---------------------------------------------------
-
-
-def partners_for_monitor() -> QuerySet[Partner]:
-    """Every partner (partners are national) with its pending, failing and dead counts."""
-    return Partner.objects.annotate(
-        pending_count=Count("events", filter=Q(events__state=OutboxState.PENDING)),
-        failing_count=Count("events", filter=Q(events__state=OutboxState.PENDING, events__attempts__gt=0)),
-        dead_count=Count("events", filter=Q(events__state=OutboxState.DEAD)),
-    ).order_by("code")
-
-
-def events_visible_to(user, partner: Partner) -> QuerySet[OutboxEvent]:
-    """The partner's events the user may see: all for national operators; for a region
-    administrator, those about linkages and family bindings of citizens in their regions."""
-    events = OutboxEvent.objects.filter(partner=partner)
-    if visible_region_codes(user) is None:
-        return events
-    linkage_ids = restrict_to_user_regions(
-        WalletLinkage.objects.filter(partner=partner), user, region_field="citizen__region"
-    ).values("public_id")
-    bindings = FamilyBinding.objects.filter(partner=partner)
-    beneficiary_ids = restrict_to_user_regions(bindings, user, region_field="beneficiary__region").values("public_id")
-    holder_ids = restrict_to_user_regions(bindings, user, region_field="holder_citizen__region").values("public_id")
-    return events.filter(Q(object_id__in=linkage_ids) | Q(object_id__in=beneficiary_ids) | Q(object_id__in=holder_ids))
-
-
-def event_counts(events: QuerySet[OutboxEvent]) -> dict[str, int]:
-    return events.aggregate(
-        pending=Count("id", filter=Q(state=OutboxState.PENDING)),
-        failing=Count("id", filter=Q(state=OutboxState.PENDING, attempts__gt=0)),
-        dead=Count("id", filter=Q(state=OutboxState.DEAD)),
-        delivered=Count("id", filter=Q(state=OutboxState.DELIVERED)),
     )

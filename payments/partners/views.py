@@ -1,19 +1,12 @@
-"""Partner administration (national operators) and the delivery monitor
-(national operators and region administrators).
+"""Partner administration (national operators): partners, their keys, webhook, state and rate limit.
 
-Partners are national. A region administrator sees every partner's name on
-the monitor, but only the events about citizens of their own regions (counts
-included); another region's event answers 404. Administration, and pausing or
-resuming a partner's deliveries, are for national operators.
+The delivery monitor's screens are in payments/delivery/views.py.
 """
 
 from collections.abc import Callable
-from functools import wraps
 
 from django import forms
 from django.contrib import messages
-from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
@@ -21,47 +14,22 @@ from django.urls import reverse
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
-from payments import partners
-from payments.delivery import outbox_replay
-from payments.models import OutboxEvent, OutboxState, Partner, PartnerKey, PartnerKeyState, PartnerKind, PartnerState
+from payments.delivery import selectors as delivery_selectors
+from payments.models import Partner, PartnerKey, PartnerKeyState, PartnerKind, PartnerState
+from payments.partners import services as partners
 from portal import exports
 from portal.actors import Actor
 from portal.errors import DomainError
 from portal.models import Role
-from portal.screens import add_domain_error, paginate, querystring_without_page, two_step
+from portal.screens import add_domain_error, paginate, role_required, two_step
 
-MONITOR_ROLES = {Role.NATIONAL_OPERATOR, Role.REGION_ADMIN}
-
-
-def _role_required(roles: set[str]) -> Callable:
-    def decorator(view: Callable) -> Callable:
-        @login_required
-        @wraps(view)
-        def wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponse:
-            if getattr(request.user, "role", None) not in roles:
-                raise PermissionDenied
-            return view(request, *args, **kwargs)
-
-        return wrapper
-
-    return decorator
+national_required = role_required({Role.NATIONAL_OPERATOR})
 
 
-national_required = _role_required({Role.NATIONAL_OPERATOR})
-monitor_required = _role_required(MONITOR_ROLES)
-
-
-def _get_partner(code: str) -> Partner:
+def get_partner_or_404(code: str) -> Partner:
     try:
         return Partner.objects.get(code=code)
     except Partner.DoesNotExist as exc:
-        raise Http404 from exc
-
-
-def _get_event_for_user(user, partner: Partner, public_id: str) -> OutboxEvent:
-    try:
-        return partners.events_visible_to(user, partner).get(public_id=public_id)
-    except OutboxEvent.DoesNotExist as exc:
         raise Http404 from exc
 
 
@@ -124,12 +92,24 @@ class RequiredReasonForm(forms.Form):
     reason = forms.CharField(label=gettext_lazy("Reason"), max_length=256)
 
 
+PARTNER_COLUMNS = [
+    exports.Column(gettext_lazy("Code"), lambda p: p.code),
+    exports.Column(gettext_lazy("Name"), lambda p: p.name),
+    exports.Column(gettext_lazy("Kind"), lambda p: p.get_kind_display()),
+    exports.Column(gettext_lazy("State"), lambda p: p.get_state_display()),
+    exports.Column(gettext_lazy("Deliveries"), lambda p: _("paused") if p.deliveries_paused else _("running")),
+    exports.Column(gettext_lazy("Pending"), lambda p: p.pending_count),
+    exports.Column(gettext_lazy("Failing"), lambda p: p.failing_count),
+    exports.Column(gettext_lazy("Dead"), lambda p: p.dead_count),
+]
+
+
 # --- Partner administration --------------------------------------------------------------
 
 
 @national_required
 def partner_list(request: HttpRequest) -> HttpResponse:
-    rows = partners.partners_for_monitor()
+    rows = delivery_selectors.partners_for_monitor()
     if fmt := exports.requested_format(request):
         return exports.export_response(request, list_name="partners", queryset=rows, columns=PARTNER_COLUMNS, fmt=fmt)
     page = paginate(request, rows, per_page=25)
@@ -167,15 +147,15 @@ def partner_create(request: HttpRequest) -> HttpResponse:
 
 @national_required
 def partner_detail(request: HttpRequest, code: str) -> HttpResponse:
-    partner = _get_partner(code)
+    partner = get_partner_or_404(code)
     keys = partner.keys.order_by("-state", "created_at", "id")
-    counts = partners.event_counts(partners.events_visible_to(request.user, partner))
+    counts = delivery_selectors.event_counts(delivery_selectors.events_visible_to(request.user, partner))
     return render(request, "payments/partner_detail.html", {"partner": partner, "keys": keys, "counts": counts})
 
 
 @national_required
 def partner_key_add(request: HttpRequest, code: str) -> HttpResponse:
-    partner = _get_partner(code)
+    partner = get_partner_or_404(code)
     form = KeyAddForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:
@@ -201,7 +181,7 @@ def partner_key_add(request: HttpRequest, code: str) -> HttpResponse:
 
 @national_required
 def partner_key_revoke(request: HttpRequest, code: str, key_id: str) -> HttpResponse:
-    partner = _get_partner(code)
+    partner = get_partner_or_404(code)
     try:
         key = partner.keys.get(key_id=key_id, state=PartnerKeyState.ACTIVE)
     except PartnerKey.DoesNotExist as exc:
@@ -212,7 +192,7 @@ def partner_key_revoke(request: HttpRequest, code: str, key_id: str) -> HttpResp
         messages.success(request, _("The key has been revoked."))
         return redirect("partner_detail", code=partner.code)
 
-    return _action(
+    return partner_action(
         request,
         RequiredReasonForm(request.POST or None),
         perform,
@@ -224,7 +204,7 @@ def partner_key_revoke(request: HttpRequest, code: str, key_id: str) -> HttpResp
 
 @national_required
 def partner_webhook(request: HttpRequest, code: str) -> HttpResponse:
-    partner = _get_partner(code)
+    partner = get_partner_or_404(code)
     form = WebhookForm(request.POST or None, initial={"webhook_url": partner.webhook_url})
 
     def perform(data: dict) -> HttpResponse:
@@ -234,7 +214,7 @@ def partner_webhook(request: HttpRequest, code: str) -> HttpResponse:
         messages.success(request, _("The webhook URL has been changed."))
         return redirect("partner_detail", code=partner.code)
 
-    return _action(
+    return partner_action(
         request,
         form,
         perform,
@@ -246,7 +226,7 @@ def partner_webhook(request: HttpRequest, code: str) -> HttpResponse:
 
 @national_required
 def partner_state(request: HttpRequest, code: str) -> HttpResponse:
-    partner = _get_partner(code)
+    partner = get_partner_or_404(code)
     suspending = partner.state == PartnerState.ACTIVE
 
     def perform(data: dict) -> HttpResponse:
@@ -258,7 +238,7 @@ def partner_state(request: HttpRequest, code: str) -> HttpResponse:
         return redirect("partner_detail", code=partner.code)
 
     if suspending:
-        return _action(
+        return partner_action(
             request,
             RequiredReasonForm(request.POST or None),
             perform,
@@ -268,7 +248,7 @@ def partner_state(request: HttpRequest, code: str) -> HttpResponse:
                 "Every request of this partner will answer 403 forbidden until it is reactivated; its wallets cannot be used to pay."
             ),
         )
-    return _action(
+    return partner_action(
         request,
         ReasonForm(request.POST or None),
         perform,
@@ -280,7 +260,7 @@ def partner_state(request: HttpRequest, code: str) -> HttpResponse:
 
 @national_required
 def partner_rate_limit(request: HttpRequest, code: str) -> HttpResponse:
-    partner = _get_partner(code)
+    partner = get_partner_or_404(code)
     form = RateLimitForm(request.POST or None, initial={"rate_limit_per_second": partner.rate_limit_per_second})
     if request.method == "POST" and form.is_valid():
         try:
@@ -306,7 +286,7 @@ def partner_rate_limit(request: HttpRequest, code: str) -> HttpResponse:
     )
 
 
-def _action(
+def partner_action(
     request: HttpRequest,
     form: forms.Form,
     perform: Callable[[dict], HttpResponse],
@@ -328,176 +308,4 @@ def _action(
             "consequence": consequence,
             "cancel_url": cancel_url or reverse("partner_detail", args=[partner.code]),
         },
-    )
-
-
-# --- Delivery monitor ---------------------------------------------------------------
-
-PARTNER_COLUMNS = [
-    exports.Column(gettext_lazy("Code"), lambda p: p.code),
-    exports.Column(gettext_lazy("Name"), lambda p: p.name),
-    exports.Column(gettext_lazy("Kind"), lambda p: p.get_kind_display()),
-    exports.Column(gettext_lazy("State"), lambda p: p.get_state_display()),
-    exports.Column(gettext_lazy("Deliveries"), lambda p: _("paused") if p.deliveries_paused else _("running")),
-    exports.Column(gettext_lazy("Pending"), lambda p: p.pending_count),
-    exports.Column(gettext_lazy("Failing"), lambda p: p.failing_count),
-    exports.Column(gettext_lazy("Dead"), lambda p: p.dead_count),
-]
-MONITOR_COLUMNS = [
-    exports.Column(gettext_lazy("Code"), lambda row: row[0].code),
-    exports.Column(gettext_lazy("Partner"), lambda row: row[0].name),
-    exports.Column(gettext_lazy("Deliveries"), lambda row: _("paused") if row[0].deliveries_paused else _("running")),
-    exports.Column(gettext_lazy("Pending"), lambda row: row[1]["pending"]),
-    exports.Column(gettext_lazy("Failing"), lambda row: row[1]["failing"]),
-    exports.Column(gettext_lazy("Dead"), lambda row: row[1]["dead"]),
-    exports.Column(gettext_lazy("Delivered"), lambda row: row[1]["delivered"]),
-]
-ATTEMPT_COLUMNS = [
-    exports.Column(gettext_lazy("Attempt"), lambda a: a.number),
-    exports.Column(gettext_lazy("Started at"), lambda a: a.started_at),
-    exports.Column(gettext_lazy("Status"), lambda a: a.status_code),
-    exports.Column(gettext_lazy("Latency (ms)"), lambda a: a.latency_ms),
-    exports.Column(gettext_lazy("Succeeded"), lambda a: a.succeeded),
-    exports.Column(gettext_lazy("Error"), lambda a: a.error),
-]
-EVENT_COLUMNS = [
-    exports.Column(gettext_lazy("Created at"), lambda e: e.created_at),
-    exports.Column(gettext_lazy("Event ID"), lambda e: e.public_id),
-    exports.Column(gettext_lazy("Event type"), lambda e: e.type),
-    exports.Column(gettext_lazy("State"), lambda e: e.get_state_display()),
-    exports.Column(gettext_lazy("Attempts"), lambda e: e.attempts),
-    exports.Column(gettext_lazy("Last status"), lambda e: e.last_status),
-    exports.Column(gettext_lazy("Last error"), lambda e: e.last_error),
-    exports.Column(gettext_lazy("Next attempt"), lambda e: e.next_attempt_at),
-]
-
-
-@monitor_required
-def monitor_index(request: HttpRequest) -> HttpResponse:
-    if fmt := exports.requested_format(request):
-        # Partners are few: their counts (scoped to the user's regions) are read partner by partner.
-        counted = [
-            (partner, partners.event_counts(partners.events_visible_to(request.user, partner)))
-            for partner in Partner.objects.order_by("code")
-        ]
-        return exports.export_response(
-            request, list_name="delivery-monitor", queryset=counted, columns=MONITOR_COLUMNS, fmt=fmt
-        )
-    page = paginate(request, Partner.objects.order_by("code"), per_page=25)
-    rows = [(partner, partners.event_counts(partners.events_visible_to(request.user, partner))) for partner in page]
-    return render(request, "payments/monitor_index.html", {"page": page, "rows": rows})
-
-
-@monitor_required
-def monitor_partner(request: HttpRequest, code: str) -> HttpResponse:
-    partner = _get_partner(code)
-    events = partners.events_visible_to(request.user, partner)
-    counts = partners.event_counts(events)
-    state = request.GET.get("state", "")
-    if state == "failing":
-        events = events.filter(state=OutboxState.PENDING, attempts__gt=0)
-    elif state in OutboxState.values:
-        events = events.filter(state=state)
-    else:
-        state = ""
-    if fmt := exports.requested_format(request):
-        return exports.export_response(
-            request,
-            list_name=f"delivery-events-{partner.code}",
-            queryset=events.order_by("-id"),
-            columns=EVENT_COLUMNS,
-            fmt=fmt,
-        )
-    page = paginate(request, events.order_by("-id"), per_page=25)
-    return render(
-        request,
-        "payments/monitor_partner.html",
-        {
-            "partner": partner,
-            "counts": counts,
-            "page": page,
-            "state": state,
-            "states": [
-                ("", _("All")),
-                ("pending", _("Pending")),
-                ("failing", _("Failing")),
-                ("dead", _("Dead")),
-                ("delivered", _("Delivered")),
-            ],
-            "querystring": querystring_without_page(request),
-            "can_pause": request.user.role == Role.NATIONAL_OPERATOR,
-        },
-    )
-
-
-@monitor_required
-def monitor_event(request: HttpRequest, code: str, public_id: str) -> HttpResponse:
-    partner = _get_partner(code)
-    event = _get_event_for_user(request.user, partner, public_id)
-    attempts = event.delivery_attempts.order_by("-started_at", "-id")
-    if fmt := exports.requested_format(request):
-        return exports.export_response(
-            request,
-            list_name=f"delivery-attempts-{event.public_id}",
-            queryset=attempts,
-            columns=ATTEMPT_COLUMNS,
-            fmt=fmt,
-        )
-    attempts = paginate(request, attempts, per_page=25)
-    return render(request, "payments/monitor_event.html", {"partner": partner, "event": event, "page": attempts})
-
-
-@monitor_required
-def monitor_replay(request: HttpRequest, code: str, public_id: str) -> HttpResponse:
-    partner = _get_partner(code)
-    event = _get_event_for_user(request.user, partner, public_id)
-    if event.state != OutboxState.DEAD:
-        messages.error(request, _("Only a dead event can be replayed."))
-        return redirect("monitor_event", code=partner.code, public_id=event.public_id)
-
-    def perform(data: dict) -> HttpResponse:
-        outbox_replay(actor=Actor.for_request(request), event=event, reason=data["reason"])
-        messages.success(request, _("The event will be delivered again."))
-        return redirect("monitor_event", code=partner.code, public_id=event.public_id)
-
-    return _action(
-        request,
-        ReasonForm(request.POST or None),
-        perform,
-        partner=partner,
-        title=_("Replay event %(event)s") % {"event": event.public_id},
-        consequence=_(
-            "The event becomes pending and is delivered again now, with the whole retry schedule ahead of it."
-        ),
-        cancel_url=reverse("monitor_event", args=[partner.code, event.public_id]),
-    )
-
-
-@national_required
-def monitor_deliveries(request: HttpRequest, code: str) -> HttpResponse:
-    partner = _get_partner(code)
-    pausing = not partner.deliveries_paused
-
-    def perform(data: dict) -> HttpResponse:
-        service = partners.partner_pause_deliveries if pausing else partners.partner_resume_deliveries
-        service(actor=Actor.for_request(request), partner=partner, reason=data["reason"])
-        messages.success(request, _("Deliveries have been paused.") if pausing else _("Deliveries have been resumed."))
-        return redirect("monitor_partner", code=partner.code)
-
-    if pausing:
-        title = _("Pause deliveries to %(name)s") % {"name": partner.name}
-        consequence = _(
-            "Webhooks to this partner stop until resumed; events keep accumulating and stay readable through GET /events."
-        )
-    else:
-        title = _("Resume deliveries to %(name)s") % {"name": partner.name}
-        consequence = _("Every pending event that is due is delivered now.")
-    return _action(
-        request,
-        ReasonForm(request.POST or None),
-        perform,
-        partner=partner,
-        title=title,
-        consequence=consequence,
-        cancel_url=reverse("monitor_partner", args=[partner.code]),
     )

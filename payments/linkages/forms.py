@@ -1,7 +1,7 @@
 from django import forms
 from django.utils.translation import gettext_lazy as _
 
-from payments.selectors import linkable_partners
+from payments.linkages.selectors import linkable_partners
 
 
 class LinkageCreateForm(forms.Form):

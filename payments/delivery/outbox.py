@@ -15,7 +15,9 @@ from django.db import transaction
 from django.utils import timezone
 
 from insurance.models import Certificate
-from payments import delivery, rows
+from payments import rows
+from payments.api.representations import family_binding_repr, linkage_repr, rfc3339
+from payments.delivery import services as delivery
 from payments.models import (
     BINDING_OPEN_STATES,
     BindingEndReason,
@@ -27,7 +29,6 @@ from payments.models import (
     Partner,
     WalletLinkage,
 )
-from payments.representations import family_binding_repr, linkage_repr, rfc3339
 from portal import domain_events
 from portal.actors import Actor
 from portal.audit import audit_record

@@ -15,7 +15,9 @@ from rest_framework.response import Response
 
 from insurance.models import Citizen
 from insurance.services import find_citizen_id_by_id_number
-from payments import services
+from payments.api.problems import ApiError
+from payments.api.representations import linkage_repr
+from payments.api.shapes import CertificateOutputSerializer, CitizenOutputSerializer
 from payments.api_base import (
     PartnerApiView,
     StrictCharField,
@@ -25,10 +27,8 @@ from payments.api_base import (
     paginate,
     parse_input,
 )
-from payments.api_shapes import CertificateOutputSerializer, CitizenOutputSerializer
+from payments.linkages import services
 from payments.models import LinkageEndReason, LinkageState, Partner, WalletLinkage
-from payments.problems import ApiError
-from payments.representations import linkage_repr
 from portal.actors import Actor, client_ip
 from portal.errors import DomainError
 

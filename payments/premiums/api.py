@@ -7,14 +7,14 @@ from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from payments import premiums
+from payments.api.fastinput import MAX_FEN
+from payments.api.problems import ApiError
+from payments.api.representations import premium_repr
 from payments.api_base import PartnerApiView, StrictCharField, StrictSerializer, parse_input
-from payments.api_fastinput import MAX_FEN
-from payments.api_linkages import _identified_citizen, partner_actor
 from payments.api_settlements import StrictIntegerField
+from payments.linkages.api import _identified_citizen, partner_actor
 from payments.models import PremiumState
-from payments.problems import ApiError
-from payments.representations import premium_repr
+from payments.premiums import services as premiums
 
 
 class PremiumCreateInputSerializer(StrictSerializer):

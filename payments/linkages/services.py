@@ -5,9 +5,9 @@ from django.utils.translation import gettext_lazy as _
 
 from insurance import services as insurance_services
 from insurance.models import LIVE_STATES, Certificate, CertificateState, Citizen, CitizenStatus
+from payments.api.representations import linkage_repr
+from payments.delivery.outbox import end_linkage, enqueue
 from payments.models import LinkageEndReason, LinkageState, Partner, PartnerState, WalletLinkage
-from payments.outbox import end_linkage, enqueue
-from payments.representations import linkage_repr
 from portal.actors import Actor
 from portal.audit import audit_record
 from portal.errors import DomainError

@@ -12,7 +12,7 @@ from drf_spectacular.views import SpectacularJSONAPIView, SpectacularSwaggerView
 from rest_framework.request import Request
 
 from payments import keys
-from payments.api import request_nonce, sign_response
+from payments.api.signed import request_nonce, sign_response
 from portal.errors import DomainError
 
 PROBLEM_SCHEMA = {

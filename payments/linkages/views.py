@@ -10,8 +10,8 @@ from django.utils.translation import gettext_lazy
 
 from insurance.models import Citizen
 from insurance.selectors import citizens_visible_to
-from payments import selectors, services
-from payments.forms import LinkageCreateForm, LinkageUnlinkForm
+from payments.linkages import selectors, services
+from payments.linkages.forms import LinkageCreateForm, LinkageUnlinkForm
 from payments.models import LinkageEndReason, LinkageState, WalletLinkage
 from portal import exports
 from portal.actors import Actor

@@ -10,12 +10,12 @@ from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from payments import bindings
+from payments.api.problems import ApiError
+from payments.api.representations import family_binding_repr
+from payments.api.shapes import CertificateOutputSerializer, CitizenOutputSerializer
 from payments.api_base import PartnerApiView, StrictSerializer, paginate, parse_input
-from payments.api_shapes import CertificateOutputSerializer, CitizenOutputSerializer
+from payments.bindings import services as bindings
 from payments.models import BindingEndReason, BindingState, FamilyBinding, Relationship, WalletLinkage
-from payments.problems import ApiError
-from payments.representations import family_binding_repr
 from portal.actors import Actor, client_ip
 
 # --- Shapes -------------------------------------------------------------------------------
