@@ -163,9 +163,8 @@ def _pg_os_user() -> pwd.struct_passwd | None:
     try:
         return pwd.getpwnam(PG_OS_USER)
     except KeyError:
-        subprocess.run(
-            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", PG_OS_USER], check=True
-        )
+        useradd = ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", PG_OS_USER]
+        subprocess.run(useradd, check=True)  # noqa: S603, S607 (fixed arguments; useradd from the PATH)
         return pwd.getpwnam(PG_OS_USER)
 
 

@@ -163,6 +163,9 @@ class CertificateTransition(models.Model):
     class Meta:
         ordering = ["at", "id"]
 
+    def __str__(self) -> str:
+        return f"{self.action} {self.from_state or '-'} -> {self.to_state}"
+
     def get_action_display(self) -> str:
         return str(self.ACTION_LABELS.get(self.action, self.action))
 
@@ -385,3 +388,6 @@ class ImportRowError(models.Model):
     class Meta:
         ordering = ["row", "id"]
         indexes = [models.Index(fields=["job", "row"], name="import_error_job_row")]
+
+    def __str__(self) -> str:
+        return f"row {self.row}: {self.message}"

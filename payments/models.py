@@ -52,6 +52,9 @@ class PartnerKey(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
 
+    def __str__(self) -> str:
+        return self.key_id
+
 
 class PortalKeyState(models.TextChoices):
     NEXT = "next", _("Next")
@@ -76,6 +79,9 @@ class PortalKey(models.Model):
             models.UniqueConstraint(fields=["state"], condition=Q(state="active"), name="one_active_portal_key"),
             models.UniqueConstraint(fields=["state"], condition=Q(state="next"), name="one_next_portal_key"),
         ]
+
+    def __str__(self) -> str:
+        return self.key_id
 
 
 def _linkage_id() -> str:
@@ -199,6 +205,9 @@ class DeliveryAttempt(models.Model):
     class Meta:
         ordering = ["-started_at", "-id"]
 
+    def __str__(self) -> str:
+        return f"attempt {self.number} of event {self.event_id}"
+
 
 class SandboxReceipt(models.Model):
     """What the demo's sandbox webhook receiver got (the portal serves it to itself)."""
@@ -212,6 +221,9 @@ class SandboxReceipt(models.Model):
 
     class Meta:
         ordering = ["-received_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.partner_code} {self.event_type} {self.event_id}"
 
 
 def _binding_id() -> str:
@@ -294,6 +306,9 @@ class QrToken(models.Model):
     expires_at = models.DateTimeField()
     used_at = models.DateTimeField(null=True, blank=True)
 
+    def __str__(self) -> str:
+        return self.jti
+
 
 class IdempotencyState(models.TextChoices):
     IN_PROGRESS = "in_progress", _("In progress")
@@ -321,6 +336,9 @@ class IdempotencyRecord(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["partner", "key"], name="one_idempotency_record_per_partner_key")
         ]
+
+    def __str__(self) -> str:
+        return f"{self.method} {self.key}"
 
 
 # --- Settlements, the citizen-year accumulator, the personal account, premiums -------------
@@ -374,7 +392,7 @@ class Settlement(models.Model):
     account_fen = models.BigIntegerField(_("personal account (fen)"))
     self_pay_fen = models.BigIntegerField(_("self-pay (fen)"))
     use_personal_account = models.BooleanField(default=False)
-    partner_transaction_id = models.CharField(max_length=128, null=True, blank=True)
+    partner_transaction_id = models.CharField(max_length=128, null=True, blank=True)  # noqa: DJ001 (NULL until the partner confirms with its transaction id)
     refund_reason = models.CharField(max_length=128, blank=True)
     expires_at = models.DateTimeField(_("expires at"))
     created_at = models.DateTimeField(_("created at"), db_index=True)
@@ -432,6 +450,9 @@ class SettlementLine(models.Model):
             models.CheckConstraint(condition=Q(quantity__gte=1, quantity__lte=9999), name="settlement_line_quantity"),
         ]
 
+    def __str__(self) -> str:
+        return f"{self.service_code} x {self.quantity}"
+
 
 class CitizenYearAccumulator(models.Model):
     """A citizen's deductible and fund use for one year, pending settlements included.
@@ -455,6 +476,9 @@ class CitizenYearAccumulator(models.Model):
             ),
         ]
 
+    def __str__(self) -> str:
+        return f"citizen {self.citizen_id}, {self.year}"
+
 
 class PersonalAccount(models.Model):
     """A citizen's personal account (个人账户). `balance_fen` caches the sum of the
@@ -471,6 +495,9 @@ class PersonalAccount(models.Model):
             models.CheckConstraint(condition=Q(balance_fen__gte=0, held_fen__gte=0), name="account_not_negative"),
             models.CheckConstraint(condition=Q(held_fen__lte=models.F("balance_fen")), name="account_hold_covered"),
         ]
+
+    def __str__(self) -> str:
+        return f"personal account of citizen {self.citizen_id}"
 
 
 class AccountEntryKind(models.TextChoices):
@@ -500,6 +527,9 @@ class AccountEntry(models.Model):
             models.CheckConstraint(condition=Q(balance_after_fen__gte=0), name="account_entry_balance_not_negative"),
             models.CheckConstraint(condition=~Q(amount_fen=0), name="account_entry_not_zero"),
         ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.amount_fen} fen"
 
 
 class PremiumState(models.TextChoices):

@@ -95,6 +95,9 @@ class AuditEvent(models.Model):
         ordering = ["-seq"]
         indexes = [models.Index(fields=["object_type", "object_id"])]
 
+    def __str__(self) -> str:
+        return f"#{self.seq} {self.action}"
+
 
 class AuditChainHead(models.Model):
     """Single row: the last sequence number and hash of the chain."""
@@ -102,6 +105,9 @@ class AuditChainHead(models.Model):
     id = models.PositiveSmallIntegerField(primary_key=True, default=1)
     last_seq = models.BigIntegerField(default=0)
     last_hash = models.CharField(max_length=64, default="0" * 64)
+
+    def __str__(self) -> str:
+        return f"chain head at {self.last_seq}"
 
 
 class DomainEvent(models.Model):
@@ -116,6 +122,9 @@ class DomainEvent(models.Model):
 
     class Meta:
         indexes = [models.Index(fields=["aggregate_type", "aggregate_id"])]
+
+    def __str__(self) -> str:
+        return f"{self.type} {self.aggregate_type} {self.aggregate_id}"
 
 
 # --- Dashboard rollups (backoffice/dashboards/rollups.py keeps them) --------------

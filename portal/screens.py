@@ -1,7 +1,7 @@
 """Small helpers shared by the server-rendered screens: role checks and the
 reason-then-confirm pattern of every consequential action."""
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import wraps
 
 from django import forms
@@ -66,6 +66,12 @@ def role_required(roles: set[str]) -> Callable[[Callable], Callable]:
 
 def paginate(request: HttpRequest, queryset, per_page: int = 25) -> Page:
     return Paginator(queryset, per_page).get_page(request.GET.get("page"))
+
+
+def state_param(request: HttpRequest, states: Sequence[str], default: str) -> str:
+    """The list's `?state=` filter: one of `states`, else `default` (a hand-edited URL shows the default list)."""
+    state = request.GET.get("state", default)
+    return state if state in states else default
 
 
 def querystring_without_page(request: HttpRequest) -> str:

@@ -39,7 +39,7 @@ def _required(name: str, demo_default: str) -> str:
     return value
 
 
-_INSECURE_SECRET = "demo-insecure-secret-key-do-not-use-in-production"
+_INSECURE_SECRET = "demo-insecure-secret-key-do-not-use-in-production"  # noqa: S105 (the demo and test secret; production refuses it)
 SECRET_KEY = _required("SECRET_KEY", _INSECURE_SECRET)
 DEBUG = env_bool("DEBUG", False)
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", [] if PRODUCTION else ["127.0.0.1", "localhost", "[::1]", "testserver"])

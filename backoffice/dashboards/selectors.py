@@ -8,6 +8,7 @@ import datetime as dt
 from collections import defaultdict
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import Any
 
 from django.db.models import Count, Q, Sum
 
@@ -33,6 +34,11 @@ def years_before(day: dt.date, years: int) -> dt.date:
         return day.replace(year=day.year - years)
     except ValueError:  # 29 February
         return day.replace(year=day.year - years, day=28)
+
+
+def _add_counts(mine: dict, theirs: dict) -> None:
+    for key, value in theirs.items():
+        mine[key] = mine.get(key, 0) + value
 
 
 @dataclass
@@ -95,8 +101,7 @@ class Figures:
             (self.linkages, other.linkages),
             (self.bindings, other.bindings),
         ):
-            for key, value in theirs.items():
-                mine[key] = mine.get(key, 0) + value
+            _add_counts(mine, theirs)
         self.aged_60 += other.aged_60
         self.aged_80 += other.aged_80
         for name in ("today", "month", "year"):
@@ -221,7 +226,7 @@ def _partner_health(total: Figures) -> list[PartnerHealth]:
             "id", "code", "name", "deliveries_paused"
         )
     }
-    counts = defaultdict(dict)
+    counts: defaultdict[int, dict[str, Any]] = defaultdict(dict)
     # Naming the partners lets PostgreSQL use the (partner, state, id) index instead of scanning delivered rows.
     for row in (
         OutboxEvent.objects.filter(partner_id__in=list(partners), state__in=[OutboxState.PENDING, OutboxState.DEAD])

@@ -10,6 +10,7 @@ import re
 import secrets
 import time
 from dataclasses import dataclass
+from typing import cast
 
 from django.core.exceptions import RequestDataTooBig
 from django.utils.encoding import escape_uri_path
@@ -101,7 +102,7 @@ def _key_sql() -> str:
     global _KEY_SQL
     if _KEY_SQL is None:
         _KEY_SQL = (
-            f"SELECT {_columns(PartnerKey, 'k')}, {_columns(Partner, 'p')} "
+            f"SELECT {_columns(PartnerKey, 'k')}, {_columns(Partner, 'p')} "  # noqa: S608 (names from the models; values are parameters)
             f'FROM "{PartnerKey._meta.db_table}" k JOIN "{Partner._meta.db_table}" p ON p."id" = k."partner_id" '
             f'WHERE k."key_id" = %s'
         )
@@ -119,7 +120,7 @@ def _key_from_row(row: tuple) -> PartnerKey:
     split = len(_KEY_FIELDS)
     key = rows.loaded(PartnerKey, _KEY_FIELDS, list(row[:split]))
     rows.related(key, "partner", rows.loaded(Partner, _PARTNER_FIELDS, list(row[split:])))
-    return key
+    return cast(PartnerKey, key)
 
 
 _KEY_FIELDS = [field.attname for field in PartnerKey._meta.concrete_fields]
@@ -276,7 +277,7 @@ def _copy_key(cached: PartnerKey) -> PartnerKey:
     key = rows.loaded(PartnerKey, _KEY_FIELDS, [cached.__dict__[name] for name in _KEY_FIELDS])
     values = [partner.__dict__[name] for name in _PARTNER_FIELDS]
     rows.related(key, "partner", rows.loaded(Partner, _PARTNER_FIELDS, values))
-    return key
+    return cast(PartnerKey, key)
 
 
 def _active(key: PartnerKey) -> bool:
@@ -301,7 +302,7 @@ class PartnerSignatureAuthentication(BaseAuthentication):
         except RequestDataTooBig:
             raise ApiError(413, "payload_too_large", "The body is larger than 1 MB.") from None
         message = signing.request_string_to_sign(
-            django_request.method, request_target(django_request), params["timestamp"], params["nonce"], body
+            django_request.method or "", request_target(django_request), params["timestamp"], params["nonce"], body
         )
         if not signing.verify(_public_key(key), message, params["signature"]):
             raise _unauthorized("invalid_signature", "The signature does not verify.")

@@ -100,8 +100,8 @@ class SchemaApi(SpectacularJSONAPIView):
     authentication_classes: list = []
     permission_classes: list = []
 
-    def finalize_response(self, request: Request, response: HttpResponseBase, *args, **kwargs) -> HttpResponseBase:
-        response = super().finalize_response(request, response, *args, **kwargs)
+    def finalize_response(self, request: Request, response: HttpResponseBase, *args, **kwargs) -> HttpResponseBase:  # type: ignore[override]  # also plain Django responses
+        response = super().finalize_response(request, response, *args, **kwargs)  # type: ignore[arg-type]
         return _sign_if_possible(request, response)
 
 
@@ -113,6 +113,6 @@ class DocsPage(SpectacularSwaggerView):
     url_name = "api-schema"
     title = "e-card portal partner API"
 
-    def finalize_response(self, request: Request, response: HttpResponseBase, *args, **kwargs) -> HttpResponseBase:
-        response = super().finalize_response(request, response, *args, **kwargs)
+    def finalize_response(self, request: Request, response: HttpResponseBase, *args, **kwargs) -> HttpResponseBase:  # type: ignore[override]  # also plain Django responses
+        response = super().finalize_response(request, response, *args, **kwargs)  # type: ignore[arg-type]
         return _sign_if_possible(request, response)

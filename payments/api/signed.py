@@ -34,7 +34,7 @@ def sign_response(response: HttpResponseBase, *, request_nonce: str) -> HttpResp
     """Add the portal's response signature headers over the rendered body."""
     if hasattr(response, "render") and not getattr(response, "is_rendered", True):
         response.render()
-    body = b"" if getattr(response, "streaming", False) else response.content
+    body = b"" if getattr(response, "streaming", False) else getattr(response, "content", b"")
     try:
         key = keys.current_signing_key()
     except DomainError as exc:  # no active key yet: say so rather than answer unsigned or 500
@@ -67,8 +67,8 @@ def sign_response(response: HttpResponseBase, *, request_nonce: str) -> HttpResp
 class SignedApiView(APIView):
     """Base of every partner API view: renders, then signs, whatever the outcome."""
 
-    def finalize_response(self, request: Request, response: HttpResponseBase, *args, **kwargs) -> HttpResponseBase:
-        response = super().finalize_response(request, response, *args, **kwargs)
+    def finalize_response(self, request: Request, response: HttpResponseBase, *args, **kwargs) -> HttpResponseBase:  # type: ignore[override]  # also plain Django responses
+        response = super().finalize_response(request, response, *args, **kwargs)  # type: ignore[arg-type]
         return sign_response(response, request_nonce=request_nonce(request))
 
 

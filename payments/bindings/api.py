@@ -10,6 +10,7 @@ from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from payments.api.lists import filter_by_state, page_of
 from payments.api.problems import ApiError
 from payments.api.representations import family_binding_repr
 from payments.api.shapes import CertificateOutputSerializer, CitizenOutputSerializer
@@ -35,9 +36,7 @@ class FamilyBindingOutputSerializer(serializers.Serializer):
     version = serializers.IntegerField()
 
 
-class FamilyBindingListOutputSerializer(serializers.Serializer):
-    results = FamilyBindingOutputSerializer(many=True)
-    next_cursor = serializers.CharField(allow_null=True)
+FamilyBindingListOutputSerializer = page_of(FamilyBindingOutputSerializer, "FamilyBindingListOutputSerializer")
 
 
 class FamilyBindingCreateInputSerializer(StrictSerializer):
@@ -150,12 +149,7 @@ class FamilyBindingListCreateApi(_BindingApiView):
         holder_linkage_id = request.query_params.get("holder_linkage_id")
         if holder_linkage_id is not None:
             queryset = queryset.filter(holder_linkage=self.get_holder_linkage(holder_linkage_id))
-        state = request.query_params.get("state")
-        if state is not None:
-            if state not in BindingState.values:
-                message = "state is one of: " + ", ".join(BindingState.values) + "."
-                raise ApiError(400, "validation_error", message, errors={"state": [message]})
-            queryset = queryset.filter(state=state)
+        queryset = filter_by_state(request, queryset, BindingState.values)
         return Response(paginate(request, queryset, serialize=family_binding_repr))
 
 

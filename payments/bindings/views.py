@@ -14,7 +14,7 @@ from payments.bindings import services as bindings
 from payments.models import BINDING_OPEN_STATES, BindingEndReason, BindingState, FamilyBinding
 from portal import exports
 from portal.actors import Actor
-from portal.screens import paginate, querystring_without_page, require_citizen_writer, two_step
+from portal.screens import paginate, querystring_without_page, require_citizen_writer, state_param, two_step
 
 
 class BindingDecisionForm(forms.Form):
@@ -80,9 +80,7 @@ def _get_binding_for_user(user, public_id: str) -> FamilyBinding:
 @login_required
 def binding_queue(request: HttpRequest) -> HttpResponse:
     """Bindings of the user's regions, pending ones by default, oldest first (the first to time out)."""
-    state = request.GET.get("state", BindingState.PENDING)
-    if state not in BindingState.values:
-        state = BindingState.PENDING
+    state = state_param(request, BindingState.values, BindingState.PENDING)
     queryset = bindings.bindings_visible_to(request.user).filter(state=state).order_by("created_at", "id")
     if fmt := exports.requested_format(request):
         return exports.export_response(

@@ -6,6 +6,7 @@ documented ones are ignored.
 """
 
 import re
+from typing import cast
 
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
@@ -15,6 +16,7 @@ from rest_framework.response import Response
 
 from insurance.catalogue import decimal_string, facilities_listed, policy_in_force, services_listed
 from insurance.models import Facility, FacilityKind, ReimbursementPolicy, Scheme, ServiceCategory, ServiceItem
+from payments.api.lists import page_of
 from payments.api.problems import ApiError
 from payments.api_base import PartnerApiView, paginate
 from portal.models import Region
@@ -34,9 +36,7 @@ class ServiceOutputSerializer(serializers.Serializer):
     max_unit_price_fen = serializers.IntegerField()
 
 
-class ServiceListOutputSerializer(serializers.Serializer):
-    results = ServiceOutputSerializer(many=True)
-    next_cursor = serializers.CharField(allow_null=True)
+ServiceListOutputSerializer = page_of(ServiceOutputSerializer, "ServiceListOutputSerializer")
 
 
 class FacilityOutputSerializer(serializers.Serializer):
@@ -47,9 +47,7 @@ class FacilityOutputSerializer(serializers.Serializer):
     region_code = serializers.CharField()
 
 
-class FacilityListOutputSerializer(serializers.Serializer):
-    results = FacilityOutputSerializer(many=True)
-    next_cursor = serializers.CharField(allow_null=True)
+FacilityListOutputSerializer = page_of(FacilityOutputSerializer, "FacilityListOutputSerializer")
 
 
 class EligibleSharesOutputSerializer(serializers.Serializer):
@@ -216,7 +214,7 @@ class PolicyInForceApi(PartnerApiView):
         try:
             region_code = _pilot_region_code(params.get("region_code"), required=True)
         except ApiError as exc:
-            errors.update(exc.extra["errors"])
+            errors.update(cast(dict[str, list[str]], exc.extra["errors"]))
         scheme = params.get("scheme")
         if scheme is None:
             errors["scheme"] = ["scheme is required."]
@@ -227,7 +225,7 @@ class PolicyInForceApi(PartnerApiView):
             errors["year"] = ["year is required."]
         elif not _YEAR_RE.match(year) or not 2000 <= int(year) <= 2099:
             errors["year"] = ["year is a four-digit year from 2000 to 2099."]
-        if errors:
+        if errors or region_code is None or scheme is None or year is None:
             raise ApiError(400, "validation_error", "The query is not valid.", errors=errors)
         policy = policy_in_force(region_code, scheme, int(year))
         if policy is None:

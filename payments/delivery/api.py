@@ -13,6 +13,7 @@ import base64
 import binascii
 import json
 import re
+from typing import cast
 
 from django.db.models import Q, QuerySet
 from django.db.models.expressions import RawSQL
@@ -77,7 +78,7 @@ class EventSerializer(serializers.Serializer):
     id = serializers.CharField(help_text="`evt_...`; partners deduplicate on it.")
     type = serializers.CharField(help_text="For example `linkage.created`; ignore unknown types.")
     created_at = serializers.DateTimeField()
-    data = EventDataSerializer()
+    data = EventDataSerializer()  # type: ignore[assignment]  # the contract's field shadows Serializer.data
 
 
 class EventPageSerializer(serializers.Serializer):
@@ -126,5 +127,5 @@ class EventListApi(PartnerApiView):
         rows = events_after(self.partner, after, limit)
         if rows:
             last = rows[-1]
-            after = (last.txid, last.id)  # never NULL: `events_after` lists rows below the horizon only
+            after = (cast(int, last.txid), last.id)  # never NULL: `events_after` lists rows below the horizon only
         return Response({"results": [json.loads(row.body) for row in rows], "next_cursor": encode_cursor(*after)})

@@ -15,6 +15,7 @@ from rest_framework.response import Response
 
 from insurance.models import Citizen
 from insurance.services import find_citizen_id_by_id_number
+from payments.api.lists import filter_by_state, page_of
 from payments.api.problems import ApiError
 from payments.api.representations import linkage_repr
 from payments.api.shapes import CertificateOutputSerializer, CitizenOutputSerializer
@@ -47,9 +48,7 @@ class LinkageOutputSerializer(serializers.Serializer):
     version = serializers.IntegerField()
 
 
-class LinkageListOutputSerializer(serializers.Serializer):
-    results = LinkageOutputSerializer(many=True)
-    next_cursor = serializers.CharField(allow_null=True)
+LinkageListOutputSerializer = page_of(LinkageOutputSerializer, "LinkageListOutputSerializer")
 
 
 class LinkageCreateInputSerializer(StrictSerializer):
@@ -137,16 +136,7 @@ class LinkageListCreateApi(PartnerApiView):
         ref = request.query_params.get("partner_user_ref")
         if ref is not None:
             rows = rows.filter(partner_user_ref=ref)
-        state = request.query_params.get("state")
-        if state is not None:
-            if state not in LinkageState.values:
-                raise ApiError(
-                    400,
-                    "validation_error",
-                    "Unknown state.",
-                    errors={"state": ["One of: " + ", ".join(LinkageState.values) + "."]},
-                )
-            rows = rows.filter(state=state)
+        rows = filter_by_state(request, rows, LinkageState.values)
         return Response(paginate(request, rows, serialize=linkage_repr))
 
     @extend_schema(

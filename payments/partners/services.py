@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
+from django.utils.functional import Promise
 from django.utils.translation import gettext_lazy as _
 
 from payments import signing
@@ -38,7 +39,7 @@ MAX_RATE_LIMIT = 100_000
 _LOOPBACK_NAMES = {"localhost", "localhost.localdomain"}
 
 
-def _invalid(field: str, message: str) -> DomainError:
+def _invalid(field: str, message: str | Promise) -> DomainError:
     return DomainError("validation_error", message, status=400, field=field)
 
 

@@ -137,7 +137,7 @@ class CertificateVerifyApi(PartnerApiView):
                 if found.binding_relationship is None
                 else {
                     "relationship": found.binding_relationship,
-                    "holder_name_masked": mask_name(found.binding_holder_name),
+                    "holder_name_masked": mask_name(found.binding_holder_name or ""),
                 },
                 "token_expires_at": rfc3339(found.expires_at),
             },

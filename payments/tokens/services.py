@@ -155,7 +155,7 @@ def _mint_target_sql() -> str:
     global _MINT_TARGET_SQL
     if _MINT_TARGET_SQL is None:
         _MINT_TARGET_SQL = (
-            'SELECT l."id", l."state", l."certificate_id", c."number", c."state", l."partner_id" '
+            'SELECT l."id", l."state", l."certificate_id", c."number", c."state", l."partner_id" '  # noqa: S608 (names from the models; values are parameters)
             f'FROM "{WalletLinkage._meta.db_table}" l '
             f'JOIN "{Certificate._meta.db_table}" c ON c."id" = l."certificate_id" '
             # By the unique public id alone, the partner compared in Python: a generic plan for
@@ -189,7 +189,7 @@ def _insert_sql() -> str:
     global _INSERT_SQL
     if _INSERT_SQL is None:
         _INSERT_SQL = (
-            f'INSERT INTO "{QrToken._meta.db_table}" '
+            f'INSERT INTO "{QrToken._meta.db_table}" '  # noqa: S608 (names from the models; values are parameters)
             '("jti", "certificate_id", "linkage_id", "family_binding_id", "issued_at", "expires_at", "used_at") '
             'VALUES (%s, %s, %s, NULL, %s, %s, NULL) RETURNING "id"'
         )
@@ -220,8 +220,10 @@ def qr_token_mint_for_holder(*, actor: Actor, target: MintTarget, now: datetime 
         expires_at=expires_at,
         used_at=None,
     )
-    (pk,) = prepared.fetch_one(_insert_sql(), [jti, target.certificate_id, target.linkage_id, issued_at, expires_at])
-    rows.mark_saved(row, pk)
+    inserted = prepared.fetch_one(_insert_sql(), [jti, target.certificate_id, target.linkage_id, issued_at, expires_at])
+    if inserted is None:  # INSERT ... RETURNING always returns the row
+        raise RuntimeError("the QR token INSERT returned no row")
+    rows.mark_saved(row, inserted[0])
     return MintedToken(token=token, expires_at=expires_at, row=row)
 
 
@@ -307,6 +309,7 @@ def token_check_row(
         or certificate_number != claims["cn"]
         or linkage_public_id != claims["lnk"]
         or binding_public_id != claims["fb"]
+        or expires_at is None
     ):
         raise _invalid()
     if timezone.now() >= expires_at:
@@ -331,7 +334,7 @@ def token_read(token: object, *, for_update: bool = False) -> QrToken:
         row is None
         or row.certificate.number != claims["cn"]
         or row.linkage.public_id != claims["lnk"]
-        or (row.family_binding.public_id if row.family_binding_id else None) != claims["fb"]
+        or (row.family_binding.public_id if row.family_binding is not None else None) != claims["fb"]
     ):
         raise _invalid()
     if timezone.now() >= row.expires_at:
@@ -374,7 +377,7 @@ def _verify_sql() -> str:
             )
         }
         _VERIFY_SQL = (
-            'SELECT t."used_at", t."expires_at", c."number", c."state", z."name", z."id_number_masked", z."sex", '
+            'SELECT t."used_at", t."expires_at", c."number", c."state", z."name", z."id_number_masked", z."sex", '  # noqa: S608 (names from the models; values are parameters)
             'z."birth_date", z."region_id", z."scheme", l."public_id", b."public_id", b."relationship", h."name" '
             f'FROM "{tables["token"]}" t '
             f'JOIN "{tables["certificate"]}" c ON c."id" = t."certificate_id" '
