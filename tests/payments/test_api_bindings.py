@@ -1,4 +1,4 @@
-"""`/api/v1/family-bindings` as a wallet partner sees it, through tests/partner_client.py."""
+"""`/api/v1/family-bindings` as a wallet partner sees it, through testkit/partner_client.py."""
 
 import secrets
 
@@ -9,8 +9,8 @@ from payments import bindings, keys
 from payments.models import FamilyBinding, PartnerKey, PartnerKind
 from portal.actors import Actor
 from portal.models import Role
-from tests.partner_client import PartnerClient, new_key_pair
-from tests.payments.bindings_helpers import BINDING_KEYS, bind, link, make_wallet, register
+from testkit.bindings import BINDING_KEYS, bind, link, make_wallet, register
+from testkit.partner_client import PartnerClient, new_key_pair
 
 pytestmark = pytest.mark.django_db
 

@@ -1,4 +1,4 @@
-"""`GET /api/v1/services`, `/facilities` and `/policies` as a partner sees them (tests/partner_client.py)."""
+"""`GET /api/v1/services`, `/facilities` and `/policies` as a partner sees them (testkit/partner_client.py)."""
 
 import re
 import secrets
@@ -15,7 +15,7 @@ from insurance.models import Facility, ServiceCategory, ServiceItem
 from payments import keys
 from payments.models import Partner, PartnerKey, PartnerKind, PartnerState
 from portal.actors import Actor
-from tests.partner_client import PartnerClient, new_key_pair
+from testkit.partner_client import PartnerClient, new_key_pair
 
 SERVICE_FIELDS = {"code", "name_zh", "name_en", "category", "unit", "max_unit_price_fen"}
 FACILITY_FIELDS = {"code", "name_zh", "name_en", "kind", "region_code"}
@@ -368,7 +368,7 @@ def test_a_service_platform_may_read_the_catalogue_facilities_and_policies(porta
 
 
 def test_a_response_signature_is_bound_to_the_request_nonce(wallet):
-    from tests.partner_client import verify_response
+    from testkit.partner_client import verify_response
 
     response = wallet.get("/api/v1/services?limit=1")
     assert response.signature_valid

@@ -13,7 +13,7 @@ from payments.models import DeliveryAttempt, OutboxEvent, OutboxState, Partner, 
 from payments.outbox import enqueue
 from portal.actors import Actor
 from portal.models import AuditEvent
-from tests.workers import WebhookReceiver, free_port
+from testkit.processes import WebhookReceiver, free_port
 
 CONTRACT_SCHEDULE = [15, 15, 30, 180, 600, 1200, 1800, 1800, 1800, 3600, 10800, 10800, 10800, 21600, 21600]
 

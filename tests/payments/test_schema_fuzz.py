@@ -39,8 +39,8 @@ from payments.bindings import family_binding_create
 from payments.models import Partner, PartnerKey, PartnerKind, WalletLinkage
 from payments.services import linkage_create
 from portal.actors import Actor
-from tests.conftest import new_id_number
-from tests.partner_client import authorization, new_key_pair
+from testkit.citizens import new_id_number
+from testkit.partner_client import authorization, new_key_pair
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
