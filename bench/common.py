@@ -10,6 +10,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 from testkit.processes import gunicorn_process
 
+# A benchmark server's environment that mounts the ceiling, `/api/v1/bench/ceiling` (bench/urls.py).
+CEILING_ENVIRON = {"DJANGO_SETTINGS_MODULE": "bench.settings"}
+
 
 def bench_database_url(suffix: str) -> tuple[str, str, str]:
     """(URL of the benchmark's database, URL of the server's `postgres` database, its name).
