@@ -5,7 +5,7 @@ import secrets
 import pytest
 from django.test import Client
 
-from payments import bindings, keys
+from payments import bindings
 from payments.models import FamilyBinding, PartnerKey, PartnerKind
 from portal.actors import Actor
 from portal.models import Role
@@ -13,14 +13,6 @@ from testkit.bindings import BINDING_KEYS, bind, link, make_wallet, register
 from testkit.partner_client import PartnerClient, new_key_pair
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def portal_key(db):
-    keys._forget_cached_key()
-    key = keys.portal_key_create(actor=Actor.system("tests"))
-    yield key
-    keys._forget_cached_key()
 
 
 def client_for(partner) -> PartnerClient:

@@ -36,14 +36,6 @@ DECIMAL_STRING = re.compile(r"^[01]\.[0-9]{2,4}$")
 
 
 @pytest.fixture
-def portal_key(db):
-    keys._forget_cached_key()
-    key = keys.portal_key_create(actor=Actor.system("tests"))
-    yield key
-    keys._forget_cached_key()
-
-
-@pytest.fixture
 def catalogue_data(regions):
     seed_catalogue()
     return regions

@@ -19,14 +19,6 @@ CONTRACT_SCHEDULE = [15, 15, 30, 180, 600, 1200, 1800, 1800, 1800, 3600, 10800, 
 
 
 @pytest.fixture
-def portal_key(db):
-    keys._forget_cached_key()
-    key = keys.portal_key_create(actor=Actor.system("tests"))
-    yield key
-    keys._forget_cached_key()
-
-
-@pytest.fixture
 def receiver():
     server = WebhookReceiver().start()
     yield server
