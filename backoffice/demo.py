@@ -27,7 +27,7 @@ from django.core.management import call_command, get_commands
 from django.db import transaction
 from django.utils import timezone
 
-from backoffice.demo_plan import DEMO_SEED, PARTNERS, PILOT_REGIONS, PILOT_START, CitizenPlan, plan_citizens
+from backoffice.demo_plan import DEMO_SEED, PARTNERS, PILOT_REGIONS, CitizenPlan, plan_citizens
 from insurance import services as insurance_services
 from insurance.catalogue_demo import seed_catalogue
 from insurance.models import ID_NUMBER_PURPOSE, Certificate, Citizen, CitizenStatus
@@ -55,9 +55,10 @@ Output = Callable[[str], None]
 
 def ensure_regions() -> dict[str, Region]:
     """The pilot regions (migration portal/0002 loads them; a flushed database may not have them)."""
-    for code, (name_zh, name_en) in PILOT_REGIONS.items():
+    for region in PILOT_REGIONS.values():
         Region.objects.get_or_create(
-            code=code, defaults={"name_zh": name_zh, "name_en": name_en, "pilot_start": PILOT_START}
+            code=region.code,
+            defaults={"name_zh": region.name_zh, "name_en": region.name_en, "pilot_start": region.pilot_start},
         )
     return {region.code: region for region in Region.objects.filter(code__in=PILOT_REGIONS)}
 

@@ -12,19 +12,12 @@ from django.utils import timezone
 
 from insurance.identity import make_identity_number
 from insurance.models import Scheme
+from portal.regions import PilotRegion, pilot_regions
 
 DEMO_SEED = 20191124  # the pilot's start date: the same plan on every machine
 
-PILOT_REGIONS: dict[str, tuple[str, str]] = {
-    "130000": ("河北省", "Hebei"),
-    "220000": ("吉林省", "Jilin"),
-    "230000": ("黑龙江省", "Heilongjiang"),
-    "310000": ("上海市", "Shanghai"),
-    "350000": ("福建省", "Fujian"),
-    "370000": ("山东省", "Shandong"),
-    "440000": ("广东省", "Guangdong"),
-}
-PILOT_START = dt.date(2019, 11, 24)
+# The pilot regions by code (portal/data/pilot_regions.csv, which the migration loads too).
+PILOT_REGIONS: dict[str, PilotRegion] = {region.code: region for region in pilot_regions()}
 
 # Real GB/T 2260 districts inside each pilot province, for identity numbers.
 DISTRICTS: dict[str, tuple[str, ...]] = {

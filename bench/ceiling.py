@@ -1,7 +1,7 @@
 """A bare DRF endpoint, the ceiling `bench/verify_bench.py` compares the verify endpoint against.
 
-Mounted at `/api/v1/bench/ceiling` only when the process starts with
-`ECARD_BENCH_CEILING=1` (payments/api_urls.py); never otherwise. It does what
+Mounted at `/api/v1/bench/ceiling` only by bench/urls.py, the URL conf of bench/settings.py,
+which the benchmarks that measure the ceiling give their server; never by the project's URLs. It does what
 every DRF view does (content negotiation, rendering) and nothing of ours: no
 authentication, no database, no signing.
 """

@@ -8,6 +8,11 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+from testkit.processes import gunicorn_process
+
+# A benchmark server's environment that mounts the ceiling, `/api/v1/bench/ceiling` (bench/urls.py).
+CEILING_ENVIRON = {"DJANGO_SETTINGS_MODULE": "bench.settings"}
+
 
 def bench_database_url(suffix: str) -> tuple[str, str, str]:
     """(URL of the benchmark's database, URL of the server's `postgres` database, its name).
@@ -107,28 +112,6 @@ def reference_loop_ms(repeats: int = 5) -> float:
 
 def load_average() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
-
-
-BASE_DIR = Path(__file__).resolve().parent.parent
-
-
-def gunicorn_process(db_url: str, port: int, workers: int, **environ: str) -> subprocess.Popen:
-    """The repository's gunicorn.conf.py on `port`, started (not waited for), the access log written
-    (as in production) to /dev/null; `environ` adds or overrides settings. The caller stops it."""
-    env = {
-        **os.environ,
-        "DATABASE_URL": db_url,
-        "WEB_CONCURRENCY": str(workers),
-        "PORT": str(port),
-        "GUNICORN_ACCESS_LOG": os.devnull,
-        "GUNICORN_LOG_LEVEL": "warning",
-        "DEBUG": "0",
-        "LOG_LEVEL": "ERROR",
-        **environ,
-    }
-    return subprocess.Popen(
-        [str(Path(sys.executable).parent / "gunicorn"), "-c", "gunicorn.conf.py", "portal.wsgi"], cwd=BASE_DIR, env=env
-    )
 
 
 def start_gunicorn(db_url: str, port: int, workers: int, **environ: str) -> subprocess.Popen:

@@ -75,9 +75,8 @@ def main() -> None:
     from payments.models import OutboxEvent, OutboxState, Partner, PartnerKind
     from payments.tasks import deliver_due_events
     from portal.actors import Actor
-    from portal.models import Region
-    from tests.conftest import PILOT_REGIONS, new_id_number
-    from tests.workers import CeleryWorker, WebhookReceiver, wait_until
+    from testkit.citizens import ensure_pilot_regions, new_id_number
+    from testkit.processes import CeleryWorker, WebhookReceiver, wait_until
 
     print(f"machine: {machine()}")
     print(
@@ -87,8 +86,7 @@ def main() -> None:
     call_command("migrate", verbosity=0)
     redis.Redis.from_url(settings.REDIS_URL).flushdb()
     call_command("rotate_portal_key", stdout=open(os.devnull, "w"))  # noqa: SIM115
-    for code, (zh, en) in PILOT_REGIONS.items():
-        Region.objects.get_or_create(code=code, defaults={"name_zh": zh, "name_en": en, "pilot_start": "2019-11-24"})
+    regions = ensure_pilot_regions()
 
     receiver = WebhookReceiver().start()
     partner = Partner.objects.create(
@@ -100,7 +98,7 @@ def main() -> None:
         id_number=new_id_number("310000"),
         name="张三明",
         phone="13812345678",
-        region=Region.objects.get(code="310000"),
+        region=regions["310000"],
         scheme="resident",
     )
     insurance_services.certificate_issue(actor=actor, citizen=citizen, reason="bench")

@@ -22,7 +22,7 @@ against that database and Redis db, and drives it from a separate load process (
 `--processes` spawned client processes of `--threads` concurrent clients
 each (asyncio tasks, each its own keep-alive HTTP/1.1 connection, the raw
 client of `bench/load_client.py`), every request signed with a fresh nonce
-(the signing of `tests/partner_client.py`, written from the contract), every
+(the signing of `testkit/partner_client.py`, written from the contract), every
 response's status and portal signature checked. One settlement is three calls, all counted:
 
 1. `POST /linkages/{id}/qr-tokens` `{}`: a fresh 60 s token, minted just before use;
@@ -126,7 +126,7 @@ def seed(citizens: int) -> dict:
     from payments.models import Partner, PartnerKey, PartnerKind
     from portal.actors import Actor
     from portal.models import Region
-    from tests.partner_client import new_key_pair
+    from testkit.partner_client import new_key_pair
 
     actor = Actor.system("settlement-bench")
     seed_catalogue(actor=actor)
@@ -266,7 +266,7 @@ def in_process_costs(private_b64: str, linkages: list[str]) -> dict:
     from django.test import Client
     from django.test.utils import CaptureQueriesContext
 
-    from tests.partner_client import authorization
+    from testkit.partner_client import authorization
 
     private = Ed25519PrivateKey.from_private_bytes(base64.b64decode(private_b64))
     client = Client()
@@ -363,7 +363,7 @@ def audit_chain_ok() -> dict:
 
 class _PartnerKeys:
     """The load client's side of the contract: its signing key, and the portal's published keys
-    (parsed once) to check every answer's signature, as tests/partner_client.verify_response does."""
+    (parsed once) to check every answer's signature, as testkit/partner_client.verify_response does."""
 
     def __init__(self, config: dict) -> None:
         from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey

@@ -8,7 +8,7 @@ migrates it, FLUSHES the Redis db of REDIS_URL, seeds a portal key, a wallet
 partner with an Ed25519 key (rate limit raised out of the way), a citizen
 with a linked card, and mints QR tokens (they live 60 s: a fresh one for
 every phase). It starts gunicorn with the repository's `gunicorn.conf.py`
-(two workers, `WEB_CONCURRENCY=2`, access log off, `ECARD_BENCH_CEILING=1`
+(two workers, `WEB_CONCURRENCY=2`, access log off, `DJANGO_SETTINGS_MODULE=bench.settings`
 to mount `/api/v1/bench/ceiling`), and drives it from a separate load process
 (bench/load_client.py, which signs every request with a fresh nonce):
 
@@ -39,7 +39,7 @@ from pathlib import Path
 BASE_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BASE_DIR))
 
-from bench.common import fresh_django, load_average, machine, start_gunicorn  # noqa: E402
+from bench.common import CEILING_ENVIRON, fresh_django, load_average, machine, start_gunicorn  # noqa: E402
 
 PYTHON = sys.executable
 
@@ -311,7 +311,7 @@ def main() -> None:
     report["timeit"] = micro_timings(data, args.timeit_calls)
 
     port = _free_port()
-    server = start_gunicorn(db_url, port, args.workers, ECARD_BENCH_CEILING="1")
+    server = start_gunicorn(db_url, port, args.workers, **CEILING_ENVIRON)
     meter = CpuMeter(server, admin_url, db_name)
     try:
         report["ceiling"] = run_load(port, args, path="/api/v1/bench/ceiling", body="{}", unsigned=True, meter=meter)

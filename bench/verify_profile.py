@@ -30,7 +30,7 @@ from pathlib import Path
 BASE_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BASE_DIR))
 
-from bench.common import fresh_django, load_average  # noqa: E402
+from bench.common import CEILING_ENVIRON, fresh_django, load_average  # noqa: E402
 
 
 def _environ(path: str, body: bytes, authorization: str | None) -> dict:
@@ -141,7 +141,7 @@ def main() -> None:
     parser.add_argument("--profile", type=int, default=0, help="print the top N functions of a cProfile")
     args = parser.parse_args()
 
-    fresh_django("_verify_profile", ECARD_BENCH_CEILING="1")
+    fresh_django("_verify_profile", **CEILING_ENVIRON)
     from bench.verify_bench import fresh_token, seed
 
     data = seed()

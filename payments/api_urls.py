@@ -1,5 +1,3 @@
-import os
-
 from django.urls import path, re_path
 
 from payments import api_settlements
@@ -55,13 +53,6 @@ urlpatterns = [
     path("premiums", api_premiums.PremiumCreateApi.as_view(), name="api-premiums"),
     path("premiums/<str:public_id>", api_premiums.PremiumDetailApi.as_view(), name="api-premium"),
 ]
-
-# Benchmarks only (bench/verify_bench.py): a bare DRF view as the throughput ceiling, mounted
-# when the process starts with ECARD_BENCH_CEILING=1 and never otherwise.
-if os.environ.get("ECARD_BENCH_CEILING") == "1":
-    from bench.ceiling import BenchCeilingApi
-
-    urlpatterns.append(path("bench/ceiling", BenchCeilingApi.as_view(), name="api-bench-ceiling"))
 
 # Keep this last: any other path under /api/v1/ answers a signed 404 problem+json.
 urlpatterns.append(re_path(r"^.*$", ApiNotFoundView.as_view(), name="api-not-found"))

@@ -1,36 +1,16 @@
-"""Shared fixtures. Tests run against real PostgreSQL and Redis (see README)."""
+"""Fixtures every subject uses. Tests run against real PostgreSQL and Redis (see README).
+
+The helpers the fixtures build on are plain functions in `testkit/`, shared with the benchmarks."""
 
 import datetime as dt
-import itertools
 
 import pytest
 
 from insurance import services as insurance_services
-from insurance.identity import make_identity_number
 from portal.actors import Actor
-from portal.models import Region, Role, User
-
-PILOT_REGIONS = {
-    "130000": ("河北省", "Hebei"),
-    "220000": ("吉林省", "Jilin"),
-    "230000": ("黑龙江省", "Heilongjiang"),
-    "310000": ("上海市", "Shanghai"),
-    "350000": ("福建省", "Fujian"),
-    "370000": ("山东省", "Shandong"),
-    "440000": ("广东省", "Guangdong"),
-}
-# A district of each pilot region, for identity numbers.
-AREA_OF = {
-    "130000": "130102",
-    "220000": "220102",
-    "230000": "230102",
-    "310000": "310101",
-    "350000": "350102",
-    "370000": "370102",
-    "440000": "440103",
-}
-
-_sequence = itertools.count(1)
+from portal.models import Role, User
+from testkit.citizens import ensure_pilot_regions, new_id_number, next_serial
+from testkit.settlements import World, build_world
 
 
 @pytest.fixture(autouse=True)
@@ -50,26 +30,12 @@ def _fast_password_hashing(settings):
 @pytest.fixture
 def regions(db):
     """The seven pilot regions (a transactional test's flush removes the migrated rows)."""
-    for code, (zh, en) in PILOT_REGIONS.items():
-        Region.objects.get_or_create(
-            code=code, defaults={"name_zh": zh, "name_en": en, "pilot_start": dt.date(2019, 11, 24)}
-        )
-    return {r.code: r for r in Region.objects.all()}
+    return ensure_pilot_regions()
 
 
 @pytest.fixture
 def system_actor():
     return Actor.system("tests")
-
-
-def new_id_number(region_code: str = "310000", birth: dt.date | None = None, male: bool | None = None) -> str:
-    """A fresh valid identity number in a district of the region."""
-    n = next(_sequence)
-    birth = birth or dt.date(1950, 1, 1) + dt.timedelta(days=n % 20000)
-    seq = (n * 7) % 1000
-    if male is not None and (seq % 2 == 1) != male:
-        seq = (seq + 1) % 1000
-    return make_identity_number(AREA_OF[region_code], birth, seq)
 
 
 @pytest.fixture
@@ -107,9 +73,45 @@ def make_user(regions):
         username: str | None = None,
         password: str = "correct-horse-battery-9",
     ):
-        username = username or f"{role}-{next(_sequence)}"
+        username = username or f"{role}-{next_serial()}"
         user = User.objects.create_user(username=username, email=f"{username}@example.cn", password=password, role=role)
         user.regions.set([regions[c] for c in region_codes])
         return user
 
     return factory
+
+
+# --- Portal keys, partners' caches and the settlement world (payments, portal and root tests) ----------
+
+
+@pytest.fixture
+def portal_key(db):
+    """The portal's signing key (responses and webhooks are signed with it)."""
+    from payments import keys
+
+    keys._forget_cached_key()
+    key = keys.portal_key_create(actor=Actor.system("tests"))
+    yield key
+    keys._forget_cached_key()
+
+
+@pytest.fixture
+def signing_key(portal_key):
+    """The portal's signing key, under the name the settlement tests use."""
+    return portal_key
+
+
+@pytest.fixture
+def fresh_cache():
+    """Our own Redis db: forget counters left by an earlier run whose partner ids may repeat."""
+    from django.core.cache import cache
+
+    cache.clear()
+    yield
+    cache.clear()
+
+
+@pytest.fixture
+def world(regions, signing_key) -> World:
+    """A facility, a small catalogue and this year's policies in 310000."""
+    return build_world(regions)

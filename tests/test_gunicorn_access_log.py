@@ -11,7 +11,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from tests.workers import free_port, start_gunicorn
+from testkit.processes import free_port, start_gunicorn
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 

@@ -7,9 +7,9 @@ import pytest
 from django.urls import reverse
 
 from portal.models import Role
-from tests.conftest import new_id_number
-from tests.payments.api_helpers import fresh_cache, idem_key, make_partner_client, portal_key  # noqa: F401
-from tests.screen_helpers import sign_in
+from testkit.api import idem_key, make_partner_client
+from testkit.citizens import new_id_number
+from testkit.screens import sign_in
 
 pytestmark = pytest.mark.django_db
 
@@ -24,7 +24,7 @@ def test_registering_searching_and_linking_a_citizen_logs_no_identity_number_nam
     regions,
     caplog,
     portal_key,
-    fresh_cache,  # noqa: F811
+    fresh_cache,
 ):
     caplog.set_level(logging.DEBUG)
     id_number, name, phone = new_id_number("310000"), "欧阳修远", "13912345678"

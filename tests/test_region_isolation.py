@@ -8,7 +8,7 @@ from insurance.models import CertificateState, CitizenStatus
 from payments.linkages import services as payment_services
 from payments.models import LinkageState
 from portal.models import Role
-from tests.screen_helpers import make_partner, sign_in
+from testkit.screens import make_partner, sign_in
 
 pytestmark = pytest.mark.django_db
 

@@ -15,7 +15,7 @@ import httpx
 import psutil
 import pytest
 
-from tests.workers import free_port
+from testkit.processes import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 

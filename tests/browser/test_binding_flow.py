@@ -10,8 +10,8 @@ import pytest
 from payments.models import BindingState, OutboxEvent
 from portal.audit import verify_chain
 from portal.models import AuditEvent, Role
-from tests.browser.test_clerk_flow import PASSWORD, sign_in_with_password
-from tests.payments.bindings_helpers import bind, link, make_wallet, register
+from testkit.bindings import bind, link, make_wallet, register
+from testkit.browser import PASSWORD, sign_in_with_password
 
 pytestmark = [pytest.mark.browser]
 

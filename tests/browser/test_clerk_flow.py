@@ -3,59 +3,16 @@
 from __future__ import annotations
 
 import re
-import time
 
 import pytest
-from allauth.mfa import app_settings as mfa_settings
 from allauth.mfa.models import Authenticator
-from allauth.mfa.totp.internal.auth import format_hotp_value, hotp_value
 
 from insurance.models import Certificate, CertificateState
 from portal.audit import verify_chain
 from portal.models import AuditEvent, Role
+from testkit.browser import PASSWORD, sign_in_with_password, sign_out
 
 pytestmark = [pytest.mark.browser]
-
-PASSWORD = "correct-horse-battery-9"
-
-
-def totp_code(secret: str) -> tuple[str, float]:
-    """The code an authenticator app shows for this secret now (RFC 6238, allauth's helpers),
-    and when it was read. allauth accepts only the current period's code, so a code about to
-    roll over is not typed: the next period's is waited for."""
-    period = mfa_settings.TOTP_PERIOD
-    now = time.time()
-    if period - now % period < 3:
-        time.sleep(period - now % period + 0.2)
-        now = time.time()
-    return format_hotp_value(hotp_value(secret, int(now) // period)), now
-
-
-def wait_for_next_totp_period(after: float) -> None:
-    """A TOTP code is accepted once: the next sign-in needs the next period's code."""
-    period = mfa_settings.TOTP_PERIOD
-    next_start = (int(after) // period + 1) * period
-    time.sleep(max(0.0, next_start - time.time()) + 0.2)
-
-
-def sign_in_with_password(page, url, screen, username: str, step: str) -> None:
-    page.goto(url("/accounts/login/"))
-    assert page.locator("html").get_attribute("lang") == "zh-Hans"
-    screen(f"{step}-sign-in")
-    page.fill("input[name=login]", username)
-    page.fill("input[name=password]", PASSWORD)
-    page.locator("form input[name=password]").press("Enter")
-    page.wait_for_load_state()
-
-
-def sign_out(page, screen, step: str) -> None:
-    page.get_by_role("button", name="退出登录").click()
-    page.wait_for_load_state()
-    if "/accounts/logout/" in page.url:  # allauth asks for confirmation when signing out by GET
-        screen(f"{step}-sign-out")
-        page.locator("main form button[type=submit], form[action$='/accounts/logout/'] button").first.click()
-        page.wait_for_load_state()
-    screen(f"{step}-signed-out")
 
 
 def test_region_administrator_sets_up_totp_on_first_sign_in_and_then_signs_in_with_a_code(
@@ -63,6 +20,7 @@ def test_region_administrator_sets_up_totp_on_first_sign_in_and_then_signs_in_wi
     url,
     screen,
     make_user,
+    totp,
 ):
     admin = make_user(Role.REGION_ADMIN, username="admin-browser", password=PASSWORD)
 
@@ -79,8 +37,7 @@ def test_region_administrator_sets_up_totp_on_first_sign_in_and_then_signs_in_wi
 
     secret = page.locator("#authenticator_secret").input_value().strip()
     assert re.fullmatch(r"[A-Z2-7]{16,}", secret), "the page shows the base32 secret to type into an app"
-    code, activated_at = totp_code(secret)
-    page.fill("input[name=code]", code)
+    page.fill("input[name=code]", totp.code(secret))
     page.locator("input[name=code]").press("Enter")
     page.wait_for_load_state()
     screen("totp-activated")
@@ -95,11 +52,11 @@ def test_region_administrator_sets_up_totp_on_first_sign_in_and_then_signs_in_wi
     page.goto(url("/citizens/"))
     assert "/accounts/login/" in page.url, "signed out: the portal asks to sign in"
 
-    wait_for_next_totp_period(activated_at)
+    totp.next_period()  # the activation's code is used: the second sign-in types the next one
     sign_in_with_password(page, url, screen, "admin-browser", "second")
     assert "/accounts/2fa/authenticate/" in page.url, "the password alone does not sign in"
     screen("second-totp-code")
-    page.fill("input[name=code]", totp_code(secret)[0])
+    page.fill("input[name=code]", totp.code(secret))
     page.locator("input[name=code]").press("Enter")
     page.wait_for_load_state()
     page.goto(url("/citizens/"))

@@ -10,8 +10,8 @@ from allauth.mfa.totp.internal.auth import TOTP, generate_totp_secret
 from backoffice.dashboards.rollups import rollups_rebuild
 from insurance import services as insurance_services
 from portal.models import Role
-from tests.browser.test_clerk_flow import PASSWORD, sign_in_with_password, totp_code
-from tests.screen_helpers import make_partner
+from testkit.browser import PASSWORD, sign_in_with_password
+from testkit.screens import make_partner
 
 pytestmark = [pytest.mark.browser]
 
@@ -23,6 +23,7 @@ def test_region_administrator_signs_in_with_totp_and_reads_the_dashboard(
     make_user,
     make_citizen,
     system_actor,
+    totp,
 ):
     admin = make_user(Role.REGION_ADMIN, ("310000",), username="admin-dashboard", password=PASSWORD)
     secret = generate_totp_secret()
@@ -37,7 +38,7 @@ def test_region_administrator_signs_in_with_totp_and_reads_the_dashboard(
 
     sign_in_with_password(page, url, screen, "admin-dashboard", "admin")
     assert "/accounts/2fa/authenticate/" in page.url, "an administrator needs the TOTP code too"
-    page.fill("input[name=code]", totp_code(secret)[0])
+    page.fill("input[name=code]", totp.code(secret))
     page.locator("input[name=code]").press("Enter")
     page.wait_for_load_state()
     page.goto(url("/"))

@@ -16,8 +16,8 @@ from payments.models import DeliveryAttempt, OutboxEvent, OutboxState, Partner, 
 from portal.actors import Actor
 from portal.audit import verify_chain
 from portal.models import AuditEvent, Role
-from tests.browser.test_clerk_flow import PASSWORD, sign_in_with_password, totp_code
-from tests.workers import WebhookReceiver, free_port
+from testkit.browser import PASSWORD, sign_in_with_password
+from testkit.processes import WebhookReceiver, free_port
 
 pytestmark = [pytest.mark.browser]
 
@@ -46,6 +46,7 @@ def test_operator_replays_a_dead_event_and_the_receiver_back_up_gets_it(
     make_user,
     make_citizen,
     portal_key,
+    totp,
 ):
     port = free_port()  # nothing listens here yet: the partner's receiver is down
     partner = Partner.objects.create(
@@ -66,7 +67,7 @@ def test_operator_replays_a_dead_event_and_the_receiver_back_up_gets_it(
     sign_in_with_password(page, url, screen, "operator-browser", "operator")
     assert "/accounts/2fa/authenticate/" in page.url, "a national operator needs the TOTP code"
     screen("totp-code")
-    page.fill("input[name=code]", totp_code(secret)[0])
+    page.fill("input[name=code]", totp.code(secret))
     page.locator("input[name=code]").press("Enter")
     page.wait_for_load_state()
 

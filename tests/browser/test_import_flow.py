@@ -10,13 +10,12 @@ import redis
 
 from insurance.models import Citizen, ImportJob, ImportJobState
 from portal.models import Role
-from tests.conftest import new_id_number
-from tests.insurance.test_import_citizens import write_csv
-from tests.workers import CeleryWorker, database_url_for_current_connection
+from testkit.browser import PASSWORD
+from testkit.citizens import new_id_number
+from testkit.imports import write_csv
+from testkit.processes import CeleryWorker, database_url_for_current_connection
 
 pytestmark = [pytest.mark.browser, pytest.mark.worker]
-
-PASSWORD = "correct-horse-battery-9"
 
 
 @pytest.fixture

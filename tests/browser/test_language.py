@@ -11,7 +11,7 @@ import time
 import pytest
 from django.conf import settings
 
-from tests.browser.test_clerk_flow import PASSWORD
+from testkit.browser import PASSWORD
 
 pytestmark = [pytest.mark.browser]
 

@@ -11,7 +11,7 @@ from django.urls import reverse
 from insurance import catalogue, catalogue_import
 from insurance.models import Facility, ServiceItem
 from portal.models import AuditEvent, Role
-from tests.screen_helpers import sign_in
+from testkit.screens import sign_in
 
 pytestmark = pytest.mark.django_db
 

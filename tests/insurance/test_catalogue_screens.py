@@ -9,7 +9,7 @@ from insurance import catalogue
 from insurance.forms_catalogue import yuan_to_fen
 from insurance.models import Facility, ServiceItem
 from portal.models import AuditEvent, Role
-from tests.screen_helpers import sign_in
+from testkit.screens import sign_in
 
 pytestmark = pytest.mark.django_db
 

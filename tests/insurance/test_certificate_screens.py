@@ -6,7 +6,7 @@ from django.urls import reverse
 from insurance import services
 from insurance.models import Certificate, CertificateState, CertificateTransition
 from portal.models import AuditEvent, Role
-from tests.screen_helpers import sign_in
+from testkit.screens import sign_in
 
 pytestmark = pytest.mark.django_db
 

@@ -14,7 +14,7 @@ from payments.linkages.services import linkage_create
 from payments.models import LinkageState, Partner, PartnerKind, WalletLinkage
 from portal.errors import DomainError
 from portal.models import AuditEvent, DomainEvent
-from tests.conftest import new_id_number
+from testkit.citizens import new_id_number
 
 STATES = [s.value for s in CertificateState]
 ACTIONS = ["issue", "activate", "suspend", "reinstate", "revoke", "expire", "reissue"]

@@ -5,8 +5,8 @@ from django.urls import reverse
 
 from insurance.models import CertificateState, Citizen, CitizenStatus
 from portal.models import AuditEvent, Role
-from tests.conftest import new_id_number
-from tests.screen_helpers import sign_in
+from testkit.citizens import new_id_number
+from testkit.screens import sign_in
 
 pytestmark = pytest.mark.django_db
 

@@ -12,7 +12,7 @@ from insurance.models import ID_NUMBER_PURPOSE, Certificate, Citizen
 from portal.crypto import blind_index, encrypt_text
 from portal.errors import DomainError
 from portal.models import AuditEvent
-from tests.conftest import new_id_number
+from testkit.citizens import new_id_number
 
 pytestmark = pytest.mark.django_db
 

@@ -13,35 +13,16 @@ from pathlib import Path
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
-from openpyxl import Workbook
 
 from insurance import services
 from insurance.identity import make_identity_number
 from insurance.importing import ImportSummary, RowError, import_rows, read_rows
 from insurance.models import Certificate, Citizen
 from portal.actors import Actor
-from tests.conftest import new_id_number
+from testkit.citizens import new_id_number
+from testkit.imports import HEADER, write_csv, write_xlsx
 
 BASE_DIR = Path(__file__).resolve().parents[2]
-HEADER = ["id_number", "name", "phone", "region_code", "scheme", "account_balance_fen"]
-
-
-def write_csv(path, rows, *, bom: bool = False, header=HEADER):
-    with path.open("w", encoding="utf-8-sig" if bom else "utf-8", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(header)
-        writer.writerows(rows)
-    return path
-
-
-def write_xlsx(path, rows, header=HEADER):
-    workbook = Workbook(write_only=True)
-    sheet = workbook.create_sheet("citizens")
-    sheet.append(header)
-    for row in rows:
-        sheet.append(row)
-    workbook.save(path)
-    return path
 
 
 def run(path, *extra) -> tuple[dict, str, str]:

@@ -12,7 +12,7 @@ from insurance.models import ID_NUMBER_PURPOSE, Certificate, CertificateState, C
 from portal.actors import Actor
 from portal.crypto import blind_index
 from portal.models import AuditEvent
-from tests.conftest import new_id_number
+from testkit.citizens import new_id_number
 
 HEADER = ("id_number", "name", "phone", "region_code", "scheme", "account_balance_fen")
 

@@ -1,6 +1,6 @@
 """Citizen import as a background job: the screens, the job runner, and a real Celery worker.
 
-The worker tests start `.venv/bin/celery -A portal worker` (tests/workers.py) against the
+The worker tests start `.venv/bin/celery -A portal worker` (testkit/processes.py) against the
 test database and this run's Redis db; the file the clerk uploads is stored under a
 temporary media folder that the worker is pointed at too.
 """
@@ -20,10 +20,10 @@ from insurance.models import Certificate, CertificateState, Citizen, ImportJob, 
 from portal.actors import Actor
 from portal.audit import verify_chain
 from portal.models import AuditEvent, Role
-from tests.conftest import new_id_number
-from tests.insurance.test_import_citizens import write_csv, write_xlsx
-from tests.screen_helpers import sign_in
-from tests.workers import CeleryWorker, database_url_for_current_connection, wait_until
+from testkit.citizens import new_id_number
+from testkit.imports import write_csv, write_xlsx
+from testkit.processes import CeleryWorker, database_url_for_current_connection, wait_until
+from testkit.screens import sign_in
 
 
 def sign_in_en(client, user) -> None:

@@ -10,7 +10,7 @@ from django.urls import reverse
 from insurance import catalogue
 from insurance.models import ReimbursementPolicy, ServiceCategory
 from portal.models import AuditEvent, Role
-from tests.screen_helpers import sign_in
+from testkit.screens import sign_in
 
 pytestmark = pytest.mark.django_db
 

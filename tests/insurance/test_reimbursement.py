@@ -57,7 +57,7 @@ def split(lines, policy, *, deductible_used=0, fund_used=0, balance=0, use_accou
 
 def test_a_bill_within_the_deductible_is_paid_entirely_by_the_citizen():
     result = split(CLINIC_VISIT, terms())
-    assert [(l.line_total_fen, l.eligible_fen) for l in result.lines] == [
+    assert [(line.line_total_fen, line.eligible_fen) for line in result.lines] == [
         (100, 100),
         (1000, 1000),
         (2000, 2000),
@@ -211,9 +211,9 @@ def test_the_split_always_adds_up_and_nothing_is_negative(
         lines, policy, deductible_used=deductible_used, fund_used=fund_used, balance=balance, use_account=use_account
     )
     assert result.fund_fen + result.account_fen + result.self_pay_fen == result.total_fen
-    assert result.total_fen == sum(l.quantity * l.unit_price_fen for l in lines)
-    assert result.total_fen == sum(l.line_total_fen for l in result.lines)
-    assert result.eligible_fen == sum(l.eligible_fen for l in result.lines)
+    assert result.total_fen == sum(line.quantity * line.unit_price_fen for line in lines)
+    assert result.total_fen == sum(line.line_total_fen for line in result.lines)
+    assert result.eligible_fen == sum(line.eligible_fen for line in result.lines)
     for value in (
         result.total_fen,
         result.eligible_fen,

@@ -1,5 +1,5 @@
 """Signed requests and the errors every endpoint shares (PARTNER_API.md "Authentication", "Errors"),
-as a partner meets them through tests/partner_client.py."""
+as a partner meets them through testkit/partner_client.py."""
 
 import json
 import math
@@ -9,8 +9,8 @@ import pytest
 from django.utils import timezone
 
 from payments.models import PartnerKey, PartnerKeyState, PartnerKind, PartnerState
-from tests.partner_client import authorization, new_key_pair, verify_response
-from tests.payments.api_helpers import make_partner_client, partner_of, portal_key  # noqa: F401
+from testkit.api import make_partner_client, partner_of
+from testkit.partner_client import authorization, new_key_pair, verify_response
 
 pytestmark = pytest.mark.django_db
 
@@ -33,7 +33,7 @@ def assert_problem(response, status: int, code: str, *, signed_for_nonce: tuple[
 
 
 @pytest.fixture
-def wallet(portal_key):  # noqa: F811
+def wallet(portal_key):
     return make_partner_client()
 
 
@@ -239,13 +239,13 @@ def test_rate_limit_answers_rate_limited_with_retry_after(wallet):
         ("POST", "/api/v1/linkages/lnk_abc/qr-tokens", {}),
     ],
 )
-def test_a_service_platform_is_forbidden_linkages_and_qr_tokens(portal_key, method, target, payload):  # noqa: F811
+def test_a_service_platform_is_forbidden_linkages_and_qr_tokens(portal_key, method, target, payload):
     platform = make_partner_client(PartnerKind.SERVICE_PLATFORM)
     response = platform.request(method, target, payload, idempotency_key="k-1" if method == "POST" else None)
     assert_problem(response, 403, "forbidden")
 
 
-def test_a_service_platform_may_verify_tokens(portal_key):  # noqa: F811
+def test_a_service_platform_may_verify_tokens(portal_key):
     platform = make_partner_client(PartnerKind.SERVICE_PLATFORM)
     assert_problem(platform.post("/api/v1/certificates/verify", {"token": "nonsense"}), 422, "invalid_token")
 

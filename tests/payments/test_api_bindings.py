@@ -1,27 +1,18 @@
-"""`/api/v1/family-bindings` as a wallet partner sees it, through tests/partner_client.py."""
+"""`/api/v1/family-bindings` as a wallet partner sees it, through testkit/partner_client.py."""
 
 import secrets
 
 import pytest
 from django.test import Client
 
-from payments import keys
 from payments.bindings import services as bindings
 from payments.models import FamilyBinding, PartnerKey, PartnerKind
 from portal.actors import Actor
 from portal.models import Role
-from tests.partner_client import PartnerClient, new_key_pair
-from tests.payments.bindings_helpers import BINDING_KEYS, bind, link, make_wallet, register
+from testkit.bindings import BINDING_KEYS, bind, link, make_wallet, register
+from testkit.partner_client import PartnerClient, new_key_pair
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def portal_key(db):
-    keys._forget_cached_key()
-    key = keys.portal_key_create(actor=Actor.system("tests"))
-    yield key
-    keys._forget_cached_key()
 
 
 def client_for(partner) -> PartnerClient:

@@ -1,4 +1,4 @@
-"""`GET /api/v1/services`, `/facilities` and `/policies` as a partner sees them (tests/partner_client.py)."""
+"""`GET /api/v1/services`, `/facilities` and `/policies` as a partner sees them (testkit/partner_client.py)."""
 
 import re
 import secrets
@@ -15,7 +15,7 @@ from insurance.models import Facility, ServiceCategory, ServiceItem
 from payments import keys
 from payments.models import Partner, PartnerKey, PartnerKind, PartnerState
 from portal.actors import Actor
-from tests.partner_client import PartnerClient, new_key_pair
+from testkit.partner_client import PartnerClient, new_key_pair
 
 SERVICE_FIELDS = {"code", "name_zh", "name_en", "category", "unit", "max_unit_price_fen"}
 FACILITY_FIELDS = {"code", "name_zh", "name_en", "kind", "region_code"}
@@ -33,14 +33,6 @@ POLICY_FIELDS = {
     "premium_fen",
 }
 DECIMAL_STRING = re.compile(r"^[01]\.[0-9]{2,4}$")
-
-
-@pytest.fixture
-def portal_key(db):
-    keys._forget_cached_key()
-    key = keys.portal_key_create(actor=Actor.system("tests"))
-    yield key
-    keys._forget_cached_key()
 
 
 @pytest.fixture
@@ -368,7 +360,7 @@ def test_a_service_platform_may_read_the_catalogue_facilities_and_policies(porta
 
 
 def test_a_response_signature_is_bound_to_the_request_nonce(wallet):
-    from tests.partner_client import verify_response
+    from testkit.partner_client import verify_response
 
     response = wallet.get("/api/v1/services?limit=1")
     assert response.signature_valid

@@ -1,4 +1,4 @@
-"""`GET /api/v1/events` as a partner polls it (tests/partner_client.py signs and verifies)."""
+"""`GET /api/v1/events` as a partner polls it (testkit/partner_client.py signs and verifies)."""
 
 import json
 import re
@@ -14,7 +14,7 @@ from payments import keys
 from payments.delivery import outbox
 from payments.models import OutboxEvent, Partner, PartnerKey, PartnerKind
 from portal.actors import Actor
-from tests.partner_client import PartnerClient, new_key_pair
+from testkit.partner_client import PartnerClient, new_key_pair
 
 CURSOR = re.compile(r"^[A-Za-z0-9_-]+$")
 

@@ -12,14 +12,7 @@ from payments.api.auth import _record_nonce_and_count, partner_key_lookup, rate_
 from payments.models import FamilyBinding, PartnerKey, WalletLinkage
 from payments.tokens import services as qr
 from portal import fastcache
-from tests.payments.api_helpers import (  # noqa: F401
-    activate_card,
-    fresh_cache,
-    link,
-    make_partner_client,
-    partner_of,
-    portal_key,
-)
+from testkit.api import activate_card, link, make_partner_client, partner_of
 
 pytestmark = pytest.mark.django_db
 
@@ -27,7 +20,7 @@ VERIFY = "/api/v1/certificates/verify"
 
 
 @pytest.fixture
-def wallet(portal_key, regions, fresh_cache):  # noqa: F811
+def wallet(portal_key, regions, fresh_cache):
     return make_partner_client()
 
 

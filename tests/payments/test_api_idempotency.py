@@ -1,14 +1,10 @@
 """`Idempotency-Key` (PARTNER_API.md "Idempotency"), exercised on `POST /linkages`."""
 
 import hashlib
-import json
 import threading
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from datetime import timedelta
 
-import psycopg
 import pytest
 from django.db import connection, transaction
 from django.utils import timezone
@@ -16,33 +12,15 @@ from django.utils import timezone
 from payments.idempotency import idempotency_records_purge
 from payments.models import IdempotencyRecord, OutboxEvent, Partner, WalletLinkage
 from portal.models import AuditEvent
-from tests.payments.api_helpers import (  # noqa: F401
-    fresh_cache,
-    idem_key,
-    link_payload,
-    make_partner_client,
-    partner_of,
-    portal_key,
-)
+from testkit.api import idem_key, link_payload, make_partner_client, partner_of, problem, sent_eight_at_once, wire_body
+from testkit.database import LOCK_KEY, other_connection, sent_while_held
 
 TARGET = "/api/v1/linkages"
 
 
 @pytest.fixture
-def wallet(portal_key, regions, fresh_cache):  # noqa: F811
+def wallet(portal_key, regions, fresh_cache):
     return make_partner_client()
-
-
-def problem(response, status: int, code: str) -> dict:
-    assert response.status == status, response.body
-    assert response.signature_valid
-    assert response.json()["code"] == code
-    return response.json()
-
-
-def wire_body(payload: dict) -> bytes:
-    """The body exactly as tests/partner_client.py sends it."""
-    return json.dumps(payload, ensure_ascii=False).encode()
 
 
 # --- Replays ---------------------------------------------------------------------------------
@@ -156,54 +134,6 @@ def test_a_key_of_255_printable_characters_is_accepted(wallet, make_citizen):
 # --- Keys in use, records left by the earlier version -------------------------------------------
 
 
-@contextmanager
-def other_connection():
-    """A connection of its own to the test database, as another web process has (autocommit)."""
-    settings = connection.settings_dict
-    with psycopg.connect(
-        dbname=settings["NAME"],
-        user=settings["USER"],
-        password=settings["PASSWORD"] or None,
-        host=settings["HOST"] or None,
-        port=settings["PORT"] or None,
-        autocommit=True,
-    ) as conn:
-        yield conn
-
-
-def waits_on(holder) -> bool:
-    """Whether another backend waits on a lock that `holder` (a connection) has, within 10 s."""
-    (holder_pid,) = holder.execute("SELECT pg_backend_pid()").fetchone()
-    with other_connection() as watcher:
-        for _ in range(200):
-            if watcher.execute(
-                "SELECT EXISTS (SELECT FROM pg_stat_activity WHERE %s = ANY(pg_blocking_pids(pid)))", [holder_pid]
-            ).fetchone()[0]:
-                return True
-            threading.Event().wait(0.05)
-    return False
-
-
-def sent_while_held(first, send):
-    """`send()` while `first` (a connection in a transaction) holds a row the request will lock;
-    `first` commits as soon as the request waits on it. The request's answer."""
-
-    def commit_once_the_request_waits():
-        waits_on(first)
-        first.execute("COMMIT")
-
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        committer = pool.submit(commit_once_the_request_waits)
-        response = send()
-        committer.result(timeout=30)
-    return response
-
-
-# The key's lock, as PartnerApiView takes it (a transaction-level advisory lock): the key hashed with
-# the partner's id as seed.
-LOCK_KEY = "hashtextextended(%s::text, %s::bigint)"
-
-
 def _key_locked_elsewhere(partner: Partner, key: str) -> bool:
     """Whether some other session holds the key's advisory lock (pg_locks splits its 64 bits in two)."""
     with connection.cursor() as cursor:
@@ -297,7 +227,7 @@ def test_a_second_request_while_the_first_runs_answers_in_use_and_the_first_is_t
     portal_key,
     regions,
     make_citizen,
-    fresh_cache,  # noqa: F811
+    fresh_cache,
 ):
     client = make_partner_client(base_url=live_server.url)
     partner = partner_of(client)
@@ -326,28 +256,8 @@ def test_a_second_request_while_the_first_runs_answers_in_use_and_the_first_is_t
     assert WalletLinkage.objects.count() == 1
 
 
-def sent_eight_at_once(send: Callable[[], object], created: int = 201) -> list:
-    """`send()` from eight threads released together, all with the same key: the answers, which must
-    be one response (the first, replayed) or `idempotency_key_in_use`, all signed."""
-    start = threading.Barrier(8)
-
-    def one(_):
-        start.wait(10)
-        return send()
-
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        responses = list(pool.map(one, range(8)))
-    done = [r for r in responses if r.status == created]
-    assert done, [(r.status, r.body) for r in responses]
-    assert len({r.body for r in done}) == 1
-    for response in responses:
-        assert response.signature_valid
-        assert response.status == created or response.code == "idempotency_key_in_use", response.body
-    return responses
-
-
 @pytest.mark.django_db(transaction=True)
-def test_concurrent_requests_with_one_key_execute_once(live_server, portal_key, regions, make_citizen, fresh_cache):  # noqa: F811
+def test_concurrent_requests_with_one_key_execute_once(live_server, portal_key, regions, make_citizen, fresh_cache):
     client = make_partner_client(base_url=live_server.url)
     payload, key = link_payload(make_citizen(with_card=True)), idem_key()
     sent_eight_at_once(lambda: client.post(TARGET, payload, idempotency_key=key))
@@ -362,7 +272,7 @@ def test_a_request_whose_key_is_stored_while_it_runs_is_rolled_back_and_answered
     regions,
     make_citizen,
     fresh_cache,
-    case,  # noqa: F811
+    case,
 ):
     # Another request with the key commits its record after this one has read the key (none stored yet):
     # READ COMMITTED takes the read's snapshot before the lock, so the lock does not exclude it. A

@@ -14,14 +14,14 @@ from payments.api import auth as api_auth
 from payments.models import PartnerKey
 from payments.partners.services import partner_key_revoke, partner_suspend
 from portal.actors import Actor
-from tests.payments.api_helpers import fresh_cache, make_partner_client, partner_of, portal_key  # noqa: F401
+from testkit.api import make_partner_client, partner_of
 
 TARGET = "/api/v1/events"
 ADMIN = Actor.system("admin")
 
 
 @pytest.fixture
-def wallet(portal_key, regions, fresh_cache):  # noqa: F811
+def wallet(portal_key, regions, fresh_cache):
     return make_partner_client()
 
 
@@ -118,7 +118,7 @@ def test_a_deleted_key_is_unknown_on_the_next_request(wallet):
 def test_a_row_read_while_a_revocation_was_uncommitted_is_not_trusted_after_the_commit(
     portal_key,
     regions,
-    fresh_cache,  # noqa: F811
+    fresh_cache,
 ):
     """The generation is replaced again after commit: a request that read the key row (still active)
     between the save and the commit must not leave it trusted once the revocation has committed."""

@@ -10,15 +10,7 @@ from insurance import services as insurance_services
 from payments.api_base import _mismatch_key
 from payments.models import LinkageState, OutboxEvent, PartnerKind, WalletLinkage
 from portal import fastcache
-from tests.payments.api_helpers import (  # noqa: F401
-    fresh_cache,
-    idem_key,
-    link,
-    link_payload,
-    make_partner_client,
-    partner_of,
-    portal_key,
-)
+from testkit.api import idem_key, link, link_payload, make_partner_client, partner_of
 
 pytestmark = pytest.mark.django_db
 
@@ -36,7 +28,7 @@ LINKAGE_FIELDS = {
 
 
 @pytest.fixture
-def wallet(portal_key, regions, fresh_cache):  # noqa: F811
+def wallet(portal_key, regions, fresh_cache):
     return make_partner_client()
 
 
@@ -104,7 +96,7 @@ def test_an_unknown_number_or_another_name_answers_identity_mismatch(wallet, mak
     citizen = make_citizen(name="王小红", with_card=True)
     payload = link_payload(citizen)
     if change == "unknown_number":
-        from tests.conftest import new_id_number
+        from testkit.citizens import new_id_number
 
         payload["id_number"] = new_id_number()
     elif change == "other_name":
@@ -350,6 +342,6 @@ def test_an_unlink_without_the_citizens_request_answers_validation_error(wallet,
     assert WalletLinkage.objects.get(public_id=created["id"]).state == "active"
 
 
-def test_a_service_platform_cannot_list_linkages(portal_key, regions):  # noqa: F811
+def test_a_service_platform_cannot_list_linkages(portal_key, regions):
     platform = make_partner_client(PartnerKind.SERVICE_PLATFORM)
     problem(platform.get("/api/v1/linkages"), 403, "forbidden")

@@ -6,8 +6,8 @@ from insurance.catalogue import shanghai_today
 from payments.models import PartnerKind, PremiumPayment
 from payments.premiums.services import enrolment_paid
 from portal.models import AuditEvent
-from tests.payments.api_helpers import fresh_cache, idem_key, make_partner_client, partner_of  # noqa: F401
-from tests.payments.settlement_helpers import PREMIUM, insured, publish_policies, signing_key  # noqa: F401
+from testkit.api import idem_key, make_partner_client, partner_of
+from testkit.settlements import PREMIUM, insured, publish_policies
 
 pytestmark = pytest.mark.django_db
 
@@ -16,7 +16,7 @@ THIS_YEAR = shanghai_today().year
 
 
 @pytest.fixture
-def wallet(regions, signing_key, fresh_cache):  # noqa: F811
+def wallet(regions, signing_key, fresh_cache):
     publish_policies(regions)
     return make_partner_client()
 

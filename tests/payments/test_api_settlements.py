@@ -7,14 +7,8 @@ from rest_framework.renderers import JSONRenderer
 
 from insurance import services as insurance_services
 from payments.models import PartnerKind, Settlement, SettlementState
-from tests.payments.api_helpers import (  # noqa: F401
-    fresh_cache,
-    idem_key,
-    link,
-    make_partner_client,
-    partner_of,
-)
-from tests.payments.settlement_helpers import SYSTEM, insured, signing_key, world  # noqa: F401
+from testkit.api import BILL, confirm, idem_key, link, make_partner_client, mint, partner_of, settle, settled
+from testkit.settlements import SYSTEM, insured
 
 pytestmark = pytest.mark.django_db
 
@@ -38,15 +32,10 @@ SETTLEMENT_FIELDS = {
     "created_at",
     "version",
 }
-BILL = [
-    {"service_code": "REG", "quantity": 1, "unit_price_fen": 2000},
-    {"service_code": "DRUGB", "quantity": 2, "unit_price_fen": 5000},
-    {"service_code": "NONCAT", "quantity": 1, "unit_price_fen": 1000},
-]
 
 
 @pytest.fixture
-def wallet(world, fresh_cache):  # noqa: F811
+def wallet(world, fresh_cache):
     return make_partner_client()
 
 
@@ -54,31 +43,6 @@ def wallet(world, fresh_cache):  # noqa: F811
 def linkage(wallet, regions):
     citizen, _ = insured(regions, balance=3000)
     return link(wallet, citizen)
-
-
-def mint(client, linkage_id: str) -> str:
-    response = client.post(f"/api/v1/linkages/{linkage_id}/qr-tokens", {})
-    assert response.status == 201, response.body
-    return response.json()["token"]
-
-
-def settle(client, tok: str, *, key: str | None = None, bill=None, **extra):
-    body = {"token": tok, "facility_code": "H310-1", "lines": bill or BILL, **extra}
-    return client.post("/api/v1/settlements", body, idempotency_key=key or idem_key())
-
-
-def settled(client, tok: str, **kwargs) -> dict:
-    response = settle(client, tok, **kwargs)
-    assert response.status == 201, response.body
-    return response.json()
-
-
-def confirm(client, settlement: dict, *, key: str | None = None, self_pay: int | None = None):
-    body = {
-        "partner_transaction_id": "wx-0001",
-        "self_pay_fen": settlement["self_pay_fen"] if self_pay is None else self_pay,
-    }
-    return client.post(f"/api/v1/settlements/{settlement['id']}/confirm", body, idempotency_key=key or idem_key())
 
 
 # --- Create -------------------------------------------------------------------------------------

@@ -16,14 +16,7 @@ from payments import keys
 from payments.models import FamilyBinding, PartnerKind, QrToken, WalletLinkage
 from payments.tokens import services as qr
 from portal.actors import Actor
-from tests.payments.api_helpers import (  # noqa: F401
-    activate_card,
-    fresh_cache,
-    link,
-    make_partner_client,
-    partner_of,
-    portal_key,
-)
+from testkit.api import activate_card, link, make_partner_client, partner_of
 
 pytestmark = pytest.mark.django_db
 
@@ -62,7 +55,7 @@ def verify_offline(token: str, published_keys: dict[str, str], *, now: float | N
 
 
 @pytest.fixture
-def wallet(portal_key, regions, fresh_cache):  # noqa: F811
+def wallet(portal_key, regions, fresh_cache):
     return make_partner_client()
 
 

@@ -7,8 +7,8 @@ from django.urls import reverse
 from insurance.models import CertificateState
 from payments.models import BindingState, OutboxEvent
 from portal.models import Role
-from tests.payments.bindings_helpers import bind, link, make_wallet, register
-from tests.screen_helpers import sign_in
+from testkit.bindings import bind, link, make_wallet, register
+from testkit.screens import sign_in
 
 pytestmark = pytest.mark.django_db
 

@@ -17,7 +17,7 @@ from portal.actors import Actor
 from portal.audit import verify_chain
 from portal.errors import DomainError
 from portal.models import AuditEvent, Role
-from tests.payments.bindings_helpers import SYSTEM, bind, events, last_event_id, link, make_wallet, register, types
+from testkit.bindings import SYSTEM, bind, events, last_event_id, link, make_wallet, register, types
 
 
 @pytest.fixture
@@ -74,7 +74,7 @@ def test_names_compare_after_nfkc_normalisation(setup, regions):
 
 @pytest.mark.django_db
 def test_an_unknown_number_or_a_different_name_is_identity_mismatch(setup, regions):
-    from tests.conftest import new_id_number
+    from testkit.citizens import new_id_number
 
     assert code_of(lambda: bind(setup["wechat"], setup["linkage"], new_id_number("220000"))) == "identity_mismatch"
     assert (

@@ -15,7 +15,7 @@ from payments.partners import services as partners
 from portal.actors import Actor
 from portal.errors import DomainError
 from portal.models import AuditEvent
-from tests.partner_client import PartnerClient
+from testkit.partner_client import PartnerClient
 
 
 def write_public_pem(tmp_path, name: str = "partner") -> tuple[Ed25519PrivateKey, str]:

@@ -14,17 +14,9 @@ from payments.delivery.outbox import enqueue
 from payments.models import DeliveryAttempt, OutboxEvent, OutboxState, Partner, PartnerKind, PortalKey, SandboxReceipt
 from portal.actors import Actor
 from portal.models import AuditEvent
-from tests.workers import WebhookReceiver, free_port
+from testkit.processes import WebhookReceiver, free_port
 
 CONTRACT_SCHEDULE = [15, 15, 30, 180, 600, 1200, 1800, 1800, 1800, 3600, 10800, 10800, 10800, 21600, 21600]
-
-
-@pytest.fixture
-def portal_key(db):
-    keys._forget_cached_key()
-    key = keys.portal_key_create(actor=Actor.system("tests"))
-    yield key
-    keys._forget_cached_key()
 
 
 @pytest.fixture

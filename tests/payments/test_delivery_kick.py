@@ -14,8 +14,8 @@ from payments.delivery import services as delivery
 from payments.linkages.services import linkage_create
 from payments.models import OutboxEvent, OutboxState, Partner, PartnerKind
 from portal.actors import Actor
-from tests.payments.test_delivery_worker import linked_card
-from tests.workers import CeleryWorker, WebhookReceiver, database_url_for_current_connection, wait_until
+from testkit.delivery import linked_card
+from testkit.processes import CeleryWorker, WebhookReceiver, database_url_for_current_connection, wait_until
 
 
 @pytest.mark.worker

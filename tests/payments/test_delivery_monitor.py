@@ -9,7 +9,7 @@ from django.utils import timezone
 from payments.linkages import services
 from payments.models import DeliveryAttempt, OutboxEvent, OutboxState, Partner
 from portal.models import AuditEvent, Role
-from tests.screen_helpers import make_partner, sign_in
+from testkit.screens import make_partner, sign_in
 
 pytestmark = pytest.mark.django_db
 

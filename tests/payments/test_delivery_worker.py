@@ -13,10 +13,10 @@ from django.core.management import call_command
 
 from insurance import services as insurance_services
 from payments import keys, signing
-from payments.linkages.services import linkage_create
 from payments.models import DeliveryAttempt, OutboxEvent, OutboxState, Partner, PartnerKind
 from portal.actors import Actor
-from tests.workers import CeleryWorker, WebhookReceiver, database_url_for_current_connection, free_port, wait_until
+from testkit.delivery import linked_card
+from testkit.processes import CeleryWorker, WebhookReceiver, database_url_for_current_connection, free_port, wait_until
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 
@@ -57,18 +57,6 @@ def receiver():
     server = WebhookReceiver()
     yield server
     server.stop()
-
-
-def linked_card(make_citizen, partner: Partner):
-    citizen = make_citizen(with_card=True)
-    linkage = linkage_create(
-        actor=Actor.for_partner(partner.code),
-        partner=partner,
-        citizen=citizen,
-        partner_user_ref="openid-1",
-        verification_reference="face-1",
-    )
-    return linkage.certificate
 
 
 def events_for(receiver: WebhookReceiver, event_id: str):

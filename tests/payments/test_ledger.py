@@ -13,19 +13,8 @@ from payments.models import AccountEntry, PersonalAccount
 from portal.audit import verify_chain
 from portal.errors import DomainError
 from portal.models import AuditEvent
-from tests.conftest import new_id_number
-from tests.payments.settlement_helpers import (  # noqa: F401
-    SYSTEM,
-    account,
-    assert_ledger_consistent,
-    insured,
-    lines,
-    linked,
-    make_wallet,
-    signing_key,
-    token,
-    world,
-)
+from testkit.citizens import new_id_number
+from testkit.settlements import SYSTEM, account, assert_ledger_consistent, insured, lines, linked, make_wallet, token
 
 pytestmark = pytest.mark.django_db
 

@@ -8,7 +8,7 @@ from payments.linkages import services
 from payments.models import LinkageEndReason, LinkageState, SandboxReceipt, WalletLinkage
 from portal.actors import Actor
 from portal.models import AuditEvent, Role
-from tests.screen_helpers import make_partner, sign_in
+from testkit.screens import make_partner, sign_in
 
 pytestmark = pytest.mark.django_db
 

@@ -12,8 +12,8 @@ from django.db import transaction
 from insurance import services as insurance_services
 from insurance.models import Certificate
 from payments.linkages.services import linkage_create, linkage_unlink
-from tests.payments.settlement_helpers import SYSTEM, linked, make_wallet
-from tests.payments.test_api_idempotency import other_connection
+from testkit.database import other_connection
+from testkit.settlements import SYSTEM, linked, make_wallet
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

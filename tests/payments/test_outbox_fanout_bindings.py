@@ -13,17 +13,7 @@ from payments.linkages.services import linkage_unlink
 from payments.models import BindingState, FamilyBinding
 from portal.actors import Actor
 from portal.models import AuditEvent, Role
-from tests.payments.bindings_helpers import (
-    BINDING_KEYS,
-    SYSTEM,
-    bind,
-    events,
-    last_event_id,
-    link,
-    make_wallet,
-    register,
-    types,
-)
+from testkit.bindings import BINDING_KEYS, SYSTEM, bind, events, last_event_id, link, make_wallet, register, types
 
 pytestmark = pytest.mark.django_db
 RFC3339_SHANGHAI = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+08:00$")

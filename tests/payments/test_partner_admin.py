@@ -12,8 +12,8 @@ from payments import keys
 from payments.models import Partner, PartnerKey, PartnerKeyState, PartnerState
 from portal.actors import Actor
 from portal.models import AuditEvent, Role
-from tests.partner_client import PartnerClient
-from tests.screen_helpers import make_partner, sign_in
+from testkit.partner_client import PartnerClient
+from testkit.screens import make_partner, sign_in
 
 pytestmark = pytest.mark.django_db
 

@@ -13,8 +13,8 @@ import pytest
 
 from payments import keys
 from payments.models import QrToken
-from tests.payments.api_helpers import fresh_cache, link, make_partner_client  # noqa: F401
-from tests.payments.settlement_helpers import insured, signing_key, world  # noqa: F401
+from testkit.api import link, make_partner_client
+from testkit.settlements import insured
 
 pytestmark = pytest.mark.django_db
 
@@ -22,7 +22,7 @@ MINT_MAX = 2
 
 
 @pytest.fixture
-def wallet(world, fresh_cache):  # noqa: F811
+def wallet(world, fresh_cache):
     return make_partner_client()
 
 

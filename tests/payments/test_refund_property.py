@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from payments import settlements
 from payments.models import PersonalAccount
-from tests.payments.settlement_helpers import (  # noqa: F401
+from testkit.settlements import (
     SERVICES,
     SYSTEM,
     accumulator,
@@ -15,9 +15,7 @@ from tests.payments.settlement_helpers import (  # noqa: F401
     lines,
     linked,
     make_wallet,
-    signing_key,
     token,
-    world,
 )
 
 pytestmark = pytest.mark.django_db

@@ -12,18 +12,8 @@ from payments.risk import services as risk
 from portal.audit import verify_chain
 from portal.errors import DomainError
 from portal.models import AuditEvent, Role
-from tests.payments.settlement_helpers import (  # noqa: F401
-    SYSTEM,
-    bound,
-    lines,
-    linked,
-    make_wallet,
-    publish_policies,
-    signing_key,
-    token,
-    world,
-)
-from tests.screen_helpers import sign_in
+from testkit.screens import sign_in
+from testkit.settlements import SYSTEM, bound, lines, linked, make_wallet, publish_policies, token
 
 pytestmark = pytest.mark.django_db
 
@@ -328,7 +318,7 @@ def test_the_periodic_task_raises_flags_through_a_real_worker(wallet, regions):
     from django.conf import settings as django_settings
 
     from payments.tasks import scan_risk_rules
-    from tests.workers import CeleryWorker, database_url_for_current_connection, wait_until
+    from testkit.processes import CeleryWorker, database_url_for_current_connection, wait_until
 
     made = settle(wallet, linked(wallet, regions), bill=[("DRUGA", 25, 20000), ("REG", 1, 1)])  # 5,000.01 yuan
     redis.Redis.from_url(django_settings.REDIS_URL).flushdb()  # our own Redis db: no stale tasks

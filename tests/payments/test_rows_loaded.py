@@ -8,7 +8,7 @@ from django.test.utils import CaptureQueriesContext
 from payments import rows
 from payments.models import Partner, PersonalAccount, Settlement, SettlementLine
 from portal.models import Region
-from tests.payments.settlement_helpers import make_wallet
+from testkit.settlements import make_wallet
 
 pytestmark = pytest.mark.django_db
 

@@ -10,7 +10,7 @@ from django.urls import Resolver404, resolve
 
 from payments import keys
 from portal.actors import Actor
-from tests.partner_client import verify_response
+from testkit.partner_client import verify_response
 
 # The endpoint table of PARTNER_API.md, copied from the contract (not from the code).
 CONTRACT_ENDPOINTS = [

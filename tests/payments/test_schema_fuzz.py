@@ -40,8 +40,8 @@ from payments.linkages.services import linkage_create
 from payments.models import Partner, PartnerKey, PartnerKind, WalletLinkage
 from payments.tokens import services as qr
 from portal.actors import Actor
-from tests.conftest import new_id_number
-from tests.partner_client import authorization, new_key_pair
+from testkit.citizens import new_id_number
+from testkit.partner_client import authorization, new_key_pair
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -190,51 +190,42 @@ def test_the_fuzzing_partner_signs_requests_the_portal_accepts(seed, live_server
 # --- The benchmark's ceiling endpoint is not part of the API --------------------------------
 
 
-def _reload_api_urls(monkeypatch, value: str | None):
-    import importlib
-
-    from django.urls import clear_url_caches
-
-    import backoffice.urls
-    import payments.api_urls
-
-    if value is None:
-        monkeypatch.delenv("ECARD_BENCH_CEILING", raising=False)
-    else:
-        monkeypatch.setenv("ECARD_BENCH_CEILING", value)
-    importlib.reload(payments.api_urls)
-    importlib.reload(backoffice.urls)
-    clear_url_caches()
-
-
 @pytest.fixture
-def api_urls_reloaded(monkeypatch):
+def api_urls():
+    """`api_urls("bench.urls")` serves the rest of the test with that URL conf."""
+    from django.test import override_settings
+
     keys._forget_cached_key()
     keys.portal_key_create(actor=SYSTEM)  # the 404 problem is signed
-    yield lambda value: _reload_api_urls(monkeypatch, value)
-    monkeypatch.delenv("ECARD_BENCH_CEILING", raising=False)
-    _reload_api_urls(monkeypatch, None)
+    overrides = []
+
+    def use(urlconf: str) -> None:
+        override = override_settings(ROOT_URLCONF=urlconf)  # Django then clears its URL caches
+        override.enable()
+        overrides.append(override)
+
+    yield use
+    for override in reversed(overrides):
+        override.disable()
     keys._forget_cached_key()
 
 
-def test_the_benchmark_ceiling_endpoint_is_not_mounted_without_its_environment_variable(api_urls_reloaded):
+def test_the_benchmark_ceiling_endpoint_is_not_mounted_by_the_project_urls(api_urls):
     from django.test import Client
     from django.urls import resolve
 
-    api_urls_reloaded(None)
+    api_urls("backoffice.urls")
     assert resolve("/api/v1/bench/ceiling").url_name == "api-not-found"
     response = Client().get("/api/v1/bench/ceiling")
     assert response.status_code == 404
     assert response.json()["code"] == "not_found"
-    api_urls_reloaded("0")
-    assert resolve("/api/v1/bench/ceiling").url_name == "api-not-found"
 
 
-def test_the_benchmark_ceiling_endpoint_answers_when_the_benchmark_mounts_it(api_urls_reloaded):
+def test_the_benchmark_ceiling_endpoint_answers_when_the_benchmark_mounts_it(api_urls):
     from django.test import Client
     from django.urls import resolve
 
-    api_urls_reloaded("1")
+    api_urls("bench.urls")
     assert resolve("/api/v1/bench/ceiling").url_name == "api-bench-ceiling"
     assert Client().post("/api/v1/bench/ceiling", data=b"{}", content_type="application/json").json() == {"ok": True}
     assert "/api/v1/bench/ceiling" not in Client().get("/api/v1/schema").content.decode()

@@ -14,22 +14,33 @@ from django.db import connection
 
 from payments import keys
 from payments.models import IdempotencyRecord, QrToken, Settlement, SettlementState
-from tests.partner_client import PartnerClient
-from tests.payments.api_helpers import fresh_cache, idem_key, link, make_partner_client, partner_of  # noqa: F401
-from tests.payments.settlement_helpers import insured, signing_key, world  # noqa: F401
-from tests.payments.test_api_idempotency import LOCK_KEY, other_connection, problem, sent_eight_at_once
-from tests.payments.test_api_settlements import BILL, confirm, mint, settle, settled
+from testkit.api import (
+    BILL,
+    confirm,
+    idem_key,
+    link,
+    make_partner_client,
+    mint,
+    partner_of,
+    problem,
+    sent_eight_at_once,
+    settle,
+    settled,
+)
+from testkit.database import LOCK_KEY, other_connection
+from testkit.partner_client import PartnerClient
+from testkit.settlements import insured
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
-def wallet(world, fresh_cache):  # noqa: F811
+def wallet(world, fresh_cache):
     return make_partner_client()
 
 
 @pytest.fixture
-def linkage(wallet, regions, signing_key):  # noqa: F811
+def linkage(wallet, regions, signing_key):
     citizen, _ = insured(regions, balance=3000)
     # The portal key that verifies QR tokens, as a running process has it (read once, then kept):
     # else the create's first statement would be that read, and the claim would run alone before it.

@@ -12,7 +12,8 @@ from django.db import connection
 from payments import settlements
 from payments.models import Settlement, SettlementState
 from portal.audit import verify_chain
-from tests.payments.settlement_helpers import (  # noqa: F401
+from testkit.database import other_connection, waits_on
+from testkit.settlements import (
     CAP,
     DEDUCTIBLE,
     SYSTEM,
@@ -22,11 +23,8 @@ from tests.payments.settlement_helpers import (  # noqa: F401
     lines,
     linked,
     make_wallet,
-    signing_key,
     token,
-    world,
 )
-from tests.payments.test_api_idempotency import other_connection, waits_on
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -12,10 +12,9 @@ import pytest
 
 from payments.models import AccountEntry, IdempotencyRecord, OutboxEvent, PersonalAccount, Settlement, SettlementState
 from portal.models import AuditEvent
-from tests.payments.api_helpers import fresh_cache, idem_key, link, make_partner_client, partner_of  # noqa: F401
-from tests.payments.settlement_helpers import insured, signing_key, world  # noqa: F401
-from tests.payments.test_api_idempotency import other_connection, sent_while_held, wire_body
-from tests.payments.test_api_settlements import BILL, confirm, mint, settle, settled
+from testkit.api import BILL, confirm, idem_key, link, make_partner_client, mint, partner_of, settle, settled, wire_body
+from testkit.database import other_connection, sent_while_held
+from testkit.settlements import insured
 
 
 def _stored_meanwhile(partner_id: int, key: str, target: str, body: bytes, lock_sql: str, lock_params: list, send):
@@ -38,7 +37,7 @@ def _stored_meanwhile(partner_id: int, key: str, target: str, body: bytes, lock_
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_create_whose_key_is_stored_while_it_runs_is_rolled_back_whole(world, regions, fresh_cache):  # noqa: F811
+def test_a_create_whose_key_is_stored_while_it_runs_is_rolled_back_whole(world, regions, fresh_cache):
     wallet = make_partner_client()
     citizen, _ = insured(regions, balance=3000)
     linkage = link(wallet, citizen)
@@ -63,7 +62,7 @@ def test_a_create_whose_key_is_stored_while_it_runs_is_rolled_back_whole(world, 
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_confirm_whose_key_is_stored_while_it_runs_is_rolled_back_whole(world, regions, fresh_cache):  # noqa: F811
+def test_a_confirm_whose_key_is_stored_while_it_runs_is_rolled_back_whole(world, regions, fresh_cache):
     wallet = make_partner_client()
     citizen, _ = insured(regions, balance=3000)
     linkage = link(wallet, citizen)

@@ -14,19 +14,8 @@ from payments import ledger, settlements
 from payments.templatetags.settlement_tags import format_yuan
 from portal.audit_labels import action_label
 from portal.models import Role
-from tests.payments.settlement_helpers import (  # noqa: F401
-    CAP,
-    DEDUCTIBLE,
-    SYSTEM,
-    lines,
-    linked,
-    make_wallet,
-    publish_policies,
-    signing_key,
-    token,
-    world,
-)
-from tests.screen_helpers import sign_in
+from testkit.screens import sign_in
+from testkit.settlements import CAP, DEDUCTIBLE, SYSTEM, lines, linked, make_wallet, publish_policies, token
 
 pytestmark = pytest.mark.django_db
 

@@ -15,9 +15,8 @@ from django.test.utils import CaptureQueriesContext
 from payments import keys
 from payments.models import AccountEntry, OutboxEvent, Settlement
 from portal.models import AuditEvent
-from tests.payments.api_helpers import fresh_cache, link, make_partner_client  # noqa: F401
-from tests.payments.settlement_helpers import insured, signing_key, world  # noqa: F401
-from tests.payments.test_api_settlements import confirm, mint, settled
+from testkit.api import confirm, link, make_partner_client, mint, settled
+from testkit.settlements import insured
 
 pytestmark = pytest.mark.django_db
 
@@ -34,7 +33,7 @@ CONFIRM_MAX = 4
 
 
 @pytest.fixture
-def wallet(world, fresh_cache):  # noqa: F811
+def wallet(world, fresh_cache):
     return make_partner_client()
 
 

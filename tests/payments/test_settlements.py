@@ -16,7 +16,7 @@ from payments.models import AccountEntry, OutboxEvent, QrToken, Settlement, Sett
 from portal.audit import verify_chain
 from portal.errors import DomainError
 from portal.models import AuditEvent
-from tests.payments.settlement_helpers import (  # noqa: F401
+from testkit.settlements import (
     CAP,
     DEDUCTIBLE,
     SYSTEM,
@@ -28,9 +28,7 @@ from tests.payments.settlement_helpers import (  # noqa: F401
     lines,
     linked,
     make_wallet,
-    signing_key,
     token,
-    world,
 )
 
 pytestmark = pytest.mark.django_db

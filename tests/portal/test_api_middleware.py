@@ -10,8 +10,8 @@ import pytest
 from django.test import override_settings
 
 from portal.middleware import PartnerApiMiddleware
-from tests.payments.api_helpers import fresh_cache, idem_key, link, make_partner_client  # noqa: F401
-from tests.payments.settlement_helpers import insured, signing_key, world  # noqa: F401
+from testkit.api import idem_key, link, make_partner_client
+from testkit.settlements import insured
 
 pytestmark = pytest.mark.django_db
 
@@ -49,7 +49,7 @@ def _exchange(wallet, linkage_id: str) -> list[tuple[int, dict, bytes]]:
 
 
 @pytest.mark.parametrize("language", [None, "en"])
-def test_partner_answers_are_the_same_with_and_without_the_short_way(world, regions, settings, language):  # noqa: F811
+def test_partner_answers_are_the_same_with_and_without_the_short_way(world, regions, settings, language):
     wallet = make_partner_client()
     if language:
         wallet.django_client.cookies["django_language"] = language
@@ -67,7 +67,7 @@ def test_partner_answers_are_the_same_with_and_without_the_short_way(world, regi
     assert {headers["Content-Language"] for _, headers, _ in short} == {language or "zh-hans"}
 
 
-def test_the_screens_middleware_does_not_run_for_the_api(world, regions, monkeypatch):  # noqa: F811
+def test_the_screens_middleware_does_not_run_for_the_api(world, regions, monkeypatch):
     from django.contrib.sessions.middleware import SessionMiddleware
 
     seen: list[str] = []

@@ -92,7 +92,7 @@ def test_the_chain_positions_follow_the_writes_and_the_head_names_the_last():
     assert [e.chain_seq for e in events] == [1, 2, 3, 4]
     assert [e.seq for e in events] == sorted(e.seq for e in events)
     assert events[0].prev_hash == GENESIS
-    assert all(b.prev_hash == a.hash for a, b in zip(events, events[1:]))
+    assert all(b.prev_hash == a.hash for a, b in zip(events, events[1:], strict=False))
     head = AuditChainHead.objects.get(id=1)
     assert (head.last_seq, head.last_hash) == (4, events[-1].hash)
 

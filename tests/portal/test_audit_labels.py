@@ -9,8 +9,8 @@ from django.utils import translation
 
 from portal.audit_labels import ACTION_LABELS, action_label
 from portal.models import Role
-from tests.portal.test_audit_log_screens import record
-from tests.screen_helpers import sign_in
+from testkit.audit import record
+from testkit.screens import sign_in
 
 ROOT = Path(__file__).resolve().parents[2]
 LITERAL = re.compile(r'action="([a-z_]+\.[a-z_.]+)"')

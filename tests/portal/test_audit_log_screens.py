@@ -4,15 +4,15 @@ filters, pagination newest first, and the detail of one event."""
 import datetime as dt
 
 import pytest
-from django.db import connection, transaction
+from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
 from portal.actors import Actor
-from portal.audit import audit_record
 from portal.models import AuditEvent, Role
-from tests.screen_helpers import sign_in
+from testkit.audit import record
+from testkit.screens import sign_in
 
 pytestmark = pytest.mark.django_db
 
@@ -22,28 +22,6 @@ HERE, THERE = "310000", "130000"
 @pytest.fixture(autouse=True)
 def english(client):
     client.cookies["django_language"] = "en"
-
-
-def record(
-    *,
-    region: str = HERE,
-    action: str = "citizen.update",
-    object_type: str = "citizen",
-    object_id: str = "1",
-    actor: Actor | None = None,
-    reason: str = "",
-    after: dict | None = None,
-) -> AuditEvent:
-    with transaction.atomic():
-        return audit_record(
-            actor=actor or Actor.system("tests"),
-            action=action,
-            object_type=object_type,
-            object_id=object_id,
-            region_code=region,
-            reason=reason,
-            after=after,
-        )
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import redis
 from django.conf import settings
 
 from portal.celery import app
-from tests.workers import CeleryWorker, database_url_for_current_connection
+from testkit.processes import CeleryWorker, database_url_for_current_connection
 
 pytestmark = pytest.mark.worker
 

@@ -10,7 +10,7 @@ from django.test import override_settings
 from insurance import services
 from insurance.models import ID_NUMBER_PURPOSE
 from portal.crypto import blind_index, blind_index_candidates, decrypt_text, encrypt_text
-from tests.conftest import new_id_number
+from testkit.citizens import new_id_number
 
 
 def with_new_key(setting: str) -> dict:

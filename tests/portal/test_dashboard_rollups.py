@@ -12,22 +12,12 @@ from django.db import connection, transaction
 from backoffice.dashboards.rollups import month_key, rollups_rebuild, rollups_tick
 from insurance import services as insurance_services
 from insurance.models import Certificate, Citizen
-from payments import settlements
 from payments.bindings.services import family_binding_revoke
 from payments.linkages.services import linkage_unlink
 from payments.models import FamilyBinding, Settlement, WalletLinkage
 from portal.models import AuditEvent, RollupCount, RollupDaily, RollupFact, RollupWatermark
-from tests.payments.settlement_helpers import (  # noqa: F401
-    SYSTEM,
-    bound,
-    insured,
-    lines,
-    linked,
-    make_wallet,
-    signing_key,
-    token,
-    world,
-)
+from testkit.dashboards import busy_day, settle
+from testkit.settlements import SYSTEM, insured, linked, make_wallet
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 
@@ -86,49 +76,6 @@ def rollup_counts() -> dict[str, Counter]:
     ):
         result["daily"][(row.region_code, row.day, row.metric)] += row.value
     return {k: +v for k, v in result.items()}
-
-
-BILL = [("REG", 1, 2000), ("DRUGA", 3, 10_000)]
-
-
-def settle(partner, linkage) -> Settlement:
-    created = settlements.settlement_create(
-        actor=SYSTEM,
-        partner=partner,
-        token=token(linkage),
-        facility_code="H310-1",
-        lines=lines(*BILL),
-        use_personal_account=False,
-    )
-    return settlements.settlement_confirm(
-        actor=SYSTEM, settlement=created, partner_transaction_id=f"tx-{created.pk}", self_pay_fen=created.self_pay_fen
-    )
-
-
-def busy_day(regions) -> dict:
-    """Issue, activate, suspend, revoke, reissue, bind, settle, refund: most of what moves a count."""
-    wechat, alipay = make_wallet(), make_wallet()
-    first = linked(wechat, regions)
-    second = linked(alipay, regions, birth=dt.date(1940, 5, 5))
-    linked(wechat, regions, region_code="440000")
-    binding = bound(wechat, first, regions)
-    paid = settle(wechat, first)
-    settle(alipay, second)
-    settlements.settlement_refund(actor=SYSTEM, settlement=paid, reason="returned")
-    pending, _ = insured(regions, region_code="130000", birth=dt.date(1930, 1, 1))
-    card = Certificate.objects.get(citizen=second.citizen, state="active")
-    insurance_services.certificate_suspend(actor=SYSTEM, certificate=card, reason="lost phone")
-    insurance_services.certificate_reissue(actor=SYSTEM, certificate=Certificate.objects.get(pk=card.pk), reason="new")
-    gone, _ = insured(regions, region_code="310000")
-    insurance_services.citizen_set_status(actor=SYSTEM, citizen=gone, status="deceased", reason="register office")
-    return {
-        "wechat": wechat,
-        "alipay": alipay,
-        "first": first,
-        "second": second,
-        "binding": binding,
-        "pending": pending,
-    }
 
 
 @pytest.mark.django_db

@@ -9,9 +9,8 @@ from django.urls import reverse
 from backoffice.dashboards.rollups import rollups_rebuild, rollups_tick
 from insurance import services as insurance_services
 from portal.models import Role
-from tests.payments.settlement_helpers import signing_key, world  # noqa: F401
-from tests.portal.test_dashboard_rollups import busy_day
-from tests.screen_helpers import make_partner, sign_in
+from testkit.dashboards import busy_day
+from testkit.screens import make_partner, sign_in
 
 pytestmark = pytest.mark.django_db
 

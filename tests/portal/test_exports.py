@@ -19,19 +19,10 @@ from payments.models import OutboxEvent, SandboxReceipt
 from payments.risk import services as risk
 from portal import exports
 from portal.models import AuditEvent, Role
-from tests.conftest import new_id_number
-from tests.payments.bindings_helpers import bind, register
-from tests.payments.settlement_helpers import (  # noqa: F401
-    SYSTEM,
-    lines,
-    linked,
-    make_wallet,
-    publish_policies,
-    signing_key,
-    token,
-    world,
-)
-from tests.screen_helpers import sign_in
+from testkit.bindings import bind, register
+from testkit.citizens import new_id_number
+from testkit.screens import sign_in
+from testkit.settlements import SYSTEM, lines, linked, make_wallet, publish_policies, token
 
 pytestmark = pytest.mark.django_db
 

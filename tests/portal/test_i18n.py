@@ -23,8 +23,8 @@ from django.utils import timezone, translation
 from payments.linkages import services as payment_services
 from payments.models import OutboxEvent, OutboxState
 from portal.models import Role
-from tests.payments.bindings_helpers import bind, link, make_wallet, register
-from tests.screen_helpers import make_partner, sign_in
+from testkit.bindings import bind, link, make_wallet, register
+from testkit.screens import make_partner, sign_in
 
 BASE_DIR = Path(settings.BASE_DIR)
 PO = BASE_DIR / "locale" / "zh_Hans" / "LC_MESSAGES" / "django.po"

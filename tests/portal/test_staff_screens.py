@@ -4,7 +4,7 @@ import pytest
 from django.urls import reverse
 
 from portal.models import AuditEvent, Role, User
-from tests.screen_helpers import sign_in
+from testkit.screens import sign_in
 
 pytestmark = pytest.mark.django_db
 

@@ -1,24 +1,22 @@
-"""Shared set-up for the settlement, ledger and premium tests: a facility, a small catalogue,
+"""Set-up for the settlement, ledger, premium and dashboard tests: a facility, a small catalogue,
 this year's policies, linked citizens with a personal-account balance, and QR tokens."""
 
 import datetime as dt
 import secrets
 from dataclasses import dataclass
 
-import pytest
-
 from insurance import catalogue
 from insurance import services as insurance_services
 from insurance.catalogue import shanghai_today
 from insurance.models import Citizen, Facility
-from payments import keys, ledger
+from payments import ledger
 from payments.bindings.services import family_binding_approve
 from payments.linkages.services import linkage_create
 from payments.models import CitizenYearAccumulator, FamilyBinding, Partner, PartnerKind, PersonalAccount, WalletLinkage
 from payments.settlements import LineInput
 from payments.tokens import services as qr
 from portal.actors import Actor
-from tests.conftest import new_id_number
+from testkit.citizens import new_id_number
 
 SYSTEM = Actor.system("tests")
 DEDUCTIBLE = 10_000
@@ -38,14 +36,6 @@ SERVICES = {
 class World:
     facility: Facility
     year: int
-
-
-@pytest.fixture
-def signing_key(db):
-    keys._forget_cached_key()
-    key = keys.portal_key_create(actor=SYSTEM)
-    yield key
-    keys._forget_cached_key()
 
 
 def publish_policies(regions, region_code: str = "310000", year: int | None = None, **overrides) -> None:
@@ -69,8 +59,9 @@ def publish_policies(regions, region_code: str = "310000", year: int | None = No
         )
 
 
-@pytest.fixture
-def world(regions, signing_key) -> World:
+def build_world(regions) -> World:
+    """Services of each category, one facility in 310000 and this year's policies there (the
+    `world` fixture; the portal's signing key must exist)."""
     for code, (category, max_price) in SERVICES.items():
         catalogue.service_create(
             actor=SYSTEM,

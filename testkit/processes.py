@@ -1,4 +1,4 @@
-"""Real processes and servers for the delivery tests and the outbox benchmark.
+"""Real processes and servers for the tests and the benchmarks.
 
 `CeleryWorker` runs `.venv/bin/celery -A portal worker` as a subprocess in its
 own process group (so that a SIGKILL takes its embedded beat along), waits
@@ -36,12 +36,29 @@ def database_url_for_current_connection() -> str:
     return f"postgres://{auth}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{s['NAME']}"
 
 
+def gunicorn_process(db_url: str, port: int, workers: int, **environ: str) -> subprocess.Popen:
+    """The repository's gunicorn.conf.py on `port`, started (not waited for), the access log written
+    (as in production) to /dev/null; `environ` adds or overrides settings. The caller stops it."""
+    env = {
+        **os.environ,
+        "DATABASE_URL": db_url,
+        "WEB_CONCURRENCY": str(workers),
+        "PORT": str(port),
+        "GUNICORN_ACCESS_LOG": os.devnull,
+        "GUNICORN_LOG_LEVEL": "warning",
+        "DEBUG": "0",
+        "LOG_LEVEL": "ERROR",
+        **environ,
+    }
+    return subprocess.Popen(  # noqa: S603 - our own venv's gunicorn
+        [str(Path(sys.executable).parent / "gunicorn"), "-c", "gunicorn.conf.py", "portal.wsgi"], cwd=BASE_DIR, env=env
+    )
+
+
 def start_gunicorn(port: int, **environ: str) -> subprocess.Popen:
     """A real gunicorn on `port` with the repository's gunicorn.conf.py, one worker, on the test
     database (`environ` adds or overrides settings), as the benchmarks start it; the caller
     terminates it."""
-    from bench.common import gunicorn_process
-
     return gunicorn_process(database_url_for_current_connection(), port, 1, **environ)
 
 

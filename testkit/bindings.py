@@ -1,4 +1,4 @@
-"""Shared set-up for the family-binding tests: partners, a linked holder, beneficiaries."""
+"""Set-up for the family-binding tests: partners, a linked holder, beneficiaries."""
 
 import datetime as dt
 import json
@@ -8,7 +8,7 @@ from payments.bindings.services import family_binding_create
 from payments.linkages.services import linkage_create
 from payments.models import FamilyBinding, OutboxEvent, Partner, PartnerKind, WalletLinkage
 from portal.actors import Actor
-from tests.conftest import new_id_number
+from testkit.citizens import new_id_number
 
 SYSTEM = Actor.system("tests")
 BINDING_KEYS = {
