@@ -4,7 +4,7 @@ frozen clock."""
 from allauth.mfa import app_settings as mfa_settings
 from allauth.mfa.totp.internal.auth import format_hotp_value, hotp_value
 
-PASSWORD = "correct-horse-battery-9"  # noqa: S105 - the test users' password (tests/conftest.py make_user)
+PASSWORD = "correct-horse-battery-9"  # the test users' password (tests/conftest.py make_user)
 
 
 class TotpClock:

@@ -50,7 +50,7 @@ def gunicorn_process(db_url: str, port: int, workers: int, **environ: str) -> su
         "LOG_LEVEL": "ERROR",
         **environ,
     }
-    return subprocess.Popen(  # noqa: S603 - our own venv's gunicorn
+    return subprocess.Popen(
         [str(Path(sys.executable).parent / "gunicorn"), "-c", "gunicorn.conf.py", "portal.wsgi"], cwd=BASE_DIR, env=env
     )
 
@@ -111,7 +111,7 @@ class CeleryWorker:
         if self.beat:
             args += ["-B", "-s", str(Path(self._dir) / f"{self.name}-beat-schedule")]
         log = open(self.log_path, "wb")  # noqa: SIM115 - kept open by the child
-        self.proc = subprocess.Popen(  # noqa: S603 - our own venv's celery
+        self.proc = subprocess.Popen(
             args, cwd=BASE_DIR, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
         log.close()
