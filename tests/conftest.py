@@ -9,6 +9,7 @@ import pytest
 from insurance import services as insurance_services
 from portal.actors import Actor
 from portal.models import Role, User
+from testkit.browser import TotpClock
 from testkit.citizens import ensure_pilot_regions, new_id_number, next_serial
 from testkit.settlements import World, build_world
 
@@ -115,3 +116,17 @@ def fresh_cache():
 def world(regions, signing_key) -> World:
     """A facility, a small catalogue and this year's policies in 310000."""
     return build_world(regions)
+
+
+@pytest.fixture
+def totp(monkeypatch) -> TotpClock:
+    """allauth's TOTP clock, frozen at the start of the test (the live server of the browser tests
+    is a thread of this process): `totp.code(secret)` is valid without waiting for a fresh period, and
+    `totp.next_period()` moves on when a test signs in again (a used code stays refused)."""
+    import time
+
+    from allauth.mfa.totp.internal import auth
+
+    clock = TotpClock(time.time())
+    monkeypatch.setattr(auth, "time", clock)
+    return clock

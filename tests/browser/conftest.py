@@ -17,8 +17,6 @@ from pathlib import Path
 import pytest
 from django.core.cache import cache
 
-from testkit.browser import TotpClock
-
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -143,20 +141,6 @@ def screen(page, request) -> Screens:
     for old in SCREENSHOTS.glob(f"{safe_name(request.node.name)}-*.png"):
         old.unlink()
     return Screens(page, request.node.name)
-
-
-@pytest.fixture
-def totp(monkeypatch) -> TotpClock:
-    """allauth's TOTP clock, frozen at the start of the test for the live server (a thread of this
-    process): `totp.code(secret)` is valid without waiting for a fresh period, and
-    `totp.next_period()` moves on when a test signs in again (a used code stays refused)."""
-    import time
-
-    from allauth.mfa.totp.internal import auth
-
-    clock = TotpClock(time.time())
-    monkeypatch.setattr(auth, "time", clock)
-    return clock
 
 
 @pytest.fixture
