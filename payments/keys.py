@@ -10,6 +10,7 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass
+from enum import StrEnum
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from django.conf import settings
@@ -23,6 +24,17 @@ from portal import crypto
 from portal.actors import Actor
 from portal.audit import audit_record
 from portal.errors import DomainError
+
+
+class PortalKeyErrorCode(StrEnum):
+    """The codes of the signing keys' domain errors: a stable contract, like every app's."""
+
+    # Rotating while a next key waits, activating when none does (409).
+    NEXT_KEY_EXISTS = "next_key_exists"
+    NO_NEXT_KEY = "no_next_key"
+    # Signing before the first rotation (503).
+    NO_SIGNING_KEY = "no_signing_key"
+
 
 # How long a process keeps the active key before reading it again: rotation is noticed within this.
 CACHE_SECONDS = float(getattr(settings, "ECARD_SIGNING_KEY_CACHE_SECONDS", 5))
@@ -57,7 +69,7 @@ def portal_key_create(*, actor: Actor) -> PortalKey:
     # Serialise rotations: lock every existing key row (there are few).
     existing = list(PortalKey.objects.select_for_update().all())
     if any(k.state == PortalKeyState.NEXT for k in existing):
-        raise DomainError("next_key_exists", _("A next key already exists: activate it first."))
+        raise DomainError(PortalKeyErrorCode.NEXT_KEY_EXISTS, _("A next key already exists: activate it first."))
     has_active = any(k.state == PortalKeyState.ACTIVE for k in existing)
     private = signing.generate_private_key()
     key_id = _new_key_id()
@@ -82,7 +94,7 @@ def portal_key_activate_next(*, actor: Actor) -> PortalKey:
     keys = list(PortalKey.objects.select_for_update().all())
     nxt = next((k for k in keys if k.state == PortalKeyState.NEXT), None)
     if nxt is None:
-        raise DomainError("no_next_key", _("There is no next key to activate: rotate first."))
+        raise DomainError(PortalKeyErrorCode.NO_NEXT_KEY, _("There is no next key to activate: rotate first."))
     now = timezone.now()
     for old in keys:
         if old.state == PortalKeyState.ACTIVE:
@@ -165,7 +177,9 @@ def current_signing_key() -> SigningKey:
     row = PortalKey.objects.filter(state=PortalKeyState.ACTIVE).first()
     if row is None:
         raise DomainError(
-            "no_signing_key", _("The portal has no active signing key: run rotate_portal_key."), status=503
+            PortalKeyErrorCode.NO_SIGNING_KEY,
+            _("The portal has no active signing key: run rotate_portal_key."),
+            status=503,
         )
     key = SigningKey(
         row.key_id, signing.private_key_from_raw(decrypt_private_key(row.private_key_enc, key_id=row.key_id))

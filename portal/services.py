@@ -13,6 +13,7 @@ from portal.errors import DomainError
 from portal.models import Region, User
 from portal.scope import visible_region_codes
 from portal.selectors import roles_manageable_by, staff_visible_to
+from portal.staff_errors import StaffErrorCode
 
 
 def _staff_snapshot(user: User, region_codes: list[str]) -> dict:
@@ -26,30 +27,38 @@ def staff_create(
     """Create a staff account. Region administrators create clerks and auditors
     of their own regions only; national operators create anyone."""
     if role not in roles_manageable_by(manager):
-        raise DomainError("forbidden", _("You may not create accounts with this role."), status=403, field="role")
+        raise DomainError(
+            StaffErrorCode.FORBIDDEN, _("You may not create accounts with this role."), status=403, field="role"
+        )
     region_list = list(regions)
     codes = [r.code for r in region_list]
     allowed = visible_region_codes(manager)
     if allowed is not None and not set(codes) <= set(allowed):
-        raise DomainError("forbidden", _("You may only choose your own regions."), status=403, field="regions")
+        raise DomainError(
+            StaffErrorCode.FORBIDDEN, _("You may only choose your own regions."), status=403, field="regions"
+        )
     if not codes and role != "national_operator":
-        raise DomainError("validation_error", _("Choose at least one region."), status=400, field="regions")
+        raise DomainError(
+            StaffErrorCode.VALIDATION_ERROR, _("Choose at least one region."), status=400, field="regions"
+        )
     username = username.strip()
     if not username:
-        raise DomainError("validation_error", _("A username is required."), status=400, field="username")
+        raise DomainError(StaffErrorCode.VALIDATION_ERROR, _("A username is required."), status=400, field="username")
     if User.objects.filter(username__iexact=username).exists():
-        raise DomainError("username_taken", _("This username is already taken."), field="username")
+        raise DomainError(StaffErrorCode.USERNAME_TAKEN, _("This username is already taken."), field="username")
     user = User(username=username, email=email.strip(), role=role)
     try:
         validate_password(password, user)
     except ValidationError as exc:
-        raise DomainError("weak_password", " ".join(exc.messages), status=400, field="password") from exc
+        raise DomainError(StaffErrorCode.WEAK_PASSWORD, " ".join(exc.messages), status=400, field="password") from exc
     user.set_password(password)
     try:
         with transaction.atomic():
             user.save(force_insert=True)
     except IntegrityError as exc:
-        raise DomainError("username_taken", _("This username is already taken."), field="username") from exc
+        raise DomainError(
+            StaffErrorCode.USERNAME_TAKEN, _("This username is already taken."), field="username"
+        ) from exc
     user.regions.set(region_list)
     audit_record(
         actor=actor,
@@ -67,11 +76,11 @@ def staff_deactivate(*, actor: Actor, manager: User, user: User, reason: str) ->
     """Deactivate an account the manager may manage (sign-in refused from then on)."""
     reason = (reason or "").strip()
     if not reason:
-        raise DomainError("reason_required", _("A reason is required."), status=400, field="reason")
+        raise DomainError(StaffErrorCode.REASON_REQUIRED, _("A reason is required."), status=400, field="reason")
     if user.pk == manager.pk:
-        raise DomainError("forbidden", _("You cannot deactivate your own account."), status=403)
+        raise DomainError(StaffErrorCode.FORBIDDEN, _("You cannot deactivate your own account."), status=403)
     if not staff_visible_to(manager).filter(pk=user.pk).exists():
-        raise DomainError("not_found", _("No such staff member."), status=404)
+        raise DomainError(StaffErrorCode.NOT_FOUND, _("No such staff member."), status=404)
     user = User.objects.select_for_update().get(pk=user.pk)
     codes = list(user.regions.values_list("code", flat=True))
     if not user.is_active:

@@ -18,7 +18,7 @@ from rest_framework.authentication import BaseAuthentication
 from rest_framework.request import Request
 
 from payments import rows, signing
-from payments.api.problems import ApiError
+from payments.api.problems import ApiError, ProblemCode
 from payments.models import Partner, PartnerKey, PartnerKeyState, PartnerState
 from portal import fastcache, prepared
 
@@ -289,33 +289,37 @@ class PartnerSignatureAuthentication(BaseAuthentication):
         django_request = request._request
         params = parse_authorization(django_request.META.get("HTTP_AUTHORIZATION", ""))
         if params is None:
-            raise _unauthorized("authentication_required", "A valid ECARD-ED25519 Authorization header is required.")
+            raise _unauthorized(
+                ProblemCode.AUTHENTICATION_REQUIRED, "A valid ECARD-ED25519 Authorization header is required."
+            )
         key_id = params["key_id"]
         key, generation = _cached_key(key_id)
         if key is None:
-            raise _unauthorized("unknown_key", "The key_id is not known.")
+            raise _unauthorized(ProblemCode.UNKNOWN_KEY, "The key_id is not known.")
         length = django_request.META.get("CONTENT_LENGTH") or "0"
         if length.isascii() and length.isdigit() and int(length) > MAX_BODY_BYTES:
-            raise ApiError(413, "payload_too_large", "The body is larger than 1 MB.")
+            raise ApiError(413, ProblemCode.PAYLOAD_TOO_LARGE, "The body is larger than 1 MB.")
         try:
             body = django_request.body
         except RequestDataTooBig:
-            raise ApiError(413, "payload_too_large", "The body is larger than 1 MB.") from None
+            raise ApiError(413, ProblemCode.PAYLOAD_TOO_LARGE, "The body is larger than 1 MB.") from None
         message = signing.request_string_to_sign(
             django_request.method or "", request_target(django_request), params["timestamp"], params["nonce"], body
         )
         if not signing.verify(_public_key(key), message, params["signature"]):
-            raise _unauthorized("invalid_signature", "The signature does not verify.")
+            raise _unauthorized(ProblemCode.INVALID_SIGNATURE, "The signature does not verify.")
         now = time.time()
         if abs(now - int(params["timestamp"])) > TIMESTAMP_WINDOW_SECONDS:
-            raise _unauthorized("stale_timestamp", "The timestamp is more than 300 s from the portal's clock.")
+            raise _unauthorized(
+                ProblemCode.STALE_TIMESTAMP, "The timestamp is more than 300 s from the portal's clock."
+            )
         # The request is counted against the partner's rate limit (api_base._rate_limit decides)
         # in the same round trip as its nonce is recorded; a refused one (replayed, forbidden) is not.
         count, current = _record_nonce_and_count(
             f"nonce:{key_id}:{params['nonce']}", rate_key(key.partner.pk, int(now)) if _active(key) else None
         )
         if count is None:
-            raise _unauthorized("replayed_request", "This nonce was already used with this key.")
+            raise _unauthorized(ProblemCode.REPLAYED_REQUEST, "This nonce was already used with this key.")
         if generation is not None and generation != current:
             # A cached row not known to be current (read before the last change to partners or keys,
             # or under an unknown generation): read it again, under the generation just returned.
@@ -323,18 +327,18 @@ class PartnerSignatureAuthentication(BaseAuthentication):
             row = _key_row(key_id)
             if row is None:
                 _key_cache.pop(key_id, None)
-                raise _unauthorized("unknown_key", "The key_id is not known.")
+                raise _unauthorized(ProblemCode.UNKNOWN_KEY, "The key_id is not known.")
             _remember(key_id, row, current)
             fresh = _key_from_row(row)
             if fresh.public_key != key.public_key and not signing.verify(
                 _public_key(fresh), message, params["signature"]
             ):
-                raise _unauthorized("invalid_signature", "The signature does not verify.")
+                raise _unauthorized(ProblemCode.INVALID_SIGNATURE, "The signature does not verify.")
             key = fresh
             if not counted:  # counted in its second only if the key was active as first read
                 count = 0
         if not _active(key):
-            raise ApiError(403, "forbidden", "The key is revoked or the partner is suspended.")
+            raise ApiError(403, ProblemCode.FORBIDDEN, "The key is revoked or the partner is suspended.")
         return AuthenticatedPartner(partner=key.partner, key=key, nonce=params["nonce"], rate_count=count), key
 
     def authenticate_header(self, request: Request) -> str:

@@ -6,7 +6,7 @@ from django.db.models import QuerySet
 from rest_framework import serializers
 from rest_framework.request import Request
 
-from payments.api.problems import ApiError
+from payments.api.problems import ApiError, ProblemCode
 
 
 def page_of(item: type[serializers.Serializer], name: str) -> type[serializers.Serializer]:
@@ -28,6 +28,9 @@ def filter_by_state(request: Request, rows: QuerySet, states: Sequence[str]) -> 
         return rows
     if state not in states:
         raise ApiError(
-            400, "validation_error", "Unknown state.", errors={"state": ["One of: " + ", ".join(states) + "."]}
+            400,
+            ProblemCode.VALIDATION_ERROR,
+            "Unknown state.",
+            errors={"state": ["One of: " + ", ".join(states) + "."]},
         )
     return rows.filter(state=state)

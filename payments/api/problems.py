@@ -7,6 +7,7 @@ so that every error carries a stable `code` and nothing answers a 5xx.
 
 import json
 import logging
+from enum import StrEnum
 
 from django.http import HttpRequest, HttpResponse
 from rest_framework import exceptions
@@ -35,10 +36,45 @@ TITLES = {
 }
 
 
+class ProblemCode(StrEnum):
+    """The partner API's generic problem codes, whatever the endpoint.
+
+    A stable contract, like the subjects' `*ErrorCode` (which the API renders the
+    same way): a new problem adds a member; an existing value never changes.
+    """
+
+    # The request (400, 413, 415, 405).
+    VALIDATION_ERROR = "validation_error"
+    PAYLOAD_TOO_LARGE = "payload_too_large"
+    UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
+    METHOD_NOT_ALLOWED = "method_not_allowed"
+    # Authentication (401): the `Authorization` header and its signature.
+    AUTHENTICATION_REQUIRED = "authentication_required"
+    UNKNOWN_KEY = "unknown_key"
+    INVALID_SIGNATURE = "invalid_signature"
+    STALE_TIMESTAMP = "stale_timestamp"
+    REPLAYED_REQUEST = "replayed_request"
+    # Authorisation and reach (403, 404).
+    FORBIDDEN = "forbidden"
+    NOT_FOUND = "not_found"
+    # Limits (429).
+    RATE_LIMITED = "rate_limited"
+    # `Idempotency-Key` (400, 409, 422).
+    IDEMPOTENCY_KEY_REQUIRED = "idempotency_key_required"
+    IDEMPOTENCY_KEY_IN_USE = "idempotency_key_in_use"
+    IDEMPOTENCY_KEY_REUSED = "idempotency_key_reused"
+    # Any other error DRF raises that is not a 400.
+    ERROR = "error"
+
+
 class ApiError(exceptions.APIException):
-    """An API error with a contract code (raised by authentication, idempotency, views)."""
+    """An API error with a contract code (raised by authentication, idempotency, views).
+
+    `code` is a `ProblemCode`, a subject's `*ErrorCode` or a plain string; it is kept as its plain value.
+    """
 
     def __init__(self, status: int, code: str, detail: str, *, headers: dict | None = None, **extra: object):
+        code = str(code)
         super().__init__(detail=detail, code=code)
         self.status_code = status
         self.problem_code = code
@@ -47,6 +83,7 @@ class ApiError(exceptions.APIException):
 
 
 def problem_body(status: int, code: str, detail: str, **extra: object) -> dict:
+    code = str(code)
     body = {
         "type": TYPE_BASE + code,
         "title": TITLES.get(status, "Error"),
@@ -96,43 +133,52 @@ def exception_handler(exc, context):
         return problem_response(exc.status_code, exc.problem_code, str(exc.detail), headers=exc.headers, **exc.extra)
     if isinstance(exc, DomainError):
         extra = {k: v for k, v in exc.extra.items() if k != "field"}
-        if exc.code == "validation_error" and "field" in exc.extra:
+        if exc.code == ProblemCode.VALIDATION_ERROR and "field" in exc.extra:
             extra["errors"] = {str(exc.extra["field"]): [exc.message]}
         return problem_response(exc.status, exc.code, exc.message, **extra)
     if isinstance(exc, exceptions.ValidationError):
-        return problem_response(400, "validation_error", "The request is not valid.", errors=_flatten(exc.detail))
+        return problem_response(
+            400, ProblemCode.VALIDATION_ERROR, "The request is not valid.", errors=_flatten(exc.detail)
+        )
     if isinstance(exc, exceptions.ParseError):
         return problem_response(
-            400, "validation_error", "The body is not valid JSON.", errors={"non_field_errors": [str(exc.detail)]}
+            400,
+            ProblemCode.VALIDATION_ERROR,
+            "The body is not valid JSON.",
+            errors={"non_field_errors": [str(exc.detail)]},
         )
     if isinstance(exc, exceptions.UnsupportedMediaType):
-        return problem_response(415, "unsupported_media_type", "The body must be application/json.")
+        return problem_response(415, ProblemCode.UNSUPPORTED_MEDIA_TYPE, "The body must be application/json.")
     if isinstance(exc, exceptions.MethodNotAllowed):
-        return problem_response(405, "method_not_allowed", str(exc.detail))
+        return problem_response(405, ProblemCode.METHOD_NOT_ALLOWED, str(exc.detail))
     if isinstance(exc, exceptions.NotAcceptable):
-        return problem_response(400, "validation_error", str(exc.detail))
+        return problem_response(400, ProblemCode.VALIDATION_ERROR, str(exc.detail))
     if isinstance(exc, exceptions.Throttled):
         wait = int(exc.wait or 1)
-        return problem_response(429, "rate_limited", "Too many requests.", headers={"Retry-After": str(max(wait, 1))})
+        return problem_response(
+            429, ProblemCode.RATE_LIMITED, "Too many requests.", headers={"Retry-After": str(max(wait, 1))}
+        )
     if isinstance(exc, (exceptions.NotAuthenticated, exceptions.AuthenticationFailed)):
-        return problem_response(401, "authentication_required", str(exc.detail))
+        return problem_response(401, ProblemCode.AUTHENTICATION_REQUIRED, str(exc.detail))
     if isinstance(exc, exceptions.PermissionDenied):
-        return problem_response(403, "forbidden", str(exc.detail))
+        return problem_response(403, ProblemCode.FORBIDDEN, str(exc.detail))
     if isinstance(exc, exceptions.NotFound):
-        return problem_response(404, "not_found", "Not found.")
+        return problem_response(404, ProblemCode.NOT_FOUND, "Not found.")
     from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
     from django.core.exceptions import RequestDataTooBig
     from django.http import Http404
 
     if isinstance(exc, Http404):
-        return problem_response(404, "not_found", "Not found.")
+        return problem_response(404, ProblemCode.NOT_FOUND, "Not found.")
     if isinstance(exc, DjangoPermissionDenied):
-        return problem_response(403, "forbidden", "Forbidden.")
+        return problem_response(403, ProblemCode.FORBIDDEN, "Forbidden.")
     if isinstance(exc, RequestDataTooBig):
-        return problem_response(413, "payload_too_large", "The body is larger than 1 MB.")
+        return problem_response(413, ProblemCode.PAYLOAD_TOO_LARGE, "The body is larger than 1 MB.")
     if isinstance(exc, exceptions.APIException):
         return problem_response(
-            exc.status_code, "validation_error" if exc.status_code == 400 else "error", str(exc.detail)
+            exc.status_code,
+            ProblemCode.VALIDATION_ERROR if exc.status_code == 400 else ProblemCode.ERROR,
+            str(exc.detail),
         )
     return None
 

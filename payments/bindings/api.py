@@ -11,7 +11,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from payments.api.lists import filter_by_state, page_of
-from payments.api.problems import ApiError
+from payments.api.problems import ApiError, ProblemCode
 from payments.api.representations import family_binding_repr
 from payments.api.shapes import CertificateOutputSerializer, CitizenOutputSerializer
 from payments.api_base import PartnerApiView, StrictSerializer, paginate, parse_input
@@ -84,13 +84,13 @@ class _BindingApiView(PartnerApiView):
     def get_binding(self, public_id: str) -> FamilyBinding:
         binding = self.own_bindings().filter(public_id=public_id).first()
         if binding is None:
-            raise ApiError(404, "not_found", "Not found.")
+            raise ApiError(404, ProblemCode.NOT_FOUND, "Not found.")
         return binding
 
     def get_holder_linkage(self, public_id: str) -> WalletLinkage:
         linkage = WalletLinkage.objects.filter(partner=self.partner, public_id=public_id).first()
         if linkage is None:
-            raise ApiError(404, "not_found", "Not found.")
+            raise ApiError(404, ProblemCode.NOT_FOUND, "Not found.")
         return linkage
 
 

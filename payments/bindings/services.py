@@ -17,6 +17,7 @@ from django.utils.translation import gettext_lazy as _
 from insurance import services as insurance_services
 from insurance.models import Certificate, CertificateState, Citizen, CitizenStatus
 from payments.api.representations import family_binding_repr
+from payments.bindings.errors import BindingErrorCode
 from payments.delivery.outbox import binding_audit, binding_hears_its_own_event, bump_binding, end_binding, enqueue
 from payments.models import (
     BINDING_OPEN_STATES,
@@ -49,7 +50,7 @@ def _text(value: str, *, field: str, max_length: int) -> str:
     value = (value or "").strip()
     if not value or len(value) > max_length:
         raise DomainError(
-            "validation_error",
+            BindingErrorCode.VALIDATION_ERROR,
             _("This field is 1 to %(max)d characters.") % {"max": max_length},
             status=400,
             field=field,
@@ -75,11 +76,13 @@ def family_binding_create(
     409 `binding_limit_reached` (five open per holder citizen, all partners together).
     """
     if relationship not in Relationship.values:
-        raise DomainError("validation_error", _("Unknown relationship."), status=400, field="relationship")
+        raise DomainError(
+            BindingErrorCode.VALIDATION_ERROR, _("Unknown relationship."), status=400, field="relationship"
+        )
     consent_reference = _text(consent_reference, field="consent_reference", max_length=128)
     partner = Partner.objects.get(pk=partner.pk)
     if partner.state != PartnerState.ACTIVE:
-        raise DomainError("forbidden", _("This partner is suspended."), status=403)
+        raise DomainError(BindingErrorCode.FORBIDDEN, _("This partner is suspended."), status=403)
     # The holder citizen's row serialises every create for that holder, whatever the
     # partner, so that concurrent requests cannot pass the limit together. Citizen
     # before linkage, the order linkage_create uses.
@@ -87,19 +90,21 @@ def family_binding_create(
     holder = Citizen.objects.select_for_update(no_key=True).get(pk=holder_citizen_id)
     holder_linkage = WalletLinkage.objects.select_for_update(no_key=True).get(pk=holder_linkage.pk)
     if holder_linkage.partner_id != partner.pk:
-        raise DomainError("not_found", _("Not found."), status=404)
+        raise DomainError(BindingErrorCode.NOT_FOUND, _("Not found."), status=404)
     if holder_linkage.state != LinkageState.ACTIVE:
-        raise DomainError("linkage_inactive", _("The holder's wallet linkage has ended."))
+        raise DomainError(BindingErrorCode.LINKAGE_INACTIVE, _("The holder's wallet linkage has ended."))
 
     beneficiary_pk = insurance_services.find_citizen_id_by_id_number(beneficiary_id_number or "")
     beneficiary = Citizen.objects.filter(pk=beneficiary_pk).first() if beneficiary_pk else None
     if beneficiary is None or not _same_name(beneficiary_name or "", beneficiary.name):
         raise DomainError(
-            "identity_mismatch", _("The identity number and name do not match a registered citizen."), status=422
+            BindingErrorCode.IDENTITY_MISMATCH,
+            _("The identity number and name do not match a registered citizen."),
+            status=422,
         )
     if beneficiary.pk == holder.pk:
         raise DomainError(
-            "validation_error",
+            BindingErrorCode.VALIDATION_ERROR,
             _("The holder and the beneficiary are the same person."),
             status=400,
             field="beneficiary_id_number",
@@ -110,17 +115,21 @@ def family_binding_create(
         .first()
     )
     if beneficiary.status != CitizenStatus.ACTIVE or card is None:
-        raise DomainError("certificate_unavailable", _("The beneficiary has no e-card that can be used."))
+        raise DomainError(
+            BindingErrorCode.CERTIFICATE_UNAVAILABLE, _("The beneficiary has no e-card that can be used.")
+        )
     open_bindings = FamilyBinding.objects.filter(state__in=BINDING_OPEN_STATES)
     existing = open_bindings.filter(partner=partner, holder_citizen=holder, beneficiary=beneficiary).first()
     if existing is not None:
         raise DomainError(
-            "binding_exists",
+            BindingErrorCode.BINDING_EXISTS,
             _("An open family binding already exists for this holder and beneficiary."),
             family_binding_id=existing.public_id,
         )
     if open_bindings.filter(holder_citizen=holder).count() >= MAX_OPEN_BINDINGS_PER_HOLDER:
-        raise DomainError("binding_limit_reached", _("The holder already has five active or pending family bindings."))
+        raise DomainError(
+            BindingErrorCode.BINDING_LIMIT_REACHED, _("The holder already has five active or pending family bindings.")
+        )
     binding = FamilyBinding(
         partner=partner,
         holder_linkage=holder_linkage,
@@ -135,7 +144,7 @@ def family_binding_create(
             binding.save(force_insert=True)
     except IntegrityError as exc:  # the partial unique constraint
         raise DomainError(
-            "binding_exists", _("An open family binding already exists for this holder and beneficiary.")
+            BindingErrorCode.BINDING_EXISTS, _("An open family binding already exists for this holder and beneficiary.")
         ) from exc
     audit_record(
         actor=actor,
@@ -162,9 +171,9 @@ def _require_decider(actor: Actor, binding: FamilyBinding) -> None:
         return
     user = User.objects.filter(pk=actor.user_id, is_active=True).first()
     if user is None or not user_may_see_region(user, binding.beneficiary.region_id):
-        raise DomainError("not_found", _("Not found."), status=404)
+        raise DomainError(BindingErrorCode.NOT_FOUND, _("Not found."), status=404)
     if not user.can_write_citizens:
-        raise DomainError("forbidden", _("Auditors are read-only."), status=403)
+        raise DomainError(BindingErrorCode.FORBIDDEN, _("Auditors are read-only."), status=403)
 
 
 def _required_note(note: str) -> str:
@@ -188,7 +197,9 @@ def family_binding_approve(*, actor: Actor, binding: FamilyBinding, note: str = 
     if binding.state != BindingState.PENDING:
         raise InvalidTransition(str(_("family binding")), binding.get_state_display(), "approve")
     if card is None or binding.beneficiary.status != CitizenStatus.ACTIVE:
-        raise DomainError("certificate_unavailable", _("The beneficiary has no e-card that can be used."))
+        raise DomainError(
+            BindingErrorCode.CERTIFICATE_UNAVAILABLE, _("The beneficiary has no e-card that can be used.")
+        )
     before = binding_audit(binding)
     if card.state == CertificateState.PENDING_ACTIVATION:
         with binding_hears_its_own_event(binding.pk):
@@ -227,7 +238,7 @@ def family_binding_reject(*, actor: Actor, binding: FamilyBinding, note: str) ->
 def family_binding_revoke(*, actor: Actor, binding: FamilyBinding, reason: str, note: str = "") -> FamilyBinding:
     """pending | active -> revoked; an ended binding is returned unchanged."""
     if reason not in (BindingEndReason.PARTNER_REQUEST, BindingEndReason.CLERK):
-        raise DomainError("validation_error", _("Unknown reason."), status=400, field="reason")
+        raise DomainError(BindingErrorCode.VALIDATION_ERROR, _("Unknown reason."), status=400, field="reason")
     binding = _locked(binding)
     if reason == BindingEndReason.CLERK:
         _require_decider(actor, binding)

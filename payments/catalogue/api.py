@@ -17,7 +17,7 @@ from rest_framework.response import Response
 from insurance.catalogue import decimal_string, facilities_listed, policy_in_force, services_listed
 from insurance.models import Facility, FacilityKind, ReimbursementPolicy, Scheme, ServiceCategory, ServiceItem
 from payments.api.lists import page_of
-from payments.api.problems import ApiError
+from payments.api.problems import ApiError, ProblemCode
 from payments.api_base import PartnerApiView, paginate
 from portal.models import Region
 
@@ -125,7 +125,7 @@ def policy_representation(policy: ReimbursementPolicy) -> dict:
 
 
 def _invalid(field: str, message: str) -> ApiError:
-    return ApiError(400, "validation_error", message, errors={field: [message]})
+    return ApiError(400, ProblemCode.VALIDATION_ERROR, message, errors={field: [message]})
 
 
 def _pilot_region_code(raw: str | None, *, required: bool) -> str | None:
@@ -226,8 +226,8 @@ class PolicyInForceApi(PartnerApiView):
         elif not _YEAR_RE.match(year) or not 2000 <= int(year) <= 2099:
             errors["year"] = ["year is a four-digit year from 2000 to 2099."]
         if errors or region_code is None or scheme is None or year is None:
-            raise ApiError(400, "validation_error", "The query is not valid.", errors=errors)
+            raise ApiError(400, ProblemCode.VALIDATION_ERROR, "The query is not valid.", errors=errors)
         policy = policy_in_force(region_code, scheme, int(year))
         if policy is None:
-            raise ApiError(404, "not_found", "No policy is in force for this region, scheme and year.")
+            raise ApiError(404, ProblemCode.NOT_FOUND, "No policy is in force for this region, scheme and year.")
         return Response(policy_representation(policy))

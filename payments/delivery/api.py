@@ -23,7 +23,7 @@ from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from payments.api.problems import ApiError
+from payments.api.problems import ApiError, ProblemCode
 from payments.api_base import PartnerApiView, page_limit
 from payments.models import OutboxEvent, Partner
 
@@ -123,7 +123,7 @@ class EventListApi(PartnerApiView):
                 after = decode_cursor(cursor)
             except ValueError:
                 message = "The cursor is not valid."
-                raise ApiError(400, "validation_error", message, errors={"cursor": [message]}) from None
+                raise ApiError(400, ProblemCode.VALIDATION_ERROR, message, errors={"cursor": [message]}) from None
         rows = events_after(self.partner, after, limit)
         if rows:
             last = rows[-1]

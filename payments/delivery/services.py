@@ -28,6 +28,7 @@ from urllib3.exceptions import ConnectTimeoutError, HTTPError, NewConnectionErro
 from urllib3.exceptions import TimeoutError as Urllib3Timeout
 
 from payments import keys, signing
+from payments.delivery.errors import DeliveryErrorCode
 from payments.models import DeliveryAttempt, OutboxEvent, OutboxState, Partner
 from portal import fastcache
 from portal.actors import Actor
@@ -317,7 +318,7 @@ def outbox_replay(*, actor: Actor, event: OutboxEvent, reason: str = "") -> Outb
     """A dead event becomes pending and due now, with the whole retry schedule ahead of it."""
     event = OutboxEvent.objects.select_for_update().get(pk=event.pk)
     if event.state != OutboxState.DEAD:
-        raise DomainError("invalid_state", _("Only a dead event can be replayed."))
+        raise DomainError(DeliveryErrorCode.INVALID_STATE, _("Only a dead event can be replayed."))
     before = {"state": event.state, "attempts": event.attempts}
     event.state = OutboxState.PENDING
     event.attempts = 0

@@ -16,7 +16,7 @@ from rest_framework.response import Response
 from insurance.models import Citizen
 from insurance.services import find_citizen_id_by_id_number
 from payments.api.lists import filter_by_state, page_of
-from payments.api.problems import ApiError
+from payments.api.problems import ApiError, ProblemCode
 from payments.api.representations import linkage_repr
 from payments.api.shapes import CertificateOutputSerializer, CitizenOutputSerializer
 from payments.api_base import (
@@ -29,6 +29,7 @@ from payments.api_base import (
     parse_input,
 )
 from payments.linkages import services
+from payments.linkages.errors import LinkageErrorCode
 from payments.models import LinkageEndReason, LinkageState, Partner, WalletLinkage
 from portal.actors import Actor, client_ip
 from portal.errors import DomainError
@@ -86,7 +87,9 @@ def _identified_citizen(partner: Partner, id_number: str, name: str) -> Citizen:
     citizen = Citizen.objects.filter(pk=citizen_id).first() if citizen_id is not None else None
     if citizen is None or not _same_name(name, citizen.name):
         identity_mismatch_record(partner)
-        raise ApiError(422, "identity_mismatch", "The identity number and name do not match an insured citizen.")
+        raise ApiError(
+            422, LinkageErrorCode.IDENTITY_MISMATCH, "The identity number and name do not match an insured citizen."
+        )
     return citizen
 
 
@@ -98,7 +101,7 @@ def linkage_for_partner(partner: Partner, public_id: str) -> WalletLinkage:
         .first()
     )
     if linkage is None:
-        raise ApiError(404, "not_found", "Not found.")
+        raise ApiError(404, ProblemCode.NOT_FOUND, "Not found.")
     return linkage
 
 
@@ -165,7 +168,7 @@ class LinkageListCreateApi(PartnerApiView):
                 verification_reference=data["verification_reference"],
             )
         except DomainError as exc:
-            if exc.code == "linkage_exists" and "linkage_id" not in exc.extra:
+            if exc.code == LinkageErrorCode.LINKAGE_EXISTS and "linkage_id" not in exc.extra:
                 # A concurrent request won the race: name the linkage it made.
                 raise DomainError(
                     exc.code,

@@ -7,6 +7,7 @@ from insurance import services as insurance_services
 from insurance.models import LIVE_STATES, Certificate, CertificateState, Citizen, CitizenStatus
 from payments.api.representations import linkage_repr
 from payments.delivery.outbox import end_linkage, enqueue
+from payments.linkages.errors import LinkageErrorCode
 from payments.models import LinkageEndReason, LinkageState, Partner, PartnerState, WalletLinkage
 from portal.actors import Actor
 from portal.audit import audit_record
@@ -31,12 +32,12 @@ def linkage_create(
     """Link the citizen's live card to a partner's wallet; a pending card becomes active."""
     partner = Partner.objects.select_for_update(no_key=True).get(pk=partner.pk)
     if partner.state != PartnerState.ACTIVE:
-        raise DomainError("forbidden", _("This partner is suspended."), status=403)
+        raise DomainError(LinkageErrorCode.FORBIDDEN, _("This partner is suspended."), status=403)
     citizen = Citizen.objects.select_for_update(no_key=True).get(pk=citizen.pk)
     partner_user_ref = partner_user_ref.strip()
     if not partner_user_ref or len(partner_user_ref) > 128:
         raise DomainError(
-            "validation_error",
+            LinkageErrorCode.VALIDATION_ERROR,
             _("A partner user reference is 1 to 128 characters."),
             status=400,
             field="partner_user_ref",
@@ -47,7 +48,7 @@ def linkage_create(
         .first()
     )
     if citizen.status != CitizenStatus.ACTIVE or certificate is None:
-        raise DomainError("certificate_unavailable", _("The citizen has no e-card that can be linked."))
+        raise DomainError(LinkageErrorCode.CERTIFICATE_UNAVAILABLE, _("The citizen has no e-card that can be linked."))
     existing = (
         WalletLinkage.objects.filter(partner=partner, state=LinkageState.ACTIVE).filter(citizen=citizen).first()
         or WalletLinkage.objects.filter(
@@ -56,7 +57,9 @@ def linkage_create(
     )
     if existing is not None:
         raise DomainError(
-            "linkage_exists", _("An active linkage already exists with this partner."), linkage_id=existing.public_id
+            LinkageErrorCode.LINKAGE_EXISTS,
+            _("An active linkage already exists with this partner."),
+            linkage_id=existing.public_id,
         )
     if certificate.state == CertificateState.PENDING_ACTIVATION:
         certificate = insurance_services.certificate_activate(actor=actor, certificate=certificate, cause="linkage")
@@ -71,7 +74,9 @@ def linkage_create(
         with transaction.atomic():
             linkage.save(force_insert=True)
     except IntegrityError as exc:
-        raise DomainError("linkage_exists", _("An active linkage already exists with this partner.")) from exc
+        raise DomainError(
+            LinkageErrorCode.LINKAGE_EXISTS, _("An active linkage already exists with this partner.")
+        ) from exc
     audit_record(
         actor=actor,
         action="linkage.create",
@@ -88,7 +93,7 @@ def linkage_create(
 def linkage_unlink(*, actor: Actor, linkage: WalletLinkage, reason: str, note: str = "") -> WalletLinkage:
     """End an active linkage (an ended one is returned unchanged)."""
     if reason not in LinkageEndReason.values:
-        raise DomainError("validation_error", _("Unknown reason."), status=400, field="reason")
+        raise DomainError(LinkageErrorCode.VALIDATION_ERROR, _("Unknown reason."), status=400, field="reason")
     linkage = (
         WalletLinkage.objects.select_for_update(no_key=True, of=("self",))
         .select_related("partner", "citizen", "certificate")

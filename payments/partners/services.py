@@ -30,6 +30,7 @@ from payments.models import (
     PartnerKind,
     PartnerState,
 )
+from payments.partners.errors import PartnerErrorCode
 from portal.actors import Actor
 from portal.audit import audit_record
 from portal.errors import DomainError
@@ -40,7 +41,7 @@ _LOOPBACK_NAMES = {"localhost", "localhost.localdomain"}
 
 
 def _invalid(field: str, message: str | Promise) -> DomainError:
-    return DomainError("validation_error", message, status=400, field=field)
+    return DomainError(PartnerErrorCode.VALIDATION_ERROR, message, status=400, field=field)
 
 
 # --- Validation ------------------------------------------------------------------
@@ -152,7 +153,7 @@ def partner_create(
     if kind not in PartnerKind.values:
         raise _invalid("kind", _("The kind is wallet or service_platform."))
     if Partner.objects.filter(code=code).exists():
-        raise DomainError("partner_exists", _("A partner with this code already exists."), field="code")
+        raise DomainError(PartnerErrorCode.PARTNER_EXISTS, _("A partner with this code already exists."), field="code")
     partner = Partner(
         code=code,
         name=_clean_name(name),
@@ -177,7 +178,7 @@ def partner_key_add(*, actor: Actor, partner: Partner, public_key: str | bytes) 
     public_b64 = parse_public_key(public_key)
     partner = _locked(partner)
     if PartnerKey.objects.filter(public_key=public_b64, state=PartnerKeyState.ACTIVE).exists():
-        raise DomainError("key_exists", _("This public key is already registered."), field="public_key")
+        raise DomainError(PartnerErrorCode.KEY_EXISTS, _("This public key is already registered."), field="public_key")
     key = PartnerKey(partner=partner, key_id=_new_key_id(partner.code), public_key=public_b64)
     key.save(force_insert=True)
     audit_record(
@@ -194,7 +195,7 @@ def partner_key_add(*, actor: Actor, partner: Partner, public_key: str | bytes) 
 def partner_key_revoke(*, actor: Actor, key: PartnerKey, reason: str = "") -> PartnerKey:
     key = PartnerKey.objects.select_for_update().select_related("partner").get(pk=key.pk)
     if key.state == PartnerKeyState.REVOKED:
-        raise DomainError("invalid_state", _("This key is already revoked."))
+        raise DomainError(PartnerErrorCode.INVALID_STATE, _("This key is already revoked."))
     key.state = PartnerKeyState.REVOKED
     key.revoked_at = timezone.now()
     key.save(update_fields=["state", "revoked_at"])
@@ -237,14 +238,14 @@ def partner_set_webhook_url(*, actor: Actor, partner: Partner, webhook_url: str)
 def partner_suspend(*, actor: Actor, partner: Partner, reason: str = "") -> Partner:
     """A suspended partner's every request answers 403 `forbidden`."""
     if _locked(partner).state == PartnerState.SUSPENDED:
-        raise DomainError("invalid_state", _("This partner is already suspended."))
+        raise DomainError(PartnerErrorCode.INVALID_STATE, _("This partner is already suspended."))
     return _change(actor, partner, "partner.suspend", reason, state=PartnerState.SUSPENDED)
 
 
 @transaction.atomic
 def partner_reactivate(*, actor: Actor, partner: Partner, reason: str = "") -> Partner:
     if _locked(partner).state == PartnerState.ACTIVE:
-        raise DomainError("invalid_state", _("This partner is already active."))
+        raise DomainError(PartnerErrorCode.INVALID_STATE, _("This partner is already active."))
     return _change(actor, partner, "partner.reactivate", reason, state=PartnerState.ACTIVE)
 
 
@@ -252,14 +253,14 @@ def partner_reactivate(*, actor: Actor, partner: Partner, reason: str = "") -> P
 def partner_pause_deliveries(*, actor: Actor, partner: Partner, reason: str = "") -> Partner:
     """Webhooks wait (events keep accumulating and stay readable through `GET /events`)."""
     if _locked(partner).deliveries_paused:
-        raise DomainError("invalid_state", _("Deliveries to this partner are already paused."))
+        raise DomainError(PartnerErrorCode.INVALID_STATE, _("Deliveries to this partner are already paused."))
     return _change(actor, partner, "partner.pause_deliveries", reason, deliveries_paused=True)
 
 
 @transaction.atomic
 def partner_resume_deliveries(*, actor: Actor, partner: Partner, reason: str = "") -> Partner:
     if not _locked(partner).deliveries_paused:
-        raise DomainError("invalid_state", _("Deliveries to this partner are not paused."))
+        raise DomainError(PartnerErrorCode.INVALID_STATE, _("Deliveries to this partner are not paused."))
     partner = _change(actor, partner, "partner.resume_deliveries", reason, deliveries_paused=False)
     transaction.on_commit(delivery.kick_sweep)
     return partner

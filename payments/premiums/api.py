@@ -8,7 +8,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from payments.api.fastinput import MAX_FEN
-from payments.api.problems import ApiError
+from payments.api.problems import ApiError, ProblemCode
 from payments.api.representations import premium_repr
 from payments.api_base import PartnerApiView, StrictCharField, StrictSerializer, parse_input
 from payments.api_settlements import StrictIntegerField
@@ -87,5 +87,5 @@ class PremiumDetailApi(PartnerApiView):
     def get(self, request: Request, public_id: str) -> Response:
         premium = premiums.premiums_of_partner(self.partner).filter(public_id=public_id).first()
         if premium is None:
-            raise ApiError(404, "not_found", "Not found.")
+            raise ApiError(404, ProblemCode.NOT_FOUND, "Not found.")
         return Response(premium_repr(premium))

@@ -10,6 +10,7 @@ from django.utils.translation import gettext_lazy as _
 from insurance.catalogue import policy_in_force, shanghai_today
 from insurance.models import Citizen, Scheme
 from payments.models import Partner, PremiumPayment
+from payments.premiums.errors import PremiumErrorCode
 from portal.actors import Actor
 from portal.audit import audit_record
 from portal.errors import DomainError
@@ -38,19 +39,24 @@ def premium_pay(
     # The citizen's row serialises concurrent payments for one person.
     citizen = Citizen.objects.select_for_update(no_key=True).get(pk=citizen.pk)
     if citizen.scheme != Scheme.RESIDENT:
-        raise DomainError("not_resident_scheme", _("Only the resident scheme has a premium."))
+        raise DomainError(PremiumErrorCode.NOT_RESIDENT_SCHEME, _("Only the resident scheme has a premium."))
     if year not in premium_years():
         raise DomainError(
-            "validation_error", _("A premium is paid for the current or the next year."), status=400, field="year"
+            PremiumErrorCode.VALIDATION_ERROR,
+            _("A premium is paid for the current or the next year."),
+            status=400,
+            field="year",
         )
     if enrolment_paid(citizen, year):
-        raise DomainError("premium_already_paid", _("The premium for this year is already paid."))
+        raise DomainError(PremiumErrorCode.PREMIUM_ALREADY_PAID, _("The premium for this year is already paid."))
     policy = policy_in_force(citizen.region_id, citizen.scheme, year)
     if policy is None or policy.premium_fen is None:
-        raise DomainError("policy_unavailable", _("No policy with a premium is published for this year."))
+        raise DomainError(
+            PremiumErrorCode.POLICY_UNAVAILABLE, _("No policy with a premium is published for this year.")
+        )
     if amount_fen != policy.premium_fen:
         raise DomainError(
-            "amount_mismatch",
+            PremiumErrorCode.AMOUNT_MISMATCH,
             _("The amount differs from the year's premium."),
             status=422,
             premium_fen=policy.premium_fen,

@@ -31,6 +31,7 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from payments.models import FamilyBinding, RiskFlag, RiskFlagState, RiskRule, Settlement, SettlementState
+from payments.risk.errors import RiskErrorCode
 from portal.actors import Actor
 from portal.audit import audit_record
 from portal.errors import DomainError
@@ -253,13 +254,13 @@ def risk_scan_recent(*, now: dt.datetime | None = None) -> int:
 def risk_flag_decide(*, actor: Actor, flag: RiskFlag, decision: str, note: str) -> RiskFlag:
     """Dismiss or confirm an open flag with a note; audited. 409 `invalid_state` if already decided."""
     if decision not in DECISIONS:
-        raise DomainError("validation_error", _("Choose dismiss or confirm."), status=400, field="decision")
+        raise DomainError(RiskErrorCode.VALIDATION_ERROR, _("Choose dismiss or confirm."), status=400, field="decision")
     note = note.strip()
     if not note:
-        raise DomainError("validation_error", _("A note is required."), status=400, field="note")
+        raise DomainError(RiskErrorCode.VALIDATION_ERROR, _("A note is required."), status=400, field="note")
     flag = RiskFlag.objects.select_for_update().get(pk=flag.pk)
     if flag.state != RiskFlagState.OPEN:
-        raise DomainError("invalid_state", _("This flag has already been decided."))
+        raise DomainError(RiskErrorCode.INVALID_STATE, _("This flag has already been decided."))
     before = {"state": flag.state}
     flag.state = DECISIONS[decision]
     flag.decided_by = actor.label[:150]

@@ -8,7 +8,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from insurance.models import Scheme, Sex
-from payments.api.problems import ApiError
+from payments.api.problems import ApiError, ProblemCode
 from payments.api.representations import rfc3339
 from payments.api_base import PartnerApiView, StrictCharField, StrictSerializer, json_response, parse_input
 from payments.linkages.api import partner_actor
@@ -79,7 +79,7 @@ class QrTokenCreateApi(PartnerApiView):
         # One prepared read of the linkage and its card (404 first, as before any validation).
         target = qr.mint_target_read(partner_id=self.partner.pk, linkage_public_id=public_id)
         if target is None:
-            raise ApiError(404, "not_found", "Not found.")
+            raise ApiError(404, ProblemCode.NOT_FOUND, "Not found.")
         data = request.data
         # The usual body, {}, is valid as it stands; anything else goes through the serializer.
         if not (type(data) is dict and not data):
@@ -91,7 +91,7 @@ class QrTokenCreateApi(PartnerApiView):
                 public_id=data["family_binding_id"], partner=self.partner, holder_linkage=linkage
             ).first()
             if binding is None:
-                raise ApiError(404, "not_found", "No such family binding was made through this linkage.")
+                raise ApiError(404, ProblemCode.NOT_FOUND, "No such family binding was made through this linkage.")
             minted = qr.qr_token_mint(
                 actor=partner_actor(request, self.partner), linkage=linkage, family_binding=binding
             )

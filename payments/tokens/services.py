@@ -25,6 +25,7 @@ from django.utils.translation import gettext_lazy as _
 from insurance.models import LIVE_STATES, Certificate, CertificateState, Citizen
 from payments import keys, rows, signing
 from payments.models import BindingState, FamilyBinding, LinkageState, QrToken, WalletLinkage
+from payments.tokens.errors import TokenErrorCode
 from portal import prepared
 from portal.actors import Actor
 from portal.errors import DomainError
@@ -50,7 +51,7 @@ def b64url_decode(text: str) -> bytes:
 
 
 def _invalid() -> DomainError:
-    return DomainError("invalid_token", _("This is not an authentic QR token."), status=422)
+    return DomainError(TokenErrorCode.INVALID_TOKEN, _("This is not an authentic QR token."), status=422)
 
 
 # --- Minting ----------------------------------------------------------------
@@ -65,7 +66,7 @@ class MintedToken:
 
 def _require_active(certificate: Certificate | None) -> Certificate:
     if certificate is None or certificate.state != CertificateState.ACTIVE:
-        raise DomainError("certificate_not_active", _("The e-card is not active."))
+        raise DomainError(TokenErrorCode.CERTIFICATE_NOT_ACTIVE, _("The e-card is not active."))
     return certificate
 
 
@@ -105,13 +106,13 @@ def qr_token_mint(
     """
     linkage = WalletLinkage.objects.select_related("certificate", "partner").get(pk=linkage.pk)
     if linkage.state != LinkageState.ACTIVE:
-        raise DomainError("linkage_inactive", _("This linkage has ended."))
+        raise DomainError(TokenErrorCode.LINKAGE_INACTIVE, _("This linkage has ended."))
     if family_binding is not None:
         family_binding = FamilyBinding.objects.select_related("beneficiary").get(pk=family_binding.pk)
         if family_binding.holder_linkage_id != linkage.pk:
-            raise DomainError("not_found", _("Not found."), status=404)
+            raise DomainError(TokenErrorCode.NOT_FOUND, _("Not found."), status=404)
         if family_binding.state != BindingState.ACTIVE:
-            raise DomainError("binding_inactive", _("This family binding is not active."))
+            raise DomainError(TokenErrorCode.BINDING_INACTIVE, _("This family binding is not active."))
     _require_active(linkage.certificate)
     if family_binding is not None:
         certificate = _require_active(
@@ -202,9 +203,9 @@ def qr_token_mint_for_holder(*, actor: Actor, target: MintTarget, now: datetime 
     so no BEGIN/COMMIT; as in `qr_token_mint` (READ COMMITTED, no lock), a linkage ended between the
     read and the INSERT yields a token minted just before the end, which the settlement refuses."""
     if target.linkage_state != LinkageState.ACTIVE:
-        raise DomainError("linkage_inactive", _("This linkage has ended."))
+        raise DomainError(TokenErrorCode.LINKAGE_INACTIVE, _("This linkage has ended."))
     if target.certificate_state != CertificateState.ACTIVE:
-        raise DomainError("certificate_not_active", _("The e-card is not active."))
+        raise DomainError(TokenErrorCode.CERTIFICATE_NOT_ACTIVE, _("The e-card is not active."))
     token, jti, issued_at, expires_at = _signed_token(
         certificate_number=target.certificate_number,
         linkage_public_id=target.linkage_public_id,
@@ -313,7 +314,7 @@ def token_check_row(
     ):
         raise _invalid()
     if timezone.now() >= expires_at:
-        raise DomainError("token_expired", _("This QR token has expired: ask for a new one."), status=422)
+        raise DomainError(TokenErrorCode.TOKEN_EXPIRED, _("This QR token has expired: ask for a new one."), status=422)
 
 
 def token_read(token: object, *, for_update: bool = False) -> QrToken:
@@ -338,7 +339,7 @@ def token_read(token: object, *, for_update: bool = False) -> QrToken:
     ):
         raise _invalid()
     if timezone.now() >= row.expires_at:
-        raise DomainError("token_expired", _("This QR token has expired: ask for a new one."), status=422)
+        raise DomainError(TokenErrorCode.TOKEN_EXPIRED, _("This QR token has expired: ask for a new one."), status=422)
     return row
 
 
@@ -418,7 +419,7 @@ def token_verify_read(token: object) -> VerifiedToken:
     if number != claims["cn"] or linkage_public_id != claims["lnk"] or binding_public_id != claims["fb"]:
         raise _invalid()
     if timezone.now() >= expires_at:
-        raise DomainError("token_expired", _("This QR token has expired: ask for a new one."), status=422)
+        raise DomainError(TokenErrorCode.TOKEN_EXPIRED, _("This QR token has expired: ask for a new one."), status=422)
     return VerifiedToken(
         certificate_number=number,
         certificate_state=state,
