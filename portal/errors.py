@@ -12,12 +12,12 @@ class DomainError(Exception):
     status = 409
 
     def __init__(self, code: str, message: str | None = None, *, status: int | None = None, **extra: object):
-        self.code = code
-        self.message = str(message) if message is not None else code
+        self.code = str(code)  # an app's StrEnum member becomes its plain, stable value
+        self.message = str(message) if message is not None else self.code
         if status is not None:
             self.status = status
         self.extra = extra
-        super().__init__(f"{code}: {self.message}")
+        super().__init__(f"{self.code}: {self.message}")
 
 
 class InvalidTransition(DomainError):
