@@ -21,12 +21,6 @@ class CitizenCiphers:
         self.phone = FieldCipher(PHONE_PURPOSE)
 
 
-class PhoneValues(NamedTuple):
-    phone_enc: bytes | None
-    phone_bidx: str
-    phone_masked: str
-
-
 class CitizenValues(NamedTuple):
     """A citizen's stored personal columns, in the bulk import's COPY column order.
     A tuple, so that a bulk write needs no model instance per row."""
@@ -43,12 +37,13 @@ class CitizenValues(NamedTuple):
     scheme: str
 
 
-def phone_values(phone: str, ciphers: CitizenCiphers) -> PhoneValues:
-    """An empty phone stores no ciphertext and an empty index and mask."""
+def phone_values(phone: str, ciphers: CitizenCiphers) -> tuple[bytes | None, str, str]:
+    """(phone_enc, phone_bidx, phone_masked); an empty phone stores no ciphertext and
+    an empty index and mask."""
     phone = phone.strip()
     if not phone:
-        return PhoneValues(None, "", "")
-    return PhoneValues(ciphers.phone.encrypt(phone), ciphers.phone.blind_index(phone), mask_phone(phone))
+        return None, "", ""
+    return ciphers.phone.encrypt(phone), ciphers.phone.blind_index(phone), mask_phone(phone)
 
 
 def citizen_values(

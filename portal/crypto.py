@@ -33,10 +33,11 @@ def _keyed_index(key: bytes, purpose: str) -> hmac.HMAC:
     return hmac.new(key, f"{purpose}|".encode(), hashlib.sha256)
 
 
-def _index(version: int | str, keyed: hmac.HMAC, value: str) -> str:
+def _index(prefix: str, keyed: hmac.HMAC, value: str) -> str:
+    """`prefix` is the key version and a colon: `"<version>:"`."""
     mac = keyed.copy()
     mac.update(value.encode())
-    return f"{version}:{mac.hexdigest()}"
+    return prefix + mac.hexdigest()
 
 
 def encrypt_bytes(value: bytes, *, keys: dict[int, bytes], associated_data: bytes) -> bytes:
@@ -61,7 +62,7 @@ def decrypt_text(blob: bytes | memoryview, *, purpose: str) -> str:
 def blind_index(value: str, *, purpose: str, version: int | None = None) -> str:
     keys = settings.ECARD_BLIND_INDEX_KEYS
     version = max(keys) if version is None else version
-    return _index(version, _keyed_index(keys[version], purpose), value)
+    return _index(f"{version}:", _keyed_index(keys[version], purpose), value)
 
 
 def blind_index_candidates(value: str, *, purpose: str) -> list[str]:
@@ -83,7 +84,7 @@ class FieldCipher:
         self._associated_data = purpose.encode()
         index_keys = settings.ECARD_BLIND_INDEX_KEYS
         # Newest first, as blind_index_candidates.
-        self._indexes = [(v, _keyed_index(index_keys[v], purpose)) for v in sorted(index_keys, reverse=True)]
+        self._indexes = [(f"{v}:", _keyed_index(index_keys[v], purpose)) for v in sorted(index_keys, reverse=True)]
 
     def encrypt(self, value: str) -> bytes:
         return _seal(self._aead, self._version, value.encode(), self._associated_data)
@@ -93,4 +94,4 @@ class FieldCipher:
         return _index(*self._indexes[0], value)
 
     def blind_index_candidates(self, value: str) -> list[str]:
-        return [_index(version, keyed, value) for version, keyed in self._indexes]
+        return [_index(prefix, keyed, value) for prefix, keyed in self._indexes]
