@@ -1,8 +1,8 @@
 """Writing validated rows: `import_rows()` takes any iterable of rows and imports
-them in batches, one transaction each. A new citizen (with a `pending_activation`
-e-card) goes in with the batch's bulk insert (`store`); an existing one is updated,
-and any batch the bulk insert refuses goes, row by row through the services.
-Nothing is held beyond a batch."""
+them in batches, one transaction each. New citizens (each with a
+`pending_activation` e-card) go in with the batch's bulk insert (`store`);
+existing ones are updated, and a batch the bulk insert refuses goes row by row,
+through the services. Nothing is held beyond a batch."""
 
 import itertools
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
