@@ -3,7 +3,6 @@ masks a citizen's identity number and phone. `services.citizen_register` and
 `citizen_update` use it for one citizen, the bulk import for every new row."""
 
 import datetime as dt
-from typing import NamedTuple
 
 from insurance.identity import IdentityNumber
 from insurance.models import ID_NUMBER_PURPOSE, PHONE_PURPOSE
@@ -21,20 +20,21 @@ class CitizenCiphers:
         self.phone = FieldCipher(PHONE_PURPOSE)
 
 
-class CitizenValues(NamedTuple):
-    """A citizen's stored personal columns, in the bulk import's COPY column order.
-    A tuple, so that a bulk write needs no model instance per row."""
-
-    id_number_enc: bytes
-    id_number_bidx: str
-    id_number_masked: str
-    name: str
-    phone_enc: bytes | None
-    phone_bidx: str
-    phone_masked: str
-    birth_date: dt.date
-    sex: str
-    scheme: str
+# A citizen's stored personal columns, in this order (the bulk import's COPY order).
+CITIZEN_VALUE_FIELDS = (
+    "id_number_enc",
+    "id_number_bidx",
+    "id_number_masked",
+    "name",
+    "phone_enc",
+    "phone_bidx",
+    "phone_masked",
+    "birth_date",
+    "sex",
+    "scheme",
+)
+# A plain tuple rather than a model instance or a NamedTuple: the import builds one per row.
+CitizenValues = tuple[bytes, str, str, str, bytes | None, str, str, dt.date, str, str]
 
 
 def phone_values(phone: str, ciphers: CitizenCiphers) -> tuple[bytes | None, str, str]:
@@ -59,7 +59,7 @@ def citizen_values(
     identity number's newest-key blind index when the caller has computed it
     (the import does, to look the number up first)."""
     value = identity.value
-    return CitizenValues(
+    return (
         ciphers.id_number.encrypt(value),
         id_number_bidx or ciphers.id_number.blind_index(value),
         mask_id_number(value),
@@ -69,3 +69,8 @@ def citizen_values(
         identity.sex,
         scheme,
     )
+
+
+def citizen_fields(values: CitizenValues) -> dict[str, object]:
+    """The values as model field names, for `Citizen(**citizen_fields(values))`."""
+    return dict(zip(CITIZEN_VALUE_FIELDS, values, strict=True))

@@ -9,7 +9,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
-from insurance.citizen_values import CitizenCiphers, citizen_values, phone_values
+from insurance.citizen_values import CitizenCiphers, citizen_fields, citizen_values, phone_values
 from insurance.errors import InsuranceErrorCode
 from insurance.identity import InvalidIdentityNumber, parse_identity_number
 from insurance.models import (
@@ -100,7 +100,7 @@ def citizen_register(*, actor: Actor, id_number: str, name: str, phone: str, reg
     if find_citizen_id_by_id_number(identity.value) is not None:
         raise _citizen_exists()
     values = citizen_values(identity=identity, name=name, phone=phone, scheme=scheme, ciphers=CitizenCiphers())
-    citizen = Citizen(region=region, status=CitizenStatus.ACTIVE, **values._asdict())
+    citizen = Citizen(region=region, status=CitizenStatus.ACTIVE, **citizen_fields(values))
     try:
         with transaction.atomic():
             citizen.save(force_insert=True)

@@ -8,11 +8,10 @@ from collections.abc import Iterable, Sequence
 from django.db import connection
 
 from insurance import services
-from insurance.citizen_values import CitizenValues
+from insurance.citizen_values import CITIZEN_VALUE_FIELDS, CitizenValues
 from insurance.models import Certificate, CertificateState, CertificateTransition, Citizen, CitizenStatus
 
-# The citizen's stored personal columns come from CitizenValues, in its field order.
-_CITIZEN_COPY_COLUMNS = ("id", "region_id", *CitizenValues._fields, "status", "created_at", "updated_at")
+_CITIZEN_COPY_COLUMNS = ("id", "region_id", *CITIZEN_VALUE_FIELDS, "status", "created_at", "updated_at")
 _CITIZEN_COPY_TYPES = (
     "int8",
     "varchar",
