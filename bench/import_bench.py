@@ -11,7 +11,7 @@ file, then:
 1. the ceiling: `COPY bench_copy FROM STDIN (FORMAT csv, HEADER)` of that
    file into a bare table of six text/bigint columns, without indexes, a
    plain *logged* table like the portal's own;
-2. the import: an `ImportJob` run by `insurance.importing.run_import_job` —
+2. the import: an `ImportJob` run by `insurance.imports.jobs.run_import_job` —
    the code path the Celery task and the screens use, in batches of
    ECARD_IMPORT_BATCH_ROWS (1000) — creating each citizen (encrypted
    identity number and phone, blind indexes) with its `pending_activation`
@@ -115,7 +115,7 @@ def main() -> None:
 
     call_command("migrate", verbosity=0)
 
-    from insurance.importing import run_import_job
+    from insurance.imports.jobs import run_import_job
     from insurance.models import Certificate, Citizen, ImportJob
     from portal.models import Region, Role, User
 
@@ -187,7 +187,9 @@ def main() -> None:
 
     per_row_rate = None
     if args.per_row:
-        from insurance.importing import _apply, _validate, read_rows
+        from insurance.imports.reading import read_rows
+        from insurance.imports.validation import validate_row
+        from insurance.imports.writing import apply_row
         from portal.actors import Actor
 
         small = work / "per-row.csv"
@@ -196,9 +198,9 @@ def main() -> None:
         actor = Actor.for_user(user)
         started = time.perf_counter()
         for number, raw in read_rows(small):
-            valid, errors = _validate(number, raw, regions)
+            valid, errors = validate_row(number, raw, regions)
             assert valid is not None and not errors
-            _apply(valid, actor=actor)
+            apply_row(valid, actor=actor)
         per_row_rate = args.per_row / (time.perf_counter() - started)
         print(
             f"old per-row path (citizen_register + certificate_issue per row): {per_row_rate:,.0f} rows/s "

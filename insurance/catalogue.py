@@ -12,6 +12,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
+from insurance.errors import InsuranceErrorCode
 from insurance.models import (
     DEFAULT_ELIGIBLE_SHARES,
     Facility,
@@ -45,7 +46,7 @@ def decimal_string(value: Decimal | str) -> str:
 
 
 def _invalid(field: str, message: str) -> DomainError:
-    return DomainError("validation_error", message, status=400, field=field)
+    return DomainError(InsuranceErrorCode.VALIDATION_ERROR, message, status=400, field=field)
 
 
 def _fen(field: str, value: object, *, allow_none: bool = False) -> int | None:
@@ -264,7 +265,9 @@ def service_create(
         raise _invalid("category", _("Unknown category."))
     if ServiceItem.objects.filter(code=code).exists():
         raise DomainError(
-            "service_exists", _("A service with code %(code)s already exists.") % {"code": code}, status=409
+            InsuranceErrorCode.SERVICE_EXISTS,
+            _("A service with code %(code)s already exists.") % {"code": code},
+            status=409,
         )
     item = ServiceItem.objects.create(
         code=code,
@@ -327,7 +330,9 @@ def facility_create(*, actor: Actor, code: str, name_zh: str, name_en: str, kind
         raise _invalid("kind", _("A facility is a hospital, a clinic or a pharmacy."))
     if Facility.objects.filter(code=code).exists():
         raise DomainError(
-            "facility_exists", _("A facility with code %(code)s already exists.") % {"code": code}, status=409
+            InsuranceErrorCode.FACILITY_EXISTS,
+            _("A facility with code %(code)s already exists.") % {"code": code},
+            status=409,
         )
     facility = Facility.objects.create(
         code=code,

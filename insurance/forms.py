@@ -20,6 +20,22 @@ def _phone(value: str) -> str:
     return value
 
 
+class CitizenContactMixin:
+    """The cleaning of a citizen's `name` and `phone` fields, shared by the register
+    and edit forms (the services check them again)."""
+
+    cleaned_data: dict
+
+    def clean_name(self) -> str:
+        name = self.cleaned_data["name"].strip()
+        if not name:
+            raise forms.ValidationError(_("A name is 1 to 64 characters."))
+        return name
+
+    def clean_phone(self) -> str:
+        return _phone(self.cleaned_data["phone"])
+
+
 class CitizenSearchForm(forms.Form):
     q = forms.CharField(label=_("Identity number, phone or name"), required=False, max_length=64)
     region = forms.ChoiceField(label=_("Region"), required=False)
@@ -35,7 +51,7 @@ class CitizenSearchForm(forms.Form):
         ]
 
 
-class CitizenRegisterForm(forms.Form):
+class CitizenRegisterForm(CitizenContactMixin, forms.Form):
     id_number = forms.CharField(
         label=_("Identity number"), max_length=18, min_length=18, widget=forms.TextInput(attrs={"autocomplete": "off"})
     )
@@ -54,29 +70,11 @@ class CitizenRegisterForm(forms.Form):
         except InvalidIdentityNumber as exc:
             raise forms.ValidationError(exc.message) from exc
 
-    def clean_name(self) -> str:
-        name = self.cleaned_data["name"].strip()
-        if not name:
-            raise forms.ValidationError(_("A name is 1 to 64 characters."))
-        return name
 
-    def clean_phone(self) -> str:
-        return _phone(self.cleaned_data["phone"])
-
-
-class CitizenEditForm(forms.Form):
+class CitizenEditForm(CitizenContactMixin, forms.Form):
     name = forms.CharField(label=_("Name"), max_length=64)
     phone = forms.CharField(label=_("Phone"), required=False, max_length=24)
     scheme = forms.ChoiceField(label=_("Scheme"), choices=Scheme.choices)
-
-    def clean_name(self) -> str:
-        name = self.cleaned_data["name"].strip()
-        if not name:
-            raise forms.ValidationError(_("A name is 1 to 64 characters."))
-        return name
-
-    def clean_phone(self) -> str:
-        return _phone(self.cleaned_data["phone"])
 
 
 class ReasonForm(forms.Form):

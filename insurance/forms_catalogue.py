@@ -75,6 +75,15 @@ class PercentField(forms.CharField):
         return Decimal(text) / 100
 
 
+# The sort choices every list of coded entries offers first.
+_CODE_AND_NAME_SORTS = [
+    ("code", _("Code")),
+    ("-code", _("Code, descending")),
+    ("name", _("Name")),
+    ("-name", _("Name, descending")),
+]
+
+
 class _CodeMixin:
     def clean_code(self) -> str:
         code = self.cleaned_data["code"].strip()
@@ -107,10 +116,7 @@ class ServiceFilterForm(forms.Form):
         label=_("Sort by"),
         required=False,
         choices=[
-            ("code", _("Code")),
-            ("-code", _("Code, descending")),
-            ("name", _("Name")),
-            ("-name", _("Name, descending")),
+            *_CODE_AND_NAME_SORTS,
             ("category", _("Category")),
             ("-category", _("Category, descending")),
             ("price", _("Maximum unit price")),
@@ -143,10 +149,7 @@ class FacilityFilterForm(forms.Form):
         label=_("Sort by"),
         required=False,
         choices=[
-            ("code", _("Code")),
-            ("-code", _("Code, descending")),
-            ("name", _("Name")),
-            ("-name", _("Name, descending")),
+            *_CODE_AND_NAME_SORTS,
             ("region", _("Region")),
             ("kind", _("Kind")),
         ],

@@ -12,6 +12,7 @@ from decimal import ROUND_HALF_UP, Decimal
 
 from django.utils.translation import gettext_lazy as _
 
+from insurance.errors import InsuranceErrorCode
 from insurance.models import ServiceCategory
 from portal.errors import DomainError
 
@@ -81,7 +82,7 @@ def _is_int(value: object) -> bool:
 
 
 def _invalid(field: str, message: str) -> DomainError:
-    return DomainError("validation_error", message, status=400, field=field)
+    return DomainError(InsuranceErrorCode.VALIDATION_ERROR, message, status=400, field=field)
 
 
 def _check_terms(policy: PolicyTerms) -> None:
@@ -106,7 +107,7 @@ def _line_total(index: int, line: BillLine) -> int:
         raise _invalid(f"lines[{index}].unit_price_fen", "The unit price must be a whole number of fen, not negative.")
     if line.unit_price_fen > line.max_unit_price_fen:
         raise DomainError(
-            "price_above_maximum",
+            InsuranceErrorCode.PRICE_ABOVE_MAXIMUM,
             _("Line %(line)s (%(code)s): the unit price %(price)s fen is above the catalogue maximum %(max)s fen.")
             % {
                 "line": index + 1,

@@ -9,11 +9,12 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
+from insurance.citizen_values import CitizenCiphers, citizen_fields, citizen_values, phone_values
+from insurance.errors import InsuranceErrorCode
 from insurance.identity import InvalidIdentityNumber, parse_identity_number
 from insurance.models import (
     ID_NUMBER_PURPOSE,
     LIVE_STATES,
-    PHONE_PURPOSE,
     Certificate,
     CertificateState,
     CertificateTransition,
@@ -22,12 +23,12 @@ from insurance.models import (
     EndReason,
     Scheme,
 )
+from insurance.snapshots import certificate_snapshot, citizen_snapshot
 from portal import domain_events
 from portal.actors import Actor
 from portal.audit import audit_record
-from portal.crypto import blind_index, blind_index_candidates, encrypt_text
+from portal.crypto import blind_index_candidates
 from portal.errors import DomainError, InvalidTransition
-from portal.masking import mask_id_number, mask_phone
 from portal.models import Region
 
 CERTIFICATE_VALIDITY = timedelta(days=getattr(settings, "ECARD_CERTIFICATE_VALIDITY_DAYS", 3650))
@@ -53,29 +54,6 @@ def allowed_actions(certificate: Certificate) -> list[str]:
     return [a for a, table in _TRANSITIONS.items() if certificate.state in table and a not in {"activate", "expire"}]
 
 
-# --- Snapshots (masked: they go into the audit log and to partners) --------
-
-
-def citizen_snapshot(citizen: Citizen) -> dict:
-    return {
-        "region_code": citizen.region_id,
-        "id_number_masked": citizen.id_number_masked,
-        "name_masked": citizen.name_masked,
-        "phone_masked": citizen.phone_masked,
-        "scheme": citizen.scheme,
-        "status": citizen.status,
-    }
-
-
-def certificate_snapshot(certificate: Certificate) -> dict:
-    return {
-        "number": certificate.number,
-        "state": certificate.state,
-        "expires_at": certificate.expires_at.isoformat(),
-        "end_reason": certificate.end_reason,
-    }
-
-
 # --- Citizens ---------------------------------------------------------------
 
 
@@ -89,52 +67,45 @@ def _validated_identity(id_number: str):
     try:
         return parse_identity_number(id_number)
     except InvalidIdentityNumber as exc:
-        raise DomainError("invalid_id_number", exc.message, status=400, field="id_number") from exc
+        raise DomainError(InsuranceErrorCode.INVALID_ID_NUMBER, exc.message, status=400, field="id_number") from exc
 
 
-def _set_phone(citizen: Citizen, phone: str) -> None:
-    phone = phone.strip()
-    if phone:
-        citizen.phone_enc = encrypt_text(phone, purpose=PHONE_PURPOSE)
-        citizen.phone_bidx = blind_index(phone, purpose=PHONE_PURPOSE)
-        citizen.phone_masked = mask_phone(phone)
-    else:
-        citizen.phone_enc = None
-        citizen.phone_bidx = ""
-        citizen.phone_masked = ""
+def _validated_name(name: str) -> str:
+    name = name.strip()
+    if not name or len(name) > 64:
+        raise DomainError(
+            InsuranceErrorCode.VALIDATION_ERROR, _("A name is 1 to 64 characters."), status=400, field="name"
+        )
+    return name
+
+
+def _check_scheme(scheme: str) -> None:
+    if scheme not in Scheme.values:
+        raise DomainError(InsuranceErrorCode.VALIDATION_ERROR, _("Unknown scheme."), status=400, field="scheme")
+
+
+def _citizen_exists() -> DomainError:
+    return DomainError(
+        InsuranceErrorCode.CITIZEN_EXISTS,
+        _("A citizen with this identity number is already registered."),
+        field="id_number",
+    )
 
 
 @transaction.atomic
 def citizen_register(*, actor: Actor, id_number: str, name: str, phone: str, region: Region, scheme: str) -> Citizen:
     identity = _validated_identity(id_number)
-    if scheme not in Scheme.values:
-        raise DomainError("validation_error", _("Unknown scheme."), status=400, field="scheme")
-    name = name.strip()
-    if not name or len(name) > 64:
-        raise DomainError("validation_error", _("A name is 1 to 64 characters."), status=400, field="name")
+    _check_scheme(scheme)
+    name = _validated_name(name)
     if find_citizen_id_by_id_number(identity.value) is not None:
-        raise DomainError(
-            "citizen_exists", _("A citizen with this identity number is already registered."), field="id_number"
-        )
-    citizen = Citizen(
-        region=region,
-        id_number_enc=encrypt_text(identity.value, purpose=ID_NUMBER_PURPOSE),
-        id_number_bidx=blind_index(identity.value, purpose=ID_NUMBER_PURPOSE),
-        id_number_masked=mask_id_number(identity.value),
-        name=name,
-        birth_date=identity.birth_date,
-        sex=identity.sex,
-        scheme=scheme,
-        status=CitizenStatus.ACTIVE,
-    )
-    _set_phone(citizen, phone)
+        raise _citizen_exists()
+    values = citizen_values(identity=identity, name=name, phone=phone, scheme=scheme, ciphers=CitizenCiphers())
+    citizen = Citizen(region=region, status=CitizenStatus.ACTIVE, **citizen_fields(values))
     try:
         with transaction.atomic():
             citizen.save(force_insert=True)
     except IntegrityError as exc:  # a concurrent registration of the same number
-        raise DomainError(
-            "citizen_exists", _("A citizen with this identity number is already registered."), field="id_number"
-        ) from exc
+        raise _citizen_exists() from exc
     audit_record(
         actor=actor,
         action="citizen.register",
@@ -151,14 +122,11 @@ def citizen_update(*, actor: Actor, citizen: Citizen, name: str, phone: str, sch
     citizen = Citizen.objects.select_for_update(no_key=True).get(pk=citizen.pk)
     before = citizen_snapshot(citizen)
     old_name, old_phone = citizen.name, citizen.phone
-    name = name.strip()
-    if not name or len(name) > 64:
-        raise DomainError("validation_error", _("A name is 1 to 64 characters."), status=400, field="name")
-    if scheme not in Scheme.values:
-        raise DomainError("validation_error", _("Unknown scheme."), status=400, field="scheme")
+    name = _validated_name(name)
+    _check_scheme(scheme)
     citizen.name = name
     citizen.scheme = scheme
-    _set_phone(citizen, phone)
+    citizen.phone_enc, citizen.phone_bidx, citizen.phone_masked = phone_values(phone, CitizenCiphers())
     citizen.save(update_fields=["name", "scheme", "phone_enc", "phone_bidx", "phone_masked", "updated_at"])
     after = citizen_snapshot(citizen)
     if after != before or name != old_name or phone.strip() != old_phone:
@@ -187,7 +155,7 @@ def citizen_update(*, actor: Actor, citizen: Citizen, name: str, phone: str, sch
 def citizen_set_status(*, actor: Actor, citizen: Citizen, status: str, reason: str) -> Citizen:
     """Mark a citizen deceased or moved out (revoking their cards) or active again."""
     if status not in CitizenStatus.values:
-        raise DomainError("validation_error", _("Unknown status."), status=400, field="status")
+        raise DomainError(InsuranceErrorCode.VALIDATION_ERROR, _("Unknown status."), status=400, field="status")
     reason = _required_reason(reason)
     citizen = Citizen.objects.select_for_update(no_key=True).get(pk=citizen.pk)
     if citizen.status == status:
@@ -227,13 +195,21 @@ def citizen_set_status(*, actor: Actor, citizen: Citizen, status: str, reason: s
 def _required_reason(reason: str) -> str:
     reason = (reason or "").strip()
     if not reason:
-        raise DomainError("reason_required", _("A reason is required."), status=400, field="reason")
+        raise DomainError(InsuranceErrorCode.REASON_REQUIRED, _("A reason is required."), status=400, field="reason")
     if len(reason) > 128:
-        raise DomainError("validation_error", _("A reason is at most 128 characters."), status=400, field="reason")
+        raise DomainError(
+            InsuranceErrorCode.VALIDATION_ERROR, _("A reason is at most 128 characters."), status=400, field="reason"
+        )
     return reason
 
 
-def _new_number(region_code: str) -> str:
+def _certificate_exists() -> DomainError:
+    return DomainError(
+        InsuranceErrorCode.CERTIFICATE_EXISTS, _("This citizen already has an e-card that is not revoked or expired.")
+    )
+
+
+def new_certificate_number(region_code: str) -> str:
     return f"EC{region_code}{secrets.randbelow(10**16):016d}"
 
 
@@ -328,12 +304,12 @@ def certificate_issue(*, actor: Actor, citizen: Citizen, reason: str) -> Certifi
     reason = _required_reason(reason)
     citizen = Citizen.objects.select_for_update(no_key=True).get(pk=citizen.pk)
     if citizen.status != CitizenStatus.ACTIVE:
-        raise DomainError("citizen_not_active", _("Cards are issued only to active citizens."))
+        raise DomainError(InsuranceErrorCode.CITIZEN_NOT_ACTIVE, _("Cards are issued only to active citizens."))
     if Certificate.objects.filter(citizen=citizen, state__in=LIVE_STATES).exists():
-        raise DomainError("certificate_exists", _("This citizen already has an e-card that is not revoked or expired."))
+        raise _certificate_exists()
     now = timezone.now()
     certificate = Certificate(
-        number=_new_number(citizen.region_id),
+        number=new_certificate_number(citizen.region_id),
         citizen=citizen,
         state=CertificateState.PENDING_ACTIVATION,
         issued_at=now,
@@ -343,9 +319,7 @@ def certificate_issue(*, actor: Actor, citizen: Citizen, reason: str) -> Certifi
         with transaction.atomic():
             certificate.save(force_insert=True)
     except IntegrityError as exc:  # the partial unique constraint: a concurrent issuance won
-        raise DomainError(
-            "certificate_exists", _("This citizen already has an e-card that is not revoked or expired.")
-        ) from exc
+        raise _certificate_exists() from exc
     _log(certificate, "issue", "", actor, reason, now)
     audit_record(
         actor=actor,
@@ -398,9 +372,9 @@ def certificate_reissue(*, actor: Actor, certificate: Certificate, reason: str) 
         raise InvalidTransition(str(_("e-card")), old.get_state_display(), "reissue")
     citizen = Citizen.objects.select_for_update(no_key=True).get(pk=old.citizen_id)
     if citizen.status != CitizenStatus.ACTIVE:
-        raise DomainError("citizen_not_active", _("Cards are issued only to active citizens."))
+        raise DomainError(InsuranceErrorCode.CITIZEN_NOT_ACTIVE, _("Cards are issued only to active citizens."))
     if Certificate.objects.filter(previous=old).exists():
-        raise DomainError("invalid_state", _("This e-card has already been reissued."))
+        raise DomainError(InsuranceErrorCode.INVALID_STATE, _("This e-card has already been reissued."))
     now = timezone.now()
     before = certificate_snapshot(old)
     from_state = old.state
@@ -412,7 +386,7 @@ def certificate_reissue(*, actor: Actor, certificate: Certificate, reason: str) 
         old.save(update_fields=["state", "ended_at", "end_reason"])
         _log(old, "reissue", from_state, actor, reason, now)
     new = Certificate(
-        number=_new_number(citizen.region_id),
+        number=new_certificate_number(citizen.region_id),
         citizen=citizen,
         state=new_state,
         issued_at=now,
@@ -424,9 +398,7 @@ def certificate_reissue(*, actor: Actor, certificate: Certificate, reason: str) 
         with transaction.atomic():
             new.save(force_insert=True)
     except IntegrityError as exc:
-        raise DomainError(
-            "certificate_exists", _("This citizen already has an e-card that is not revoked or expired.")
-        ) from exc
+        raise _certificate_exists() from exc
     _log(new, "issue", "", actor, reason, now)
     audit_record(
         actor=actor,

@@ -18,7 +18,7 @@ def expire_certificates() -> int:
 def run_import(job_id: int) -> None:
     from celery.exceptions import SoftTimeLimitExceeded
 
-    from insurance.importing import release_job, run_import_job
+    from insurance.imports.jobs import release_job, run_import_job
 
     try:
         run_import_job(job_id)
@@ -29,6 +29,6 @@ def run_import(job_id: int) -> None:
 
 @shared_task(soft_time_limit=50, time_limit=60)
 def requeue_stale_imports() -> int:
-    from insurance.importing import requeue_stale_jobs
+    from insurance.imports.jobs import requeue_stale_jobs
 
     return requeue_stale_jobs()

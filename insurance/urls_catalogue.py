@@ -3,6 +3,7 @@
 from django.urls import path
 
 from insurance import views_catalogue as views
+from insurance import views_policies
 
 urlpatterns = [
     path("services/", views.service_list, name="catalogue_list"),
@@ -16,7 +17,11 @@ urlpatterns = [
     path("facilities/<int:pk>/toggle/", views.facility_toggle, name="facility_toggle"),
     path("facilities/import/", views.facility_import, name="facility_import"),
     path("imports/<str:token>/errors.csv", views.import_error_report, name="catalogue_import_errors"),
-    path("policies/", views.policy_index, name="policy_index"),
-    path("policies/<str:region>/<str:scheme>/<int:year>/", views.policy_versions, name="policy_versions"),
-    path("policies/<str:region>/<str:scheme>/<int:year>/new/", views.policy_new_version, name="policy_new_version"),
+    path("policies/", views_policies.policy_index, name="policy_index"),
+    path("policies/<str:region>/<str:scheme>/<int:year>/", views_policies.policy_versions, name="policy_versions"),
+    path(
+        "policies/<str:region>/<str:scheme>/<int:year>/new/",
+        views_policies.policy_new_version,
+        name="policy_new_version",
+    ),
 ]

@@ -1,5 +1,5 @@
-"""Screens of the national service catalogue, the regions' facilities and
-reimbursement policies, and their CSV imports.
+"""Screens of the national service catalogue and the regions' facilities, and
+their CSV imports (the policies' screens are in views_policies).
 
 Who may do what: every signed-in staff member reads the catalogue; national
 operators edit it. Facilities and policies are read within the user's regions
@@ -10,17 +10,16 @@ insurance.catalogue, each audited.
 
 import secrets
 from collections.abc import Callable
-from decimal import Decimal
 from functools import wraps
 
+from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
-from django.db.models import Count, Max, Q
+from django.db.models import Q, QuerySet
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
-from django.utils.text import format_lazy
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
@@ -29,18 +28,16 @@ from insurance.forms_catalogue import (
     FacilityFilterForm,
     FacilityForm,
     ImportForm,
-    PolicyChooseForm,
-    PolicyVersionForm,
     ServiceFilterForm,
     ServiceForm,
 )
-from insurance.models import Facility, ReimbursementPolicy, Scheme, ServiceCategory, ServiceItem
+from insurance.models import Facility, ServiceItem
 from portal import exports
 from portal.actors import Actor
 from portal.errors import DomainError
-from portal.models import Region, Role
+from portal.models import Role
 from portal.scope import regions_visible_to, restrict_to_user_regions, visible_region_codes
-from portal.screens import add_domain_error, paginate, querystring_without_page, two_step
+from portal.screens import add_domain_error, paginate, querystring_without_page
 
 IMPORT_REPORTS_SESSION_KEY = "catalogue_import_reports"
 MAX_REPORTED_ERRORS = 2000
@@ -84,13 +81,6 @@ def _get_facility_for_user(user, pk: int) -> Facility:
     try:
         return restrict_to_user_regions(Facility.objects.select_related("region"), user).get(pk=pk)
     except Facility.DoesNotExist as exc:
-        raise Http404 from exc
-
-
-def _get_region_for_user(user, code: str) -> Region:
-    try:
-        return regions_visible_to(user).get(code=code)
-    except Region.DoesNotExist as exc:
         raise Http404 from exc
 
 
@@ -139,6 +129,95 @@ def _run_import(request: HttpRequest, *, kind: str, importer: Callable, template
     )
 
 
+def _coded_list(
+    request: HttpRequest,
+    form: ServiceFilterForm | FacilityFilterForm,
+    queryset: QuerySet,
+    *,
+    lookups: dict[str, str],
+    list_name: str,
+    columns: list[exports.Column],
+    template: str,
+    can_edit: bool,
+) -> HttpResponse:
+    """The list screens of coded entries (services, facilities): the search matches the
+    code and both names, `lookups` maps each other filter field to its exact lookup; an
+    export request gets the whole filtered list, otherwise one page."""
+    sort = "code"
+    if form.is_valid():
+        data = form.cleaned_data
+        if q := data["q"].strip():
+            queryset = queryset.filter(Q(code__icontains=q) | Q(name_zh__icontains=q) | Q(name_en__icontains=q))
+        for field, lookup in lookups.items():
+            if data[field]:
+                queryset = queryset.filter(**{lookup: data[field]})
+        if data["active"]:
+            queryset = queryset.filter(active=data["active"] == "yes")
+        sort = data["sort"] or "code"
+    queryset = queryset.order_by(form.SORTS[sort], "code")
+    if fmt := exports.requested_format(request):
+        return exports.export_response(request, list_name=list_name, queryset=queryset, columns=columns, fmt=fmt)
+    return render(
+        request,
+        template,
+        {
+            "form": form,
+            "page": paginate(request, queryset),
+            "querystring": querystring_without_page(request),
+            "can_edit": can_edit,
+        },
+    )
+
+
+def _changes(obj: object, data: dict) -> dict:
+    """The edit form's fields whose value differs from the object's."""
+    return {k: v for k, v in data.items() if getattr(obj, k) != v}
+
+
+def _entry_form(
+    request: HttpRequest,
+    form: forms.Form,
+    *,
+    write: Callable[[dict], object],
+    done: Callable[[object], str],
+    list_url: str,
+    title: str,
+    **context: object,
+) -> HttpResponse:
+    """The add and edit screens: a valid POST calls `write` (a catalogue service) with
+    the cleaned data; a refusal becomes a form error, success the message `done(result)`
+    and a redirect to the list."""
+    if request.method == "POST" and form.is_valid():
+        try:
+            result = write(form.cleaned_data)
+        except DomainError as error:
+            add_domain_error(form, error)
+        else:
+            messages.success(request, done(result))
+            return redirect(list_url)
+    return render(
+        request,
+        "insurance/entry_form.html",
+        {**context, "form": form, "title": title, "cancel_url": reverse(list_url)},
+    )
+
+
+def _active_toggle(
+    request: HttpRequest, obj: ServiceItem | Facility, *, set_active: Callable[[bool], object], list_url: str, done: str
+) -> HttpResponse:
+    """Deactivate or reactivate after a confirmation (POST only); `done` is the message,
+    said after the change (`obj.active` is the state before it)."""
+    if request.method == "POST" and request.POST.get("confirmed") == "yes":
+        set_active(not obj.active)
+        messages.success(request, done)
+        return redirect(list_url)
+    return render(
+        request,
+        "insurance/active_toggle.html",
+        {"object": obj, "cancel_url": reverse(list_url), "confirm_field": "confirmed"},
+    )
+
+
 @login_required
 def import_error_report(request: HttpRequest, token: str) -> HttpResponse:
     report = request.session.get(IMPORT_REPORTS_SESSION_KEY, {}).get(token)
@@ -169,86 +248,33 @@ FACILITY_COLUMNS = [
     exports.Column(gettext_lazy("Region"), lambda f: f.region_id),
     exports.Column(gettext_lazy("State"), lambda f: _("Active") if f.active else _("Inactive")),
 ]
-POLICY_COLUMNS = [
-    exports.Column(gettext_lazy("Region"), lambda g: g["region_id"]),
-    exports.Column(gettext_lazy("Scheme"), lambda g: dict(Scheme.choices).get(g["scheme"], g["scheme"])),
-    exports.Column(gettext_lazy("Year"), lambda g: g["year"]),
-    exports.Column(gettext_lazy("Versions"), lambda g: g["versions"]),
-    exports.Column(gettext_lazy("Latest version"), lambda g: g["latest"]),
-]
-
-POLICY_VERSION_COLUMNS = [
-    exports.Column(gettext_lazy("Version"), lambda p: p.version),
-    exports.Column(gettext_lazy("Effective from"), lambda p: p.effective_from),
-    exports.Column(gettext_lazy("Deductible (yuan)"), lambda p: exports.yuan(p.deductible_fen)),
-    exports.Column(gettext_lazy("Reimbursement ratio"), lambda p: p.ratio),
-    exports.Column(gettext_lazy("Annual fund cap (yuan)"), lambda p: exports.yuan(p.annual_cap_fen)),
-    exports.Column(
-        gettext_lazy("Personal account"), lambda p: _("Allowed") if p.personal_account_allowed else _("Not allowed")
-    ),
-    exports.Column(gettext_lazy("Premium (yuan)"), lambda p: exports.yuan(p.premium_fen)),
-    *[
-        exports.Column(
-            format_lazy("{}: {}", gettext_lazy("Eligible share"), label),
-            lambda p, key=key: Decimal(catalogue.normalise_eligible_shares(p.eligible_shares)[key]),
-        )
-        for key, label in ServiceCategory.choices
-    ],
-    exports.Column(gettext_lazy("Published by"), lambda p: p.created_by),
-    exports.Column(gettext_lazy("Published at"), lambda p: p.created_at),
-]
-
-
 # --- Service catalogue ------------------------------------------------------------
 
 
 @login_required
 def service_list(request: HttpRequest) -> HttpResponse:
-    form = ServiceFilterForm(request.GET or None)
-    queryset = ServiceItem.objects.all()
-    sort = "code"
-    if form.is_valid():
-        data = form.cleaned_data
-        if data["q"].strip():
-            q = data["q"].strip()
-            queryset = queryset.filter(Q(code__icontains=q) | Q(name_zh__icontains=q) | Q(name_en__icontains=q))
-        if data["category"]:
-            queryset = queryset.filter(category=data["category"])
-        if data["active"]:
-            queryset = queryset.filter(active=data["active"] == "yes")
-        sort = data["sort"] or "code"
-    queryset = queryset.order_by(ServiceFilterForm.SORTS[sort], "code")
-    if fmt := exports.requested_format(request):
-        return exports.export_response(
-            request, list_name="services", queryset=queryset, columns=SERVICE_COLUMNS, fmt=fmt
-        )
-    return render(
+    return _coded_list(
         request,
-        "insurance/catalogue_list.html",
-        {
-            "form": form,
-            "page": paginate(request, queryset),
-            "querystring": querystring_without_page(request),
-            "can_edit": may_edit_catalogue(request.user),
-        },
+        ServiceFilterForm(request.GET or None),
+        ServiceItem.objects.all(),
+        lookups={"category": "category"},
+        list_name="services",
+        columns=SERVICE_COLUMNS,
+        template="insurance/catalogue_list.html",
+        can_edit=may_edit_catalogue(request.user),
     )
 
 
 @catalogue_editor_required
 def service_create(request: HttpRequest) -> HttpResponse:
-    form = ServiceForm(request.POST or None)
-    if request.method == "POST" and form.is_valid():
-        try:
-            item = catalogue.service_create(actor=Actor.for_request(request), **form.cleaned_data)
-        except DomainError as error:
-            add_domain_error(form, error)
-        else:
-            messages.success(request, _("Service %(code)s has been added.") % {"code": item.code})
-            return redirect("catalogue_list")
-    return render(
+    actor = Actor.for_request(request)
+    return _entry_form(
         request,
-        "insurance/entry_form.html",
-        {"form": form, "title": _("Add a service"), "cancel_url": reverse("catalogue_list")},
+        ServiceForm(request.POST or None),
+        write=lambda data: catalogue.service_create(actor=actor, **data),
+        done=lambda item: _("Service %(code)s has been added.") % {"code": item.code},
+        list_url="catalogue_list",
+        title=_("Add a service"),
     )
 
 
@@ -256,48 +282,32 @@ def service_create(request: HttpRequest) -> HttpResponse:
 def service_edit(request: HttpRequest, pk: int) -> HttpResponse:
     item = _get_service(pk)
     initial = {k: getattr(item, k) for k in ("name_zh", "name_en", "category", "unit", "max_unit_price_fen")}
-    form = ServiceForm(request.POST or None, initial=initial, editing=True)
-    if request.method == "POST" and form.is_valid():
-        changes = {k: v for k, v in form.cleaned_data.items() if getattr(item, k) != v}
-        try:
-            catalogue.service_update(actor=Actor.for_request(request), item=item, **changes)
-        except DomainError as error:
-            add_domain_error(form, error)
-        else:
-            messages.success(request, _("Service %(code)s has been saved.") % {"code": item.code})
-            return redirect("catalogue_list")
-    return render(
+    actor = Actor.for_request(request)
+    return _entry_form(
         request,
-        "insurance/entry_form.html",
-        {
-            "form": form,
-            "item": item,
-            "title": _("Edit service %(code)s") % {"code": item.code},
-            "cancel_url": reverse("catalogue_list"),
-        },
+        ServiceForm(request.POST or None, initial=initial, editing=True),
+        write=lambda data: catalogue.service_update(actor=actor, item=item, **_changes(item, data)),
+        done=lambda _result: _("Service %(code)s has been saved.") % {"code": item.code},
+        list_url="catalogue_list",
+        title=_("Edit service %(code)s") % {"code": item.code},
+        item=item,
     )
 
 
 @catalogue_editor_required
 def service_toggle(request: HttpRequest, pk: int) -> HttpResponse:
-    """Deactivate or reactivate, after a confirmation (POST only)."""
     item = _get_service(pk)
-    if request.method == "POST" and request.POST.get("confirmed") == "yes":
-        catalogue.service_set_active(actor=Actor.for_request(request), item=item, active=not item.active)
-        messages.success(
-            request,
-            (_("Service %(code)s is active again.") if not item.active else _("Service %(code)s has been deactivated."))
-            % {"code": item.code},
-        )
-        return redirect("catalogue_list")
-    return render(
+    return _active_toggle(
         request,
-        "insurance/active_toggle.html",
-        {
-            "object": item,
-            "cancel_url": reverse("catalogue_list"),
-            "confirm_field": "confirmed",
-        },
+        item,
+        set_active=lambda active: catalogue.service_set_active(
+            actor=Actor.for_request(request), item=item, active=active
+        ),
+        list_url="catalogue_list",
+        done=(
+            _("Service %(code)s is active again.") if not item.active else _("Service %(code)s has been deactivated.")
+        )
+        % {"code": item.code},
     )
 
 
@@ -322,109 +332,70 @@ def service_import(request: HttpRequest) -> HttpResponse:
 
 @login_required
 def facility_list(request: HttpRequest) -> HttpResponse:
-    form = FacilityFilterForm(request.GET or None, user=request.user)
-    queryset = restrict_to_user_regions(Facility.objects.select_related("region"), request.user)
-    sort = "code"
-    if form.is_valid():
-        data = form.cleaned_data
-        if data["q"].strip():
-            q = data["q"].strip()
-            queryset = queryset.filter(Q(code__icontains=q) | Q(name_zh__icontains=q) | Q(name_en__icontains=q))
-        if data["region"]:
-            queryset = queryset.filter(region_id=data["region"])
-        if data["kind"]:
-            queryset = queryset.filter(kind=data["kind"])
-        if data["active"]:
-            queryset = queryset.filter(active=data["active"] == "yes")
-        sort = data["sort"] or "code"
-    queryset = queryset.order_by(FacilityFilterForm.SORTS[sort], "code")
-    if fmt := exports.requested_format(request):
-        return exports.export_response(
-            request, list_name="facilities", queryset=queryset, columns=FACILITY_COLUMNS, fmt=fmt
-        )
-    return render(
+    return _coded_list(
         request,
-        "insurance/facility_list.html",
-        {
-            "form": form,
-            "page": paginate(request, queryset),
-            "querystring": querystring_without_page(request),
-            "can_edit": may_edit_region_data(request.user),
-        },
+        FacilityFilterForm(request.GET or None, user=request.user),
+        restrict_to_user_regions(Facility.objects.select_related("region"), request.user),
+        lookups={"region": "region_id", "kind": "kind"},
+        list_name="facilities",
+        columns=FACILITY_COLUMNS,
+        template="insurance/facility_list.html",
+        can_edit=may_edit_region_data(request.user),
     )
 
 
 @_require(may_edit_region_data)
 def facility_create(request: HttpRequest) -> HttpResponse:
-    form = FacilityForm(request.POST or None, regions=regions_visible_to(request.user))
-    if request.method == "POST" and form.is_valid():
-        try:
-            facility = catalogue.facility_create(actor=Actor.for_request(request), **form.cleaned_data)
-        except DomainError as error:
-            add_domain_error(form, error)
-        else:
-            messages.success(request, _("Facility %(code)s has been added.") % {"code": facility.code})
-            return redirect("facility_list")
-    return render(
+    actor = Actor.for_request(request)
+    return _entry_form(
         request,
-        "insurance/entry_form.html",
-        {"form": form, "title": _("Add a facility"), "cancel_url": reverse("facility_list")},
+        FacilityForm(request.POST or None, regions=regions_visible_to(request.user)),
+        write=lambda data: catalogue.facility_create(actor=actor, **data),
+        done=lambda facility: _("Facility %(code)s has been added.") % {"code": facility.code},
+        list_url="facility_list",
+        title=_("Add a facility"),
     )
+
+
+def _get_facility_to_edit(request: HttpRequest, pk: int) -> Facility:
+    facility = _get_facility_for_user(request.user, pk)  # 404 before 403: outsiders learn nothing
+    if not may_edit_region_data(request.user):
+        raise PermissionDenied
+    return facility
 
 
 @login_required
 def facility_edit(request: HttpRequest, pk: int) -> HttpResponse:
-    facility = _get_facility_for_user(request.user, pk)  # 404 before 403: outsiders learn nothing
-    if not may_edit_region_data(request.user):
-        raise PermissionDenied
+    facility = _get_facility_to_edit(request, pk)
     initial = {k: getattr(facility, k) for k in ("name_zh", "name_en", "kind")}
-    form = FacilityForm(request.POST or None, initial=initial, editing=True)
-    if request.method == "POST" and form.is_valid():
-        changes = {k: v for k, v in form.cleaned_data.items() if getattr(facility, k) != v}
-        try:
-            catalogue.facility_update(actor=Actor.for_request(request), facility=facility, **changes)
-        except DomainError as error:
-            add_domain_error(form, error)
-        else:
-            messages.success(request, _("Facility %(code)s has been saved.") % {"code": facility.code})
-            return redirect("facility_list")
-    return render(
+    actor = Actor.for_request(request)
+    return _entry_form(
         request,
-        "insurance/entry_form.html",
-        {
-            "form": form,
-            "facility": facility,
-            "title": _("Edit facility %(code)s") % {"code": facility.code},
-            "cancel_url": reverse("facility_list"),
-        },
+        FacilityForm(request.POST or None, initial=initial, editing=True),
+        write=lambda data: catalogue.facility_update(actor=actor, facility=facility, **_changes(facility, data)),
+        done=lambda _result: _("Facility %(code)s has been saved.") % {"code": facility.code},
+        list_url="facility_list",
+        title=_("Edit facility %(code)s") % {"code": facility.code},
+        facility=facility,
     )
 
 
 @login_required
 def facility_toggle(request: HttpRequest, pk: int) -> HttpResponse:
-    facility = _get_facility_for_user(request.user, pk)
-    if not may_edit_region_data(request.user):
-        raise PermissionDenied
-    if request.method == "POST" and request.POST.get("confirmed") == "yes":
-        catalogue.facility_set_active(actor=Actor.for_request(request), facility=facility, active=not facility.active)
-        messages.success(
-            request,
-            (
-                _("Facility %(code)s is active again.")
-                if not facility.active
-                else _("Facility %(code)s has been deactivated.")
-            )
-            % {"code": facility.code},
-        )
-        return redirect("facility_list")
-    return render(
+    facility = _get_facility_to_edit(request, pk)
+    return _active_toggle(
         request,
-        "insurance/active_toggle.html",
-        {
-            "object": facility,
-            "cancel_url": reverse("facility_list"),
-            "confirm_field": "confirmed",
-        },
+        facility,
+        set_active=lambda active: catalogue.facility_set_active(
+            actor=Actor.for_request(request), facility=facility, active=active
+        ),
+        list_url="facility_list",
+        done=(
+            _("Facility %(code)s is active again.")
+            if not facility.active
+            else _("Facility %(code)s has been deactivated.")
+        )
+        % {"code": facility.code},
     )
 
 
@@ -441,191 +412,5 @@ def facility_import(request: HttpRequest) -> HttpResponse:
             "title": _("Import facilities"),
             "columns": catalogue_import.FACILITY_COLUMNS,
             "back_url": reverse("facility_list"),
-        },
-    )
-
-
-# --- Reimbursement policies ------------------------------------------------------------
-
-
-@login_required
-def policy_index(request: HttpRequest) -> HttpResponse:
-    """Every (region, scheme, year) with policies in the user's regions, and a form to open one."""
-    form = PolicyChooseForm(request.GET or None, user=request.user, initial={"year": catalogue.shanghai_today().year})
-    fmt = exports.requested_format(request)
-    if not fmt and form.is_bound and form.is_valid():
-        data = form.cleaned_data
-        return redirect("policy_versions", region=data["region"], scheme=data["scheme"], year=data["year"])
-    groups = (
-        restrict_to_user_regions(ReimbursementPolicy.objects.all(), request.user)
-        .values("region_id", "region__name_zh", "region__name_en", "scheme", "year")
-        .annotate(versions=Count("id"), latest=Max("version"))
-        .order_by("region_id", "-year", "scheme")
-    )
-    if fmt:
-        return exports.export_response(
-            request, list_name="policies", queryset=groups, columns=POLICY_COLUMNS, fmt=fmt, filters={}
-        )
-    return render(
-        request,
-        "insurance/policy_index.html",
-        {
-            "form": form,
-            "page": paginate(request, groups),
-            "querystring": querystring_without_page(request),
-            "scheme_labels": dict(Scheme.choices),
-        },
-    )
-
-
-def _policy_scope(request: HttpRequest, region: str, scheme: str, year: int) -> Region:
-    region_obj = _get_region_for_user(request.user, region)
-    if scheme not in Scheme.values or not 2000 <= year <= 2099:
-        raise Http404
-    return region_obj
-
-
-@login_required
-def policy_versions(request: HttpRequest, region: str, scheme: str, year: int) -> HttpResponse:
-    region_obj = _policy_scope(request, region, scheme, year)
-    if fmt := exports.requested_format(request):
-        return exports.export_response(
-            request,
-            list_name=f"policy-{region}-{scheme}-{year}",
-            fmt=fmt,
-            columns=POLICY_VERSION_COLUMNS,
-            queryset=catalogue.policy_versions(region, scheme, year).order_by("-version"),
-            filters={"region": region, "scheme": scheme, "year": str(year)},
-        )
-    versions = list(catalogue.policy_versions(region, scheme, year))
-    in_force = catalogue.policy_in_force(region, scheme, year)
-    return render(
-        request,
-        "insurance/policy_versions.html",
-        {
-            "region": region_obj,
-            "scheme": scheme,
-            "scheme_label": dict(Scheme.choices)[scheme],
-            "year": year,
-            "versions": versions[::-1],
-            "in_force_id": in_force.pk if in_force else None,
-            "categories": ServiceCategory.choices,
-            "can_edit": may_edit_region_data(request.user),
-        },
-    )
-
-
-def _prefill_source(region: str, scheme: str, year: int) -> ReimbursementPolicy | None:
-    """The latest version of the year, else the latest of the year before."""
-    latest = catalogue.policy_versions(region, scheme, year).last()
-    return latest or catalogue.policy_versions(region, scheme, year - 1).last()
-
-
-def _policy_initial(source: ReimbursementPolicy | None, year: int) -> dict:
-    today = catalogue.shanghai_today()
-    start = today if year <= today.year else max(today, today.replace(year=year, month=1, day=1))
-    if source is None:
-        shares = catalogue.normalise_eligible_shares(None)
-        return {"effective_from": start, **{f"share_{k}": Decimal(v) for k, v in shares.items()}}
-    shares = catalogue.normalise_eligible_shares(source.eligible_shares)
-    return {
-        "effective_from": max(start, source.effective_from) if source.year == year else start,
-        "deductible_fen": source.deductible_fen,
-        "ratio": source.ratio,
-        "annual_cap_fen": source.annual_cap_fen,
-        "personal_account_allowed": source.personal_account_allowed,
-        "premium_fen": source.premium_fen,
-        **{f"share_{k}": Decimal(v) for k, v in shares.items()},
-    }
-
-
-def _policy_changes(form: PolicyVersionForm, previous: ReimbursementPolicy | None) -> list[dict]:
-    """What the new version changes, field by field, for the confirmation page."""
-    values = form.policy_values()
-    rows = [
-        (
-            "effective_from",
-            form.fields["effective_from"].label,
-            previous and previous.effective_from,
-            values["effective_from"],
-            "date",
-        ),
-        (
-            "deductible_fen",
-            form.fields["deductible_fen"].label,
-            previous and previous.deductible_fen,
-            values["deductible_fen"],
-            "yuan",
-        ),
-        ("ratio", form.fields["ratio"].label, previous and previous.ratio, values["ratio"], "percent"),
-        (
-            "annual_cap_fen",
-            form.fields["annual_cap_fen"].label,
-            previous and previous.annual_cap_fen,
-            values["annual_cap_fen"],
-            "yuan",
-        ),
-        (
-            "personal_account_allowed",
-            form.fields["personal_account_allowed"].label,
-            previous.personal_account_allowed if previous else None,
-            values["personal_account_allowed"],
-            "bool",
-        ),
-    ]
-    if "premium_fen" in form.fields:
-        rows.append(
-            (
-                "premium_fen",
-                form.fields["premium_fen"].label,
-                previous and previous.premium_fen,
-                values["premium_fen"],
-                "yuan",
-            )
-        )
-    old_shares = catalogue.normalise_eligible_shares(previous.eligible_shares) if previous else {}
-    for key in ServiceCategory.values:
-        old = Decimal(old_shares[key]) if previous else None
-        rows.append((f"share_{key}", form.fields[f"share_{key}"].label, old, values["eligible_shares"][key], "percent"))
-    return [
-        {"name": name, "label": label, "old": old, "new": new, "kind": kind, "changed": previous is None or old != new}
-        for name, label, old, new, kind in rows
-    ]
-
-
-@login_required
-def policy_new_version(request: HttpRequest, region: str, scheme: str, year: int) -> HttpResponse:
-    region_obj = _policy_scope(request, region, scheme, year)
-    if not may_edit_region_data(request.user):
-        raise PermissionDenied
-    previous = catalogue.policy_versions(region, scheme, year).last()
-    form = PolicyVersionForm(
-        request.POST or None, scheme=scheme, initial=_policy_initial(_prefill_source(region, scheme, year), year)
-    )
-
-    def perform(data: dict) -> HttpResponse:
-        policy = catalogue.policy_create_version(
-            actor=Actor.for_request(request), region=region_obj, scheme=scheme, year=year, **form.policy_values()
-        )
-        messages.success(
-            request, _("Version %(version)s of the policy has been published.") % {"version": policy.version}
-        )
-        return redirect("policy_versions", region=region, scheme=scheme, year=year)
-
-    changes = _policy_changes(form, previous) if form.is_bound and form.is_valid() else []
-    return two_step(
-        request,
-        form=form,
-        template="insurance/policy_form.html",
-        perform=perform,
-        context={
-            "region": region_obj,
-            "scheme": scheme,
-            "scheme_label": dict(Scheme.choices)[scheme],
-            "year": year,
-            "previous": previous,
-            "changes": changes,
-            "any_change": any(c["changed"] for c in changes),
-            "cancel_url": reverse("policy_versions", kwargs={"region": region, "scheme": scheme, "year": year}),
         },
     )

@@ -1,7 +1,7 @@
 """Citizen import screens: upload a file, follow its background job, download
 its error report. Jobs come from the user's regions (`portal/scope.py`);
 another region's job answers 404 like a missing one. The import itself is
-`insurance.importing.run_import_job`, the code path `manage.py import_citizens`
+`insurance.imports.jobs.run_import_job`, the code path `manage.py import_citizens`
 shares."""
 
 import csv
@@ -17,7 +17,8 @@ from django.urls import reverse
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
-from insurance.importing import ALLOWED_SUFFIXES, OPTIONAL_COLUMNS, REQUIRED_COLUMNS, import_job_create
+from insurance.imports.jobs import import_job_create
+from insurance.imports.reading import ALLOWED_SUFFIXES, OPTIONAL_COLUMNS, REQUIRED_COLUMNS
 from insurance.models import ImportJob
 from portal import exports
 from portal.actors import Actor

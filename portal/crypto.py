@@ -4,6 +4,9 @@ Ciphertext is `version (1 byte) | nonce (12) | ciphertext+tag`; the purpose
 (for example "citizen.id_number") is bound as associated data. A blind index
 is `"<version>:" + HMAC-SHA256(key, purpose | value)`; lookups compute it
 under every known key version, so a key can be rotated row by row.
+
+`FieldCipher` is the same for one purpose with its keys set up once, for code
+that handles many values (a bulk import); the functions set them up per call.
 """
 
 import hashlib
@@ -19,11 +22,28 @@ def _current(keys: dict[int, bytes]) -> tuple[int, bytes]:
     return version, keys[version]
 
 
+def _seal(aead: AESGCM, version: bytes, value: bytes, associated_data: bytes) -> bytes:
+    """The stored form: `version | nonce | ciphertext+tag`."""
+    nonce = os.urandom(12)
+    return version + nonce + aead.encrypt(nonce, value, associated_data)
+
+
+def _keyed_index(key: bytes, purpose: str) -> hmac.HMAC:
+    """The HMAC of the blind index with `purpose |` already fed in, to be copied per value."""
+    return hmac.new(key, f"{purpose}|".encode(), hashlib.sha256)
+
+
+def _index(prefix: str, keyed: hmac.HMAC, value: str) -> str:
+    """`prefix` is the key version and a colon: `"<version>:"`."""
+    mac = keyed.copy()
+    mac.update(value.encode())
+    return prefix + mac.hexdigest()
+
+
 def encrypt_bytes(value: bytes, *, keys: dict[int, bytes], associated_data: bytes) -> bytes:
     """AES-256-GCM under the highest key version: `version | nonce | ciphertext+tag`."""
     version, key = _current(keys)
-    nonce = os.urandom(12)
-    return bytes([version]) + nonce + AESGCM(key).encrypt(nonce, value, associated_data)
+    return _seal(AESGCM(key), bytes([version]), value, associated_data)
 
 
 def decrypt_bytes(blob: bytes | memoryview, *, keys: dict[int, bytes], associated_data: bytes) -> bytes:
@@ -42,8 +62,7 @@ def decrypt_text(blob: bytes | memoryview, *, purpose: str) -> str:
 def blind_index(value: str, *, purpose: str, version: int | None = None) -> str:
     keys = settings.ECARD_BLIND_INDEX_KEYS
     version = max(keys) if version is None else version
-    digest = hmac.new(keys[version], f"{purpose}|{value}".encode(), hashlib.sha256).hexdigest()
-    return f"{version}:{digest}"
+    return _index(f"{version}:", _keyed_index(keys[version], purpose), value)
 
 
 def blind_index_candidates(value: str, *, purpose: str) -> list[str]:
@@ -51,3 +70,28 @@ def blind_index_candidates(value: str, *, purpose: str) -> list[str]:
     return [
         blind_index(value, purpose=purpose, version=v) for v in sorted(settings.ECARD_BLIND_INDEX_KEYS, reverse=True)
     ]
+
+
+class FieldCipher:
+    """`encrypt_text`, `blind_index` and `blind_index_candidates` for one purpose, with
+    the cipher and the keyed HMACs built once from the current keys and reused for
+    every value. Create one per batch: it does not see keys rotated after it."""
+
+    def __init__(self, purpose: str) -> None:
+        version, key = _current(settings.ECARD_FIELD_ENCRYPTION_KEYS)
+        self._version = bytes([version])
+        self._aead = AESGCM(key)
+        self._associated_data = purpose.encode()
+        index_keys = settings.ECARD_BLIND_INDEX_KEYS
+        # Newest first, as blind_index_candidates.
+        self._indexes = [(f"{v}:", _keyed_index(index_keys[v], purpose)) for v in sorted(index_keys, reverse=True)]
+
+    def encrypt(self, value: str) -> bytes:
+        return _seal(self._aead, self._version, value.encode(), self._associated_data)
+
+    def blind_index(self, value: str) -> str:
+        """The index under the newest key: the one stored."""
+        return _index(*self._indexes[0], value)
+
+    def blind_index_candidates(self, value: str) -> list[str]:
+        return [_index(prefix, keyed, value) for prefix, keyed in self._indexes]

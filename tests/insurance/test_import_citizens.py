@@ -1,4 +1,4 @@
-"""`manage.py import_citizens` and insurance.importing, with real files."""
+"""`manage.py import_citizens` and insurance.imports, with real files."""
 
 import csv
 import datetime as dt
@@ -16,7 +16,9 @@ from django.core.management.base import CommandError
 
 from insurance import services
 from insurance.identity import make_identity_number
-from insurance.importing import ImportSummary, RowError, import_rows, read_rows
+from insurance.imports.reading import read_rows
+from insurance.imports.validation import RowError
+from insurance.imports.writing import ImportSummary, import_rows
 from insurance.models import Certificate, Citizen
 from portal.actors import Actor
 from testkit.citizens import new_id_number
@@ -249,7 +251,7 @@ _RSS_PROBE = """
 import resource, sys
 import django
 django.setup()
-from insurance.importing import read_rows
+from insurance.imports.reading import read_rows
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 count = sum(1 for _ in read_rows(sys.argv[1]))
 after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

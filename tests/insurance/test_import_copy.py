@@ -7,7 +7,8 @@ import pytest
 from django.db import connection, transaction
 
 from insurance import services
-from insurance.importing import _apply, _validate, import_rows
+from insurance.imports.validation import validate_row
+from insurance.imports.writing import apply_row, import_rows
 from insurance.models import ID_NUMBER_PURPOSE, Certificate, CertificateState, CertificateTransition, Citizen
 from portal.actors import Actor
 from portal.crypto import blind_index
@@ -101,9 +102,9 @@ def test_the_copy_path_writes_exactly_the_rows_of_the_per_row_services(regions):
     batches = list(AuditEvent.objects.filter(action="citizen.import_batch").order_by("seq"))
     delete_imported()
     for number, raw in rows:
-        valid, errors = _validate(number, raw, regions)
+        valid, errors = validate_row(number, raw, regions)
         assert valid is not None and not errors
-        assert _apply(valid, actor=actor) is True
+        assert apply_row(valid, actor=actor) is True
     by_services = snapshot()
 
     assert len(by_copy) == 8

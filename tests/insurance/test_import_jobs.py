@@ -15,7 +15,7 @@ from django.conf import settings
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.utils import translation
 
-from insurance.importing import import_job_create, requeue_stale_jobs, run_import_job
+from insurance.imports.jobs import import_job_create, requeue_stale_jobs, run_import_job
 from insurance.models import Certificate, CertificateState, Citizen, ImportJob, ImportJobState, ImportRowError
 from portal.actors import Actor
 from portal.audit import verify_chain

@@ -6,7 +6,8 @@ import csv
 import pytest
 from django.db import DatabaseError, transaction
 
-from insurance.importing import import_rows, read_rows
+from insurance.imports.reading import read_rows
+from insurance.imports.writing import import_rows
 from insurance.services import find_citizen_id_by_id_number
 from payments import ledger, settlements
 from payments.models import AccountEntry, PersonalAccount

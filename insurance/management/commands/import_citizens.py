@@ -1,6 +1,6 @@
 """`python manage.py import_citizens FILE [--errors REPORT.csv]`.
 
-A thin wrapper around `insurance.importing`: row errors go to stderr (and to
+A thin wrapper around `insurance.imports`: row errors go to stderr (and to
 the CSV report), the last line on stdout is the JSON summary.
 """
 
@@ -10,7 +10,9 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from insurance.importing import ImportFileError, ImportSummary, RowError, import_rows, read_rows
+from insurance.imports.reading import ImportFileError, read_rows
+from insurance.imports.validation import RowError
+from insurance.imports.writing import ImportSummary, import_rows
 from portal.actors import Actor
 
 
