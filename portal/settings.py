@@ -356,7 +356,7 @@ ECARD_DELIVERY_RETRY_SCHEDULE = [int(item) for item in _retry_schedule] or [
 ]
 # Events claimed at once by one sweep (and delivered concurrently by as many threads).
 ECARD_DELIVERY_BATCH_SIZE = env_int("ECARD_DELIVERY_BATCH_SIZE", 32)
-# Citizen imports (insurance.importing): rows per committed batch, the upload cap, and how
+# Citizen imports (insurance/imports/): rows per committed batch, the upload cap, and how
 # long a running job's heartbeat may be silent before the sweep hands it to another worker.
 ECARD_IMPORT_BATCH_ROWS = env_int("ECARD_IMPORT_BATCH_ROWS", 1000)
 ECARD_IMPORT_MAX_BYTES = env_int("ECARD_IMPORT_MAX_BYTES", 50 * 1024 * 1024)
