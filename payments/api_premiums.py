@@ -11,10 +11,10 @@ from payments import premiums
 from payments.api_base import PartnerApiView, StrictCharField, StrictSerializer, parse_input
 from payments.api_fastinput import MAX_FEN
 from payments.api_linkages import _identified_citizen, partner_actor
-from payments.api_settlements import StrictIntegerField
 from payments.models import PremiumState
 from payments.problems import ApiError
 from payments.representations import premium_repr
+from payments.settlements.api import StrictIntegerField
 
 
 class PremiumCreateInputSerializer(StrictSerializer):

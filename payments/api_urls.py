@@ -9,11 +9,11 @@ from payments import (
     api_events,
     api_linkages,
     api_premiums,
-    api_settlements,
     api_tokens,
     openapi,
 )
 from payments.api_base import ApiNotFoundView
+from payments.settlements import api as api_settlements
 
 urlpatterns = [
     # The counter's path first (a QR token, its verification, settle, confirm): Django tries the

@@ -39,7 +39,7 @@ def purge_idempotency_records() -> int:
 @shared_task(soft_time_limit=50, time_limit=60)
 def expire_due_settlements() -> int:
     """Pending settlements unconfirmed 15 minutes after creation become `expired`, their reservation released."""
-    from payments.settlements import settlements_expire_due
+    from payments.settlements.services import settlements_expire_due
 
     return settlements_expire_due()
 

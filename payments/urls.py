@@ -1,6 +1,7 @@
 from django.urls import path
 
-from payments import views, views_bindings, views_partners, views_settlements
+from payments import views, views_bindings, views_partners
+from payments.settlements import views as views_settlements
 
 urlpatterns = [
     path("linkages/new/<int:citizen_pk>/", views.linkage_create, name="linkage_create"),

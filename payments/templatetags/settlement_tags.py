@@ -2,7 +2,7 @@
 
 from django import template
 
-from payments.selectors_settlements import citizen_account, citizen_year_usage
+from payments.settlements.selectors import citizen_account, citizen_year_usage
 from portal.money import format_yuan
 
 register = template.Library()

@@ -15,7 +15,7 @@ from payments import keys, ledger, qr
 from payments.bindings import family_binding_approve
 from payments.models import CitizenYearAccumulator, FamilyBinding, Partner, PartnerKind, PersonalAccount, WalletLinkage
 from payments.services import linkage_create
-from payments.settlements import LineInput
+from payments.settlements.services import LineInput
 from portal.actors import Actor
 from tests.conftest import new_id_number
 

@@ -12,9 +12,10 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from bench.settlement_bench import LARGE_BILL, SMALL_BILL
-from payments import api_fastinput, settlements
+from payments import api_fastinput
 from payments.api_fastinput import settlement_confirm_input, settlement_create_input
-from payments.api_settlements import (
+from payments.settlements import services
+from payments.settlements.api import (
     SettlementConfirmInputSerializer,
     SettlementCreateInputSerializer,
     SettlementLineInputSerializer,
@@ -153,7 +154,7 @@ LINE_FIELDS = {
 lines = st.one_of(
     st.lists(valid_lines.flatmap(lambda line: mutated(line, LINE_FIELDS)), min_size=1, max_size=4),
     st.lists(valid_lines, min_size=1, max_size=4),
-    st.lists(valid_lines, min_size=settlements.MAX_LINES - 1, max_size=settlements.MAX_LINES + 1),
+    st.lists(valid_lines, min_size=services.MAX_LINES - 1, max_size=services.MAX_LINES + 1),
     st.just([]),
     st.lists(json_values, max_size=3),
     json_values,
@@ -173,7 +174,7 @@ valid_create = st.builds(
     ),
     facility_code=st.text(alphabet=st.characters(min_codepoint=33, max_codepoint=126), min_size=1, max_size=32),
     lines=st.one_of(
-        st.lists(valid_lines, min_size=1, max_size=5), st.lists(valid_lines, min_size=1, max_size=settlements.MAX_LINES)
+        st.lists(valid_lines, min_size=1, max_size=5), st.lists(valid_lines, min_size=1, max_size=services.MAX_LINES)
     ),
     use_personal_account=st.booleans(),
 )
@@ -314,7 +315,7 @@ def test_the_fast_path_mirrors_the_serializer_fields():
         True,
         False,
     )
-    assert create["lines"].max_length == settlements.MAX_LINES and create["lines"].min_length is None
+    assert create["lines"].max_length == services.MAX_LINES and create["lines"].min_length is None
     assert create["lines"].allow_empty is False
     assert (create["use_personal_account"].required, create["use_personal_account"].default) == (False, False)
     line = SettlementLineInputSerializer().fields

@@ -5,8 +5,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from payments import settlements
 from payments.models import PersonalAccount
+from payments.settlements import services
 from tests.payments.settlement_helpers import (  # noqa: F401
     SERVICES,
     SYSTEM,
@@ -48,7 +48,7 @@ def test_a_refund_restores_exactly_what_the_settlement_took(world, regions, earl
     wallet = make_wallet()
     linkage = linked(wallet, regions, balance=balance)
     for number, earlier_bill in enumerate(earlier):  # some year-to-date use first, paid
-        paid = settlements.settlement_create(
+        paid = services.settlement_create(
             actor=SYSTEM,
             partner=wallet,
             token=token(linkage),
@@ -56,13 +56,13 @@ def test_a_refund_restores_exactly_what_the_settlement_took(world, regions, earl
             lines=lines(*earlier_bill),
             use_personal_account=use_account,
         )
-        settlements.settlement_confirm(
+        services.settlement_confirm(
             actor=SYSTEM, settlement=paid, partner_transaction_id=f"e{number}", self_pay_fen=paid.self_pay_fen
         )
     year_before = accumulator(linkage.citizen_id, world.year)
     balance_before = _balance(linkage.citizen_id)
 
-    settlement = settlements.settlement_create(
+    settlement = services.settlement_create(
         actor=SYSTEM,
         partner=wallet,
         token=token(linkage),
@@ -71,7 +71,7 @@ def test_a_refund_restores_exactly_what_the_settlement_took(world, regions, earl
         use_personal_account=use_account,
     )
     assert settlement.fund_fen + settlement.account_fen + settlement.self_pay_fen == settlement.total_fen
-    settlements.settlement_confirm(
+    services.settlement_confirm(
         actor=SYSTEM, settlement=settlement, partner_transaction_id="t", self_pay_fen=settlement.self_pay_fen
     )
     took = (accumulator(linkage.citizen_id, world.year), _balance(linkage.citizen_id))
@@ -80,7 +80,7 @@ def test_a_refund_restores_exactly_what_the_settlement_took(world, regions, earl
         balance_before - settlement.account_fen,
     )
 
-    settlements.settlement_refund(actor=SYSTEM, settlement=settlement, reason="returned")
+    services.settlement_refund(actor=SYSTEM, settlement=settlement, reason="returned")
 
     assert accumulator(linkage.citizen_id, world.year) == year_before
     assert _balance(linkage.citizen_id) == balance_before

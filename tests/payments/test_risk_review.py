@@ -6,8 +6,9 @@ import pytest
 from django.urls import reverse
 
 from insurance import catalogue
-from payments import risk, settlements
+from payments import risk
 from payments.models import RiskFlag, RiskFlagState, RiskRule
+from payments.settlements import services
 from portal.audit import verify_chain
 from portal.errors import DomainError
 from portal.models import AuditEvent, Role
@@ -33,7 +34,7 @@ def wallet(world):
 
 
 def settle(partner, linkage, bill=(("REG", 1, 2000),), *, binding=None, facility="H310-1"):
-    return settlements.settlement_create(
+    return services.settlement_create(
         actor=SYSTEM, partner=partner, token=token(linkage, binding), facility_code=facility, lines=lines(*bill)
     )
 
@@ -83,7 +84,7 @@ def test_a_card_settled_at_four_facilities_in_a_day_is_flagged_with_its_evidence
 def test_cancelled_settlements_do_not_count_towards_the_facility_rule(wallet, regions):
     linkage = linked(wallet, regions)
     made = [settle(wallet, linkage, facility=code) for code in facilities(regions, 4)]
-    settlements.settlement_cancel(actor=SYSTEM, settlement=made[-1])
+    services.settlement_cancel(actor=SYSTEM, settlement=made[-1])
     assert risk.risk_scan_day(day=day_of(made[0])) == []
 
 

@@ -9,10 +9,10 @@ from django.utils import timezone
 
 from insurance import catalogue
 from insurance import services as insurance_services
-from payments import settlements
 from payments.bindings import family_binding_revoke
 from payments.models import AccountEntry, OutboxEvent, QrToken, Settlement, SettlementState
 from payments.services import linkage_unlink
+from payments.settlements import services
 from portal.audit import verify_chain
 from portal.errors import DomainError
 from portal.models import AuditEvent
@@ -45,7 +45,7 @@ def wallet(world):
 
 
 def create(partner, linkage, bill=BILL, *, binding=None, use_account=False, facility="H310-1", tok=None):
-    return settlements.settlement_create(
+    return services.settlement_create(
         actor=SYSTEM,
         partner=partner,
         token=tok if tok is not None else token(linkage, binding),
@@ -231,7 +231,7 @@ def test_confirming_debits_the_account_and_tells_the_partner(wallet, regions):
     linkage = linked(wallet, regions, balance=5000)
     settlement = create(wallet, linkage, [("REG", 1, 2000)], use_account=True)
     assert (settlement.fund_fen, settlement.account_fen, settlement.self_pay_fen) == (0, 2000, 0)
-    paid = settlements.settlement_confirm(
+    paid = services.settlement_confirm(
         actor=SYSTEM, settlement=settlement, partner_transaction_id="wx-1", self_pay_fen=settlement.self_pay_fen
     )
     assert (paid.state, paid.partner_transaction_id, paid.version) == ("paid", "wx-1", 2)
@@ -248,7 +248,7 @@ def test_confirming_debits_the_account_and_tells_the_partner(wallet, regions):
 def test_a_wrong_self_pay_is_amount_mismatch(wallet, regions):
     settlement = create(wallet, linked(wallet, regions))
     with pytest.raises(DomainError) as caught:
-        settlements.settlement_confirm(
+        services.settlement_confirm(
             actor=SYSTEM, settlement=settlement, partner_transaction_id="wx-1", self_pay_fen=settlement.self_pay_fen - 1
         )
     assert (caught.value.code, caught.value.status) == ("amount_mismatch", 422)
@@ -256,11 +256,11 @@ def test_a_wrong_self_pay_is_amount_mismatch(wallet, regions):
 
 def test_a_settlement_is_confirmed_once(wallet, regions):
     settlement = create(wallet, linked(wallet, regions))
-    settlements.settlement_confirm(
+    services.settlement_confirm(
         actor=SYSTEM, settlement=settlement, partner_transaction_id="wx-1", self_pay_fen=settlement.self_pay_fen
     )
     with pytest.raises(DomainError) as caught:
-        settlements.settlement_confirm(
+        services.settlement_confirm(
             actor=SYSTEM, settlement=settlement, partner_transaction_id="wx-1", self_pay_fen=settlement.self_pay_fen
         )
     assert caught.value.code == "invalid_state"
@@ -270,11 +270,11 @@ def test_a_pending_settlement_stays_confirmable_after_the_card_is_suspended(wall
     linkage = linked(wallet, regions)
     settlement = create(wallet, linkage)
     insurance_services.certificate_suspend(actor=SYSTEM, certificate=linkage.certificate, reason="lost phone")
-    paid = settlements.settlement_confirm(
+    paid = services.settlement_confirm(
         actor=SYSTEM, settlement=settlement, partner_transaction_id="wx-1", self_pay_fen=settlement.self_pay_fen
     )
     assert paid.state == "paid"
-    refunded = settlements.settlement_refund(actor=SYSTEM, settlement=paid, reason="returned")
+    refunded = services.settlement_refund(actor=SYSTEM, settlement=paid, reason="returned")
     assert refunded.state == "refunded"
 
 
@@ -286,7 +286,7 @@ def test_an_expired_settlement_cannot_be_confirmed_and_its_reservation_is_releas
     settlement = create(wallet, linkage, use_account=True)
     late = settlement.expires_at + dt.timedelta(seconds=1)
     with pytest.raises(DomainError) as caught:  # past expires_at, not yet swept
-        settlements.settlement_confirm(
+        services.settlement_confirm(
             actor=SYSTEM,
             settlement=settlement,
             partner_transaction_id="wx-1",
@@ -295,31 +295,31 @@ def test_an_expired_settlement_cannot_be_confirmed_and_its_reservation_is_releas
         )
     assert caught.value.code == "settlement_expired"
 
-    assert settlements.settlements_expire_due(now=settlement.expires_at - dt.timedelta(seconds=1)) == 0
-    assert settlements.settlements_expire_due(now=late) == 1
+    assert services.settlements_expire_due(now=settlement.expires_at - dt.timedelta(seconds=1)) == 0
+    assert services.settlements_expire_due(now=late) == 1
     settlement.refresh_from_db()
     assert (settlement.state, settlement.version) == ("expired", 2)
     assert accumulator(linkage.citizen_id, world.year) == (0, 0)
     assert (account(linkage.citizen_id).balance_fen, account(linkage.citizen_id).held_fen) == (5000, 0)
     assert [e["data"]["object"]["state"] for e in events_of(wallet, "settlement.expired")] == ["expired"]
     with pytest.raises(DomainError) as caught:
-        settlements.settlement_confirm(
+        services.settlement_confirm(
             actor=SYSTEM, settlement=settlement, partner_transaction_id="wx-1", self_pay_fen=settlement.self_pay_fen
         )
     assert (caught.value.code, caught.value.status) == ("settlement_expired", 409)
-    assert settlements.settlements_expire_due(now=late) == 0
+    assert services.settlements_expire_due(now=late) == 0
 
 
 def test_cancelling_releases_the_reservation_and_tells_the_partner(wallet, regions, world):
     linkage = linked(wallet, regions, balance=5000)
     settlement = create(wallet, linkage, use_account=True)
-    cancelled = settlements.settlement_cancel(actor=SYSTEM, settlement=settlement)
+    cancelled = services.settlement_cancel(actor=SYSTEM, settlement=settlement)
     assert cancelled.state == "cancelled"
     assert accumulator(linkage.citizen_id, world.year) == (0, 0)
     assert account(linkage.citizen_id).held_fen == 0
     assert len(events_of(wallet, "settlement.cancelled")) == 1
     with pytest.raises(DomainError) as caught:
-        settlements.settlement_cancel(actor=SYSTEM, settlement=settlement)
+        services.settlement_cancel(actor=SYSTEM, settlement=settlement)
     assert caught.value.code == "invalid_state"
     # What it held is available again to the next settlement.
     again = create(wallet, linkage, use_account=True)
@@ -332,18 +332,18 @@ def test_cancelling_releases_the_reservation_and_tells_the_partner(wallet, regio
 def test_a_refund_restores_the_year_and_the_account_exactly(wallet, regions, world):
     linkage = linked(wallet, regions, balance=4000)
     earlier = create(wallet, linkage, [("DRUGA", 1, 6000)])
-    settlements.settlement_confirm(
+    services.settlement_confirm(
         actor=SYSTEM, settlement=earlier, partner_transaction_id="wx-0", self_pay_fen=earlier.self_pay_fen
     )
     before_year = accumulator(linkage.citizen_id, world.year)
     before_balance = account(linkage.citizen_id).balance_fen
 
     settlement = create(wallet, linkage, [("DRUGA", 3, 9000)], use_account=True)
-    settlements.settlement_confirm(
+    services.settlement_confirm(
         actor=SYSTEM, settlement=settlement, partner_transaction_id="wx-1", self_pay_fen=settlement.self_pay_fen
     )
     assert settlement.deductible_fen == 4000 and settlement.fund_fen > 0 and settlement.account_fen == 4000
-    refunded = settlements.settlement_refund(actor=SYSTEM, settlement=settlement, reason="returned")
+    refunded = services.settlement_refund(actor=SYSTEM, settlement=settlement, reason="returned")
 
     assert (refunded.state, refunded.version) == ("refunded", 3)
     assert accumulator(linkage.citizen_id, world.year) == before_year
@@ -361,29 +361,29 @@ def test_a_refund_restores_the_year_and_the_account_exactly(wallet, regions, wor
 def test_only_a_paid_settlement_can_be_refunded(wallet, regions, state):
     settlement = create(wallet, linked(wallet, regions))
     if state == "cancelled":
-        settlements.settlement_cancel(actor=SYSTEM, settlement=settlement)
+        services.settlement_cancel(actor=SYSTEM, settlement=settlement)
     if state == "refunded":
-        settlements.settlement_confirm(
+        services.settlement_confirm(
             actor=SYSTEM, settlement=settlement, partner_transaction_id="wx", self_pay_fen=settlement.self_pay_fen
         )
-        settlements.settlement_refund(actor=SYSTEM, settlement=settlement, reason="once")
+        services.settlement_refund(actor=SYSTEM, settlement=settlement, reason="once")
     with pytest.raises(DomainError) as caught:
-        settlements.settlement_refund(actor=SYSTEM, settlement=settlement, reason="twice")
+        services.settlement_refund(actor=SYSTEM, settlement=settlement, reason="twice")
     assert (caught.value.code, caught.value.status) == ("invalid_state", 409)
 
 
 def test_a_refund_goes_back_to_the_year_the_settlement_belongs_to(wallet, regions, world):
     linkage = linked(wallet, regions)
     settlement = create(wallet, linkage, [("DRUGA", 1, 12000)])
-    settlements.settlement_confirm(
+    services.settlement_confirm(
         actor=SYSTEM, settlement=settlement, partner_transaction_id="wx", self_pay_fen=settlement.self_pay_fen
     )
-    settlements.settlement_refund(actor=SYSTEM, settlement=settlement, reason="returned")
+    services.settlement_refund(actor=SYSTEM, settlement=settlement, reason="returned")
     assert accumulator(linkage.citizen_id, world.year) == (0, 0)
     assert accumulator(linkage.citizen_id, world.year + 1) == (0, 0)
 
 
 def test_the_year_is_that_of_creation_in_shanghai():
     # 16:30 UTC on 31 December is already 1 January in Shanghai.
-    assert settlements.settlement_year(dt.datetime(2026, 12, 31, 16, 30, tzinfo=dt.UTC)) == 2027
-    assert settlements.settlement_year(dt.datetime(2026, 12, 31, 15, 59, tzinfo=dt.UTC)) == 2026
+    assert services.settlement_year(dt.datetime(2026, 12, 31, 16, 30, tzinfo=dt.UTC)) == 2027
+    assert services.settlement_year(dt.datetime(2026, 12, 31, 15, 59, tzinfo=dt.UTC)) == 2026

@@ -11,10 +11,10 @@ from django.db import connection, transaction
 
 from insurance import services as insurance_services
 from insurance.models import Certificate, Citizen
-from payments import settlements
 from payments.bindings import family_binding_revoke
 from payments.models import FamilyBinding, Settlement, WalletLinkage
 from payments.services import linkage_unlink
+from payments.settlements import services
 from portal.dashboards.rollups import month_key, rollups_rebuild, rollups_tick
 from portal.models import AuditEvent, RollupCount, RollupDaily, RollupFact, RollupWatermark
 from tests.payments.settlement_helpers import (  # noqa: F401
@@ -92,7 +92,7 @@ BILL = [("REG", 1, 2000), ("DRUGA", 3, 10_000)]
 
 
 def settle(partner, linkage) -> Settlement:
-    created = settlements.settlement_create(
+    created = services.settlement_create(
         actor=SYSTEM,
         partner=partner,
         token=token(linkage),
@@ -100,7 +100,7 @@ def settle(partner, linkage) -> Settlement:
         lines=lines(*BILL),
         use_personal_account=False,
     )
-    return settlements.settlement_confirm(
+    return services.settlement_confirm(
         actor=SYSTEM, settlement=created, partner_transaction_id=f"tx-{created.pk}", self_pay_fen=created.self_pay_fen
     )
 
@@ -114,7 +114,7 @@ def busy_day(regions) -> dict:
     binding = bound(wechat, first, regions)
     paid = settle(wechat, first)
     settle(alipay, second)
-    settlements.settlement_refund(actor=SYSTEM, settlement=paid, reason="returned")
+    services.settlement_refund(actor=SYSTEM, settlement=paid, reason="returned")
     pending, _ = insured(regions, region_code="130000", birth=dt.date(1930, 1, 1))
     card = Certificate.objects.get(citizen=second.citizen, state="active")
     insurance_services.certificate_suspend(actor=SYSTEM, certificate=card, reason="lost phone")

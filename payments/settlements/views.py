@@ -20,8 +20,8 @@ from django.utils.translation import gettext_lazy
 
 from insurance.models import ServiceCategory
 from payments import risk
-from payments import selectors_settlements as selectors
 from payments.models import Partner, RiskFlag, RiskFlagState, RiskRule, Settlement, SettlementState
+from payments.settlements import selectors
 from portal import exports
 from portal.actors import Actor
 from portal.models import Role
