@@ -3,10 +3,10 @@
 A view sets `idempotent = True`; `PartnerApiView` then takes the key with
 `keyed_request` (no database) and makes one call, `run_idempotent`: in one
 transaction, the key's claim, the handler, and `store` of its response. The
-claim is one statement (`begin`, or carried by the settlement statement the
-claim is passed to explicitly, payments/settlements/store.py): it takes a
-transaction-level advisory lock on (partner, key) and reads the stored
-record. A request that cannot have the lock is still running with that key
+claim is one statement (`Claim.run_alone`), or carried by the settlement
+statement it is passed to explicitly (payments/settlements/store.py): it
+takes a transaction-level advisory lock on (partner, key) and reads the
+stored record. A request that cannot have the lock is still running with that key
 (409, not stored); the lock dies with the transaction, or with its session if
 the process does. The response is stored by an INSERT in the same transaction,
 so a business change and its stored response commit together, in one commit.
@@ -112,7 +112,7 @@ def _sql(template: str) -> str:
     return template.replace("<table>", f'"{IdempotencyRecord._meta.db_table}"').replace("<lock_key>", LOCK_KEY_SQL)
 
 
-# The claim: the key's lock and its stored record, alone (`begin`) or as the CTE of a settlement
+# The claim: the key's lock and its stored record, alone (`Claim.run_alone`) or as the CTE of a settlement
 # statement that carries it (`Claim`). Its columns are named `claim_*`, apart from the statement's own.
 CLAIM_SELECT = _sql(
     'SELECT pg_try_advisory_xact_lock(<lock_key>) AS "claim_locked", r."state" AS "claim_state",'
@@ -135,11 +135,6 @@ class KeyAnswered(Exception):
     def __init__(self, *, replay: HttpResponse | None = None, error: ApiError | None = None) -> None:
         super().__init__(error.problem_code if error is not None else "replay")
         self.replay, self.error = replay, error
-
-
-def begin(keyed: KeyedRequest) -> None:
-    """Own the key until the end of the current transaction, or raise its own answer (KeyAnswered)."""
-    Claim(keyed).run_alone()
 
 
 class Claim:
@@ -186,8 +181,9 @@ def run_idempotent(
     own response), runs the handler and stores its rendered response, so that the business change
     and its stored response commit together. `handler` gets the pending claim: it may pass it to
     the statement that carries it, else it is run alone before the handler's answer is stored.
-    `render` finalizes a response, or renders an exception, as the API does. A refusal of the handler (409, 422) is
-    stored alone after its rollback; a key stored meanwhile by another request wins (`KeyTaken`)."""
+    `render` finalizes a response, or renders an exception, as the API does. A refusal of the
+    handler (409, 422) is stored alone after its rollback; a key stored meanwhile by another
+    request wins (`KeyTaken`)."""
     claim = Claim(keyed)
     try:
         with transaction.atomic():
@@ -216,7 +212,9 @@ def run_idempotent(
     return response
 
 
-def _stored_or_error(keyed: KeyedRequest, render: Callable[[HttpResponseBase | Exception], HttpResponseBase]):
+def _stored_or_error(
+    keyed: KeyedRequest, render: Callable[[HttpResponseBase | Exception], HttpResponseBase]
+) -> HttpResponseBase:
     try:
         return render(stored_answer(keyed))
     except ApiError as exc:
