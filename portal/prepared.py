@@ -1,10 +1,10 @@
 """One-row reads by hand-written SQL, as server-side prepared statements on PostgreSQL.
 
-For the few reads on the hottest path of the partner API (the signing key of
-every request, the QR token of a verification). Building such a query with the
-ORM costs about a millisecond of Python, and PostgreSQL then plans a 5-table
-join afresh each time (~0.4 ms); a prepared statement is planned once per
-connection. Django's own cursors bind parameters client-side and never
+For the hottest reads and writes of the partner API (the signing key of every
+request, the QR token of a verification, the settlement store). Building such a
+query with the ORM costs far more Python than running it, and PostgreSQL would
+plan a multi-table join afresh each time; a prepared statement is planned once
+per connection (docs/adr/0001-settlement-hot-path.md). Django's own cursors bind parameters client-side and never
 prepare, so nothing else in the project changes.
 
 Prepared statements need `prepare_threshold` set in the database OPTIONS
@@ -34,8 +34,8 @@ class _Postgres:
         class PreparingCursor(base.ServerBindingCursor):
             # The query is sent as given, with `$n` placeholders (`numbered` turns our `%s` into them,
             # once per text): psycopg's own conversion splits the text on every call when it has
-            # more than 50 parameters or 4 kB (its cache's limits), as the settlement writes do,
-            # and that was about a tenth of a partner request's CPU.
+            # more than its cache's limits of parameters or bytes, as the settlement writes do, and
+            # that was a large share of a partner request's CPU.
             _query_cls = PostgresRawQuery
 
             def execute(self, query, params=None, *, prepare=None, binary=None):
@@ -82,7 +82,7 @@ def _cursor(db):
     """A Django cursor (execute wrappers, query logging, error mapping) over a psycopg
     server-binding cursor that prepares what it runs: BaseDatabaseWrapper._cursor() with our
     cursor class in place of create_cursor()'s. The psycopg cursor is kept with its connection
-    and reused (a new one per read cost ~25 us); the Django wrapper is made afresh, so that
+    and reused (a new one per read was measurable); the Django wrapper is made afresh, so that
     query logging follows `queries_logged` as for any cursor."""
     if _Postgres.cursor_class is None:
         _Postgres.load()

@@ -253,13 +253,13 @@ class SettlementConfirmApi(PartnerApiView):
         },
     )
     def post(self, request: Request, public_id: str, *, claim: Claim) -> Response:
-        data = settlement_confirm_input(request.data)  # the serializer's result, far cheaper
-        if data is None:  # anything unusual: the serializer decides, and words any refusal
-            try:
+        try:
+            data = settlement_confirm_input(request.data)  # the serializer's result, far cheaper
+            if data is None:  # anything unusual: the serializer decides, and words any refusal
                 data = parse_input(SettlementConfirmInputSerializer, request)
-            except Exception:
-                settlement_for_partner(self.partner, public_id, full=False)  # another's: 404 whatever the body
-                raise
+        except Exception:
+            settlement_for_partner(self.partner, public_id, full=False)  # another's: 404 whatever the body
+            raise
         # The service finds the partner's settlement and locks it (404 if the partner has none).
         settlement = services.settlement_confirm(
             actor=partner_actor(request, self.partner),
