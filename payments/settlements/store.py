@@ -313,6 +313,8 @@ _LOCKED_ACCOUNT_JOIN = ' JOIN "payments_personalaccount" a ON a."citizen_id" = s
 # plan scanned the partner's settlements).
 _BY_ID = ' WHERE s."id" = %s AND {go} FOR UPDATE OF s'
 _BY_PUBLIC_ID = ' WHERE s."public_id" = %s AND {go} FOR UPDATE OF s'
+# (expiry) still due, and skipped while someone else holds it
+_DUE = ' WHERE s."id" = %s AND s."state" = %s AND s."expires_at" <= %s AND {go} FOR UPDATE OF s SKIP LOCKED'
 
 
 def _locked_select(where: str, go: str, *, with_account: bool) -> str:
@@ -324,6 +326,7 @@ def _locked_select(where: str, go: str, *, with_account: bool) -> str:
 
 LOCKED_SQL = _plain([], _locked_select(_BY_ID, "true", with_account=False))
 LOCKED_WITH_ACCOUNT_SQL = _plain([], _locked_select(_BY_ID, "true", with_account=True))
+LOCKED_DUE_SQL = _plain([], _locked_select(_DUE, "true", with_account=False))
 LOCKED_BY_PUBLIC_ID_SQL = (
     _plain([], _locked_select(_BY_PUBLIC_ID, "true", with_account=True)),
     _carrying([], _locked_select(_BY_PUBLIC_ID, CLAIM_GO, with_account=True)),
@@ -385,12 +388,8 @@ def settlement_owned_lock_with_account(partner_id: int, public_id: str, claim: C
 
 def settlement_lock_due(settlement_id: int, now: dt.datetime) -> Settlement | None:
     """The settlement locked if it is still pending past `expires_at` and nobody else holds it."""
-    return (
-        Settlement.objects.select_for_update(of=("self",), skip_locked=True)
-        .select_related("partner", "policy", "certificate", "citizen", "facility", "family_binding")
-        .filter(pk=settlement_id, state=SettlementState.PENDING_PAYMENT, expires_at__lte=now)
-        .first()
-    )
+    row = prepared.fetch_row(LOCKED_DUE_SQL, [settlement_id, SettlementState.PENDING_PAYMENT, now])
+    return None if row is None else _locked(row).settlement
 
 
 def settlement_ids_due(now: dt.datetime, batch: int) -> list[int]:
