@@ -4,7 +4,7 @@ from backoffice import views as views_dashboard
 from portal import views
 
 urlpatterns = [
-    path("api/v1/", include("payments.api_urls")),  # first: the partners' API is the busiest path
+    path("api/v1/", include("payments.api.urls")),  # first: the partners' API is the busiest path
     path("", views.home, name="home"),
     path("healthz", views.healthz, name="healthz"),
     path("accounts/", include("allauth.urls")),

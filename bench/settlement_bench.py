@@ -121,7 +121,8 @@ def seed(citizens: int) -> dict:
     from insurance import services as insurance_services
     from insurance.catalogue_demo import seed_catalogue
     from insurance.identity import make_identity_number
-    from payments import keys, ledger
+    from payments import keys
+    from payments.ledger import services as ledger
     from payments.linkages.services import linkage_create
     from payments.models import Partner, PartnerKey, PartnerKind
     from portal.actors import Actor

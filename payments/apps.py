@@ -7,9 +7,10 @@ class PaymentsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from payments import ledger, panels
+        from payments import panels
         from payments.api import schema  # noqa: F401  (registers the OpenAPI auth extension)
         from payments.delivery import outbox
+        from payments.ledger import services as ledger
 
         outbox.register_handlers()
         panels.register_panels()

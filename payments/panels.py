@@ -5,7 +5,7 @@ from django.utils.translation import gettext_lazy as _
 
 from payments.bindings.services import bindings_of_citizen
 from payments.linkages.selectors import linkages_visible_to
-from payments.selectors_settlements import citizen_account, citizen_year_usage
+from payments.settlements.selectors import citizen_account, citizen_year_usage
 from portal import panels
 
 

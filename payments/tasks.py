@@ -31,7 +31,7 @@ def expire_undecided_bindings() -> int:
 @shared_task(soft_time_limit=110, time_limit=120)
 def purge_idempotency_records() -> int:
     """Idempotency keys are kept 24 hours (PARTNER_API.md "Idempotency"), then deleted."""
-    from payments.idempotency import idempotency_records_purge
+    from payments.api.idempotency import idempotency_records_purge
 
     return idempotency_records_purge()
 
@@ -39,7 +39,7 @@ def purge_idempotency_records() -> int:
 @shared_task(soft_time_limit=50, time_limit=60)
 def expire_due_settlements() -> int:
     """Pending settlements unconfirmed 15 minutes after creation become `expired`, their reservation released."""
-    from payments.settlements import settlements_expire_due
+    from payments.settlements.services import settlements_expire_due
 
     return settlements_expire_due()
 

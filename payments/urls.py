@@ -1,10 +1,10 @@
 from django.urls import path
 
-from payments import views_settlements
 from payments.bindings import views as views_bindings
 from payments.delivery import views as views_delivery
 from payments.linkages import views
 from payments.partners import views as views_partners
+from payments.settlements import views as views_settlements
 
 urlpatterns = [
     path("linkages/new/<int:citizen_pk>/", views.linkage_create, name="linkage_create"),

@@ -119,9 +119,12 @@ def audit_event(
 
 # A new row's number and its transaction's id, as two SELECT columns. `audit_record` reads them in a
 # statement of their own; a service that runs a statement in the transaction anyway may read them
-# with it and write the row inside a later statement of its own (`audit_insert`): payments/settlements.py
+# with it and write the row inside a later statement of its own (`audit_insert`): payments/settlements/store.py
 # does, two statements fewer per settlement write.
-NUMBER_COLUMNS = "nextval(pg_get_serial_sequence('portal_auditevent', 'seq')), pg_current_xact_id()::text::bigint"
+NUMBER_COLUMNS = (
+    "nextval(pg_get_serial_sequence('portal_auditevent', 'seq')) AS \"audit_seq\","
+    ' pg_current_xact_id()::text::bigint AS "audit_xid"'
+)
 _NEXT_SQL = f"SELECT {NUMBER_COLUMNS}"
 _INSERT_SQL: str | None = None
 
@@ -134,16 +137,23 @@ def audit_next_number() -> tuple[int, int]:
 def audit_insert(event: AuditEvent, seq: int, xid: int) -> tuple[str, list]:
     """Number and seal `event` (`seq`, `xid` as read by NUMBER_COLUMNS in this transaction): its
     `INSERT ... RETURNING seq` and parameters, to run alone or as a part of a larger statement."""
-    global _INSERT_SQL
     fields = [AuditEvent._meta.get_field(name) for name in _INSERT_COLUMNS]
+    sql = audit_insert_sql()
+    event.seq, event.xid = seq, xid
+    event.row_hmac = compute_row_hmac(event)
+    return sql, [field.get_db_prep_save(getattr(event, field.attname), connection) for field in fields]
+
+
+def audit_insert_sql() -> str:
+    """`audit_insert`'s statement (constant per process)."""
+    global _INSERT_SQL
     if _INSERT_SQL is None:
+        fields = [AuditEvent._meta.get_field(name) for name in _INSERT_COLUMNS]
         _INSERT_SQL = (
             f"INSERT INTO portal_auditevent ({', '.join(f.column for f in fields)})"
             f" VALUES ({', '.join(['%s'] * len(fields))}) RETURNING seq"
         )
-    event.seq, event.xid = seq, xid
-    event.row_hmac = compute_row_hmac(event)
-    return _INSERT_SQL, [field.get_db_prep_save(getattr(event, field.attname), connection) for field in fields]
+    return _INSERT_SQL
 
 
 def audit_record(

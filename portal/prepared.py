@@ -1,10 +1,10 @@
 """One-row reads by hand-written SQL, as server-side prepared statements on PostgreSQL.
 
-For the few reads on the hottest path of the partner API (the signing key of
-every request, the QR token of a verification). Building such a query with the
-ORM costs about a millisecond of Python, and PostgreSQL then plans a 5-table
-join afresh each time (~0.4 ms); a prepared statement is planned once per
-connection. Django's own cursors bind parameters client-side and never
+For the hottest reads and writes of the partner API (the signing key of every
+request, the QR token of a verification, the settlement store). Building such a
+query with the ORM costs far more Python than running it, and PostgreSQL would
+plan a multi-table join afresh each time; a prepared statement is planned once
+per connection (docs/adr/0001-settlement-hot-path.md). Django's own cursors bind parameters client-side and never
 prepare, so nothing else in the project changes.
 
 Prepared statements need `prepare_threshold` set in the database OPTIONS
@@ -14,9 +14,7 @@ and these reads simply run unprepared.
 """
 
 import re
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Sequence
 
 from django.db import DEFAULT_DB_ALIAS, connections
 
@@ -31,12 +29,13 @@ class _Postgres:
         from django.db.backends.postgresql import base
         from django.db.backends.postgresql.psycopg_any import register_tzloader
         from psycopg.raw_cursor import PostgresRawQuery
+        from psycopg.rows import dict_row, tuple_row
 
         class PreparingCursor(base.ServerBindingCursor):
             # The query is sent as given, with `$n` placeholders (`numbered` turns our `%s` into them,
             # once per text): psycopg's own conversion splits the text on every call when it has
-            # more than 50 parameters or 4 kB (its cache's limits), as the settlement writes do,
-            # and that was about a tenth of a partner request's CPU.
+            # more than its cache's limits of parameters or bytes, as the settlement writes do, and
+            # that was a large share of a partner request's CPU.
             _query_cls = PostgresRawQuery
 
             def execute(self, query, params=None, *, prepare=None, binary=None):
@@ -48,6 +47,8 @@ class _Postgres:
         cls.text_format = base.Format.TEXT
         cls.register_tzloader = staticmethod(register_tzloader)
         cls.cursor_class = PreparingCursor
+        cls.dict_row = staticmethod(dict_row)
+        cls.tuple_row = staticmethod(tuple_row)
 
 
 _NUMBERED: dict[str, str] = {}
@@ -81,7 +82,7 @@ def _cursor(db):
     """A Django cursor (execute wrappers, query logging, error mapping) over a psycopg
     server-binding cursor that prepares what it runs: BaseDatabaseWrapper._cursor() with our
     cursor class in place of create_cursor()'s. The psycopg cursor is kept with its connection
-    and reused (a new one per read cost ~25 us); the Django wrapper is made afresh, so that
+    and reused (a new one per read was measurable); the Django wrapper is made afresh, so that
     query logging follows `queries_logged` as for any cursor."""
     if _Postgres.cursor_class is None:
         _Postgres.load()
@@ -114,118 +115,37 @@ def fetch_one(sql: str, params: Sequence[object]) -> tuple | None:
         raise
 
 
-@dataclass(frozen=True)
-class Write:
-    """One statement `WITH <ctes> SELECT <columns>` whose parameters are all in its CTEs (in order),
-    giving one row of `width` values."""
-
-    ctes: str
-    columns: str
-    params: Sequence[object]
-    width: int
-
-    def joined(self, other: "Write") -> "Write":
-        """Both as one statement (CTE names must differ): this one's values, then the other's."""
-        return Write(
-            f"{self.ctes}, {other.ctes}",
-            f"{self.columns}, {other.columns}",
-            [*self.params, *other.params],
-            self.width + other.width,
-        )
+def fetch_row(sql: str, params: Sequence[object]) -> dict | None:
+    """The first row of `sql` as a dict by column name, or None: for reads whose columns are many,
+    so that nobody unpacks them by position."""
+    db = connections[DEFAULT_DB_ALIAS]
+    cursor = _cursor(db)
+    raw = cursor.cursor
+    raw.row_factory = _Postgres.dict_row
+    try:
+        cursor.execute(sql, params)
+        return cursor.fetchone()
+    except BaseException:
+        db._ecard_prepared_cursor = None  # a failed cursor is not reused
+        raise
+    finally:
+        raw.row_factory = _Postgres.tuple_row
 
 
-def together(statements: Sequence[tuple[str, Sequence[object]]], prefix: str = "w") -> Write:
-    """`write_together`'s statement, its CTEs named `<prefix>0`, `<prefix>1`..."""
-    parts, params, results = [], [], []
-    for index, (sql, values) in enumerate(statements):
-        parts.append(f"{prefix}{index} AS ({sql})")
-        params.extend(values)
-        results.append(f"(SELECT * FROM {prefix}{index} LIMIT 1)")
-    return Write(", ".join(parts), ", ".join(results), params, len(statements))
-
-
-def run(write: Write) -> list:
-    return list(fetch_one(f"WITH {write.ctes} SELECT {write.columns}", write.params))  # noqa: S608 (our SQL)
-
-
-def write_together(
-    statements: Sequence[tuple[str, Sequence[object]]], *, then: Callable[[list], None] | None = None
-) -> list | None:
+def write_together(statements: Sequence[tuple[str, Sequence[object]]]) -> list:
     """Run several independent writes as ONE statement (PostgreSQL data-modifying CTEs): one round
-    trip and one statement's overhead instead of one per write. Each statement is an INSERT, UPDATE
-    or DELETE ending in `RETURNING <one column>`, without a WITH of its own; the result is each one's
-    returned value (None if it touched no row).
+    trip instead of one per write. Each statement is an INSERT, UPDATE or DELETE ending in
+    `RETURNING <one column>`, without a WITH of its own; the result is each one's returned value
+    (None if it touched no row).
 
     All parts run on the same snapshot: none sees another's effect, so they must not depend on each
-    other (a row written by one part is not visible to another; constraints and triggers apply as
-    to separate statements, checked at the end of the statement). For rows the transaction has
-    already locked, this is what a sequence of separate statements would do.
-
-    With `then`, the result goes to `then` instead (see `write_then`).
+    other (constraints and triggers apply as to separate statements, checked at the end of the
+    statement). For rows the transaction has already locked, this is what a sequence of separate
+    statements would do.
     """
-    if then is None:
-        return run(together(statements))
-    write_then(together(statements), then)
-    return None
-
-
-def write_then(write: Write, then: Callable[[list], None]) -> None:
-    """Run `write` and give its values to `then`: at once, or inside `joined_writes()` later, yet
-    before any other statement of the connection runs (see there)."""
-    joined = getattr(connections[DEFAULT_DB_ALIAS], "_ecard_joined", None)
-    if joined is None:
-        then(run(write))
-    else:
-        joined.defer(write, then)
-
-
-class JoinedWrites:
-    """The last write of a request, held back so that the request's own last write joins it (the
-    idempotency record, once the response is rendered): one statement fewer per request.
-
-    A write is held only until the connection's next statement, which runs it first (an execute
-    wrapper): the database sees the same statements in the same order, the held one merely joined
-    with the block's final write by `flush`. An exception out of the block drops a held write, so
-    the block must sit in a transaction that the exception rolls back."""
-
-    def __init__(self) -> None:
-        self._held: tuple[Write, Callable[[list], None]] | None = None
-
-    def defer(self, write: Write, then: Callable[[list], None]) -> None:
-        self.flush()
-        self._held = (write, then)
-
-    def flush(self, statements: Sequence[tuple[str, Sequence[object]]] = ()) -> list:
-        """Run the held write, if any, with `statements` (independent writes, as for `write_together`)
-        joined into it as one statement; the held write's `then` gets its values. Returns the values
-        of `statements`."""
-        held, self._held = self._held, None
-        extra = together(statements, "j") if statements else None
-        if held is None:
-            return run(extra) if extra is not None else []
-        write, then = held
-        values = run(write if extra is None else write.joined(extra))
-        then(values[: write.width])
-        return values[write.width :]
-
-    def _before_statement(self, execute, sql, params, many, context):
-        if self._held is not None:
-            self.flush()
-        return execute(sql, params, many, context)
-
-
-@contextmanager
-def joined_writes() -> Iterator[JoinedWrites]:
-    """Within: `write_then` may hold its write back (see JoinedWrites); whatever is held when the
-    block ends normally is run then. It does not nest."""
-    db = connections[DEFAULT_DB_ALIAS]
-    if getattr(db, "_ecard_joined", None) is not None:
-        raise RuntimeError("joined_writes() does not nest")
-    joined = db._ecard_joined = JoinedWrites()
-    try:
-        with db.execute_wrapper(joined._before_statement):
-            yield joined
-            joined.flush()
-    finally:
-        joined._held = None
-        db._ecard_joined = None
+    parts, params, results = [], [], []
+    for index, (sql, values) in enumerate(statements):
+        parts.append(f"w{index} AS ({sql})")
+        params.extend(values)
+        results.append(f"(SELECT * FROM w{index} LIMIT 1)")  # noqa: S608 (our SQL)
+    return list(fetch_one(f"WITH {', '.join(parts)} SELECT {', '.join(results)}", params))  # noqa: S608 (callers' constant SQL)

@@ -4,8 +4,8 @@ import datetime as dt
 
 from insurance import services as insurance_services
 from insurance.models import Certificate
-from payments import settlements
 from payments.models import Settlement
+from payments.settlements import services as settlements
 from testkit.settlements import SYSTEM, bound, insured, lines, linked, make_wallet, token
 
 BILL = [("REG", 1, 2000), ("DRUGA", 3, 10_000)]

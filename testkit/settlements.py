@@ -9,11 +9,11 @@ from insurance import catalogue
 from insurance import services as insurance_services
 from insurance.catalogue import shanghai_today
 from insurance.models import Citizen, Facility
-from payments import ledger
 from payments.bindings.services import family_binding_approve
+from payments.ledger import services as ledger
 from payments.linkages.services import linkage_create
 from payments.models import CitizenYearAccumulator, FamilyBinding, Partner, PartnerKind, PersonalAccount, WalletLinkage
-from payments.settlements import LineInput
+from payments.settlements.services import LineInput
 from payments.tokens import services as qr
 from portal.actors import Actor
 from testkit.citizens import new_id_number

@@ -64,15 +64,14 @@ def family_binding_repr(binding) -> dict:
 
 def _lines(settlement) -> list:
     """`settlement.lines.all()`, from what was prefetched or given if anything was: a settlement just
-    created has its lines in memory, and no primary key until its write is run
-    (payments/settlements.py `_write_settlement`), for which Django refuses a related manager."""
+    created or locked (payments/settlements/store.py) has its lines in memory."""
     given = getattr(settlement, "_prefetched_objects_cache", {}).get("lines")
     return given if given is not None else settlement.lines.all()
 
 
 def settlement_repr(settlement) -> dict:
     """PARTNER_API.md "Settlement". Reads `certificate`, `family_binding`, `facility`, `policy`
-    and `lines` (select them with payments.settlements.settlements_of_partner)."""
+    and `lines` (select them with payments.settlements.selectors.settlements_of_partner)."""
     policy = settlement.policy
     return {
         "id": settlement.public_id,

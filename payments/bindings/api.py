@@ -10,11 +10,11 @@ from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from payments.api.base import PartnerApiView, StrictSerializer, paginate, parse_input
 from payments.api.lists import filter_by_state, page_of
 from payments.api.problems import ApiError, ProblemCode
 from payments.api.representations import family_binding_repr
 from payments.api.shapes import CertificateOutputSerializer, CitizenOutputSerializer
-from payments.api_base import PartnerApiView, StrictSerializer, paginate, parse_input
 from payments.bindings import services as bindings
 from payments.models import BindingEndReason, BindingState, FamilyBinding, Relationship, WalletLinkage
 from portal.actors import Actor, client_ip

@@ -16,9 +16,9 @@ from rest_framework.response import Response
 
 from insurance.catalogue import decimal_string, facilities_listed, policy_in_force, services_listed
 from insurance.models import Facility, FacilityKind, ReimbursementPolicy, Scheme, ServiceCategory, ServiceItem
+from payments.api.base import PartnerApiView, paginate
 from payments.api.lists import page_of
 from payments.api.problems import ApiError, ProblemCode
-from payments.api_base import PartnerApiView, paginate
 from portal.models import Region
 
 _REGION_CODE_RE = re.compile(r"^[0-9]{6}$")

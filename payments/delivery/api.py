@@ -23,8 +23,8 @@ from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from payments.api.base import PartnerApiView, page_limit
 from payments.api.problems import ApiError, ProblemCode
-from payments.api_base import PartnerApiView, page_limit
 from payments.models import OutboxEvent, Partner
 
 _CURSOR_RE = re.compile(r"^[A-Za-z0-9_-]{1,100}$")

@@ -15,11 +15,7 @@ from rest_framework.response import Response
 
 from insurance.models import Citizen
 from insurance.services import find_citizen_id_by_id_number
-from payments.api.lists import filter_by_state, page_of
-from payments.api.problems import ApiError, ProblemCode
-from payments.api.representations import linkage_repr
-from payments.api.shapes import CertificateOutputSerializer, CitizenOutputSerializer
-from payments.api_base import (
+from payments.api.base import (
     PartnerApiView,
     StrictCharField,
     StrictSerializer,
@@ -28,6 +24,10 @@ from payments.api_base import (
     paginate,
     parse_input,
 )
+from payments.api.lists import filter_by_state, page_of
+from payments.api.problems import ApiError, ProblemCode
+from payments.api.representations import linkage_repr
+from payments.api.shapes import CertificateOutputSerializer, CitizenOutputSerializer
 from payments.linkages import services
 from payments.linkages.errors import LinkageErrorCode
 from payments.models import LinkageEndReason, LinkageState, Partner, WalletLinkage

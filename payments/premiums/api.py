@@ -7,14 +7,14 @@ from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from payments.api.base import PartnerApiView, StrictCharField, StrictSerializer, parse_input
 from payments.api.fastinput import MAX_FEN
 from payments.api.problems import ApiError, ProblemCode
 from payments.api.representations import premium_repr
-from payments.api_base import PartnerApiView, StrictCharField, StrictSerializer, parse_input
-from payments.api_settlements import StrictIntegerField
 from payments.linkages.api import _identified_citizen, partner_actor
 from payments.models import PremiumState
 from payments.premiums import services as premiums
+from payments.settlements.api import StrictIntegerField
 
 
 class PremiumCreateInputSerializer(StrictSerializer):

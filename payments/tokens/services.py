@@ -287,7 +287,7 @@ def _claims(token: object) -> dict:
 def token_claims(token: object) -> dict:
     """The payload of an authentic token, else 422 `invalid_token` (expiry and use are the row's to tell).
 
-    For the settlement's consuming read (payments/settlements.py), which compares the
+    For the settlement's consuming read (payments/settlements/store.py), which compares the
     claims with the row as `token_read` does, in its own one-statement query."""
     claims = _claims(token)
     if "\x00" in claims["jti"]:  # PostgreSQL text cannot hold NUL; no token has one

@@ -11,7 +11,7 @@ from insurance.identity import parse_identity_number
 from insurance.models import ID_NUMBER_PURPOSE, PHONE_PURPOSE
 from portal.crypto import FieldCipher, blind_index, blind_index_candidates, decrypt_text
 from portal.masking import mask_id_number, mask_phone
-from tests.conftest import new_id_number
+from testkit.citizens import new_id_number
 
 
 def test_a_field_cipher_writes_what_decrypt_text_reads_and_the_blind_indexes_of_the_functions():

@@ -12,10 +12,10 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from bench.settlement_bench import LARGE_BILL, SMALL_BILL
-from payments import settlements
 from payments.api import fastinput as api_fastinput
 from payments.api.fastinput import settlement_confirm_input, settlement_create_input
-from payments.api_settlements import (
+from payments.settlements import services as settlements
+from payments.settlements.api import (
     SettlementConfirmInputSerializer,
     SettlementCreateInputSerializer,
     SettlementLineInputSerializer,

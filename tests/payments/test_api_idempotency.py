@@ -9,7 +9,7 @@ import pytest
 from django.db import connection, transaction
 from django.utils import timezone
 
-from payments.idempotency import idempotency_records_purge
+from payments.api.idempotency import idempotency_records_purge
 from payments.models import IdempotencyRecord, OutboxEvent, Partner, WalletLinkage
 from portal.models import AuditEvent
 from testkit.api import idem_key, link_payload, make_partner_client, partner_of, problem, sent_eight_at_once, wire_body
@@ -309,7 +309,7 @@ def test_the_store_statement_sends_what_the_orm_would_send_for_the_record(wallet
     from django.http import HttpResponse
 
     from payments import rows
-    from payments.idempotency import KeyedRequest, store_statement
+    from payments.api.idempotency import KeyedRequest, store_statement
     from payments.models import IdempotencyState
 
     keyed = KeyedRequest(

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from insurance import services as insurance_services
-from payments.api_base import _mismatch_key
+from payments.api.base import _mismatch_key
 from payments.models import LinkageState, OutboxEvent, PartnerKind, WalletLinkage
 from portal import fastcache
 from testkit.api import idem_key, link, link_payload, make_partner_client, partner_of

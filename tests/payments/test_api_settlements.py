@@ -221,7 +221,7 @@ def test_a_wrong_self_pay_is_amount_mismatch(wallet, linkage):
 
 def test_confirming_an_expired_settlement_is_settlement_expired(wallet, linkage):
     settlement = settled(wallet, mint(wallet, linkage["id"]))
-    from payments.settlements import settlements_expire_due
+    from payments.settlements.services import settlements_expire_due
 
     row = Settlement.objects.get(public_id=settlement["id"])
     assert settlements_expire_due(now=row.expires_at) == 1
@@ -257,7 +257,7 @@ def test_every_answer_and_event_of_a_settlement_carries_the_lines_it_was_created
     import json as json_module
 
     from payments.models import OutboxEvent
-    from payments.settlements import settlements_expire_due
+    from payments.settlements.services import settlements_expire_due
 
     citizen, _ = insured(regions, balance=300_000)
     linkage = link(wallet, citizen)

@@ -11,8 +11,8 @@ that index, and check that another partner's id still finds nothing.
 import pytest
 from django.db import connection
 
-from payments import settlements
 from payments.models import Partner, Settlement, WalletLinkage
+from payments.settlements import services as settlements
 from payments.tokens import services as qr
 
 pytestmark = pytest.mark.django_db

@@ -9,8 +9,9 @@ from django.db import DatabaseError, transaction
 from insurance.imports.reading import read_rows
 from insurance.imports.writing import import_rows
 from insurance.services import find_citizen_id_by_id_number
-from payments import ledger, settlements
+from payments.ledger import services as ledger
 from payments.models import AccountEntry, PersonalAccount
+from payments.settlements import services
 from portal.audit import verify_chain
 from portal.errors import DomainError
 from portal.models import AuditEvent
@@ -54,7 +55,7 @@ def test_ledger_entries_cannot_be_edited_or_deleted(regions):
 def test_a_balance_cannot_drop_below_what_pending_settlements_hold(regions, world):
     wallet = make_wallet()
     linkage = linked(wallet, regions, balance=5000)
-    settlements.settlement_create(
+    services.settlement_create(
         actor=SYSTEM,
         partner=wallet,
         token=token(linkage),
@@ -111,7 +112,7 @@ def test_the_citizen_import_stores_balances_as_adjustment_entries(regions, tmp_p
 def test_an_import_row_that_would_drop_below_held_money_fails_alone(regions, world, tmp_path):
     wallet = make_wallet()
     linkage = linked(wallet, regions, balance=5000)
-    settlements.settlement_create(
+    services.settlement_create(
         actor=SYSTEM,
         partner=wallet,
         token=token(linkage),

@@ -5,8 +5,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from payments import settlements
 from payments.models import PersonalAccount
+from payments.settlements import services as settlements
 from testkit.settlements import (
     SERVICES,
     SYSTEM,

@@ -6,9 +6,9 @@ import pytest
 from django.urls import reverse
 
 from insurance import catalogue
-from payments import settlements
 from payments.models import RiskFlag, RiskFlagState, RiskRule
 from payments.risk import services as risk
+from payments.settlements import services as settlements
 from portal.audit import verify_chain
 from portal.errors import DomainError
 from portal.models import AuditEvent, Role

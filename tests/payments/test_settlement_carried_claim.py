@@ -1,6 +1,7 @@
-"""Settlement create and confirm carry the idempotency key's claim in their first statement
-(payments/idempotency.py `fetch_one_carrying`): the key's own answers must stay exactly those of a claim
-taken before the handler, and an answer of the key must touch nothing of the settlement's.
+"""Settlement create and confirm carry the idempotency key's claim, passed to them explicitly, in
+their first statement (payments/settlements/store.py, payments/api/idempotency.py `Claim`): the key's own
+answers must stay exactly those of a claim taken before the handler, and an answer of the key must
+touch nothing of the settlement's.
 
 The rows the create and the confirm lock (the card; the settlement) are held by another
 connection while the request runs with a `lock_timeout`: a request that tried to lock them before

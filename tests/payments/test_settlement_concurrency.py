@@ -9,8 +9,8 @@ from collections.abc import Callable
 import pytest
 from django.db import connection
 
-from payments import settlements
 from payments.models import Settlement, SettlementState
+from payments.settlements import services
 from portal.audit import verify_chain
 from testkit.database import other_connection, waits_on
 from testkit.settlements import (
@@ -80,7 +80,7 @@ def test_fifty_concurrent_settlements_never_pass_the_deductible_the_cap_or_the_b
     tokens = [token(linkage) for _ in range(THREADS)]
 
     def create(tok: str) -> Callable[[], Settlement]:
-        return lambda: settlements.settlement_create(
+        return lambda: services.settlement_create(
             actor=SYSTEM,
             partner=wallet,
             token=tok,
@@ -104,12 +104,12 @@ def test_fifty_concurrent_settlements_never_pass_the_deductible_the_cap_or_the_b
     to_pay, to_cancel = rows[::2], rows[1::2]
     jobs = [
         (
-            lambda s=s: settlements.settlement_confirm(
+            lambda s=s: services.settlement_confirm(
                 actor=SYSTEM, settlement=s, partner_transaction_id=f"wx-{s.pk}", self_pay_fen=s.self_pay_fen
             )
         )
         for s in to_pay
-    ] + [(lambda s=s: settlements.settlement_cancel(actor=SYSTEM, settlement=s)) for s in to_cancel]
+    ] + [(lambda s=s: services.settlement_cancel(actor=SYSTEM, settlement=s)) for s in to_cancel]
     _, errors = run_concurrently(jobs)
     assert errors == []
     assert_year_consistent(citizen_id, world.year)
@@ -118,7 +118,7 @@ def test_fifty_concurrent_settlements_never_pass_the_deductible_the_cap_or_the_b
 
     # New settlements race the refunds of the paid ones.
     more = [token(linkage) for _ in range(10)]
-    jobs = [(lambda s=s: settlements.settlement_refund(actor=SYSTEM, settlement=s, reason="returned")) for s in to_pay]
+    jobs = [(lambda s=s: services.settlement_refund(actor=SYSTEM, settlement=s, reason="returned")) for s in to_pay]
     jobs += [create(tok) for tok in more]
     _, errors = run_concurrently(jobs)
     assert errors == []
@@ -133,7 +133,7 @@ def test_one_token_sent_fifty_times_at_once_settles_once(regions, world):
     tok = token(linkage)
     jobs = [
         (
-            lambda: settlements.settlement_create(
+            lambda: services.settlement_create(
                 actor=SYSTEM, partner=wallet, token=tok, facility_code="H310-1", lines=lines(("REG", 1, 100))
             )
         )
@@ -151,7 +151,7 @@ def test_create_locks_the_card_before_the_citizens_year_and_account(regions, wor
     year nor the account, so nothing that locks the card first can deadlock against it."""
     wallet = make_wallet()
     linkage = linked(wallet, regions, balance=BALANCE)
-    first = settlements.settlement_create(
+    first = services.settlement_create(
         actor=SYSTEM,
         partner=wallet,
         token=token(linkage),
@@ -187,7 +187,7 @@ def test_create_locks_the_card_before_the_citizens_year_and_account(regions, wor
 
 def _create_then_close(wallet, tok: str) -> object:
     try:
-        return settlements.settlement_create(
+        return services.settlement_create(
             actor=SYSTEM,
             partner=wallet,
             token=tok,

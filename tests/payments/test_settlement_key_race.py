@@ -1,9 +1,8 @@
 """A settlement request whose `Idempotency-Key` is stored by another request while it runs.
 
-Create's and confirm's last write is held back until the response is rendered and then joined with
-the stored response in one statement (portal/prepared.py `joined_writes`). When that joined
-statement finds the key already completed, the whole change must still be rolled back and the
-request answered from the stored record, exactly as when the two were separate statements.
+The stored response is written after the settlement's change, in the same transaction
+(payments/api/idempotency.py `run_idempotent`). When that INSERT finds the key already completed, the
+whole change must be rolled back and the request answered from the stored record.
 """
 
 import hashlib
@@ -86,7 +85,7 @@ def test_a_confirm_whose_key_is_stored_while_it_runs_is_rolled_back_whole(world,
     assert not AuditEvent.objects.filter(action="settlement.confirm").exists()
     account = PersonalAccount.objects.get(citizen=citizen)
     assert account.held_fen == created["account_fen"] > 0 and account.balance_fen == 3000
-    # Confirmed now, under another key: the held write and its stored response commit together.
+    # Confirmed now, under another key: the change and its stored response commit together.
     paid = confirm(wallet, created)
     assert paid.status == 200 and paid.json()["state"] == "paid"
     assert OutboxEvent.objects.filter(type="settlement.paid").count() == 1

@@ -10,7 +10,8 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import translation
 
-from payments import ledger, settlements
+from payments.ledger import services as ledger
+from payments.settlements import services
 from payments.templatetags.settlement_tags import format_yuan
 from portal.audit_labels import action_label
 from portal.models import Role
@@ -29,7 +30,7 @@ def wallet(world):
 
 
 def settle(partner, linkage, bill=BILL, *, use_account=False):
-    return settlements.settlement_create(
+    return services.settlement_create(
         actor=SYSTEM,
         partner=partner,
         token=token(linkage),
@@ -45,7 +46,7 @@ def two_regions(wallet, regions):
     publish_policies(regions, "130000")
     here_link = linked(wallet, regions, name="王小明", balance=100_000)
     here = settle(wallet, here_link, use_account=True)
-    here = settlements.settlement_confirm(
+    here = services.settlement_confirm(
         actor=SYSTEM, settlement=here, partner_transaction_id="TX-4200001", self_pay_fen=here.self_pay_fen
     )
     there = settle(wallet, linked(wallet, regions, region_code="130000", name="赵大海"))
@@ -111,11 +112,11 @@ def test_the_list_filters_by_state_partner_and_facility(client, make_user, walle
     other_wallet = make_wallet()
     linkage = linked(wallet, regions)
     paid = settle(wallet, linkage)
-    paid = settlements.settlement_confirm(
+    paid = services.settlement_confirm(
         actor=SYSTEM, settlement=paid, partner_transaction_id="T1", self_pay_fen=paid.self_pay_fen
     )
     pending = settle(wallet, linkage)
-    elsewhere = settlements.settlement_create(
+    elsewhere = services.settlement_create(
         actor=SYSTEM,
         partner=other_wallet,
         token=token(linked(other_wallet, regions)),
@@ -146,7 +147,7 @@ def test_the_list_filters_by_amount_range_in_yuan(client, make_user, wallet, reg
 
 def test_the_list_filters_by_date_range_in_shanghai(client, make_user, wallet, regions, world):
     made = settle(wallet, linked(wallet, regions))
-    day = made.created_at.astimezone(settlements.SHANGHAI).date()
+    day = made.created_at.astimezone(services.SHANGHAI).date()
     sign_in(client, make_user(Role.CLERK))
     assert made.public_id in listed(client, date_from=day.isoformat(), date_to=day.isoformat())
     assert made.public_id not in listed(client, date_from=(day + dt.timedelta(days=1)).isoformat())
@@ -242,7 +243,7 @@ def test_the_citizen_page_shows_the_years_usage_against_the_policy(client, make_
     assert f'id="usage-deductible">{format_yuan(DEDUCTIBLE)} / {format_yuan(DEDUCTIBLE)}<' in page
     assert 'id="usage-fund">7.00<' in page
     assert f'id="usage-cap-left">{format_yuan(CAP - 700)} / {format_yuan(CAP)}<' in page
-    settlements.settlement_cancel(actor=SYSTEM, settlement=made)  # a released settlement no longer counts
+    services.settlement_cancel(actor=SYSTEM, settlement=made)  # a released settlement no longer counts
     page = client.get(reverse("citizen_detail", args=[linkage.citizen_id])).content.decode()
     assert 'id="usage-fund">0.00<' in page
 
@@ -254,7 +255,7 @@ def test_the_citizen_page_pages_the_ledger_and_its_balance_is_the_sum_of_entries
     for balance in range(100_001, 100_013):  # twelve more adjustments: 13 entries in all
         ledger.account_balance_set(actor=SYSTEM, citizen=linkage.citizen, balance_fen=balance)
     made = settle(wallet, linkage, use_account=True)
-    settlements.settlement_confirm(
+    services.settlement_confirm(
         actor=SYSTEM, settlement=made, partner_transaction_id="T", self_pay_fen=made.self_pay_fen
     )
     expected = 100_012 - made.account_fen

@@ -13,23 +13,28 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from payments import keys
+from payments.api.idempotency import Claim, KeyedRequest
 from payments.models import AccountEntry, OutboxEvent, Settlement
+from payments.settlements import services
+from payments.settlements.services import LineInput
 from portal.models import AuditEvent
 from testkit.api import confirm, link, make_partner_client, mint, settled
-from testkit.settlements import insured
+from testkit.settlements import SYSTEM, insured
 
 pytestmark = pytest.mark.django_db
 
-# create: BEGIN, the token/card/catalogue/policy read with the audit row's number and the year and
-# account locked, carrying the idempotency key's lock and read (payments/idempotency.py `claimed`),
-# then settlement with its lines, the reservation, the audit row and the stored response in one
-# statement (prepared.joined_writes), COMMIT: 4, as in production.
-CREATE_MAX = 4
-# confirm: BEGIN, the partner's settlement found by public id and locked with its lines and the
-# account and the audit row's number, carrying the idempotency key's lock and read, then entry,
-# balance, settlement update, outbox event, audit row and stored response in one statement
-# (prepared.write_together, joined by prepared.joined_writes), COMMIT: 4, as in production.
-CONFIRM_MAX = 4
+# create: BEGIN, the service's SAVEPOINT, the token/card/catalogue/policy read with the audit row's
+# number and the year and account locked, carrying the idempotency key's claim passed to it
+# (payments/settlements/store.py `create_context`), then settlement with its lines, the reservation
+# and the audit row in one statement (`settlement_insert`), RELEASE, the stored response, COMMIT: 7.
+CREATE_MAX = 7
+# confirm: BEGIN, SAVEPOINT, the partner's settlement found by public id and locked with its lines
+# and the account and the audit row's number, carrying the key's claim
+# (`settlement_lock_with_account`), then entry, balance, settlement update, outbox event and audit
+# row in one statement (`settlement_change_write`), RELEASE, the stored response, COMMIT: 7.
+CONFIRM_MAX = 7
+# Of which the service's own, inside the request's transaction: SAVEPOINT, one read, one write, RELEASE.
+SERVICE_STATEMENTS = 4
 
 
 @pytest.fixture
@@ -81,3 +86,40 @@ def test_the_count_is_of_the_whole_request(wallet, regions):
     assert sum(1 for text in sql if text is None) >= 4
     assert any(text and "SAVEPOINT" in text for text in sql)  # the handler's transaction, inside the test's
     assert len(sql) >= 10
+
+
+def test_the_services_read_and_write_in_one_statement_each_and_carry_the_claim(
+    wallet, regions, django_assert_num_queries, monkeypatch
+):
+    """The store's interface: the create's read carries the claim it is given, and each service
+    reads once and writes once (the audit row's number read with the rows it locks)."""
+    monkeypatch.setattr(keys, "CACHE_SECONDS", 3600)
+    citizen, _ = insured(regions, balance=300_000)
+    linkage = link(wallet, citizen)
+    first = settled(wallet, mint(wallet, linkage["id"]), use_personal_account=True)  # the year's accumulator
+    assert confirm(wallet, first).status == 200
+    partner = Settlement.objects.get(public_id=first["id"]).partner
+    tok = mint(wallet, linkage["id"])
+    claim = Claim(KeyedRequest(partner.pk, "statements-create", "POST", "/api/v1/settlements", "0" * 64))
+    with django_assert_num_queries(SERVICE_STATEMENTS):
+        created = services.settlement_create(
+            actor=SYSTEM,
+            partner=partner,
+            token=tok,
+            facility_code="H310-1",
+            lines=[LineInput("REG", 1, 2000)],
+            use_personal_account=True,
+            claim=claim,
+        )
+    assert not claim.pending
+    claim = Claim(KeyedRequest(partner.pk, "statements-confirm", "POST", "/confirm", "0" * 64))
+    with django_assert_num_queries(SERVICE_STATEMENTS):
+        services.settlement_confirm(
+            actor=SYSTEM,
+            partner=partner,
+            public_id=created.public_id,
+            partner_transaction_id="wx-1",
+            self_pay_fen=created.self_pay_fen,
+            claim=claim,
+        )
+    assert not claim.pending and Settlement.objects.get(pk=created.pk).state == "paid"

@@ -9,10 +9,10 @@ from django.utils import timezone
 
 from insurance import catalogue
 from insurance import services as insurance_services
-from payments import settlements
 from payments.bindings.services import family_binding_revoke
 from payments.linkages.services import linkage_unlink
 from payments.models import AccountEntry, OutboxEvent, QrToken, Settlement, SettlementState
+from payments.settlements import services as settlements
 from portal.audit import verify_chain
 from portal.errors import DomainError
 from portal.models import AuditEvent

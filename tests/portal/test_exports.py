@@ -31,9 +31,9 @@ EN: dict = {}  # English comes from the cookie set by the `english` fixture
 
 
 def settle(partner, linkage, facility_code: str):
-    from payments import settlements
+    from payments.settlements import services
 
-    return settlements.settlement_create(
+    return services.settlement_create(
         actor=SYSTEM,
         partner=partner,
         token=token(linkage),

@@ -1,4 +1,5 @@
-"""`prepared.write_together`: several independent writes as one statement (the settlement hot path)."""
+"""`prepared.write_together`: several independent writes as one statement, run at once (the
+settlement hot path's changes, payments/settlements/store.py `settlement_change_write`)."""
 
 import pytest
 from django.db import IntegrityError, connection, transaction
@@ -38,63 +39,10 @@ def test_one_failing_part_writes_nothing(regions):
     assert dict(Region.objects.values_list("code", "name_en")) == before
 
 
-# --- joined_writes: a request's last write held back for the stored response to join -------------
-
-
-def test_a_held_write_runs_before_the_next_statement_so_that_statement_sees_it(regions):
-    got = []
-    with prepared.joined_writes():
-        prepared.write_together([_rename("310000", "Shanghai*")], then=got.append)
-        assert got == []  # held
-        with CaptureQueriesContext(connection) as captured:
-            name = Region.objects.values_list("name_en", flat=True).get(code="310000")
-        assert got == [["310000"]] and name == "Shanghai*"
-        assert len(captured.captured_queries) == 2  # the held write, then the read, in that order
-        assert captured.captured_queries[1]["sql"].startswith("SELECT")
-
-
-def test_flush_joins_the_held_write_and_its_own_into_one_statement(regions):
-    got = []
-    with prepared.joined_writes() as joined:
-        prepared.write_together([_rename("310000", "Shanghai*"), _rename("999999", "nowhere")], then=got.append)
-        with CaptureQueriesContext(connection) as captured:
-            values = joined.flush([_rename("440000", "Guangdong*"), _rename("999998", "nowhere")])
-    assert len(captured.captured_queries) == 1
-    assert got == [["310000", None]] and values == ["440000", None]
-    assert dict(Region.objects.filter(code__in=["310000", "440000"]).values_list("code", "name_en")) == {
-        "310000": "Shanghai*",
-        "440000": "Guangdong*",
-    }
-
-
-def test_a_write_still_held_when_the_block_ends_runs_then_and_a_second_write_runs_the_first(regions):
-    got = []
-    with prepared.joined_writes():
-        prepared.write_together([_rename("310000", "one")], then=got.append)
-        prepared.write_together([_rename("440000", "two")], then=got.append)
-        assert got == [["310000"]]
-    assert got == [["310000"], ["440000"]]
-    assert dict(Region.objects.filter(code__in=["310000", "440000"]).values_list("code", "name_en")) == {
-        "310000": "one",
-        "440000": "two",
-    }
-
-
-def test_outside_the_block_a_write_runs_at_once_and_the_block_does_not_nest(regions):
-    got = []
-    prepared.write_together([_rename("310000", "now")], then=got.append)
-    assert got == [["310000"]]
-    with prepared.joined_writes(), pytest.raises(RuntimeError), prepared.joined_writes():
-        pass
-
-
-def test_an_error_in_the_block_drops_the_held_write_and_its_callback(regions):
-    before = dict(Region.objects.values_list("code", "name_en"))
-    got = []
-    with pytest.raises(ZeroDivisionError), transaction.atomic(), prepared.joined_writes():
-        prepared.write_together([_rename("310000", "dropped")], then=got.append)
-        1 / 0  # noqa: B018
-    assert got == []
-    assert dict(Region.objects.values_list("code", "name_en")) == before
-    prepared.write_together([_rename("440000", "after")], then=got.append)  # nothing left held
-    assert got == [["440000"]]
+def test_the_write_runs_at_once_so_the_next_statement_sees_it(regions):
+    """Nothing is held back for a later statement to join: one statement for the write, one for the read."""
+    with CaptureQueriesContext(connection) as captured:
+        assert prepared.write_together([_rename("310000", "Shanghai*")]) == ["310000"]
+        name = Region.objects.values_list("name_en", flat=True).get(code="310000")
+    assert name == "Shanghai*"
+    assert len(captured.captured_queries) == 2 and captured.captured_queries[1]["sql"].startswith("SELECT")

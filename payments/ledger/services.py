@@ -3,7 +3,7 @@
 The balance is the sum of the account's entries. `PersonalAccount.balance_fen`
 caches it and is written in the same transaction as every entry, under the
 account's row lock; `held_fen` is what pending settlements have reserved.
-Settlements (payments/settlements.py) call the helpers below inside their own
+Settlements (payments/settlements/services.py) call the helpers below inside their own
 transaction, after locking the citizen-year accumulator (lock order:
 settlement, accumulator, account, audit chain head).
 

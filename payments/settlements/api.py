@@ -11,7 +11,14 @@ from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from payments import settlements
+from payments.api.base import (
+    PartnerApiView,
+    StrictCharField,
+    StrictSerializer,
+    json_response,
+    paginate,
+    parse_input,
+)
 from payments.api.fastinput import (
     FACILITY_CODE_MAX_LENGTH,
     PARTNER_TRANSACTION_ID_MAX_LENGTH,
@@ -22,18 +29,12 @@ from payments.api.fastinput import (
     settlement_confirm_input,
     settlement_create_input,
 )
+from payments.api.idempotency import Claim
 from payments.api.problems import ApiError
 from payments.api.representations import settlement_repr
-from payments.api_base import (
-    PartnerApiView,
-    StrictCharField,
-    StrictSerializer,
-    json_response,
-    paginate,
-    parse_input,
-)
 from payments.linkages.api import partner_actor
 from payments.models import Partner, Settlement, SettlementState
+from payments.settlements import selectors, services
 
 
 class StrictIntegerField(serializers.IntegerField):
@@ -77,7 +78,7 @@ class SettlementLineInputSerializer(serializers.Serializer):
 class SettlementCreateInputSerializer(StrictSerializer):
     token = StrictCharField(allow_blank=True, trim_whitespace=False)
     facility_code = StrictCharField(max_length=FACILITY_CODE_MAX_LENGTH)
-    lines = SettlementLineInputSerializer(many=True, allow_empty=False, max_length=settlements.MAX_LINES)
+    lines = SettlementLineInputSerializer(many=True, allow_empty=False, max_length=services.MAX_LINES)
     use_personal_account = StrictBooleanField(required=False, default=False)
 
 
@@ -145,16 +146,16 @@ def settlement_for_partner(partner: Partner, public_id: str, *, full: bool = Tru
     `full=False` checks ownership only: for a write, whose service locks and reads the row itself.
     """
     if full:
-        settlement = settlements.settlements_of_partner(partner).filter(public_id=public_id).first()
+        settlement = selectors.settlements_of_partner(partner).filter(public_id=public_id).first()
     else:
-        settlement = settlements.settlement_owned(partner, public_id)
+        settlement = selectors.settlement_owned(partner, public_id)
     if settlement is None:
         raise ApiError(404, "not_found", "Not found.")
     return settlement
 
 
 def _fresh(settlement: Settlement) -> dict:
-    return settlement_repr(settlements.settlements_of_partner(settlement.partner).get(pk=settlement.pk))
+    return settlement_repr(selectors.settlements_of_partner(settlement.partner).get(pk=settlement.pk))
 
 
 # --- Views --------------------------------------------------------------------------------
@@ -164,7 +165,7 @@ class SettlementListCreateApi(PartnerApiView):
     """`GET /settlements?state=` (this partner's) and `POST /settlements` (idempotent)."""
 
     idempotent = True
-    claim_carried = True  # by the create's read (payments/settlements.py `_create_sql`)
+    claim_carried = True  # passed to the create's read (payments/settlements/store.py `create_context`)
 
     @extend_schema(
         operation_id="settlements_list",
@@ -176,7 +177,7 @@ class SettlementListCreateApi(PartnerApiView):
         responses=SettlementListOutputSerializer,
     )
     def get(self, request: Request) -> Response:
-        rows = settlements.settlements_of_partner(self.partner)
+        rows = selectors.settlements_of_partner(self.partner)
         state = request.query_params.get("state")
         if state is not None:
             if state not in SettlementState.values:
@@ -207,20 +208,21 @@ class SettlementListCreateApi(PartnerApiView):
             ),
         },
     )
-    def post(self, request: Request) -> Response:
-        data = settlement_create_input(request.data)  # the serializer's result in ~5 µs instead of ~180
+    def post(self, request: Request, *, claim: Claim) -> Response:
+        data = settlement_create_input(request.data)  # the serializer's result, far cheaper
         if data is None:  # anything unusual: the serializer decides, and words any refusal
             data = parse_input(SettlementCreateInputSerializer, request)
-        settlement = settlements.settlement_create(
+        settlement = services.settlement_create(
             actor=partner_actor(request, self.partner),
             partner=self.partner,
             token=data["token"],
             facility_code=data["facility_code"],
             lines=[
-                settlements.LineInput(line["service_code"], line["quantity"], line["unit_price_fen"])
+                services.LineInput(line["service_code"], line["quantity"], line["unit_price_fen"])
                 for line in data["lines"]
             ],
             use_personal_account=data["use_personal_account"],
+            claim=claim,
         )
         return json_response(request, settlement_repr(settlement), status=201)  # lines and relations are in memory
 
@@ -237,7 +239,7 @@ class SettlementConfirmApi(PartnerApiView):
     """`POST /settlements/{id}/confirm` (idempotent): the wallet collected the self-pay."""
 
     idempotent = True
-    claim_carried = True  # by the settlement's lock (payments/settlements.py `settlement_owned_locked`)
+    claim_carried = True  # passed to the settlement's lock (payments/settlements/store.py)
 
     @extend_schema(
         operation_id="settlements_confirm",
@@ -250,23 +252,24 @@ class SettlementConfirmApi(PartnerApiView):
             422: OpenApiResponse(OpenApiTypes.OBJECT, description="amount_mismatch"),
         },
     )
-    def post(self, request: Request, public_id: str) -> Response:
-        # Found and locked with its account in one statement, before the body is read: a settlement
-        # that is not this partner's answers 404 whatever the body (the transaction is rolled back).
-        locked = settlements.settlement_owned_locked(self.partner, public_id)
-        if locked is None:
-            raise ApiError(404, "not_found", "Not found.")
-        data = settlement_confirm_input(request.data)  # the serializer's result in ~1 µs instead of ~45
-        if data is None:  # anything unusual: the serializer decides, and words any refusal
-            data = parse_input(SettlementConfirmInputSerializer, request)
-        settlement = settlements.settlement_confirm(
+    def post(self, request: Request, public_id: str, *, claim: Claim) -> Response:
+        try:
+            data = settlement_confirm_input(request.data)  # the serializer's result, far cheaper
+            if data is None:  # anything unusual: the serializer decides, and words any refusal
+                data = parse_input(SettlementConfirmInputSerializer, request)
+        except Exception:
+            settlement_for_partner(self.partner, public_id, full=False)  # another's: 404 whatever the body
+            raise
+        # The service finds the partner's settlement and locks it (404 if the partner has none).
+        settlement = services.settlement_confirm(
             actor=partner_actor(request, self.partner),
-            settlement=locked[0],
-            locked=locked,
+            partner=self.partner,
+            public_id=public_id,
             partner_transaction_id=data["partner_transaction_id"],
             self_pay_fen=data["self_pay_fen"],
+            claim=claim,
         )
-        return json_response(request, settlement_repr(settlement))  # `_locked` read it with its lines
+        return json_response(request, settlement_repr(settlement))  # locked with its lines and relations
 
 
 class SettlementCancelApi(PartnerApiView):
@@ -285,7 +288,7 @@ class SettlementCancelApi(PartnerApiView):
         settlement = settlement_for_partner(self.partner, public_id)
         if not isinstance(request.data, dict) or request.data:
             parse_input(SettlementCancelInputSerializer, request)  # `{}` or no body; anything else is refused
-        settlement = settlements.settlement_cancel(actor=partner_actor(request, self.partner), settlement=settlement)
+        settlement = services.settlement_cancel(actor=partner_actor(request, self.partner), settlement=settlement)
         return Response(_fresh(settlement))
 
 
@@ -307,7 +310,7 @@ class SettlementRefundApi(PartnerApiView):
     def post(self, request: Request, public_id: str) -> Response:
         settlement = settlement_for_partner(self.partner, public_id)
         data = parse_input(SettlementRefundInputSerializer, request)
-        settlement = settlements.settlement_refund(
+        settlement = services.settlement_refund(
             actor=partner_actor(request, self.partner), settlement=settlement, reason=data["reason"]
         )
         return Response(_fresh(settlement))

@@ -19,9 +19,9 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
 from insurance.models import ServiceCategory
-from payments import selectors_settlements as selectors
 from payments.models import Partner, RiskFlag, RiskFlagState, RiskRule, Settlement, SettlementState
 from payments.risk import services as risk
+from payments.settlements import selectors
 from portal import exports
 from portal.actors import Actor
 from portal.models import Role

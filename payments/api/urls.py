@@ -1,14 +1,14 @@
 from django.urls import path, re_path
 
-from payments import api_settlements
 from payments.api import openapi
 from payments.api import signed as api
-from payments.api_base import ApiNotFoundView
+from payments.api.base import ApiNotFoundView
 from payments.bindings import api as api_bindings
 from payments.catalogue import api as api_catalogue
 from payments.delivery import api as api_events
 from payments.linkages import api as api_linkages
 from payments.premiums import api as api_premiums
+from payments.settlements import api as api_settlements
 from payments.tokens import api as api_tokens
 
 urlpatterns = [

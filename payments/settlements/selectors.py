@@ -1,4 +1,4 @@
-"""Scoped reads for the settlement and risk-review screens.
+"""Scoped reads: the settlement and risk-review screens', and the partner API's own settlements.
 
 A settlement's region is its citizen's insured region; a risk flag carries its
 region. Everything starts from `portal.scope`, so another region's object is
@@ -13,8 +13,10 @@ from django.db.models import QuerySet, Sum
 
 from insurance.catalogue import policy_in_force, shanghai_today
 from insurance.models import Citizen, ReimbursementPolicy
-from payments.models import AccountEntry, CitizenYearAccumulator, PersonalAccount, RiskFlag, Settlement
+from payments.models import AccountEntry, CitizenYearAccumulator, Partner, PersonalAccount, RiskFlag, Settlement
 from payments.risk.services import day_bounds
+from payments.rows import loaded
+from payments.settlements import store
 from portal.models import AuditEvent
 from portal.scope import restrict_to_user_regions
 
@@ -162,4 +164,25 @@ def citizen_account(citizen: Citizen, page_number: str | int | None, per_page: i
         balance_fen=balance,
         held_fen=account.held_fen if account else 0,
         entries=Paginator(entries, per_page).get_page(page_number),
+    )
+
+
+# --- The partner API's reads ---------------------------------------------------------------------
+
+
+def settlement_owned(partner: Partner, public_id: str) -> Settlement | None:
+    """A bare handle (its pk) on this partner's settlement, for a write whose service locks and
+    reads the row itself; None if the partner has no such settlement (another's included)."""
+    found = store.settlement_owned(public_id)
+    if found is None or found[1] != partner.pk:
+        return None
+    return loaded(Settlement, ["id", "partner_id", "public_id"], [found[0], partner.pk, public_id])
+
+
+def settlements_of_partner(partner: Partner) -> QuerySet[Settlement]:
+    """A partner's own settlements, with what their representation reads (a fixed number of queries)."""
+    return (
+        Settlement.objects.filter(partner=partner)
+        .select_related("certificate", "family_binding", "facility", "policy")
+        .prefetch_related("lines")
     )

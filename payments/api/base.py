@@ -11,7 +11,6 @@ import re
 import time
 from collections.abc import Callable, Sequence
 
-from django.db import transaction
 from django.db.models import Q, QuerySet
 from django.http import HttpResponse, HttpResponseBase
 from rest_framework import serializers
@@ -21,13 +20,12 @@ from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from payments import idempotency
+from payments.api import idempotency
 from payments.api.auth import RATE_KEY_TTL_SECONDS, AuthenticatedPartner, PartnerSignatureAuthentication, rate_key
 from payments.api.problems import ApiError
 from payments.api.signed import SignedApiView
 from payments.models import Partner, PartnerKind
-from payments.transactions import rolled_back_whole_on_error
-from portal import fastcache, prepared
+from portal import fastcache
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
@@ -49,7 +47,7 @@ def _rate_limit(partner: Partner, counted: int = 0) -> None:
 
 
 # NUL or a lone surrogate: valid JSON that PostgreSQL cannot store. One regex search (in C), not a
-# Python loop over every character (which cost ~0.1 ms for a QR token, on every verify).
+# Python loop over every character (which showed in every verify's profile).
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
@@ -99,7 +97,7 @@ class PartnerApiView(SignedApiView):
     """Base of every signed partner endpoint.
 
     `idempotent = True` makes the view's POST require an `Idempotency-Key`
-    (payments/idempotency.py): the key is read after authentication, rate
+    (payments/api/idempotency.py): the key is read after authentication, rate
     limit and partner kind; the handler then runs in one transaction that first
     takes the key and ends by storing its response, and a completed request is
     replayed, signed afresh.
@@ -110,8 +108,8 @@ class PartnerApiView(SignedApiView):
     parser_classes = [StrictJSONParser]
     wallet_only = False  # linkages, QR tokens, family bindings and premiums
     idempotent = False  # POST requires an Idempotency-Key
-    # The handler's first statement carries the key's claim (payments/idempotency.py `fetch_one_carrying`);
-    # otherwise the claim is a statement of its own, before the handler.
+    # The handler takes the key's claim as its `claim` argument and passes it to the statement that
+    # carries it (payments/settlements/store.py); otherwise the claim runs alone before the handler.
     claim_carried = False
 
     _keyed: idempotency.KeyedRequest | None = None
@@ -127,7 +125,7 @@ class PartnerApiView(SignedApiView):
             self._keyed = idempotency.keyed_request(partner=partner, request=request._request)
 
     def dispatch(self, request, *args, **kwargs) -> HttpResponseBase:
-        # DRF's dispatch, except that an idempotent request runs in `_run_claimed`.
+        # DRF's dispatch, except that an idempotent request runs under its key (`run_idempotent`).
         self.args = args
         self.kwargs = kwargs
         request = self.initialize_request(request, *args, **kwargs)
@@ -140,55 +138,28 @@ class PartnerApiView(SignedApiView):
             else:
                 handler = self.http_method_not_allowed
             if self._keyed is not None:
-                return self._run_claimed(handler, request, *args, **kwargs)
+                return self._run_idempotent(handler, request, *args, **kwargs)
             response = handler(request, *args, **kwargs)
         except Exception as exc:
             response = self.handle_exception(exc)
         self.response = self.finalize_response(request, response, *args, **kwargs)
         return self.response
 
-    def _run_claimed(self, handler, request: Request, *args, **kwargs) -> HttpResponseBase:
-        keyed = self._keyed
-        ran = False
-        try:
-            # One transaction and no savepoint: a failing handler rolls it back whole, so the
-            # services it calls join it without their own (payments/transactions.py).
-            with transaction.atomic(), rolled_back_whole_on_error():
-                # The handler's last write waits for the response, whose stored record joins it
-                # in one statement (portal/prepared.py `joined_writes`).
-                with prepared.joined_writes() as joined:
-                    # The key's lock, or its own answer (KeyAnswered): before the handler, or
-                    # carried by its first statement.
-                    with idempotency.claimed(keyed, carried=self.claim_carried):
-                        ran = True
-                        response = handler(request, *args, **kwargs)
-                    response = self.finalize_response(request, response, *args, **kwargs)
-                    # Commits with the business change, or not at all.
-                    if idempotency.should_store(response) and not idempotency.store(keyed, response, joined):
-                        raise idempotency.KeyTaken
-        except idempotency.KeyAnswered as answered:  # rolled back; nothing stored
-            response = (
-                self.finalize_response(request, answered.replay, *args, **kwargs)
-                if answered.replay is not None
-                else self.finalize_response(request, self.handle_exception(answered.error), *args, **kwargs)
-            )
-        except idempotency.KeyTaken:  # rolled back: the first request's answer stands
-            response = self._stored_answer(request, *args, **kwargs)
-        except Exception as exc:
-            # Rolled back: nothing of the handler is left. Its refusal (409, 422) is stored alone; the
-            # key's own answers are not stored again, and anything unexpected is re-raised by handle_exception.
-            response = self.finalize_response(request, self.handle_exception(exc), *args, **kwargs)
-            if ran and idempotency.should_store(response) and not idempotency.store(keyed, response):
-                response = self._stored_answer(request, *args, **kwargs)
-        self.response = response
-        return response
+    def _run_idempotent(self, handler, request: Request, *args, **kwargs) -> HttpResponseBase:
+        def run(claim: idempotency.Claim) -> HttpResponseBase:
+            if self.claim_carried:
+                response = handler(request, *args, claim=claim, **kwargs)
+            else:
+                claim.run_alone()
+                response = handler(request, *args, **kwargs)
+            return self.finalize_response(request, response, *args, **kwargs)
 
-    def _stored_answer(self, request: Request, *args, **kwargs) -> HttpResponseBase:
-        try:
-            response = idempotency.stored_answer(self._keyed)
-        except ApiError as exc:
-            response = self.handle_exception(exc)
-        return self.finalize_response(request, response, *args, **kwargs)
+        def render(outcome: HttpResponseBase | Exception) -> HttpResponseBase:
+            response = self.handle_exception(outcome) if isinstance(outcome, Exception) else outcome
+            return self.finalize_response(request, response, *args, **kwargs)
+
+        self.response = idempotency.run_idempotent(self._keyed, run, render=render)
+        return self.response
 
     @property
     def partner(self) -> Partner:

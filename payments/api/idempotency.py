@@ -1,11 +1,12 @@
 """`Idempotency-Key` for partner POSTs (PARTNER_API.md "Idempotency").
 
 A view sets `idempotent = True`; `PartnerApiView` then takes the key with
-`keyed_request` (no database) and runs, in the handler's own transaction,
-`begin` before the handler (or, with `claim_carried`, the same claim carried by
-the handler's first statement: `claimed`) and `store` after it. `begin` is one statement: it
-takes a transaction-level advisory lock on (partner, key) and reads the stored
-record. A request that cannot have the lock is still running with that key
+`keyed_request` (no database) and makes one call, `run_idempotent`: in one
+transaction, the key's claim, the handler, and `store` of its response. The
+claim is one statement (`Claim.run_alone`), or carried by the settlement
+statement it is passed to explicitly (payments/settlements/store.py): it
+takes a transaction-level advisory lock on (partner, key) and reads the
+stored record. A request that cannot have the lock is still running with that key
 (409, not stored); the lock dies with the transaction, or with its session if
 the process does. The response is stored by an INSERT in the same transaction,
 so a business change and its stored response commit together, in one commit.
@@ -22,12 +23,11 @@ the handler ran; one left behind counts as absent and is overwritten.
 """
 
 import hashlib
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
-from django.db import DEFAULT_DB_ALIAS, connections, transaction
+from django.db import transaction
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.utils import timezone
 
@@ -112,150 +112,113 @@ def _sql(template: str) -> str:
     return template.replace("<table>", f'"{IdempotencyRecord._meta.db_table}"').replace("<lock_key>", LOCK_KEY_SQL)
 
 
-# The claim: the key's lock and its stored record (`_claim_params`), alone (`begin`) or as the CTE of a
-# statement that carries it (`carrying_sql`).
-_BEGIN_SQL = _sql(
-    'SELECT pg_try_advisory_xact_lock(<lock_key>) AS "locked", r."state", r."method", r."target",'
-    ' r."body_sha256", r."response_status", r."response_body", r."response_content_type"'
+# The claim: the key's lock and its stored record, alone (`Claim.run_alone`) or as the CTE of a settlement
+# statement that carries it (`Claim`). Its columns are named `claim_*`, apart from the statement's own.
+CLAIM_SELECT = _sql(
+    'SELECT pg_try_advisory_xact_lock(<lock_key>) AS "claim_locked", r."state" AS "claim_state",'
+    ' r."method" AS "claim_method", r."target" AS "claim_target", r."body_sha256" AS "claim_body_sha256",'
+    ' r."response_status" AS "claim_status", r."response_body" AS "claim_body",'
+    ' r."response_content_type" AS "claim_content_type"'
     ' FROM (SELECT 1) one LEFT JOIN <table> r ON r."partner_id" = %s AND r."key" = %s'
 )
+# A carrying statement's CTE, and the condition its own work is gated on: true while the request may run.
+CLAIM_CTE = f"claim AS ({CLAIM_SELECT})"
+CLAIM_GO = f'(SELECT "claim_locked" AND "claim_state" IS DISTINCT FROM \'{IdempotencyState.COMPLETED}\' FROM claim)'  # noqa: S608
+_STORED = ("claim_method", "claim_target", "claim_body_sha256", "claim_status", "claim_body", "claim_content_type")
 
 
 class KeyAnswered(Exception):
-    """The key answers for itself, found by a claim carried by the handler's first statement or run
-    when the handler ends without one: 409 `idempotency_key_in_use`, 422 `idempotency_key_reused`
+    """The key answers for itself: 409 `idempotency_key_in_use`, 422 `idempotency_key_reused`
     (`error`), or the stored response to replay (`replay`). The transaction is rolled back and
-    nothing is stored, as when `begin` answers before the handler."""
+    nothing is stored."""
 
     def __init__(self, *, replay: HttpResponse | None = None, error: ApiError | None = None) -> None:
         super().__init__(error.problem_code if error is not None else "replay")
         self.replay, self.error = replay, error
 
 
-def begin(keyed: KeyedRequest) -> None:
-    """Own the key until the end of the current transaction (call first in the handler's transaction),
-    or raise its own answer (KeyAnswered)."""
-    locked, state, *stored = prepared.fetch_one(_BEGIN_SQL, _claim_params(keyed))
-    _settle(keyed, locked, state, stored)
+class Claim:
+    """The key's claim, pending until a statement runs it: `run_alone` (a statement of its own), or
+    a settlement statement of payments/settlements/store.py that carries it (`CLAIM_CTE`, gated on
+    `CLAIM_GO`, with `carry()`'s parameters first) and hands its row to `settle`. Passed to the
+    service explicitly by the API view; whatever the handler did, `run_idempotent` runs it alone if
+    it is still pending, so that the key's own answer always comes first."""
 
-
-# --- The claim carried by the handler's first statement ----------------------------------------
-#
-# `begin` is a round trip of its own. A handler whose first statement can carry it (settlement
-# create and confirm, the partner API's hottest writes) runs its first statement through
-# `fetch_one_carrying`, built by `carrying_sql`: the claim's CTE is evaluated first, and the statement's
-# own work (its row locks, a token consumed) is gated on `<claim_go>`, so that a key in use or
-# already answered touches nothing, as if `begin` had answered first. The claim not taken before
-# the connection's next statement is run alone just before it (an execute wrapper), or when the
-# handler ends if it ran none (e.g. it refused the body first): the key's answer then replaces
-# the handler's, exactly as `begin` before the handler would have given it.
-
-GO = "<claim_go>"  # in a carrying statement's SQL: true while the request may run
-_CLAIM_CTE = f"claim AS ({_BEGIN_SQL})"
-_CLAIM_GO = f'(SELECT "locked" AND "state" IS DISTINCT FROM \'{IdempotencyState.COMPLETED}\' FROM claim)'  # noqa: S608
-CLAIM_WIDTH = 8  # the claim's columns before the statement's own
-
-
-def carrying_sql(ctes: str, select: str, carried: bool) -> str:
-    """`WITH <ctes> <select>` (`ctes` may be empty), whose work is gated on `GO`: as it is (GO true)
-    or carrying the claim: then its one row is the claim's CLAIM_WIDTH columns followed by
-    `select`'s, all NULL when `select` found nothing or did not run; the claim's parameters
-    (`_claim_params`) come first."""
-    if not carried:
-        return (f"WITH {ctes} {select}" if ctes else select).replace(GO, "true")
-    sql = f"WITH {_CLAIM_CTE}{', ' + ctes if ctes else ''} SELECT claim.*, q.* FROM claim LEFT JOIN LATERAL ({select}) q ON true"  # noqa: S608, E501 (our SQL)
-    return sql.replace(GO, _CLAIM_GO)
-
-
-def fetch_one_carrying(sql_for: Callable[[bool], str], params: list) -> tuple | None:
-    """`prepared.fetch_one(sql_for(False), params)`; or, while a claim is pending on the connection
-    (`claimed`), the same statement carrying it (`sql_for(True)`, built by `carrying_sql`): the
-    key's own answer is raised (KeyAnswered), else the statement's own row (None if none)."""
-    keyed = _take_claim()
-    if keyed is None:
-        return prepared.fetch_one(sql_for(False), params)
-    found = prepared.fetch_one(sql_for(True), [*_claim_params(keyed), *params])
-    locked, state, *stored = found[:CLAIM_WIDTH]
-    _settle(keyed, locked, state, stored)
-    own = found[CLAIM_WIDTH:]
-    return None if all(value is None for value in own) else tuple(own)
-
-
-def _claim_params(keyed: KeyedRequest) -> list:
-    return [keyed.key, keyed.partner_id, keyed.partner_id, keyed.key]
-
-
-def _settle(keyed: KeyedRequest, locked: bool, state: str | None, stored: list) -> None:
-    """Raise the key's own answer (KeyAnswered), if it has one: in use, or completed (a record left
-    `in_progress` by the earlier version counts as absent)."""
-    if not locked:
-        raise KeyAnswered(error=_in_use())
-    if state == IdempotencyState.COMPLETED:
-        try:
-            replay = _answer(keyed, *stored)
-        except ApiError as exc:  # reused with another request
-            raise KeyAnswered(error=exc) from None
-        raise KeyAnswered(replay=replay)
-
-
-class _Claim:
     def __init__(self, keyed: KeyedRequest) -> None:
-        self.keyed: KeyedRequest | None = keyed
+        self.keyed = keyed
+        self.pending = True
 
-    def take(self) -> KeyedRequest | None:
-        keyed, self.keyed = self.keyed, None
-        return keyed
+    def carry(self) -> list:
+        """The claim's parameters for a statement that carries it (it is no longer pending)."""
+        self.pending = False
+        keyed = self.keyed
+        return [keyed.key, keyed.partner_id, keyed.partner_id, keyed.key]
 
-    def run(self) -> None:
-        """The claim alone, if still pending (`begin`)."""
-        keyed = self.take()
-        if keyed is not None:
-            begin(keyed)
+    def run_alone(self) -> None:
+        if self.pending:
+            self.settle(prepared.fetch_row(CLAIM_SELECT, self.carry()))
 
-    def _before_statement(self, execute, sql, params, many, context):
-        self.run()
-        return execute(sql, params, many, context)
-
-
-@contextmanager
-def claimed(keyed: KeyedRequest, *, carried: bool) -> Iterator[None]:
-    """Own the key for the handler run within (inside its transaction): at once (`begin`), or
-    `carried` by the handler's first statement. The key's own answer is raised as KeyAnswered."""
-    if not carried:
-        begin(keyed)
-        yield
-        return
-    db = connections[DEFAULT_DB_ALIAS]
-    if getattr(db, "_ecard_claim", None) is not None:
-        raise RuntimeError("claimed() does not nest")
-    claim = db._ecard_claim = _Claim(keyed)
-    try:
-        with db.execute_wrapper(claim._before_statement):
+    def settle(self, row: dict) -> None:
+        """Raise the key's own answer (KeyAnswered) found in `row`, if it has one: in use, or
+        completed (a record left `in_progress` by an earlier version counts as absent)."""
+        if not row["claim_locked"]:
+            raise KeyAnswered(error=_in_use())
+        if row["claim_state"] == IdempotencyState.COMPLETED:
             try:
-                yield
+                replay = _answer(self.keyed, *(row[name] for name in _STORED))
+            except ApiError as exc:  # reused with another request
+                raise KeyAnswered(error=exc) from None
+            raise KeyAnswered(replay=replay)
+
+
+def run_idempotent(
+    keyed: KeyedRequest,
+    handler: Callable[[Claim], HttpResponseBase],
+    *,
+    render: Callable[[HttpResponseBase | Exception], HttpResponseBase],
+) -> HttpResponseBase:
+    """Run `handler` under the key: in one transaction that owns the key (or answers with the key's
+    own response), runs the handler and stores its rendered response, so that the business change
+    and its stored response commit together. `handler` gets the pending claim: it may pass it to
+    the statement that carries it, else it is run alone before the handler's answer is stored.
+    `render` finalizes a response, or renders an exception, as the API does. A refusal of the
+    handler (409, 422) is stored alone after its rollback; a key stored meanwhile by another
+    request wins (`KeyTaken`)."""
+    claim = Claim(keyed)
+    try:
+        with transaction.atomic():
+            try:
+                response = handler(claim)
             except KeyAnswered:
                 raise
             except Exception:
-                if claim.keyed is not None:
-                    # The handler refused before any statement: the key's answer comes first. Its
-                    # service's atomic block marked the transaction for rollback on the way out, but
-                    # nothing ran in it; the mark is put back, and the refusal still rolls it back.
-                    marked = transaction.get_rollback()
-                    transaction.set_rollback(False)
-                    try:
-                        claim.run()
-                    finally:
-                        transaction.set_rollback(marked)
+                if claim.pending and not transaction.get_rollback():
+                    claim.run_alone()  # refused before its claim ran: the key's own answer comes first
                 raise
-            claim.run()
-    finally:
-        db._ecard_claim = None
+            claim.run_alone()
+            if should_store(response) and not store(keyed, response):
+                raise KeyTaken
+    except KeyAnswered as answered:  # rolled back; nothing stored
+        return render(answered.replay if answered.replay is not None else answered.error)
+    except KeyTaken:  # rolled back: the first request's answer stands
+        return _stored_or_error(keyed, render)
+    except Exception as exc:
+        # Rolled back: nothing of the handler is left. Its refusal is stored alone; anything
+        # unexpected is re-raised by `render`.
+        response = render(exc)
+        if should_store(response) and not store(keyed, response):
+            response = _stored_or_error(keyed, render)
+        return response
+    return response
 
 
-def _take_claim() -> KeyedRequest | None:
-    """The pending claim, for the caller's next statement to carry, or None: no claim is pending."""
-    claim = getattr(connections[DEFAULT_DB_ALIAS], "_ecard_claim", None)
-    return None if claim is None else claim.take()
+def _stored_or_error(
+    keyed: KeyedRequest, render: Callable[[HttpResponseBase | Exception], HttpResponseBase]
+) -> HttpResponseBase:
+    try:
+        return render(stored_answer(keyed))
+    except ApiError as exc:
+        return render(exc)
 
 
 def should_store(response: HttpResponseBase) -> bool:
@@ -266,19 +229,17 @@ def should_store(response: HttpResponseBase) -> bool:
 _STORE_SQL: str | None = None
 
 
-def store(keyed: KeyedRequest, response: HttpResponseBase, joined: prepared.JoinedWrites | None = None) -> bool:
-    """Store the rendered response as the key's completed record: one INSERT, in the handler's transaction
-    (or, for a refusal after its rollback, alone), joined into the handler's last write if `joined`
-    holds one back. False if the key already has a completed record."""
-    if joined is not None:
-        return joined.flush([store_statement(keyed, response)])[0] is not None
+def store(keyed: KeyedRequest, response: HttpResponseBase) -> bool:
+    """Store the rendered response as the key's completed record: one INSERT, in the handler's
+    transaction (or, for a refusal after its rollback, alone). False if the key already has a
+    completed record."""
     return prepared.fetch_one(*store_statement(keyed, response)) is not None
 
 
 def store_statement(keyed: KeyedRequest, response: HttpResponseBase) -> tuple[str, list]:
     """`store`'s INSERT and its parameters, RETURNING the id, or no row if the key already
     has a completed record. The parameters are the values the ORM would send for the record, built
-    without a model instance (about a twentieth of a request's CPU with one)."""
+    without a model instance (building one showed in every request's profile)."""
     global _STORE_SQL
     sql, fields = rows.insert_sql(IdempotencyRecord)
     if _STORE_SQL is None:  # `rows.insert`'s INSERT, overwriting only a record left `in_progress`
