@@ -26,7 +26,7 @@ def _insert_sql(model: type[Model]) -> tuple[str, list]:
         fields = [field for field in meta.concrete_fields if not isinstance(field, AutoField)]
         columns = ", ".join('"' + field.column + '"' for field in fields)
         placeholders = ", ".join(["%s"] * len(fields))
-        sql = f'INSERT INTO "{meta.db_table}" ({columns}) VALUES ({placeholders}) RETURNING "{meta.pk.column}"'
+        sql = f'INSERT INTO "{meta.db_table}" ({columns}) VALUES ({placeholders}) RETURNING "{meta.pk.column}"'  # noqa: S608 (names from the model; values are parameters)
         cached = _SQL[model] = (sql, fields)
     return cached
 
@@ -76,7 +76,7 @@ def update_statement(obj: Model, fields: list[str]) -> tuple[str, list]:
         chosen += [field for field in meta.concrete_fields if getattr(field, "auto_now", False) and field not in chosen]
         assignments = ", ".join(f'"{field.column}" = %s' for field in chosen)
         cached = _UPDATE_SQL[key] = (
-            f'UPDATE "{meta.db_table}" SET {assignments} WHERE "{meta.pk.column}" = %s RETURNING "{meta.pk.column}"',
+            f'UPDATE "{meta.db_table}" SET {assignments} WHERE "{meta.pk.column}" = %s RETURNING "{meta.pk.column}"',  # noqa: S608 (names from the models; values are parameters)
             chosen,
         )
     sql, chosen = cached

@@ -150,7 +150,7 @@ def audit_insert_sql() -> str:
     if _INSERT_SQL is None:
         fields = [AuditEvent._meta.get_field(name) for name in _INSERT_COLUMNS]
         _INSERT_SQL = (
-            f"INSERT INTO portal_auditevent ({', '.join(f.column for f in fields)})"
+            f"INSERT INTO portal_auditevent ({', '.join(f.column for f in fields)})"  # noqa: S608 (names from the models; values are parameters)
             f" VALUES ({', '.join(['%s'] * len(fields))}) RETURNING seq"
         )
     return _INSERT_SQL
@@ -195,7 +195,7 @@ def _write_chain(rows: list[AuditEvent]) -> None:
     # One UPDATE joined to a VALUES list: linear in the batch, unlike bulk_update's CASE per column.
     with connection.cursor() as cursor:
         cursor.execute(
-            "UPDATE portal_auditevent AS a SET chain_seq = v.chain_seq, prev_hash = v.prev_hash, hash = v.hash"
+            "UPDATE portal_auditevent AS a SET chain_seq = v.chain_seq, prev_hash = v.prev_hash, hash = v.hash"  # noqa: S608 (placeholders only; values are parameters)
             " FROM (VALUES " + ", ".join(["(%s::bigint, %s::bigint, %s, %s)"] * len(rows)) + ")"
             " AS v(seq, chain_seq, prev_hash, hash) WHERE a.seq = v.seq AND a.chain_seq IS NULL",
             [value for row in rows for value in (row.seq, row.chain_seq, row.prev_hash, row.hash)],

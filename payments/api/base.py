@@ -22,7 +22,7 @@ from rest_framework.response import Response
 
 from payments.api import idempotency
 from payments.api.auth import RATE_KEY_TTL_SECONDS, AuthenticatedPartner, PartnerSignatureAuthentication, rate_key
-from payments.api.problems import ApiError
+from payments.api.problems import ApiError, ProblemCode
 from payments.api.signed import SignedApiView
 from payments.models import Partner, PartnerKind
 from portal import fastcache
@@ -43,7 +43,7 @@ def _rate_limit(partner: Partner, counted: int = 0) -> None:
     round trip that records the nonce, payments/api/auth.py), else 0 and it is counted here."""
     count = counted or fastcache.count(rate_key(partner.pk, int(time.time())), timeout=RATE_KEY_TTL_SECONDS)
     if count > partner.rate_limit_per_second:
-        raise ApiError(429, "rate_limited", "Too many requests.", headers={"Retry-After": "1"})
+        raise ApiError(429, ProblemCode.RATE_LIMITED, "Too many requests.", headers={"Retry-After": "1"})
 
 
 # NUL or a lone surrogate: valid JSON that PostgreSQL cannot store. One regex search (in C), not a
@@ -82,12 +82,12 @@ class StrictJSONParser(JSONParser):
 def _reject_nul(request: Request) -> None:
     """NUL cannot be stored or compared in PostgreSQL text: refuse it in the path and the query."""
     if "\x00" in request._request.path:
-        raise ApiError(404, "not_found", "Not found.")
+        raise ApiError(404, ProblemCode.NOT_FOUND, "Not found.")
     for name, values in request.query_params.lists():
         if "\x00" in name or any("\x00" in value for value in values):
             raise ApiError(
                 400,
-                "validation_error",
+                ProblemCode.VALIDATION_ERROR,
                 "NUL characters are not accepted.",
                 errors={name.replace("\x00", ""): ["NUL characters are not accepted."]},
             )
@@ -120,7 +120,7 @@ class PartnerApiView(SignedApiView):
         _rate_limit(partner, request.user.rate_count)
         _reject_nul(request)
         if self.wallet_only and partner.kind != PartnerKind.WALLET:
-            raise ApiError(403, "forbidden", "Only wallet partners may use this endpoint.")
+            raise ApiError(403, ProblemCode.FORBIDDEN, "Only wallet partners may use this endpoint.")
         if self.idempotent and request.method == "POST" and hasattr(self, "post"):
             self._keyed = idempotency.keyed_request(partner=partner, request=request._request)
 
@@ -207,7 +207,7 @@ def parse_input(serializer_class: type[serializers.Serializer], request: Request
     if not isinstance(data, dict):
         raise ApiError(
             400,
-            "validation_error",
+            ProblemCode.VALIDATION_ERROR,
             "The body must be a JSON object.",
             errors={"non_field_errors": ["The body must be a JSON object."]},
         )
@@ -236,7 +236,7 @@ def _decode(cursor: str, size: int) -> list[str]:
 
 
 def _bad(field: str, message: str) -> ApiError:
-    return ApiError(400, "validation_error", message, errors={field: [message]})
+    return ApiError(400, ProblemCode.VALIDATION_ERROR, message, errors={field: [message]})
 
 
 def page_limit(request: Request) -> int:
@@ -291,7 +291,7 @@ class ApiNotFoundView(SignedApiView):
     schema = None
 
     def initial(self, request: Request, *args, **kwargs) -> None:
-        raise ApiError(404, "not_found", "There is no such endpoint.")
+        raise ApiError(404, ProblemCode.NOT_FOUND, "There is no such endpoint.")
 
 
 # --- Identity attempts ------------------------------------------------------
@@ -319,7 +319,10 @@ def identity_attempts_check(partner: Partner) -> None:
         free_at = times[len(times) - IDENTITY_MISMATCHES_PER_MINUTE] + IDENTITY_MISMATCH_WINDOW_SECONDS
         retry_after = min(IDENTITY_MISMATCH_WINDOW_SECONDS, max(1, math.ceil(free_at - now)))
         raise ApiError(
-            429, "rate_limited", "Too many identity mismatches: retry later.", headers={"Retry-After": str(retry_after)}
+            429,
+            ProblemCode.RATE_LIMITED,
+            "Too many identity mismatches: retry later.",
+            headers={"Retry-After": str(retry_after)},
         )
 
 

@@ -33,7 +33,7 @@ from django.utils import timezone
 
 from payments import rows
 from payments.api.auth import request_target
-from payments.api.problems import ApiError
+from payments.api.problems import ApiError, ProblemCode
 from payments.models import IdempotencyRecord, IdempotencyState, Partner
 from portal import prepared
 
@@ -65,7 +65,7 @@ def request_key(request: HttpRequest) -> str:
     if key is None or not 1 <= len(key) <= MAX_KEY_LENGTH or not all(" " <= c <= "~" for c in key):
         raise ApiError(
             400,
-            "idempotency_key_required",
+            ProblemCode.IDEMPOTENCY_KEY_REQUIRED,
             "This request requires an Idempotency-Key header of 1 to 255 printable ASCII characters.",
         )
     return key
@@ -83,7 +83,9 @@ def keyed_request(*, partner: Partner, request: HttpRequest) -> KeyedRequest:
 
 
 def _in_use() -> ApiError:
-    return ApiError(409, "idempotency_key_in_use", "A request with this Idempotency-Key is still running; retry later.")
+    return ApiError(
+        409, ProblemCode.IDEMPOTENCY_KEY_IN_USE, "A request with this Idempotency-Key is still running; retry later."
+    )
 
 
 def _answer(
@@ -97,7 +99,9 @@ def _answer(
 ) -> HttpResponse:
     """A completed record's response to replay, or 422 `idempotency_key_reused` if it was another request."""
     if (method, target, body_sha256) != (keyed.method, keyed.target, keyed.body_sha256):
-        raise ApiError(422, "idempotency_key_reused", "This Idempotency-Key was already used with a different request.")
+        raise ApiError(
+            422, ProblemCode.IDEMPOTENCY_KEY_REUSED, "This Idempotency-Key was already used with a different request."
+        )
     response = HttpResponse(bytes(body or b""), status=status, content_type=content_type or "application/json")
     response[REPLAYED_HEADER] = "true"
     return response

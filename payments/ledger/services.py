@@ -19,6 +19,7 @@ from django.utils.translation import gettext_lazy as _
 
 from insurance.models import Citizen
 from payments import rows
+from payments.ledger.errors import LedgerErrorCode
 from payments.models import AccountEntry, AccountEntryKind, PersonalAccount, Settlement
 from portal import domain_events, prepared
 from portal.actors import Actor
@@ -39,18 +40,18 @@ def _lock_sql() -> str:
     global _LOCK_SQL
     if _LOCK_SQL is None:
         columns = ", ".join(f'"{PersonalAccount._meta.get_field(name).column}"' for name in _ACCOUNT_FIELDS)
-        _LOCK_SQL = f'SELECT {columns} FROM "{PersonalAccount._meta.db_table}" WHERE "citizen_id" = %s FOR UPDATE'
+        _LOCK_SQL = f'SELECT {columns} FROM "{PersonalAccount._meta.db_table}" WHERE "citizen_id" = %s FOR UPDATE'  # noqa: S608 (names from the models; values are parameters)
     return _LOCK_SQL
 
 
 # An entry and the cached balance are always written together, as one statement
 # (`prepared.write_together`), so never one without the other.
 _ENTRY_SQL = (
-    f'INSERT INTO "{AccountEntry._meta.db_table}" ("account_id", "kind", "amount_fen", "balance_after_fen",'
+    f'INSERT INTO "{AccountEntry._meta.db_table}" ("account_id", "kind", "amount_fen", "balance_after_fen",'  # noqa: S608 (names from the models; values are parameters)
     ' "settlement_id", "actor_label", "note", "created_at") VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING "id"'
 )
 _BALANCE_SQL = (
-    f'UPDATE "{PersonalAccount._meta.db_table}" SET "balance_fen" = %s, "held_fen" = %s, "updated_at" = %s'
+    f'UPDATE "{PersonalAccount._meta.db_table}" SET "balance_fen" = %s, "held_fen" = %s, "updated_at" = %s'  # noqa: S608 (names from the models; values are parameters)
     ' WHERE "id" = %s RETURNING "id"'
 )
 
@@ -181,7 +182,7 @@ def account_balance_set(*, actor: Actor, citizen: Citizen, balance_fen: int, not
     """
     if not isinstance(balance_fen, int) or isinstance(balance_fen, bool) or balance_fen < 0:
         raise DomainError(
-            "validation_error",
+            LedgerErrorCode.VALIDATION_ERROR,
             _("The balance is a whole number of fen, not negative."),
             status=400,
             field="account_balance_fen",
@@ -189,7 +190,7 @@ def account_balance_set(*, actor: Actor, citizen: Citizen, balance_fen: int, not
     account = account_for_update(citizen.pk)
     if balance_fen < account.held_fen:
         raise DomainError(
-            "account_held",
+            LedgerErrorCode.ACCOUNT_HELD,
             _("Pending settlements hold more than this balance; retry after they end."),
             field="account_balance_fen",
         )

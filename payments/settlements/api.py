@@ -30,7 +30,8 @@ from payments.api.fastinput import (
     settlement_create_input,
 )
 from payments.api.idempotency import Claim
-from payments.api.problems import ApiError
+from payments.api.lists import filter_by_state, page_of
+from payments.api.problems import ApiError, ProblemCode
 from payments.api.representations import settlement_repr
 from payments.linkages.api import partner_actor
 from payments.models import Partner, Settlement, SettlementState
@@ -131,9 +132,7 @@ class SettlementOutputSerializer(serializers.Serializer):
     version = serializers.IntegerField()
 
 
-class SettlementListOutputSerializer(serializers.Serializer):
-    results = SettlementOutputSerializer(many=True)
-    next_cursor = serializers.CharField(allow_null=True)
+SettlementListOutputSerializer = page_of(SettlementOutputSerializer, "SettlementListOutputSerializer")
 
 
 _IDEMPOTENCY = OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER, required=True)
@@ -150,7 +149,7 @@ def settlement_for_partner(partner: Partner, public_id: str, *, full: bool = Tru
     else:
         settlement = selectors.settlement_owned(partner, public_id)
     if settlement is None:
-        raise ApiError(404, "not_found", "Not found.")
+        raise ApiError(404, ProblemCode.NOT_FOUND, "Not found.")
     return settlement
 
 
@@ -178,16 +177,7 @@ class SettlementListCreateApi(PartnerApiView):
     )
     def get(self, request: Request) -> Response:
         rows = selectors.settlements_of_partner(self.partner)
-        state = request.query_params.get("state")
-        if state is not None:
-            if state not in SettlementState.values:
-                raise ApiError(
-                    400,
-                    "validation_error",
-                    "Unknown state.",
-                    errors={"state": ["One of: " + ", ".join(SettlementState.values) + "."]},
-                )
-            rows = rows.filter(state=state)
+        rows = filter_by_state(request, rows, SettlementState.values)
         return Response(paginate(request, rows, serialize=settlement_repr))
 
     @extend_schema(

@@ -25,6 +25,7 @@ from payments.delivery.outbox import enqueued, outbox_event
 from payments.ledger import services as ledger
 from payments.models import BindingState, LinkageState, Partner, Settlement, SettlementLine, SettlementState
 from payments.settlements import store
+from payments.settlements.errors import SettlementErrorCode
 from payments.tokens import services as qr
 from portal.actors import Actor
 from portal.audit import audit_event
@@ -66,11 +67,11 @@ def _audit_snapshot(settlement: Settlement) -> dict:
 
 
 def _not_active() -> DomainError:
-    return DomainError("certificate_not_active", _("The e-card is not active."))
+    return DomainError(SettlementErrorCode.CERTIFICATE_NOT_ACTIVE, _("The e-card is not active."))
 
 
 def _invalid_state(settlement: Settlement, message: str) -> DomainError:
-    return DomainError("invalid_state", message % {"state": settlement.state})
+    return DomainError(SettlementErrorCode.INVALID_STATE, message % {"state": settlement.state})
 
 
 def _check_token(claims: dict, found: store.CreateContext | None) -> store.CreateContext:
@@ -85,11 +86,13 @@ def _check_token(claims: dict, found: store.CreateContext | None) -> store.Creat
         expires_at=found and found.token.expires_at,
     )
     if not found.taken:
-        raise DomainError("token_used", _("This QR token was already used: ask for a new one."))
+        raise DomainError(SettlementErrorCode.TOKEN_USED, _("This QR token was already used: ask for a new one."))
     if found.linkage_state != LinkageState.ACTIVE:
-        raise DomainError("linkage_inactive", _("The linkage that minted this token has ended."))
+        raise DomainError(SettlementErrorCode.LINKAGE_INACTIVE, _("The linkage that minted this token has ended."))
     if found.binding is not None and found.binding.state != BindingState.ACTIVE:
-        raise DomainError("binding_inactive", _("The family binding this token presents is not active."))
+        raise DomainError(
+            SettlementErrorCode.BINDING_INACTIVE, _("The family binding this token presents is not active.")
+        )
     if found.certificate.state != CertificateState.ACTIVE:
         raise _not_active()
     if found.binding is not None and found.holder_certificate_state != CertificateState.ACTIVE:
@@ -106,7 +109,7 @@ def _bill_lines(lines: Sequence[LineInput], items: dict[str, ServiceItem]) -> tu
         item = items.get(line.service_code)
         if item is None or not item.active:
             raise DomainError(
-                "unknown_service",
+                SettlementErrorCode.UNKNOWN_SERVICE,
                 _("Line %(line)d: no insured service has this code.") % {"line": index + 1},
                 status=422,
                 line=index + 1,
@@ -124,7 +127,7 @@ def _bill_lines(lines: Sequence[LineInput], items: dict[str, ServiceItem]) -> tu
     for index, line in enumerate(bill):
         if line.unit_price_fen > line.max_unit_price_fen:
             raise DomainError(
-                "price_above_maximum",
+                SettlementErrorCode.PRICE_ABOVE_MAXIMUM,
                 _("Line %(line)s (%(code)s): the unit price %(price)s fen is above the catalogue maximum %(max)s fen.")
                 % {
                     "line": index + 1,
@@ -171,13 +174,16 @@ def settlement_create(
     )
     read = _check_token(claims, found)
     if read.facility is None:
-        raise DomainError("unknown_facility", _("No active facility has this code."), status=422)
+        raise DomainError(SettlementErrorCode.UNKNOWN_FACILITY, _("No active facility has this code."), status=422)
     if not 1 <= len(lines) <= MAX_LINES:
-        raise DomainError("validation_error", _("A settlement has 1 to 100 lines."), status=400, field="lines")
+        raise DomainError(
+            SettlementErrorCode.VALIDATION_ERROR, _("A settlement has 1 to 100 lines."), status=400, field="lines"
+        )
     bill, services = _bill_lines(lines, read.items)
     if read.policy is None:
         raise DomainError(
-            "policy_unavailable", _("No reimbursement policy is in force for this citizen's region and scheme.")
+            SettlementErrorCode.POLICY_UNAVAILABLE,
+            _("No reimbursement policy is in force for this citizen's region and scheme."),
         )
 
     # Locked by the read, else created and locked now (the same order: year, then account).
@@ -317,18 +323,18 @@ def settlement_confirm(
     else:
         locked = store.settlement_owned_lock_with_account(partner.pk, public_id, claim)
         if locked is None:
-            raise DomainError("not_found", "Not found.", status=404)
+            raise DomainError(SettlementErrorCode.NOT_FOUND, "Not found.", status=404)
     settlement, account = locked.settlement, locked.account
     now = now or timezone.now()
     if settlement.state == SettlementState.EXPIRED or (
         settlement.state == SettlementState.PENDING_PAYMENT and now >= settlement.expires_at
     ):
-        raise DomainError("settlement_expired", _("This settlement expired before it was confirmed."))
+        raise DomainError(SettlementErrorCode.SETTLEMENT_EXPIRED, _("This settlement expired before it was confirmed."))
     if settlement.state != SettlementState.PENDING_PAYMENT:
         raise _invalid_state(settlement, _("This settlement is %(state)s: it cannot be confirmed."))
     if self_pay_fen != settlement.self_pay_fen:
         raise DomainError(
-            "amount_mismatch",
+            SettlementErrorCode.AMOUNT_MISMATCH,
             _("The self-pay collected differs from the settlement's self-pay."),
             status=422,
             self_pay_fen=settlement.self_pay_fen,

@@ -26,7 +26,7 @@ from portal import exports
 from portal.actors import Actor
 from portal.models import Role
 from portal.money import format_yuan
-from portal.screens import paginate, querystring_without_page, two_step
+from portal.screens import paginate, querystring_without_page, state_param, two_step
 
 RISK_READERS = {Role.NATIONAL_OPERATOR, Role.REGION_ADMIN, Role.AUDITOR}
 RISK_DECIDERS = {Role.NATIONAL_OPERATOR, Role.REGION_ADMIN}
@@ -196,9 +196,7 @@ def _get_flag_for_user(user, pk: int) -> RiskFlag:
 
 @risk_reader_required
 def risk_queue(request: HttpRequest) -> HttpResponse:
-    state = request.GET.get("state", RiskFlagState.OPEN)
-    if state not in RiskFlagState.values:
-        state = RiskFlagState.OPEN
+    state = state_param(request, RiskFlagState.values, RiskFlagState.OPEN)
     rule = request.GET.get("rule", "")
     rows = selectors.risk_flags_visible_to(request.user).filter(state=state).select_related("region", "citizen")
     if rule in RiskRule.values:

@@ -11,8 +11,8 @@ that index, and check that another partner's id still finds nothing.
 import pytest
 from django.db import connection
 
-from payments.models import Partner, Settlement, WalletLinkage
-from payments.settlements import services as settlements
+from payments.models import Settlement, WalletLinkage
+from payments.settlements import store
 from payments.tokens import services as qr
 
 pytestmark = pytest.mark.django_db
@@ -48,14 +48,13 @@ def _unique_index(model, column: str) -> str:
 
 
 def test_a_settlement_is_found_by_its_public_id_index_whatever_the_plan():
-    settlements.settlement_owned(Partner(pk=1), "stl_none")  # builds the statement
-    plan = _generic_plan(settlements._OWNED_SQL, ["stl_none"])
+    plan = _generic_plan(store.OWNED_SQL, ["stl_none"])
     assert _unique_index(Settlement, "public_id") in plan, plan
     assert "partner" not in plan, plan
 
 
 def test_confirms_locked_settlement_is_found_by_its_public_id_index_whatever_the_plan():
-    plan = _generic_plan(settlements._locked_sql(True, by_public_id=True), ["stl_none"])
+    plan = _generic_plan(store.LOCKED_BY_PUBLIC_ID_SQL[0], ["stl_none"])
     assert _unique_index(Settlement, "public_id") in plan, plan
     assert "settlement_partner" not in plan, plan
 
