@@ -74,7 +74,7 @@ _executor: ThreadPoolExecutor | None = None
 
 
 def _http() -> tuple[urllib3.PoolManager, ThreadPoolExecutor]:
-    """urllib3 rather than httpx here: half the CPU per webhook (docs/benchmarks.md)."""
+    """urllib3 rather than httpx here: less CPU per webhook (docs/benchmarks-outbox.md)."""
     global _pool_pid, _client, _executor
     pid = os.getpid()
     if _pool_pid != pid or _client is None or _executor is None:
@@ -253,7 +253,7 @@ def deliver_one(event_id: int) -> bool:
 
 # A sweep that is queued and has not started yet will claim every event committed before it starts,
 # so a commit that finds one queued need not queue another: under load, one Celery message per sweep
-# instead of one per event (publishing one costs a web request ~0.4 ms). The mark is set by the kick
+# instead of one per event (publishing one is a broker round trip in the web request). The mark is set by the kick
 # that queues a sweep and cleared by the sweep as it starts; it expires in case its message is lost,
 # and the beat sweep (ECARD_DELIVERY_SWEEP_SECONDS) delivers whatever a lost message would have.
 SWEEP_QUEUED_KEY = "outbox:sweep-queued"
