@@ -7,6 +7,8 @@ prepared statement (portal/prepared.py), with each field's own `pre_save` and
 constraints apply as to any INSERT.
 """
 
+from typing import TypeVar
+
 from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.models import AutoField, Model
 from django.db.models.base import ModelState
@@ -15,6 +17,8 @@ from django.db.models.query_utils import DeferredAttribute
 from django.db.models.signals import post_init, pre_init
 
 from portal import prepared
+
+M = TypeVar("M", bound=Model)
 
 _SQL: dict[type, tuple[str, list]] = {}
 
@@ -102,7 +106,7 @@ def _plain(model: type[Model]) -> bool:
     return plain
 
 
-def loaded(model: type[Model], attnames: list[str], values: list) -> Model:
+def loaded(model: type[M], attnames: list[str], values: list) -> M:
     """What `model.from_db(DEFAULT_DB_ALIAS, attnames, values)` gives, a row read from the database
     with these fields (any other deferred, loaded if read), except that each value goes to the field
     it is named with (from_db takes them in the model's field order, whatever the names' order).

@@ -10,7 +10,6 @@ import re
 import secrets
 import time
 from dataclasses import dataclass
-from typing import cast
 
 from django.core.exceptions import RequestDataTooBig
 from django.utils.encoding import escape_uri_path
@@ -120,7 +119,7 @@ def _key_from_row(row: tuple) -> PartnerKey:
     split = len(_KEY_FIELDS)
     key = rows.loaded(PartnerKey, _KEY_FIELDS, list(row[:split]))
     rows.related(key, "partner", rows.loaded(Partner, _PARTNER_FIELDS, list(row[split:])))
-    return cast(PartnerKey, key)
+    return key
 
 
 _KEY_FIELDS = [field.attname for field in PartnerKey._meta.concrete_fields]
@@ -277,7 +276,7 @@ def _copy_key(cached: PartnerKey) -> PartnerKey:
     key = rows.loaded(PartnerKey, _KEY_FIELDS, [cached.__dict__[name] for name in _KEY_FIELDS])
     values = [partner.__dict__[name] for name in _PARTNER_FIELDS]
     rows.related(key, "partner", rows.loaded(Partner, _PARTNER_FIELDS, values))
-    return cast(PartnerKey, key)
+    return key
 
 
 def _active(key: PartnerKey) -> bool:

@@ -10,8 +10,9 @@ import math
 import re
 import time
 from collections.abc import Callable, Sequence
+from typing import TypeVar, cast
 
-from django.db.models import Q, QuerySet
+from django.db.models import Field, Model, Q, QuerySet
 from django.http import HttpResponse, HttpResponseBase
 from rest_framework import serializers
 from rest_framework.exceptions import ParseError
@@ -26,6 +27,8 @@ from payments.api.problems import ApiError, ProblemCode
 from payments.api.signed import SignedApiView
 from payments.models import Partner, PartnerKind
 from portal import fastcache
+
+M = TypeVar("M", bound=Model)
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
@@ -117,7 +120,7 @@ class PartnerApiView(SignedApiView):
     def initial(self, request: Request, *args, **kwargs) -> None:
         super().initial(request, *args, **kwargs)
         partner = self.partner
-        _rate_limit(partner, request.user.rate_count)
+        _rate_limit(partner, cast(AuthenticatedPartner, request.user).rate_count)  # see `partner`
         _reject_nul(request)
         if self.wallet_only and partner.kind != PartnerKind.WALLET:
             raise ApiError(403, ProblemCode.FORBIDDEN, "Only wallet partners may use this endpoint.")
@@ -138,14 +141,16 @@ class PartnerApiView(SignedApiView):
             else:
                 handler = self.http_method_not_allowed
             if self._keyed is not None:
-                return self._run_idempotent(handler, request, *args, **kwargs)
+                return self._run_idempotent(self._keyed, handler, request, *args, **kwargs)
             response = handler(request, *args, **kwargs)
         except Exception as exc:
             response = self.handle_exception(exc)
         self.response = self.finalize_response(request, response, *args, **kwargs)
         return self.response
 
-    def _run_idempotent(self, handler, request: Request, *args, **kwargs) -> HttpResponseBase:
+    def _run_idempotent(
+        self, keyed: idempotency.KeyedRequest, handler, request: Request, *args, **kwargs
+    ) -> HttpResponseBase:
         def run(claim: idempotency.Claim) -> HttpResponseBase:
             if self.claim_carried:
                 response = handler(request, *args, claim=claim, **kwargs)
@@ -158,12 +163,13 @@ class PartnerApiView(SignedApiView):
             response = self.handle_exception(outcome) if isinstance(outcome, Exception) else outcome
             return self.finalize_response(request, response, *args, **kwargs)
 
-        self.response = idempotency.run_idempotent(self._keyed, run, render=render)
+        self.response = idempotency.run_idempotent(keyed, run, render=render)
         return self.response
 
     @property
     def partner(self) -> Partner:
-        return self.request.user.partner
+        # Authenticated by PartnerSignatureAuthentication and checked by IsSignedPartner (`initial`).
+        return cast(AuthenticatedPartner, self.request.user).partner
 
 
 def json_response(request: Request, data: dict, status: int = 200) -> HttpResponse | Response:
@@ -250,10 +256,10 @@ def page_limit(request: Request) -> int:
 
 def paginate(
     request: Request,
-    queryset: QuerySet,
+    queryset: QuerySet[M],
     *,
     order: tuple[str, str] = ("created_at", "id"),
-    serialize: Callable[[object], dict],
+    serialize: Callable[[M], dict],
 ) -> dict:
     """`{"results": [...], "next_cursor": ...}` ordered by `order` ascending (a unique last field)."""
     limit = page_limit(request)
@@ -262,9 +268,9 @@ def paginate(
     if cursor is not None:
         try:
             after_first, after_second = _decode(cursor, 2)
-            field = queryset.model._meta.get_field(first)
-            after_first_value = field.to_python(after_first)
-            after_second_value = queryset.model._meta.get_field(second).to_python(after_second)
+            meta = queryset.model._meta  # `order` names concrete fields
+            after_first_value = cast(Field, meta.get_field(first)).to_python(after_first)
+            after_second_value = cast(Field, meta.get_field(second)).to_python(after_second)
         except Exception:  # any undecodable or foreign cursor is the partner's error
             raise _bad("cursor", "The cursor is not valid.") from None
         queryset = queryset.filter(

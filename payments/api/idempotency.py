@@ -26,6 +26,7 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import cast
 
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
@@ -73,7 +74,8 @@ def request_key(request: HttpRequest) -> str:
 
 def fingerprint(request: HttpRequest) -> tuple[str, str, str]:
     """Method, request target and SHA-256 of the body: what "the same request" means."""
-    return request.method.upper(), request_target(request), hashlib.sha256(request.body).hexdigest()
+    # `method` is None only on an HttpRequest built by hand, never on one a view receives.
+    return cast(str, request.method).upper(), request_target(request), hashlib.sha256(request.body).hexdigest()
 
 
 def keyed_request(*, partner: Partner, request: HttpRequest) -> KeyedRequest:
@@ -93,7 +95,7 @@ def _answer(
     method: str,
     target: str,
     body_sha256: str,
-    status: int,
+    status: int | None,
     body: bytes | memoryview | None,
     content_type: str | None,
 ) -> HttpResponse:
@@ -160,7 +162,8 @@ class Claim:
 
     def run_alone(self) -> None:
         if self.pending:
-            self.settle(prepared.fetch_row(CLAIM_SELECT, self.carry()))
+            # One row whatever the key's state: `FROM (SELECT 1) LEFT JOIN` the record.
+            self.settle(cast(dict, prepared.fetch_row(CLAIM_SELECT, self.carry())))
 
     def settle(self, row: dict) -> None:
         """Raise the key's own answer (KeyAnswered) found in `row`, if it has one: in use, or
@@ -203,7 +206,8 @@ def run_idempotent(
             if should_store(response) and not store(keyed, response):
                 raise KeyTaken
     except KeyAnswered as answered:  # rolled back; nothing stored
-        return render(answered.replay if answered.replay is not None else answered.error)
+        # KeyAnswered carries a replay or an error, never neither.
+        return render(answered.replay if answered.replay is not None else cast(ApiError, answered.error))
     except KeyTaken:  # rolled back: the first request's answer stands
         return _stored_or_error(keyed, render)
     except Exception as exc:
@@ -267,7 +271,7 @@ def _completed_record(keyed: KeyedRequest, response: HttpResponseBase) -> dict:
         "body_sha256": keyed.body_sha256,
         "state": str(IdempotencyState.COMPLETED),
         "response_status": response.status_code,
-        "response_body": bytes(response.content),
+        "response_body": bytes(cast(HttpResponse, response).content),  # API responses are never streamed
         "response_content_type": (response.get("Content-Type") or "application/json")[:64],
         "created_at": now,
         "completed_at": now,

@@ -67,6 +67,8 @@ def sign_response(response: HttpResponseBase, *, request_nonce: str) -> HttpResp
 class SignedApiView(APIView):
     """Base of every partner API view: renders, then signs, whatever the outcome."""
 
+    response: HttpResponseBase  # type: ignore[assignment]  # finalize_response also returns plain Django responses
+
     def finalize_response(self, request: Request, response: HttpResponseBase, *args, **kwargs) -> HttpResponseBase:  # type: ignore[override]  # also plain Django responses
         response = super().finalize_response(request, response, *args, **kwargs)  # type: ignore[arg-type]
         return sign_response(response, request_nonce=request_nonce(request))

@@ -12,8 +12,10 @@ event `citizen.account_balance_set`, and `on_account_balance_set` turns a
 changed balance into an `adjustment` entry in the import row's transaction.
 """
 
+from typing import cast
+
 from django.db import transaction
-from django.db.models import Sum
+from django.db.models import Field, Sum
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
@@ -39,7 +41,10 @@ _LOCK_SQL: str | None = None
 def _lock_sql() -> str:
     global _LOCK_SQL
     if _LOCK_SQL is None:
-        columns = ", ".join(f'"{PersonalAccount._meta.get_field(name).column}"' for name in _ACCOUNT_FIELDS)
+        # _ACCOUNT_FIELDS are concrete fields of the model, not relations.
+        columns = ", ".join(
+            f'"{cast(Field, PersonalAccount._meta.get_field(name)).column}"' for name in _ACCOUNT_FIELDS
+        )
         _LOCK_SQL = f'SELECT {columns} FROM "{PersonalAccount._meta.db_table}" WHERE "citizen_id" = %s FOR UPDATE'  # noqa: S608 (names from the models; values are parameters)
     return _LOCK_SQL
 
@@ -81,7 +86,8 @@ def account_for_update(citizen_id: int) -> PersonalAccount:
     found = prepared.fetch_one(_lock_sql(), [citizen_id])  # one statement in the usual case
     if found is None:
         PersonalAccount.objects.bulk_create([PersonalAccount(citizen_id=citizen_id)], ignore_conflicts=True)
-        found = prepared.fetch_one(_lock_sql(), [citizen_id])
+        # Created now or by a concurrent creator (ignore_conflicts): the row exists.
+        found = cast(tuple, prepared.fetch_one(_lock_sql(), [citizen_id]))
     return rows.loaded(PersonalAccount, _ACCOUNT_FIELDS, list(found))
 
 

@@ -11,10 +11,12 @@ lock, so that concurrent settlements never pass the deductible or the annual cap
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 from zoneinfo import ZoneInfo
 
 from django.db import transaction
 from django.utils import timezone
+from django.utils.functional import Promise
 from django.utils.translation import gettext_lazy as _
 
 from insurance.models import CertificateState, ServiceItem
@@ -23,7 +25,15 @@ from payments.api.idempotency import Claim
 from payments.api.representations import settlement_repr
 from payments.delivery.outbox import enqueued, outbox_event
 from payments.ledger import services as ledger
-from payments.models import BindingState, LinkageState, Partner, Settlement, SettlementLine, SettlementState
+from payments.models import (
+    BindingState,
+    LinkageState,
+    Partner,
+    PersonalAccount,
+    Settlement,
+    SettlementLine,
+    SettlementState,
+)
 from payments.settlements import store
 from payments.settlements.errors import SettlementErrorCode
 from payments.tokens import services as qr
@@ -70,7 +80,7 @@ def _not_active() -> DomainError:
     return DomainError(SettlementErrorCode.CERTIFICATE_NOT_ACTIVE, _("The e-card is not active."))
 
 
-def _invalid_state(settlement: Settlement, message: str) -> DomainError:
+def _invalid_state(settlement: Settlement, message: str | Promise) -> DomainError:
     return DomainError(SettlementErrorCode.INVALID_STATE, message % {"state": settlement.state})
 
 
@@ -80,11 +90,12 @@ def _check_token(claims: dict, found: store.CreateContext | None) -> store.Creat
     qr.token_check_row(
         claims,
         found=found is not None,
-        certificate_number=found and found.certificate.number,
-        linkage_public_id=found and found.linkage_public_id,
-        binding_public_id=found and found.binding and found.binding.public_id,
-        expires_at=found and found.token.expires_at,
+        certificate_number=None if found is None else found.certificate.number,
+        linkage_public_id=None if found is None else found.linkage_public_id,
+        binding_public_id=None if found is None or found.binding is None else found.binding.public_id,
+        expires_at=None if found is None else found.token.expires_at,
     )
+    found = cast(store.CreateContext, found)  # token_check_row refused a token not found
     if not found.taken:
         raise DomainError(SettlementErrorCode.TOKEN_USED, _("This QR token was already used: ask for a new one."))
     if found.linkage_state != LinkageState.ACTIVE:
@@ -124,16 +135,16 @@ def _bill_lines(lines: Sequence[LineInput], items: dict[str, ServiceItem]) -> tu
             )
         )
         services.append(item)
-    for index, line in enumerate(bill):
-        if line.unit_price_fen > line.max_unit_price_fen:
+    for index, bill_line in enumerate(bill):
+        if bill_line.unit_price_fen > bill_line.max_unit_price_fen:
             raise DomainError(
                 SettlementErrorCode.PRICE_ABOVE_MAXIMUM,
                 _("Line %(line)s (%(code)s): the unit price %(price)s fen is above the catalogue maximum %(max)s fen.")
                 % {
                     "line": index + 1,
-                    "code": line.service_code,
-                    "price": line.unit_price_fen,
-                    "max": line.max_unit_price_fen,
+                    "code": bill_line.service_code,
+                    "price": bill_line.unit_price_fen,
+                    "max": bill_line.max_unit_price_fen,
                 },
                 status=422,
                 line=index + 1,
@@ -249,7 +260,7 @@ def settlement_create(
     )
     store.settlement_insert(settlement, created_lines, accumulator, account, audit, read.audit_number)
     # The response is built from these objects: no re-read of what this transaction just wrote.
-    settlement._prefetched_objects_cache = {"lines": created_lines}
+    settlement._prefetched_objects_cache = {"lines": created_lines}  # type: ignore[attr-defined]  # Django's, not in the stubs
     return settlement
 
 
@@ -321,10 +332,14 @@ def settlement_confirm(
     if settlement is not None:
         locked = store.settlement_lock_with_account(settlement.pk)
     else:
-        locked = store.settlement_owned_lock_with_account(partner.pk, public_id, claim)
-        if locked is None:
+        if partner is None or public_id is None:
+            raise TypeError("settlement_confirm takes a settlement, or a partner and a public_id")
+        owned = store.settlement_owned_lock_with_account(partner.pk, public_id, claim)
+        if owned is None:
             raise DomainError(SettlementErrorCode.NOT_FOUND, "Not found.", status=404)
-    settlement, account = locked.settlement, locked.account
+        locked = owned
+    # Locked with its account: created if missing, never None.
+    settlement, account = locked.settlement, cast(PersonalAccount, locked.account)
     now = now or timezone.now()
     if settlement.state == SettlementState.EXPIRED or (
         settlement.state == SettlementState.PENDING_PAYMENT and now >= settlement.expires_at
@@ -375,16 +390,14 @@ def settlement_cancel(*, actor: Actor, settlement: Settlement) -> Settlement:
 def settlement_expire(*, actor: Actor, settlement: Settlement, now: dt.datetime | None = None) -> Settlement | None:
     """A pending settlement past `expires_at`: `expired`, its reservation released (None if not due)."""
     now = now or timezone.now()
-    settlement = store.settlement_lock_due(settlement.pk, now)
-    if settlement is None:  # confirmed, cancelled or being handled by someone else
+    due = store.settlement_lock_due(settlement.pk, now)
+    if due is None:  # confirmed, cancelled or being handled by someone else
         return None
-    before = _audit_snapshot(settlement)
-    _restore_reservation(settlement, actor=actor, refund=False)
-    settlement.state = SettlementState.EXPIRED
-    settlement.released_at = now
-    return _change(
-        settlement, actor=actor, action="expire", event="settlement.expired", before=before, fields=["released_at"]
-    )
+    before = _audit_snapshot(due)
+    _restore_reservation(due, actor=actor, refund=False)
+    due.state = SettlementState.EXPIRED
+    due.released_at = now
+    return _change(due, actor=actor, action="expire", event="settlement.expired", before=before, fields=["released_at"])
 
 
 def settlements_expire_due(*, now: dt.datetime | None = None, batch: int = 500) -> int:

@@ -15,6 +15,9 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any, TypeVar, cast
+
+from django.db.models import Model
 
 from insurance.models import Certificate, Citizen, Facility, ReimbursementPolicy, ServiceItem
 from payments import rows
@@ -35,6 +38,8 @@ from portal import prepared
 from portal.audit import NUMBER_COLUMNS, audit_insert, audit_insert_sql, audit_next_number
 from portal.models import AuditEvent
 
+M = TypeVar("M", bound=Model)
+
 
 def _carrying(ctes: Sequence[str], select: str) -> str:
     """`WITH <claim>, <ctes> SELECT claim.*, q.*`: the claim's `claim_*` columns, then `select`'s
@@ -53,7 +58,8 @@ def _run(variants: tuple[str, str], params: list, claim: Claim | None) -> dict |
     plain, carrying = variants
     if claim is None or not claim.pending:
         return prepared.fetch_row(plain, params)
-    row = prepared.fetch_row(carrying, [*claim.carry(), *params])
+    # One row whatever it found: the claim's, LEFT JOIN LATERAL the statement's.
+    row = cast(dict, prepared.fetch_row(carrying, [*claim.carry(), *params]))
     claim.settle(row)
     return None if row["id"] is None else row
 
@@ -68,12 +74,12 @@ def _parts(row: dict) -> dict[str, dict]:
     return parts
 
 
-def _instance(model: type, fields: dict) -> object:
+def _instance(model: type[M], fields: dict) -> M | None:
     """A `model` instance holding `fields` (any other field deferred), or None if its id is NULL."""
     return None if fields["id"] is None else rows.loaded(model, list(fields), list(fields.values()))
 
 
-def _json(value: object) -> object:
+def _json(value: object) -> Any:
     return json.loads(value) if isinstance(value, str | bytes) else value
 
 
@@ -187,17 +193,19 @@ def create_context(
         return None
     parts = _parts(row)
     citizen = parts["citizen"]
-    policy = _json(row["policy"])
-    if policy is not None:
-        policy.update(region_id=citizen["region_id"], scheme=citizen["scheme"], year=year)
-        policy.update(ratio=Decimal(policy["ratio"]), eligible_shares=_json(policy["eligible_shares"]))
-        policy = rows.loaded(ReimbursementPolicy, list(policy), list(policy.values()))
+    terms = _json(row["policy"])
+    policy = None
+    if terms is not None:
+        terms.update(region_id=citizen["region_id"], scheme=citizen["scheme"], year=year)
+        terms.update(ratio=Decimal(terms["ratio"]), eligible_shares=_json(terms["eligible_shares"]))
+        policy = rows.loaded(ReimbursementPolicy, list(terms), list(terms.values()))
     accumulator = parts["accumulator"]
+    # The token, its card and the citizen are the statement's inner-joined rows: never None.
     return CreateContext(
-        token=_instance(QrToken, {**parts["token"], "jti": jti, "used_at": now}),
+        token=cast(QrToken, _instance(QrToken, {**parts["token"], "jti": jti, "used_at": now})),
         taken=row["taken"] is not None,
-        certificate=_instance(Certificate, parts["certificate"]),
-        citizen=_instance(Citizen, citizen),
+        certificate=cast(Certificate, _instance(Certificate, parts["certificate"])),
+        citizen=cast(Citizen, _instance(Citizen, citizen)),
         linkage_public_id=row["linkage_public_id"],
         linkage_state=row["linkage_state"],
         binding=_instance(FamilyBinding, parts["binding"]),
@@ -266,7 +274,8 @@ def settlement_insert(
     )
     year = [accumulator.deductible_used_fen, accumulator.fund_used_fen, accumulator.updated_at, accumulator.pk]
     hold = [account.held_fen, account.updated_at, account.pk]
-    row = prepared.fetch_row(sql, [*rows.insert_values(settlement, fields), lines_json, *year, *hold, *audit_params])
+    params = [*rows.insert_values(settlement, fields), lines_json, *year, *hold, *audit_params]
+    row = cast(dict, prepared.fetch_row(sql, params))  # a SELECT of subqueries: always one row
     if (row["years"], row["accounts"], row["audits"], len(row["line_ids"] or ())) != (1, 1, 1, len(lines)):
         raise RuntimeError("settlement write: the year accumulator or the account is gone")  # locked: cannot be
     rows.mark_saved(settlement, row["settlement_id"])
@@ -348,11 +357,11 @@ class LockedSettlement:
 
 def _locked(row: dict) -> LockedSettlement:
     parts = _parts(row)
-    settlement = _instance(Settlement, parts["settlement"])
+    settlement = cast(Settlement, _instance(Settlement, parts["settlement"]))  # the statement's own row
     for name, model in _RELATED.items():
         rows.related(settlement, name, _instance(model, parts[name]))
     lines = [rows.loaded(SettlementLine, list(line), list(line.values())) for line in _json(row["lines"])]
-    settlement._prefetched_objects_cache = {"lines": lines}
+    settlement._prefetched_objects_cache = {"lines": lines}  # type: ignore[attr-defined]  # Django's, not in the stubs
     if "account" not in parts:
         return LockedSettlement(settlement)
     audit_number = (row["audit_seq"], row["audit_xid"])
