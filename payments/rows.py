@@ -1,7 +1,7 @@
 """One-row INSERTs without the ORM's per-call SQL compilation, for the settlement hot path.
 
-`Model.objects.create()` compiles its INSERT afresh on every call (about 0.3–0.5 ms of
-Python for a wide row). `insert` builds the statement once per model and runs it as a
+`Model.objects.create()` compiles its INSERT afresh on every call, which for a wide row
+costs more Python than the INSERT itself. `insert` builds the statement once per model and runs it as a
 prepared statement (portal/prepared.py), with each field's own `pre_save` and
 `get_db_prep_save`, exactly the values the ORM would send; database triggers and
 constraints apply as to any INSERT.
@@ -111,7 +111,7 @@ def loaded(model: type[M], attnames: list[str], values: list) -> M:
     with these fields (any other deferred, loaded if read), except that each value goes to the field
     it is named with (from_db takes them in the model's field order, whatever the names' order).
     Built without `Model.__init__`, which from_db runs over every field, sending pre_init and
-    post_init: on the settlement path that was about a twentieth of a request's CPU. With any
+    post_init, a measurable share of a settlement request's CPU. With any
     pre_init or post_init receiver connected, or a field with a descriptor of its own, from_db it is."""
     if pre_init.receivers or post_init.receivers or not _plain(model):
         # from_db takes the values in the model's field order, whatever the order of the names.
