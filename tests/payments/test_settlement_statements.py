@@ -23,18 +23,19 @@ from testkit.settlements import SYSTEM, insured
 
 pytestmark = pytest.mark.django_db
 
-# create: BEGIN, the service's SAVEPOINT, the token/card/catalogue/policy read with the audit row's
-# number and the year and account locked, carrying the idempotency key's claim passed to it
-# (payments/settlements/store.py `create_context`), then settlement with its lines, the reservation
-# and the audit row in one statement (`settlement_insert`), RELEASE, the stored response, COMMIT: 7.
-CREATE_MAX = 7
-# confirm: BEGIN, SAVEPOINT, the partner's settlement found by public id and locked with its lines
-# and the account and the audit row's number, carrying the key's claim
-# (`settlement_lock_with_account`), then entry, balance, settlement update, outbox event and audit
-# row in one statement (`settlement_change_write`), RELEASE, the stored response, COMMIT: 7.
-CONFIRM_MAX = 7
-# Of which the service's own, inside the request's transaction: SAVEPOINT, one read, one write, RELEASE.
-SERVICE_STATEMENTS = 4
+# create: BEGIN, the token/card/catalogue/policy read with the audit row's number and the year and
+# account locked, carrying the idempotency key's claim passed to it (payments/settlements/store.py
+# `create_context`), then settlement with its lines, the reservation and the audit row in one
+# statement (`settlement_insert`), the stored response, COMMIT: 5. Under the claim the service joins
+# the request's transaction without a savepoint (`_transaction` in payments/settlements/services.py).
+CREATE_MAX = 5
+# confirm: BEGIN, the partner's settlement found by public id and locked with its lines and the
+# account and the audit row's number, carrying the key's claim (`settlement_lock_with_account`),
+# then entry, balance, settlement update, outbox event and audit row in one statement
+# (`settlement_change_write`), the stored response, COMMIT: 5.
+CONFIRM_MAX = 5
+# Of which the service's own, under a claim: one read, one write.
+SERVICE_STATEMENTS = 2
 
 
 @pytest.fixture
