@@ -7,7 +7,8 @@ prepared statement (portal/prepared.py), with each field's own `pre_save` and
 constraints apply as to any INSERT.
 """
 
-from typing import TypeVar
+import json
+from typing import Any, TypeVar
 
 from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.models import AutoField, Model
@@ -133,3 +134,26 @@ def related(instance: Model, name: str, value: Model | None) -> None:
     if getattr(instance, field.attname) != (None if value is None else value.pk):
         raise ValueError(f"{type(instance).__name__}.{name}: the object is not the one its id names")
     field.set_cached_value(instance, value)
+
+
+# --- Reading a hand-written statement's row by column name -----------------------------------
+
+
+def row_parts(row: dict) -> dict[str, dict]:
+    """The row's `<part>__<field>` columns, by part: {"certificate": {"id": ..., "number": ...}, ...}."""
+    parts: dict[str, dict] = {}
+    for column, value in row.items():
+        part, _, field = column.partition("__")
+        if field:
+            parts.setdefault(part, {})[field] = value
+    return parts
+
+
+def loaded_or_none(model: type[M], fields: dict) -> M | None:
+    """A `model` instance holding `fields` (any other field deferred), or None if its id is NULL."""
+    return None if fields["id"] is None else loaded(model, list(fields), list(fields.values()))
+
+
+def json_value(value: object) -> Any:
+    """A JSON column as Python (psycopg may hand it over parsed or as text)."""
+    return json.loads(value) if isinstance(value, str | bytes) else value

@@ -15,9 +15,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, TypeVar, cast
-
-from django.db.models import Model
+from typing import cast
 
 from insurance.models import Certificate, Citizen, Facility, ReimbursementPolicy, ServiceItem
 from payments import rows
@@ -37,8 +35,6 @@ from payments.models import (
 from portal import prepared
 from portal.audit import NUMBER_COLUMNS, audit_insert, audit_insert_sql, audit_next_number
 from portal.models import AuditEvent
-
-M = TypeVar("M", bound=Model)
 
 
 def _carrying(ctes: Sequence[str], select: str) -> str:
@@ -62,25 +58,6 @@ def _run(variants: tuple[str, str], params: list, claim: Claim | None) -> dict |
     row = cast(dict, prepared.fetch_row(carrying, [*claim.carry(), *params]))
     claim.settle(row)
     return None if row["id"] is None else row
-
-
-def _parts(row: dict) -> dict[str, dict]:
-    """The row's `<part>__<field>` columns, by part: {"certificate": {"id": ..., "number": ...}, ...}."""
-    parts: dict[str, dict] = {}
-    for column, value in row.items():
-        part, _, field = column.partition("__")
-        if field:
-            parts.setdefault(part, {})[field] = value
-    return parts
-
-
-def _instance(model: type[M], fields: dict) -> M | None:
-    """A `model` instance holding `fields` (any other field deferred), or None if its id is NULL."""
-    return None if fields["id"] is None else rows.loaded(model, list(fields), list(fields.values()))
-
-
-def _json(value: object) -> Any:
-    return json.loads(value) if isinstance(value, str | bytes) else value
 
 
 # --- Create: one statement reads and locks what the split needs ------------------------------------
@@ -191,31 +168,36 @@ def create_context(
     row = _run(CREATE_SQL, params, claim)
     if row is None:
         return None
-    parts = _parts(row)
+    parts = rows.row_parts(row)
     citizen = parts["citizen"]
-    terms = _json(row["policy"])
+    terms = rows.json_value(row["policy"])
     policy = None
     if terms is not None:
         terms.update(region_id=citizen["region_id"], scheme=citizen["scheme"], year=year)
-        terms.update(ratio=Decimal(terms["ratio"]), eligible_shares=_json(terms["eligible_shares"]))
+        terms.update(ratio=Decimal(terms["ratio"]), eligible_shares=rows.json_value(terms["eligible_shares"]))
         policy = rows.loaded(ReimbursementPolicy, list(terms), list(terms.values()))
     accumulator = parts["accumulator"]
     # The token, its card and the citizen are the statement's inner-joined rows: never None.
     return CreateContext(
-        token=cast(QrToken, _instance(QrToken, {**parts["token"], "jti": jti, "used_at": now})),
+        token=cast(QrToken, rows.loaded_or_none(QrToken, {**parts["token"], "jti": jti, "used_at": now})),
         taken=row["taken"] is not None,
-        certificate=cast(Certificate, _instance(Certificate, parts["certificate"])),
-        citizen=cast(Citizen, _instance(Citizen, citizen)),
+        certificate=cast(Certificate, rows.loaded_or_none(Certificate, parts["certificate"])),
+        citizen=cast(Citizen, rows.loaded_or_none(Citizen, citizen)),
         linkage_public_id=row["linkage_public_id"],
         linkage_state=row["linkage_state"],
-        binding=_instance(FamilyBinding, parts["binding"]),
+        binding=rows.loaded_or_none(FamilyBinding, parts["binding"]),
         holder_certificate_state=row["holder_certificate_state"],
-        facility=_instance(Facility, {**parts["facility"], "code": facility_code, "active": True}),
-        items={item["code"]: rows.loaded(ServiceItem, list(item), list(item.values())) for item in _json(row["items"])},
+        facility=rows.loaded_or_none(Facility, {**parts["facility"], "code": facility_code, "active": True}),
+        items={
+            item["code"]: rows.loaded(ServiceItem, list(item), list(item.values()))
+            for item in rows.json_value(row["items"])
+        },
         policy=policy,
         audit_number=(row["audit_seq"], row["audit_xid"]),
-        accumulator=_instance(CitizenYearAccumulator, {**accumulator, "citizen_id": citizen["id"], "year": year}),
-        account=_instance(PersonalAccount, {**parts["account"], "citizen_id": citizen["id"]}),
+        accumulator=rows.loaded_or_none(
+            CitizenYearAccumulator, {**accumulator, "citizen_id": citizen["id"], "year": year}
+        ),
+        account=rows.loaded_or_none(PersonalAccount, {**parts["account"], "citizen_id": citizen["id"]}),
     )
 
 
@@ -356,16 +338,16 @@ class LockedSettlement:
 
 
 def _locked(row: dict) -> LockedSettlement:
-    parts = _parts(row)
-    settlement = cast(Settlement, _instance(Settlement, parts["settlement"]))  # the statement's own row
+    parts = rows.row_parts(row)
+    settlement = cast(Settlement, rows.loaded_or_none(Settlement, parts["settlement"]))  # the statement's own row
     for name, model in _RELATED.items():
-        rows.related(settlement, name, _instance(model, parts[name]))
-    lines = [rows.loaded(SettlementLine, list(line), list(line.values())) for line in _json(row["lines"])]
+        rows.related(settlement, name, rows.loaded_or_none(model, parts[name]))
+    lines = [rows.loaded(SettlementLine, list(line), list(line.values())) for line in rows.json_value(row["lines"])]
     settlement._prefetched_objects_cache = {"lines": lines}  # type: ignore[attr-defined]  # Django's, not in the stubs
     if "account" not in parts:
         return LockedSettlement(settlement)
     audit_number = (row["audit_seq"], row["audit_xid"])
-    return LockedSettlement(settlement, _instance(PersonalAccount, parts["account"]), audit_number)
+    return LockedSettlement(settlement, rows.loaded_or_none(PersonalAccount, parts["account"]), audit_number)
 
 
 def settlement_lock(settlement_id: int) -> Settlement:
