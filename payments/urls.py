@@ -4,6 +4,7 @@ from payments.bindings import views as views_bindings
 from payments.delivery import views as views_delivery
 from payments.linkages import views
 from payments.partners import views as views_partners
+from payments.risk import views as views_risk
 from payments.settlements import views as views_settlements
 
 urlpatterns = [
@@ -28,7 +29,7 @@ urlpatterns = [
     path("family-bindings/<str:public_id>/<slug:action>/", views_bindings.binding_action, name="binding_action"),
     path("settlements/", views_settlements.settlement_list, name="settlement_list"),
     path("settlements/<str:public_id>/", views_settlements.settlement_detail, name="settlement_detail"),
-    path("risk/", views_settlements.risk_queue, name="risk_queue"),
-    path("risk/<int:pk>/", views_settlements.risk_detail, name="risk_detail"),
-    path("risk/<int:pk>/decide/", views_settlements.risk_decide, name="risk_decide"),
+    path("risk/", views_risk.risk_queue, name="risk_queue"),
+    path("risk/<int:pk>/", views_risk.risk_detail, name="risk_detail"),
+    path("risk/<int:pk>/decide/", views_risk.risk_decide, name="risk_decide"),
 ]

@@ -13,7 +13,7 @@ from django.db.models import QuerySet, Sum
 
 from insurance.catalogue import policy_in_force, shanghai_today
 from insurance.models import Citizen, ReimbursementPolicy
-from payments.models import AccountEntry, CitizenYearAccumulator, Partner, PersonalAccount, RiskFlag, Settlement
+from payments.models import AccountEntry, CitizenYearAccumulator, Partner, PersonalAccount, Settlement
 from payments.risk.services import day_bounds
 from payments.rows import loaded
 from payments.settlements import store
@@ -103,10 +103,6 @@ def settlement_history(settlement: Settlement) -> list[dict]:
         if at:
             history.append({"at": at, "state": state, "action": "", "by": "", "reason": ""})
     return history
-
-
-def risk_flags_visible_to(user) -> QuerySet[RiskFlag]:
-    return restrict_to_user_regions(RiskFlag.objects.all(), user, region_field="region")
 
 
 @dataclass(frozen=True)
