@@ -52,6 +52,33 @@ def window_record(key: str, *, seconds: int, now: float) -> None:
     pipe.execute()
 
 
+# Trim the window, then note the event only if fewer than `limit` are in it: one script, so that
+# concurrent callers cannot all see room for one more. Returns the time of the event that has to
+# leave the window before there is room again, or nothing if the event was noted.
+_RECORD_BELOW = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', tonumber(ARGV[1]) - tonumber(ARGV[2]))
+local n = redis.call('ZCARD', KEYS[1])
+local limit = tonumber(ARGV[3])
+if n >= limit then
+  local blocking = redis.call('ZRANGE', KEYS[1], n - limit, n - limit, 'WITHSCORES')
+  return blocking[2]
+end
+redis.call('ZADD', KEYS[1], ARGV[1], ARGV[4])
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2]) + 1)
+return false
+"""
+
+
+def window_record_below(key: str, *, seconds: int, limit: int, now: float) -> float | None:
+    """Note one event at `now` in a sliding window of `seconds`, unless `limit` events are in it
+    already: then nothing is noted and the time of the event whose ageing out makes room is
+    returned. Atomic in Redis: concurrent callers never note more than `limit`."""
+    full_key = cache.make_and_validate_key(key)
+    member = f"{now!r}:{os.urandom(6).hex()}"
+    blocking = redis_client().eval(_RECORD_BELOW, 1, full_key, repr(now), seconds, limit, member)
+    return None if blocking is None else float(blocking)
+
+
 def window_times(key: str, *, seconds: int, now: float) -> list[float]:
     """The times, oldest first, of the events noted in the last `seconds` before `now`.
 

@@ -311,7 +311,9 @@ def _mismatch_key(partner: Partner) -> str:
 
 
 def identity_attempts_check(partner: Partner) -> None:
-    """429 `rate_limited` once a partner has had ten identity mismatches in the last minute.
+    """429 `rate_limited` once a partner has had ten identity mismatches in the last minute, on
+    `POST /linkages`, `/family-bindings` and `/premiums` together (PARTNER_API.md "Identity
+    mismatches").
 
     The minute slides: ten mismatches at 12:00:50..12:01:05 count as ten, and the partner is
     refused until the oldest that makes up the ten is a minute old (`Retry-After` says when).
@@ -322,15 +324,26 @@ def identity_attempts_check(partner: Partner) -> None:
     now = time.time()
     times = fastcache.window_times(_mismatch_key(partner), seconds=IDENTITY_MISMATCH_WINDOW_SECONDS, now=now)
     if len(times) >= IDENTITY_MISMATCHES_PER_MINUTE:
-        free_at = times[len(times) - IDENTITY_MISMATCHES_PER_MINUTE] + IDENTITY_MISMATCH_WINDOW_SECONDS
-        retry_after = min(IDENTITY_MISMATCH_WINDOW_SECONDS, max(1, math.ceil(free_at - now)))
-        raise ApiError(
-            429,
-            ProblemCode.RATE_LIMITED,
-            "Too many identity mismatches: retry later.",
-            headers={"Retry-After": str(retry_after)},
-        )
+        raise _too_many_mismatches(times[len(times) - IDENTITY_MISMATCHES_PER_MINUTE], now)
 
 
 def identity_mismatch_record(partner: Partner) -> None:
-    fastcache.window_record(_mismatch_key(partner), seconds=IDENTITY_MISMATCH_WINDOW_SECONDS, now=time.time())
+    """Count a mismatch, or, if concurrent requests have used up the ten meanwhile, answer 429
+    instead of the mismatch: the check and the count are one step in Redis."""
+    now = time.time()
+    blocking = fastcache.window_record_below(
+        _mismatch_key(partner), seconds=IDENTITY_MISMATCH_WINDOW_SECONDS, limit=IDENTITY_MISMATCHES_PER_MINUTE, now=now
+    )
+    if blocking is not None:
+        raise _too_many_mismatches(blocking, now)
+
+
+def _too_many_mismatches(blocking: float, now: float) -> ApiError:
+    free_at = blocking + IDENTITY_MISMATCH_WINDOW_SECONDS
+    retry_after = min(IDENTITY_MISMATCH_WINDOW_SECONDS, max(1, math.ceil(free_at - now)))
+    return ApiError(
+        429,
+        ProblemCode.RATE_LIMITED,
+        "Too many identity mismatches: retry later.",
+        headers={"Retry-After": str(retry_after)},
+    )

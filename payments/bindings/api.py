@@ -10,14 +10,23 @@ from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from payments.api.base import PartnerApiView, StrictSerializer, paginate, parse_input
+from payments.api.base import (
+    PartnerApiView,
+    StrictSerializer,
+    identity_attempts_check,
+    identity_mismatch_record,
+    paginate,
+    parse_input,
+)
 from payments.api.lists import filter_by_state, page_of
 from payments.api.problems import ApiError, ProblemCode
 from payments.api.representations import family_binding_repr
 from payments.api.shapes import CertificateOutputSerializer, CitizenOutputSerializer
 from payments.bindings import services as bindings
+from payments.bindings.errors import BindingErrorCode
 from payments.models import BindingEndReason, BindingState, FamilyBinding, Relationship, WalletLinkage
 from portal.actors import Actor, client_ip
+from portal.errors import DomainError
 
 # --- Shapes -------------------------------------------------------------------------------
 
@@ -117,20 +126,27 @@ class FamilyBindingListCreateApi(_BindingApiView):
             404: _NOT_FOUND,
             409: _problem("certificate_unavailable, binding_exists, binding_limit_reached, linkage_inactive"),
             422: _problem("identity_mismatch"),
+            429: _problem("rate_limited: ten identity mismatches within a minute (with /linkages and /premiums)"),
         },
     )
     def post(self, request: Request) -> Response:
         data = parse_input(FamilyBindingCreateInputSerializer, request)
         linkage = self.get_holder_linkage(data["holder_linkage_id"])
-        binding = bindings.family_binding_create(
-            actor=self.actor(),
-            partner=self.partner,
-            holder_linkage=linkage,
-            beneficiary_id_number=data["beneficiary_id_number"],
-            beneficiary_name=data["beneficiary_name"],
-            relationship=data["relationship"],
-            consent_reference=data["consent_reference"],
-        )
+        identity_attempts_check(self.partner)  # one limit with /linkages and /premiums
+        try:
+            binding = bindings.family_binding_create(
+                actor=self.actor(),
+                partner=self.partner,
+                holder_linkage=linkage,
+                beneficiary_id_number=data["beneficiary_id_number"],
+                beneficiary_name=data["beneficiary_name"],
+                relationship=data["relationship"],
+                consent_reference=data["consent_reference"],
+            )
+        except DomainError as exc:
+            if exc.code == BindingErrorCode.IDENTITY_MISMATCH:
+                identity_mismatch_record(self.partner)  # counted, or 429 if the ten are used up
+            raise
         binding = self.get_binding(binding.public_id)
         return Response(family_binding_repr(binding), status=201)
 

@@ -59,6 +59,7 @@ class PremiumCreateApi(PartnerApiView):
             201: PremiumOutputSerializer,
             409: OpenApiResponse(OpenApiTypes.OBJECT, description="not_resident_scheme, premium_already_paid"),
             422: OpenApiResponse(OpenApiTypes.OBJECT, description="identity_mismatch, amount_mismatch"),
+            429: OpenApiResponse(OpenApiTypes.OBJECT, description="rate_limited"),
         },
     )
     def post(self, request: Request) -> Response:

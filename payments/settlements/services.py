@@ -131,7 +131,7 @@ def _bill_lines(lines: Sequence[LineInput], items: dict[str, ServiceItem]) -> tu
                 SettlementErrorCode.UNKNOWN_SERVICE,
                 _("Line %(line)d: no insured service has this code.") % {"line": index + 1},
                 status=422,
-                line=index + 1,
+                line=index,  # 0-based, as in the `lines[0]` paths (PARTNER_API.md "Details")
             )
         bill.append(
             BillLine(
@@ -155,7 +155,7 @@ def _bill_lines(lines: Sequence[LineInput], items: dict[str, ServiceItem]) -> tu
                     "max": bill_line.max_unit_price_fen,
                 },
                 status=422,
-                line=index + 1,
+                line=index,  # 0-based, as in the `lines[0]` paths (PARTNER_API.md "Details")
             )
     return bill, services
 

@@ -341,3 +341,20 @@ def test_the_list_is_this_partners_oldest_first_filtered_by_state_and_paged(wall
     assert [s["id"] for s in pending] == [ids[0], ids[2]]
     bad = wallet.get("/api/v1/settlements?state=lost")
     assert (bad.status, bad.code) == (400, "validation_error")
+
+
+@pytest.mark.parametrize(
+    "second, code",
+    [
+        ({"service_code": "NOPE", "quantity": 1, "unit_price_fen": 1}, "unknown_service"),
+        ({"service_code": "REG", "quantity": 1, "unit_price_fen": 5001}, "price_above_maximum"),
+    ],
+)
+def test_a_refused_lines_index_counts_from_zero_as_in_its_path(wallet, linkage, second, code):
+    """PARTNER_API.md "Details": the `line` member is the 0-based index, as in `lines[1]`."""
+    bill = [{"service_code": "REG", "quantity": 1, "unit_price_fen": 2000}, second]
+    tok = mint(wallet, linkage["id"])
+    response = wallet.post(
+        "/api/v1/settlements", {"token": tok, "facility_code": "H310-1", "lines": bill}, idempotency_key=idem_key()
+    )
+    assert (response.status, response.code, response.json()["line"]) == (422, code, 1)
