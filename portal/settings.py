@@ -332,7 +332,10 @@ ECARD_SIGNING_KEY_ENCRYPTION_KEYS = _versioned_keys("ECARD_SIGNING_KEY_ENCRYPTIO
 ECARD_WEBHOOK_TIMEOUT_SECONDS = env_int("ECARD_WEBHOOK_TIMEOUT_SECONDS", 10)
 # How long a claimed delivery is leased to one worker before another may take it over.
 ECARD_DELIVERY_LEASE_SECONDS = env_int("ECARD_DELIVERY_LEASE_SECONDS", 30)
-ECARD_WEBHOOK_REQUIRE_HTTPS = env_bool("ECARD_WEBHOOK_REQUIRE_HTTPS", False)
+# Production sends webhooks over https to public addresses only, checked when a URL is set and when
+# each delivery connects (payments/delivery/addresses.py); the demo and the tests also use http
+# and loopback (the sandbox receiver, the tests' receivers).
+ECARD_WEBHOOK_PUBLIC_ONLY = env_bool("ECARD_WEBHOOK_PUBLIC_ONLY", MODE == "production")
 # Seconds before each retry of a failed delivery (PARTNER_API.md "Webhooks"); tests shorten it.
 _retry_schedule = env_list("ECARD_DELIVERY_RETRY_SCHEDULE", [])
 if _retry_schedule and not all(item.isdigit() for item in _retry_schedule):

@@ -28,6 +28,7 @@ from urllib3.exceptions import ConnectTimeoutError, HTTPError, NewConnectionErro
 from urllib3.exceptions import TimeoutError as Urllib3Timeout
 
 from payments import keys, signing
+from payments.delivery import addresses
 from payments.delivery.errors import DeliveryErrorCode
 from payments.models import DeliveryAttempt, OutboxEvent, OutboxState, Partner
 from portal import fastcache
@@ -88,6 +89,8 @@ def _http() -> tuple[urllib3.PoolManager, ThreadPoolExecutor]:
                     retries=False,
                     timeout=urllib3.Timeout(total=settings.ECARD_WEBHOOK_TIMEOUT_SECONDS),
                 )
+                if settings.ECARD_WEBHOOK_PUBLIC_ONLY:
+                    _client = addresses.public_only(_client)
                 _executor = ThreadPoolExecutor(max_workers=size, thread_name_prefix="webhook")
                 _pool_pid = pid
     return _client, _executor

@@ -22,6 +22,7 @@ from django.utils.functional import Promise
 from django.utils.translation import gettext_lazy as _
 
 from payments import signing
+from payments.delivery import addresses
 from payments.delivery import services as delivery
 from payments.models import (
     Partner,
@@ -59,8 +60,9 @@ def is_loopback_host(host: str) -> bool:
 def clean_webhook_url(url: str) -> str:
     """A webhook URL partners can be reached at; "" means the partner only polls `GET /events`.
 
-    `https` anywhere; `http` too unless `ECARD_WEBHOOK_REQUIRE_HTTPS` is set (production),
-    except on loopback (sandboxes and tests), which stays allowed.
+    With `ECARD_WEBHOOK_PUBLIC_ONLY` (production): `https` to a public address only, an address
+    written in the URL checked here and every resolved address again when a delivery connects
+    (payments/delivery/addresses.py). Otherwise (demo, tests) `http` and loopback too.
     """
     url = (url or "").strip()
     if not url:
@@ -79,8 +81,12 @@ def clean_webhook_url(url: str) -> str:
         raise _invalid("webhook_url", _("The webhook URL must not contain credentials or a fragment."))
     if any(c.isspace() for c in url):
         raise _invalid("webhook_url", _("The webhook URL must not contain spaces."))
-    if parts.scheme == "http" and settings.ECARD_WEBHOOK_REQUIRE_HTTPS and not is_loopback_host(parts.hostname):
-        raise _invalid("webhook_url", _("This portal requires https webhook URLs (http only on loopback)."))
+    if settings.ECARD_WEBHOOK_PUBLIC_ONLY:
+        if parts.scheme != "https":
+            raise _invalid("webhook_url", _("This portal requires https webhook URLs."))
+        literal = addresses.literal_address(parts.hostname)
+        if is_loopback_host(parts.hostname) or (literal is not None and addresses.refused(literal)):
+            raise _invalid("webhook_url", _("The webhook URL must point to a public address."))
     return url
 
 

@@ -125,18 +125,19 @@ def test_a_malformed_webhook_url_is_refused(db, tmp_path, url):
         run("hooky", "--name", "H", "--kind", "wallet", "--webhook-url", url, "--public-key-file", pem)
 
 
-@override_settings(ECARD_WEBHOOK_REQUIRE_HTTPS=True)
-def test_a_production_portal_requires_https_webhooks_except_on_loopback(db):
+@override_settings(ECARD_WEBHOOK_PUBLIC_ONLY=True)
+def test_a_production_portal_requires_https_webhooks_to_public_addresses(db):
     assert partners.clean_webhook_url("https://pay.example.cn/ecard") == "https://pay.example.cn/ecard"
-    assert partners.clean_webhook_url("http://127.0.0.1:8000/sandbox") == "http://127.0.0.1:8000/sandbox"
-    assert partners.clean_webhook_url("http://[::1]:8000/sandbox") == "http://[::1]:8000/sandbox"
-    with pytest.raises(DomainError):
-        partners.clean_webhook_url("http://pay.example.cn/ecard")
+    assert partners.clean_webhook_url("https://8.8.8.8/hook") == "https://8.8.8.8/hook"
+    for url in ("http://pay.example.cn/ecard", "http://127.0.0.1:8000/sandbox", "http://[::1]:8000/sandbox"):
+        with pytest.raises(DomainError):
+            partners.clean_webhook_url(url)
 
 
-@override_settings(ECARD_WEBHOOK_REQUIRE_HTTPS=False)
-def test_a_demo_portal_accepts_http_webhooks(db):
+@override_settings(ECARD_WEBHOOK_PUBLIC_ONLY=False)
+def test_a_demo_portal_accepts_http_and_loopback_webhooks(db):
     assert partners.clean_webhook_url("http://pay.example.cn/ecard") == "http://pay.example.cn/ecard"
+    assert partners.clean_webhook_url("http://127.0.0.1:8000/sandbox") == "http://127.0.0.1:8000/sandbox"
 
 
 def test_partner_services_write_their_audit_events(db, tmp_path):
