@@ -165,7 +165,15 @@ def _run_import_job(job_id: int, *, batch_size: int | None, max_batches: int | N
             job.rows_total = job.rows_done  # the estimate becomes the exact count
         job.finished_at = job.heartbeat_at = timezone.now()
         job.save(update_fields=["state", "error", "rows_total", "finished_at", "heartbeat_at"])
+    _discard_upload(job)
     return job
+
+
+def _discard_upload(job: ImportJob) -> None:
+    """The uploaded file holds identity numbers, names and phones in clear: it is deleted as soon
+    as its job has ended, done or failed (the job keeps its name, size, counts and row errors)."""
+    if job.file.name:
+        job.file.storage.delete(job.file.name)
 
 
 def release_job(job_id: int) -> None:
@@ -179,6 +187,7 @@ def requeue_stale_jobs() -> int:
     now = timezone.now()
     stale = now - _stale_after()
     requeued = 0
+    failed: list[ImportJob] = []
     with transaction.atomic():
         silent = Q(heartbeat_at__isnull=True) | Q(heartbeat_at__lt=stale)
         jobs = ImportJob.objects.select_for_update(skip_locked=True).filter(
@@ -193,9 +202,12 @@ def requeue_stale_jobs() -> int:
                 }
                 job.finished_at = now
                 job.save(update_fields=["state", "error", "finished_at"])
+                failed.append(job)
                 continue
             job.requeued_at = now
             job.save(update_fields=["requeued_at"])
             transaction.on_commit(lambda pk=job.pk: _enqueue(pk))
             requeued += 1
+    for job in failed:
+        _discard_upload(job)
     return requeued
