@@ -42,16 +42,6 @@ def forget(key: str) -> None:
     redis_client().delete(cache.make_and_validate_key(key))
 
 
-def window_record(key: str, *, seconds: int, now: float) -> None:
-    """Note one event at `now` in a sliding window of `seconds` (see `window_times`)."""
-    full_key = cache.make_and_validate_key(key)
-    pipe = redis_client().pipeline(transaction=False)
-    pipe.zadd(full_key, {f"{now!r}:{os.urandom(6).hex()}": now})
-    pipe.zremrangebyscore(full_key, "-inf", now - seconds)
-    pipe.expire(full_key, seconds + 1)
-    pipe.execute()
-
-
 # Trim the window, then note the event only if fewer than `limit` are in it: one script, so that
 # concurrent callers cannot all see room for one more. Returns the time of the event that has to
 # leave the window before there is room again, or nothing if the event was noted.

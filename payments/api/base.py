@@ -9,7 +9,8 @@ import json
 import math
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import TypeVar, cast
 
 from django.db.models import Field, Model, Q, QuerySet
@@ -27,6 +28,8 @@ from payments.api.problems import ApiError, ProblemCode
 from payments.api.signed import SignedApiView
 from payments.models import Partner, PartnerKind
 from portal import fastcache
+from portal.actors import Actor, client_ip
+from portal.errors import DomainError
 
 M = TypeVar("M", bound=Model)
 
@@ -310,7 +313,26 @@ def _mismatch_key(partner: Partner) -> str:
     return f"identity-mismatches:{partner.pk}"
 
 
-def identity_attempts_check(partner: Partner) -> None:
+@contextmanager
+def identity_checked(partner: Partner) -> Iterator[None]:
+    """Around one identity check of the partner (`POST /linkages`, `/family-bindings`, `/premiums`):
+    429 `rate_limited` before it once ten mismatches are counted, and a mismatch raised inside it
+    (422 `identity_mismatch`, by the view or by a service) counted, or answered 429 instead if
+    concurrent requests have used up the ten meanwhile."""
+    _identity_attempts_check(partner)
+    try:
+        yield
+    except (ApiError, DomainError) as exc:
+        if (exc.problem_code if isinstance(exc, ApiError) else exc.code) == "identity_mismatch":
+            _identity_mismatch_record(partner)
+        raise
+
+
+def partner_actor(request: Request, partner: Partner) -> Actor:
+    return Actor.for_partner(partner.code, ip=client_ip(request._request))
+
+
+def _identity_attempts_check(partner: Partner) -> None:
     """429 `rate_limited` once a partner has had ten identity mismatches in the last minute, on
     `POST /linkages`, `/family-bindings` and `/premiums` together (PARTNER_API.md "Identity
     mismatches").
@@ -327,7 +349,7 @@ def identity_attempts_check(partner: Partner) -> None:
         raise _too_many_mismatches(times[len(times) - IDENTITY_MISMATCHES_PER_MINUTE], now)
 
 
-def identity_mismatch_record(partner: Partner) -> None:
+def _identity_mismatch_record(partner: Partner) -> None:
     """Count a mismatch, or, if concurrent requests have used up the ten meanwhile, answer 429
     instead of the mismatch: the check and the count are one step in Redis."""
     now = time.time()

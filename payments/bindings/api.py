@@ -13,8 +13,7 @@ from rest_framework.response import Response
 from payments.api.base import (
     PartnerApiView,
     StrictSerializer,
-    identity_attempts_check,
-    identity_mismatch_record,
+    identity_checked,
     paginate,
     parse_input,
 )
@@ -23,10 +22,8 @@ from payments.api.problems import ApiError, ProblemCode
 from payments.api.representations import family_binding_repr
 from payments.api.shapes import CertificateOutputSerializer, CitizenOutputSerializer
 from payments.bindings import services as bindings
-from payments.bindings.errors import BindingErrorCode
 from payments.models import BindingEndReason, BindingState, FamilyBinding, Relationship, WalletLinkage
 from portal.actors import Actor, client_ip
-from portal.errors import DomainError
 
 # --- Shapes -------------------------------------------------------------------------------
 
@@ -132,8 +129,7 @@ class FamilyBindingListCreateApi(_BindingApiView):
     def post(self, request: Request) -> Response:
         data = parse_input(FamilyBindingCreateInputSerializer, request)
         linkage = self.get_holder_linkage(data["holder_linkage_id"])
-        identity_attempts_check(self.partner)  # one limit with /linkages and /premiums
-        try:
+        with identity_checked(self.partner):  # one limit with /linkages and /premiums
             binding = bindings.family_binding_create(
                 actor=self.actor(),
                 partner=self.partner,
@@ -143,10 +139,6 @@ class FamilyBindingListCreateApi(_BindingApiView):
                 relationship=data["relationship"],
                 consent_reference=data["consent_reference"],
             )
-        except DomainError as exc:
-            if exc.code == BindingErrorCode.IDENTITY_MISMATCH:
-                identity_mismatch_record(self.partner)  # counted, or 429 if the ten are used up
-            raise
         binding = self.get_binding(binding.public_id)
         return Response(family_binding_repr(binding), status=201)
 

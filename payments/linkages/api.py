@@ -19,10 +19,10 @@ from payments.api.base import (
     PartnerApiView,
     StrictCharField,
     StrictSerializer,
-    identity_attempts_check,
-    identity_mismatch_record,
+    identity_checked,
     paginate,
     parse_input,
+    partner_actor,
 )
 from payments.api.lists import filter_by_state, page_of
 from payments.api.problems import ApiError, ProblemCode
@@ -31,7 +31,6 @@ from payments.api.shapes import CertificateOutputSerializer, CitizenOutputSerial
 from payments.linkages import services
 from payments.linkages.errors import LinkageErrorCode
 from payments.models import LinkageEndReason, LinkageState, Partner, WalletLinkage
-from portal.actors import Actor, client_ip
 from portal.errors import DomainError
 
 # --- Shapes -------------------------------------------------------------------------------
@@ -72,24 +71,20 @@ _LINKAGE_ERRORS = {
 # --- Helpers ------------------------------------------------------------------------------
 
 
-def partner_actor(request: Request, partner: Partner) -> Actor:
-    return Actor.for_partner(partner.code, ip=client_ip(request._request))
-
-
 def _same_name(given: str, registered: str) -> bool:
     return unicodedata.normalize("NFKC", given).strip() == unicodedata.normalize("NFKC", registered).strip()
 
 
-def _identified_citizen(partner: Partner, id_number: str, name: str) -> Citizen:
-    """The citizen with this number and name, else 422 `identity_mismatch` (one code for both)."""
-    identity_attempts_check(partner)
-    citizen_id = find_citizen_id_by_id_number(id_number)
-    citizen = Citizen.objects.filter(pk=citizen_id).first() if citizen_id is not None else None
-    if citizen is None or not _same_name(name, citizen.name):
-        identity_mismatch_record(partner)
-        raise ApiError(
-            422, LinkageErrorCode.IDENTITY_MISMATCH, "The identity number and name do not match an insured citizen."
-        )
+def identified_citizen(partner: Partner, id_number: str, name: str) -> Citizen:
+    """The citizen with this number and name, else 422 `identity_mismatch` (one code for both),
+    under the partner's mismatch limit."""
+    with identity_checked(partner):
+        citizen_id = find_citizen_id_by_id_number(id_number)
+        citizen = Citizen.objects.filter(pk=citizen_id).first() if citizen_id is not None else None
+        if citizen is None or not _same_name(name, citizen.name):
+            raise ApiError(
+                422, LinkageErrorCode.IDENTITY_MISMATCH, "The identity number and name do not match an insured citizen."
+            )
     return citizen
 
 
@@ -158,7 +153,7 @@ class LinkageListCreateApi(PartnerApiView):
     def post(self, request: Request) -> Response:
         data = parse_input(LinkageCreateInputSerializer, request)
         partner = self.partner
-        citizen = _identified_citizen(partner, data["id_number"], data["name"])
+        citizen = identified_citizen(partner, data["id_number"], data["name"])
         try:
             linkage = services.linkage_create(
                 actor=partner_actor(request, partner),

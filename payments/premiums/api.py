@@ -7,11 +7,11 @@ from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from payments.api.base import PartnerApiView, StrictCharField, StrictSerializer, parse_input
+from payments.api.base import PartnerApiView, StrictCharField, StrictSerializer, parse_input, partner_actor
 from payments.api.fastinput import MAX_FEN
 from payments.api.problems import ApiError, ProblemCode
 from payments.api.representations import premium_repr
-from payments.linkages.api import _identified_citizen, partner_actor
+from payments.linkages.api import identified_citizen
 from payments.models import PremiumState
 from payments.premiums import services as premiums
 from payments.settlements.api import StrictIntegerField
@@ -64,7 +64,7 @@ class PremiumCreateApi(PartnerApiView):
     )
     def post(self, request: Request) -> Response:
         data = parse_input(PremiumCreateInputSerializer, request)
-        citizen = _identified_citizen(self.partner, data["id_number"], data["name"])
+        citizen = identified_citizen(self.partner, data["id_number"], data["name"])
         premium = premiums.premium_pay(
             actor=partner_actor(request, self.partner),
             partner=self.partner,

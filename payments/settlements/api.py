@@ -19,6 +19,7 @@ from payments.api.base import (
     json_response,
     paginate,
     parse_input,
+    partner_actor,
 )
 from payments.api.fastinput import (
     FACILITY_CODE_MAX_LENGTH,
@@ -34,7 +35,6 @@ from payments.api.idempotency import Claim
 from payments.api.lists import filter_by_state, page_of
 from payments.api.problems import ApiError, ProblemCode
 from payments.api.representations import settlement_repr
-from payments.linkages.api import partner_actor
 from payments.models import Partner, Settlement, SettlementState
 from payments.settlements import selectors, services
 

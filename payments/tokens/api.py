@@ -8,10 +8,16 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from insurance.models import Scheme, Sex
-from payments.api.base import PartnerApiView, StrictCharField, StrictSerializer, json_response, parse_input
+from payments.api.base import (
+    PartnerApiView,
+    StrictCharField,
+    StrictSerializer,
+    json_response,
+    parse_input,
+    partner_actor,
+)
 from payments.api.problems import ApiError, ProblemCode
 from payments.api.representations import rfc3339
-from payments.linkages.api import partner_actor
 from payments.models import FamilyBinding, Relationship, WalletLinkage
 from payments.tokens import services as qr
 from portal.masking import mask_name

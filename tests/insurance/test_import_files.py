@@ -17,18 +17,6 @@ from testkit.citizens import new_id_number
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def media(settings, tmp_path):
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "default": {
-            "BACKEND": "django.core.files.storage.FileSystemStorage",
-            "OPTIONS": {"location": str(tmp_path / "media")},
-        },
-    }
-    return tmp_path
-
-
 def new_job(make_user, content: bytes) -> ImportJob:
     clerk = make_user(Role.CLERK)
     return import_job_create(

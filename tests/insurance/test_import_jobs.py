@@ -32,19 +32,6 @@ def sign_in_en(client, user) -> None:
     client.cookies["django_language"] = "en"
 
 
-@pytest.fixture
-def media(settings, tmp_path):
-    """A media folder of the test's own, for this process and (through ECARD_VAR_DIR) for the worker."""
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "default": {
-            "BACKEND": "django.core.files.storage.FileSystemStorage",
-            "OPTIONS": {"location": str(tmp_path / "media")},
-        },
-    }
-    return tmp_path
-
-
 def good_and_bad_rows(good: int, region: str = "310000") -> tuple[list[list], list[int]]:
     """`good` valid rows with a bad one every tenth row; returns the rows and the bad rows' numbers."""
     rows, bad = [], []

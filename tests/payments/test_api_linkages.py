@@ -126,7 +126,9 @@ def test_ten_mismatches_in_a_minute_then_answer_rate_limited_even_for_a_true_ide
 def _mismatches_ago(client, count: int, seconds: float) -> None:
     """`count` identity mismatches of the client's partner noted `seconds` ago."""
     for _ in range(count):
-        fastcache.window_record(_mismatch_key(partner_of(client)), seconds=60, now=time.time() - seconds)
+        fastcache.window_record_below(
+            _mismatch_key(partner_of(client)), seconds=60, limit=1000, now=time.time() - seconds
+        )
 
 
 def test_the_minute_of_ten_mismatches_slides_across_clock_minutes(wallet, make_citizen):
@@ -155,7 +157,7 @@ def test_mismatches_more_than_a_minute_old_no_longer_count(wallet, make_citizen)
 def test_the_window_counts_the_last_minute_only():
     key = f"window-test:{secrets.token_hex(6)}"
     for at in (100.0, 130.0, 130.0, 159.5):
-        fastcache.window_record(key, seconds=60, now=at)
+        fastcache.window_record_below(key, seconds=60, limit=1000, now=at)
     assert fastcache.window_times(key, seconds=60, now=160.0) == [130.0, 130.0, 159.5]
     assert fastcache.window_times(key, seconds=60, now=190.0) == [159.5]
     assert fastcache.window_times(key, seconds=60, now=220.0) == []

@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from django.test import Client
 
-from payments.api.base import IDENTITY_MISMATCHES_PER_MINUTE, _mismatch_key, identity_mismatch_record
+from payments.api.base import IDENTITY_MISMATCHES_PER_MINUTE, _mismatch_key, identity_checked
 from payments.api.problems import ApiError
 from payments.models import Partner, PartnerKey
 from portal import fastcache
@@ -86,7 +86,7 @@ def test_the_three_endpoints_share_one_count(world):
 
 
 def test_concurrent_mismatches_never_count_more_than_the_limit(fresh_cache):
-    """Forty mismatches noted at once: ten are counted, thirty answer 429 instead."""
+    """Forty mismatches at once: ten are counted (422), thirty answer 429 instead."""
     partner = Partner(pk=900_000 + secrets.randbelow(99_999))
     fastcache.forget(_mismatch_key(partner))
     start = threading.Barrier(40)
@@ -94,10 +94,11 @@ def test_concurrent_mismatches_never_count_more_than_the_limit(fresh_cache):
     def one_mismatch(_: int) -> str:
         start.wait()
         try:
-            identity_mismatch_record(partner)
+            with identity_checked(partner):
+                raise ApiError(422, "identity_mismatch", "no match")
         except ApiError as exc:
-            return exc.problem_code
-        return "counted"
+            return "counted" if exc.problem_code == "identity_mismatch" else exc.problem_code
+        return "matched"
 
     with ThreadPoolExecutor(max_workers=40) as pool:
         outcomes = list(pool.map(one_mismatch, range(40)))
