@@ -219,13 +219,20 @@ def checkpoint_store() -> FileCheckpointStore:
 # --- Taking, writing and checking checkpoints --------------------------------------------------
 
 
+def _chained_rows(above: int, up_to: int) -> int:
+    """Chained rows at positions in (above, up_to]: an index-only count on the unique `chain_seq`."""
+    return AuditEvent.objects.filter(chain_seq__gt=above, chain_seq__lte=up_to).count()
+
+
 def _chained_rows_up_to(position: int) -> int:
     return AuditEvent.objects.filter(chain_seq__isnull=False, chain_seq__lte=position).count()
 
 
-def checkpoint_problems(checkpoint: Checkpoint, *, source: str) -> list[ChainProblem]:
+def checkpoint_problems(checkpoint: Checkpoint, *, source: str, count_rows: bool = True) -> list[ChainProblem]:
     """What is wrong between the chain as it is now and `checkpoint` (read from `source`): an
-    empty list when the checkpoint is authentic and the chain still reaches it unchanged."""
+    empty list when the checkpoint is authentic and the chain still reaches it unchanged.
+    `count_rows=False` leaves out the count of every row up to it (the writer's check, which
+    only needs to know that the chain still reaches it)."""
     position = checkpoint.chain_seq
     if not checkpoint_signature_valid(checkpoint):
         return [ChainProblem(position, f"the checkpoint in {source} has no valid signature (forged or damaged)")]
@@ -253,7 +260,7 @@ def checkpoint_problems(checkpoint: Checkpoint, *, source: str) -> list[ChainPro
         problems.append(
             ChainProblem(position, f"the row at this position does not match {checkpoint.describe()} in {source}")
         )
-    rows = _chained_rows_up_to(position)
+    rows = _chained_rows_up_to(position) if count_rows else checkpoint.rows
     if rows != checkpoint.rows:
         problems.append(
             ChainProblem(
@@ -265,8 +272,10 @@ def checkpoint_problems(checkpoint: Checkpoint, *, source: str) -> list[ChainPro
     return problems
 
 
-def checkpoint_take() -> Checkpoint:
-    """A signed checkpoint of the chain as it is now, after chaining what is committed."""
+def checkpoint_take(after: Checkpoint | None = None) -> Checkpoint:
+    """A signed checkpoint of the chain as it is now, after chaining what is committed. `after`, a
+    checkpoint the chain was found to reach: returned itself if the chain has not moved since, and
+    only the rows chained since are counted."""
     audit_chain_pending()
     with transaction.atomic():
         # The chainer's lock: the head and its row are read as one state of the chain.
@@ -278,7 +287,14 @@ def checkpoint_take() -> Checkpoint:
             if row is None or row.hash != last_hash:
                 raise CheckpointError(f"the chain head names position {position}, whose row does not match it")
             seq = row.seq
-        rows = _chained_rows_up_to(position)
+        if after is not None and (position, last_hash) == (after.chain_seq, after.hash):
+            return after
+        if after is not None and position < after.chain_seq:
+            raise CheckpointError(f"the chain went back from {after.chain_seq} to {position}")
+        if after is not None:
+            rows = after.rows + _chained_rows(after.chain_seq, position)
+        else:
+            rows = _chained_rows_up_to(position)
     checkpoint = Checkpoint(
         chain_seq=position,
         hash=last_hash,
@@ -298,14 +314,11 @@ def audit_checkpoint_export(store: CheckpointStore | None = None) -> tuple[Check
     with store.exclusive():
         newest = store.newest()
         if newest is not None:
-            problems = checkpoint_problems(newest, source=store.describe())
+            problems = checkpoint_problems(newest, source=store.describe(), count_rows=False)
             if problems:
                 raise CheckpointError("; ".join(str(problem) for problem in problems))
-        checkpoint = checkpoint_take()
-        if newest is not None and (newest.chain_seq, newest.hash) == (checkpoint.chain_seq, checkpoint.hash):
-            return newest, False
-        if newest is not None and checkpoint.chain_seq < newest.chain_seq:
-            # The newest was checked above; only a rewind since then gets here.
-            raise CheckpointError(f"the chain went back from {newest.chain_seq} to {checkpoint.chain_seq}")
+        checkpoint = checkpoint_take(after=newest)
+        if checkpoint is newest:
+            return checkpoint, False
         store.append(checkpoint)
         return checkpoint, True
