@@ -76,6 +76,10 @@ class PartnerApiMiddleware:
     def __call__(self, request):
         if not request.path_info.startswith(self.PREFIX):
             return self.get_response(request)
+        # The API reads UTF-8 only, whatever a charset parameter says (RFC 8259 defines none for
+        # JSON): Django would decode the query with that codec, and one such as `zlib` fails there.
+        # Set before anything reads the query; the public setter would read it first.
+        request._encoding = None
         response = self._api(request)
         if not response.streaming and not response.has_header("Content-Length"):
             response.headers["Content-Length"] = str(len(response.content))  # as CommonMiddleware

@@ -158,6 +158,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "portal.tasks.chain_audit_events",
         "schedule": float(env_int("ECARD_AUDIT_CHAIN_SECONDS", 5)),
     },
+    "export-audit-checkpoint": {
+        "task": "portal.tasks.export_audit_checkpoint",
+        "schedule": float(env_int("ECARD_AUDIT_CHECKPOINT_SECONDS", 60)),
+    },
     "deliver-due-events": {
         "task": "payments.tasks.deliver_due_events",
         "schedule": float(env_int("ECARD_DELIVERY_SWEEP_SECONDS", 5)),
@@ -327,6 +331,12 @@ ECARD_BLIND_INDEX_KEYS = _versioned_keys("ECARD_BLIND_INDEX_KEYS", "blind-index"
 # One key: the chain is verified from its first row, so rotating it means re-chaining.
 ECARD_AUDIT_HMAC_KEY = _versioned_keys("ECARD_AUDIT_HMAC_KEY", "audit-chain")[1]
 ECARD_SIGNING_KEY_ENCRYPTION_KEYS = _versioned_keys("ECARD_SIGNING_KEY_ENCRYPTION_KEYS", "signing-key-encryption")
+# The audit chain's signed checkpoints (portal/audit_checkpoint.py), kept outside the database so that
+# a database superuser cannot cut the chain's newest rows unseen: Ed25519 private keys as 32-byte
+# seeds, "1:<base64>,2:..." (the highest version signs; keep older ones to verify older checkpoints),
+# and the file beat writes them to, on storage the database's administrators cannot write.
+ECARD_AUDIT_CHECKPOINT_KEYS = _versioned_keys("ECARD_AUDIT_CHECKPOINT_KEYS", "audit-checkpoint")
+ECARD_AUDIT_CHECKPOINT_PATH = env_str("ECARD_AUDIT_CHECKPOINT_PATH", str(VAR_DIR / "audit" / "checkpoint.json"))
 
 # --- Partner deliveries ----------------------------------------------------
 ECARD_WEBHOOK_TIMEOUT_SECONDS = env_int("ECARD_WEBHOOK_TIMEOUT_SECONDS", 10)

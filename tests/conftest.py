@@ -3,6 +3,7 @@
 The helpers the fixtures build on are plain functions in `testkit/`, shared with the benchmarks."""
 
 import datetime as dt
+import itertools
 
 import pytest
 
@@ -20,6 +21,20 @@ def _no_cached_partner_keys():
     from payments.api.auth import forget_cached_keys
 
     forget_cached_keys()
+
+
+_checkpoint_dirs = itertools.count()
+
+
+@pytest.fixture(autouse=True)
+def _own_audit_checkpoint(tmp_path_factory, monkeypatch):
+    """Each test its own audit checkpoint file (portal/audit_checkpoint.py), here and in the processes it
+    starts: one left by another test's database, or by a demo in var/, would not match this one's chain."""
+    from django.conf import settings as django_settings
+
+    path = str(tmp_path_factory.getbasetemp() / "audit-checkpoints" / str(next(_checkpoint_dirs)) / "checkpoint.json")
+    monkeypatch.setattr(django_settings, "ECARD_AUDIT_CHECKPOINT_PATH", path)
+    monkeypatch.setenv("ECARD_AUDIT_CHECKPOINT_PATH", path)
 
 
 @pytest.fixture(autouse=True)

@@ -15,6 +15,7 @@ from typing import TypeVar, cast
 
 from django.db.models import Field, Model, Q, QuerySet
 from django.http import HttpResponse, HttpResponseBase
+from django.utils.translation import gettext_lazy as _
 from rest_framework import serializers
 from rest_framework.exceptions import ParseError
 from rest_framework.parsers import JSONParser
@@ -61,15 +62,34 @@ def _storable(text: str) -> bool:
     return _UNSTORABLE.search(text) is None
 
 
+def _members_once(pairs: list[tuple[str, object]]) -> dict:
+    members = dict(pairs)
+    if len(members) != len(pairs):
+        raise ValueError("a member is named twice in one object")
+    return members
+
+
+def _no_constant(name: str) -> object:
+    raise ValueError(f"{name} is not JSON")
+
+
 class StrictJSONParser(JSONParser):
-    """JSON that PostgreSQL can store, or a 400: too deep nesting, NUL characters and lone
-    surrogates (all valid JSON) would otherwise end in a 500 further on."""
+    """JSON in UTF-8 that PostgreSQL can store, or a 400: too deep nesting, NUL characters and lone
+    surrogates (all valid JSON) would otherwise end in a 500 further on.
+
+    UTF-8 whatever a `charset` parameter says (PARTNER_API.md "Conventions"; RFC 8259 defines no
+    such parameter for JSON): DRF would decode with the declared codec, reading UTF-16 or UTF-7 as
+    other text than the bytes that were signed, and failing outside JSON's errors with a codec such
+    as `zlib` or `rot13`. A member named twice in one object is refused: readers disagree on which
+    one counts (a proxy in front may act on the first, the portal on the last)."""
 
     def parse(self, stream, media_type=None, parser_context=None):
         try:
-            data = super().parse(stream, media_type, parser_context)
+            data = json.loads(stream.read().decode(), object_pairs_hook=_members_once, parse_constant=_no_constant)
         except RecursionError:
             raise ParseError("JSON parse error - nested too deeply") from None
+        except ValueError as exc:  # not UTF-8, not JSON, a member twice
+            raise ParseError(f"JSON parse error - {exc}") from None
         pending = [data]
         while pending:  # iterative: the document may be deep
             value = pending.pop()
@@ -196,6 +216,25 @@ class StrictCharField(serializers.CharField):
         if not isinstance(data, str):
             self.fail("invalid")
         return super().to_internal_value(data)
+
+
+# Control characters (C0, DEL, C1) and the bidirectional embeddings, overrides and isolates. In a
+# partner's reference or reason, which the portal stores, shows on its screens and exports, they can
+# only hide or reorder what a person reads there.
+HIDDEN_CHARACTERS = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+class ReferenceField(StrictCharField):
+    """A partner's reference or reason: a string people read, so without control characters or
+    bidirectional controls (a 400 `validation_error` naming the member)."""
+
+    default_error_messages = {"hidden": _("Control characters and bidirectional controls are not accepted.")}
+
+    def to_internal_value(self, data) -> str:
+        value = super().to_internal_value(data)
+        if HIDDEN_CHARACTERS.search(value):
+            self.fail("hidden")
+        return value
 
 
 class StrictSerializer(serializers.Serializer):

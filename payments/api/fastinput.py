@@ -18,6 +18,7 @@ checks that the rest of their fields' options still match what these functions a
 
 import re
 
+from payments.api.base import HIDDEN_CHARACTERS
 from payments.settlements.services import MAX_LINES
 
 MAX_FEN = 10**12  # far above any real price: keeps every sum inside a 64-bit integer
@@ -55,6 +56,12 @@ def _trimmed_text(value: object, max_length: int) -> bool:
         and value.strip() == value
         and _REFUSED_CHARACTERS.search(value) is None
     )
+
+
+def _reference(value: object, max_length: int) -> bool:
+    """What a `ReferenceField(max_length=...)` returns unchanged: trimmed text without control
+    characters or bidirectional controls."""
+    return isinstance(value, str) and _trimmed_text(value, max_length) and HIDDEN_CHARACTERS.search(value) is None
 
 
 def _whole(value: object, bounds: tuple[int, int]) -> bool:
@@ -115,7 +122,7 @@ def settlement_confirm_input(data: object) -> dict | None:
     partner_transaction_id = data["partner_transaction_id"]
     self_pay_fen = data["self_pay_fen"]
     if not (
-        _trimmed_text(partner_transaction_id, PARTNER_TRANSACTION_ID_MAX_LENGTH)
+        _reference(partner_transaction_id, PARTNER_TRANSACTION_ID_MAX_LENGTH)
         and _whole(self_pay_fen, SELF_PAY_FEN_RANGE)
     ):
         return None

@@ -12,6 +12,8 @@ from rest_framework.response import Response
 
 from payments.api.base import (
     PartnerApiView,
+    ReferenceField,
+    StrictCharField,
     StrictSerializer,
     identity_checked,
     paginate,
@@ -46,12 +48,12 @@ FamilyBindingListOutputSerializer = page_of(FamilyBindingOutputSerializer, "Fami
 
 
 class FamilyBindingCreateInputSerializer(StrictSerializer):
-    holder_linkage_id = serializers.CharField(max_length=40)
+    holder_linkage_id = StrictCharField(max_length=40)
     # Any string: a number that is unknown (malformed included) is `identity_mismatch`.
-    beneficiary_id_number = serializers.CharField(max_length=64)
-    beneficiary_name = serializers.CharField(max_length=64)
+    beneficiary_id_number = StrictCharField(max_length=64)
+    beneficiary_name = StrictCharField(max_length=64)
     relationship = serializers.ChoiceField(choices=Relationship.values)
-    consent_reference = serializers.CharField(max_length=128)
+    consent_reference = ReferenceField(max_length=128)
 
 
 class FamilyBindingRevokeInputSerializer(StrictSerializer):

@@ -17,6 +17,7 @@ from insurance.models import Citizen
 from insurance.services import find_citizen_id_by_id_number
 from payments.api.base import (
     PartnerApiView,
+    ReferenceField,
     StrictCharField,
     StrictSerializer,
     identity_checked,
@@ -55,8 +56,8 @@ class LinkageCreateInputSerializer(StrictSerializer):
     # Any string: a number that is unknown (malformed included) is `identity_mismatch`.
     id_number = StrictCharField(max_length=64)
     name = StrictCharField(max_length=64)
-    partner_user_ref = StrictCharField(max_length=128)
-    verification_reference = StrictCharField(max_length=128)
+    partner_user_ref = ReferenceField(max_length=128)
+    verification_reference = ReferenceField(max_length=128)
 
 
 class LinkageUnlinkInputSerializer(StrictSerializer):

@@ -7,7 +7,14 @@ from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from payments.api.base import PartnerApiView, StrictCharField, StrictSerializer, parse_input, partner_actor
+from payments.api.base import (
+    PartnerApiView,
+    ReferenceField,
+    StrictCharField,
+    StrictSerializer,
+    parse_input,
+    partner_actor,
+)
 from payments.api.fastinput import MAX_FEN
 from payments.api.problems import ApiError, ProblemCode
 from payments.api.representations import premium_repr
@@ -24,7 +31,7 @@ class PremiumCreateInputSerializer(StrictSerializer):
     # Any whole number here: a year other than the current or next is refused after the identity checks.
     year = StrictIntegerField()
     amount_fen = StrictIntegerField(min_value=0, max_value=MAX_FEN)
-    partner_transaction_id = StrictCharField(max_length=128)
+    partner_transaction_id = ReferenceField(max_length=128)
 
 
 class _PremiumCitizenOutput(serializers.Serializer):

@@ -14,6 +14,7 @@ from rest_framework.response import Response
 
 from payments.api.base import (
     PartnerApiView,
+    ReferenceField,
     StrictCharField,
     StrictSerializer,
     json_response,
@@ -86,7 +87,7 @@ class SettlementCreateInputSerializer(StrictSerializer):
 
 
 class SettlementConfirmInputSerializer(StrictSerializer):
-    partner_transaction_id = StrictCharField(max_length=PARTNER_TRANSACTION_ID_MAX_LENGTH)
+    partner_transaction_id = ReferenceField(max_length=PARTNER_TRANSACTION_ID_MAX_LENGTH)
     self_pay_fen = StrictIntegerField(min_value=SELF_PAY_FEN_RANGE[0], max_value=SELF_PAY_FEN_RANGE[1])
 
 
@@ -95,7 +96,7 @@ class SettlementCancelInputSerializer(StrictSerializer):
 
 
 class SettlementRefundInputSerializer(StrictSerializer):
-    reason = StrictCharField(max_length=128)
+    reason = ReferenceField(max_length=128)
 
 
 class _PolicyRefOutput(serializers.Serializer):

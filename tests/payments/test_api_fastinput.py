@@ -326,7 +326,7 @@ def test_the_fast_path_mirrors_the_serializer_fields():
     confirm = SettlementConfirmInputSerializer().fields
     assert list(confirm) == ["partner_transaction_id", "self_pay_fen"]
     assert _char(confirm["partner_transaction_id"]) == (
-        "StrictCharField",
+        "ReferenceField",
         api_fastinput.PARTNER_TRANSACTION_ID_MAX_LENGTH,
         None,
         True,

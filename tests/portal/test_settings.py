@@ -23,6 +23,7 @@ def _production_env(**overrides: str) -> dict[str, str]:
         ECARD_BLIND_INDEX_KEYS=_key(2),
         ECARD_AUDIT_HMAC_KEY=_key(3),
         ECARD_SIGNING_KEY_ENCRYPTION_KEYS=_key(4),
+        ECARD_AUDIT_CHECKPOINT_KEYS=_key(5),
         ECARD_VAR_DIR=str(ROOT / "var" / "test-production"),
         EMAIL_HOST="smtp.ecard.example.gov.cn",
         DEFAULT_FROM_EMAIL="e-card portal <noreply@ecard.example.gov.cn>",
@@ -100,6 +101,7 @@ def test_without_a_mode_the_settings_are_production_and_name_every_missing_varia
         "ECARD_BLIND_INDEX_KEYS",
         "ECARD_AUDIT_HMAC_KEY",
         "ECARD_SIGNING_KEY_ENCRYPTION_KEYS",
+        "ECARD_AUDIT_CHECKPOINT_KEYS",
         "EMAIL_HOST",
         "DEFAULT_FROM_EMAIL",
     ):
