@@ -1,7 +1,10 @@
-"""The audit log viewer: national operators see every event, region
-administrators and auditors the events of their regions (see
-portal/selectors_audit.py); clerks are refused (403). An event outside the
-user's scope answers 404, like a missing one. Read-only: the log is append-only."""
+"""The audit log viewer, the auditors' duty (separation of duties, DESIGN §2):
+auditors see the events of their regions (see portal/selectors_audit.py) and
+export them. A national operator reads it, every event, only where the
+deployment sets ECARD_ALLOW_OPERATOR_AUDITOR and the account was made an
+auditor too (`User.also_auditor`); otherwise national operators, security
+officers, region administrators and clerks are refused (403). An event outside
+the user's scope answers 404, like a missing one. Read-only: the log is append-only."""
 
 import json
 from collections.abc import Callable
@@ -17,12 +20,10 @@ from django.utils.translation import gettext_lazy
 
 from portal import exports
 from portal.audit_labels import action_label
-from portal.models import AuditEvent, Role
+from portal.models import AuditEvent
 from portal.scope import regions_visible_to
 from portal.screens import paginate, querystring_without_page
 from portal.selectors_audit import AuditQuery, audit_events_visible_to, audit_search
-
-AUDIT_READERS = frozenset({Role.NATIONAL_OPERATOR, Role.REGION_ADMIN, Role.AUDITOR})
 
 OBJECT_TYPES = [
     ("citizen", gettext_lazy("Citizen")),
@@ -49,7 +50,7 @@ def audit_reader_required(view: Callable) -> Callable:
     @login_required
     @wraps(view)
     def wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponse:
-        if getattr(request.user, "role", None) not in AUDIT_READERS:
+        if not getattr(request.user, "reads_audit_log", False):
             raise PermissionDenied
         return view(request, *args, **kwargs)
 

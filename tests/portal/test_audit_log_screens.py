@@ -1,5 +1,6 @@
-"""The audit log viewer: region scope (another region's event answers 404), roles,
-filters, pagination newest first, and the detail of one event."""
+"""The audit log viewer: region scope (another region's event answers 404), roles
+(auditors; a national operator only where the deployment allows it, separation of
+duties), filters, pagination newest first, and the detail of one event."""
 
 import datetime as dt
 
@@ -51,6 +52,16 @@ def events(regions):
     }
 
 
+@pytest.fixture
+def operator_auditor(make_user, settings):
+    """A national operator also made an auditor, in a deployment that allows one account both."""
+    settings.ECARD_ALLOW_OPERATOR_AUDITOR = True
+    user = make_user(Role.NATIONAL_OPERATOR, ())
+    user.also_auditor = True
+    user.save(update_fields=["also_auditor"])
+    return user
+
+
 def listed(client, **params) -> str:
     response = client.get(reverse("audit_list"), params)
     assert response.status_code == 200
@@ -61,16 +72,26 @@ def seqs_on(page: str, events: dict) -> set[str]:
     return {name for name, event in events.items() if reverse("audit_detail", args=[event.seq]) in page}
 
 
-def test_a_region_administrator_sees_the_events_of_their_regions_only(client, make_user, events):
-    sign_in(client, make_user(Role.REGION_ADMIN, (HERE,)))
+def test_an_auditor_sees_the_events_of_their_regions_only(client, make_user, events):
+    sign_in(client, make_user(Role.AUDITOR, (HERE,)))
     assert seqs_on(listed(client), events) == {"here", "here_citizen"}
 
 
-def test_an_auditor_sees_their_regions_and_a_national_operator_everything(client, make_user, events):
+@pytest.mark.parametrize("role", [Role.REGION_ADMIN, Role.NATIONAL_OPERATOR, Role.SECURITY_OFFICER])
+def test_administrators_and_security_officers_do_not_read_the_audit_log(client, make_user, events, role):
+    """The region's audit log is read by auditors (DESIGN §2), not by those it records."""
+    sign_in(client, make_user(role, () if role != Role.REGION_ADMIN else (HERE,)))
+    assert client.get(reverse("audit_list")).status_code == 403
+    assert client.get(reverse("audit_list"), {"format": "csv"}).status_code == 403
+    assert client.get(reverse("audit_detail", args=[events["here"].seq])).status_code == 403
+    assert reverse("audit_list") not in client.get(reverse("mfa_index")).content.decode()
+
+
+def test_an_auditor_sees_their_regions_and_an_operator_auditor_everything(client, make_user, events, operator_auditor):
     sign_in(client, make_user(Role.AUDITOR, (HERE, THERE)))
     assert seqs_on(listed(client), events) == {"here", "here_citizen", "there"}
     client.logout()
-    sign_in(client, make_user(Role.NATIONAL_OPERATOR, ()))
+    sign_in(client, operator_auditor)
     assert seqs_on(listed(client), events) == {"here", "here_citizen", "there", "national"}
 
 
@@ -97,7 +118,7 @@ def test_the_menu_shows_the_audit_log_to_auditors(client, make_user, events):
 
 
 def test_the_detail_shows_who_what_why_and_the_snapshots(client, make_user, events):
-    sign_in(client, make_user(Role.REGION_ADMIN, (HERE,)))
+    sign_in(client, make_user(Role.AUDITOR, (HERE,)))
     event = events["here"]
     page = client.get(reverse("audit_detail", args=[event.seq])).content.decode()
     for text in (
@@ -112,8 +133,8 @@ def test_the_detail_shows_who_what_why_and_the_snapshots(client, make_user, even
         assert text in page, text
 
 
-def test_the_filters_narrow_the_list(client, make_user, events):
-    sign_in(client, make_user(Role.NATIONAL_OPERATOR, ()))
+def test_the_filters_narrow_the_list(client, operator_auditor, events):
+    sign_in(client, operator_auditor)
     assert seqs_on(listed(client, action="certificate.revoke"), events) == {"here", "there"}
     assert seqs_on(listed(client, action="certificate."), events) == {"here", "there"}
     assert seqs_on(listed(client, action="citizen.register"), events) == {"here_citizen"}
@@ -123,8 +144,8 @@ def test_the_filters_narrow_the_list(client, make_user, events):
     assert seqs_on(listed(client, region=THERE), events) == {"there"}
 
 
-def test_the_date_range_is_of_days_in_shanghai(client, make_user, events):
-    sign_in(client, make_user(Role.NATIONAL_OPERATOR, ()))
+def test_the_date_range_is_of_days_in_shanghai(client, operator_auditor, events):
+    sign_in(client, operator_auditor)
     today = timezone.localdate()
     day = dt.timedelta(days=1)
     everything = {"here", "here_citizen", "there", "national"}
