@@ -147,6 +147,7 @@ DEMO_USERS: tuple[DemoUser, ...] = (
     DemoUser("admin", Role.REGION_ADMIN, ("310000",), "region administrator, 310000 上海"),
     DemoUser("clerk", Role.CLERK, ("310000",), "clerk, 310000 上海"),
     DemoUser("auditor", Role.AUDITOR, ("310000",), "auditor, 310000 上海"),
+    DemoUser("security", Role.SECURITY_OFFICER, (), "security officer, national: signing and partner keys"),
     DemoUser("clerk_gd", Role.CLERK, ("440000",), "clerk, 440000 广东"),
 )
 

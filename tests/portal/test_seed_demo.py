@@ -124,7 +124,10 @@ def test_seed_demo_creates_one_user_per_role_with_the_demo_password(key_dir, mon
         "clerk": (Role.CLERK, {"310000"}),
         "auditor": (Role.AUDITOR, {"310000"}),
         "clerk_gd": (Role.CLERK, {"440000"}),
+        "security": (Role.SECURITY_OFFICER, set()),
     }
+    # One account per role (separation of duties: each duty has its own demo account).
+    assert {role for role, _regions in expected.values()} == set(Role.values)
     for username, (role, regions) in expected.items():
         user = User.objects.get(username=username)
         assert user.role == role
