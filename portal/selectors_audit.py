@@ -2,10 +2,12 @@
 
 An event belongs to the region recorded in its `region_code` (the services
 record the region of the citizen, facility, policy or flag they change).
-National operators see every event; region administrators and auditors see
-the events of their regions. Events recorded without a region (partners,
-portal keys, the national catalogue, staff accounts spanning several regions,
-exports across several regions) are national: only national operators see them.
+Who opens the log at all is portal/views_audit.py's decision (auditors; a
+national operator only where the deployment allows it). Within it, auditors see
+the events of their regions; a national operator sees every event. Events
+recorded without a region (partners, keys, the national catalogue, staff
+accounts spanning several regions, exports across several regions) are
+national: only a national operator allowed to read the log sees them.
 """
 
 import datetime as dt
