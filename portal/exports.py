@@ -135,7 +135,7 @@ def _audit_region(user, filters: dict[str, str]) -> str:
     """The region the export is recorded under, so that the region's administrators
     and auditors see it in their audit log: the region filtered on, or the user's
     only region. An export across several regions is recorded without a region
-    (a national operator allowed to read the log sees it)."""
+    (national auditors, and a national operator allowed to read the log, see it)."""
     codes = visible_region_codes(user) or []
     region = filters.get("region", "")
     if region and (not codes or region in codes):

@@ -25,6 +25,11 @@ class StaffCreateForm(forms.Form):
         allowed = roles_manageable_by(manager)
         self.fields["role"].choices = [c for c in Role.choices if c[0] in allowed]
         self.fields["regions"].queryset = regions_visible_to(manager)
+        if Role.AUDITOR in allowed:
+            self.fields["regions"].help_text = _(
+                "An auditor of every region is a national auditor: it also reads the events recorded "
+                "without a region (partners, keys, national staff accounts)."
+            )
         # Offered only where the deployment allows one account two duties (DESIGN §2).
         if settings.ECARD_ALLOW_OPERATOR_AUDITOR and Role.NATIONAL_OPERATOR in allowed:
             self.fields["also_auditor"] = forms.BooleanField(

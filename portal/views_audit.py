@@ -1,6 +1,8 @@
 """The audit log viewer, the auditors' duty (separation of duties, DESIGN §2):
-auditors see the events of their regions (see portal/selectors_audit.py) and
-export them. A national operator reads it, every event, only where the
+auditors see the events of their regions and export them; an auditor of every
+region (a national auditor) also sees the national events, the system
+administrator's and the security officer's (portal/selectors_audit.py decides).
+A national operator reads it, every event, only where the
 deployment sets ECARD_ALLOW_OPERATOR_AUDITOR and the account was made an
 auditor too (`User.also_auditor`); otherwise national operators, security
 officers, region administrators and clerks are refused (403). An event outside
@@ -23,7 +25,7 @@ from portal.audit_labels import action_label
 from portal.models import AuditEvent
 from portal.scope import regions_visible_to
 from portal.screens import paginate, querystring_without_page
-from portal.selectors_audit import AuditQuery, audit_events_visible_to, audit_search
+from portal.selectors_audit import AuditQuery, audit_events_visible_to, audit_search, reads_every_audit_event
 
 OBJECT_TYPES = [
     ("citizen", gettext_lazy("Citizen")),
@@ -146,6 +148,7 @@ def audit_list(request: HttpRequest) -> HttpResponse:
         "portal/audit_list.html",
         {
             "form": form,
+            "reads_every_event": reads_every_audit_event(request.user),
             "page": paginate(request, events, per_page=50),
             "querystring": querystring_without_page(request),
         },

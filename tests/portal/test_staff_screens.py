@@ -75,6 +75,29 @@ def test_national_operator_creates_a_region_admin_of_any_region(client, make_use
     assert User.objects.get(username="gd-admin").role == Role.REGION_ADMIN
 
 
+NATIONAL_AUDITOR_HINT = "An auditor of every region is a national auditor"
+
+
+def test_national_operator_creates_a_national_auditor_who_reads_national_events(client, make_user, regions):
+    from portal.selectors_audit import audit_events_visible_to
+
+    sign_in(client, make_user(Role.NATIONAL_OPERATOR, ()))
+    client.cookies["django_language"] = "en"
+    assert NATIONAL_AUDITOR_HINT in client.get(reverse("staff_create")).content.decode()
+    every_region = sorted(regions)
+    assert create(client, username="national-auditor", role="auditor", regions=every_region).status_code == 302
+    auditor = User.objects.get(username="national-auditor")
+    assert sorted(auditor.regions.values_list("code", flat=True)) == every_region
+    created = AuditEvent.objects.get(action="staff.create", object_id=str(auditor.pk))
+    assert created.region_code == ""  # a national event: only a national auditor reads it
+    assert audit_events_visible_to(auditor).filter(seq=created.seq).exists()
+
+
+def test_region_admin_is_not_offered_the_national_auditor(client, admin):
+    client.cookies["django_language"] = "en"
+    assert NATIONAL_AUDITOR_HINT not in client.get(reverse("staff_create")).content.decode()
+
+
 def test_staff_list_shows_only_the_admins_clerks(client, admin, make_user):
     own = make_user(Role.CLERK, ("310000",))
     other = make_user(Role.CLERK, ("440000",))
