@@ -146,7 +146,10 @@ DEMO_USERS: tuple[DemoUser, ...] = (
     DemoUser("operator", Role.NATIONAL_OPERATOR, tuple(PILOT_REGIONS), "national operator, all regions"),
     DemoUser("admin", Role.REGION_ADMIN, ("310000",), "region administrator, 310000 上海"),
     DemoUser("clerk", Role.CLERK, ("310000",), "clerk, 310000 上海"),
-    DemoUser("auditor", Role.AUDITOR, ("310000",), "auditor, 310000 上海"),
+    # Every pilot region makes it a national auditor: it also reads the national events, the
+    # operator's partner changes and the security officer's key rotations (portal/selectors_audit.py).
+    DemoUser("auditor", Role.AUDITOR, tuple(PILOT_REGIONS), "national auditor, all regions: the whole audit log"),
+    DemoUser("security", Role.SECURITY_OFFICER, (), "security officer, national: signing and partner keys"),
     DemoUser("clerk_gd", Role.CLERK, ("440000",), "clerk, 440000 广东"),
 )
 

@@ -1,11 +1,11 @@
 """The region dashboard and the national overview (read-only counts, no personal data).
 
-Every role may open it for the regions it sees (portal/scope.py): national
-operators see all regions side by side with their totals, region
-administrators, auditors and clerks their own; another region answers 404.
+Every role that sees the regions' data may open it for the regions it sees
+(portal/scope.py): national operators see all regions side by side with their
+totals, region administrators, auditors and clerks their own; another region
+answers 404. Security officers hold keys, not the regions' figures: 403.
 """
 
-from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.utils import timezone
@@ -17,6 +17,7 @@ from insurance.models import CertificateState
 from payments.models import BindingState
 from portal.models import RollupWatermark
 from portal.scope import regions_visible_to
+from portal.screens import region_data_required
 
 
 def _yuan_text(value: float) -> str:
@@ -92,13 +93,13 @@ def _render(request: HttpRequest, regions: list, *, single: bool) -> HttpRespons
     )
 
 
-@login_required
+@region_data_required
 def dashboard(request: HttpRequest) -> HttpResponse:
     """Every region the person sees, side by side, with totals."""
     return _render(request, list(regions_visible_to(request.user)), single=False)
 
 
-@login_required
+@region_data_required
 def dashboard_region(request: HttpRequest, region_code: str) -> HttpResponse:
     region = regions_visible_to(request.user).filter(code=region_code).first()
     if region is None:

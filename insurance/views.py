@@ -6,7 +6,6 @@ import secrets
 from urllib.parse import urlencode
 
 from django.contrib import messages
-from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -25,6 +24,7 @@ from portal.screens import (
     citizen_writer_required,
     paginate,
     querystring_without_page,
+    region_data_required,
     require_citizen_writer,
     two_step,
 )
@@ -113,7 +113,7 @@ def _remember_search(request: HttpRequest, text: str) -> str:
     return token
 
 
-@login_required
+@region_data_required
 def citizen_search(request: HttpRequest) -> HttpResponse:
     """The search box is POSTed and redirected to a GET carrying a token; filters
     and the page number stay in the URL so that pages can be linked."""
@@ -184,7 +184,7 @@ def citizen_register(request: HttpRequest) -> HttpResponse:
     return render(request, "insurance/citizen_form.html", {"form": form, "title": _("Register a citizen")})
 
 
-@login_required
+@region_data_required
 def citizen_detail(request: HttpRequest, pk: int) -> HttpResponse:
     citizen = _get_citizen_for_user(request.user, pk)
     certificates = selectors.certificate_history(citizen)
@@ -207,7 +207,7 @@ def citizen_detail(request: HttpRequest, pk: int) -> HttpResponse:
     )
 
 
-@login_required
+@region_data_required
 def citizen_edit(request: HttpRequest, pk: int) -> HttpResponse:
     citizen = _get_citizen_for_user(request.user, pk)
     require_citizen_writer(request.user)
@@ -233,7 +233,7 @@ def citizen_edit(request: HttpRequest, pk: int) -> HttpResponse:
     )
 
 
-@login_required
+@region_data_required
 def citizen_status(request: HttpRequest, pk: int) -> HttpResponse:
     citizen = _get_citizen_for_user(request.user, pk)
     require_citizen_writer(request.user)
@@ -261,7 +261,7 @@ def citizen_status(request: HttpRequest, pk: int) -> HttpResponse:
     )
 
 
-@login_required
+@region_data_required
 def certificate_issue(request: HttpRequest, pk: int) -> HttpResponse:
     citizen = _get_citizen_for_user(request.user, pk)
     require_citizen_writer(request.user)
@@ -287,7 +287,7 @@ def certificate_issue(request: HttpRequest, pk: int) -> HttpResponse:
     )
 
 
-@login_required
+@region_data_required
 def certificate_action(request: HttpRequest, pk: int, action: str) -> HttpResponse:
     card = _get_certificate_for_user(request.user, pk)
     if action not in CARD_ACTIONS or action == "issue":

@@ -1,7 +1,8 @@
 """Screens of the national service catalogue and the regions' facilities, and
 their CSV imports (the policies' screens are in views_policies).
 
-Who may do what: every signed-in staff member reads the catalogue; national
+Who may do what: every staff member who sees the regions' data (not the
+security officer, whose duty is keys) reads the catalogue; national
 operators edit it. Facilities and policies are read within the user's regions
 (another region's answers 404) and edited by national operators and the
 region's administrators (clerks and auditors get 403). Writes go through
@@ -37,7 +38,7 @@ from portal.actors import Actor
 from portal.errors import DomainError
 from portal.models import Role
 from portal.scope import regions_visible_to, restrict_to_user_regions, visible_region_codes
-from portal.screens import add_domain_error, paginate, querystring_without_page
+from portal.screens import add_domain_error, paginate, querystring_without_page, region_data_required
 
 IMPORT_REPORTS_SESSION_KEY = "catalogue_import_reports"
 MAX_REPORTED_ERRORS = 2000
@@ -218,7 +219,7 @@ def _active_toggle(
     )
 
 
-@login_required
+@region_data_required
 def import_error_report(request: HttpRequest, token: str) -> HttpResponse:
     report = request.session.get(IMPORT_REPORTS_SESSION_KEY, {}).get(token)
     if report is None:
@@ -251,7 +252,7 @@ FACILITY_COLUMNS = [
 # --- Service catalogue ------------------------------------------------------------
 
 
-@login_required
+@region_data_required
 def service_list(request: HttpRequest) -> HttpResponse:
     return _coded_list(
         request,
@@ -330,7 +331,7 @@ def service_import(request: HttpRequest) -> HttpResponse:
 # --- Facilities ----------------------------------------------------------------------
 
 
-@login_required
+@region_data_required
 def facility_list(request: HttpRequest) -> HttpResponse:
     return _coded_list(
         request,
@@ -364,7 +365,7 @@ def _get_facility_to_edit(request: HttpRequest, pk: int) -> Facility:
     return facility
 
 
-@login_required
+@region_data_required
 def facility_edit(request: HttpRequest, pk: int) -> HttpResponse:
     facility = _get_facility_to_edit(request, pk)
     initial = {k: getattr(facility, k) for k in ("name_zh", "name_en", "kind")}
@@ -380,7 +381,7 @@ def facility_edit(request: HttpRequest, pk: int) -> HttpResponse:
     )
 
 
-@login_required
+@region_data_required
 def facility_toggle(request: HttpRequest, pk: int) -> HttpResponse:
     facility = _get_facility_to_edit(request, pk)
     return _active_toggle(

@@ -9,7 +9,6 @@ from pathlib import Path
 
 from django import forms
 from django.conf import settings
-from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.template.defaultfilters import filesizeformat
@@ -23,7 +22,7 @@ from insurance.models import ImportJob
 from portal import exports
 from portal.actors import Actor
 from portal.scope import regions_visible_to, restrict_to_user_regions
-from portal.screens import citizen_writer_required, paginate
+from portal.screens import citizen_writer_required, paginate, region_data_required
 
 
 class ImportUploadForm(forms.Form):
@@ -82,7 +81,7 @@ IMPORT_COLUMNS = [
 ]
 
 
-@login_required
+@region_data_required
 def import_list(request: HttpRequest) -> HttpResponse:
     if fmt := exports.requested_format(request):
         return exports.export_response(
@@ -132,7 +131,7 @@ def _status(job: ImportJob) -> dict:
     }
 
 
-@login_required
+@region_data_required
 def import_detail(request: HttpRequest, pk: int) -> HttpResponse:
     job = _job_for(request.user, pk)
     return render(
@@ -146,7 +145,7 @@ def import_detail(request: HttpRequest, pk: int) -> HttpResponse:
     )
 
 
-@login_required
+@region_data_required
 def import_status(request: HttpRequest, pk: int) -> JsonResponse:
     job = _job_for(request.user, pk)
     response = JsonResponse(_status(job))
@@ -159,7 +158,7 @@ class _Echo:
         return value
 
 
-@login_required
+@region_data_required
 def import_errors_csv(request: HttpRequest, pk: int) -> StreamingHttpResponse:
     """The error report, streamed (a large file may have many bad rows); valid while the job runs."""
     job = _job_for(request.user, pk)

@@ -8,7 +8,6 @@ Writes go through insurance.catalogue, each audited.
 from decimal import Decimal
 
 from django.contrib import messages
-from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count, Max
 from django.http import Http404, HttpRequest, HttpResponse
@@ -26,7 +25,7 @@ from portal import exports
 from portal.actors import Actor
 from portal.models import Region
 from portal.scope import regions_visible_to, restrict_to_user_regions
-from portal.screens import paginate, querystring_without_page, two_step
+from portal.screens import paginate, querystring_without_page, region_data_required, two_step
 
 POLICY_COLUMNS = [
     exports.Column(gettext_lazy("Region"), lambda g: g["region_id"]),
@@ -65,7 +64,7 @@ def _get_region_for_user(user, code: str) -> Region:
         raise Http404 from exc
 
 
-@login_required
+@region_data_required
 def policy_index(request: HttpRequest) -> HttpResponse:
     """Every (region, scheme, year) with policies in the user's regions, and a form to open one."""
     form = PolicyChooseForm(request.GET or None, user=request.user, initial={"year": catalogue.shanghai_today().year})
@@ -102,7 +101,7 @@ def _policy_scope(request: HttpRequest, region: str, scheme: str, year: int) -> 
     return region_obj
 
 
-@login_required
+@region_data_required
 def policy_versions(request: HttpRequest, region: str, scheme: str, year: int) -> HttpResponse:
     region_obj = _policy_scope(request, region, scheme, year)
     if fmt := exports.requested_format(request):
@@ -182,7 +181,7 @@ def _policy_changes(form: PolicyVersionForm, previous: ReimbursementPolicy | Non
     ]
 
 
-@login_required
+@region_data_required
 def policy_new_version(request: HttpRequest, region: str, scheme: str, year: int) -> HttpResponse:
     region_obj = _policy_scope(request, region, scheme, year)
     if not may_edit_region_data(request.user):

@@ -1,5 +1,6 @@
 from django.urls import path
 
+from payments import views_keys
 from payments.bindings import views as views_bindings
 from payments.delivery import views as views_delivery
 from payments.linkages import views
@@ -19,6 +20,9 @@ urlpatterns = [
     path("manage/<slug:code>/webhook/", views_partners.partner_webhook, name="partner_webhook"),
     path("manage/<slug:code>/state/", views_partners.partner_state, name="partner_state"),
     path("manage/<slug:code>/rate-limit/", views_partners.partner_rate_limit, name="partner_rate_limit"),
+    path("signing-keys/", views_keys.portal_key_list, name="portal_key_list"),
+    path("signing-keys/rotate/", views_keys.portal_key_rotate, name="portal_key_rotate"),
+    path("signing-keys/activate/", views_keys.portal_key_activate, name="portal_key_activate"),
     path("monitor/", views_delivery.monitor_index, name="monitor_index"),
     path("monitor/<slug:code>/", views_delivery.monitor_partner, name="monitor_partner"),
     path("monitor/<slug:code>/deliveries/", views_delivery.monitor_deliveries, name="monitor_deliveries"),

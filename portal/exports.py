@@ -7,7 +7,8 @@ selector, filtered by the same form) and, when the request asks for
 differ in scope or filters.
 
 Who may export: national operators, region administrators and auditors
-(DESIGN §2 lists exports for them only). Clerks work one citizen at a time and
+(DESIGN §2 lists exports for them only); security officers, whose duty is keys,
+get 403 like clerks. The audit log's own export is for those who may read it. Clerks work one citizen at a time and
 get 403 on an export; the buttons are not shown to them.
 
 Personal data: every export is a list, and lists show personal data masked
@@ -134,7 +135,7 @@ def _audit_region(user, filters: dict[str, str]) -> str:
     """The region the export is recorded under, so that the region's administrators
     and auditors see it in their audit log: the region filtered on, or the user's
     only region. An export across several regions is recorded without a region
-    (national operators see it)."""
+    (national auditors, and a national operator allowed to read the log, see it)."""
     codes = visible_region_codes(user) or []
     region = filters.get("region", "")
     if region and (not codes or region in codes):

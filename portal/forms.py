@@ -1,4 +1,5 @@
 from django import forms
+from django.conf import settings
 from django.utils.translation import gettext_lazy as _
 
 from portal.models import Role
@@ -24,11 +25,27 @@ class StaffCreateForm(forms.Form):
         allowed = roles_manageable_by(manager)
         self.fields["role"].choices = [c for c in Role.choices if c[0] in allowed]
         self.fields["regions"].queryset = regions_visible_to(manager)
+        if Role.AUDITOR in allowed:
+            self.fields["regions"].help_text = _(
+                "An auditor of every region is a national auditor: it also reads the events recorded "
+                "without a region (partners, keys, national staff accounts)."
+            )
+        # Offered only where the deployment allows one account two duties (DESIGN §2).
+        if settings.ECARD_ALLOW_OPERATOR_AUDITOR and Role.NATIONAL_OPERATOR in allowed:
+            self.fields["also_auditor"] = forms.BooleanField(
+                label=_("Also an auditor"),
+                required=False,
+                help_text=_("A national operator who also reads the audit log; this deployment allows it."),
+            )
 
     def clean(self):
         data = super().clean()
-        if data.get("role") and data.get("role") != Role.NATIONAL_OPERATOR and not data.get("regions"):
+        role = data.get("role")
+        national = (Role.NATIONAL_OPERATOR, Role.SECURITY_OFFICER)
+        if role and role not in national and not data.get("regions"):
             self.add_error("regions", _("Choose at least one region."))
+        if data.get("also_auditor") and role != Role.NATIONAL_OPERATOR:
+            self.add_error("also_auditor", _("Only a national operator may also be an auditor."))
         return data
 
 

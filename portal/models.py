@@ -1,5 +1,6 @@
 """Portal core: regions, people and their roles, the audit chain, domain events."""
 
+from django.conf import settings
 from django.contrib.auth.models import AbstractUser
 from django.db import models
 from django.utils.translation import gettext_lazy as _
@@ -33,14 +34,25 @@ class Role(models.TextChoices):
     REGION_ADMIN = "region_admin", _("Region administrator")
     CLERK = "clerk", _("Clerk")
     AUDITOR = "auditor", _("Auditor")
+    SECURITY_OFFICER = "security_officer", _("Security officer")
 
 
-ROLES_REQUIRING_MFA = frozenset({Role.NATIONAL_OPERATOR, Role.REGION_ADMIN, Role.AUDITOR})
+ROLES_REQUIRING_MFA = frozenset({Role.NATIONAL_OPERATOR, Role.REGION_ADMIN, Role.AUDITOR, Role.SECURITY_OFFICER})
+# Separation of duties (三员分立, DESIGN §2): system administration (national operators; region
+# administrators for their regions' clerks), security administration (security officers: the
+# portal's signing keys and partner keys) and audit administration (auditors: the audit log)
+# are held by different accounts. Security officers are national, bound to no region, and
+# see no region's data: citizens, e-cards, settlements, dashboards and the audit log are not
+# theirs to read. These roles open the screens of the regions' data (portal/screens.py).
+ROLES_SEEING_REGION_DATA = frozenset({Role.NATIONAL_OPERATOR, Role.REGION_ADMIN, Role.CLERK, Role.AUDITOR})
 
 
 class User(AbstractUser):
     role = models.CharField(_("role"), max_length=32, choices=Role.choices, default=Role.CLERK)
     regions = models.ManyToManyField(Region, blank=True, related_name="staff", verbose_name=_("regions"))
+    # A national operator who also reads the audit log. Honoured only while the deployment
+    # sets ECARD_ALLOW_OPERATOR_AUDITOR, and only settable then (portal/services.py).
+    also_auditor = models.BooleanField(_("also auditor"), default=False)
 
     class Meta:
         verbose_name = _("staff member")
@@ -61,6 +73,25 @@ class User(AbstractUser):
     @property
     def can_manage_staff(self) -> bool:
         return self.role in {Role.NATIONAL_OPERATOR, Role.REGION_ADMIN}
+
+    @property
+    def sees_region_data(self) -> bool:
+        return self.role in ROLES_SEEING_REGION_DATA
+
+    @property
+    def reads_audit_log(self) -> bool:
+        """Auditors; a national operator only where the deployment allows one account both duties."""
+        if self.role == Role.AUDITOR:
+            return True
+        return (
+            self.role == Role.NATIONAL_OPERATOR
+            and self.also_auditor
+            and bool(getattr(settings, "ECARD_ALLOW_OPERATOR_AUDITOR", False))
+        )
+
+    @property
+    def holds_keys(self) -> bool:
+        return self.role == Role.SECURITY_OFFICER
 
 
 class AuditEvent(models.Model):

@@ -15,6 +15,9 @@ def visible_region_codes(user) -> list[str] | None:
         return []
     if user.role == Role.NATIONAL_OPERATOR:
         return None
+    if user.role == Role.SECURITY_OFFICER:
+        # National, but its duty is keys, not the regions' data: no region's rows.
+        return []
     return list(user.regions.values_list("code", flat=True))
 
 

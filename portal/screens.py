@@ -28,6 +28,21 @@ def require_staff_manager(user) -> None:
         raise PermissionDenied
 
 
+def region_data_required(view: Callable) -> Callable:
+    """The screens of the regions' data (citizens, e-cards, imports, bindings, settlements,
+    dashboards, catalogue): every role but the security officer, whose duty is keys
+    (separation of duties, portal/models.py). The scope then narrows to the user's regions."""
+
+    @login_required
+    @wraps(view)
+    def wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponse:
+        if not getattr(request.user, "sees_region_data", False):
+            raise PermissionDenied
+        return view(request, *args, **kwargs)
+
+    return wrapper
+
+
 def citizen_writer_required(view: Callable) -> Callable:
     @login_required
     @wraps(view)

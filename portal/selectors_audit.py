@@ -1,11 +1,20 @@
-"""Scoped reads of the audit log.
+"""Scoped reads of the audit log: the one place that decides which events a person reads.
 
 An event belongs to the region recorded in its `region_code` (the services
 record the region of the citizen, facility, policy or flag they change).
-National operators see every event; region administrators and auditors see
-the events of their regions. Events recorded without a region (partners,
-portal keys, the national catalogue, staff accounts spanning several regions,
-exports across several regions) are national: only national operators see them.
+Events recorded without a region (partners, partner keys, the portal's signing
+keys, the national catalogue, staff accounts spanning several regions, exports
+across several regions) are national: they record the system administrator's
+and the security officer's work, which the audit duty exists to watch
+(separation of duties, DESIGN §2).
+
+Who reads what:
+- an auditor assigned to every pilot region (every Region row) is a national
+  auditor and reads every event, national ones included;
+- an auditor of some regions reads those regions' events only;
+- a national operator reads every event, but only where the deployment allows
+  it to read the log at all (`User.reads_audit_log`);
+- nobody else reads any (portal/views_audit.py answers them 403 first).
 """
 
 import datetime as dt
@@ -15,12 +24,34 @@ from zoneinfo import ZoneInfo
 from django.conf import settings
 from django.db.models import QuerySet
 
-from portal.models import AuditEvent
-from portal.scope import restrict_to_user_regions
+from portal.models import AuditEvent, Region, Role
+from portal.scope import visible_region_codes
+
+
+def _audit_scope(user) -> list[str] | None:
+    """The region codes whose events the user reads, None for every event (national ones included)."""
+    if not getattr(user, "reads_audit_log", False):
+        return []
+    codes = visible_region_codes(user)
+    if codes is None:
+        return None
+    # A national auditor: assigned to every region, so to the national events too. A region
+    # added later is not theirs until assigned, and until then neither are the national events.
+    if user.role == Role.AUDITOR and codes and not Region.objects.exclude(code__in=codes).exists():
+        return None
+    return codes
+
+
+def reads_every_audit_event(user) -> bool:
+    """A national auditor, or a national operator allowed to read the log."""
+    return _audit_scope(user) is None
 
 
 def audit_events_visible_to(user) -> QuerySet[AuditEvent]:
-    return restrict_to_user_regions(AuditEvent.objects.all(), user, region_field="region_code")
+    codes = _audit_scope(user)
+    if codes is None:
+        return AuditEvent.objects.all()
+    return AuditEvent.objects.filter(region_code__in=codes)
 
 
 @dataclass(frozen=True)

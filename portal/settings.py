@@ -382,6 +382,9 @@ ECARD_IMPORT_STALE_SECONDS = env_int("ECARD_IMPORT_STALE_SECONDS", 120)
 ECARD_PUBLIC_BASE_URL = env_str("ECARD_PUBLIC_BASE_URL", "http://127.0.0.1:8000")
 # The demo partners' webhook receiver served by the portal itself; off in production.
 ECARD_SANDBOX_ENABLED = env_bool("ECARD_SANDBOX_ENABLED", not PRODUCTION)
+# Separation of duties (DESIGN §2): a national operator reads the audit log only where the
+# deployment explicitly allows one account both duties, and the account was made an auditor too.
+ECARD_ALLOW_OPERATOR_AUDITOR = env_bool("ECARD_ALLOW_OPERATOR_AUDITOR", False)
 
 # --- E-mail (allauth's password resets; Django's error mails to ADMINS) ------
 if PRODUCTION:

@@ -9,15 +9,19 @@ from portal import exports, services
 from portal.actors import Actor
 from portal.errors import DomainError
 from portal.forms import StaffCreateForm, StaffDeactivateForm
-from portal.models import User
+from portal.models import Role, User
 from portal.screens import add_domain_error, paginate, staff_manager_required, two_step
 from portal.selectors import staff_visible_to
 
 
 @login_required
 def home(request: HttpRequest) -> HttpResponse:
-    # Administrators, auditors and national operators start on the dashboard; clerks on citizen search.
-    if getattr(request.user, "role", "") in {"national_operator", "region_admin", "auditor"}:
+    # Administrators, auditors and national operators start on the dashboard; clerks on citizen
+    # search; security officers, who see no region's data, on the portal's signing keys.
+    role = getattr(request.user, "role", "")
+    if role == Role.SECURITY_OFFICER:
+        return redirect("portal_key_list")
+    if role in {Role.NATIONAL_OPERATOR, Role.REGION_ADMIN, Role.AUDITOR}:
         return redirect("dashboard")
     return redirect("citizen_search")
 
@@ -64,6 +68,7 @@ def staff_create(request: HttpRequest) -> HttpResponse:
                 role=data["role"],
                 regions=data["regions"],
                 password=data["password"],
+                also_auditor=data.get("also_auditor", False),
             )
         except DomainError as error:
             add_domain_error(form, error)

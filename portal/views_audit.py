@@ -1,7 +1,12 @@
-"""The audit log viewer: national operators see every event, region
-administrators and auditors the events of their regions (see
-portal/selectors_audit.py); clerks are refused (403). An event outside the
-user's scope answers 404, like a missing one. Read-only: the log is append-only."""
+"""The audit log viewer, the auditors' duty (separation of duties, DESIGN §2):
+auditors see the events of their regions and export them; an auditor of every
+region (a national auditor) also sees the national events, the system
+administrator's and the security officer's (portal/selectors_audit.py decides).
+A national operator reads it, every event, only where the
+deployment sets ECARD_ALLOW_OPERATOR_AUDITOR and the account was made an
+auditor too (`User.also_auditor`); otherwise national operators, security
+officers, region administrators and clerks are refused (403). An event outside
+the user's scope answers 404, like a missing one. Read-only: the log is append-only."""
 
 import json
 from collections.abc import Callable
@@ -17,12 +22,10 @@ from django.utils.translation import gettext_lazy
 
 from portal import exports
 from portal.audit_labels import action_label
-from portal.models import AuditEvent, Role
+from portal.models import AuditEvent
 from portal.scope import regions_visible_to
 from portal.screens import paginate, querystring_without_page
-from portal.selectors_audit import AuditQuery, audit_events_visible_to, audit_search
-
-AUDIT_READERS = frozenset({Role.NATIONAL_OPERATOR, Role.REGION_ADMIN, Role.AUDITOR})
+from portal.selectors_audit import AuditQuery, audit_events_visible_to, audit_search, reads_every_audit_event
 
 OBJECT_TYPES = [
     ("citizen", gettext_lazy("Citizen")),
@@ -49,7 +52,7 @@ def audit_reader_required(view: Callable) -> Callable:
     @login_required
     @wraps(view)
     def wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponse:
-        if getattr(request.user, "role", None) not in AUDIT_READERS:
+        if not getattr(request.user, "reads_audit_log", False):
             raise PermissionDenied
         return view(request, *args, **kwargs)
 
@@ -145,6 +148,7 @@ def audit_list(request: HttpRequest) -> HttpResponse:
         "portal/audit_list.html",
         {
             "form": form,
+            "reads_every_event": reads_every_audit_event(request.user),
             "page": paginate(request, events, per_page=50),
             "querystring": querystring_without_page(request),
         },

@@ -4,7 +4,6 @@ with a reason and a confirmation step. Outside the user's regions: 404."""
 
 from django import forms
 from django.contrib import messages
-from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils.translation import gettext as _
@@ -14,7 +13,14 @@ from payments.bindings import services as bindings
 from payments.models import BINDING_OPEN_STATES, BindingEndReason, BindingState, FamilyBinding
 from portal import exports
 from portal.actors import Actor
-from portal.screens import paginate, querystring_without_page, require_citizen_writer, state_param, two_step
+from portal.screens import (
+    paginate,
+    querystring_without_page,
+    region_data_required,
+    require_citizen_writer,
+    state_param,
+    two_step,
+)
 
 
 class BindingDecisionForm(forms.Form):
@@ -77,7 +83,7 @@ def _get_binding_for_user(user, public_id: str) -> FamilyBinding:
         raise Http404 from exc
 
 
-@login_required
+@region_data_required
 def binding_queue(request: HttpRequest) -> HttpResponse:
     """Bindings of the user's regions, pending ones by default, oldest first (the first to time out)."""
     state = state_param(request, BindingState.values, BindingState.PENDING)
@@ -104,7 +110,7 @@ def binding_queue(request: HttpRequest) -> HttpResponse:
     )
 
 
-@login_required
+@region_data_required
 def binding_detail(request: HttpRequest, public_id: str) -> HttpResponse:
     binding = _get_binding_for_user(request.user, public_id)
     can_write = request.user.can_write_citizens
@@ -120,7 +126,7 @@ def binding_detail(request: HttpRequest, public_id: str) -> HttpResponse:
     )
 
 
-@login_required
+@region_data_required
 def binding_action(request: HttpRequest, public_id: str, action: str) -> HttpResponse:
     binding = _get_binding_for_user(request.user, public_id)
     if action not in BINDING_ACTIONS:

@@ -1,7 +1,6 @@
 """Wallet linkage screens for clerks, and the sandbox receipts page."""
 
 from django.contrib import messages
-from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
@@ -17,7 +16,7 @@ from portal import exports
 from portal.actors import Actor
 from portal.errors import DomainError
 from portal.models import Role
-from portal.screens import add_domain_error, paginate, require_citizen_writer, two_step
+from portal.screens import add_domain_error, paginate, region_data_required, require_citizen_writer, two_step
 
 
 def _get_citizen_for_user(user, pk: int) -> Citizen:
@@ -34,7 +33,7 @@ def _get_linkage_for_user(user, public_id: str) -> WalletLinkage:
         raise Http404 from exc
 
 
-@login_required
+@region_data_required
 def linkage_create(request: HttpRequest, citizen_pk: int) -> HttpResponse:
     citizen = _get_citizen_for_user(request.user, citizen_pk)
     require_citizen_writer(request.user)
@@ -55,7 +54,7 @@ def linkage_create(request: HttpRequest, citizen_pk: int) -> HttpResponse:
     return render(request, "payments/linkage_create.html", {"citizen": citizen, "form": form})
 
 
-@login_required
+@region_data_required
 def linkage_unlink(request: HttpRequest, public_id: str) -> HttpResponse:
     linkage = _get_linkage_for_user(request.user, public_id)
     require_citizen_writer(request.user)
@@ -89,7 +88,7 @@ SANDBOX_COLUMNS = [
 ]
 
 
-@login_required
+@region_data_required
 def sandbox_receipts(request: HttpRequest) -> HttpResponse:
     if request.user.role not in {Role.NATIONAL_OPERATOR, Role.REGION_ADMIN}:
         raise PermissionDenied

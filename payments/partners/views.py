@@ -1,4 +1,6 @@
-"""Partner administration (national operators): partners, their keys, webhook, state and rate limit.
+"""Partner administration: national operators register partners and set their webhook,
+state and rate limit; security officers add and revoke their keys (separation of duties,
+DESIGN §2). Both read the list and a partner's page.
 
 The delivery monitor's screens are in payments/delivery/views.py.
 """
@@ -7,7 +9,6 @@ from collections.abc import Callable
 
 from django import forms
 from django.contrib import messages
-from django.db import transaction
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -24,6 +25,8 @@ from portal.models import Role
 from portal.screens import add_domain_error, paginate, role_required, two_step
 
 national_required = role_required({Role.NATIONAL_OPERATOR})
+partner_reader_required = role_required({Role.NATIONAL_OPERATOR, Role.SECURITY_OFFICER})
+key_holder_required = role_required({Role.SECURITY_OFFICER})
 
 
 def get_partner_or_404(code: str) -> Partner:
@@ -50,14 +53,7 @@ class PartnerCreateForm(forms.Form):
         required=False,
         help_text=gettext_lazy("Empty: the partner only polls GET /api/v1/events."),
     )
-    public_key = forms.CharField(
-        label=gettext_lazy("Ed25519 public key"),
-        required=False,
-        widget=forms.Textarea(attrs={"rows": 4}),
-        help_text=gettext_lazy(
-            "PEM, or the standard base64 of its 32 raw bytes. Optional now; keys can be added later."
-        ),
-    )
+    # No key here: a partner's keys are the security officer's to add (partner_key_add).
 
 
 class KeyAddForm(forms.Form):
@@ -107,7 +103,7 @@ PARTNER_COLUMNS = [
 # --- Partner administration --------------------------------------------------------------
 
 
-@national_required
+@partner_reader_required
 def partner_list(request: HttpRequest) -> HttpResponse:
     rows = delivery_selectors.partners_for_monitor()
     if fmt := exports.requested_format(request):
@@ -121,18 +117,14 @@ def partner_create(request: HttpRequest) -> HttpResponse:
     form = PartnerCreateForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
-        actor = Actor.for_request(request)
         try:
-            with transaction.atomic():
-                partner = partners.partner_create(
-                    actor=actor,
-                    code=data["code"],
-                    name=data["name"],
-                    kind=data["kind"],
-                    webhook_url=data["webhook_url"],
-                )
-                if data["public_key"].strip():
-                    partners.partner_key_add(actor=actor, partner=partner, public_key=data["public_key"])
+            partner = partners.partner_create(
+                actor=Actor.for_request(request),
+                code=data["code"],
+                name=data["name"],
+                kind=data["kind"],
+                webhook_url=data["webhook_url"],
+            )
         except DomainError as error:
             add_domain_error(form, error)
         else:
@@ -145,15 +137,25 @@ def partner_create(request: HttpRequest) -> HttpResponse:
     )
 
 
-@national_required
+@partner_reader_required
 def partner_detail(request: HttpRequest, code: str) -> HttpResponse:
     partner = get_partner_or_404(code)
     keys = partner.keys.order_by("-state", "created_at", "id")
-    counts = delivery_selectors.event_counts(delivery_selectors.events_visible_to(request.user, partner))
-    return render(request, "payments/partner_detail.html", {"partner": partner, "keys": keys, "counts": counts})
+    operator = request.user.role == Role.NATIONAL_OPERATOR
+    # The delivery counts are the operator's; the security officer's page is the keys.
+    counts = (
+        delivery_selectors.event_counts(delivery_selectors.events_visible_to(request.user, partner))
+        if operator
+        else None
+    )
+    return render(
+        request,
+        "payments/partner_detail.html",
+        {"partner": partner, "keys": keys, "counts": counts, "administers": operator, "holds_keys": not operator},
+    )
 
 
-@national_required
+@key_holder_required
 def partner_key_add(request: HttpRequest, code: str) -> HttpResponse:
     partner = get_partner_or_404(code)
     form = KeyAddForm(request.POST or None)
@@ -179,7 +181,7 @@ def partner_key_add(request: HttpRequest, code: str) -> HttpResponse:
     )
 
 
-@national_required
+@key_holder_required
 def partner_key_revoke(request: HttpRequest, code: str, key_id: str) -> HttpResponse:
     partner = get_partner_or_404(code)
     try:

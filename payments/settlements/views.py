@@ -6,7 +6,6 @@ screens are in payments/risk/views.py.
 from decimal import Decimal
 
 from django import forms
-from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.utils.translation import gettext as _
@@ -16,7 +15,7 @@ from insurance.models import ServiceCategory
 from payments.models import Partner, Settlement, SettlementState
 from payments.settlements import selectors
 from portal import exports
-from portal.screens import paginate, querystring_without_page
+from portal.screens import paginate, querystring_without_page, region_data_required
 
 
 def _yuan_to_fen(value: Decimal | None) -> int | None:
@@ -98,7 +97,7 @@ SETTLEMENT_COLUMNS = [
 ]
 
 
-@login_required
+@region_data_required
 def settlement_list(request: HttpRequest) -> HttpResponse:
     form = SettlementFilterForm(request.GET or None)
     if not request.GET:
@@ -122,7 +121,7 @@ def settlement_list(request: HttpRequest) -> HttpResponse:
     )
 
 
-@login_required
+@region_data_required
 def settlement_detail(request: HttpRequest, public_id: str) -> HttpResponse:
     try:
         settlement = selectors.settlement_detail(request.user, public_id)

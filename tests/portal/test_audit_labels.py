@@ -52,7 +52,7 @@ def test_an_unknown_code_is_shown_as_stored():
 @pytest.mark.django_db
 def test_the_audit_screens_show_the_label_in_the_readers_language(client, make_user, regions):
     event = record(action="certificate.revoke", object_type="certificate", object_id="C310-9")
-    sign_in(client, make_user(Role.REGION_ADMIN, ("310000",)))
+    sign_in(client, make_user(Role.AUDITOR, ("310000",)))
     for url in (reverse("audit_list"), reverse("audit_detail", args=[event.seq])):
         page = client.get(url).content.decode()
         assert "电子凭证已注销" in page and "certificate.revoke" in page

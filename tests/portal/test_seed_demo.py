@@ -122,9 +122,12 @@ def test_seed_demo_creates_one_user_per_role_with_the_demo_password(key_dir, mon
         "operator": (Role.NATIONAL_OPERATOR, set(demo.PILOT_REGIONS)),
         "admin": (Role.REGION_ADMIN, {"310000"}),
         "clerk": (Role.CLERK, {"310000"}),
-        "auditor": (Role.AUDITOR, {"310000"}),
+        "auditor": (Role.AUDITOR, set(demo.PILOT_REGIONS)),
         "clerk_gd": (Role.CLERK, {"440000"}),
+        "security": (Role.SECURITY_OFFICER, set()),
     }
+    # One account per role (separation of duties: each duty has its own demo account).
+    assert {role for role, _regions in expected.values()} == set(Role.values)
     for username, (role, regions) in expected.items():
         user = User.objects.get(username=username)
         assert user.role == role
@@ -132,6 +135,20 @@ def test_seed_demo_creates_one_user_per_role_with_the_demo_password(key_dir, mon
         assert user.check_password("another-demo-pass-42")
     assert "another-demo-pass-42" in output
     assert "TOTP" in output
+
+
+def test_the_demo_auditor_is_a_national_auditor_reading_partner_and_key_events(key_dir):
+    from portal.selectors_audit import audit_events_visible_to
+
+    seed()
+
+    auditor = User.objects.get(username="auditor")
+    visible = audit_events_visible_to(auditor)
+    assert visible.count() == AuditEvent.objects.count()
+    actions = set(visible.filter(region_code="").values_list("action", flat=True))
+    assert {"partner.create", "partner_key.add", "staff.create"} <= actions
+    if "rotate_portal_key" in get_commands():
+        assert "portal_key.create" in actions
 
 
 def test_seed_demo_refuses_a_weak_demo_password(key_dir, monkeypatch):

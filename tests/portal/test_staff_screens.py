@@ -1,4 +1,5 @@
-"""Staff management: region administrators manage their regions' clerks and auditors."""
+"""Staff management: region administrators manage their regions' clerks (the auditors
+who read their actions are the national operators' to create: separation of duties)."""
 
 import pytest
 from django.urls import reverse
@@ -46,6 +47,8 @@ def test_region_admin_creates_a_clerk_of_their_region(client, admin):
     [
         ({"role": "region_admin"}, "role"),
         ({"role": "national_operator"}, "role"),
+        ({"role": "auditor"}, "role"),
+        ({"role": "security_officer"}, "role"),
         ({"regions": ["440000"]}, "regions"),
         ({"regions": []}, "regions"),
         ({"password": "short"}, "password"),
@@ -72,14 +75,38 @@ def test_national_operator_creates_a_region_admin_of_any_region(client, make_use
     assert User.objects.get(username="gd-admin").role == Role.REGION_ADMIN
 
 
-def test_staff_list_shows_only_the_admins_clerks_and_auditors(client, admin, make_user):
+NATIONAL_AUDITOR_HINT = "An auditor of every region is a national auditor"
+
+
+def test_national_operator_creates_a_national_auditor_who_reads_national_events(client, make_user, regions):
+    from portal.selectors_audit import audit_events_visible_to
+
+    sign_in(client, make_user(Role.NATIONAL_OPERATOR, ()))
+    client.cookies["django_language"] = "en"
+    assert NATIONAL_AUDITOR_HINT in client.get(reverse("staff_create")).content.decode()
+    every_region = sorted(regions)
+    assert create(client, username="national-auditor", role="auditor", regions=every_region).status_code == 302
+    auditor = User.objects.get(username="national-auditor")
+    assert sorted(auditor.regions.values_list("code", flat=True)) == every_region
+    created = AuditEvent.objects.get(action="staff.create", object_id=str(auditor.pk))
+    assert created.region_code == ""  # a national event: only a national auditor reads it
+    assert audit_events_visible_to(auditor).filter(seq=created.seq).exists()
+
+
+def test_region_admin_is_not_offered_the_national_auditor(client, admin):
+    client.cookies["django_language"] = "en"
+    assert NATIONAL_AUDITOR_HINT not in client.get(reverse("staff_create")).content.decode()
+
+
+def test_staff_list_shows_only_the_admins_clerks(client, admin, make_user):
     own = make_user(Role.CLERK, ("310000",))
     other = make_user(Role.CLERK, ("440000",))
     both = make_user(Role.AUDITOR, ("310000", "440000"))
+    own_auditor = make_user(Role.AUDITOR, ("310000",))
     peer = make_user(Role.REGION_ADMIN, ("310000",))
     listed = set(client.get(reverse("staff_list")).context["page"])
     assert own in listed
-    assert not {other, both, peer} & listed
+    assert not {other, both, own_auditor, peer} & listed
 
 
 def test_region_admin_deactivates_a_clerk_after_confirmation(client, admin, make_user):
@@ -109,6 +136,7 @@ def test_a_deactivated_clerk_can_no_longer_sign_in(client, admin, make_user):
     [
         (Role.CLERK, ("440000",)),  # another region
         (Role.AUDITOR, ("310000", "440000")),  # partly another region
+        (Role.AUDITOR, ("310000",)),  # the region's auditor reads the admin's actions
         (Role.REGION_ADMIN, ("310000",)),  # a peer
     ],
 )
@@ -121,8 +149,8 @@ def test_region_admin_cannot_deactivate_staff_outside_their_scope(client, admin,
     assert target.is_active
 
 
-@pytest.mark.parametrize("role", [Role.CLERK, Role.AUDITOR])
-def test_clerks_and_auditors_cannot_manage_staff(client, make_user, role):
+@pytest.mark.parametrize("role", [Role.CLERK, Role.AUDITOR, Role.SECURITY_OFFICER])
+def test_clerks_auditors_and_security_officers_cannot_manage_staff(client, make_user, role):
     victim = make_user(Role.CLERK, ("310000",))
     sign_in(client, make_user(role, ("310000",)))
     assert client.get(reverse("staff_list")).status_code == 403

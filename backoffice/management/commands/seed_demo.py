@@ -61,5 +61,5 @@ class Command(BaseCommand):
             password = report.password if created else "(unchanged)"
             self.stdout.write(f"  {spec.username:<10} {password:<20} {spec.label}")
         self.stdout.write(
-            "operator, admin and auditor will be asked to set up TOTP (an authenticator app) at their first sign-in."
+            "operator, admin, auditor and security will be asked to set up TOTP (an authenticator app) at their first sign-in."
         )
