@@ -32,10 +32,16 @@ class StaffCreateForm(forms.Form):
         return data
 
 
-class StaffDeactivateForm(forms.Form):
+class StaffReasonForm(forms.Form):
+    """The reason an administrator gives for an action on a staff account (deactivate, unlock,
+    reset the password), recorded in the audit log."""
+
     reason = forms.CharField(
         label=_("Reason"),
         max_length=128,
         error_messages={"required": _("A reason is required.")},
         widget=forms.TextInput(attrs={"size": 60}),
     )
+
+
+StaffDeactivateForm = StaffReasonForm
