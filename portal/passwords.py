@@ -7,6 +7,7 @@ is saved, whoever set it.
 """
 
 import secrets
+import unicodedata
 
 from django.contrib.auth.hashers import check_password
 from django.core.exceptions import ValidationError
@@ -21,6 +22,36 @@ CLASSES = (
     ("digit", str.isdigit),
     ("symbol", lambda c: not c.isalnum() and not c.isspace()),
 )
+
+
+# Control, format (bidirectional overrides, zero-width), surrogate and private-use characters:
+# nothing a person types on purpose, and each can hide what a stored value really says.
+INVISIBLE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co"})
+
+
+def has_invisible_characters(text: str) -> bool:
+    return any(unicodedata.category(c) in INVISIBLE_CATEGORIES for c in text)
+
+
+class PasswordCharactersValidator:
+    """At most `max_length` characters (a clear error, not an hour of hashing), none invisible."""
+
+    def __init__(self, max_length: int = 128) -> None:
+        self.max_length = max_length
+
+    def validate(self, password: str, user=None) -> None:
+        if len(password) > self.max_length:
+            raise ValidationError(
+                _("The password must be at most %(count)d characters long.") % {"count": self.max_length},
+                code="password_too_long",
+            )
+        if has_invisible_characters(password):
+            raise ValidationError(_("The password contains control or invisible characters."), code="password_control")
+
+    def get_help_text(self) -> str:
+        return _("At most %(count)d characters, none of them control or invisible characters.") % {
+            "count": self.max_length
+        }
 
 
 class CharacterClassesValidator:

@@ -3,6 +3,7 @@
 from collections.abc import Iterable
 
 from django.contrib.auth.password_validation import validate_password
+from django.contrib.auth.validators import UnicodeUsernameValidator
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils.translation import gettext_lazy as _
@@ -45,6 +46,12 @@ def staff_create(
     username = username.strip()
     if not username:
         raise DomainError(StaffErrorCode.VALIDATION_ERROR, _("A username is required."), status=400, field="username")
+    try:
+        UnicodeUsernameValidator()(username)
+    except ValidationError as exc:
+        raise DomainError(
+            StaffErrorCode.VALIDATION_ERROR, " ".join(exc.messages), status=400, field="username"
+        ) from exc
     if User.objects.filter(username__iexact=username).exists():
         raise DomainError(StaffErrorCode.USERNAME_TAKEN, _("This username is already taken."), field="username")
     user = User(username=username, email=email.strip(), role=role)

@@ -201,6 +201,7 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
     # MLPS level 3: three kinds of characters, and none of the last passwords again (portal/passwords.py).
+    {"NAME": "portal.passwords.PasswordCharactersValidator", "OPTIONS": {"max_length": 128}},
     {"NAME": "portal.passwords.CharacterClassesValidator", "OPTIONS": {"min_classes": 3}},
     {"NAME": "portal.passwords.PasswordHistoryValidator", "OPTIONS": {"count": 5}},
 ]
