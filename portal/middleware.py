@@ -85,10 +85,10 @@ class SessionTimeoutMiddleware:
             return
         if started is None:
             session[self.SIGNED_IN_AT] = now
+        if not isinstance(last, int | float):
+            session[self.LAST_ACTIVITY] = now
         # A script's JSON poll (the import progress bar) is not the person's activity.
-        if (wants_page(request) or request.method not in ("GET", "HEAD")) and (
-            not isinstance(last, int | float) or now - last >= self.RESOLUTION_SECONDS
-        ):
+        elif (wants_page(request) or request.method not in ("GET", "HEAD")) and now - last >= self.RESOLUTION_SECONDS:
             session[self.LAST_ACTIVITY] = now
 
 
