@@ -200,7 +200,8 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 10}},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
-    # MLPS level 3: three kinds of characters, and none of the last passwords again (portal/passwords.py).
+    # MLPS level 3 (portal/passwords.py): at most 128 characters, none invisible; three kinds of
+    # characters; none of the last five passwords again.
     {"NAME": "portal.passwords.PasswordCharactersValidator", "OPTIONS": {"max_length": 128}},
     {"NAME": "portal.passwords.CharacterClassesValidator", "OPTIONS": {"min_classes": 3}},
     {"NAME": "portal.passwords.PasswordHistoryValidator", "OPTIONS": {"count": 5}},

@@ -237,3 +237,28 @@ def test_a_clerk_cannot_unlock_anyone(make_user):
     client = Client()
     sign_in(client, make_user(Role.CLERK))
     assert client.post(reverse("staff_unlock", args=[other.pk]), {"reason": "x", "confirmed": "yes"}).status_code == 403
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("ECARD_IDLE_TIMEOUT_MINUTES", "0"),
+        ("ECARD_SIGN_IN_MAX_FAILURES", "0"),
+        ("ECARD_SIGN_IN_LOCK_MINUTES", "-5"),
+        ("ECARD_TRUSTED_PROXY_COUNT", "-1"),
+        ("ECARD_SIGN_IN_FAILURES_PER_IP", "many"),
+    ],
+)
+def test_a_sign_in_setting_out_of_range_refuses_to_start(name, value):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "ECARD_MODE": "test", name: value}
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check"], cwd=root, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode != 0
+    assert name in result.stderr
