@@ -172,6 +172,9 @@ def ensure_users(actor: Actor, regions: dict[str, Region], password: str) -> lis
             if User.objects.filter(username=spec.username).exists():
                 results.append((spec, False))
                 continue
+            # Not through portal.services.staff_create, which would force a password change at
+            # the first sign-in: the demo's accounts keep the known password the README lists, so
+            # that the demo stays usable. Accounts of a real deployment are made by staff_create.
             user = User.objects.create_user(
                 username=spec.username,
                 email=f"{spec.username}@demo.ecard.example.cn",

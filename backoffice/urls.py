@@ -7,6 +7,8 @@ urlpatterns = [
     path("api/v1/", include("payments.api.urls")),  # first: the partners' API is the busiest path
     path("", views.home, name="home"),
     path("healthz", views.healthz, name="healthz"),
+    path("favicon.ico", views.favicon, name="favicon"),
+    path("accounts/email/", views.account_email, name="account_email"),  # before allauth's: not offered
     path("accounts/", include("allauth.urls")),
     path("i18n/", include("django.conf.urls.i18n")),
     path("staff/", include("portal.staff_urls")),

@@ -1,7 +1,9 @@
 """Who did something: a person, a partner system or the portal itself."""
 
+import ipaddress
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.http import HttpRequest
 
 
@@ -31,4 +33,32 @@ class Actor:
 
 
 def client_ip(request: HttpRequest) -> str | None:
-    return request.META.get("REMOTE_ADDR") or None
+    """The address of whoever sent the request.
+
+    Behind `ECARD_TRUSTED_PROXY_COUNT` reverse proxies of the deployment's own, each appends the
+    address it received the request from to X-Forwarded-For, so the client is the entry that many
+    places from the right. Entries further left were written by the client and prove nothing; with
+    no trusted proxy the header is ignored altogether. A request that reached the portal without
+    passing the proxies, or an entry that is not an address, leaves REMOTE_ADDR.
+    """
+    remote = _address(request.META.get("REMOTE_ADDR", ""))
+    count = settings.ECARD_TRUSTED_PROXY_COUNT
+    if count <= 0:
+        return remote
+    entries = [entry for entry in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",") if entry.strip()]
+    if not entries:
+        return remote
+    return _address(entries[-min(count, len(entries))]) or remote
+
+
+def _address(value: str) -> str | None:
+    """An IP address in its canonical form, without a port some proxies add; None if it is none."""
+    value = value.strip()
+    if value.startswith("[") and "]" in value:  # [v6]:port
+        value = value[1 : value.index("]")]
+    elif value.count(":") == 1:  # v4:port
+        value = value.split(":", 1)[0]
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        return None

@@ -52,6 +52,10 @@ ACTION_LABELS: dict[str, Promise] = {
     "settlement.refund": _("Settlement refunded"),
     "staff.create": _("Staff account created"),
     "staff.deactivate": _("Staff account deactivated"),
+    "staff.lock": _("Staff account locked after failed sign-ins"),
+    "staff.password_change": _("Staff member changed their password"),
+    "staff.password_reset": _("Staff password reset by an administrator"),
+    "staff.unlock": _("Staff account unlocked"),
 }
 
 

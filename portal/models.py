@@ -240,3 +240,38 @@ class RollupWatermark(models.Model):
 
     def __str__(self) -> str:
         return f"rollups at audit seq {self.last_seq}"
+
+
+# --- Sign-in controls (portal/signin.py) ------------------------------------------
+
+
+class SignInState(models.Model):
+    """A staff member's sign-in controls: recent failed attempts, a lock, a password to change.
+
+    No row means nothing to enforce: accounts made outside `staff_create` (the demo's, the
+    tests') are neither locked nor asked for a new password until something writes one.
+    """
+
+    user = models.OneToOneField(User, primary_key=True, on_delete=models.CASCADE, related_name="sign_in_state")
+    failed_attempts = models.PositiveSmallIntegerField(default=0)
+    last_failed_at = models.DateTimeField(null=True, blank=True)
+    locked_until = models.DateTimeField(null=True, blank=True)
+    must_change_password = models.BooleanField(default=False)
+
+    def __str__(self) -> str:
+        return f"sign-in state of user {self.user_id}"
+
+
+class PasswordHistory(models.Model):
+    """The hashes of a staff member's last passwords, none of which may be chosen again."""
+
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="password_history")
+    password = models.CharField(max_length=128)
+    created_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["user", "-created_at"], name="password_history_user")]
+
+    def __str__(self) -> str:
+        return f"password of user {self.user_id} at {self.created_at}"

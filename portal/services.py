@@ -4,6 +4,7 @@ from collections.abc import Iterable
 
 from django.conf import settings
 from django.contrib.auth.password_validation import validate_password
+from django.contrib.auth.validators import UnicodeUsernameValidator
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils.translation import gettext_lazy as _
@@ -11,7 +12,8 @@ from django.utils.translation import gettext_lazy as _
 from portal.actors import Actor
 from portal.audit import audit_record
 from portal.errors import DomainError
-from portal.models import Region, Role, User
+from portal.models import Region, Role, SignInState, User
+from portal.passwords import temporary_password
 from portal.scope import visible_region_codes
 from portal.selectors import roles_manageable_by, staff_visible_to
 from portal.staff_errors import StaffErrorCode
@@ -77,6 +79,12 @@ def staff_create(
     username = username.strip()
     if not username:
         raise DomainError(StaffErrorCode.VALIDATION_ERROR, _("A username is required."), status=400, field="username")
+    try:
+        UnicodeUsernameValidator()(username)
+    except ValidationError as exc:
+        raise DomainError(
+            StaffErrorCode.VALIDATION_ERROR, " ".join(exc.messages), status=400, field="username"
+        ) from exc
     if User.objects.filter(username__iexact=username).exists():
         raise DomainError(StaffErrorCode.USERNAME_TAKEN, _("This username is already taken."), field="username")
     user = User(username=username, email=email.strip(), role=role, also_auditor=also_auditor)
@@ -93,6 +101,8 @@ def staff_create(
             StaffErrorCode.USERNAME_TAKEN, _("This username is already taken."), field="username"
         ) from exc
     user.regions.set(region_list)
+    # The administrator chose this password: the person chooses their own at first sign-in.
+    SignInState.objects.create(user=user, must_change_password=True)
     audit_record(
         actor=actor,
         action="staff.create",
@@ -132,3 +142,93 @@ def staff_deactivate(*, actor: Actor, manager: User, user: User, reason: str) ->
         reason=reason[:128],
     )
     return user
+
+
+def _managed(manager: User, user: User) -> User:
+    """The account, locked for the change, if the manager may manage it (not their own)."""
+    if user.pk == manager.pk:
+        raise DomainError(StaffErrorCode.FORBIDDEN, _("You cannot do this to your own account."), status=403)
+    if not staff_visible_to(manager).filter(pk=user.pk).exists():
+        raise DomainError(StaffErrorCode.NOT_FOUND, _("No such staff member."), status=404)
+    return User.objects.select_for_update().get(pk=user.pk)
+
+
+def _required_reason(reason: str) -> str:
+    reason = (reason or "").strip()
+    if not reason:
+        raise DomainError(StaffErrorCode.REASON_REQUIRED, _("A reason is required."), status=400, field="reason")
+    return reason[:128]
+
+
+@transaction.atomic
+def staff_unlock(*, actor: Actor, manager: User, user: User, reason: str) -> User:
+    """End the sign-in lock of an account the manager manages."""
+    reason = _required_reason(reason)
+    user = _managed(manager, user)
+    state = SignInState.objects.select_for_update().filter(user=user).first()
+    if state is None or state.locked_until is None:
+        raise DomainError(StaffErrorCode.NOT_LOCKED, _("This account is not locked."), status=409)
+    before = {"locked_until": state.locked_until.isoformat(), "failed_attempts": state.failed_attempts}
+    state.locked_until = None
+    state.failed_attempts = 0
+    state.last_failed_at = None
+    state.save(update_fields=["locked_until", "failed_attempts", "last_failed_at"])
+    codes = list(user.regions.values_list("code", flat=True))
+    audit_record(
+        actor=actor,
+        action="staff.unlock",
+        object_type="user",
+        object_id=user.pk,
+        region_code=codes[0] if len(codes) == 1 else "",
+        before=before,
+        after={"locked_until": None},
+        reason=reason,
+    )
+    return user
+
+
+@transaction.atomic
+def staff_password_reset(*, actor: Actor, manager: User, user: User, reason: str) -> str:
+    """Give an account the manager manages a temporary password, returned once to be handed
+    over: the person must change it at their next sign-in, which it also unlocks. Their open
+    sessions end (the password hash changed)."""
+    reason = _required_reason(reason)
+    user = _managed(manager, user)
+    if not user.is_active:
+        raise DomainError(StaffErrorCode.FORBIDDEN, _("This account is deactivated."), status=403)
+    password = temporary_password()
+    user.set_password(password)
+    user.save(update_fields=["password"])
+    SignInState.objects.update_or_create(
+        user=user,
+        defaults={"must_change_password": True, "locked_until": None, "failed_attempts": 0, "last_failed_at": None},
+    )
+    codes = list(user.regions.values_list("code", flat=True))
+    audit_record(
+        actor=actor,
+        action="staff.password_reset",
+        object_type="user",
+        object_id=user.pk,
+        region_code=codes[0] if len(codes) == 1 else "",
+        after={"username": user.username, "must_change_password": True},
+        reason=reason,
+    )
+    return password
+
+
+@transaction.atomic
+def staff_password_chosen(*, actor: Actor, user: User, password: str) -> None:
+    """The person set their own password (allauth's change, set or reset form, which validated
+    it): an initial or reset password no longer has to be changed."""
+    user.set_password(password)
+    user.save(update_fields=["password"])
+    was_required = SignInState.objects.filter(user=user, must_change_password=True).update(must_change_password=False)
+    codes = list(user.regions.values_list("code", flat=True))
+    audit_record(
+        actor=actor,
+        action="staff.password_change",
+        object_type="user",
+        object_id=user.pk,
+        region_code=codes[0] if len(codes) == 1 else "",
+        after={"username": user.username, "required_change_done": bool(was_required)},
+    )

@@ -85,6 +85,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "allauth.account.middleware.AccountMiddleware",
+    "portal.middleware.SessionTimeoutMiddleware",  # idle and absolute limits, before what redirects
+    "portal.middleware.RequirePasswordChangeMiddleware",  # before MFA: enrol after choosing a password
     "portal.middleware.RequireMFAMiddleware",
 ]
 
@@ -202,6 +204,11 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 10}},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+    # MLPS level 3 (portal/passwords.py): at most 128 characters, none invisible; three kinds of
+    # characters; none of the last five passwords again.
+    {"NAME": "portal.passwords.PasswordCharactersValidator", "OPTIONS": {"max_length": 128}},
+    {"NAME": "portal.passwords.CharacterClassesValidator", "OPTIONS": {"min_classes": 3}},
+    {"NAME": "portal.passwords.PasswordHistoryValidator", "OPTIONS": {"count": 5}},
 ]
 LOGIN_URL = "account_login"
 LOGIN_REDIRECT_URL = "home"
@@ -212,10 +219,36 @@ ACCOUNT_EMAIL_VERIFICATION = "none"
 ACCOUNT_ADAPTER = "portal.adapters.PortalAccountAdapter"
 ACCOUNT_LOGOUT_ON_GET = False
 ACCOUNT_SESSION_REMEMBER = False
+# --- Sign-in controls (portal/signin.py, portal/middleware.py) ---
+# The client's address behind the deployment's own reverse proxies: how many of them append to
+# X-Forwarded-For (portal.actors.client_ip; allauth's rate limits ask the same function). 0: REMOTE_ADDR.
+ECARD_TRUSTED_PROXY_COUNT = env_int("ECARD_TRUSTED_PROXY_COUNT", 0)
+ALLAUTH_TRUSTED_PROXY_COUNT = ECARD_TRUSTED_PROXY_COUNT
+# Failed sign-ins lock the account they name (known or not), not the address they come from.
+ECARD_SIGN_IN_MAX_FAILURES = env_int("ECARD_SIGN_IN_MAX_FAILURES", 5)
+ECARD_SIGN_IN_LOCK_MINUTES = env_int("ECARD_SIGN_IN_LOCK_MINUTES", 15)
+# Per client address, failures in 5 minutes: high, since one office's staff may share an address.
+ECARD_SIGN_IN_FAILURES_PER_IP = env_int("ECARD_SIGN_IN_FAILURES_PER_IP", 30)
+# A session unused this long is signed out; SESSION_COOKIE_AGE stays the absolute limit.
+ECARD_IDLE_TIMEOUT_MINUTES = env_int("ECARD_IDLE_TIMEOUT_MINUTES", 30)
+for _name in (
+    "ECARD_SIGN_IN_MAX_FAILURES",
+    "ECARD_SIGN_IN_LOCK_MINUTES",
+    "ECARD_SIGN_IN_FAILURES_PER_IP",
+    "ECARD_IDLE_TIMEOUT_MINUTES",
+):
+    if globals()[_name] < 1:
+        raise ImproperlyConfigured(f"{_name} must be at least 1")
+if ECARD_TRUSTED_PROXY_COUNT < 0:
+    raise ImproperlyConfigured("ECARD_TRUSTED_PROXY_COUNT must be 0 or more")
 ACCOUNT_RATE_LIMITS = {
-    "login": "30/m/ip",
-    "login_failed": "5/5m/ip,5/5m/key",
+    "login": "60/m/ip",
+    "login_failed": f"{ECARD_SIGN_IN_FAILURES_PER_IP}/5m/ip",
 }
+# A reset request for an address no account has sends nothing (and answers as for a known one).
+ACCOUNT_EMAIL_UNKNOWN_ACCOUNTS = False
+# TOTP set-up keeps the secret being scanned when the page is opened again (portal/signin_forms.py).
+MFA_FORMS = {"activate_totp": "portal.signin_forms.ActivateTOTPForm"}
 MFA_SUPPORTED_TYPES = ["totp", "recovery_codes"]
 MFA_TOTP_ISSUER = "e-card portal"
 SESSION_COOKIE_AGE = 8 * 3600

@@ -16,3 +16,5 @@ class StaffErrorCode(StrEnum):
     NOT_FOUND = "not_found"
     # Uniqueness (409).
     USERNAME_TAKEN = "username_taken"
+    # A state the action does not apply to (409).
+    NOT_LOCKED = "not_locked"

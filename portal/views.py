@@ -1,14 +1,16 @@
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.contrib.staticfiles import finders
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
+from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
 from portal import exports, services
 from portal.actors import Actor
 from portal.errors import DomainError
-from portal.forms import StaffCreateForm, StaffDeactivateForm
+from portal.forms import StaffCreateForm, StaffDeactivateForm, StaffReasonForm
 from portal.models import Role, User
 from portal.screens import add_domain_error, paginate, staff_manager_required, two_step
 from portal.selectors import staff_visible_to
@@ -30,6 +32,22 @@ def healthz(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"ok": True})
 
 
+def favicon(request: HttpRequest) -> FileResponse:
+    """/favicon.ico, which browsers ask for on their own; base.html links the SVG."""
+    path = finders.find("favicon.ico")
+    if not path:
+        raise Http404
+    response = FileResponse(open(path, "rb"), content_type="image/x-icon")  # noqa: SIM115 (FileResponse closes it)
+    response["Cache-Control"] = "public, max-age=86400"
+    return response
+
+
+def account_email(request: HttpRequest) -> HttpResponse:
+    """allauth's e-mail management is not offered: staff addresses are set by administrators, and
+    an address added there unverified would block TOTP enrolment (allauth refuses it then)."""
+    raise Http404
+
+
 def _get_staff_for_user(user, pk: int) -> User:
     try:
         return staff_visible_to(user).get(pk=pk)
@@ -47,10 +65,14 @@ STAFF_COLUMNS = [
 
 @staff_manager_required
 def staff_list(request: HttpRequest) -> HttpResponse:
-    staff = staff_visible_to(request.user)
+    staff = staff_visible_to(request.user).select_related("sign_in_state")
     if fmt := exports.requested_format(request):
         return exports.export_response(request, list_name="staff", queryset=staff, columns=STAFF_COLUMNS, fmt=fmt)
     page = paginate(request, staff)
+    now = timezone.now()
+    for member in page:
+        state = getattr(member, "sign_in_state", None)
+        member.is_locked = bool(state and state.locked_until and state.locked_until > now)
     return render(request, "portal/staff_list.html", {"page": page})
 
 
@@ -95,4 +117,40 @@ def staff_deactivate(request: HttpRequest, pk: int) -> HttpResponse:
 
     return two_step(
         request, form=form, template="portal/staff_deactivate.html", perform=perform, context={"member": member}
+    )
+
+
+@staff_manager_required
+def staff_unlock(request: HttpRequest, pk: int) -> HttpResponse:
+    member = _get_staff_for_user(request.user, pk)
+    form = StaffReasonForm(request.POST or None)
+
+    def perform(data: dict) -> HttpResponse:
+        services.staff_unlock(
+            actor=Actor.for_request(request), manager=request.user, user=member, reason=data["reason"]
+        )
+        messages.success(request, _("The account %(username)s has been unlocked.") % {"username": member.username})
+        return redirect("staff_list")
+
+    return two_step(
+        request, form=form, template="portal/staff_unlock.html", perform=perform, context={"member": member}
+    )
+
+
+@staff_manager_required
+def staff_password_reset(request: HttpRequest, pk: int) -> HttpResponse:
+    member = _get_staff_for_user(request.user, pk)
+    form = StaffReasonForm(request.POST or None)
+
+    def perform(data: dict) -> HttpResponse:
+        password = services.staff_password_reset(
+            actor=Actor.for_request(request), manager=request.user, user=member, reason=data["reason"]
+        )
+        # Shown on this one answer and kept nowhere else: not in a message, a session or a cache.
+        response = render(request, "portal/staff_password_shown.html", {"member": member, "password": password})
+        response["Cache-Control"] = "no-store"
+        return response
+
+    return two_step(
+        request, form=form, template="portal/staff_password_reset.html", perform=perform, context={"member": member}
     )

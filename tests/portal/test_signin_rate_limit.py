@@ -27,7 +27,8 @@ def test_after_five_failed_attempts_even_the_right_password_is_refused(client, m
     response = _attempt(client, user.username, "correct-horse-battery-9")
     assert "_auth_user_id" not in client.session
     assert response.status_code == 200
-    assert "登录失败次数过多" in response.content.decode()  # "Too many failed login attempts", in the default language
+    # The account is locked (tests/portal/test_sign_in_lockout.py), in the default language.
+    assert "账户已锁定，请在 15 分钟后重试" in response.content.decode()
 
 
 def test_the_limit_counts_per_account_so_another_account_can_still_sign_in(client, make_user):
