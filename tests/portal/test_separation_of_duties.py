@@ -381,4 +381,10 @@ def test_the_role_is_single_valued_and_no_screen_changes_one(make_user):
     from django.urls import get_resolver
 
     names = {name for name in get_resolver().reverse_dict if isinstance(name, str)}
-    assert {name for name in names if name.startswith("staff_")} == {"staff_list", "staff_create", "staff_deactivate"}
+    assert {name for name in names if name.startswith("staff_")} == {
+        "staff_list",
+        "staff_create",
+        "staff_deactivate",
+        "staff_unlock",
+        "staff_password_reset",
+    }
