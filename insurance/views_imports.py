@@ -16,7 +16,9 @@ from django.template.defaultfilters import filesizeformat
 from django.urls import reverse
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
+from django.views.decorators.csrf import csrf_exempt, csrf_protect
 
+from insurance.imports.files import MemoryOnlyUploadHandler
 from insurance.imports.jobs import import_job_create
 from insurance.imports.reading import ALLOWED_SUFFIXES, OPTIONAL_COLUMNS, REQUIRED_COLUMNS
 from insurance.models import ImportJob
@@ -92,8 +94,16 @@ def import_list(request: HttpRequest) -> HttpResponse:
     return render(request, "insurance/import_list.html", {"page": page})
 
 
-@citizen_writer_required
+@csrf_exempt  # only so that the upload handlers can be set: _import_upload checks the token
 def import_upload(request: HttpRequest) -> HttpResponse:
+    # The file holds personal data: kept in memory (up to the cap), never in a temporary file.
+    request.upload_handlers = [MemoryOnlyUploadHandler(request, limit=settings.ECARD_IMPORT_MAX_BYTES)]
+    return _import_upload(request)
+
+
+@csrf_protect
+@citizen_writer_required
+def _import_upload(request: HttpRequest) -> HttpResponse:
     form = ImportUploadForm(request.POST or None, request.FILES or None, user=request.user)
     if request.method == "POST" and form.is_valid():
         job = import_job_create(

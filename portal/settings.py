@@ -359,7 +359,7 @@ ECARD_DELIVERY_RETRY_SCHEDULE = [int(item) for item in _retry_schedule] or [
 ]
 # Events claimed at once by one sweep (and delivered concurrently by as many threads).
 ECARD_DELIVERY_BATCH_SIZE = env_int("ECARD_DELIVERY_BATCH_SIZE", 32)
-# Uploads (citizen imports hold personal data in clear until their job ends): readable by the
+# Uploads (citizen imports, stored encrypted until their job ends): readable by the
 # portal's own user only.
 FILE_UPLOAD_PERMISSIONS = 0o600
 FILE_UPLOAD_DIRECTORY_PERMISSIONS = 0o700

@@ -1,11 +1,13 @@
-"""Reading an import file: `read_rows()` streams a CSV (UTF-8) or XLSX file as
-`(row number, {column: value})`, one row at a time, so memory stays flat
-however long the file."""
+"""Reading an import file: `read_rows()` (a path) and `read_stream()` (an open file)
+stream a CSV (UTF-8) or XLSX file as `(row number, {column: value})`, one row at
+a time, so memory stays flat however long the file."""
 
+import codecs
 import csv
+import io
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from django.utils.translation import gettext as _
 
@@ -32,26 +34,26 @@ def _is_blank(values: Iterable[Any]) -> bool:
     return all(v is None or (isinstance(v, str) and not v.strip()) for v in values)
 
 
-def _read_csv(path: Path) -> Iterator[Row]:
+def _read_csv(binary: BinaryIO) -> Iterator[Row]:
     # utf-8-sig drops a byte-order mark if there is one.
-    with path.open(encoding="utf-8-sig", newline="") as handle:
-        reader = csv.reader(handle)
-        try:
-            names = _header(next(reader))
-        except StopIteration:
-            raise ImportFileError(_("The file is empty.")) from None
-        for number, cells in enumerate(reader, start=2):
-            if _is_blank(cells):
-                continue
-            # A short row leaves its last columns missing (None), not empty.
-            yield number, {name: (cells[i] if i < len(cells) else None) for i, name in enumerate(names) if name}
+    handle = io.TextIOWrapper(binary, encoding="utf-8-sig", newline="")
+    reader = csv.reader(handle)
+    try:
+        names = _header(next(reader))
+    except StopIteration:
+        raise ImportFileError(_("The file is empty.")) from None
+    for number, cells in enumerate(reader, start=2):
+        if _is_blank(cells):
+            continue
+        # A short row leaves its last columns missing (None), not empty.
+        yield number, {name: (cells[i] if i < len(cells) else None) for i, name in enumerate(names) if name}
 
 
-def _read_xlsx(path: Path) -> Iterator[Row]:
+def _read_xlsx(source: BinaryIO | Path) -> Iterator[Row]:
     from openpyxl import load_workbook
 
     try:
-        workbook = load_workbook(path, read_only=True, data_only=True)  # streaming: rows are parsed as we go
+        workbook = load_workbook(source, read_only=True, data_only=True)  # streaming: rows are parsed as we go
     except Exception as exc:  # zipfile.BadZipFile, KeyError, InvalidFileException...
         raise ImportFileError(_("The file is not a readable XLSX workbook.")) from exc
     try:
@@ -76,45 +78,54 @@ def _read_xlsx(path: Path) -> Iterator[Row]:
         workbook.close()
 
 
-def read_rows(path: str | Path) -> Iterator[Row]:
-    """Stream `(row number, {column: value})` from a CSV (UTF-8) or XLSX file."""
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix == ".csv":
-        return _read_csv(path)
-    if suffix == ".xlsx":
-        return _read_xlsx(path)
+def file_format(path: str | Path) -> str:
+    """ "csv" or "xlsx" from a file's name (ImportFileError for any other)."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in ALLOWED_SUFFIXES:
+        raise ImportFileError(_("Only .csv and .xlsx files can be imported."))
+    return suffix.lstrip(".")
+
+
+def read_stream(binary: BinaryIO, fmt: str) -> Iterator[Row]:
+    """Stream `(row number, {column: value})` from an open CSV (UTF-8) or XLSX file;
+    an XLSX one must be seekable (a zip is read from its end)."""
+    if fmt == "csv":
+        return _read_csv(binary)
+    if fmt == "xlsx":
+        return _read_xlsx(binary)
     raise ImportFileError(_("Only .csv and .xlsx files can be imported."))
 
 
-ALLOWED_SUFFIXES = (".csv", ".xlsx")
+def read_rows(path: str | Path) -> Iterator[Row]:
+    """Stream `(row number, {column: value})` from a CSV (UTF-8) or XLSX file."""
+    fmt = file_format(path)
+
+    def rows() -> Iterator[Row]:
+        with Path(path).open("rb") as binary:
+            yield from read_stream(binary, fmt)
+
+    return rows()
 
 
-class _LostJob(Exception):
-    """Another run took the job over (this one was presumed dead): stop without committing."""
-
-
-def count_rows(path: str | Path) -> int | None:
-    """The number of data rows, cheaply and approximately (for the progress bar):
-    newlines of a CSV, the declared dimension of an XLSX sheet; None if unknown."""
-    path = Path(path)
-    try:
-        if path.suffix.lower() == ".csv":
-            lines, last = 0, b"\n"
-            with path.open("rb") as handle:
-                while chunk := handle.read(1 << 20):
-                    lines += chunk.count(b"\n")
-                    last = chunk[-1:]
-            if last != b"\n":
-                lines += 1
-            return max(lines - 1, 0)
-        from openpyxl import load_workbook
-
-        workbook = load_workbook(path, read_only=True, data_only=True)
+def inspect_csv(binary: BinaryIO) -> int:
+    """The number of data rows of a CSV, approximately (its lines, for the progress bar),
+    reading it through once: ImportFileError if it is not UTF-8, before any row is imported."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    lines, last, offset = 0, b"\n", 0
+    while True:
+        chunk = binary.read(1 << 20)
         try:
-            rows = workbook.worksheets[0].max_row
-        finally:
-            workbook.close()
-        return max(rows - 1, 0) if rows else None
-    except Exception:  # an unreadable file fails properly when it is read
-        return None
+            decoder.decode(chunk, final=not chunk)
+        except UnicodeDecodeError as exc:
+            raise ImportFileError(
+                _("The file is not UTF-8 (near byte %(byte)s): save it as CSV UTF-8. No row was imported.")
+                % {"byte": offset - len(decoder.getstate()[0]) + exc.start}
+            ) from None
+        if not chunk:
+            break
+        offset += len(chunk)
+        lines += chunk.count(b"\n")
+        last = chunk[-1:]
+    if last != b"\n":
+        lines += 1
+    return max(lines - 1, 0)
