@@ -20,7 +20,13 @@ from django.views.decorators.csrf import csrf_exempt, csrf_protect
 
 from insurance.imports.files import MemoryOnlyUploadHandler
 from insurance.imports.jobs import import_job_create
-from insurance.imports.reading import ALLOWED_SUFFIXES, OPTIONAL_COLUMNS, REQUIRED_COLUMNS
+from insurance.imports.reading import (
+    ALLOWED_SUFFIXES,
+    OPTIONAL_COLUMNS,
+    REQUIRED_COLUMNS,
+    ImportFileError,
+    check_xlsx,
+)
 from insurance.models import ImportJob
 from portal import exports
 from portal.actors import Actor
@@ -48,8 +54,15 @@ class ImportUploadForm(forms.Form):
             raise forms.ValidationError(_("Only .csv and .xlsx files can be imported."))
         head = upload.read(4096)
         upload.seek(0)
-        if suffix == ".xlsx" and not head.startswith(b"PK"):
-            raise forms.ValidationError(_("The file is not a readable XLSX workbook."))
+        if suffix == ".xlsx":
+            if not head.startswith(b"PK"):
+                raise forms.ValidationError(_("The file is not a readable XLSX workbook."))
+            try:
+                check_xlsx(upload.file)  # the zip's directory: in memory, nothing unpacked
+            except ImportFileError as exc:
+                raise forms.ValidationError(str(exc)) from None
+            finally:
+                upload.seek(0)
         if suffix == ".csv":
             if b"\x00" in head:
                 raise forms.ValidationError(_("The file is not a text (CSV) file."))

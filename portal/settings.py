@@ -368,6 +368,15 @@ FILE_UPLOAD_DIRECTORY_PERMISSIONS = 0o700
 ECARD_IMPORT_BATCH_ROWS = env_int("ECARD_IMPORT_BATCH_ROWS", 1000)
 ECARD_IMPORT_MAX_BYTES = env_int("ECARD_IMPORT_MAX_BYTES", 50 * 1024 * 1024)
 ECARD_IMPORT_STALE_SECONDS = env_int("ECARD_IMPORT_STALE_SECONDS", 120)
+# An XLSX file is a zip: what it may unpack to, checked from the zip's directory before it is
+# parsed (insurance/imports/reading.py). openpyxl holds every part but the sheets whole in
+# memory, sharedStrings.xml first; a sheet is streamed. A million-row register fits.
+ECARD_IMPORT_XLSX_MAX_UNCOMPRESSED = env_int("ECARD_IMPORT_XLSX_MAX_UNCOMPRESSED", 1024 * 1024 * 1024)
+ECARD_IMPORT_XLSX_MAX_SHARED_STRINGS = env_int("ECARD_IMPORT_XLSX_MAX_SHARED_STRINGS", 64 * 1024 * 1024)
+ECARD_IMPORT_XLSX_MAX_PART = env_int("ECARD_IMPORT_XLSX_MAX_PART", 8 * 1024 * 1024)  # styles, workbook, theme...
+ECARD_IMPORT_XLSX_MAX_RATIO = env_int("ECARD_IMPORT_XLSX_MAX_RATIO", 100)  # unpacked / packed, per part
+ECARD_IMPORT_XLSX_MAX_MEMBERS = env_int("ECARD_IMPORT_XLSX_MAX_MEMBERS", 200)
+ECARD_IMPORT_XLSX_MAX_ROWS = env_int("ECARD_IMPORT_XLSX_MAX_ROWS", 1_048_576)  # a sheet's own maximum
 # Base URL the portal itself is reached at (the demo's sandbox partners post here).
 ECARD_PUBLIC_BASE_URL = env_str("ECARD_PUBLIC_BASE_URL", "http://127.0.0.1:8000")
 # The demo partners' webhook receiver served by the portal itself; off in production.

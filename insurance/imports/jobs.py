@@ -14,7 +14,7 @@ from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 
 from insurance.imports.files import open_upload, store_upload, upload_format
-from insurance.imports.reading import ImportFileError, Row, inspect_csv, read_stream
+from insurance.imports.reading import ImportFileError, Row, check_xlsx, inspect_csv, read_stream
 from insurance.imports.validation import RowError
 from insurance.imports.writing import ImportSummary, import_rows
 from insurance.models import ImportJob, ImportJobState, ImportRowError
@@ -92,11 +92,21 @@ def _run_import_job(job_id: int, *, batch_size: int | None, max_batches: int | N
             return job
         if job.state == ImportJobState.RUNNING and job.heartbeat_at and job.heartbeat_at > now - _stale_after():
             return job  # a live run has it (a duplicate delivery of the task)
-        job.state = ImportJobState.RUNNING
-        job.attempts += 1
-        job.started_at = job.started_at or now
-        job.heartbeat_at = now
-        job.save(update_fields=["state", "attempts", "started_at", "heartbeat_at"])
+        if job.attempts >= MAX_ATTEMPTS:
+            # A task redelivered after its worker died (acks_late, reject_on_worker_lost), perhaps
+            # killed by this very file: not run again.
+            _give_up(job, now)
+            gave_up = True
+        else:
+            gave_up = False
+            job.state = ImportJobState.RUNNING
+            job.attempts += 1
+            job.started_at = job.started_at or now
+            job.heartbeat_at = now
+            job.save(update_fields=["state", "attempts", "started_at", "heartbeat_at"])
+    if gave_up:
+        _discard_upload(job)
+        return job
     token = job.attempts
     fmt = upload_format(job)
 
@@ -140,10 +150,8 @@ def _run_import_job(job_id: int, *, batch_size: int | None, max_batches: int | N
         if job.rows_total is None:
             # A first pass before any row is written: a file that is altered (every chunk is
             # authenticated) or, for a CSV, not UTF-8 fails with nothing imported.
-            total = None
-            if fmt == "csv":
-                with open_upload(job) as binary:
-                    total = inspect_csv(binary)
+            with open_upload(job) as binary:
+                total = inspect_csv(binary) if fmt == "csv" else check_xlsx(_seekable(binary, fmt))
             ImportJob.objects.filter(pk=job.pk, attempts=token).update(rows_total=total, heartbeat_at=timezone.now())
         with open_upload(job) as binary:
             import_rows(
@@ -195,6 +203,13 @@ def _discard_upload(job: ImportJob) -> None:
         job.file.storage.delete(job.file.name)
 
 
+def _give_up(job: ImportJob, now: dt.datetime) -> None:
+    job.state = ImportJobState.FAILED
+    job.error = _("The import stopped %(n)s times without finishing; upload the file again.") % {"n": job.attempts}
+    job.finished_at = now
+    job.save(update_fields=["state", "error", "finished_at"])
+
+
 def release_job(job_id: int) -> None:
     """Let the next run take the job at once (this run is stopping, e.g. at its time limit)."""
     ImportJob.objects.filter(pk=job_id, state=ImportJobState.RUNNING).update(heartbeat_at=None)
@@ -215,12 +230,7 @@ def requeue_stale_jobs() -> int:
         )
         for job in jobs:
             if job.attempts >= MAX_ATTEMPTS:
-                job.state = ImportJobState.FAILED
-                job.error = _("The import stopped %(n)s times without finishing; upload the file again.") % {
-                    "n": job.attempts
-                }
-                job.finished_at = now
-                job.save(update_fields=["state", "error", "finished_at"])
+                _give_up(job, now)
                 failed.append(job)
                 continue
             job.requeued_at = now

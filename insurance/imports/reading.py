@@ -5,10 +5,14 @@ a time, so memory stays flat however long the file."""
 import codecs
 import csv
 import io
+import re
+import zipfile
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from django.conf import settings
+from django.template.defaultfilters import filesizeformat
 from django.utils.translation import gettext as _
 
 REQUIRED_COLUMNS = ("id_number", "name", "phone", "region_code", "scheme")
@@ -49,9 +53,86 @@ def _read_csv(binary: BinaryIO) -> Iterator[Row]:
         yield number, {name: (cells[i] if i < len(cells) else None) for i, name in enumerate(names) if name}
 
 
+_DIMENSION = re.compile(rb"<(?:\w+:)?dimension\s+ref=\"[A-Z]{0,3}\$?([0-9]{1,9})(?::\$?[A-Z]{0,3}\$?([0-9]{1,9}))?\"")
+_WORKSHEET = re.compile(r"xl/worksheets/[^/]+\.xml")
+_RATIO_FLOOR = 1024 * 1024  # a part smaller than this unpacked is harmless, however packed
+
+
+def check_xlsx(source: BinaryIO | Path) -> int | None:
+    """Refuse (ImportFileError), from the zip's directory and before any part is parsed, a
+    workbook that would unpack past the configured limits: in all, per part (openpyxl holds
+    every part but the sheets whole in memory, the shared strings first), per compression
+    ratio, in parts, in declared rows. Returns the first sheet's declared data rows, if any.
+
+    The sizes are the directory's: zipfile never unpacks more than a member declares."""
+    try:
+        archive = zipfile.ZipFile(source)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError):
+        raise ImportFileError(_("The file is not a readable XLSX workbook.")) from None
+    with archive:
+        members = archive.infolist()
+        names = {m.filename for m in members}
+        if "[Content_Types].xml" not in names or "xl/workbook.xml" not in names:
+            raise ImportFileError(_("The file is not a readable XLSX workbook."))
+        if len(members) > settings.ECARD_IMPORT_XLSX_MAX_MEMBERS:
+            raise ImportFileError(
+                _("The workbook has more than %(limit)s parts.") % {"limit": settings.ECARD_IMPORT_XLSX_MAX_MEMBERS}
+            )
+        limit = settings.ECARD_IMPORT_XLSX_MAX_UNCOMPRESSED
+        if sum(m.file_size for m in members) > limit:
+            raise ImportFileError(
+                _("The workbook unpacks to more than %(limit)s; split it into smaller files.")
+                % {"limit": filesizeformat(limit)}
+            )
+        sheets = []
+        for member in members:
+            ratio = member.file_size // max(member.compress_size, 1)
+            if member.file_size > _RATIO_FLOOR and ratio > settings.ECARD_IMPORT_XLSX_MAX_RATIO:
+                raise ImportFileError(
+                    _(
+                        "The workbook is compressed far more than a spreadsheet is (%(ratio)s to 1 in one part): it is refused."
+                    )
+                    % {"ratio": ratio}
+                )
+            if _WORKSHEET.fullmatch(member.filename):
+                sheets.append(member)
+            elif member.filename == "xl/sharedStrings.xml":
+                limit = settings.ECARD_IMPORT_XLSX_MAX_SHARED_STRINGS
+                if member.file_size > limit:
+                    raise ImportFileError(
+                        _("The workbook's shared strings unpack to more than %(limit)s; split it into smaller files.")
+                        % {"limit": filesizeformat(limit)}
+                    )
+            elif member.file_size > settings.ECARD_IMPORT_XLSX_MAX_PART:
+                raise ImportFileError(
+                    _("A part of the workbook unpacks to more than %(limit)s.")
+                    % {"limit": filesizeformat(settings.ECARD_IMPORT_XLSX_MAX_PART)}
+                )
+        declared: dict[str, int] = {}
+        for sheet in sheets:
+            try:
+                with archive.open(sheet) as handle:
+                    head = handle.read(64 * 1024)  # the dimension comes before the sheet's data
+            except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError, RuntimeError):
+                raise ImportFileError(_("The file is not a readable XLSX workbook.")) from None
+            if match := _DIMENSION.search(head):
+                rows = int(match.group(2) or match.group(1))
+                if rows > settings.ECARD_IMPORT_XLSX_MAX_ROWS:
+                    raise ImportFileError(
+                        _("The sheet has more than %(limit)s rows; split it into smaller files.")
+                        % {"limit": settings.ECARD_IMPORT_XLSX_MAX_ROWS}
+                    )
+                declared[sheet.filename] = rows
+    first = declared.get("xl/worksheets/sheet1.xml")
+    return None if first is None else max(first - 1, 0)
+
+
 def _read_xlsx(source: BinaryIO | Path) -> Iterator[Row]:
     from openpyxl import load_workbook
 
+    check_xlsx(source)
+    if not isinstance(source, Path):
+        source.seek(0)
     try:
         workbook = load_workbook(source, read_only=True, data_only=True)  # streaming: rows are parsed as we go
     except Exception as exc:  # zipfile.BadZipFile, KeyError, InvalidFileException...
