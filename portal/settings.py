@@ -377,6 +377,8 @@ ECARD_IMPORT_XLSX_MAX_PART = env_int("ECARD_IMPORT_XLSX_MAX_PART", 8 * 1024 * 10
 ECARD_IMPORT_XLSX_MAX_RATIO = env_int("ECARD_IMPORT_XLSX_MAX_RATIO", 100)  # unpacked / packed, per part
 ECARD_IMPORT_XLSX_MAX_MEMBERS = env_int("ECARD_IMPORT_XLSX_MAX_MEMBERS", 200)
 ECARD_IMPORT_XLSX_MAX_ROWS = env_int("ECARD_IMPORT_XLSX_MAX_ROWS", 1_048_576)  # a sheet's own maximum
+# The largest personal-account balance an import row may set (fen; 1,000,000 yuan by default).
+ECARD_IMPORT_MAX_BALANCE_FEN = env_int("ECARD_IMPORT_MAX_BALANCE_FEN", 100_000_000)
 # Base URL the portal itself is reached at (the demo's sandbox partners post here).
 ECARD_PUBLIC_BASE_URL = env_str("ECARD_PUBLIC_BASE_URL", "http://127.0.0.1:8000")
 # The demo partners' webhook receiver served by the portal itself; off in production.

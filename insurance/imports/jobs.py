@@ -4,11 +4,13 @@ committing its rows, row errors, counts and heartbeat together."""
 
 import datetime as dt
 import io
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
+from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
-from django.db import transaction
+from django.db import InterfaceError, OperationalError, transaction
 from django.db.models import Q
 from django.utils import timezone, translation
 from django.utils.translation import gettext as _
@@ -22,6 +24,8 @@ from portal.actors import Actor
 from portal.audit import audit_record
 from portal.crypto import FileTampered
 from portal.models import Region
+
+logger = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 5  # runs that died before a job is failed rather than re-queued
 
@@ -168,6 +172,17 @@ def _run_import_job(job_id: int, *, batch_size: int | None, max_batches: int | N
         error = str(exc)
     except FileTampered:
         error = _("The stored file was altered or damaged; upload the file again.")
+    except (OperationalError, InterfaceError, SoftTimeLimitExceeded):
+        raise  # the database went away, or the task's time is up: the job goes on from its checkpoint
+    except Exception:
+        # A fault no row error covers: the job fails now with what it committed, rather than
+        # staying "running" to be re-queued into the same fault until its attempts are spent.
+        logger.exception("import job %s failed", job.pk)
+        done = ImportJob.objects.filter(pk=job.pk).values_list("checkpoint_row", flat=True).first() or 1
+        error = _(
+            "The import stopped on an unexpected error after row %(row)s (the rows up to it were imported); "
+            "the portal's log has the details."
+        ) % {"row": done}
     except UnicodeDecodeError as exc:
         error = _("The file is not UTF-8 (stopped near byte %(byte)s; the rows before were imported).") % {
             "byte": exc.start

@@ -8,6 +8,7 @@ import io
 import re
 import zipfile
 from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -19,7 +20,7 @@ REQUIRED_COLUMNS = ("id_number", "name", "phone", "region_code", "scheme")
 OPTIONAL_COLUMNS = ("account_balance_fen",)
 ALLOWED_SUFFIXES = (".csv", ".xlsx")
 
-Row = tuple[int, Mapping[str, Any]]
+Row = tuple[int, "Mapping[str, Any] | RowProblem"]
 
 
 class ImportFileError(Exception):
@@ -38,15 +39,71 @@ def _is_blank(values: Iterable[Any]) -> bool:
     return all(v is None or (isinstance(v, str) and not v.strip()) for v in values)
 
 
+MAX_LINE_CHARS = 64 * 1024  # a citizen's row is well under 1 KiB
+
+
+@dataclass(frozen=True)
+class RowProblem:
+    """A row that could not be read at all (it becomes a row error; the others go on)."""
+
+    message: str
+
+
+class _LineTooLong(Exception):
+    pass
+
+
+class _Lines:
+    """The lines of a text file, each at most MAX_LINE_CHARS: a longer one is skipped to its
+    end and raises _LineTooLong to the reader, which goes on with the next line (a line
+    without end would otherwise be read whole, and split into as many fields as it has commas)."""
+
+    def __init__(self, handle: io.TextIOBase) -> None:
+        self._handle = handle
+
+    def __iter__(self) -> "_Lines":
+        return self
+
+    def __next__(self) -> str:
+        line = self._handle.readline(MAX_LINE_CHARS + 1)
+        if not line:
+            raise StopIteration
+        if len(line) > MAX_LINE_CHARS:
+            while line and not line.endswith(("\n", "\r")):
+                line = self._handle.readline(MAX_LINE_CHARS)
+            raise _LineTooLong
+        return line
+
+
 def _read_csv(binary: BinaryIO) -> Iterator[Row]:
     # utf-8-sig drops a byte-order mark if there is one.
     handle = io.TextIOWrapper(binary, encoding="utf-8-sig", newline="")
-    reader = csv.reader(handle)
+    reader = csv.reader(_Lines(handle))
     try:
         names = _header(next(reader))
     except StopIteration:
         raise ImportFileError(_("The file is empty.")) from None
-    for number, cells in enumerate(reader, start=2):
+    except (_LineTooLong, csv.Error):
+        raise ImportFileError(_("The header row cannot be read as CSV.")) from None
+    number = 1
+    while True:
+        number += 1
+        try:
+            cells = next(reader)
+        except StopIteration:
+            return
+        except _LineTooLong:
+            yield number, RowProblem(_("The line is longer than %(limit)s characters.") % {"limit": MAX_LINE_CHARS})
+            continue
+        except csv.Error as exc:
+            if "field larger than field limit" in str(exc):
+                message = _("A field of this row is longer than %(limit)s characters.") % {
+                    "limit": csv.field_size_limit()
+                }
+            else:
+                message = _("This row cannot be read as CSV.")
+            yield number, RowProblem(message)
+            continue
         if _is_blank(cells):
             continue
         # A short row leaves its last columns missing (None), not empty.

@@ -5,11 +5,12 @@ existing ones are updated, and a batch the bulk insert refuses goes row by row,
 through the services. Nothing is held beyond a batch."""
 
 import itertools
+import logging
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from django.db import IntegrityError, transaction
+from django.db import DataError, IntegrityError, transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
@@ -27,6 +28,8 @@ from portal.errors import DomainError
 from portal.models import Region
 
 ISSUE_REASON = "bulk import"
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -202,7 +205,7 @@ def _write(
         with transaction.atomic():
             _create_new(new, new_values, actor=actor, context=context or {})
         summary.created += len(new)
-    except (DomainError, IntegrityError):
+    except (DomainError, IntegrityError, DataError):
         one_by_one = sorted(one_by_one + new, key=lambda item: item[0])
     for number, row in one_by_one:
         try:
@@ -213,6 +216,13 @@ def _write(
         except DomainError as exc:
             summary.failed += 1
             errors.append(RowError(number, str(exc.extra.get("field", "")), exc.message))
+        except DataError:
+            # A value validation let through that the database cannot hold: the row's own
+            # savepoint is rolled back, and this one row fails rather than the whole job.
+            logger.warning("import row %s refused by the database", number, exc_info=True)
+            summary.failed += 1
+            column = "account_balance_fen" if row.account_balance_fen is not None else ""
+            errors.append(RowError(number, column, _("The row could not be stored: a value is out of range.")))
     errors.sort(key=lambda e: e.row)
     return summary, errors
 
