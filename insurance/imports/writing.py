@@ -84,11 +84,8 @@ def apply_row(row: ValidRow, *, actor: Actor) -> bool:
         else:
             citizen = Citizen.objects.get(pk=citizen_id)
             if citizen.region_id != row.region.code:
-                raise DomainError(
-                    InsuranceErrorCode.REGION_MISMATCH,
-                    _("The citizen is insured in another region; an import does not move citizens."),
-                    field="region_code",
-                )
+                # An import does not move citizens; the refusal does not say where the citizen is.
+                raise services.citizen_exists_error()
             services.citizen_update(actor=actor, citizen=citizen, name=row.name, phone=row.phone, scheme=row.scheme)
             created = False
         if row.account_balance_fen is not None:
@@ -207,6 +204,7 @@ def _write(
         summary.created += len(new)
     except (DomainError, IntegrityError, DataError):
         one_by_one = sorted(one_by_one + new, key=lambda item: item[0])
+    refused: dict[Region, list[tuple[int, str]]] = {}  # rows whose number is registered elsewhere
     for number, row in one_by_one:
         try:
             if apply_row(row, actor=actor):
@@ -216,6 +214,8 @@ def _write(
         except DomainError as exc:
             summary.failed += 1
             errors.append(RowError(number, str(exc.extra.get("field", "")), exc.message))
+            if exc.code == InsuranceErrorCode.CITIZEN_EXISTS:
+                refused.setdefault(row.region, []).append((number, row.id_number))
         except DataError:
             # A value validation let through that the database cannot hold: the row's own
             # savepoint is rolled back, and this one row fails rather than the whole job.
@@ -223,6 +223,13 @@ def _write(
             summary.failed += 1
             column = "account_balance_fen" if row.account_balance_fen is not None else ""
             errors.append(RowError(number, column, _("The row could not be stored: a value is out of range.")))
+    for region, rows in refused.items():
+        services.citizen_register_refused(
+            actor=actor,
+            id_numbers=[id_number for _n, id_number in rows],
+            region=region,
+            context={**(context or {}), "rows": [n for n, _id in rows]},
+        )
     errors.sort(key=lambda e: e.row)
     return summary, errors
 
