@@ -9,7 +9,14 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
-from insurance.citizen_values import CitizenCiphers, citizen_fields, citizen_values, phone_values
+from insurance.citizen_values import (
+    NAME_CHARACTERS_MESSAGE,
+    CitizenCiphers,
+    citizen_fields,
+    citizen_values,
+    name_has_bad_characters,
+    phone_values,
+)
 from insurance.errors import InsuranceErrorCode
 from insurance.identity import InvalidIdentityNumber, parse_identity_number
 from insurance.models import (
@@ -77,6 +84,8 @@ def _validated_name(name: str) -> str:
         raise DomainError(
             InsuranceErrorCode.VALIDATION_ERROR, _("A name is 1 to 64 characters."), status=400, field="name"
         )
+    if name_has_bad_characters(name):
+        raise DomainError(InsuranceErrorCode.VALIDATION_ERROR, NAME_CHARACTERS_MESSAGE, status=400, field="name")
     return name
 
 

@@ -32,7 +32,17 @@ def _header(cells: Iterable[Any]) -> list[str]:
     missing = [c for c in REQUIRED_COLUMNS if c not in names]
     if missing:
         raise ImportFileError(_("The header row lacks the column(s): %(columns)s.") % {"columns": ", ".join(missing)})
+    # A column named twice would let its second cell silently replace the first.
+    repeated = sorted({name for name in names if name and names.count(name) > 1})
+    if repeated:
+        raise ImportFileError(
+            _("The header row names the column(s) more than once: %(columns)s.") % {"columns": ", ".join(repeated)}
+        )
     return names
+
+
+def _no_rows() -> ImportFileError:
+    return ImportFileError(_("The file has no rows under its header."))
 
 
 def _is_blank(values: Iterable[Any]) -> bool:
@@ -85,14 +95,17 @@ def _read_csv(binary: BinaryIO) -> Iterator[Row]:
         raise ImportFileError(_("The file is empty.")) from None
     except (_LineTooLong, csv.Error):
         raise ImportFileError(_("The header row cannot be read as CSV.")) from None
-    number = 1
+    number, rows = 1, 0
     while True:
         number += 1
         try:
             cells = next(reader)
         except StopIteration:
+            if not rows:
+                raise _no_rows() from None
             return
         except _LineTooLong:
+            rows += 1
             yield number, RowProblem(_("The line is longer than %(limit)s characters.") % {"limit": MAX_LINE_CHARS})
             continue
         except csv.Error as exc:
@@ -102,10 +115,12 @@ def _read_csv(binary: BinaryIO) -> Iterator[Row]:
                 }
             else:
                 message = _("This row cannot be read as CSV.")
+            rows += 1
             yield number, RowProblem(message)
             continue
         if _is_blank(cells):
             continue
+        rows += 1
         # A short row leaves its last columns missing (None), not empty.
         yield number, {name: (cells[i] if i < len(cells) else None) for i, name in enumerate(names) if name}
 
@@ -200,9 +215,11 @@ def _read_xlsx(source: BinaryIO | Path) -> Iterator[Row]:
             names = _header(next(rows))
         except StopIteration:
             raise ImportFileError(_("The file is empty.")) from None
+        found = False
         for number, cells in enumerate(rows, start=2):
             if _is_blank(cells):
                 continue
+            found = True
             # An empty cell reads as None: it is an empty value, not a missing column.
             yield (
                 number,
@@ -212,6 +229,8 @@ def _read_xlsx(source: BinaryIO | Path) -> Iterator[Row]:
                     if name
                 },
             )
+        if not found:
+            raise _no_rows()
     finally:
         workbook.close()
 
