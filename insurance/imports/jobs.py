@@ -172,21 +172,20 @@ def _run_import_job(job_id: int, *, batch_size: int | None, max_batches: int | N
         error = str(exc)
     except FileTampered:
         error = _("The stored file was altered or damaged; upload the file again.")
+    except UnicodeDecodeError as exc:
+        error = _("The file is not UTF-8 (stopped near byte %(byte)s; the rows before were imported).") % {
+            "byte": exc.start
+        }
     except (OperationalError, InterfaceError, SoftTimeLimitExceeded):
         raise  # the database went away, or the task's time is up: the job goes on from its checkpoint
     except Exception:
         # A fault no row error covers: the job fails now with what it committed, rather than
         # staying "running" to be re-queued into the same fault until its attempts are spent.
         logger.exception("import job %s failed", job.pk)
-        done = ImportJob.objects.filter(pk=job.pk).values_list("checkpoint_row", flat=True).first() or 1
         error = _(
-            "The import stopped on an unexpected error after row %(row)s (the rows up to it were imported); "
-            "the portal's log has the details."
-        ) % {"row": done}
-    except UnicodeDecodeError as exc:
-        error = _("The file is not UTF-8 (stopped near byte %(byte)s; the rows before were imported).") % {
-            "byte": exc.start
-        }
+            "The import stopped on an unexpected error; the rows counted so far were imported. "
+            "The portal's log has the details."
+        )
     if paused:
         return ImportJob.objects.get(pk=job.pk)
     with transaction.atomic():

@@ -154,3 +154,11 @@ def test_the_upload_screen_still_checks_the_csrf_token(make_user, media):
     upload = SimpleUploadedFile("people.csv", good_csv())
     assert client.post("/citizens/imports/new/", {"region": "310000", "file": upload}).status_code == 403
     assert not ImportJob.objects.exists()
+
+
+def test_a_job_whose_file_is_gone_fails_instead_of_staying_running(make_user, media):
+    job = new_job(make_user, good_csv())
+    Path(job.file.path).unlink()  # say, removed by hand while the job was queued
+    job = run_import_job(job.pk)
+    assert job.state == ImportJobState.FAILED and job.finished_at is not None
+    assert job.error.startswith("The import stopped on an unexpected error")
