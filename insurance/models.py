@@ -318,7 +318,8 @@ def import_file_path(instance: "ImportJob", filename: str) -> str:
     import uuid
     from pathlib import PurePath
 
-    return f"imports/{uuid.uuid4().hex}{PurePath(filename).suffix.lower()}"
+    # Every suffix: "upload.csv.enc" keeps both its format and that it is encrypted.
+    return f"imports/{uuid.uuid4().hex}{''.join(PurePath(filename).suffixes).lower()}"
 
 
 class ImportJob(models.Model):

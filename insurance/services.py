@@ -9,7 +9,14 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
-from insurance.citizen_values import CitizenCiphers, citizen_fields, citizen_values, phone_values
+from insurance.citizen_values import (
+    NAME_CHARACTERS_MESSAGE,
+    CitizenCiphers,
+    citizen_fields,
+    citizen_values,
+    name_has_bad_characters,
+    phone_values,
+)
 from insurance.errors import InsuranceErrorCode
 from insurance.identity import InvalidIdentityNumber, parse_identity_number
 from insurance.models import (
@@ -29,6 +36,7 @@ from portal.actors import Actor
 from portal.audit import audit_record
 from portal.crypto import blind_index_candidates
 from portal.errors import DomainError, InvalidTransition
+from portal.masking import mask_id_number
 from portal.models import Region
 
 CERTIFICATE_VALIDITY = timedelta(days=getattr(settings, "ECARD_CERTIFICATE_VALIDITY_DAYS", 3650))
@@ -76,6 +84,8 @@ def _validated_name(name: str) -> str:
         raise DomainError(
             InsuranceErrorCode.VALIDATION_ERROR, _("A name is 1 to 64 characters."), status=400, field="name"
         )
+    if name_has_bad_characters(name):
+        raise DomainError(InsuranceErrorCode.VALIDATION_ERROR, NAME_CHARACTERS_MESSAGE, status=400, field="name")
     return name
 
 
@@ -84,11 +94,31 @@ def _check_scheme(scheme: str) -> None:
         raise DomainError(InsuranceErrorCode.VALIDATION_ERROR, _("Unknown scheme."), status=400, field="scheme")
 
 
-def _citizen_exists() -> DomainError:
+def citizen_exists_error() -> DomainError:
+    """The refusal of a number already registered: one message wherever the citizen is insured,
+    so that a clerk learns that the number is taken, never in which region."""
     return DomainError(
         InsuranceErrorCode.CITIZEN_EXISTS,
-        _("A citizen with this identity number is already registered."),
+        _("This identity number is already registered and cannot be registered again."),
         field="id_number",
+    )
+
+
+@transaction.atomic
+def citizen_register_refused(
+    *, actor: Actor, id_numbers: list[str], region: Region, context: dict | None = None
+) -> None:
+    """Audit registrations refused because the numbers are already registered (the refused
+    registration's own transaction is rolled back): the masked numbers, never the clear ones,
+    and not the existing citizens, who may be in a region the actor does not see."""
+    audit_record(
+        actor=actor,
+        action="citizen.register_refused",
+        object_type="citizen",
+        object_id="",
+        region_code=region.code,
+        reason="already registered",
+        after={"id_numbers_masked": [mask_id_number(n) for n in id_numbers], **(context or {})},
     )
 
 
@@ -98,14 +128,14 @@ def citizen_register(*, actor: Actor, id_number: str, name: str, phone: str, reg
     _check_scheme(scheme)
     name = _validated_name(name)
     if find_citizen_id_by_id_number(identity.value) is not None:
-        raise _citizen_exists()
+        raise citizen_exists_error()
     values = citizen_values(identity=identity, name=name, phone=phone, scheme=scheme, ciphers=CitizenCiphers())
     citizen = Citizen(region=region, status=CitizenStatus.ACTIVE, **citizen_fields(values))
     try:
         with transaction.atomic():
             citizen.save(force_insert=True)
     except IntegrityError as exc:  # a concurrent registration of the same number
-        raise _citizen_exists() from exc
+        raise citizen_exists_error() from exc
     audit_record(
         actor=actor,
         action="citizen.register",

@@ -13,6 +13,7 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
 from insurance import selectors, services
+from insurance.errors import InsuranceErrorCode
 from insurance.forms import CitizenEditForm, CitizenRegisterForm, CitizenSearchForm, CitizenStatusForm, ReasonForm
 from insurance.models import LIVE_STATES, Certificate, Citizen, CitizenStatus
 from portal import exports
@@ -177,6 +178,10 @@ def citizen_register(request: HttpRequest) -> HttpResponse:
                 scheme=data["scheme"],
             )
         except DomainError as error:
+            if error.code == InsuranceErrorCode.CITIZEN_EXISTS:
+                services.citizen_register_refused(
+                    actor=Actor.for_request(request), id_numbers=[data["id_number"]], region=data["region"]
+                )
             add_domain_error(form, error)
         else:
             messages.success(request, _("The citizen has been registered."))

@@ -15,9 +15,17 @@ from django.template.defaultfilters import filesizeformat
 from django.urls import reverse
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
+from django.views.decorators.csrf import csrf_exempt, csrf_protect
 
+from insurance.imports.files import MemoryOnlyUploadHandler
 from insurance.imports.jobs import import_job_create
-from insurance.imports.reading import ALLOWED_SUFFIXES, OPTIONAL_COLUMNS, REQUIRED_COLUMNS
+from insurance.imports.reading import (
+    ALLOWED_SUFFIXES,
+    OPTIONAL_COLUMNS,
+    REQUIRED_COLUMNS,
+    ImportFileError,
+    check_xlsx,
+)
 from insurance.models import ImportJob
 from portal import exports
 from portal.actors import Actor
@@ -45,8 +53,15 @@ class ImportUploadForm(forms.Form):
             raise forms.ValidationError(_("Only .csv and .xlsx files can be imported."))
         head = upload.read(4096)
         upload.seek(0)
-        if suffix == ".xlsx" and not head.startswith(b"PK"):
-            raise forms.ValidationError(_("The file is not a readable XLSX workbook."))
+        if suffix == ".xlsx":
+            if not head.startswith(b"PK"):
+                raise forms.ValidationError(_("The file is not a readable XLSX workbook."))
+            try:
+                check_xlsx(upload.file)  # the zip's directory: in memory, nothing unpacked
+            except ImportFileError as exc:
+                raise forms.ValidationError(str(exc)) from None
+            finally:
+                upload.seek(0)
         if suffix == ".csv":
             if b"\x00" in head:
                 raise forms.ValidationError(_("The file is not a text (CSV) file."))
@@ -91,8 +106,16 @@ def import_list(request: HttpRequest) -> HttpResponse:
     return render(request, "insurance/import_list.html", {"page": page})
 
 
-@citizen_writer_required
+@csrf_exempt  # only so that the upload handlers can be set: _import_upload checks the token
 def import_upload(request: HttpRequest) -> HttpResponse:
+    # The file holds personal data: kept in memory (up to the cap), never in a temporary file.
+    request.upload_handlers = [MemoryOnlyUploadHandler(request, limit=settings.ECARD_IMPORT_MAX_BYTES)]
+    return _import_upload(request)
+
+
+@csrf_protect
+@citizen_writer_required
+def _import_upload(request: HttpRequest) -> HttpResponse:
     form = ImportUploadForm(request.POST or None, request.FILES or None, user=request.user)
     if request.method == "POST" and form.is_valid():
         job = import_job_create(

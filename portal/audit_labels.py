@@ -19,6 +19,7 @@ ACTION_LABELS: dict[str, Promise] = {
     "certificate.suspend": _("E-card suspended"),
     "citizen.import_batch": _("Citizens imported (one batch)"),
     "citizen.register": _("Citizen registered"),
+    "citizen.register_refused": _("Registration refused: identity number already registered"),
     "citizen.status": _("Citizen status changed"),
     "citizen.update": _("Citizen updated"),
     "citizen_import.upload": _("Citizen file uploaded for import"),

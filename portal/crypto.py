@@ -7,13 +7,26 @@ under every known key version, so a key can be rotated row by row.
 
 `FieldCipher` is the same for one purpose with its keys set up once, for code
 that handles many values (a bulk import); the functions set them up per call.
+
+Files (`encrypt_chunks`, `DecryptingReader`) are encrypted in chunks, so that
+neither side holds a whole file: `header | chunk 0 | chunk 1 | ...`, each chunk
+AES-256-GCM under a key of the file's own (HKDF of the current field key and a
+random salt, for the purpose), its index and whether it is the last bound as
+associated data: a chunk altered, dropped, moved or cut off fails to decrypt.
 """
 
 import hashlib
 import hmac
+import io
 import os
+import struct
+from collections.abc import Iterable, Iterator
+from typing import BinaryIO
 
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from django.conf import settings
 
 
@@ -95,3 +108,105 @@ class FieldCipher:
 
     def blind_index_candidates(self, value: str) -> list[str]:
         return [_index(prefix, keyed, value) for prefix, keyed in self._indexes]
+
+
+# --- Files -------------------------------------------------------------------
+
+FILE_CHUNK_BYTES = 64 * 1024  # of plain text per chunk; each stored chunk has a 16-byte tag more
+_FILE_MAGIC = b"ECF1"
+_FILE_HEADER = struct.Struct(">4sB16s")  # magic, field key version, salt
+_TAG_BYTES = 16
+
+
+class FileTampered(Exception):
+    """An encrypted file does not decrypt: altered, truncated, reordered or not ours."""
+
+
+def _file_aead(key: bytes, salt: bytes, purpose: str) -> AESGCM:
+    hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=salt, info=f"file|{purpose}".encode())
+    return AESGCM(hkdf.derive(key))
+
+
+def _chunk_nonce(index: int) -> bytes:
+    # The key is the file's own, so the chunk index alone makes each nonce unique.
+    return index.to_bytes(12, "big")
+
+
+def _chunk_ad(header: bytes, index: int, final: bool) -> bytes:
+    return header + struct.pack(">QB", index, final)
+
+
+def encrypt_chunks(chunks: Iterable[bytes], *, purpose: str) -> Iterator[bytes]:
+    """The encrypted file of the concatenated `chunks`, as it is produced: the header,
+    then one sealed chunk per FILE_CHUNK_BYTES of input (one held back so that the
+    last can be marked as such)."""
+    version, key = _current(settings.ECARD_FIELD_ENCRYPTION_KEYS)
+    header = _FILE_HEADER.pack(_FILE_MAGIC, version, os.urandom(16))
+    aead = _file_aead(key, header[5:], purpose)
+    yield header
+    buffer = bytearray()
+    index = 0
+    for data in chunks:
+        buffer += data
+        while len(buffer) > FILE_CHUNK_BYTES:  # more follows: this chunk is not the last
+            piece = bytes(buffer[:FILE_CHUNK_BYTES])
+            del buffer[:FILE_CHUNK_BYTES]
+            yield aead.encrypt(_chunk_nonce(index), piece, _chunk_ad(header, index, False))
+            index += 1
+    yield aead.encrypt(_chunk_nonce(index), bytes(buffer), _chunk_ad(header, index, True))
+
+
+class DecryptingReader(io.RawIOBase):
+    """The plain bytes of a file written by `encrypt_chunks`, decrypted chunk by chunk
+    as they are read; raises FileTampered at the first chunk that does not decrypt."""
+
+    def __init__(self, raw: BinaryIO, *, purpose: str) -> None:
+        super().__init__()
+        self._raw = raw
+        header = raw.read(_FILE_HEADER.size)
+        if len(header) != _FILE_HEADER.size:
+            raise FileTampered("no header")
+        magic, version, salt = _FILE_HEADER.unpack(header)
+        key = settings.ECARD_FIELD_ENCRYPTION_KEYS.get(version)
+        if magic != _FILE_MAGIC or key is None:
+            raise FileTampered("not an encrypted file of this portal")
+        self._header = header
+        self._aead = _file_aead(key, salt, purpose)
+        self._index = 0
+        self._next = raw.read(FILE_CHUNK_BYTES + _TAG_BYTES)
+        self._plain = b""
+        self._pos = 0
+        self._done = False
+
+    def readable(self) -> bool:
+        return True
+
+    def _fill(self) -> None:
+        sealed = self._next
+        if len(sealed) < _TAG_BYTES:
+            raise FileTampered("truncated")
+        self._next = self._raw.read(FILE_CHUNK_BYTES + _TAG_BYTES)
+        final = not self._next
+        try:
+            self._plain = self._aead.decrypt(
+                _chunk_nonce(self._index), sealed, _chunk_ad(self._header, self._index, final)
+            )
+        except InvalidTag:
+            raise FileTampered(f"chunk {self._index} does not decrypt") from None
+        self._pos = 0
+        self._index += 1
+        self._done = final
+
+    def readinto(self, buffer) -> int:  # type: ignore[override]
+        while self._pos >= len(self._plain):
+            if self._done:
+                return 0
+            self._fill()
+        n = min(len(buffer), len(self._plain) - self._pos)
+        buffer[:n] = self._plain[self._pos : self._pos + n]
+        self._pos += n
+        return n
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()

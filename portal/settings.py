@@ -402,7 +402,7 @@ ECARD_DELIVERY_RETRY_SCHEDULE = [int(item) for item in _retry_schedule] or [
 ]
 # Events claimed at once by one sweep (and delivered concurrently by as many threads).
 ECARD_DELIVERY_BATCH_SIZE = env_int("ECARD_DELIVERY_BATCH_SIZE", 32)
-# Uploads (citizen imports hold personal data in clear until their job ends): readable by the
+# Uploads (citizen imports, stored encrypted until their job ends): readable by the
 # portal's own user only.
 FILE_UPLOAD_PERMISSIONS = 0o600
 FILE_UPLOAD_DIRECTORY_PERMISSIONS = 0o700
@@ -411,6 +411,17 @@ FILE_UPLOAD_DIRECTORY_PERMISSIONS = 0o700
 ECARD_IMPORT_BATCH_ROWS = env_int("ECARD_IMPORT_BATCH_ROWS", 1000)
 ECARD_IMPORT_MAX_BYTES = env_int("ECARD_IMPORT_MAX_BYTES", 50 * 1024 * 1024)
 ECARD_IMPORT_STALE_SECONDS = env_int("ECARD_IMPORT_STALE_SECONDS", 120)
+# An XLSX file is a zip: what it may unpack to, checked from the zip's directory before it is
+# parsed (insurance/imports/reading.py). openpyxl holds every part but the sheets whole in
+# memory, sharedStrings.xml first; a sheet is streamed. A million-row register fits.
+ECARD_IMPORT_XLSX_MAX_UNCOMPRESSED = env_int("ECARD_IMPORT_XLSX_MAX_UNCOMPRESSED", 1024 * 1024 * 1024)
+ECARD_IMPORT_XLSX_MAX_SHARED_STRINGS = env_int("ECARD_IMPORT_XLSX_MAX_SHARED_STRINGS", 64 * 1024 * 1024)
+ECARD_IMPORT_XLSX_MAX_PART = env_int("ECARD_IMPORT_XLSX_MAX_PART", 8 * 1024 * 1024)  # styles, workbook, theme...
+ECARD_IMPORT_XLSX_MAX_RATIO = env_int("ECARD_IMPORT_XLSX_MAX_RATIO", 100)  # unpacked / packed, per part
+ECARD_IMPORT_XLSX_MAX_MEMBERS = env_int("ECARD_IMPORT_XLSX_MAX_MEMBERS", 200)
+ECARD_IMPORT_XLSX_MAX_ROWS = env_int("ECARD_IMPORT_XLSX_MAX_ROWS", 1_048_576)  # a sheet's own maximum
+# The largest personal-account balance an import row may set (fen; 1,000,000 yuan by default).
+ECARD_IMPORT_MAX_BALANCE_FEN = env_int("ECARD_IMPORT_MAX_BALANCE_FEN", 100_000_000)
 # Base URL the portal itself is reached at (the demo's sandbox partners post here).
 ECARD_PUBLIC_BASE_URL = env_str("ECARD_PUBLIC_BASE_URL", "http://127.0.0.1:8000")
 # The demo partners' webhook receiver served by the portal itself; off in production.

@@ -3,22 +3,29 @@ an uploaded file is imported batch by batch from its checkpoint, each batch
 committing its rows, row errors, counts and heartbeat together."""
 
 import datetime as dt
+import io
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
+from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
-from django.db import transaction
+from django.db import InterfaceError, OperationalError, transaction
 from django.db.models import Q
 from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 
-from insurance.imports.reading import ImportFileError, Row, count_rows, read_rows
+from insurance.imports.files import open_upload, store_upload, upload_format
+from insurance.imports.reading import ImportFileError, Row, check_xlsx, inspect_csv, read_stream
 from insurance.imports.validation import RowError
 from insurance.imports.writing import ImportSummary, import_rows
 from insurance.models import ImportJob, ImportJobState, ImportRowError
 from portal.actors import Actor
 from portal.audit import audit_record
+from portal.crypto import FileTampered
 from portal.models import Region
+
+logger = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 5  # runs that died before a job is failed rather than re-queued
 
@@ -41,7 +48,7 @@ def import_job_create(*, actor: Actor, user, region: Region, upload, language: s
             file_size=upload.size,
             language=language[:16],
         )
-        job.file.save(f"upload{suffix}", upload, save=False)
+        store_upload(job, upload, suffix.lstrip("."))
         job.save()
         # The file's name may carry personal data: the audit has its size and format only.
         audit_record(
@@ -89,16 +96,23 @@ def _run_import_job(job_id: int, *, batch_size: int | None, max_batches: int | N
             return job
         if job.state == ImportJobState.RUNNING and job.heartbeat_at and job.heartbeat_at > now - _stale_after():
             return job  # a live run has it (a duplicate delivery of the task)
-        job.state = ImportJobState.RUNNING
-        job.attempts += 1
-        job.started_at = job.started_at or now
-        job.heartbeat_at = now
-        job.save(update_fields=["state", "attempts", "started_at", "heartbeat_at"])
+        if job.attempts >= MAX_ATTEMPTS:
+            # A task redelivered after its worker died (acks_late, reject_on_worker_lost), perhaps
+            # killed by this very file: not run again.
+            _give_up(job, now)
+            gave_up = True
+        else:
+            gave_up = False
+            job.state = ImportJobState.RUNNING
+            job.attempts += 1
+            job.started_at = job.started_at or now
+            job.heartbeat_at = now
+            job.save(update_fields=["state", "attempts", "started_at", "heartbeat_at"])
+    if gave_up:
+        _discard_upload(job)
+        return job
     token = job.attempts
-    path = Path(job.file.path)
-    if job.rows_total is None:
-        total = count_rows(path)
-        ImportJob.objects.filter(pk=job.pk, attempts=token).update(rows_total=total, heartbeat_at=timezone.now())
+    fmt = upload_format(job)
 
     def on_batch(last_row: int, delta: ImportSummary, errors: list[RowError]) -> None:
         locked = ImportJob.objects.select_for_update().get(pk=job.pk)
@@ -123,10 +137,10 @@ def _run_import_job(job_id: int, *, batch_size: int | None, max_batches: int | N
     limit = None if max_batches is None else max_batches * size
     paused = False
 
-    def rows_after_checkpoint() -> Iterator[Row]:
+    def rows_after_checkpoint(binary) -> Iterator[Row]:
         nonlocal paused
         taken = 0
-        for row in read_rows(path):
+        for row in read_stream(binary, fmt):
             if row[0] <= checkpoint:
                 continue
             if limit is not None and taken >= limit:
@@ -137,22 +151,41 @@ def _run_import_job(job_id: int, *, batch_size: int | None, max_batches: int | N
 
     error = ""
     try:
-        import_rows(
-            rows_after_checkpoint(),
-            actor=Actor.for_user(job.uploaded_by),
-            region_codes={job.region_id},
-            on_batch=on_batch,
-            batch_size=size,
-            context={"job": job.pk},
-        )
+        if job.rows_total is None:
+            # A first pass before any row is written: a file that is altered (every chunk is
+            # authenticated) or, for a CSV, not UTF-8 fails with nothing imported.
+            with open_upload(job) as binary:
+                total = inspect_csv(binary) if fmt == "csv" else check_xlsx(_seekable(binary, fmt))
+            ImportJob.objects.filter(pk=job.pk, attempts=token).update(rows_total=total, heartbeat_at=timezone.now())
+        with open_upload(job) as binary:
+            import_rows(
+                rows_after_checkpoint(_seekable(binary, fmt)),
+                actor=Actor.for_user(job.uploaded_by),
+                region_codes={job.region_id},
+                on_batch=on_batch,
+                batch_size=size,
+                context={"job": job.pk},
+            )
     except _LostJob:
         return ImportJob.objects.get(pk=job.pk)
     except ImportFileError as exc:
         error = str(exc)
+    except FileTampered:
+        error = _("The stored file was altered or damaged; upload the file again.")
     except UnicodeDecodeError as exc:
         error = _("The file is not UTF-8 (stopped near byte %(byte)s; the rows before were imported).") % {
             "byte": exc.start
         }
+    except (OperationalError, InterfaceError, SoftTimeLimitExceeded):
+        raise  # the database went away, or the task's time is up: the job goes on from its checkpoint
+    except Exception:
+        # A fault no row error covers: the job fails now with what it committed, rather than
+        # staying "running" to be re-queued into the same fault until its attempts are spent.
+        logger.exception("import job %s failed", job.pk)
+        error = _(
+            "The import stopped on an unexpected error; the rows counted so far were imported. "
+            "The portal's log has the details."
+        )
     if paused:
         return ImportJob.objects.get(pk=job.pk)
     with transaction.atomic():
@@ -169,11 +202,26 @@ def _run_import_job(job_id: int, *, batch_size: int | None, max_batches: int | N
     return job
 
 
+def _seekable(binary, fmt: str):
+    """A CSV is read as a stream; openpyxl reads a zip from its end, so an XLSX file is
+    decrypted into memory (the upload cap bounds it)."""
+    if fmt == "xlsx":
+        return io.BytesIO(binary.read())
+    return binary
+
+
 def _discard_upload(job: ImportJob) -> None:
-    """The uploaded file holds identity numbers, names and phones in clear: it is deleted as soon
+    """The uploaded file holds identity numbers, names and phones (encrypted): it is deleted as soon
     as its job has ended, done or failed (the job keeps its name, size, counts and row errors)."""
     if job.file.name:
         job.file.storage.delete(job.file.name)
+
+
+def _give_up(job: ImportJob, now: dt.datetime) -> None:
+    job.state = ImportJobState.FAILED
+    job.error = _("The import stopped %(n)s times without finishing; upload the file again.") % {"n": job.attempts}
+    job.finished_at = now
+    job.save(update_fields=["state", "error", "finished_at"])
 
 
 def release_job(job_id: int) -> None:
@@ -196,12 +244,7 @@ def requeue_stale_jobs() -> int:
         )
         for job in jobs:
             if job.attempts >= MAX_ATTEMPTS:
-                job.state = ImportJobState.FAILED
-                job.error = _("The import stopped %(n)s times without finishing; upload the file again.") % {
-                    "n": job.attempts
-                }
-                job.finished_at = now
-                job.save(update_fields=["state", "error", "finished_at"])
+                _give_up(job, now)
                 failed.append(job)
                 continue
             job.requeued_at = now

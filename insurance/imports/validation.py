@@ -7,15 +7,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from django.conf import settings
 from django.utils.translation import gettext as _
 
+from insurance.citizen_values import NAME_CHARACTERS_MESSAGE, name_has_bad_characters
 from insurance.identity import IdentityNumber, InvalidIdentityNumber, parse_identity_number
-from insurance.imports.reading import REQUIRED_COLUMNS
+from insurance.imports.reading import REQUIRED_COLUMNS, RowProblem
 from insurance.models import Scheme
 from portal.models import Region
 
 _PHONE = re.compile(r"\+?[0-9][0-9 -]{4,19}")
-_INTEGER = re.compile(r"[+-]?[0-9]+")
+_INTEGER = re.compile(r"[+-]?[0-9]{1,30}")  # bounded: int() of thousands of digits raises
 
 
 @dataclass(frozen=True)
@@ -52,8 +54,10 @@ _SCHEMES = frozenset(Scheme.values)  # `Scheme.values` builds a new list on ever
 
 
 def validate_row(
-    number: int, raw: Mapping[str, Any], regions: Mapping[str, Region], today: dt.date | None = None
+    number: int, raw: "Mapping[str, Any] | RowProblem", regions: Mapping[str, Region], today: dt.date | None = None
 ) -> tuple[ValidRow | None, list[RowError]]:
+    if isinstance(raw, RowProblem):
+        return None, [RowError(number, "", raw.message)]
     errors: list[RowError] = []
     values: dict[str, str] = {}
     for column in REQUIRED_COLUMNS:
@@ -72,6 +76,8 @@ def validate_row(
     name = values["name"]
     if not name or len(name) > 64:
         errors.append(RowError(number, "name", _("A name is 1 to 64 characters.")))
+    elif name_has_bad_characters(name):
+        errors.append(RowError(number, "name", str(NAME_CHARACTERS_MESSAGE)))
     phone = values["phone"]
     if phone and not _PHONE.fullmatch(phone):
         errors.append(RowError(number, "phone", _("A phone number is 5 to 20 digits, spaces or dashes.")))
@@ -91,6 +97,9 @@ def validate_row(
                 errors.append(RowError(number, "account_balance_fen", _("The balance is a whole number of fen.")))
             elif int(balance_text) < 0:
                 errors.append(RowError(number, "account_balance_fen", _("The balance cannot be negative.")))
+            elif int(balance_text) > settings.ECARD_IMPORT_MAX_BALANCE_FEN:
+                message = _("The balance is at most %(max)s fen.") % {"max": settings.ECARD_IMPORT_MAX_BALANCE_FEN}
+                errors.append(RowError(number, "account_balance_fen", message))
             else:
                 balance = int(balance_text)
     if errors:

@@ -5,11 +5,12 @@ existing ones are updated, and a batch the bulk insert refuses goes row by row,
 through the services. Nothing is held beyond a batch."""
 
 import itertools
+import logging
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from django.db import IntegrityError, transaction
+from django.db import DataError, IntegrityError, transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
@@ -27,6 +28,8 @@ from portal.errors import DomainError
 from portal.models import Region
 
 ISSUE_REASON = "bulk import"
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -81,11 +84,8 @@ def apply_row(row: ValidRow, *, actor: Actor) -> bool:
         else:
             citizen = Citizen.objects.get(pk=citizen_id)
             if citizen.region_id != row.region.code:
-                raise DomainError(
-                    InsuranceErrorCode.REGION_MISMATCH,
-                    _("The citizen is insured in another region; an import does not move citizens."),
-                    field="region_code",
-                )
+                # An import does not move citizens; the refusal does not say where the citizen is.
+                raise services.citizen_exists_error()
             services.citizen_update(actor=actor, citizen=citizen, name=row.name, phone=row.phone, scheme=row.scheme)
             created = False
         if row.account_balance_fen is not None:
@@ -202,8 +202,9 @@ def _write(
         with transaction.atomic():
             _create_new(new, new_values, actor=actor, context=context or {})
         summary.created += len(new)
-    except (DomainError, IntegrityError):
+    except (DomainError, IntegrityError, DataError):
         one_by_one = sorted(one_by_one + new, key=lambda item: item[0])
+    refused: dict[Region, list[tuple[int, str]]] = {}  # rows whose number is registered elsewhere
     for number, row in one_by_one:
         try:
             if apply_row(row, actor=actor):
@@ -213,6 +214,22 @@ def _write(
         except DomainError as exc:
             summary.failed += 1
             errors.append(RowError(number, str(exc.extra.get("field", "")), exc.message))
+            if exc.code == InsuranceErrorCode.CITIZEN_EXISTS:
+                refused.setdefault(row.region, []).append((number, row.id_number))
+        except DataError:
+            # A value validation let through that the database cannot hold: the row's own
+            # savepoint is rolled back, and this one row fails rather than the whole job.
+            logger.warning("import row %s refused by the database", number, exc_info=True)
+            summary.failed += 1
+            column = "account_balance_fen" if row.account_balance_fen is not None else ""
+            errors.append(RowError(number, column, _("The row could not be stored: a value is out of range.")))
+    for region, rows in refused.items():
+        services.citizen_register_refused(
+            actor=actor,
+            id_numbers=[id_number for _n, id_number in rows],
+            region=region,
+            context={**(context or {}), "rows": [n for n, _id in rows]},
+        )
     errors.sort(key=lambda e: e.row)
     return summary, errors
 

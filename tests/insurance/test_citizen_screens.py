@@ -164,7 +164,7 @@ def test_registering_a_known_identity_number_is_a_form_error_from_the_service(cl
     payload = {"id_number": existing.id_number, "name": "某人", "region": "310000", "scheme": "resident"}
     response = client.post(reverse("citizen_register"), payload)
     assert response.status_code == 200
-    assert "已登记" in str(response.context["form"].errors["id_number"])
+    assert "已有参保登记，不能重复登记" in str(response.context["form"].errors["id_number"])
     assert Citizen.objects.count() == 1
 
 

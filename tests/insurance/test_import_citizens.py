@@ -131,7 +131,10 @@ def test_a_row_refused_by_the_service_leaves_nothing_behind_and_is_reported(make
     summary, _, _ = run(path, "--errors", str(report))
 
     assert summary == {"created": 0, "updated": 0, "failed": 1}
-    assert list(csv.reader(report.open(encoding="utf-8")))[1][:2] == ["2", "region_code"]
+    assert list(csv.reader(report.open(encoding="utf-8")))[1][:2] == [
+        "2",
+        "id_number",
+    ]  # the same refusal as any number already registered
     assert Citizen.objects.get(pk=citizen.pk).region_id == "310000"
 
 

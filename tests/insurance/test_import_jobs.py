@@ -298,3 +298,29 @@ def test_a_worker_killed_mid_file_is_replaced_and_the_job_ends_with_exact_counts
     assert Certificate.objects.values("citizen").distinct().count() == 3600
     assert sorted(ImportRowError.objects.filter(job=job).values_list("row", flat=True)) == bad
     assert verify_chain() == []
+
+
+@pytest.mark.django_db
+def test_a_redelivered_task_of_a_job_out_of_attempts_fails_the_job_instead_of_running_it(make_user, media, tmp_path):
+    # acks_late + reject_on_worker_lost: a task whose worker was killed (say, for memory) comes
+    # back; once the job has used its attempts, the task itself gives it up.
+    from insurance.imports.jobs import MAX_ATTEMPTS
+    from insurance.tasks import run_import
+
+    clerk = make_user(Role.CLERK)
+    path = write_csv(tmp_path / "a.csv", [[new_id_number(), "甲", "", "310000", "resident", ""]])
+    job = import_job_create(
+        actor=Actor.for_user(clerk),
+        user=clerk,
+        region=clerk.regions.get(),
+        upload=SimpleUploadedFile("a.csv", path.read_bytes()),
+        language="en",
+    )
+    stale = job.created_at - dt.timedelta(hours=1)
+    ImportJob.objects.filter(pk=job.pk).update(state=ImportJobState.RUNNING, attempts=MAX_ATTEMPTS, heartbeat_at=stale)
+    run_import(job.pk)  # the task's own body, as the worker runs it
+    job.refresh_from_db()
+    assert job.state == ImportJobState.FAILED and job.attempts == MAX_ATTEMPTS
+    assert job.error == f"The import stopped {MAX_ATTEMPTS} times without finishing; upload the file again."
+    assert not Citizen.objects.exists() and job.finished_at is not None
+    assert not job.file.storage.exists(job.file.name)
