@@ -75,6 +75,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "portal.middleware.PartnerApiMiddleware",  # /api/v1/: only what applies to it (portal/middleware.py)
+    "portal.security_headers.SecurityHeadersMiddleware",  # CSP and Permissions-Policy of the screens
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "portal.middleware.ChineseFirstMiddleware",
@@ -285,6 +286,8 @@ SPECTACULAR_SETTINGS = {
 
 # --- Security headers ------------------------------------------------------
 SECURE_CONTENT_TYPE_NOSNIFF = True
+# Other sites learn nothing of the portal's addresses (a citizen's page id, a search's filters).
+SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
 if PRODUCTION:
     SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
