@@ -30,6 +30,7 @@ from portal.audit import audit_record
 from portal.crypto import blind_index_candidates
 from portal.errors import DomainError, InvalidTransition
 from portal.models import Region
+from portal.text import text_refusal
 
 CERTIFICATE_VALIDITY = timedelta(days=getattr(settings, "ECARD_CERTIFICATE_VALIDITY_DAYS", 3650))
 
@@ -76,6 +77,8 @@ def _validated_name(name: str) -> str:
         raise DomainError(
             InsuranceErrorCode.VALIDATION_ERROR, _("A name is 1 to 64 characters."), status=400, field="name"
         )
+    if refusal := text_refusal(name):
+        raise DomainError(InsuranceErrorCode.VALIDATION_ERROR, refusal, status=400, field="name")
     return name
 
 

@@ -4,9 +4,10 @@ from django.utils.translation import gettext_lazy as _
 from portal.models import Role
 from portal.scope import regions_visible_to
 from portal.selectors import roles_manageable_by
+from portal.text import PlainTextForm
 
 
-class StaffCreateForm(forms.Form):
+class StaffCreateForm(PlainTextForm):
     username = forms.CharField(label=_("Username"), max_length=150)
     email = forms.EmailField(label=_("E-mail"), required=False)
     role = forms.ChoiceField(label=_("Role"))
@@ -32,7 +33,7 @@ class StaffCreateForm(forms.Form):
         return data
 
 
-class StaffDeactivateForm(forms.Form):
+class StaffDeactivateForm(PlainTextForm):
     reason = forms.CharField(
         label=_("Reason"),
         max_length=128,

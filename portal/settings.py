@@ -76,6 +76,7 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "portal.middleware.PartnerApiMiddleware",  # /api/v1/: only what applies to it (portal/middleware.py)
     "portal.security_headers.SecurityHeadersMiddleware",  # CSP and Permissions-Policy of the screens
+    "portal.form_encoding.FormEncodingMiddleware",  # 400 for a form body not in its encoding
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "portal.middleware.ChineseFirstMiddleware",

@@ -13,6 +13,7 @@ from insurance.identity import IdentityNumber, InvalidIdentityNumber, parse_iden
 from insurance.imports.reading import REQUIRED_COLUMNS
 from insurance.models import Scheme
 from portal.models import Region
+from portal.text import text_refusal
 
 _PHONE = re.compile(r"\+?[0-9][0-9 -]{4,19}")
 _INTEGER = re.compile(r"[+-]?[0-9]+")
@@ -72,6 +73,8 @@ def validate_row(
     name = values["name"]
     if not name or len(name) > 64:
         errors.append(RowError(number, "name", _("A name is 1 to 64 characters.")))
+    elif refusal := text_refusal(name):
+        errors.append(RowError(number, "name", refusal))
     phone = values["phone"]
     if phone and not _PHONE.fullmatch(phone):
         errors.append(RowError(number, "phone", _("A phone number is 5 to 20 digits, spaces or dashes.")))

@@ -15,9 +15,10 @@ from payments.models import BINDING_OPEN_STATES, BindingEndReason, BindingState,
 from portal import exports
 from portal.actors import Actor
 from portal.screens import paginate, querystring_without_page, require_citizen_writer, state_param, two_step
+from portal.text import PlainTextForm
 
 
-class BindingDecisionForm(forms.Form):
+class BindingDecisionForm(PlainTextForm):
     note = forms.CharField(
         label=gettext_lazy("Reason"),
         max_length=128,

@@ -1,8 +1,10 @@
 from django import forms
 from django.utils.translation import gettext_lazy as _
 
+from portal.text import PlainTextForm
 
-class LinkageUnlinkForm(forms.Form):
+
+class LinkageUnlinkForm(PlainTextForm):
     note = forms.CharField(
         label=_("Reason"),
         max_length=128,
