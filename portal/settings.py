@@ -76,11 +76,11 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "portal.middleware.PartnerApiMiddleware",  # /api/v1/: only what applies to it (portal/middleware.py)
     "portal.security_headers.SecurityHeadersMiddleware",  # CSP and Permissions-Policy of the screens
-    "portal.form_encoding.FormEncodingMiddleware",  # 400 for a form body not in its encoding
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "portal.middleware.ChineseFirstMiddleware",
     "django.middleware.locale.LocaleMiddleware",
+    "portal.form_encoding.FormEncodingMiddleware",  # 400 (in the chosen language) for a form body not in UTF-8
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",

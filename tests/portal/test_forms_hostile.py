@@ -349,4 +349,7 @@ def test_a_body_declared_as_gbk_is_refused_whole(client, clerk, regions):
     response = _post(client, reverse("citizen_register"), body, content_type=f"{FORM}; charset=gbk")
     assert response.status_code == 400
     assert "请求无效" in response.content.decode()
+    client.cookies["django_language"] = "en"
+    raw = _form_body({**_register_case().valid, "name": "x"}).encode() + b"&note=" + "张三".encode("gbk")
+    assert "Bad request" in _post(client, reverse("citizen_register"), raw).content.decode()
     assert not Citizen.objects.exists()
