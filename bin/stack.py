@@ -359,6 +359,10 @@ def main() -> None:
         env = {
             **os.environ,
             "ECARD_MODE": os.environ.get("ECARD_MODE", "demo"),
+            # Others sign in to the demo: Django's debug pages would show them every URL pattern and
+            # setting, so a DEBUG left in the shell does not reach it. WhiteNoise serves the static
+            # files without DEBUG.
+            "DEBUG": "0",
             "PYTHONUNBUFFERED": "1",
             "PORT": port,
             "ECARD_VAR_DIR": str(var),

@@ -3,23 +3,11 @@ masks a citizen's identity number and phone. `services.citizen_register` and
 `citizen_update` use it for one citizen, the bulk import for every new row."""
 
 import datetime as dt
-import unicodedata
-
-from django.utils.translation import gettext_lazy
 
 from insurance.identity import IdentityNumber
 from insurance.models import ID_NUMBER_PURPOSE, PHONE_PURPOSE
 from portal.crypto import FieldCipher
 from portal.masking import mask_id_number, mask_phone
-
-# Control (NUL, ESC...), format (text-direction overrides, zero-width) and line/paragraph
-# separators: never part of a name, and a terminal, a spreadsheet or a screen may act on them.
-_NOT_IN_A_NAME = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
-NAME_CHARACTERS_MESSAGE = gettext_lazy("A name cannot hold control or text-direction characters.")
-
-
-def name_has_bad_characters(name: str) -> bool:
-    return any(unicodedata.category(c) in _NOT_IN_A_NAME for c in name)
 
 
 class CitizenCiphers:

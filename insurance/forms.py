@@ -8,6 +8,7 @@ from django.utils.translation import gettext_lazy as _
 from insurance.identity import InvalidIdentityNumber, parse_identity_number
 from insurance.models import CitizenStatus, Scheme
 from portal.scope import regions_visible_to
+from portal.text import PlainTextForm
 
 PHONE_RE = re.compile(r"^\+?\d{5,20}$")
 REASON_MAX = 128
@@ -51,7 +52,7 @@ class CitizenSearchForm(forms.Form):
         ]
 
 
-class CitizenRegisterForm(CitizenContactMixin, forms.Form):
+class CitizenRegisterForm(CitizenContactMixin, PlainTextForm):
     id_number = forms.CharField(
         label=_("Identity number"), max_length=18, min_length=18, widget=forms.TextInput(attrs={"autocomplete": "off"})
     )
@@ -71,13 +72,13 @@ class CitizenRegisterForm(CitizenContactMixin, forms.Form):
             raise forms.ValidationError(exc.message) from exc
 
 
-class CitizenEditForm(CitizenContactMixin, forms.Form):
+class CitizenEditForm(CitizenContactMixin, PlainTextForm):
     name = forms.CharField(label=_("Name"), max_length=64)
     phone = forms.CharField(label=_("Phone"), required=False, max_length=24)
     scheme = forms.ChoiceField(label=_("Scheme"), choices=Scheme.choices)
 
 
-class ReasonForm(forms.Form):
+class ReasonForm(PlainTextForm):
     reason = forms.CharField(
         label=_("Reason"),
         max_length=REASON_MAX,

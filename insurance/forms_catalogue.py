@@ -14,6 +14,7 @@ from django.utils.translation import gettext_lazy as _
 from insurance.catalogue import format_percent, format_yuan, shanghai_today
 from insurance.models import FacilityKind, Scheme, ServiceCategory
 from portal.scope import regions_visible_to
+from portal.text import PlainTextForm
 
 _YUAN_RE = re.compile(r"^\d{1,10}(\.\d{1,2})?$")
 _PERCENT_RE = re.compile(r"^\d{1,3}(\.\d{1,2})?$")
@@ -125,7 +126,7 @@ class ServiceFilterForm(forms.Form):
     )
 
 
-class ServiceForm(_CodeMixin, forms.Form):
+class ServiceForm(_CodeMixin, PlainTextForm):
     code = forms.CharField(label=_("Code"), max_length=32)
     name_zh = forms.CharField(label=_("Chinese name"), max_length=128)
     name_en = forms.CharField(label=_("English name"), max_length=128)
@@ -170,7 +171,7 @@ class FacilityFilterForm(forms.Form):
         ]
 
 
-class FacilityForm(_CodeMixin, forms.Form):
+class FacilityForm(_CodeMixin, PlainTextForm):
     code = forms.CharField(label=_("Code"), max_length=32)
     name_zh = forms.CharField(label=_("Chinese name"), max_length=128)
     name_en = forms.CharField(label=_("English name"), max_length=128)
@@ -196,7 +197,7 @@ class PolicyChooseForm(forms.Form):
         self.fields["region"].choices = [(r.code, f"{r.code} {r.display_name}") for r in regions_visible_to(user)]
 
 
-class PolicyVersionForm(forms.Form):
+class PolicyVersionForm(PlainTextForm):
     effective_from = forms.DateField(label=_("Effective from"), widget=forms.DateInput(attrs={"type": "date"}))
     deductible_fen = YuanField(label=_("Deductible (yuan)"))
     ratio = PercentField(label=_("Reimbursement ratio (%)"))

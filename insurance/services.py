@@ -10,11 +10,9 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from insurance.citizen_values import (
-    NAME_CHARACTERS_MESSAGE,
     CitizenCiphers,
     citizen_fields,
     citizen_values,
-    name_has_bad_characters,
     phone_values,
 )
 from insurance.errors import InsuranceErrorCode
@@ -38,6 +36,7 @@ from portal.crypto import blind_index_candidates
 from portal.errors import DomainError, InvalidTransition
 from portal.masking import mask_id_number
 from portal.models import Region
+from portal.text import text_refusal
 
 CERTIFICATE_VALIDITY = timedelta(days=getattr(settings, "ECARD_CERTIFICATE_VALIDITY_DAYS", 3650))
 
@@ -84,8 +83,8 @@ def _validated_name(name: str) -> str:
         raise DomainError(
             InsuranceErrorCode.VALIDATION_ERROR, _("A name is 1 to 64 characters."), status=400, field="name"
         )
-    if name_has_bad_characters(name):
-        raise DomainError(InsuranceErrorCode.VALIDATION_ERROR, NAME_CHARACTERS_MESSAGE, status=400, field="name")
+    if refusal := text_refusal(name):
+        raise DomainError(InsuranceErrorCode.VALIDATION_ERROR, refusal, status=400, field="name")
     return name
 
 

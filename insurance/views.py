@@ -117,8 +117,10 @@ def _remember_search(request: HttpRequest, text: str) -> str:
 @region_data_required
 def citizen_search(request: HttpRequest) -> HttpResponse:
     """The search box is POSTed and redirected to a GET carrying a token; filters
-    and the page number stay in the URL so that pages can be linked."""
-    if request.method == "POST":
+    and the page number stay in the URL so that pages can be linked. An export is
+    a POST too, of the export form, to the URL that holds the filters."""
+    fmt = exports.requested_format(request)
+    if request.method == "POST" and not fmt:
         form = CitizenSearchForm(request.POST, user=request.user)
         if form.is_valid():
             params = {k: form.cleaned_data[k] for k in ("region", "status", "scheme") if form.cleaned_data[k]}
@@ -141,7 +143,7 @@ def citizen_search(request: HttpRequest) -> HttpResponse:
             scheme=form.cleaned_data["scheme"],
         )
     citizens = selectors.citizen_search(request.user, query)
-    if fmt := exports.requested_format(request):
+    if fmt:
         # The URL holds only the search's session token; the audit event records the kind of
         # search, never the name, number or phone searched for.
         filters = {k: request.GET[k] for k in ("region", "status", "scheme") if request.GET.get(k)}

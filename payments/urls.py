@@ -9,7 +9,6 @@ from payments.risk import views as views_risk
 from payments.settlements import views as views_settlements
 
 urlpatterns = [
-    path("linkages/new/<int:citizen_pk>/", views.linkage_create, name="linkage_create"),
     path("linkages/<str:public_id>/unlink/", views.linkage_unlink, name="linkage_unlink"),
     path("sandbox/", views.sandbox_receipts, name="sandbox_receipts"),
     path("manage/", views_partners.partner_list, name="partner_list"),

@@ -1,10 +1,15 @@
 """CSV and XLSX exports of the portal's lists.
 
 A list view builds its queryset exactly as for the screen (scoped by its own
-selector, filtered by the same form) and, when the request asks for
-`?format=csv` or `?format=xlsx` (`export=` is accepted too), hands it to
-`export_response` instead of paginating it. Screen and file therefore cannot
-differ in scope or filters.
+selector, filtered by the same form) and, when the request asks for a file,
+hands it to `export_response` instead of paginating it. Screen and file
+therefore cannot differ in scope or filters.
+
+Asking for a file is a POST of `format=csv` or `format=xlsx` to the list's URL,
+whose query string keeps the filters: the export buttons are a small form
+carrying the CSRF token. An export writes an audit event, so it must not be
+something another site can make a signed-in browser do with a link or an image;
+a GET with `?format=` shows the list and records nothing.
 
 Who may export: national operators, region administrators and auditors
 (DESIGN §2 lists exports for them only); security officers, whose duty is keys,
@@ -82,8 +87,11 @@ def yuan(fen: int | None) -> Decimal | None:
 
 
 def requested_format(request: HttpRequest) -> str | None:
-    """ "csv" or "xlsx" when the request asks for an export, else None (an unknown format is the screen)."""
-    value = (request.GET.get("format") or request.GET.get("export") or "").lower()
+    """ "csv" or "xlsx" when the request is an export's POST, else None: the screen (a GET,
+    whatever its query string, and an unknown format)."""
+    if request.method != "POST":
+        return None
+    value = (request.POST.get("format") or "").lower()
     return value if value in FORMATS else None
 
 

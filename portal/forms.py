@@ -1,22 +1,15 @@
 from django import forms
 from django.conf import settings
 from django.contrib.auth.validators import UnicodeUsernameValidator
-from django.core.exceptions import ValidationError
 from django.utils.translation import gettext_lazy as _
 
 from portal.models import Role
-from portal.passwords import has_invisible_characters
 from portal.scope import regions_visible_to
 from portal.selectors import roles_manageable_by
+from portal.text import PlainTextForm
 
 
-def reject_invisible_characters(value: str) -> None:
-    """Text kept in the audit log shows what it says: no control or invisible characters."""
-    if has_invisible_characters(value):
-        raise ValidationError(_("Control or invisible characters are not allowed."), code="invisible_characters")
-
-
-class StaffCreateForm(forms.Form):
+class StaffCreateForm(PlainTextForm):
     username = forms.CharField(label=_("Username"), max_length=150, validators=[UnicodeUsernameValidator()])
     email = forms.EmailField(label=_("E-mail"), required=False)
     role = forms.ChoiceField(label=_("Role"))
@@ -58,14 +51,13 @@ class StaffCreateForm(forms.Form):
         return data
 
 
-class StaffReasonForm(forms.Form):
+class StaffReasonForm(PlainTextForm):
     """The reason an administrator gives for an action on a staff account (deactivate, unlock,
     reset the password), recorded in the audit log."""
 
     reason = forms.CharField(
         label=_("Reason"),
         max_length=128,
-        validators=[reject_invisible_characters],
         error_messages={"required": _("A reason is required.")},
         widget=forms.TextInput(attrs={"size": 60}),
     )

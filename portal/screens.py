@@ -90,8 +90,10 @@ def state_param(request: HttpRequest, states: Sequence[str], default: str) -> st
 
 
 def querystring_without_page(request: HttpRequest) -> str:
+    """The list's filters, for its page links and export form (an old export link's `format` is dropped)."""
     params = request.GET.copy()
-    params.pop("page", None)
+    for key in ("page", "format", "export"):
+        params.pop(key, None)
     return params.urlencode()
 
 

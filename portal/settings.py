@@ -75,10 +75,12 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "portal.middleware.PartnerApiMiddleware",  # /api/v1/: only what applies to it (portal/middleware.py)
+    "portal.security_headers.SecurityHeadersMiddleware",  # CSP and Permissions-Policy of the screens
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "portal.middleware.ChineseFirstMiddleware",
     "django.middleware.locale.LocaleMiddleware",
+    "portal.form_encoding.FormEncodingMiddleware",  # 400 (in the chosen language) for a form body not in UTF-8
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
@@ -322,6 +324,8 @@ SPECTACULAR_SETTINGS = {
 
 # --- Security headers ------------------------------------------------------
 SECURE_CONTENT_TYPE_NOSNIFF = True
+# Other sites learn nothing of the portal's addresses (a citizen's page id, a search's filters).
+SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
 if PRODUCTION:
     SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)

@@ -32,7 +32,6 @@ def urls(citizen, card, linkage) -> list[str]:
         reverse("citizen_status", args=[citizen.pk]),
         reverse("certificate_issue", args=[citizen.pk]),
         *(reverse("certificate_action", args=[card.pk, a]) for a in ("suspend", "reinstate", "revoke", "reissue")),
-        reverse("linkage_create", args=[citizen.pk]),
         reverse("linkage_unlink", args=[linkage.public_id]),
     ]
 

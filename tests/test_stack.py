@@ -118,7 +118,8 @@ def test_the_stack_restarts_a_dead_process_and_a_killed_stack_leaves_nothing_beh
 
 
 def test_the_stack_uses_the_servers_it_is_given(settings):
-    """With DATABASE_URL and REDIS_URL set, no embedded server starts."""
+    """With DATABASE_URL and REDIS_URL set, no embedded server starts. The demo runs without
+    Django's debug pages even from a shell that sets DEBUG, and still serves its CSS and JS."""
     import psycopg
 
     server = settings.DATABASES["default"]
@@ -140,6 +141,7 @@ def test_the_stack_uses_the_servers_it_is_given(settings):
         "DATABASE_URL": f"{admin}/{name}",
         "REDIS_URL": redis_url,
         "ECARD_PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
+        "DEBUG": "1",
     }
     stack = subprocess.Popen(
         [sys.executable, "bin/stack.py"],
@@ -156,6 +158,11 @@ def test_the_stack_uses_the_servers_it_is_given(settings):
         assert f"DATABASE_URL={admin}/{name}\n" in (var / "run" / "stack.env").read_text()
         assert "embedded" not in log.read_text()
         assert not (var / "pg").exists()
+        missing = httpx.get(f"http://127.0.0.1:{port}/no-such-page/", timeout=10)
+        assert missing.status_code == 404
+        assert "页面不存在" in missing.text and "URLconf" not in missing.text
+        for asset in ("/static/css/portal.css", "/static/js/portal.js"):
+            assert httpx.get(f"http://127.0.0.1:{port}{asset}", timeout=10).status_code == 200, asset
         stack.send_signal(signal.SIGTERM)
         assert stack.wait(timeout=60) == 0
     finally:

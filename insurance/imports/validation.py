@@ -10,11 +10,11 @@ from typing import Any
 from django.conf import settings
 from django.utils.translation import gettext as _
 
-from insurance.citizen_values import NAME_CHARACTERS_MESSAGE, name_has_bad_characters
 from insurance.identity import IdentityNumber, InvalidIdentityNumber, parse_identity_number
 from insurance.imports.reading import REQUIRED_COLUMNS, RowProblem
 from insurance.models import Scheme
 from portal.models import Region
+from portal.text import text_refusal
 
 _PHONE = re.compile(r"\+?[0-9][0-9 -]{4,19}")
 _INTEGER = re.compile(r"[+-]?[0-9]{1,30}")  # bounded: int() of thousands of digits raises
@@ -76,8 +76,8 @@ def validate_row(
     name = values["name"]
     if not name or len(name) > 64:
         errors.append(RowError(number, "name", _("A name is 1 to 64 characters.")))
-    elif name_has_bad_characters(name):
-        errors.append(RowError(number, "name", str(NAME_CHARACTERS_MESSAGE)))
+    elif refusal := text_refusal(name):
+        errors.append(RowError(number, "name", refusal))
     phone = values["phone"]
     if phone and not _PHONE.fullmatch(phone):
         errors.append(RowError(number, "phone", _("A phone number is 5 to 20 digits, spaces or dashes.")))

@@ -21,9 +21,10 @@ from portal.screens import (
     state_param,
     two_step,
 )
+from portal.text import PlainTextForm
 
 
-class BindingDecisionForm(forms.Form):
+class BindingDecisionForm(PlainTextForm):
     note = forms.CharField(
         label=gettext_lazy("Reason"),
         max_length=128,

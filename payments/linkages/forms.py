@@ -1,25 +1,10 @@
 from django import forms
 from django.utils.translation import gettext_lazy as _
 
-from payments.linkages.selectors import linkable_partners
+from portal.text import PlainTextForm
 
 
-class LinkageCreateForm(forms.Form):
-    partner = forms.ModelChoiceField(label=_("Partner"), queryset=None, empty_label=None)
-    partner_user_ref = forms.CharField(label=_("Partner user reference"), max_length=128)
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.fields["partner"].queryset = linkable_partners()
-
-    def clean_partner_user_ref(self) -> str:
-        value = self.cleaned_data["partner_user_ref"].strip()
-        if not value:
-            raise forms.ValidationError(_("A partner user reference is 1 to 128 characters."))
-        return value
-
-
-class LinkageUnlinkForm(forms.Form):
+class LinkageUnlinkForm(PlainTextForm):
     note = forms.CharField(
         label=_("Reason"),
         max_length=128,

@@ -2,7 +2,7 @@
 
 from django.db.models import QuerySet
 
-from payments.models import Partner, PartnerState, SandboxReceipt, WalletLinkage
+from payments.models import SandboxReceipt, WalletLinkage
 from portal.scope import restrict_to_user_regions
 
 
@@ -12,10 +12,6 @@ def linkages_visible_to(user) -> QuerySet[WalletLinkage]:
         user,
         region_field="citizen__region",
     )
-
-
-def linkable_partners() -> QuerySet[Partner]:
-    return Partner.objects.filter(state=PartnerState.ACTIVE).order_by("code")
 
 
 def sandbox_receipts() -> QuerySet[SandboxReceipt]:

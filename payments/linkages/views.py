@@ -1,4 +1,7 @@
-"""Wallet linkage screens for clerks, and the sandbox receipts page."""
+"""Ending a wallet linkage on a clerk's screen, and the sandbox receipts page.
+
+A linkage is recorded only by its partner, through the API, after the partner's own
+real-name check; no screen records one."""
 
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
@@ -7,23 +10,13 @@ from django.shortcuts import redirect, render
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
-from insurance.models import Citizen
-from insurance.selectors import citizens_visible_to
 from payments.linkages import selectors, services
-from payments.linkages.forms import LinkageCreateForm, LinkageUnlinkForm
+from payments.linkages.forms import LinkageUnlinkForm
 from payments.models import LinkageEndReason, LinkageState, WalletLinkage
 from portal import exports
 from portal.actors import Actor
-from portal.errors import DomainError
 from portal.models import Role
-from portal.screens import add_domain_error, paginate, region_data_required, require_citizen_writer, two_step
-
-
-def _get_citizen_for_user(user, pk: int) -> Citizen:
-    try:
-        return citizens_visible_to(user).get(pk=pk)
-    except Citizen.DoesNotExist as exc:
-        raise Http404 from exc
+from portal.screens import paginate, region_data_required, require_citizen_writer, two_step
 
 
 def _get_linkage_for_user(user, public_id: str) -> WalletLinkage:
@@ -31,27 +24,6 @@ def _get_linkage_for_user(user, public_id: str) -> WalletLinkage:
         return selectors.linkages_visible_to(user).get(public_id=public_id)
     except WalletLinkage.DoesNotExist as exc:
         raise Http404 from exc
-
-
-@region_data_required
-def linkage_create(request: HttpRequest, citizen_pk: int) -> HttpResponse:
-    citizen = _get_citizen_for_user(request.user, citizen_pk)
-    require_citizen_writer(request.user)
-    form = LinkageCreateForm(request.POST or None)
-    if request.method == "POST" and form.is_valid():
-        try:
-            services.linkage_create(
-                actor=Actor.for_request(request),
-                partner=form.cleaned_data["partner"],
-                citizen=citizen,
-                partner_user_ref=form.cleaned_data["partner_user_ref"],
-            )
-        except DomainError as error:
-            add_domain_error(form, error)
-        else:
-            messages.success(request, _("The wallet linkage has been recorded."))
-            return redirect("citizen_detail", pk=citizen.pk)
-    return render(request, "payments/linkage_create.html", {"citizen": citizen, "form": form})
 
 
 @region_data_required

@@ -23,6 +23,7 @@ from portal.actors import Actor
 from portal.errors import DomainError
 from portal.models import Role
 from portal.screens import add_domain_error, paginate, role_required, two_step
+from portal.text import PlainTextForm
 
 national_required = role_required({Role.NATIONAL_OPERATOR})
 partner_reader_required = role_required({Role.NATIONAL_OPERATOR, Role.SECURITY_OFFICER})
@@ -39,7 +40,7 @@ def get_partner_or_404(code: str) -> Partner:
 # --- Forms ---------------------------------------------------------------------------
 
 
-class PartnerCreateForm(forms.Form):
+class PartnerCreateForm(PlainTextForm):
     code = forms.CharField(
         label=gettext_lazy("Code"),
         max_length=32,
@@ -64,7 +65,7 @@ class KeyAddForm(forms.Form):
     )
 
 
-class WebhookForm(forms.Form):
+class WebhookForm(PlainTextForm):
     webhook_url = forms.CharField(label=gettext_lazy("Webhook URL"), max_length=500, required=False)
 
     def clean_webhook_url(self) -> str:
@@ -74,17 +75,17 @@ class WebhookForm(forms.Form):
             raise forms.ValidationError(error.message) from None
 
 
-class RateLimitForm(forms.Form):
+class RateLimitForm(PlainTextForm):
     rate_limit_per_second = forms.IntegerField(
         label=gettext_lazy("Requests per second"), min_value=1, max_value=partners.MAX_RATE_LIMIT
     )
 
 
-class ReasonForm(forms.Form):
+class ReasonForm(PlainTextForm):
     reason = forms.CharField(label=gettext_lazy("Reason"), max_length=256, required=False)
 
 
-class RequiredReasonForm(forms.Form):
+class RequiredReasonForm(PlainTextForm):
     reason = forms.CharField(label=gettext_lazy("Reason"), max_length=256)
 
 

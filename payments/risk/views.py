@@ -18,6 +18,7 @@ from portal.actors import Actor
 from portal.models import Role
 from portal.money import format_yuan
 from portal.screens import paginate, querystring_without_page, role_required, state_param, two_step
+from portal.text import PlainTextForm
 
 RISK_READERS = {Role.NATIONAL_OPERATOR, Role.REGION_ADMIN, Role.AUDITOR}
 RISK_DECIDERS = {Role.NATIONAL_OPERATOR, Role.REGION_ADMIN}
@@ -107,7 +108,7 @@ def risk_detail(request: HttpRequest, pk: int) -> HttpResponse:
     )
 
 
-class RiskDecisionForm(forms.Form):
+class RiskDecisionForm(PlainTextForm):
     decision = forms.ChoiceField(
         label=gettext_lazy("Decision"),
         widget=forms.RadioSelect,

@@ -9,10 +9,13 @@ register = template.Library()
 
 @register.inclusion_tag("portal/_export_buttons.html", takes_context=True)
 def export_buttons(context) -> dict:
-    """CSV and XLSX links carrying the list's current filters (never the page number)."""
+    """CSV and XLSX buttons of a form that POSTs the format, with the CSRF token, to the list's
+    URL carrying its current filters (never the page number)."""
     request = context["request"]
+    querystring = context.get("querystring", "")
     return {
         "may_export": exports.may_export(request.user),
-        "querystring": context.get("querystring", ""),
+        "action": f"{request.path}?{querystring}" if querystring else request.path,
         "max_rows": exports.max_rows(),
+        "csrf_token": context.get("csrf_token"),
     }

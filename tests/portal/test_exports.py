@@ -1,14 +1,17 @@
 """CSV and XLSX exports of every list: the list's own scope and filters, personal data
-masked, one audit event per export, spreadsheet formulas neutralised, a row cap."""
+masked, one audit event per export, spreadsheet formulas neutralised, a row cap. An export is a
+POST carrying the CSRF token (the list's filters stay in its URL); a GET never exports."""
 
 import csv
 import datetime as dt
 import io
 from dataclasses import dataclass
+from urllib.parse import urlencode
 
 import openpyxl
 import pytest
 from django.db import connection
+from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
@@ -169,10 +172,62 @@ LISTS = {
 }
 
 
-def export(client, name: str, both: Both, fmt: str, **params):
+def list_url(name: str, both: Both, **params) -> str:
     url_name, args, _role, _marker = LISTS[name]
     url = reverse(url_name, args=args(both.here) if args else None)
-    return client.get(url, {"format": fmt, **params}, **EN)
+    return f"{url}?{urlencode(params)}" if params else url
+
+
+def export(client, name: str, both: Both, fmt: str, **params):
+    """As the export buttons do: a POST of the format to the list's URL, which carries its filters."""
+    return client.post(list_url(name, both, **params), {"format": fmt}, **EN)
+
+
+def export_count() -> int:
+    return AuditEvent.objects.filter(action="list.export").count()
+
+
+@pytest.mark.parametrize("name", list(LISTS))
+def test_a_get_asking_for_a_file_shows_the_list_and_records_nothing(client, make_user, both, name):
+    """An export is a POST: a link or an image on another site cannot make a browser export."""
+    _url, _args, role, _marker = LISTS[name]
+    sign_in(client, make_user(role, () if role == Role.NATIONAL_OPERATOR else (HERE,)))
+    before = export_count()
+    for fmt in ("csv", "xlsx"):
+        for key in ("format", "export"):
+            response = client.get(list_url(name, both, **{key: fmt}), **EN)
+            assert response.status_code == 200
+            assert response["Content-Type"].startswith("text/html")
+            assert not response.has_header("Content-Disposition")
+    assert export_count() == before
+
+
+@pytest.mark.parametrize("name", ["citizens", "audit", "settlements"])
+def test_an_export_without_the_csrf_token_is_refused_and_records_nothing(make_user, both, name):
+    _url, _args, role, _marker = LISTS[name]
+    browser = Client(enforce_csrf_checks=True)
+    sign_in(browser, make_user(role, (HERE,)))
+    before = export_count()
+    response = browser.post(list_url(name, both), {"format": "csv"})
+    assert response.status_code == 403
+    assert not response.has_header("Content-Disposition")
+    assert export_count() == before
+
+
+def test_the_export_buttons_post_the_format_with_a_csrf_token_and_export_once(make_user, both):
+    browser = Client(enforce_csrf_checks=True)
+    browser.cookies["django_language"] = "en"
+    sign_in(browser, make_user(Role.AUDITOR, (HERE,)))
+    page = browser.get(list_url("facilities", both, region=HERE)).content.decode()
+    assert 'name="format" value="csv"' in page and "format=csv" not in page
+    token = browser.cookies["csrftoken"].value
+    before = export_count()
+    response = browser.post(list_url("facilities", both, region=HERE), {"format": "csv", "csrfmiddlewaretoken": token})
+    assert response.status_code == 200
+    assert [row[0] for row in parse(response, "csv")[1:]] == ["H310-1"]
+    assert export_count() == before + 1
+    event = AuditEvent.objects.filter(action="list.export").latest("seq")
+    assert event.after["filters"] == {"region": HERE}
 
 
 @pytest.mark.parametrize("fmt", ["csv", "xlsx"])
@@ -233,9 +288,8 @@ def test_the_citizen_export_follows_a_posted_search_without_the_number_in_any_ur
     search_url = response["Location"]
     assert target.id_number not in search_url
     page = client.get(search_url, **EN).content.decode()
-    assert "format=csv" in page and target.id_number not in page
-    export_url = f"{search_url}&format=csv"
-    rows = parse(client.get(export_url, **EN), "csv")
+    assert 'value="csv"' in page and target.id_number not in page
+    rows = parse(client.post(search_url, {"format": "csv"}, **EN), "csv")
     assert [row[0] for row in rows[1:]] == [target.id_number_masked]
     event = AuditEvent.objects.filter(action="list.export").latest("seq")
     assert event.after["filters"] == {"search": "id_number"}
@@ -292,13 +346,13 @@ def test_clerks_cannot_export_and_see_no_export_buttons(client, make_user, both)
         assert export(client, name, both, "csv").status_code == 403, name
     assert AuditEvent.objects.filter(action="list.export").count() == before
     page = client.get(reverse("settlement_list"), **EN).content.decode()
-    assert "format=csv" not in page
+    assert 'value="csv"' not in page
 
 
 def test_an_auditor_can_export_but_not_write(client, make_user, both, regions):
     sign_in(client, make_user(Role.AUDITOR, (HERE,)))
     assert export(client, "facilities", both, "xlsx").status_code == 200
-    assert "format=xlsx" in client.get(reverse("facility_list"), **EN).content.decode()
+    assert 'value="xlsx"' in client.get(reverse("facility_list"), **EN).content.decode()
     response = client.post(
         reverse("facility_create"), {"code": "H310-5", "name_zh": "x", "name_en": "x", "kind": "clinic", "region": HERE}
     )
@@ -321,9 +375,11 @@ def test_the_row_cap_cuts_the_file_and_says_so(client, make_user, both, settings
 
 def test_an_unknown_format_shows_the_screen(client, make_user, both):
     sign_in(client, make_user(Role.AUDITOR, (HERE,)))
-    response = client.get(reverse("facility_list"), {"format": "pdf"}, **EN)
+    before = export_count()
+    response = client.post(reverse("facility_list"), {"format": "pdf"}, **EN)
     assert response.status_code == 200
     assert response["Content-Type"].startswith("text/html")
+    assert export_count() == before
 
 
 def test_money_is_exported_as_exact_yuan(client, make_user, both):
@@ -344,13 +400,13 @@ def test_policy_versions_export_and_another_regions_answers_404(client, make_use
     year = shanghai_today().year
     sign_in(client, make_user(Role.AUDITOR, (HERE,)))
     for fmt in ("csv", "xlsx"):
-        response = client.get(reverse("policy_versions", args=[HERE, "resident", year]), {"format": fmt})
+        response = client.post(reverse("policy_versions", args=[HERE, "resident", year]), {"format": fmt})
         rows = parse(response, fmt)
         assert rows[0][0] == "Version" and len(rows) == 2
         assert f"Eligible share: {ServiceCategory.DRUG_B.label}" in rows[0]
     event = AuditEvent.objects.filter(action="list.export").latest("seq")
     assert event.region_code == HERE and event.after["filters"]["scheme"] == "resident"
-    assert client.get(reverse("policy_versions", args=[THERE, "resident", year]), {"format": "csv"}).status_code == 404
+    assert client.post(reverse("policy_versions", args=[THERE, "resident", year]), {"format": "csv"}).status_code == 404
 
 
 def test_delivery_attempts_export_and_another_regions_event_answers_404(client, make_user, both):
@@ -366,10 +422,10 @@ def test_delivery_attempts_export_and_another_regions_event_answers_404(client, 
     sign_in(client, make_user(Role.REGION_ADMIN, (HERE,)))
     code = both.here["wallet"].code
     for fmt in ("csv", "xlsx"):
-        rows = parse(client.get(reverse("monitor_event", args=[code, here.public_id]), {"format": fmt}), fmt)
+        rows = parse(client.post(reverse("monitor_event", args=[code, here.public_id]), {"format": fmt}), fmt)
         assert len(rows) == 2
         assert rows[1][-1] == "'=cmd|' /C calc'!A0"
-    response = client.get(reverse("monitor_event", args=[code, there.public_id]), {"format": "csv"})
+    response = client.post(reverse("monitor_event", args=[code, there.public_id]), {"format": "csv"})
     assert response.status_code == 404
 
 
