@@ -93,12 +93,11 @@ def test_an_initial_password_must_be_changed_before_any_screen_opens(national):
         response = client.get(reverse(name))
         assert response.status_code == 302, name
         assert response["Location"] == reverse("account_change_password"), name
-    # A form posted elsewhere is refused, not redirected.
-    assert client.post(reverse("citizen_register"), {}).status_code == 403
-
     page = client.get(reverse("account_change_password"))
     assert page.status_code == 200
     assert "请先设置您自己的密码" in page.content.decode()
+    # A form posted elsewhere is refused, not redirected.
+    assert client.post(reverse("citizen_register"), {}).status_code == 403
     assert change_password(client, INITIAL, INITIAL).status_code == 200  # not the one it was given
     assert change_password(client, INITIAL, "Own-choice-2026").status_code == 302
     assert client.get(reverse("citizen_search")).status_code == 200
