@@ -58,6 +58,12 @@ class User(AbstractUser):
         verbose_name = _("staff member")
         verbose_name_plural = _("staff members")
 
+    def audit_region_code(self) -> str:
+        """The region an audit event about this account is filed under: its one region, or none
+        (a national account, or one of several regions: only a national auditor reads it then)."""
+        codes = list(self.regions.values_list("code", flat=True))
+        return codes[0] if len(codes) == 1 else ""
+
     @property
     def requires_mfa(self) -> bool:
         return self.role in ROLES_REQUIRING_MFA

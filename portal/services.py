@@ -108,7 +108,7 @@ def staff_create(
         action="staff.create",
         object_type="user",
         object_id=user.pk,
-        region_code=codes[0] if len(codes) == 1 else "",
+        region_code=user.audit_region_code(),
         after=_staff_snapshot(user, codes),
     )
     return user
@@ -136,7 +136,7 @@ def staff_deactivate(*, actor: Actor, manager: User, user: User, reason: str) ->
         action="staff.deactivate",
         object_type="user",
         object_id=user.pk,
-        region_code=codes[0] if len(codes) == 1 else "",
+        region_code=user.audit_region_code(),
         before=before,
         after=_staff_snapshot(user, codes),
         reason=reason[:128],
@@ -173,13 +173,12 @@ def staff_unlock(*, actor: Actor, manager: User, user: User, reason: str) -> Use
     state.failed_attempts = 0
     state.last_failed_at = None
     state.save(update_fields=["locked_until", "failed_attempts", "last_failed_at"])
-    codes = list(user.regions.values_list("code", flat=True))
     audit_record(
         actor=actor,
         action="staff.unlock",
         object_type="user",
         object_id=user.pk,
-        region_code=codes[0] if len(codes) == 1 else "",
+        region_code=user.audit_region_code(),
         before=before,
         after={"locked_until": None},
         reason=reason,
@@ -203,13 +202,12 @@ def staff_password_reset(*, actor: Actor, manager: User, user: User, reason: str
         user=user,
         defaults={"must_change_password": True, "locked_until": None, "failed_attempts": 0, "last_failed_at": None},
     )
-    codes = list(user.regions.values_list("code", flat=True))
     audit_record(
         actor=actor,
         action="staff.password_reset",
         object_type="user",
         object_id=user.pk,
-        region_code=codes[0] if len(codes) == 1 else "",
+        region_code=user.audit_region_code(),
         after={"username": user.username, "must_change_password": True},
         reason=reason,
     )
@@ -223,12 +221,11 @@ def staff_password_chosen(*, actor: Actor, user: User, password: str) -> None:
     user.set_password(password)
     user.save(update_fields=["password"])
     was_required = SignInState.objects.filter(user=user, must_change_password=True).update(must_change_password=False)
-    codes = list(user.regions.values_list("code", flat=True))
     audit_record(
         actor=actor,
         action="staff.password_change",
         object_type="user",
         object_id=user.pk,
-        region_code=codes[0] if len(codes) == 1 else "",
+        region_code=user.audit_region_code(),
         after={"username": user.username, "required_change_done": bool(was_required)},
     )

@@ -73,13 +73,12 @@ def sign_in_failed(*, user: User, ip: str | None) -> int:
     state.save(update_fields=["failed_attempts", "last_failed_at", "locked_until"])
     if state.locked_until is None:
         return 0
-    codes = list(user.regions.values_list("code", flat=True))
     audit_record(
         actor=Actor(type="system", id="", label="sign-in", ip=ip),
         action="staff.lock",
         object_type="user",
         object_id=user.pk,
-        region_code=codes[0] if len(codes) == 1 else "",
+        region_code=user.audit_region_code(),
         after={
             "username": user.username,
             "failed_attempts": settings.ECARD_SIGN_IN_MAX_FAILURES,
