@@ -92,11 +92,12 @@ def certificate_history(citizen: Citizen) -> list[Certificate]:
 
 
 def citizen_audit_trail(citizen: Citizen, certificates: list[Certificate], limit: int = 200) -> QuerySet[AuditEvent]:
-    """Audit events of the citizen and of its e-cards, newest first."""
+    """Changes to the citizen and to its e-cards, from the audit log, newest first."""
     from django.db.models import Q
 
     condition = Q(object_type="citizen", object_id=str(citizen.pk))
     numbers = [c.number for c in certificates]
     if numbers:
         condition |= Q(object_type="certificate", object_id__in=numbers)
-    return AuditEvent.objects.filter(condition).order_by("-seq")[:limit]
+    # Opening the page is recorded too (services.citizen_viewed), for the auditors, not for this list.
+    return AuditEvent.objects.filter(condition).exclude(action="citizen.view").order_by("-seq")[:limit]

@@ -147,6 +147,15 @@ def citizen_register(*, actor: Actor, id_number: str, name: str, phone: str, reg
 
 
 @transaction.atomic
+def citizen_viewed(*, actor: Actor, citizen: Citizen) -> None:
+    """Record that a person opened a citizen's page: changes nothing, but who looked at whose
+    personal data, and from where, is an access record the auditors read (PIPL)."""
+    audit_record(
+        actor=actor, action="citizen.view", object_type="citizen", object_id=citizen.pk, region_code=citizen.region_id
+    )
+
+
+@transaction.atomic
 def citizen_update(*, actor: Actor, citizen: Citizen, name: str, phone: str, scheme: str) -> Citizen:
     citizen = Citizen.objects.select_for_update(no_key=True).get(pk=citizen.pk)
     before = citizen_snapshot(citizen)

@@ -194,6 +194,7 @@ def citizen_register(request: HttpRequest) -> HttpResponse:
 @region_data_required
 def citizen_detail(request: HttpRequest, pk: int) -> HttpResponse:
     citizen = _get_citizen_for_user(request.user, pk)
+    services.citizen_viewed(actor=Actor.for_request(request), citizen=citizen)
     certificates = selectors.certificate_history(citizen)
     can_write = request.user.can_write_citizens
     cards = [{"card": card, "actions": services.allowed_actions(card) if can_write else []} for card in certificates]

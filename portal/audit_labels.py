@@ -22,6 +22,7 @@ ACTION_LABELS: dict[str, Promise] = {
     "citizen.register_refused": _("Registration refused: identity number already registered"),
     "citizen.status": _("Citizen status changed"),
     "citizen.update": _("Citizen updated"),
+    "citizen.view": _("Citizen's page opened"),
     "citizen_import.upload": _("Citizen file uploaded for import"),
     "facility.created": _("Facility created"),
     "facility.updated": _("Facility updated"),

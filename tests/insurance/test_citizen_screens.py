@@ -222,6 +222,24 @@ def test_detail_shows_masked_data_card_history_and_audit_trail(client, clerk, ma
     assert {"citizen.register", "certificate.issue"} <= events
 
 
+def test_opening_a_citizen_is_recorded_for_the_auditors_but_kept_out_of_the_trail(client, clerk, make_citizen):
+    """PIPL access records: who opened which citizen's personal data, and from where."""
+    citizen = make_citizen("310000", with_card=True)
+    client.get(reverse("citizen_detail", args=[citizen.pk]))
+    response = client.get(reverse("citizen_detail", args=[citizen.pk]), REMOTE_ADDR="10.1.2.3")
+    views = AuditEvent.objects.filter(action="citizen.view", object_type="citizen", object_id=str(citizen.pk))
+    assert views.count() == 2
+    last = views.order_by("-seq").first()
+    assert (last.actor_id, last.region_code, last.source_ip) == (str(clerk.pk), "310000", "10.1.2.3")
+    assert "citizen.view" not in {e.action for e in response.context["audit_events"]}
+
+
+def test_opening_another_regions_citizen_records_nothing(client, clerk, make_citizen):
+    citizen = make_citizen("440000")
+    assert client.get(reverse("citizen_detail", args=[citizen.pk])).status_code == 404
+    assert not AuditEvent.objects.filter(action="citizen.view").exists()
+
+
 def test_status_change_needs_a_confirmation_and_then_revokes_cards(client, clerk, make_citizen):
     citizen = make_citizen("310000", with_card=True)
     url = reverse("citizen_status", args=[citizen.pk])
