@@ -11,7 +11,8 @@ file, then:
 1. the ceiling: `COPY bench_copy FROM STDIN (FORMAT csv, HEADER)` of that
    file into a bare table of six text/bigint columns, without indexes, a
    plain *logged* table like the portal's own;
-2. the import: an `ImportJob` run by `insurance.imports.jobs.run_import_job` —
+2. the import: the file stored encrypted as an upload is, then an `ImportJob`
+   run by `insurance.imports.jobs.run_import_job` (which decrypts it as it reads) —
    the code path the Celery task and the screens use, in batches of
    ECARD_IMPORT_BATCH_ROWS (1000) — creating each citizen (encrypted
    identity number and phone, blind indexes) with its `pending_activation`
@@ -115,6 +116,9 @@ def main() -> None:
 
     call_command("migrate", verbosity=0)
 
+    from django.core.files import File
+
+    from insurance.imports.files import store_upload
     from insurance.imports.jobs import run_import_job
     from insurance.models import Certificate, Citizen, ImportJob
     from portal.models import Region, Role, User
@@ -134,9 +138,11 @@ def main() -> None:
     region = Region.objects.get(code=REGION)
     user = User.objects.create_user(username="bench-clerk", password="x" * 12, role=Role.CLERK)
     user.regions.set([region])
-    job = ImportJob.objects.create(
-        uploaded_by=user, region=region, file="imports/bench.csv", original_name="bench.csv", file_size=size
-    )
+    job = ImportJob(uploaded_by=user, region=region, original_name="bench.csv", file_size=size)
+    with csv_path.open("rb") as plain:  # stored as an upload is: encrypted in chunks (imports/files.py)
+        store_upload(job, File(plain, name="bench.csv"), "csv")
+    job.save()
+    csv_path.unlink()
     connection.close()
 
     samples: dict[int, tuple[int, int, float]] = {}
