@@ -163,7 +163,7 @@ def import_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "insurance/import_detail.html",
         {
             "job": job,
-            "errors": job.row_errors.all()[:50],
+            "errors": [(e, _column_label(e.column)) for e in job.row_errors.all()[:50]],
             "status_url": reverse("import_status", args=[job.pk]),
         },
     )
