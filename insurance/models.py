@@ -379,12 +379,14 @@ class ImportJob(models.Model):
 
 
 class ImportRowError(models.Model):
-    """A refused row of an import: where and why, never the row's personal data."""
+    """A refused row of an import: where, why and the value refused, masked if it is
+    personal data (an identity number, a name, a phone number)."""
 
     job = models.ForeignKey(ImportJob, on_delete=models.CASCADE, related_name="row_errors")
     row = models.PositiveIntegerField(_("row"))
     column = models.CharField(_("column"), max_length=64, blank=True)
     message = models.CharField(_("message"), max_length=500)
+    value = models.CharField(_("submitted value"), max_length=64, blank=True, default="")
 
     class Meta:
         ordering = ["row", "id"]

@@ -5,6 +5,7 @@ another region's job answers 404 like a missing one. The import itself is
 shares."""
 
 import csv
+import io
 from pathlib import Path
 
 from django import forms
@@ -13,16 +14,16 @@ from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpRe
 from django.shortcuts import get_object_or_404, redirect, render
 from django.template.defaultfilters import filesizeformat
 from django.urls import reverse
+from django.utils.translation import get_language, gettext_lazy
 from django.utils.translation import gettext as _
-from django.utils.translation import gettext_lazy
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
+from django.views.decorators.http import require_GET
 
+from insurance.imports.columns import COLUMNS
 from insurance.imports.files import MemoryOnlyUploadHandler
 from insurance.imports.jobs import import_job_create
 from insurance.imports.reading import (
     ALLOWED_SUFFIXES,
-    OPTIONAL_COLUMNS,
-    REQUIRED_COLUMNS,
     ImportFileError,
     check_xlsx,
 )
@@ -131,7 +132,7 @@ def _import_upload(request: HttpRequest) -> HttpResponse:
         "insurance/import_upload.html",
         {
             "form": form,
-            "columns": REQUIRED_COLUMNS + OPTIONAL_COLUMNS,
+            "columns": COLUMNS,
             "limit": settings.ECARD_IMPORT_MAX_BYTES,
         },
         status=400 if form.errors else 200,
@@ -162,7 +163,7 @@ def import_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "insurance/import_detail.html",
         {
             "job": job,
-            "errors": job.row_errors.all()[:50],
+            "errors": [(e, _column_label(e.column)) for e in job.row_errors.all()[:50]],
             "status_url": reverse("import_status", args=[job.pk]),
         },
     )
@@ -181,18 +182,66 @@ class _Echo:
         return value
 
 
+def _chinese() -> bool:
+    return (get_language() or "zh").startswith("zh")
+
+
+def _column_label(column: str) -> str:
+    """A column as the report names it: `身份证号 id_number` in Chinese, `id_number` in English."""
+    chinese = {c.name: c.chinese for c in COLUMNS}.get(column)
+    return f"{chinese} {column}" if chinese and _chinese() else column
+
+
 @region_data_required
 def import_errors_csv(request: HttpRequest, pk: int) -> StreamingHttpResponse:
     """The error report, streamed (a large file may have many bad rows); valid while the job runs."""
     job = _job_for(request.user, pk)
     writer = csv.writer(_Echo())
+    header = [_("Row number"), _("Column"), _("Error"), _("Submitted value")]
 
     def lines():
         yield "\ufeff"  # so that spreadsheet programs read the Chinese messages as UTF-8
-        yield writer.writerow(["row", "column", "message"])
-        for row, column, message in job.row_errors.values_list("row", "column", "message").iterator(chunk_size=2000):
-            yield writer.writerow([row, column, message])
+        yield writer.writerow(header)
+        errors = job.row_errors.values_list("row", "column", "message", "value")
+        for row, column, message, value in errors.iterator(chunk_size=2000):
+            yield writer.writerow([row, _column_label(column), exports.neutralise(message), exports.neutralise(value)])
 
     response = StreamingHttpResponse(lines(), content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="import-{job.pk}-errors.csv"'
+    return response
+
+
+def _template_rows() -> list[list[str]]:
+    """The header (Chinese names in the Chinese screens) and one example row: no one's data."""
+    header = [c.chinese if _chinese() else c.name for c in COLUMNS]
+    return [header, [c.example for c in COLUMNS]]
+
+
+XLSX_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+
+
+@require_GET
+@citizen_writer_required
+def import_template(request: HttpRequest, fmt: str) -> HttpResponse:
+    """A file to fill in: the header and an example row, as CSV (UTF-8 with a BOM) or XLSX."""
+    rows = _template_rows()
+    if fmt == "csv":
+        out = io.StringIO()
+        out.write("\ufeff")  # spreadsheet programs read the Chinese header as UTF-8
+        csv.writer(out).writerows(rows)
+        response = HttpResponse(out.getvalue().encode(), content_type="text/csv; charset=utf-8")
+    else:
+        from openpyxl import Workbook
+
+        workbook = Workbook()
+        sheet = workbook.active
+        for row in rows:
+            sheet.append(row)
+        for cell in sheet[2]:
+            cell.data_type = "s"  # the identity number and the phone stay text, not numbers
+            cell.number_format = "@"
+        buffer = io.BytesIO()
+        workbook.save(buffer)
+        response = HttpResponse(buffer.getvalue(), content_type=XLSX_TYPE)
+    response["Content-Disposition"] = f'attachment; filename="citizen-import-template.{fmt}"'
     return response

@@ -120,7 +120,9 @@ def _run_import_job(job_id: int, *, batch_size: int | None, max_batches: int | N
             raise _LostJob
         ImportRowError.objects.bulk_create(
             [
-                ImportRowError(job_id=job.pk, row=e.row, column=e.column[:64], message=str(e.message)[:500])
+                ImportRowError(
+                    job_id=job.pk, row=e.row, column=e.column[:64], message=str(e.message)[:500], value=e.value[:64]
+                )
                 for e in errors
             ]
         )

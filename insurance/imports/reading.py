@@ -16,8 +16,9 @@ from django.conf import settings
 from django.template.defaultfilters import filesizeformat
 from django.utils.translation import gettext as _
 
-REQUIRED_COLUMNS = ("id_number", "name", "phone", "region_code", "scheme")
-OPTIONAL_COLUMNS = ("account_balance_fen",)
+from insurance.imports.columns import HEADER_ALIASES, REQUIRED_COLUMNS
+from insurance.imports.columns import OPTIONAL_COLUMNS as OPTIONAL_COLUMNS  # imported from here by callers
+
 ALLOWED_SUFFIXES = (".csv", ".xlsx")
 
 Row = tuple[int, "Mapping[str, Any] | RowProblem"]
@@ -28,7 +29,9 @@ class ImportFileError(Exception):
 
 
 def _header(cells: Iterable[Any]) -> list[str]:
+    # A Chinese header name (身份证号) stands for its English one (id_number).
     names = [str(c).strip().lower() if c is not None else "" for c in cells]
+    names = [HEADER_ALIASES.get(name, name) for name in names]
     missing = [c for c in REQUIRED_COLUMNS if c not in names]
     if missing:
         raise ImportFileError(_("The header row lacks the column(s): %(columns)s.") % {"columns": ", ".join(missing)})

@@ -1,22 +1,45 @@
 """Validating one row of an import. Error messages never repeat the row's
-personal data: a report names the row and column only."""
+personal data; an error carries the rejected value for the report, masked when
+it is an identity number, a name or a phone number."""
 
 import datetime as dt
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from django.conf import settings
 from django.utils.translation import gettext as _
 
 from insurance.identity import IdentityNumber, InvalidIdentityNumber, parse_identity_number
+from insurance.imports.columns import SCHEME_ALIASES
 from insurance.imports.reading import REQUIRED_COLUMNS, RowProblem
 from insurance.models import Scheme
+from portal.masking import mask_id_number, mask_name, mask_phone
 from portal.models import Region
 from portal.text import text_refusal
 
-_PHONE = re.compile(r"\+?[0-9][0-9 -]{4,19}")
+# A mainland mobile number; a landline with its area code (0 and 2-3 digits).
+_MOBILE = re.compile(r"1[3-9][0-9]{9}")
+_LANDLINE = re.compile(r"0[0-9]{2,3}-?[0-9]{7,8}")
+_MASKS = {"id_number": mask_id_number, "name": mask_name, "phone": mask_phone}
+MAX_VALUE_CHARS = 64
+
+
+def phone_is_valid(value: str) -> bool:
+    """A mobile or a landline number, with the spaces (and for a mobile, the dashes) a
+    spreadsheet user types between the groups of digits; the number is stored as given."""
+    compact = value.replace(" ", "")
+    return bool(_MOBILE.fullmatch(compact.replace("-", "")) or _LANDLINE.fullmatch(compact))
+
+
+def shown_value(column: str, value: str) -> str:
+    """A rejected value as the error report repeats it: masked if it is personal data."""
+    value = value[:MAX_VALUE_CHARS]
+    mask = _MASKS.get(column)
+    return mask(value) if mask and value else value
+
+
 _INTEGER = re.compile(r"[+-]?[0-9]{1,30}")  # bounded: int() of thousands of digits raises
 
 
@@ -25,6 +48,7 @@ class RowError:
     row: int  # the spreadsheet's row number: the header is row 1
     column: str  # "" when the error concerns the whole row
     message: str
+    value: str = ""  # the rejected value, as `shown_value` shows it
 
 
 def _text(value: Any) -> str | None:
@@ -53,11 +77,42 @@ class ValidRow:
 _SCHEMES = frozenset(Scheme.values)  # `Scheme.values` builds a new list on every access
 
 
+def _region_message(code: str, regions: Mapping[str, Region], pilot_regions: Mapping[str, Region] | None) -> str:
+    pilot = (pilot_regions or {}).get(code)
+    if pilot is None:
+        return _("Unknown pilot region code.")
+    return _("The region is outside your regions (%(region)s); this import is for %(scope)s.") % {
+        "region": f"{pilot.code} {pilot.display_name}",
+        "scope": ", ".join(f"{r.code} {r.display_name}" for r in regions.values()),
+    }
+
+
 def validate_row(
-    number: int, raw: "Mapping[str, Any] | RowProblem", regions: Mapping[str, Region], today: dt.date | None = None
+    number: int,
+    raw: "Mapping[str, Any] | RowProblem",
+    regions: Mapping[str, Region],
+    today: dt.date | None = None,
+    *,
+    pilot_regions: Mapping[str, Region] | None = None,
 ) -> tuple[ValidRow | None, list[RowError]]:
+    """`regions` are those the row may name; `pilot_regions` all of them, so that a
+    pilot region outside the import is told apart from an unknown code."""
     if isinstance(raw, RowProblem):
         return None, [RowError(number, "", raw.message)]
+    row, errors = _validate(number, raw, regions, today, pilot_regions)
+    if errors:
+        values = {column: _text(value) or "" for column, value in raw.items()}
+        errors = [replace(e, value=shown_value(e.column, values.get(e.column, ""))) for e in errors]
+    return row, errors
+
+
+def _validate(
+    number: int,
+    raw: "Mapping[str, Any]",
+    regions: Mapping[str, Region],
+    today: dt.date | None,
+    pilot_regions: Mapping[str, Region] | None,
+) -> tuple[ValidRow | None, list[RowError]]:
     errors: list[RowError] = []
     values: dict[str, str] = {}
     for column in REQUIRED_COLUMNS:
@@ -79,13 +134,16 @@ def validate_row(
     elif refusal := text_refusal(name):
         errors.append(RowError(number, "name", refusal))
     phone = values["phone"]
-    if phone and not _PHONE.fullmatch(phone):
-        errors.append(RowError(number, "phone", _("A phone number is 5 to 20 digits, spaces or dashes.")))
+    if phone and not phone_is_valid(phone):
+        message = _("A phone number is an 11-digit mobile number or a landline with its area code (010-12345678).")
+        errors.append(RowError(number, "phone", message))
     region = regions.get(values["region_code"])
     if region is None:
-        errors.append(RowError(number, "region_code", _("Unknown pilot region code.")))
-    if values["scheme"] not in _SCHEMES:
-        errors.append(RowError(number, "scheme", _("The scheme is employee or resident.")))
+        errors.append(RowError(number, "region_code", _region_message(values["region_code"], regions, pilot_regions)))
+    scheme = SCHEME_ALIASES.get(values["scheme"], values["scheme"])
+    if scheme not in _SCHEMES:
+        message = _("The scheme is 职工医保 (employee) or 居民医保 (resident).")
+        errors.append(RowError(number, "scheme", message))
     balance: int | None = None
     raw_balance = raw.get("account_balance_fen")
     if isinstance(raw_balance, float) and not raw_balance.is_integer():
@@ -105,4 +163,4 @@ def validate_row(
     if errors:
         return None, errors
     assert identity is not None and region is not None
-    return ValidRow(identity, name, phone, region, values["scheme"], balance), []
+    return ValidRow(identity, name, phone, region, scheme, balance), []

@@ -19,7 +19,7 @@ from insurance.citizen_values import CitizenCiphers, CitizenValues, citizen_valu
 from insurance.errors import InsuranceErrorCode
 from insurance.imports import store
 from insurance.imports.reading import Row
-from insurance.imports.validation import RowError, ValidRow, validate_row
+from insurance.imports.validation import RowError, ValidRow, shown_value, validate_row
 from insurance.models import Citizen
 from portal import domain_events
 from portal.actors import Actor
@@ -144,7 +144,7 @@ class _PreparedBatch:
     valid: list[tuple[int, ValidRow, list[str], CitizenValues]]
 
 
-def _prepare(batch: list[Row], regions: Mapping[str, Region]) -> _PreparedBatch:
+def _prepare(batch: list[Row], regions: Mapping[str, Region], pilot_regions: Mapping[str, Region]) -> _PreparedBatch:
     """Validate every row and, for the valid ones, compute what a new citizen stores
     (encryption, blind indexes, masks): the CPU work, which needs no database."""
     errors: list[RowError] = []
@@ -153,7 +153,7 @@ def _prepare(batch: list[Row], regions: Mapping[str, Region]) -> _PreparedBatch:
     ciphers = CitizenCiphers()  # keys set up once per batch, not once per value
     failed = 0
     for number, raw in batch:
-        row, row_errors = validate_row(number, raw, regions, today)
+        row, row_errors = validate_row(number, raw, regions, today, pilot_regions=pilot_regions)
         if row is None:
             failed += 1
             errors.extend(row_errors)
@@ -213,7 +213,8 @@ def _write(
                 summary.updated += 1
         except DomainError as exc:
             summary.failed += 1
-            errors.append(RowError(number, str(exc.extra.get("field", "")), exc.message))
+            field = str(exc.extra.get("field", ""))
+            errors.append(RowError(number, field, exc.message, shown_value(field, _row_value(row, field))))
             if exc.code == InsuranceErrorCode.CITIZEN_EXISTS:
                 refused.setdefault(row.region, []).append((number, row.id_number))
         except DataError:
@@ -232,6 +233,19 @@ def _write(
         )
     errors.sort(key=lambda e: e.row)
     return summary, errors
+
+
+def _row_value(row: ValidRow, column: str) -> str:
+    """A column's value of a valid row, as the file gave it (for the error report)."""
+    values = {
+        "id_number": row.id_number,
+        "name": row.name,
+        "phone": row.phone,
+        "region_code": row.region.code,
+        "scheme": row.scheme,
+        "account_balance_fen": "" if row.account_balance_fen is None else str(row.account_balance_fen),
+    }
+    return values.get(column, "")
 
 
 def _batches(rows: Iterable[Row], size: int) -> Iterator[list[Row]]:
@@ -259,9 +273,10 @@ def import_rows(
     inside it, so that a caller's checkpoint commits with the rows it
     describes. `on_error` and `progress` (the running summary) are called once
     the batch is committed. `region_codes` limits the import to a clerk's
-    regions (a row for another region is reported as an unknown region).
+    regions (a row for another pilot region is reported as outside them).
     """
-    regions = {r.code: r for r in Region.objects.all() if region_codes is None or r.code in region_codes}
+    pilot_regions = {r.code: r for r in Region.objects.all()}
+    regions = {code: r for code, r in pilot_regions.items() if region_codes is None or code in region_codes}
     summary = ImportSummary()
     report = on_error or (lambda error: None)
     reported_at = -1
@@ -270,7 +285,7 @@ def import_rows(
         # Validation and encryption before the transaction opens: it holds its locks only
         # for the writes. (Doing it in a thread while the previous batch's COPY and commit run
         # was measured: no gain on a loaded two-CPU machine, where PostgreSQL needs the other CPU.)
-        prepared = _prepare(batch, regions)
+        prepared = _prepare(batch, regions, pilot_regions)
         with transaction.atomic():
             delta, errors = _write(prepared, actor=actor, context=context)
             if on_batch is not None:

@@ -94,7 +94,11 @@ def test_clerk_uploads_a_file_watches_the_progress_bar_and_reads_the_error_repor
     with page.expect_download() as download_info:
         page.locator("#import-errors").click()
     report = list(csv.reader(io.StringIO(open(download_info.value.path(), encoding="utf-8-sig").read())))
-    assert [r[:2] for r in report] == [["row", "column"], ["12", "id_number"], ["22", "scheme"]]
+    assert report == [
+        ["Row number", "Column", "Error", "Submitted value"],
+        ["12", "id_number", "The identity number's check character is wrong.", "110***********1234"],
+        ["22", "scheme", "The scheme is 职工医保 (employee) or 居民医保 (resident).", "retired"],
+    ]
 
     page.goto(url("/citizens/imports/"))
     screen("imports-list")

@@ -253,7 +253,7 @@ def test_a_worker_imports_the_good_rows_and_reports_the_bad_ones(workers, make_u
     assert job.rows_total == job.rows_done == len(rows)
     assert Citizen.objects.filter(region_id="310000").count() == 120 and not Citizen.objects.filter(region_id="440000")
     report = report_rows(client, job)
-    assert report[0] == ["row", "column", "message"]
+    assert report[0] == ["Row number", "Column", "Error", "Submitted value"]
     assert [int(r[0]) for r in report[1:]] == bad
     assert {r[1] for r in report[1:]} == {"id_number", "region_code"}
     assert "110101199001011234" not in str(report)  # the row's personal data is not repeated

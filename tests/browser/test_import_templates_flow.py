@@ -1,0 +1,109 @@
+"""Issue 16, finding 5, in a real browser and in Chinese: a clerk reads the columns on the
+upload screen, downloads the templates, fills the CSV one with Chinese scheme names,
+uploads it, and reads why each bad row was refused, with the value it held."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+import pytest
+import redis
+from openpyxl import load_workbook
+
+from insurance.models import Citizen, ImportJob, ImportJobState
+from portal.models import Role
+from testkit.browser import PASSWORD
+from testkit.citizens import new_id_number
+from testkit.processes import CeleryWorker, database_url_for_current_connection
+
+pytestmark = [pytest.mark.browser, pytest.mark.worker]
+
+
+@pytest.fixture
+def import_worker(live_server, settings, tmp_path):
+    """The live server and the worker share a media folder of this test's own."""
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "default": {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": str(tmp_path / "media")},
+        },
+    }
+    redis.Redis.from_url(settings.REDIS_URL).flushdb()
+    worker = CeleryWorker(
+        env={
+            "DATABASE_URL": database_url_for_current_connection(),
+            "REDIS_URL": settings.REDIS_URL,
+            "ECARD_VAR_DIR": str(tmp_path),
+            "DB_CONN_MAX_AGE": "0",
+        },
+        name="browser-import-templates",
+        concurrency=1,
+        beat=False,
+    )
+    worker.start()
+    yield worker
+    worker.stop()
+    worker.dump_log()
+
+
+def test_clerk_fills_the_chinese_template_and_reads_the_refused_values(
+    page, url, screen, make_user, import_worker, tmp_path
+):
+    make_user(Role.CLERK, username="clerk-template", password=PASSWORD)
+    page.goto(url("/accounts/login/"))
+    page.fill("input[name=login]", "clerk-template")
+    page.fill("input[name=password]", PASSWORD)
+    page.locator("form input[name=password]").press("Enter")
+    page.wait_for_load_state()
+
+    page.goto(url("/citizens/imports/new/"))
+    screen("upload-columns")
+    columns = page.locator("#import-columns tbody th")
+    assert columns.all_inner_texts() == ["身份证号", "姓名", "手机号", "地区代码", "险种", "个人账户余额（分）"]
+    assert "account_balance_fen" in page.locator("#import-columns").inner_text()
+
+    with page.expect_download() as xlsx_download:
+        page.locator("#import-template-xlsx").click()
+    sheet = load_workbook(io.BytesIO(xlsx_download.value.path().read_bytes())).worksheets[0]
+    assert next(sheet.iter_rows(values_only=True))[0] == "身份证号"
+
+    with page.expect_download() as csv_download:
+        page.locator("#import-template-csv").click()
+    text = open(csv_download.value.path(), encoding="utf-8").read()
+    assert text.startswith("\ufeff身份证号,")
+    header, example = list(csv.reader(io.StringIO(text.lstrip("\ufeff"))))
+    rows = [
+        example,  # row 2: the template's example, kept
+        [new_id_number("310000"), "王居民", "021-62345678", "310000", "居民医保", ""],  # row 3
+        [new_id_number("440000"), "粤参保", "", "440000", "职工医保", ""],  # row 4: not the import's region
+        [new_id_number("310000"), "短号码", "12345", "310000", "城乡居民基本医疗保险", ""],  # row 5
+    ]
+    path = tmp_path / "填好的模板.csv"
+    with path.open("w", encoding="utf-8-sig", newline="") as handle:
+        csv.writer(handle).writerows([header, *rows])
+
+    page.select_option("select[name=region]", "310000")
+    page.set_input_files("input[name=file]", str(path))
+    page.locator("main form button[type=submit]").click()
+    page.wait_for_url("**/citizens/imports/*/")
+    page.wait_for_selector("#import-error-rows tbody tr td:text-is('5')", timeout=60_000)
+    screen("job-done")
+    job = ImportJob.objects.get()
+    assert (job.state, job.created, job.failed) == (ImportJobState.DONE, 2, 2)
+    assert dict(Citizen.objects.values_list("name", "scheme")) == {"张三": "employee", "王居民": "resident"}
+    table = page.locator("#import-error-rows").inner_text()
+    assert "该地区不在您的管辖范围内（440000 广东省）" in table and "未知" not in table
+    assert (
+        "地区代码 region_code" in table and "*****" in table and "12345" not in table.replace("010-12345678", "")
+    )  # the short phone, masked
+
+    with page.expect_download() as report_download:
+        page.locator("#import-errors").click()
+    report = list(csv.reader(io.StringIO(open(report_download.value.path(), encoding="utf-8-sig").read())))
+    assert report[0] == ["行号", "列", "错误", "提交的值"]
+    assert [(r[0], r[1], r[3]) for r in report[1:]] == [
+        ("4", "地区代码 region_code", "440000"),
+        ("5", "手机号 phone", "*****"),
+    ]
