@@ -1,6 +1,7 @@
 """Steps the browser tests share: signing in and out through the screens, and TOTP codes from a
 frozen clock; axe-core on every screen."""
 
+import re
 from pathlib import Path
 
 from allauth.mfa import app_settings as mfa_settings
@@ -87,3 +88,12 @@ def check_accessibility(page, where: str = "") -> None:
             lines.append(f"- {violation['id']} ({violation['impact']}): {violation['help']}")
             lines.extend(f"    {node}" for node in violation["nodes"][:10])
         raise AssertionError("\n".join(lines))
+
+
+def menu_link(page, name: str, exact: bool = False):
+    """The main menu's link `name`, its menu opened first (the links sit in closed <details>)."""
+    nav = page.get_by_role("navigation", name=re.compile("主菜单|Main menu"))
+    menu = nav.locator("details").filter(has=page.get_by_role("link", name=name, exact=exact, include_hidden=True))
+    if menu.get_attribute("open") is None:
+        menu.locator("summary").click()
+    return nav.get_by_role("link", name=name, exact=exact)
