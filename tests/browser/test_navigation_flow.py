@@ -65,3 +65,28 @@ def test_operator_menu_is_four_groups_on_one_row_with_what_waits(page, url, scre
     menu_link(page, "Family bindings").click()
     page.wait_for_url("**/partners/family-bindings/")
     screen("bindings-en")
+
+
+STYLE = "(el) => { const s = getComputedStyle(el); return [s.borderTopWidth, s.borderTopColor, s.paddingLeft, s.borderRadius]; }"
+
+
+def test_badges_and_dates_stay_on_one_line_and_number_inputs_look_like_the_others(
+    page, url, screen, make_user, make_citizen
+):
+    make_user(Role.CLERK, ("310000",), username="clerk-layout", password=PASSWORD)
+    make_citizen("310000", with_card=True)
+    sign_in_with_password(page, url, screen, "clerk-layout", "clerk")
+    page.goto(url("/citizens/?q=&region=310000"))
+    badge = page.locator("td .badge").first
+    badge.wait_for()
+    assert badge.evaluate("(el) => getComputedStyle(el).whiteSpace") == "nowrap"
+    # Even squeezed into a column far too narrow for it, a badge keeps one line.
+    badge.evaluate("(el) => { el.parentElement.style.width = '1px'; }")
+    assert badge.evaluate("(el) => el.getBoundingClientRect().height") < 30
+    screen("citizens")
+
+    page.goto(url("/catalogue/policies/"))
+    year = page.locator("form.filters input[type=number]").first
+    other = page.locator("form.filters select").first
+    assert year.evaluate(STYLE) == other.evaluate(STYLE)
+    screen("policies")

@@ -87,3 +87,13 @@ def test_the_counts_cost_the_same_few_queries_whatever_the_data(make_user, regio
         after = menu_counts(admin)
     assert (before.pending_bindings, before.open_risk_flags, before.dead_deliveries) == (2, 2, 2)
     assert (after.pending_bindings, after.open_risk_flags, after.dead_deliveries) == (4, 4, 4)
+
+
+def test_the_export_note_speaks_of_filters_only_where_there_are_filters(client, make_user, regions):
+    sign_in(client, make_user(Role.REGION_ADMIN, ("310000",)))
+    with_filters = client.get(reverse("citizen_search")).content.decode()
+    without = client.get(reverse("staff_list")).content.decode()
+    assert "按上方筛选条件导出" in with_filters
+    assert 'class="actions export-buttons"' in without
+    assert "按上方筛选条件导出" not in without
+    assert "最多" in without
