@@ -57,6 +57,7 @@ def _render(request: HttpRequest, regions: list, *, single: bool) -> HttpRespons
         charts["regions"] = bar_chart(
             title=_("Active citizens by region"),
             items=[(r.name, r.active_citizens) for r in data.regions],
+            keys=[r.code for r in data.regions],
         )
     columns = data.regions + ([total] if len(data.regions) > 1 else [])
     rows = [

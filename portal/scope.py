@@ -22,7 +22,12 @@ def visible_region_codes(user) -> list[str] | None:
 
 
 def restrict_to_user_regions(queryset: QuerySet, user, region_field: str = "region") -> QuerySet:
-    codes = visible_region_codes(user)
+    return restrict_to_region_codes(queryset, visible_region_codes(user), region_field)
+
+
+def restrict_to_region_codes(queryset: QuerySet, codes: list[str] | None, region_field: str = "region") -> QuerySet:
+    """The same restriction with `visible_region_codes(user)` already read, for a screen that
+    scopes several querysets at once (the menu's counts) and so asks for the user's regions once."""
     if codes is None:
         return queryset
     return queryset.filter(**{f"{region_field}__in": codes})

@@ -1,5 +1,8 @@
 """Steps the browser tests share: signing in and out through the screens, and TOTP codes from a
-frozen clock."""
+frozen clock; axe-core on every screen."""
+
+import re
+from pathlib import Path
 
 from allauth.mfa import app_settings as mfa_settings
 from allauth.mfa.totp.internal.auth import format_hotp_value, hotp_value
@@ -49,3 +52,48 @@ def sign_out(page, screen, step: str) -> None:
         page.locator("main form button[type=submit], form[action$='/accounts/logout/'] button").first.click()
         page.wait_for_load_state()
     screen(f"{step}-signed-out")
+
+
+AXE_SCRIPT = Path(__file__).resolve().parents[1] / "node_modules" / "axe-core" / "axe.min.js"
+AXE_MISSING_REASON = (
+    "axe-core is not installed: run `npm ci --no-audit --no-fund` at the repository root (bin/test does)"
+)
+BLOCKING_IMPACTS = ("serious", "critical")
+
+
+def check_accessibility(page, where: str = "") -> None:
+    """Runs axe-core (node_modules/axe-core, pinned in package-lock.json) on the page and fails on
+    any serious or critical violation, listing each rule and the elements it found.
+
+    The script is evaluated through the DevTools protocol rather than added as a <script> element:
+    the portal's Content-Security-Policy (script-src 'self') would block an inline element and
+    report a violation that tests/browser/test_content_security_policy.py counts, and a context
+    with bypass_csp would stop those tests from seeing the real policy.
+    """
+    if not page.evaluate("typeof window.axe !== 'undefined'"):
+        page.evaluate(AXE_SCRIPT.read_text(encoding="utf-8") + "\n;undefined")
+    results = page.evaluate(
+        """async () => {
+            const result = await window.axe.run(document, {resultTypes: ["violations"]});
+            return result.violations.map((v) => ({
+                id: v.id, impact: v.impact, help: v.help,
+                nodes: v.nodes.map((n) => n.target.join(" ") + " — " + n.failureSummary.replace(/\\s+/g, " ")),
+            }));
+        }"""
+    )
+    blocking = [v for v in results if v["impact"] in BLOCKING_IMPACTS]
+    if blocking:
+        lines = [f"axe-core: {len(blocking)} serious or critical violation(s) on {where or page.url}:"]
+        for violation in blocking:
+            lines.append(f"- {violation['id']} ({violation['impact']}): {violation['help']}")
+            lines.extend(f"    {node}" for node in violation["nodes"][:10])
+        raise AssertionError("\n".join(lines))
+
+
+def menu_link(page, name: str, exact: bool = False):
+    """The main menu's link `name`, its menu opened first (the links sit in closed <details>)."""
+    nav = page.get_by_role("navigation", name=re.compile("主菜单|Main menu"))
+    menu = nav.locator("details").filter(has=page.get_by_role("link", name=name, exact=exact, include_hidden=True))
+    if menu.get_attribute("open") is None:
+        menu.locator("summary").click()
+    return nav.get_by_role("link", name=name, exact=exact)

@@ -12,6 +12,7 @@ from decimal import Decimal
 from django.utils.formats import date_format, number_format
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString, mark_safe
+from django.utils.translation import gettext as _
 
 _ids = itertools.count(1)
 
@@ -29,15 +30,47 @@ def _nice_max(value: float) -> float:
     return 10 * magnitude
 
 
+def _ticks(top: float, *, whole: bool) -> tuple[float, ...]:
+    """0, half and top; without the half when it would be a fraction on an axis of counts."""
+    half = top / 2
+    return (0, top) if whole and half != int(half) else (0, half, top)
+
+
 def _fmt(value: int | float | Decimal) -> str:
     """A bar's value or an axis tick; a Decimal amount stays Decimal (== int() needs no float)."""
     return number_format(value, decimal_pos=0 if value == int(value) else 2, force_grouping=True)
 
 
+def _no_data(title: str, width: int, height: int) -> SafeString:
+    """A chart with nothing to draw says so, instead of a flat line or empty bars."""
+    uid = f"chart{next(_ids)}"
+    return format_html(
+        '<svg class="chart no-data" viewBox="0 0 {w} {h}" role="img" aria-labelledby="{id}-t">'
+        '<title id="{id}-t">{title}: {none}</title>'
+        '<text x="{x}" y="{y}" class="empty" text-anchor="middle">{none}</text></svg>',
+        w=width,
+        h=height,
+        id=uid,
+        title=title,
+        none=_("No data yet"),
+        x=width // 2,
+        y=height // 2,
+    )
+
+
 def bar_chart(
-    *, title: str, items: Sequence[tuple[str, float]], width: int = 520, value_text: Callable[[float], str] = _fmt
+    *,
+    title: str,
+    items: Sequence[tuple[str, float]],
+    width: int = 520,
+    value_text: Callable[[float], str] = _fmt,
+    keys: Sequence[str] | None = None,
 ) -> SafeString:
-    """Horizontal bars, one per item, the value written at the end of each bar."""
+    """Horizontal bars, one per item, the value written at the end of each bar. With `keys` (e.g.
+    region codes) each bar's colour class is `k<key>`, the same on every screen whatever the order;
+    otherwise the bars take the palette in turn."""
+    if not any(value for _label, value in items):
+        return _no_data(title, width, 120)
     uid = f"chart{next(_ids)}"
     row, label_w, pad = 26, 150, 8
     height = pad * 2 + row * max(len(items), 1)
@@ -49,10 +82,10 @@ def bar_chart(
         w = max(0.0, plot_w * float(value) / top)
         bars.append(
             format_html(
-                '<g class="bar s{}"><text x="{}" y="{}" class="label" text-anchor="end">{}</text>'
+                '<g class="bar {}"><text x="{}" y="{}" class="label" text-anchor="end">{}</text>'
                 '<rect x="{}" y="{}" width="{}" height="{}" rx="2"><title>{}: {}</title></rect>'
                 '<text x="{}" y="{}" class="value">{}</text></g>',
-                i % 8,
+                f"k{keys[i]}" if keys else f"s{i % 8}",
                 label_w - 6,
                 y + row / 2 + 4,
                 label,
@@ -87,7 +120,12 @@ def line_chart(
     height: int = 220,
     value_text: Callable[[float], str] = _fmt,
 ) -> SafeString:
-    """Daily lines over the given days, with a y axis (0, half, top), the first, middle and last date, a legend."""
+    """Daily lines over the given days, with a y axis (0, half, top), the first, middle and last date, a legend.
+
+    Counts (all values whole) get whole ticks only: no half line under a top of 1. Nothing but
+    zeros says "no data yet" instead of a flat line."""
+    if not any(v for _name, values in series for v in values):
+        return _no_data(title, width, height)
     uid = f"chart{next(_ids)}"
     left, right, top_pad, bottom = 56, 12, 24, 36
     plot_w, plot_h = width - left - right, height - top_pad - bottom
@@ -115,7 +153,7 @@ def line_chart(
                 f"{y(v) + 4:.1f}",
                 value_text(Decimal(str(v))),
             )
-            for v in (0, top / 2, top)
+            for v in _ticks(top, whole=all(v == int(v) for _name, values in series for v in values))
         ),
     )
     # The first date starts at the axis, the last ends at the edge, so that neither is cut off.

@@ -37,3 +37,16 @@ def event_counts(events: QuerySet[OutboxEvent]) -> dict[str, int]:
         dead=Count("id", filter=Q(state=OutboxState.DEAD)),
         delivered=Count("id", filter=Q(state=OutboxState.DELIVERED)),
     )
+
+
+def dead_event_count(codes: list[str] | None) -> int:
+    """Dead events (retries exhausted) about citizens of these regions (None: every region), over
+    every partner: the delivery monitor's count in the menu. One query."""
+    events = OutboxEvent.objects.filter(state=OutboxState.DEAD)
+    if codes is not None:
+        linkage_ids = WalletLinkage.objects.filter(citizen__region__in=codes).values("public_id")
+        binding_ids = FamilyBinding.objects.filter(
+            Q(beneficiary__region__in=codes) | Q(holder_citizen__region__in=codes)
+        ).values("public_id")
+        events = events.filter(Q(object_id__in=linkage_ids) | Q(object_id__in=binding_ids))
+    return events.count()

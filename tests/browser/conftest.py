@@ -3,7 +3,8 @@
 Chromium cannot be downloaded here, so Playwright launches the system browser at
 /usr/bin/chromium; without it the tests marked `browser` are skipped with the way
 to install it. Every screen a test visits is saved to `screenshots/<test>-<step>.png`
-at the repository root.
+at the repository root and checked by axe-core (testkit.browser.check_accessibility): a serious or
+critical violation fails the test.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from pathlib import Path
 
 import pytest
 from django.core.cache import cache
+
+from testkit.browser import AXE_MISSING_REASON, AXE_SCRIPT, check_accessibility
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -38,6 +41,8 @@ _PLAYWRIGHT_REASON = (
 def _skip_reason() -> str:
     if not (os.path.isfile(CHROMIUM) and os.access(CHROMIUM, os.X_OK)):
         return MISSING_REASON
+    if not AXE_SCRIPT.is_file():
+        return AXE_MISSING_REASON
     return _PLAYWRIGHT_REASON
 
 
@@ -118,7 +123,8 @@ def safe_name(test_name: str) -> str:
 
 
 class Screens:
-    """Saves `screenshots/<test>-<step>.png`; steps are numbered in visiting order."""
+    """Saves `screenshots/<test>-<step>.png` (steps numbered in visiting order), then runs
+    axe-core on the screen."""
 
     def __init__(self, page, test_name: str) -> None:
         self.page = page
@@ -131,6 +137,7 @@ class Screens:
         path = SCREENSHOTS / f"{self.test_name}-{self.count:02d}-{step}.png"
         self.page.screenshot(path=str(path), full_page=True)
         self.saved.append(path)
+        check_accessibility(self.page, where=f"{path.name} ({self.page.url})")
         return path
 
 

@@ -11,7 +11,7 @@ from payments.models import BindingState, OutboxEvent
 from portal.audit import verify_chain
 from portal.models import AuditEvent, Role
 from testkit.bindings import bind, link, make_wallet, register
-from testkit.browser import PASSWORD, sign_in_with_password
+from testkit.browser import PASSWORD, menu_link, sign_in_with_password
 
 pytestmark = [pytest.mark.browser]
 
@@ -25,7 +25,7 @@ def test_clerk_of_the_beneficiarys_region_approves_a_pending_family_binding(page
     make_user(Role.CLERK, ("220000",), username="clerk-jilin", password=PASSWORD)
 
     sign_in_with_password(page, url, screen, "clerk-jilin", "clerk")
-    page.get_by_role("navigation").get_by_role("link", name="亲情账户").click()
+    menu_link(page, "亲情账户").click()
     page.wait_for_url(re.compile(r"/partners/family-bindings/"))
     page.get_by_role("heading", name="亲情账户").wait_for()
     screen("queue")

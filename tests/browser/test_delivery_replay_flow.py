@@ -16,7 +16,7 @@ from payments.models import DeliveryAttempt, OutboxEvent, OutboxState, Partner, 
 from portal.actors import Actor
 from portal.audit import verify_chain
 from portal.models import AuditEvent, Role
-from testkit.browser import PASSWORD, sign_in_with_password
+from testkit.browser import PASSWORD, menu_link, sign_in_with_password
 from testkit.processes import WebhookReceiver, free_port
 
 pytestmark = [pytest.mark.browser]
@@ -71,7 +71,7 @@ def test_operator_replays_a_dead_event_and_the_receiver_back_up_gets_it(
     page.locator("input[name=code]").press("Enter")
     page.wait_for_load_state()
 
-    page.get_by_role("navigation").get_by_role("link", name="投递监控").click()
+    menu_link(page, "投递监控").click()
     page.wait_for_url(re.compile(r"/partners/monitor/$"))
     screen("monitor")
     row = page.locator("table tbody tr", has_text="微信支付")

@@ -11,7 +11,7 @@ import time
 import pytest
 from django.conf import settings
 
-from testkit.browser import PASSWORD
+from testkit.browser import PASSWORD, menu_link
 
 pytestmark = [pytest.mark.browser]
 
@@ -78,7 +78,7 @@ def test_english_chosen_from_the_menu_is_remembered_and_simplified_chinese_can_b
     sign_in(page, url, "clerk-language")
     assert page.url.endswith("/citizens/"), page.url
     page.get_by_role("heading", name="Citizens").wait_for()
-    assert page.get_by_role("navigation").get_by_role("link", name="Family bindings", exact=True).count() == 1
+    assert menu_link(page, "Family bindings", exact=True).count() == 1
     screen("citizens-en")
 
     page.goto(url(f"/citizens/{citizen.pk}/"))
@@ -106,7 +106,7 @@ def test_english_chosen_from_the_menu_is_remembered_and_simplified_chinese_can_b
     assert page.url.endswith(f"/citizens/{citizen.pk}/"), "the switch returns to the same screen"
     assert html_lang(page) == "zh-Hans"
     assert birth_date_shown(page) == "1986-03-07"
-    assert page.get_by_role("navigation").get_by_role("link", name="参保人", exact=True).count() == 1
+    assert menu_link(page, "参保人", exact=True).count() == 1
     screen("citizen-zh")
 
     page.goto(url("/citizens/"))

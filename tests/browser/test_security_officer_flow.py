@@ -38,7 +38,7 @@ def test_security_officer_rotates_the_signing_key_on_the_screen(page, url, scree
     page.locator("input[name=code]").press("Enter")
     page.wait_for_url(re.compile(r"/partners/signing-keys/$"))
     screen("keys")
-    menu = page.get_by_role("navigation").inner_text()
+    menu = page.get_by_role("navigation").text_content() or ""
     assert "平台签名密钥" in menu and "合作方" in menu
     for not_theirs in ("参保人", "审计日志", "工作人员", "数据看板", "结算"):
         assert not_theirs not in menu, not_theirs
