@@ -5,7 +5,7 @@ import json
 from django import template
 
 from portal import panels
-from portal.audit_labels import action_label
+from portal.audit_labels import action_label, delivery_error_label, event_type_label
 from portal.models import Role
 
 register = template.Library()
@@ -30,6 +30,18 @@ def pretty_json(text: str) -> str:
 def audit_action_label(code: str) -> str:
     """`certificate.revoke` -> "E-card revoked" (translated); unknown codes as stored."""
     return action_label(code)
+
+
+@register.filter
+def partner_event_label(code: str) -> str:
+    """`certificate.suspended` -> "E-card suspended" (translated); unknown types as stored."""
+    return event_type_label(code)
+
+
+@register.filter
+def delivery_error(text: str) -> str:
+    """The delivery worker's fixed error texts translated ("connection failed"); others as stored."""
+    return delivery_error_label(text)
 
 
 @register.filter
