@@ -181,3 +181,15 @@ def test_the_delivery_monitor_shows_event_types_and_errors_in_chinese(client, ma
     html = client.get(reverse("monitor_partner", args=[partner.code])).content.decode()
     assert "连接失败" in html and "connection failed" not in html
     assert "绑定钱包" in html
+
+
+def test_the_citizen_page_shows_the_systems_reasons_and_object_types_in_chinese(client, make_user, make_citizen):
+    from insurance import services as insurance_services
+
+    citizen = make_citizen(HERE)
+    insurance_services.certificate_issue(actor=Actor.system("import_citizens"), citizen=citizen, reason="bulk import")
+    sign_in(client, make_user(Role.NATIONAL_OPERATOR, (HERE,)))
+    html = client.get(reverse("citizen_detail", args=[citizen.pk])).content.decode()
+    assert "批量导入" in html and "bulk import" not in html
+    assert "参保人导入（命令行）" in html  # the system's actor, in the citizen's audit history
+    assert ">certificate " not in html and "电子凭证 " in html
