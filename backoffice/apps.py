@@ -6,3 +6,8 @@ class BackofficeConfig(AppConfig):
 
     name = "backoffice"
     verbose_name = "Back office"
+
+    def ready(self) -> None:
+        from backoffice import audit_links
+
+        audit_links.register()

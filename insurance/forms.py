@@ -4,6 +4,7 @@ import re
 
 from django import forms
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import pgettext_lazy
 
 from insurance.identity import InvalidIdentityNumber, parse_identity_number
 from insurance.models import CitizenStatus, Scheme
@@ -54,9 +55,13 @@ class CitizenSearchForm(forms.Form):
 
 class CitizenRegisterForm(CitizenContactMixin, PlainTextForm):
     id_number = forms.CharField(
-        label=_("Identity number"), max_length=18, min_length=18, widget=forms.TextInput(attrs={"autocomplete": "off"})
+        label=_("Identity number"),
+        max_length=18,
+        min_length=18,
+        error_messages={"min_length": _("An identity number has 18 characters.")},
+        widget=forms.TextInput(attrs={"autocomplete": "off"}),
     )
-    name = forms.CharField(label=_("Name"), max_length=64)
+    name = forms.CharField(label=pgettext_lazy("person", "Name"), max_length=64)
     phone = forms.CharField(label=_("Phone"), required=False, max_length=24)
     region = forms.ModelChoiceField(label=_("Insured region"), queryset=None, empty_label=None)
     scheme = forms.ChoiceField(label=_("Scheme"), choices=Scheme.choices)
@@ -73,7 +78,7 @@ class CitizenRegisterForm(CitizenContactMixin, PlainTextForm):
 
 
 class CitizenEditForm(CitizenContactMixin, PlainTextForm):
-    name = forms.CharField(label=_("Name"), max_length=64)
+    name = forms.CharField(label=pgettext_lazy("person", "Name"), max_length=64)
     phone = forms.CharField(label=_("Phone"), required=False, max_length=24)
     scheme = forms.ChoiceField(label=_("Scheme"), choices=Scheme.choices)
 

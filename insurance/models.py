@@ -3,6 +3,7 @@
 from django.db import models
 from django.db.models import Q
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import pgettext_lazy
 
 from portal.crypto import decrypt_text
 from portal.models import Region
@@ -38,7 +39,7 @@ class Citizen(models.Model):
     id_number_enc = models.BinaryField()
     id_number_bidx = models.CharField(max_length=80, unique=True)
     id_number_masked = models.CharField(max_length=18)
-    name = models.CharField(_("name"), max_length=64)  # indexed for prefix search in Meta.indexes
+    name = models.CharField(pgettext_lazy("person", "name"), max_length=64)  # indexed for prefix search in Meta.indexes
     phone_enc = models.BinaryField(null=True, blank=True)
     phone_bidx = models.CharField(max_length=80, blank=True, db_index=True)
     phone_masked = models.CharField(max_length=20, blank=True)

@@ -10,7 +10,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.translation import gettext as _
-from django.utils.translation import gettext_lazy
+from django.utils.translation import gettext_lazy, pgettext_lazy
 
 from insurance import selectors, services
 from insurance.errors import InsuranceErrorCode
@@ -84,7 +84,7 @@ def _get_certificate_for_user(user, pk: int) -> Certificate:
 # Exports are lists: masked like the screen's list, for every role (portal/exports.py).
 CITIZEN_COLUMNS = [
     exports.Column(gettext_lazy("Identity number"), lambda c: c.id_number_masked),
-    exports.Column(gettext_lazy("Name"), lambda c: c.name_masked),
+    exports.Column(pgettext_lazy("person", "Name"), lambda c: c.name_masked),
     exports.Column(gettext_lazy("Phone"), lambda c: c.phone_masked),
     exports.Column(gettext_lazy("Region"), lambda c: c.region_id),
     exports.Column(gettext_lazy("Scheme"), lambda c: c.get_scheme_display()),

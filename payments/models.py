@@ -3,6 +3,7 @@
 from django.db import models
 from django.db.models import Q
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import pgettext_lazy
 
 from insurance.models import Certificate, Citizen
 from payments.ids import new_public_id
@@ -572,7 +573,7 @@ class RiskRule(models.TextChoices):
 
 
 class RiskFlagState(models.TextChoices):
-    OPEN = "open", _("Open")
+    OPEN = "open", pgettext_lazy("risk flag state", "Open")
     DISMISSED = "dismissed", _("Dismissed")
     CONFIRMED = "confirmed", _("Confirmed")
 

@@ -22,8 +22,9 @@ from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
 from django.conf import settings
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 
+from portal.audit_labels import actions_matching
 from portal.models import AuditEvent, Region, Role
 from portal.scope import visible_region_codes
 
@@ -77,8 +78,9 @@ def audit_search(user, query: AuditQuery) -> QuerySet[AuditEvent]:
     if query.date_to:
         events = events.filter(created_at__lt=_day_start(query.date_to + dt.timedelta(days=1)))
     if query.action:
-        # "certificate." finds every e-card action; "certificate.revoke" just that one.
-        events = events.filter(action__startswith=query.action)
+        # "certificate." finds every e-card action, "certificate.revoke" just that one; words
+        # find the actions whose label (in the reader's language) holds them: 暂停 → certificate.suspend.
+        events = events.filter(Q(action__startswith=query.action) | Q(action__in=actions_matching(query.action)))
     if query.actor:
         events = events.filter(actor_label=query.actor)
     if query.object_type:

@@ -8,44 +8,36 @@ auditor too (`User.also_auditor`); otherwise national operators, security
 officers, region administrators and clerks are refused (403). An event outside
 the user's scope answers 404, like a missing one. Read-only: the log is append-only."""
 
+import datetime as dt
 import json
 from collections.abc import Callable
 from functools import wraps
+from typing import Any
 
 from django import forms
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
+from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
-from portal import exports
-from portal.audit_labels import action_label
-from portal.models import AuditEvent
+from portal import audit_links, exports
+from portal.audit_labels import (
+    OBJECT_TYPE_LABELS,
+    action_label,
+    actor_label,
+    actor_type_label,
+    object_type_label,
+    reason_label,
+)
+from portal.models import AuditEvent, Region
 from portal.scope import regions_visible_to
 from portal.screens import paginate, querystring_without_page
 from portal.selectors_audit import AuditQuery, audit_events_visible_to, audit_search, reads_every_audit_event
 
-OBJECT_TYPES = [
-    ("citizen", gettext_lazy("Citizen")),
-    ("certificate", gettext_lazy("E-card")),
-    ("linkage", gettext_lazy("Wallet linkage")),
-    ("family_binding", gettext_lazy("Family binding")),
-    ("settlement", gettext_lazy("Settlement")),
-    ("premium", gettext_lazy("Premium payment")),
-    ("personal_account", gettext_lazy("Personal account")),
-    ("risk_flag", gettext_lazy("Risk flag")),
-    ("facility", gettext_lazy("Facility")),
-    ("reimbursement_policy", gettext_lazy("Reimbursement policy")),
-    ("service_item", gettext_lazy("Service")),
-    ("user", gettext_lazy("Staff account")),
-    ("partner", gettext_lazy("Partner")),
-    ("partner_key", gettext_lazy("Partner key")),
-    ("portal_key", gettext_lazy("Portal signing key")),
-    ("outbox_event", gettext_lazy("Partner event")),
-    ("export", gettext_lazy("Export")),
-]
+OBJECT_TYPES = list(OBJECT_TYPE_LABELS.items())
 
 
 def audit_reader_required(view: Callable) -> Callable:
@@ -70,7 +62,9 @@ class AuditFilterForm(forms.Form):
         label=gettext_lazy("Action"),
         max_length=64,
         required=False,
-        help_text=gettext_lazy("e.g. certificate.revoke, or certificate. for every e-card action"),
+        help_text=gettext_lazy(
+            "Words of the action (e.g. suspended), or its code: certificate. for every e-card action"
+        ),
     )
     actor = forms.CharField(
         label=gettext_lazy("Actor"), max_length=150, required=False, help_text=gettext_lazy("Username or partner code")
@@ -83,7 +77,7 @@ class AuditFilterForm(forms.Form):
         super().__init__(*args, **kwargs)
         self.fields["object_type"].choices = [("", _("Any")), *OBJECT_TYPES]
         self.fields["region"].choices = [("", _("All regions"))] + [
-            (r.code, f"{r.code} {r.display_name}") for r in regions_visible_to(user)
+            (r.code, r.display_name) for r in regions_visible_to(user)
         ]
 
     def clean(self) -> dict:
@@ -105,23 +99,76 @@ class AuditFilterForm(forms.Form):
         )
 
 
-def _actor_display(event: AuditEvent) -> str:
-    return f"{event.actor_type}:{event.actor_label}" if event.actor_label else event.actor_type
+def _region_names() -> dict[str, str]:
+    """Region code → its name in the reader's language (上海市), one query."""
+    return {region.code: region.display_name for region in Region.objects.all()}
 
 
-AUDIT_COLUMNS = [
-    exports.Column(gettext_lazy("Sequence"), lambda e: e.seq),
-    exports.Column(gettext_lazy("Time"), lambda e: e.created_at),
-    exports.Column(gettext_lazy("Actor type"), lambda e: e.actor_type),
-    exports.Column(gettext_lazy("Actor"), lambda e: e.actor_label),
-    exports.Column(gettext_lazy("Action"), lambda e: e.action),
-    exports.Column(gettext_lazy("What happened"), lambda e: action_label(e.action)),
-    exports.Column(gettext_lazy("Object type"), lambda e: e.object_type),
-    exports.Column(gettext_lazy("Object ID"), lambda e: e.object_id),
-    exports.Column(gettext_lazy("Region"), lambda e: e.region_code),
-    exports.Column(gettext_lazy("Reason"), lambda e: e.reason),
-    exports.Column(gettext_lazy("Source IP"), lambda e: e.source_ip),
-]
+def _region_label(code: str, names: dict[str, str]) -> str:
+    return names.get(code, code) if code else ""
+
+
+def _label_events(events: list[AuditEvent], user) -> None:
+    """What a row shows instead of the stored codes: labels, the region's name, the object's link."""
+    names = _region_names()
+    urls = audit_links.object_urls(user, ((e.object_type, e.object_id) for e in events))
+    for event in events:
+        event.actor_type_label = actor_type_label(event.actor_type)
+        event.actor_name = actor_label(event.actor_type, event.actor_label)
+        event.object_type_label = object_type_label(event.object_type)
+        event.region_name = _region_label(event.region_code, names)
+        event.reason_label = reason_label(event.reason)
+        event.object_url = urls.get((event.object_type, event.object_id), "")
+
+
+class _RegionName:
+    """The export's region column: the names are read once per file, in the reader's language."""
+
+    def __init__(self) -> None:
+        self.names: dict[str, str] | None = None
+
+    def __call__(self, event: AuditEvent) -> str:
+        if self.names is None:
+            self.names = _region_names()
+        return _region_label(event.region_code, self.names)
+
+
+def _audit_columns() -> list[exports.Column]:
+    return [
+        exports.Column(gettext_lazy("Sequence"), lambda e: e.seq),
+        exports.Column(gettext_lazy("Time"), lambda e: e.created_at),
+        exports.Column(gettext_lazy("Actor type"), lambda e: actor_type_label(e.actor_type)),
+        exports.Column(gettext_lazy("Actor"), lambda e: actor_label(e.actor_type, e.actor_label)),
+        exports.Column(gettext_lazy("Action"), lambda e: e.action),
+        exports.Column(gettext_lazy("What happened"), lambda e: action_label(e.action)),
+        exports.Column(gettext_lazy("Object type"), lambda e: object_type_label(e.object_type)),
+        exports.Column(gettext_lazy("Object ID"), lambda e: e.object_id),
+        exports.Column(gettext_lazy("Region"), _RegionName()),
+        exports.Column(gettext_lazy("Reason"), lambda e: reason_label(e.reason)),
+        exports.Column(gettext_lazy("Source IP"), lambda e: e.source_ip),
+    ]
+
+
+def _in_beijing_time(value: Any) -> Any:
+    """A snapshot with its timestamps (ISO 8601 with an offset, as stored: UTC) in Asia/Shanghai."""
+    if isinstance(value, dict):
+        return {key: _in_beijing_time(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_in_beijing_time(item) for item in value]
+    if isinstance(value, str) and len(value) >= 20 and value[10:11] == "T":
+        try:
+            moment = dt.datetime.fromisoformat(value)
+        except ValueError:
+            return value
+        if moment.tzinfo is not None:
+            return timezone.localtime(moment).isoformat()
+    return value
+
+
+def _snapshot(data: Any) -> str:
+    if data is None:
+        return ""
+    return json.dumps(_in_beijing_time(data), ensure_ascii=False, indent=2, sort_keys=True)
 
 
 @audit_reader_required
@@ -141,15 +188,18 @@ def audit_list(request: HttpRequest) -> HttpResponse:
         # so that the row count recorded in that event is the file's.
         last = AuditEvent.objects.order_by("-seq").values_list("seq", flat=True).first() or 0
         return exports.export_response(
-            request, list_name="audit-log", queryset=events.filter(seq__lte=last), columns=AUDIT_COLUMNS, fmt=fmt
+            request, list_name="audit-log", queryset=events.filter(seq__lte=last), columns=_audit_columns(), fmt=fmt
         )
+    page = paginate(request, events, per_page=50)
+    page.object_list = list(page.object_list)
+    _label_events(page.object_list, request.user)
     return render(
         request,
         "portal/audit_list.html",
         {
             "form": form,
             "reads_every_event": reads_every_audit_event(request.user),
-            "page": paginate(request, events, per_page=50),
+            "page": page,
             "querystring": querystring_without_page(request),
         },
     )
@@ -161,17 +211,9 @@ def audit_detail(request: HttpRequest, seq: int) -> HttpResponse:
         event = audit_events_visible_to(request.user).get(seq=seq)
     except AuditEvent.DoesNotExist as exc:
         raise Http404 from exc
+    _label_events([event], request.user)
     return render(
         request,
         "portal/audit_detail.html",
-        {
-            "event": event,
-            "actor": _actor_display(event),
-            "before": json.dumps(event.before, ensure_ascii=False, indent=2, sort_keys=True)
-            if event.before is not None
-            else "",
-            "after": json.dumps(event.after, ensure_ascii=False, indent=2, sort_keys=True)
-            if event.after is not None
-            else "",
-        },
+        {"event": event, "before": _snapshot(event.before), "after": _snapshot(event.after)},
     )

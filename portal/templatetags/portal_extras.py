@@ -5,7 +5,14 @@ import json
 from django import template
 
 from portal import panels
-from portal.audit_labels import action_label
+from portal.audit_labels import (
+    action_label,
+    actor_label,
+    delivery_error_label,
+    event_type_label,
+    object_type_label,
+    reason_label,
+)
 from portal.models import Role
 
 register = template.Library()
@@ -30,6 +37,36 @@ def pretty_json(text: str) -> str:
 def audit_action_label(code: str) -> str:
     """`certificate.revoke` -> "E-card revoked" (translated); unknown codes as stored."""
     return action_label(code)
+
+
+@register.filter
+def audit_reason(reason: str) -> str:
+    """A reason the system gives ("bulk import") translated; a reason a person typed as typed."""
+    return reason_label(reason)
+
+
+@register.filter
+def audit_object_type(code: str) -> str:
+    """`family_binding` -> "Family binding" (translated); unknown types as stored."""
+    return object_type_label(code)
+
+
+@register.filter
+def audit_actor(event) -> str:
+    """Who recorded an audit event: a system job by its translated name, anyone else by their name."""
+    return actor_label(event.actor_type, event.actor_label)
+
+
+@register.filter
+def partner_event_label(code: str) -> str:
+    """`certificate.suspended` -> "E-card suspended" (translated); unknown types as stored."""
+    return event_type_label(code)
+
+
+@register.filter
+def delivery_error(text: str) -> str:
+    """The delivery worker's fixed error texts translated ("connection failed"); others as stored."""
+    return delivery_error_label(text)
 
 
 @register.filter
