@@ -40,7 +40,7 @@ def test_operator_menu_is_four_groups_on_one_row_with_what_waits(page, url, scre
     page.goto(url("/citizens/"))
     summaries = page.locator(".mainnav summary")
     assert [s.split(" ")[0] for s in summaries.all_inner_texts()] == [
-        "参保人与凭证",
+        "参保人与电子凭证",
         "结算与基金",
         "合作方",
         "系统管理",

@@ -52,7 +52,7 @@ def test_a_region_administrator_sees_what_waits_in_their_region_only(client, mak
     assert count_on(page, "亲情账户") == "1"
     assert count_on(page, "风险审核") == "1"
     assert count_on(page, "投递监控") == "1"
-    for group in ("参保人与凭证", "结算与基金", "合作方", "系统管理"):
+    for group in ("参保人与电子凭证", "结算与基金", "合作方", "系统管理"):
         assert f"<summary>{group}" in page, group
 
 
