@@ -56,6 +56,23 @@ class PartnerCreateForm(PlainTextForm):
     )
     # No key here: a partner's keys are the security officer's to add (partner_key_add).
 
+    # The service checks these too; here they are reported with every other error at once.
+    def clean_code(self) -> str:
+        code = self.cleaned_data["code"].strip()
+        if not partners.CODE_RE.match(code):
+            raise forms.ValidationError(
+                gettext_lazy("The code is 2 to 32 characters: lower-case letters, digits, - and _.")
+            )
+        if Partner.objects.filter(code=code).exists():
+            raise forms.ValidationError(gettext_lazy("A partner with this code already exists."))
+        return code
+
+    def clean_webhook_url(self) -> str:
+        try:
+            return partners.clean_webhook_url(self.cleaned_data["webhook_url"])
+        except DomainError as error:
+            raise forms.ValidationError(error.message) from None
+
 
 class KeyAddForm(forms.Form):
     public_key = forms.CharField(
