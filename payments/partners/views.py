@@ -84,6 +84,7 @@ class KeyAddForm(forms.Form):
 
 class WebhookForm(PlainTextForm):
     webhook_url = forms.CharField(label=gettext_lazy("Webhook URL"), max_length=500, required=False)
+    reason = forms.CharField(label=gettext_lazy("Reason"), max_length=256)
 
     def clean_webhook_url(self) -> str:
         try:
@@ -229,7 +230,7 @@ def partner_webhook(request: HttpRequest, code: str) -> HttpResponse:
 
     def perform(data: dict) -> HttpResponse:
         partners.partner_set_webhook_url(
-            actor=Actor.for_request(request), partner=partner, webhook_url=data["webhook_url"]
+            actor=Actor.for_request(request), partner=partner, webhook_url=data["webhook_url"], reason=data["reason"]
         )
         messages.success(request, _("The webhook URL has been changed."))
         return redirect("partner_detail", code=partner.code)
