@@ -93,6 +93,13 @@ CITIZEN_COLUMNS = [
 
 SEARCHES_SESSION_KEY = "citizen_searches"
 MAX_REMEMBERED_SEARCHES = 20
+# Searches shown masked: the box is left empty and the page carries the search's token.
+MASKED_SEARCH_KINDS = ("id_number", "phone")
+
+
+def _url_without_search(request: HttpRequest) -> str:
+    params = {k: request.GET[k] for k in ("region", "status", "scheme") if request.GET.get(k)}
+    return f"{reverse('citizen_search')}?{urlencode(params)}" if params else reverse("citizen_search")
 
 
 def _remember_search(request: HttpRequest, text: str) -> str:
@@ -120,17 +127,22 @@ def citizen_search(request: HttpRequest) -> HttpResponse:
     and the page number stay in the URL so that pages can be linked. An export is
     a POST too, of the export form, to the URL that holds the filters."""
     fmt = exports.requested_format(request)
+    saved: dict = {}
     if request.method == "POST" and not fmt:
         form = CitizenSearchForm(request.POST, user=request.user)
         if form.is_valid():
             params = {k: form.cleaned_data[k] for k in ("region", "status", "scheme") if form.cleaned_data[k]}
             if form.cleaned_data["q"].strip():
                 params["s"] = _remember_search(request, form.cleaned_data["q"])
+            elif request.POST.get("s", "") in request.session.get(SEARCHES_SESSION_KEY, {}):
+                # A masked search is never put back in the box (its masked text would be searched
+                # for); the page sends its token instead, so that changing a filter refines it.
+                params["s"] = request.POST["s"]
             return redirect(f"{reverse('citizen_search')}?{urlencode(params)}")
     else:
         saved = request.session.get(SEARCHES_SESSION_KEY, {}).get(request.GET.get("s", ""), {})
         data = {k: request.GET.get(k, "") for k in ("region", "status", "scheme")}
-        data["q"] = saved.get("display", "")
+        data["q"] = "" if saved.get("kind") in MASKED_SEARCH_KINDS else saved.get("display", "")
         form = CitizenSearchForm(data, user=request.user)
     query = selectors.CitizenQuery()
     if form.is_valid():
@@ -161,6 +173,9 @@ def citizen_search(request: HttpRequest) -> HttpResponse:
             "page": page,
             "search_kind": query.kind,
             "querystring": querystring_without_page(request),
+            "masked_search": saved.get("display", "") if query.kind in MASKED_SEARCH_KINDS else "",
+            "search_token": request.GET.get("s", "") if query.kind in MASKED_SEARCH_KINDS else "",
+            "clear_search_url": _url_without_search(request),
         },
     )
 

@@ -68,6 +68,7 @@ ACTION_LABELS: dict[str, Promise] = {
     "staff.lock": _("Staff account locked after failed sign-ins"),
     "staff.password_change": _("Staff member changed their password"),
     "staff.password_reset": _("Staff password reset by an administrator"),
+    "staff.reactivate": _("Staff account reactivated"),
     "staff.unlock": _("Staff account unlocked"),
 }
 

@@ -1,9 +1,11 @@
 from django import forms
 from django.conf import settings
+from django.contrib.auth.password_validation import validate_password
 from django.contrib.auth.validators import UnicodeUsernameValidator
+from django.core.exceptions import ValidationError
 from django.utils.translation import gettext_lazy as _
 
-from portal.models import Role
+from portal.models import Role, User
 from portal.scope import regions_visible_to
 from portal.selectors import roles_manageable_by
 from portal.text import PlainTextForm
@@ -27,6 +29,9 @@ class StaffCreateForm(PlainTextForm):
         allowed = roles_manageable_by(manager)
         self.fields["role"].choices = [c for c in Role.choices if c[0] in allowed]
         self.fields["regions"].queryset = regions_visible_to(manager)
+        own = list(self.fields["regions"].queryset[:2])
+        if manager.role == Role.REGION_ADMIN and len(own) == 1:
+            self.fields["regions"].initial = own  # the only choice an administrator of one region has
         if Role.AUDITOR in allowed:
             self.fields["regions"].help_text = _(
                 "An auditor of every region is a national auditor: it also reads the events recorded "
@@ -40,8 +45,22 @@ class StaffCreateForm(PlainTextForm):
                 help_text=_("A national operator who also reads the audit log; this deployment allows it."),
             )
 
+    def clean_username(self) -> str:
+        # The service checks these too; here they are reported with every other error at once.
+        username = self.cleaned_data["username"].strip()
+        if User.objects.filter(username__iexact=username).exists():
+            raise forms.ValidationError(_("This username is already taken."))
+        return username
+
     def clean(self):
         data = super().clean()
+        if data.get("password"):
+            try:
+                validate_password(
+                    data["password"], User(username=data.get("username", ""), email=data.get("email", ""))
+                )
+            except ValidationError as exc:
+                self.add_error("password", exc)
         role = data.get("role")
         national = (Role.NATIONAL_OPERATOR, Role.SECURITY_OFFICER)
         if role and role not in national and not data.get("regions"):

@@ -161,10 +161,17 @@ class RequireMFAMiddleware:
             and getattr(user, "requires_mfa", False)
             and not user_has_totp(user)
         ):
+            if wants_page(request):
+                # allauth's set-up ends on the recovery codes and forgets `next`: their page
+                # offers this one to go on with (templates/mfa/recovery_codes/index.html).
+                request.session[NEXT_AFTER_MFA_SETUP] = request.get_full_path()
             return _redirect_or_refuse(
                 request, reverse("mfa_activate_totp") + "?next=" + quote(request.get_full_path())
             )
         return self.get_response(request)
+
+
+NEXT_AFTER_MFA_SETUP = "ecard_next_after_mfa_setup"
 
 
 def user_has_totp(user) -> bool:

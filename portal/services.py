@@ -144,6 +144,30 @@ def staff_deactivate(*, actor: Actor, manager: User, user: User, reason: str) ->
     return user
 
 
+@transaction.atomic
+def staff_reactivate(*, actor: Actor, manager: User, user: User, reason: str) -> User:
+    """Let a deactivated account the manager manages sign in again (a clerk back from leave)."""
+    reason = _required_reason(reason)
+    user = _managed(manager, user)
+    if user.is_active:
+        raise DomainError(StaffErrorCode.NOT_DEACTIVATED, _("This account is active."), status=409)
+    codes = list(user.regions.values_list("code", flat=True))
+    before = _staff_snapshot(user, codes)
+    user.is_active = True
+    user.save(update_fields=["is_active"])
+    audit_record(
+        actor=actor,
+        action="staff.reactivate",
+        object_type="user",
+        object_id=user.pk,
+        region_code=user.audit_region_code(),
+        before=before,
+        after=_staff_snapshot(user, codes),
+        reason=reason,
+    )
+    return user
+
+
 def _managed(manager: User, user: User) -> User:
     """The account, locked for the change, if the manager may manage it (not their own)."""
     if user.pk == manager.pk:

@@ -456,10 +456,26 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {
+        "require_debug_false": {"()": "django.utils.log.RequireDebugFalse"},
+        "client_error_without_traceback": {"()": "portal.logs.ClientErrorWithoutTraceback"},
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "plain"},
+        "mail_admins": {
+            "level": "ERROR",
+            "filters": ["require_debug_false"],
+            "class": "django.utils.log.AdminEmailHandler",
+        },
+    },
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
-    # HTTP clients log request lines; delivery attempts are recorded in the database instead.
-    "loggers": {name: {"level": "WARNING"} for name in ("httpx", "httpcore", "urllib3")},
+    "loggers": {
+        # HTTP clients log request lines; delivery attempts are recorded in the database instead.
+        **{name: {"level": "WARNING"} for name in ("httpx", "httpcore", "urllib3")},
+        # Django's own console handler (DEBUG only) printed each line a second time beside root's.
+        "django": {"handlers": ["mail_admins"], "level": "INFO", "propagate": True},
+        "django.request": {"filters": ["client_error_without_traceback"]},
+    },
 }
 
 if _missing:

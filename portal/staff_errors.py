@@ -18,3 +18,4 @@ class StaffErrorCode(StrEnum):
     USERNAME_TAKEN = "username_taken"
     # A state the action does not apply to (409).
     NOT_LOCKED = "not_locked"
+    NOT_DEACTIVATED = "not_deactivated"

@@ -121,6 +121,26 @@ def staff_deactivate(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @staff_manager_required
+def staff_reactivate(request: HttpRequest, pk: int) -> HttpResponse:
+    member = _get_staff_for_user(request.user, pk)
+    if member.is_active:
+        messages.error(request, _("This account is active."))
+        return redirect("staff_list")
+    form = StaffReasonForm(request.POST or None)
+
+    def perform(data: dict) -> HttpResponse:
+        services.staff_reactivate(
+            actor=Actor.for_request(request), manager=request.user, user=member, reason=data["reason"]
+        )
+        messages.success(request, _("The account %(username)s has been reactivated.") % {"username": member.username})
+        return redirect("staff_list")
+
+    return two_step(
+        request, form=form, template="portal/staff_reactivate.html", perform=perform, context={"member": member}
+    )
+
+
+@staff_manager_required
 def staff_unlock(request: HttpRequest, pk: int) -> HttpResponse:
     member = _get_staff_for_user(request.user, pk)
     form = StaffReasonForm(request.POST or None)

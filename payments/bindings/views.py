@@ -10,7 +10,7 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
 from payments.bindings import services as bindings
-from payments.models import BINDING_OPEN_STATES, BindingEndReason, BindingState, FamilyBinding
+from payments.models import BindingEndReason, BindingState, FamilyBinding
 from portal import exports
 from portal.actors import Actor
 from portal.screens import (
@@ -58,7 +58,8 @@ BINDING_ACTIONS: dict[str, dict] = {
         "effect": gettext_lazy(
             "The binding ends: the holder can no longer present the beneficiary's e-card. The partner is notified."
         ),
-        "states": BINDING_OPEN_STATES,
+        # A pending request is rejected, not ended: only an active binding is ended.
+        "states": (BindingState.ACTIVE,),
     },
 }
 
@@ -82,6 +83,21 @@ def _get_binding_for_user(user, public_id: str) -> FamilyBinding:
         return bindings.bindings_visible_to(user).get(public_id=public_id)
     except FamilyBinding.DoesNotExist as exc:
         raise Http404 from exc
+
+
+def _next_pending(request: HttpRequest) -> HttpResponse:
+    """After a decision the clerk goes on with the queue: its oldest pending request, or the
+    queue itself when none is left."""
+    following = (
+        bindings.bindings_visible_to(request.user)
+        .filter(state=BindingState.PENDING)
+        .order_by("created_at", "id")
+        .values_list("public_id", flat=True)
+        .first()
+    )
+    if following:
+        return redirect("binding_detail", public_id=following)
+    return redirect("binding_queue")
 
 
 @region_data_required
@@ -148,14 +164,13 @@ def binding_action(request: HttpRequest, public_id: str, action: str) -> HttpRes
         if action == "approve":
             bindings.family_binding_approve(actor=actor, binding=binding, note=data["note"])
             messages.success(request, _("The family binding has been approved."))
-        elif action == "reject":
+            return _next_pending(request)
+        if action == "reject":
             bindings.family_binding_reject(actor=actor, binding=binding, note=data["note"])
             messages.success(request, _("The family binding has been rejected."))
-        else:
-            bindings.family_binding_revoke(
-                actor=actor, binding=binding, reason=BindingEndReason.CLERK, note=data["note"]
-            )
-            messages.success(request, _("The family binding has been ended."))
+            return _next_pending(request)
+        bindings.family_binding_revoke(actor=actor, binding=binding, reason=BindingEndReason.CLERK, note=data["note"])
+        messages.success(request, _("The family binding has been ended."))
         return redirect("binding_detail", public_id=binding.public_id)
 
     return two_step(

@@ -32,7 +32,8 @@ def events_visible_to(user, partner: Partner) -> QuerySet[OutboxEvent]:
 
 def event_counts(events: QuerySet[OutboxEvent]) -> dict[str, int]:
     return events.aggregate(
-        pending=Count("id", filter=Q(state=OutboxState.PENDING)),
+        # Disjoint: an event waiting for its first attempt is pending, one whose attempts failed is failing.
+        pending=Count("id", filter=Q(state=OutboxState.PENDING, attempts=0)),
         failing=Count("id", filter=Q(state=OutboxState.PENDING, attempts__gt=0)),
         dead=Count("id", filter=Q(state=OutboxState.DEAD)),
         delivered=Count("id", filter=Q(state=OutboxState.DELIVERED)),

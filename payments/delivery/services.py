@@ -318,13 +318,16 @@ def deliver_due() -> int:
 
 @transaction.atomic
 def outbox_replay(*, actor: Actor, event: OutboxEvent, reason: str = "") -> OutboxEvent:
-    """A dead event becomes pending and due now, with the whole retry schedule ahead of it."""
+    """A dead event becomes pending and due now, with the whole retry schedule ahead of it; a
+    failing one (pending after failed attempts) is due now instead of at its next retry."""
     event = OutboxEvent.objects.select_for_update().get(pk=event.pk)
-    if event.state != OutboxState.DEAD:
-        raise DomainError(DeliveryErrorCode.INVALID_STATE, _("Only a dead event can be replayed."))
+    failing = event.state == OutboxState.PENDING and event.attempts > 0
+    if event.state != OutboxState.DEAD and not failing:
+        raise DomainError(DeliveryErrorCode.INVALID_STATE, _("Only a dead or failing event can be replayed."))
     before = {"state": event.state, "attempts": event.attempts}
     event.state = OutboxState.PENDING
-    event.attempts = 0
+    if not failing:
+        event.attempts = 0
     event.next_attempt_at = timezone.now()
     event.save(update_fields=["state", "attempts", "next_attempt_at"])
     audit_record(

@@ -17,7 +17,7 @@ from payments.delivery import selectors
 from payments.delivery.services import outbox_replay
 from payments.models import OutboxEvent, OutboxState, Partner
 from payments.partners import services as partners
-from payments.partners.views import ReasonForm, get_partner_or_404, national_required, partner_action
+from payments.partners.views import RequiredReasonForm, get_partner_or_404, national_required, partner_action
 from portal import exports
 from portal.actors import Actor
 from portal.models import Role
@@ -88,6 +88,8 @@ def monitor_partner(request: HttpRequest, code: str) -> HttpResponse:
     state = request.GET.get("state", "")
     if state == "failing":
         events = events.filter(state=OutboxState.PENDING, attempts__gt=0)
+    elif state == OutboxState.PENDING:
+        events = events.filter(state=OutboxState.PENDING, attempts=0)  # as counted: failing ones apart
     elif state in OutboxState.values:
         events = events.filter(state=state)
     else:
@@ -143,8 +145,9 @@ def monitor_event(request: HttpRequest, code: str, public_id: str) -> HttpRespon
 def monitor_replay(request: HttpRequest, code: str, public_id: str) -> HttpResponse:
     partner = get_partner_or_404(code)
     event = _get_event_for_user(request.user, partner, public_id)
-    if event.state != OutboxState.DEAD:
-        messages.error(request, _("Only a dead event can be replayed."))
+    failing = event.state == OutboxState.PENDING and event.attempts > 0
+    if event.state != OutboxState.DEAD and not failing:
+        messages.error(request, _("Only a dead or failing event can be replayed."))
         return redirect("monitor_event", code=partner.code, public_id=event.public_id)
 
     def perform(data: dict) -> HttpResponse:
@@ -152,15 +155,21 @@ def monitor_replay(request: HttpRequest, code: str, public_id: str) -> HttpRespo
         messages.success(request, _("The event will be delivered again."))
         return redirect("monitor_event", code=partner.code, public_id=event.public_id)
 
+    if failing:
+        title = _("Retry event %(event)s now") % {"event": event.public_id}
+        consequence = _("The event is delivered now instead of at its next retry; its retry schedule goes on.")
+    else:
+        title = _("Replay event %(event)s") % {"event": event.public_id}
+        consequence = _(
+            "The event becomes pending and is delivered again now, with the whole retry schedule ahead of it."
+        )
     return partner_action(
         request,
-        ReasonForm(request.POST or None),
+        RequiredReasonForm(request.POST or None),
         perform,
         partner=partner,
-        title=_("Replay event %(event)s") % {"event": event.public_id},
-        consequence=_(
-            "The event becomes pending and is delivered again now, with the whole retry schedule ahead of it."
-        ),
+        title=title,
+        consequence=consequence,
         cancel_url=reverse("monitor_event", args=[partner.code, event.public_id]),
     )
 
@@ -186,7 +195,7 @@ def monitor_deliveries(request: HttpRequest, code: str) -> HttpResponse:
         consequence = _("Every pending event that is due is delivered now.")
     return partner_action(
         request,
-        ReasonForm(request.POST or None),
+        RequiredReasonForm(request.POST or None),
         perform,
         partner=partner,
         title=title,

@@ -236,8 +236,8 @@ def _change(actor: Actor, partner: Partner, action: str, reason: str = "", **cha
 
 
 @transaction.atomic
-def partner_set_webhook_url(*, actor: Actor, partner: Partner, webhook_url: str) -> Partner:
-    return _change(actor, partner, "partner.set_webhook_url", webhook_url=clean_webhook_url(webhook_url))
+def partner_set_webhook_url(*, actor: Actor, partner: Partner, webhook_url: str, reason: str = "") -> Partner:
+    return _change(actor, partner, "partner.set_webhook_url", reason, webhook_url=clean_webhook_url(webhook_url))
 
 
 @transaction.atomic

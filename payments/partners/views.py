@@ -56,6 +56,23 @@ class PartnerCreateForm(PlainTextForm):
     )
     # No key here: a partner's keys are the security officer's to add (partner_key_add).
 
+    # The service checks these too; here they are reported with every other error at once.
+    def clean_code(self) -> str:
+        code = self.cleaned_data["code"].strip()
+        if not partners.CODE_RE.match(code):
+            raise forms.ValidationError(
+                gettext_lazy("The code is 2 to 32 characters: lower-case letters, digits, - and _.")
+            )
+        if Partner.objects.filter(code=code).exists():
+            raise forms.ValidationError(gettext_lazy("A partner with this code already exists."))
+        return code
+
+    def clean_webhook_url(self) -> str:
+        try:
+            return partners.clean_webhook_url(self.cleaned_data["webhook_url"])
+        except DomainError as error:
+            raise forms.ValidationError(error.message) from None
+
 
 class KeyAddForm(forms.Form):
     public_key = forms.CharField(
@@ -67,6 +84,7 @@ class KeyAddForm(forms.Form):
 
 class WebhookForm(PlainTextForm):
     webhook_url = forms.CharField(label=gettext_lazy("Webhook URL"), max_length=500, required=False)
+    reason = forms.CharField(label=gettext_lazy("Reason"), max_length=256)
 
     def clean_webhook_url(self) -> str:
         try:
@@ -212,7 +230,7 @@ def partner_webhook(request: HttpRequest, code: str) -> HttpResponse:
 
     def perform(data: dict) -> HttpResponse:
         partners.partner_set_webhook_url(
-            actor=Actor.for_request(request), partner=partner, webhook_url=data["webhook_url"]
+            actor=Actor.for_request(request), partner=partner, webhook_url=data["webhook_url"], reason=data["reason"]
         )
         messages.success(request, _("The webhook URL has been changed."))
         return redirect("partner_detail", code=partner.code)

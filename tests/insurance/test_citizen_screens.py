@@ -1,5 +1,7 @@
 """Citizen search, registration, editing, detail and status change screens."""
 
+import re
+
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
@@ -272,3 +274,36 @@ def test_status_change_without_a_reason_changes_nothing(client, clerk, make_citi
     assert "reason" in response.context["form"].errors
     citizen.refresh_from_db()
     assert citizen.status == CitizenStatus.ACTIVE
+
+
+def _resubmit(client, page, **changes):
+    """Press 查询 again as a browser would: the form posts its fields to the page's own URL."""
+    body = page.content.decode()
+    data = {"q": page.context["form"]["q"].value() or "", **changes}
+    hidden = re.search(r'<input type="hidden" name="s" value="([^"]*)"', body)
+    if hidden:
+        data["s"] = hidden.group(1)
+    response = client.post(page.request["PATH_INFO"] + "?" + page.request["QUERY_STRING"], data)
+    assert response.status_code == 302
+    return client.get(response["Location"])
+
+
+def test_refining_an_identity_number_search_by_scheme_searches_the_number_not_its_masked_text(
+    client, clerk, make_citizen
+):
+    wanted = make_citizen("310000", scheme="resident")
+    page = search(client, q=wanted.id_number)
+    assert list(page.context["page"]) == [wanted]
+    assert not page.context["form"]["q"].value()  # the box is empty, never the masked number
+    assert wanted.id_number_masked in page.content.decode()  # the note says what is searched
+    assert list(_resubmit(client, page, scheme="resident").context["page"]) == [wanted]
+    assert list(_resubmit(client, page, scheme="employee").context["page"]) == []
+
+
+def test_a_new_text_in_the_box_replaces_the_remembered_number(client, clerk, make_citizen):
+    first = make_citizen("310000", name="李四明")
+    second = make_citizen("310000", name="赵五明")
+    page = search(client, q=first.id_number)
+    assert list(_resubmit(client, page, q=second.id_number).context["page"]) == [second]
+    cleared = client.get(page.context["clear_search_url"])
+    assert set(cleared.context["page"]) == {first, second}

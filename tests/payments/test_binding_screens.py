@@ -1,7 +1,10 @@
 """Clerks decide family bindings of their regions (by the beneficiary's region), after a
 reason and a confirmation; outsiders get 404, auditors read only."""
 
+import re
+
 import pytest
+from django.contrib.messages import get_messages
 from django.urls import reverse
 
 from insurance.models import CertificateState
@@ -135,3 +138,55 @@ def test_the_beneficiarys_page_shows_the_binding(client, jilin_clerk, binding):
 def test_the_page_language_is_chinese_by_default(client, jilin_clerk, binding):
     html = client.get(reverse("binding_detail", args=[binding.public_id])).content.decode()
     assert "亲情账户" in html
+
+
+def _another_pending(binding, regions, name: str = "王五"):
+    wechat = binding.partner
+    holder, _ = register(regions, "310000", name=name)
+    _, number = register(regions, "220000", name="李四")
+    return bind(wechat, link(wechat, holder), number, name="李四")
+
+
+def test_a_queue_row_opens_by_the_beneficiarys_name_not_only_its_date(client, jilin_clerk, binding):
+    html = client.get(reverse("binding_queue")).content.decode()
+    detail = reverse("binding_detail", args=[binding.public_id])
+    assert re.search(rf'<a href="{re.escape(detail)}"[^>]*>\s*李\*光\s*</a>', html), "the name is a link"
+
+
+def test_ending_is_not_offered_on_a_pending_binding(client, jilin_clerk, binding):
+    html = client.get(reverse("binding_detail", args=[binding.public_id])).content.decode()
+    assert reverse("binding_action", args=[binding.public_id, "approve"]) in html
+    assert reverse("binding_action", args=[binding.public_id, "revoke"]) not in html
+    response = client.post(
+        reverse("binding_action", args=[binding.public_id, "revoke"]), {"note": "x", "confirmed": "yes"}
+    )
+    assert response.status_code == 302
+    binding.refresh_from_db()
+    assert binding.state == BindingState.PENDING
+
+
+def test_after_a_decision_the_clerk_goes_to_the_next_pending_request(client, jilin_clerk, binding, regions):
+    following = _another_pending(binding, regions)
+    done = client.post(
+        reverse("binding_action", args=[binding.public_id, "approve"]), {"note": "ok", "confirmed": "yes"}
+    )
+    assert done["Location"] == reverse("binding_detail", args=[following.public_id])
+    page = client.get(done["Location"])
+    assert "亲情账户已批准。" in page.content.decode()
+
+    last = client.post(
+        reverse("binding_action", args=[following.public_id, "reject"]), {"note": "no", "confirmed": "yes"}
+    )
+    assert last["Location"] == reverse("binding_queue")
+    assert [str(m) for m in get_messages(last.wsgi_request)] == ["亲情账户已驳回。"]
+
+
+def test_the_next_request_is_never_one_of_another_region(client, jilin_clerk, binding, regions):
+    wechat = binding.partner
+    holder, _ = register(regions, "220000", name="王五")
+    _, number = register(regions, "310000", name="李四")
+    bind(wechat, link(wechat, holder), number, name="李四")  # its beneficiary is in Shanghai
+    done = client.post(
+        reverse("binding_action", args=[binding.public_id, "approve"]), {"note": "ok", "confirmed": "yes"}
+    )
+    assert done["Location"] == reverse("binding_queue")

@@ -195,8 +195,9 @@ def test_suspending_a_partner_needs_a_reason_and_a_confirmation(client, operator
 
 def test_changing_the_webhook_url_is_confirmed_and_validated(client, operator, partner):
     url = reverse("partner_webhook", args=[partner.code])
-    assert client.post(url, {"webhook_url": "gopher://x", "confirmed": "yes"}).status_code == 200
-    assert client.post(url, {"webhook_url": "https://hooks.example.cn/e", "confirmed": "yes"}).status_code == 302
+    assert client.post(url, {"webhook_url": "gopher://x", "reason": "new", "confirmed": "yes"}).status_code == 200
+    done = client.post(url, {"webhook_url": "https://hooks.example.cn/e", "reason": "new", "confirmed": "yes"})
+    assert done.status_code == 302
     assert Partner.objects.get(pk=partner.pk).webhook_url == "https://hooks.example.cn/e"
 
 

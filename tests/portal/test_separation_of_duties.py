@@ -385,6 +385,7 @@ def test_the_role_is_single_valued_and_no_screen_changes_one(make_user):
         "staff_list",
         "staff_create",
         "staff_deactivate",
+        "staff_reactivate",  # is_active only: the role stays as it was
         "staff_unlock",
         "staff_password_reset",
     }

@@ -162,3 +162,40 @@ def test_clerks_auditors_and_security_officers_cannot_manage_staff(client, make_
     victim.refresh_from_db()
     assert victim.is_active
     assert not User.objects.filter(username="new-clerk").exists()
+
+
+def test_region_admin_reactivates_a_deactivated_clerk_after_a_reason_and_confirmation(client, admin, make_user):
+    clerk = make_user(Role.CLERK, ("310000",))
+    client.post(reverse("staff_deactivate", args=[clerk.pk]), {"reason": "离职", "confirmed": "yes"})
+    listing = client.get(reverse("staff_list")).content.decode()
+    url = reverse("staff_reactivate", args=[clerk.pk])
+    assert url in listing
+    assert client.post(url, {"reason": " "}).context["form"].errors
+    assert client.post(url, {"reason": "返岗"}).context["step"] == "confirm"
+    clerk.refresh_from_db()
+    assert not clerk.is_active
+    done = client.post(url, {"reason": "返岗", "confirmed": "yes"})
+    assert done["Location"] == reverse("staff_list")
+    clerk.refresh_from_db()
+    assert clerk.is_active
+    event = AuditEvent.objects.get(action="staff.reactivate", object_id=str(clerk.pk))
+    assert (event.reason, event.before["is_active"], event.after["is_active"]) == ("返岗", False, True)
+
+
+def test_an_active_account_is_not_offered_reactivation(client, admin, make_user):
+    clerk = make_user(Role.CLERK, ("310000",))
+    assert reverse("staff_reactivate", args=[clerk.pk]) not in client.get(reverse("staff_list")).content.decode()
+    response = client.post(reverse("staff_reactivate", args=[clerk.pk]), {"reason": "x", "confirmed": "yes"})
+    assert response.status_code == 302
+    assert not AuditEvent.objects.filter(action="staff.reactivate").exists()
+
+
+def test_region_admin_cannot_reactivate_staff_outside_their_scope(client, admin, make_user):
+    target = make_user(Role.CLERK, ("440000",))
+    target.is_active = False
+    target.save(update_fields=["is_active"])
+    url = reverse("staff_reactivate", args=[target.pk])
+    assert client.get(url).status_code == 404
+    assert client.post(url, {"reason": "x", "confirmed": "yes"}).status_code == 404
+    target.refresh_from_db()
+    assert not target.is_active
