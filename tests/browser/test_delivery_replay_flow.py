@@ -81,7 +81,7 @@ def test_operator_replays_a_dead_event_and_the_receiver_back_up_gets_it(
     screen("partner")
     event_row = page.locator("table tbody tr", has_text=event.public_id)
     assert event_row.locator(".badge").inner_text() == "投递失败"
-    assert "connection failed" in event_row.inner_text()
+    assert "连接失败" in event_row.inner_text()  # "connection failed", through its label
     event_row.get_by_role("link", name="查看").click()
     page.wait_for_url(re.compile(rf"/events/{event.public_id}/$"))
     screen("dead-event")
