@@ -376,8 +376,14 @@ def test_the_flag_does_nothing_once_the_deployment_turns_the_setting_off(client,
 
 
 def test_the_role_is_single_valued_and_no_screen_changes_one(make_user):
-    field = User._meta.get_field("role")
-    assert not field.many_to_many and field.choices
+    from django import forms
+
+    from portal.forms import StaffCreateForm
+
+    # The only form that sets a role offers one: a second duty cannot be ticked beside the first.
+    role_field = StaffCreateForm(manager=make_user(Role.NATIONAL_OPERATOR, ())).fields["role"]
+    assert isinstance(role_field, forms.ChoiceField)
+    assert not isinstance(role_field, forms.MultipleChoiceField)
     from django.urls import get_resolver
 
     names = {name for name in get_resolver().reverse_dict if isinstance(name, str)}
