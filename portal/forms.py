@@ -80,6 +80,3 @@ class StaffReasonForm(PlainTextForm):
         error_messages={"required": _("A reason is required.")},
         widget=forms.TextInput(attrs={"size": 60}),
     )
-
-
-StaffDeactivateForm = StaffReasonForm

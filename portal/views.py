@@ -10,7 +10,7 @@ from django.utils.translation import gettext_lazy
 from portal import exports, services
 from portal.actors import Actor
 from portal.errors import DomainError
-from portal.forms import StaffCreateForm, StaffDeactivateForm, StaffReasonForm
+from portal.forms import StaffCreateForm, StaffReasonForm
 from portal.models import Role, User
 from portal.screens import add_domain_error, paginate, staff_manager_required, two_step
 from portal.selectors import staff_visible_to
@@ -100,23 +100,40 @@ def staff_create(request: HttpRequest) -> HttpResponse:
     return render(request, "portal/staff_form.html", {"form": form})
 
 
+def _staff_action(request: HttpRequest, member: User, *, title, consequence, perform) -> HttpResponse:
+    """An administrator's action on a staff account: a reason, a confirmation naming the
+    consequence, then `perform(reason)` (portal/staff_action.html)."""
+    return two_step(
+        request,
+        form=StaffReasonForm(request.POST or None),
+        template="portal/staff_action.html",
+        perform=lambda data: perform(data["reason"]),
+        context={"member": member, "title": title, "consequence": consequence % {"username": member.username}},
+    )
+
+
+def _done(request: HttpRequest, message: str, member: User) -> HttpResponse:
+    messages.success(request, message % {"username": member.username})
+    return redirect("staff_list")
+
+
 @staff_manager_required
 def staff_deactivate(request: HttpRequest, pk: int) -> HttpResponse:
     member = _get_staff_for_user(request.user, pk)
     if not member.is_active:
         messages.error(request, _("This account is already deactivated."))
         return redirect("staff_list")
-    form = StaffDeactivateForm(request.POST or None)
 
-    def perform(data: dict) -> HttpResponse:
-        services.staff_deactivate(
-            actor=Actor.for_request(request), manager=request.user, user=member, reason=data["reason"]
-        )
-        messages.success(request, _("The account %(username)s has been deactivated.") % {"username": member.username})
-        return redirect("staff_list")
+    def perform(reason: str) -> HttpResponse:
+        services.staff_deactivate(actor=Actor.for_request(request), manager=request.user, user=member, reason=reason)
+        return _done(request, _("The account %(username)s has been deactivated."), member)
 
-    return two_step(
-        request, form=form, template="portal/staff_deactivate.html", perform=perform, context={"member": member}
+    return _staff_action(
+        request,
+        member,
+        title=_("Deactivate account"),
+        consequence=_("The account %(username)s will be deactivated: it can no longer sign in."),
+        perform=perform,
     )
 
 
@@ -126,51 +143,57 @@ def staff_reactivate(request: HttpRequest, pk: int) -> HttpResponse:
     if member.is_active:
         messages.error(request, _("This account is active."))
         return redirect("staff_list")
-    form = StaffReasonForm(request.POST or None)
 
-    def perform(data: dict) -> HttpResponse:
-        services.staff_reactivate(
-            actor=Actor.for_request(request), manager=request.user, user=member, reason=data["reason"]
-        )
-        messages.success(request, _("The account %(username)s has been reactivated.") % {"username": member.username})
-        return redirect("staff_list")
+    def perform(reason: str) -> HttpResponse:
+        services.staff_reactivate(actor=Actor.for_request(request), manager=request.user, user=member, reason=reason)
+        return _done(request, _("The account %(username)s has been reactivated."), member)
 
-    return two_step(
-        request, form=form, template="portal/staff_reactivate.html", perform=perform, context={"member": member}
+    return _staff_action(
+        request,
+        member,
+        title=_("Reactivate account"),
+        consequence=_("The account %(username)s will be reactivated: it can sign in again with its password."),
+        perform=perform,
     )
 
 
 @staff_manager_required
 def staff_unlock(request: HttpRequest, pk: int) -> HttpResponse:
     member = _get_staff_for_user(request.user, pk)
-    form = StaffReasonForm(request.POST or None)
 
-    def perform(data: dict) -> HttpResponse:
-        services.staff_unlock(
-            actor=Actor.for_request(request), manager=request.user, user=member, reason=data["reason"]
-        )
-        messages.success(request, _("The account %(username)s has been unlocked.") % {"username": member.username})
-        return redirect("staff_list")
+    def perform(reason: str) -> HttpResponse:
+        services.staff_unlock(actor=Actor.for_request(request), manager=request.user, user=member, reason=reason)
+        return _done(request, _("The account %(username)s has been unlocked."), member)
 
-    return two_step(
-        request, form=form, template="portal/staff_unlock.html", perform=perform, context={"member": member}
+    return _staff_action(
+        request,
+        member,
+        title=_("Unlock account"),
+        consequence=_("The account %(username)s will be unlocked: it can sign in again at once."),
+        perform=perform,
     )
 
 
 @staff_manager_required
 def staff_password_reset(request: HttpRequest, pk: int) -> HttpResponse:
     member = _get_staff_for_user(request.user, pk)
-    form = StaffReasonForm(request.POST or None)
 
-    def perform(data: dict) -> HttpResponse:
+    def perform(reason: str) -> HttpResponse:
         password = services.staff_password_reset(
-            actor=Actor.for_request(request), manager=request.user, user=member, reason=data["reason"]
+            actor=Actor.for_request(request), manager=request.user, user=member, reason=reason
         )
         # Shown on this one answer and kept nowhere else: not in a message, a session or a cache.
         response = render(request, "portal/staff_password_shown.html", {"member": member, "password": password})
         response["Cache-Control"] = "no-store"
         return response
 
-    return two_step(
-        request, form=form, template="portal/staff_password_reset.html", perform=perform, context={"member": member}
+    return _staff_action(
+        request,
+        member,
+        title=_("Reset password"),
+        consequence=_(
+            "The account %(username)s will get a temporary password, shown once on the next page. Its "
+            "sessions end, and the person must choose a new password at the next sign-in."
+        ),
+        perform=perform,
     )
