@@ -19,6 +19,22 @@ from portal.selectors import roles_manageable_by, staff_visible_to
 from portal.staff_errors import StaffErrorCode
 
 
+def audit_staff_change(
+    *, actor: Actor, action: str, user: User, before: dict | None = None, after: dict | None = None, reason: str = ""
+) -> None:
+    """The audit event of a change to a staff account, filed under the account's region."""
+    audit_record(
+        actor=actor,
+        action=action,
+        object_type="user",
+        object_id=user.pk,
+        region_code=user.audit_region_code(),
+        before=before,
+        after=after,
+        reason=reason,
+    )
+
+
 def _staff_snapshot(user: User, region_codes: list[str]) -> dict:
     return {
         "username": user.username,
@@ -103,12 +119,10 @@ def staff_create(
     user.regions.set(region_list)
     # The administrator chose this password: the person chooses their own at first sign-in.
     SignInState.objects.create(user=user, must_change_password=True)
-    audit_record(
+    audit_staff_change(
         actor=actor,
         action="staff.create",
-        object_type="user",
-        object_id=user.pk,
-        region_code=user.audit_region_code(),
+        user=user,
         after=_staff_snapshot(user, codes),
     )
     return user
@@ -131,12 +145,10 @@ def staff_deactivate(*, actor: Actor, manager: User, user: User, reason: str) ->
     before = _staff_snapshot(user, codes)
     user.is_active = False
     user.save(update_fields=["is_active"])
-    audit_record(
+    audit_staff_change(
         actor=actor,
         action="staff.deactivate",
-        object_type="user",
-        object_id=user.pk,
-        region_code=user.audit_region_code(),
+        user=user,
         before=before,
         after=_staff_snapshot(user, codes),
         reason=reason[:128],
@@ -155,12 +167,10 @@ def staff_reactivate(*, actor: Actor, manager: User, user: User, reason: str) ->
     before = _staff_snapshot(user, codes)
     user.is_active = True
     user.save(update_fields=["is_active"])
-    audit_record(
+    audit_staff_change(
         actor=actor,
         action="staff.reactivate",
-        object_type="user",
-        object_id=user.pk,
-        region_code=user.audit_region_code(),
+        user=user,
         before=before,
         after=_staff_snapshot(user, codes),
         reason=reason,
@@ -197,12 +207,10 @@ def staff_unlock(*, actor: Actor, manager: User, user: User, reason: str) -> Use
     state.failed_attempts = 0
     state.last_failed_at = None
     state.save(update_fields=["locked_until", "failed_attempts", "last_failed_at"])
-    audit_record(
+    audit_staff_change(
         actor=actor,
         action="staff.unlock",
-        object_type="user",
-        object_id=user.pk,
-        region_code=user.audit_region_code(),
+        user=user,
         before=before,
         after={"locked_until": None},
         reason=reason,
@@ -226,12 +234,10 @@ def staff_password_reset(*, actor: Actor, manager: User, user: User, reason: str
         user=user,
         defaults={"must_change_password": True, "locked_until": None, "failed_attempts": 0, "last_failed_at": None},
     )
-    audit_record(
+    audit_staff_change(
         actor=actor,
         action="staff.password_reset",
-        object_type="user",
-        object_id=user.pk,
-        region_code=user.audit_region_code(),
+        user=user,
         after={"username": user.username, "must_change_password": True},
         reason=reason,
     )
@@ -245,11 +251,9 @@ def staff_password_chosen(*, actor: Actor, user: User, password: str) -> None:
     user.set_password(password)
     user.save(update_fields=["password"])
     was_required = SignInState.objects.filter(user=user, must_change_password=True).update(must_change_password=False)
-    audit_record(
+    audit_staff_change(
         actor=actor,
         action="staff.password_change",
-        object_type="user",
-        object_id=user.pk,
-        region_code=user.audit_region_code(),
+        user=user,
         after={"username": user.username, "required_change_done": bool(was_required)},
     )

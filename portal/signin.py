@@ -20,8 +20,8 @@ from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 
 from portal.actors import Actor
-from portal.audit import audit_record
 from portal.models import SignInState, User
+from portal.services import audit_staff_change
 
 
 def _lock_period() -> dt.timedelta:
@@ -73,12 +73,10 @@ def sign_in_failed(*, user: User, ip: str | None) -> int:
     state.save(update_fields=["failed_attempts", "last_failed_at", "locked_until"])
     if state.locked_until is None:
         return 0
-    audit_record(
+    audit_staff_change(
         actor=Actor(type="system", id="", label="sign-in", ip=ip),
         action="staff.lock",
-        object_type="user",
-        object_id=user.pk,
-        region_code=user.audit_region_code(),
+        user=user,
         after={
             "username": user.username,
             "failed_attempts": settings.ECARD_SIGN_IN_MAX_FAILURES,
