@@ -86,7 +86,7 @@ CITIZEN_COLUMNS = [
     exports.Column(gettext_lazy("Identity number"), lambda c: c.id_number_masked),
     exports.Column(pgettext_lazy("person", "Name"), lambda c: c.name_masked),
     exports.Column(gettext_lazy("Phone"), lambda c: c.phone_masked),
-    exports.Column(gettext_lazy("Region"), lambda c: c.region_id),
+    exports.RegionColumn(gettext_lazy("Region"), lambda c: c.region_id),
     exports.Column(gettext_lazy("Scheme"), lambda c: c.get_scheme_display()),
     exports.Column(gettext_lazy("Status"), lambda c: c.get_status_display()),
 ]

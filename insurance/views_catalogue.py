@@ -246,7 +246,7 @@ FACILITY_COLUMNS = [
     exports.Column(gettext_lazy("Chinese name"), lambda f: f.name_zh),
     exports.Column(gettext_lazy("English name"), lambda f: f.name_en),
     exports.Column(gettext_lazy("Kind"), lambda f: f.get_kind_display()),
-    exports.Column(gettext_lazy("Region"), lambda f: f.region_id),
+    exports.RegionColumn(gettext_lazy("Region"), lambda f: f.region_id),
     exports.Column(gettext_lazy("State"), lambda f: _("Active") if f.active else _("Inactive")),
 ]
 # --- Service catalogue ------------------------------------------------------------

@@ -14,11 +14,12 @@ from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpRe
 from django.shortcuts import get_object_or_404, redirect, render
 from django.template.defaultfilters import filesizeformat
 from django.urls import reverse
-from django.utils.translation import get_language, gettext_lazy
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_GET
 
+from insurance.imports import report
 from insurance.imports.columns import COLUMNS
 from insurance.imports.files import MemoryOnlyUploadHandler
 from insurance.imports.jobs import import_job_create
@@ -86,7 +87,7 @@ def _job_for(user, pk: int) -> ImportJob:
 IMPORT_COLUMNS = [
     exports.Column(gettext_lazy("Import"), lambda j: j.pk),
     exports.Column(gettext_lazy("Uploaded at"), lambda j: j.created_at),
-    exports.Column(gettext_lazy("Region"), lambda j: j.region_id),
+    exports.RegionColumn(gettext_lazy("Region"), lambda j: j.region_id),
     exports.Column(gettext_lazy("Uploaded by"), lambda j: j.uploaded_by.username),
     exports.Column(gettext_lazy("State"), lambda j: j.get_state_display()),
     exports.Column(gettext_lazy("Rows in the file"), lambda j: j.rows_total),
@@ -163,7 +164,7 @@ def import_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "insurance/import_detail.html",
         {
             "job": job,
-            "errors": [(e, _column_label(e.column)) for e in job.row_errors.all()[:50]],
+            "errors": [(e, report.column_label(e.column)) for e in job.row_errors.all()[:50]],
             "status_url": reverse("import_status", args=[job.pk]),
         },
     )
@@ -182,29 +183,18 @@ class _Echo:
         return value
 
 
-def _chinese() -> bool:
-    return (get_language() or "zh").startswith("zh")
-
-
-def _column_label(column: str) -> str:
-    """A column as the report names it: `身份证号 id_number` in Chinese, `id_number` in English."""
-    chinese = {c.name: c.chinese for c in COLUMNS}.get(column)
-    return f"{chinese} {column}" if chinese and _chinese() else column
-
-
 @region_data_required
 def import_errors_csv(request: HttpRequest, pk: int) -> StreamingHttpResponse:
     """The error report, streamed (a large file may have many bad rows); valid while the job runs."""
     job = _job_for(request.user, pk)
     writer = csv.writer(_Echo())
-    header = [_("Row number"), _("Column"), _("Error"), _("Submitted value")]
 
     def lines():
         yield "\ufeff"  # so that spreadsheet programs read the Chinese messages as UTF-8
-        yield writer.writerow(header)
+        yield writer.writerow(report.header())
         errors = job.row_errors.values_list("row", "column", "message", "value")
         for row, column, message, value in errors.iterator(chunk_size=2000):
-            yield writer.writerow([row, _column_label(column), exports.neutralise(message), exports.neutralise(value)])
+            yield writer.writerow(report.line(row, column, message, value))
 
     response = StreamingHttpResponse(lines(), content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="import-{job.pk}-errors.csv"'
@@ -213,7 +203,7 @@ def import_errors_csv(request: HttpRequest, pk: int) -> StreamingHttpResponse:
 
 def _template_rows() -> list[list[str]]:
     """The header (Chinese names in the Chinese screens) and one example row: no one's data."""
-    header = [c.chinese if _chinese() else c.name for c in COLUMNS]
+    header = [c.chinese if report.chinese() else c.name for c in COLUMNS]
     return [header, [c.example for c in COLUMNS]]
 
 

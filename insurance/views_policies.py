@@ -28,7 +28,7 @@ from portal.scope import regions_visible_to, restrict_to_user_regions
 from portal.screens import paginate, querystring_without_page, region_data_required, two_step
 
 POLICY_COLUMNS = [
-    exports.Column(gettext_lazy("Region"), lambda g: g["region_id"]),
+    exports.RegionColumn(gettext_lazy("Region"), lambda g: g["region_id"]),
     exports.Column(gettext_lazy("Scheme"), lambda g: dict(Scheme.choices).get(g["scheme"], g["scheme"])),
     exports.Column(gettext_lazy("Year"), lambda g: g["year"]),
     exports.Column(gettext_lazy("Versions"), lambda g: g["versions"]),

@@ -55,7 +55,7 @@ from django.utils.translation import gettext as _
 from portal.actors import Actor
 from portal.audit import audit_record
 from portal.masking import mask_id_number, mask_phone
-from portal.models import Role
+from portal.models import Region, Role
 from portal.scope import visible_region_codes
 
 FORMATS = ("csv", "xlsx")
@@ -75,6 +75,24 @@ class Column:
 
     label: Any  # a lazy translation
     value: Callable[[Any], Any]
+
+    def bind(self) -> Callable[[Any], Any]:
+        """How this export's rows give the value (a column that reads a table first overrides it)."""
+        return self.value
+
+
+class RegionColumn(Column):
+    """A region's name in the reader's language (上海市 / Shanghai) for a row's region code;
+    the names are read once per export."""
+
+    def bind(self) -> Callable[[Any], Any]:
+        names = region_names()
+        return lambda obj: names.get(code, code) if (code := self.value(obj)) else ""
+
+
+def region_names() -> dict[str, str]:
+    """Region code → its name in the reader's language, in one query."""
+    return {region.code: region.display_name for region in Region.objects.all()}
 
 
 def max_rows() -> int:
@@ -153,10 +171,11 @@ def _audit_region(user, filters: dict[str, str]) -> str:
 
 def _rows(queryset: QuerySet | Iterable, columns: list[Column], limit: int) -> Iterator[list[Any]]:
     source = queryset.iterator(chunk_size=CHUNK_SIZE) if isinstance(queryset, QuerySet) else iter(queryset)
+    values = [column.bind() for column in columns]
     for index, obj in enumerate(source):
         if index >= limit:
             break
-        yield [_cell(column.value(obj)) for column in columns]
+        yield [_cell(value(obj)) for value in values]
 
 
 class _Echo:

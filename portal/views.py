@@ -58,7 +58,7 @@ def _get_staff_for_user(user, pk: int) -> User:
 STAFF_COLUMNS = [
     exports.Column(gettext_lazy("Username"), lambda u: u.username),
     exports.Column(gettext_lazy("Role"), lambda u: u.get_role_display()),
-    exports.Column(gettext_lazy("Regions"), lambda u: " ".join(r.code for r in u.regions.all())),
+    exports.Column(gettext_lazy("Regions"), lambda u: " ".join(r.display_name for r in u.regions.all())),
     exports.Column(gettext_lazy("State"), lambda u: _("Active") if u.is_active else _("Deactivated")),
 ]
 

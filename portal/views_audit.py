@@ -32,7 +32,7 @@ from portal.audit_labels import (
     object_type_label,
     reason_label,
 )
-from portal.models import AuditEvent, Region
+from portal.models import AuditEvent
 from portal.scope import regions_visible_to
 from portal.screens import paginate, querystring_without_page
 from portal.selectors_audit import AuditQuery, audit_events_visible_to, audit_search, reads_every_audit_event
@@ -99,38 +99,17 @@ class AuditFilterForm(forms.Form):
         )
 
 
-def _region_names() -> dict[str, str]:
-    """Region code → its name in the reader's language (上海市), one query."""
-    return {region.code: region.display_name for region in Region.objects.all()}
-
-
-def _region_label(code: str, names: dict[str, str]) -> str:
-    return names.get(code, code) if code else ""
-
-
 def _label_events(events: list[AuditEvent], user) -> None:
     """What a row shows instead of the stored codes: labels, the region's name, the object's link."""
-    names = _region_names()
+    names = exports.region_names()
     urls = audit_links.object_urls(user, ((e.object_type, e.object_id) for e in events))
     for event in events:
         event.actor_type_label = actor_type_label(event.actor_type)
         event.actor_name = actor_label(event.actor_type, event.actor_label)
         event.object_type_label = object_type_label(event.object_type)
-        event.region_name = _region_label(event.region_code, names)
+        event.region_name = names.get(event.region_code, event.region_code)
         event.reason_label = reason_label(event.reason)
         event.object_url = urls.get((event.object_type, event.object_id), "")
-
-
-class _RegionName:
-    """The export's region column: the names are read once per file, in the reader's language."""
-
-    def __init__(self) -> None:
-        self.names: dict[str, str] | None = None
-
-    def __call__(self, event: AuditEvent) -> str:
-        if self.names is None:
-            self.names = _region_names()
-        return _region_label(event.region_code, self.names)
 
 
 def _audit_columns() -> list[exports.Column]:
@@ -143,7 +122,7 @@ def _audit_columns() -> list[exports.Column]:
         exports.Column(gettext_lazy("What happened"), lambda e: action_label(e.action)),
         exports.Column(gettext_lazy("Object type"), lambda e: object_type_label(e.object_type)),
         exports.Column(gettext_lazy("Object ID"), lambda e: e.object_id),
-        exports.Column(gettext_lazy("Region"), _RegionName()),
+        exports.RegionColumn(gettext_lazy("Region"), lambda e: e.region_code),
         exports.Column(gettext_lazy("Reason"), lambda e: reason_label(e.reason)),
         exports.Column(gettext_lazy("Source IP"), lambda e: e.source_ip),
     ]

@@ -70,7 +70,7 @@ BINDING_COLUMNS = [
     exports.Column(gettext_lazy("Requested at"), lambda b: b.created_at),
     exports.Column(gettext_lazy("Beneficiary"), lambda b: b.beneficiary.name_masked),
     exports.Column(gettext_lazy("Identity number"), lambda b: b.beneficiary.id_number_masked),
-    exports.Column(gettext_lazy("Region"), lambda b: b.beneficiary.region_id),
+    exports.RegionColumn(gettext_lazy("Region"), lambda b: b.beneficiary.region_id),
     exports.Column(gettext_lazy("Holder"), lambda b: b.holder_citizen.name_masked),
     exports.Column(gettext_lazy("Relationship"), lambda b: b.get_relationship_display()),
     exports.Column(gettext_lazy("Partner"), lambda b: b.partner.name),

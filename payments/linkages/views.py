@@ -15,6 +15,7 @@ from payments.linkages.forms import LinkageUnlinkForm
 from payments.models import LinkageEndReason, LinkageState, WalletLinkage
 from portal import exports
 from portal.actors import Actor
+from portal.audit_labels import event_type_label
 from portal.models import Role
 from portal.screens import paginate, region_data_required, require_citizen_writer, two_step
 
@@ -54,7 +55,7 @@ def linkage_unlink(request: HttpRequest, public_id: str) -> HttpResponse:
 SANDBOX_COLUMNS = [
     exports.Column(gettext_lazy("Received at"), lambda r: r.received_at),
     exports.Column(gettext_lazy("Partner"), lambda r: r.partner_code),
-    exports.Column(gettext_lazy("Event type"), lambda r: r.event_type),
+    exports.Column(gettext_lazy("Event type"), lambda r: event_type_label(r.event_type)),
     exports.Column(gettext_lazy("Event ID"), lambda r: r.event_id),
     exports.Column(gettext_lazy("Signature"), lambda r: _("valid") if r.signature_valid else _("invalid")),
 ]

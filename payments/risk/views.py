@@ -30,7 +30,7 @@ RISK_COLUMNS = [
     exports.Column(gettext_lazy("Subject"), lambda f: f.subject_id),
     exports.Column(gettext_lazy("Citizen"), lambda f: f.citizen.name_masked if f.citizen else ""),
     exports.Column(gettext_lazy("Identity number"), lambda f: f.citizen.id_number_masked if f.citizen else ""),
-    exports.Column(gettext_lazy("Region"), lambda f: f.region_id),
+    exports.RegionColumn(gettext_lazy("Region"), lambda f: f.region_id),
     exports.Column(gettext_lazy("State"), lambda f: f.get_state_display()),
     exports.Column(gettext_lazy("Decided by"), lambda f: f.decided_by),
     exports.Column(gettext_lazy("Decision note"), lambda f: f.decision_note),

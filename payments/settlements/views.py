@@ -84,7 +84,7 @@ SETTLEMENT_COLUMNS = [
     exports.Column(gettext_lazy("Settlement"), lambda s: s.public_id),
     exports.Column(gettext_lazy("Citizen"), lambda s: s.citizen.name_masked),
     exports.Column(gettext_lazy("Identity number"), lambda s: s.citizen.id_number_masked),
-    exports.Column(gettext_lazy("Region"), lambda s: s.citizen.region_id),
+    exports.RegionColumn(gettext_lazy("Region"), lambda s: s.citizen.region_id),
     exports.Column(gettext_lazy("Facility code"), lambda s: s.facility.code),
     exports.Column(gettext_lazy("Facility"), lambda s: s.facility.name_zh),
     exports.Column(gettext_lazy("Partner"), lambda s: s.partner.name),

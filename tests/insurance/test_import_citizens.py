@@ -102,10 +102,14 @@ def test_bad_rows_are_reported_with_row_column_and_reason_and_good_rows_are_impo
 
     assert summary == {"created": 2, "updated": 0, "failed": 8}
     assert json.loads(out.strip().splitlines()[-1]) == summary
-    with report.open(encoding="utf-8", newline="") as handle:
+    with report.open(encoding="utf-8-sig", newline="") as handle:
         reported = list(csv.reader(handle))
-    assert reported[0] == ["row", "column", "message"]
-    assert [(r[0], r[1]) for r in reported[1:]] == [
+    assert reported[0] == ["行号", "列", "错误", "提交的值"], "the screen's report, in the default language"
+    assert reported[3][1] == "险种 scheme" and reported[3][3] == "gold", (
+        "the column named in Chinese, the value repeated"
+    )
+    assert bad_checksum not in report.read_text(encoding="utf-8-sig"), "identity numbers are masked in the report"
+    assert [(r[0], r[1].split()[-1]) for r in reported[1:]] == [
         ("3", "id_number"),
         ("4", "region_code"),
         ("5", "scheme"),
@@ -131,9 +135,9 @@ def test_a_row_refused_by_the_service_leaves_nothing_behind_and_is_reported(make
     summary, _, _ = run(path, "--errors", str(report))
 
     assert summary == {"created": 0, "updated": 0, "failed": 1}
-    assert list(csv.reader(report.open(encoding="utf-8")))[1][:2] == [
+    assert list(csv.reader(report.open(encoding="utf-8-sig")))[1][:2] == [
         "2",
-        "id_number",
+        "身份证号 id_number",
     ]  # the same refusal as any number already registered
     assert Citizen.objects.get(pk=citizen.pk).region_id == "310000"
 

@@ -89,6 +89,17 @@ def test_sandbox_page_lists_receipts_for_operators_and_admins(client, make_user,
     assert len(client.get(reverse("sandbox_receipts"), {"page": 2}).context["page"]) == 5
 
 
+def test_sandbox_page_and_export_name_event_types_in_the_screen_language(client, make_user):
+    SandboxReceipt.objects.create(
+        partner_code="wechat", event_id="evt_1", event_type="certificate.suspended", body="{}", signature_valid=True
+    )
+    sign_in(client, make_user(Role.NATIONAL_OPERATOR, ("310000",)))
+    html = client.get(reverse("sandbox_receipts")).content.decode()
+    assert "暂停电子凭证" in html, "the label, with the code beside it for the partner's engineers"
+    export = b"".join(client.post(reverse("sandbox_receipts"), {"format": "csv"}).streaming_content).decode("utf-8-sig")
+    assert "暂停电子凭证" in export and "certificate.suspended" not in export
+
+
 @pytest.mark.parametrize("role", [Role.CLERK, Role.AUDITOR])
 def test_sandbox_page_is_refused_to_clerks_and_auditors(client, make_user, role):
     sign_in(client, make_user(role, ("310000",)))

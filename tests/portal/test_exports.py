@@ -159,7 +159,7 @@ LISTS = {
     "citizens": ("citizen_search", None, Role.AUDITOR, lambda w: w["citizen"].id_number_masked),
     "services": ("catalogue_list", None, Role.AUDITOR, None),
     "facilities": ("facility_list", None, Role.AUDITOR, lambda w: w["facility"]),
-    "policies": ("policy_index", None, Role.AUDITOR, lambda w: w["citizen"].region_id),
+    "policies": ("policy_index", None, Role.AUDITOR, lambda w: w["citizen"].region.name_en),  # exports in English
     "partners": ("partner_list", None, Role.NATIONAL_OPERATOR, None),
     "monitor": ("monitor_index", None, Role.REGION_ADMIN, None),
     "events": ("monitor_partner", lambda w: [w["wallet"].code], Role.REGION_ADMIN, lambda w: w["event"].public_id),
@@ -466,3 +466,13 @@ def test_an_export_costs_the_same_queries_whatever_its_rows(client, make_user, b
     if name not in ("services", "partners", "monitor", "policies"):  # the catalogue, partners and policies did not
         assert more_rows > rows, (rows, more_rows)
     assert more_queries == queries, f"{name}: {queries} queries for {rows} rows, {more_queries} for {more_rows}"
+
+
+@pytest.mark.parametrize("language, shanghai", [("zh-hans", "上海市"), ("en", "Shanghai")])
+def test_exports_name_regions_in_the_readers_language_not_by_code(client, make_user, both, language, shanghai):
+    sign_in(client, make_user(Role.AUDITOR, (HERE,)))
+    client.cookies["django_language"] = language
+    for name in ("citizens", "facilities", "settlements", "risk", "bindings"):
+        response = client.post(list_url(name, both), {"format": "csv"})
+        values = cells(parse(response, "csv"))
+        assert shanghai in values and HERE not in values, (name, values)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from insurance.imports import report
 from insurance.imports.reading import ImportFileError, read_rows
 from insurance.imports.validation import RowError
 from insurance.imports.writing import ImportSummary, import_rows
@@ -22,22 +23,25 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("file", help="a .csv (UTF-8) or .xlsx file")
         parser.add_argument(
-            "--errors", metavar="REPORT", help="write the row errors to this CSV file (row, column, message)"
+            "--errors",
+            metavar="REPORT",
+            help="write the row errors to this CSV file (row, column, error, submitted value, masked)",
         )
 
     def handle(self, *args, file: str, errors: str | None, **options) -> None:
         path = Path(file)
         if not path.is_file():
             raise CommandError(f"no such file: {file}")
-        report_handle = Path(errors).open("w", encoding="utf-8", newline="") if errors else None
-        report = csv.writer(report_handle) if report_handle else None
-        if report:
-            report.writerow(["row", "column", "message"])
+        # UTF-8 with a BOM, so that spreadsheet programs read the Chinese headers and messages
+        report_handle = Path(errors).open("w", encoding="utf-8-sig", newline="") if errors else None
+        writer = csv.writer(report_handle) if report_handle else None
+        if writer:
+            writer.writerow(report.header())
 
         def on_error(error: RowError) -> None:
             self.stderr.write(f"row {error.row}, {error.column or '-'}: {error.message}")
-            if report:
-                report.writerow([error.row, error.column, error.message])
+            if writer:
+                writer.writerow(report.line(error.row, error.column, error.message, error.value))
 
         def on_progress(summary: ImportSummary) -> None:
             if options.get("verbosity", 1) >= 2:
