@@ -15,6 +15,7 @@ from django.utils.translation import pgettext_lazy
 
 ACTION_LABELS: dict[str, Promise] = {
     "account.adjust": _("Personal account adjusted"),
+    "demo.seeded": _("Demo data loaded"),
     "certificate.activate": _("E-card activated"),
     "certificate.expire": _("E-card expired"),
     "certificate.issue": _("E-card issued"),
@@ -91,6 +92,7 @@ OBJECT_TYPE_LABELS: dict[str, Promise] = {
     "portal_key": _("Portal signing key"),
     "outbox_event": _("Partner event"),
     "export": _("Export"),
+    "demo": _("Demo data"),
 }
 
 ACTOR_TYPE_LABELS: dict[str, Promise] = {

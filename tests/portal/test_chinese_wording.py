@@ -40,3 +40,10 @@ def test_sign_in_asks_for_a_username_or_email(client):
     text = client.get(reverse("account_login")).content.decode()
     assert "用户名或邮箱" in text
     assert "登录:" not in text
+
+
+def test_chinese_form_labels_end_with_the_full_width_colon_and_english_ones_with_a_colon(client, operator):
+    text = client.get(reverse("citizen_register")).content.decode()
+    assert 'for="id_name">姓名：</label>' in text
+    client.cookies["django_language"] = "en"
+    assert 'for="id_name">Name:</label>' in client.get(reverse("citizen_register")).content.decode()
