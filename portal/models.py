@@ -20,7 +20,9 @@ class Region(models.Model):
         verbose_name_plural = _("regions")
 
     def __str__(self) -> str:
-        return f"{self.code} {self.name_zh}"
+        # What a form's choice of regions shows (a staff account's regions, a citizen's region):
+        # the name in the reader's language, as everywhere else.
+        return f"{self.code} {self.display_name}"
 
     @property
     def display_name(self) -> str:

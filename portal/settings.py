@@ -250,7 +250,9 @@ ACCOUNT_RATE_LIMITS = {
 }
 # A reset request for an address no account has sends nothing (and answers as for a known one).
 ACCOUNT_EMAIL_UNKNOWN_ACCOUNTS = False
-# TOTP set-up keeps the secret being scanned when the page is opened again (portal/signin_forms.py).
+# The sign-in box says it takes a username or an e-mail address; TOTP set-up keeps the secret
+# being scanned when the page is opened again (portal/signin_forms.py).
+ACCOUNT_FORMS = {"login": "portal.signin_forms.LoginForm"}
 MFA_FORMS = {"activate_totp": "portal.signin_forms.ActivateTOTPForm"}
 MFA_SUPPORTED_TYPES = ["totp", "recovery_codes"]
 MFA_TOTP_ISSUER = "e-card portal"

@@ -1,8 +1,19 @@
-"""allauth forms the portal adjusts (MFA_FORMS in settings)."""
+"""allauth forms the portal adjusts (ACCOUNT_FORMS and MFA_FORMS in settings)."""
 
+from allauth.account import forms as account_forms
 from allauth.mfa.totp import forms as totp_forms
 from allauth.mfa.totp.internal import auth
 from django import forms
+from django.utils.translation import gettext_lazy as _
+
+
+class LoginForm(account_forms.LoginForm):
+    """allauth labels the sign-in box "Login" (登录 in Chinese, the verb "sign in"): it takes a
+    username or an e-mail address, and says so in both languages."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["login"].label = _("Username or email")
 
 
 class ActivateTOTPForm(totp_forms.ActivateTOTPForm):

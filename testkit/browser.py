@@ -1,13 +1,18 @@
-"""Steps the browser tests share: signing in and out through the screens, and TOTP codes from a
-frozen clock; axe-core on every screen."""
+"""Steps the browser tests share: choosing the language, signing in and out through the screens,
+and TOTP codes from a frozen clock; axe-core on every screen, and the contrast of a control."""
 
 import re
 from pathlib import Path
 
 from allauth.mfa import app_settings as mfa_settings
-from allauth.mfa.totp.internal.auth import format_hotp_value, hotp_value
+from allauth.mfa.totp.internal.auth import TOTP, format_hotp_value, generate_totp_secret, hotp_value
+from django.conf import settings
 
 PASSWORD = "correct-horse-battery-9"  # the test users' password (tests/conftest.py make_user)
+
+# The portal's two languages, as the language cookie holds them, and as <html lang> says them.
+LANGUAGES = ("zh-hans", "en")
+HTML_LANG = {"zh-hans": "zh-Hans", "en": "en"}
 
 
 class TotpClock:
@@ -34,14 +39,45 @@ class TotpClock:
         return format_hotp_value(hotp_value(secret, int(self.now) // mfa_settings.TOTP_PERIOD))
 
 
-def sign_in_with_password(page, url, screen, username: str, step: str) -> None:
+def use_language(page, url, language: str) -> None:
+    """The language a person chose earlier (the switch in the top bar sets this cookie; its own
+    test is tests/browser/test_language.py), for every page the browser opens next."""
+    page.context.add_cookies([{"name": settings.LANGUAGE_COOKIE_NAME, "value": language, "url": url("/")}])
+
+
+def sign_in_with_password(page, url, screen, username: str, step: str, language: str = "zh-hans") -> None:
+    """Signs in on the sign-in page in `language` (the portal's default, Simplified Chinese, unless
+    told otherwise); a role that needs TOTP is then on the code page (`sign_in_with_totp`)."""
+    if language != "zh-hans":
+        use_language(page, url, language)
     page.goto(url("/accounts/login/"))
-    assert page.locator("html").get_attribute("lang") == "zh-Hans"
+    assert page.locator("html").get_attribute("lang") == HTML_LANG[language]
     screen(f"{step}-sign-in")
     page.fill("input[name=login]", username)
     page.fill("input[name=password]", PASSWORD)
     page.locator("form input[name=password]").press("Enter")
     page.wait_for_load_state()
+
+
+def activate_totp(user) -> str:
+    """Sets up an authenticator for the user, as the first sign-in would; returns its secret."""
+    secret = generate_totp_secret()
+    TOTP.activate(user, secret)
+    return secret
+
+
+def enter_totp_code(page, code: str) -> None:
+    page.fill("input[name=code]", code)
+    page.locator("input[name=code]").press("Enter")
+    page.wait_for_load_state()
+
+
+def sign_in_with_totp(page, url, screen, totp, user, step: str, language: str = "zh-hans") -> None:
+    """Signs in a user whose role needs TOTP and who has none yet: an authenticator is set up for
+    them, then the password and the code of the `totp` fixture's frozen clock are typed."""
+    secret = activate_totp(user)
+    sign_in_with_password(page, url, screen, user.username, step, language)
+    enter_totp_code(page, totp.code(secret))
 
 
 def sign_out(page, screen, step: str) -> None:
@@ -88,6 +124,33 @@ def check_accessibility(page, where: str = "") -> None:
             lines.append(f"- {violation['id']} ({violation['impact']}): {violation['help']}")
             lines.extend(f"    {node}" for node in violation["nodes"][:10])
         raise AssertionError("\n".join(lines))
+
+
+# The WCAG contrast ratio of an element's text against the first opaque background behind it.
+CONTRAST = """(element) => {
+  const rgb = (value) => value.match(/[\\d.]+/g).map(Number);
+  const luminance = ([r, g, b]) => {
+    const [R, G, B] = [r, g, b].map((c) => {
+      c /= 255;
+      return c <= 0.03928 ? c / 12.92 : Math.pow((c + 0.055) / 1.055, 2.4);
+    });
+    return 0.2126 * R + 0.7152 * G + 0.0722 * B;
+  };
+  let node = element, background = null;
+  while (node) {
+    const colour = rgb(getComputedStyle(node).backgroundColor);
+    if (colour.length < 4 || colour[3] > 0) { background = colour; break; }
+    node = node.parentElement;
+  }
+  background = background || [255, 255, 255];
+  const [a, b] = [luminance(rgb(getComputedStyle(element).color)), luminance(background)];
+  return (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+}"""
+
+
+def contrast_ratio(locator) -> float:
+    """The WCAG contrast ratio of the element's text (4.5:1 at least for normal text, WCAG 1.4.3)."""
+    return locator.evaluate(CONTRAST)
 
 
 def menu_link(page, name: str, exact: bool = False):

@@ -1,6 +1,7 @@
-"""Issue 16, finding 5, in a real browser and in Chinese: a clerk reads the columns on the
-upload screen, downloads the templates, fills the CSV one with Chinese scheme names,
-uploads it, and reads why each bad row was refused, with the value it held."""
+"""Issue 16, finding 5, in a real browser, in Simplified Chinese and in English: a clerk reads the
+columns on the upload screen, downloads the templates (their header in the screen's language),
+fills the CSV one with Chinese scheme names, uploads it, and reads why each bad row was refused,
+with the value it held."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from openpyxl import load_workbook
 
 from insurance.models import Citizen, ImportJob, ImportJobState
 from portal.models import Role
-from testkit.browser import PASSWORD
+from testkit.browser import LANGUAGES, PASSWORD, sign_in_with_password
 from testkit.citizens import new_id_number
 from testkit.processes import CeleryWorker, database_url_for_current_connection
 
@@ -48,31 +49,55 @@ def import_worker(live_server, settings, tmp_path):
     worker.dump_log()
 
 
-def test_clerk_fills_the_chinese_template_and_reads_the_refused_values(
-    page, url, screen, make_user, import_worker, tmp_path
+# What each language shows: the template's header, a column's format, the region refused and the
+# report's columns.
+WORDS = {
+    "zh-hans": {
+        "header": ["身份证号", "姓名", "手机号", "地区代码", "险种", "个人账户余额（分）"],
+        "id_format": "18 位：17 位数字加 1 位校验码（数字或 X）",
+        "outside": "该地区不在您的管辖范围内（440000 广东省）",
+        "unknown": "未知",
+        "region_column": "地区代码 region_code",
+        "phone_column": "手机号 phone",
+        "report": ["行号", "列", "错误", "提交的值"],
+    },
+    "en": {
+        "header": ["id_number", "name", "phone", "region_code", "scheme", "account_balance_fen"],
+        "id_format": "18 characters: 17 digits and a check digit or X",
+        "outside": "The region is outside your regions (440000 Guangdong)",
+        "unknown": "Unknown",
+        "region_column": "region_code",
+        "phone_column": "phone",
+        "report": ["Row number", "Column", "Error", "Submitted value"],
+    },
+}
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_clerk_fills_the_template_with_chinese_schemes_and_reads_the_refused_values(
+    page, url, screen, make_user, import_worker, tmp_path, language
 ):
+    words = WORDS[language]
     make_user(Role.CLERK, username="clerk-template", password=PASSWORD)
-    page.goto(url("/accounts/login/"))
-    page.fill("input[name=login]", "clerk-template")
-    page.fill("input[name=password]", PASSWORD)
-    page.locator("form input[name=password]").press("Enter")
-    page.wait_for_load_state()
+    sign_in_with_password(page, url, screen, "clerk-template", "clerk", language)
 
     page.goto(url("/citizens/imports/new/"))
     screen("upload-columns")
-    columns = page.locator("#import-columns tbody th")
-    assert columns.all_inner_texts() == ["身份证号", "姓名", "手机号", "地区代码", "险种", "个人账户余额（分）"]
-    assert "account_balance_fen" in page.locator("#import-columns").inner_text()
+    columns = page.locator("#import-columns tbody tr")
+    assert columns.locator("th").all_inner_texts() == WORDS["zh-hans"]["header"]  # the Chinese names a file may use
+    assert columns.locator("td.mono").first.inner_text() == "id_number"  # and the English ones
+    first = columns.first.inner_text()
+    assert words["id_format"] in first and "11010519491231002X" in first, first
 
     with page.expect_download() as xlsx_download:
         page.locator("#import-template-xlsx").click()
     sheet = load_workbook(io.BytesIO(xlsx_download.value.path().read_bytes())).worksheets[0]
-    assert next(sheet.iter_rows(values_only=True))[0] == "身份证号"
+    assert list(next(sheet.iter_rows(values_only=True))) == words["header"]
 
     with page.expect_download() as csv_download:
         page.locator("#import-template-csv").click()
     text = open(csv_download.value.path(), encoding="utf-8").read()
-    assert text.startswith("\ufeff身份证号,")
+    assert text.startswith("\ufeff" + ",".join(words["header"]) + "\n")
     header, example = list(csv.reader(io.StringIO(text.lstrip("\ufeff"))))
     rows = [
         example,  # row 2: the template's example, kept
@@ -84,6 +109,8 @@ def test_clerk_fills_the_chinese_template_and_reads_the_refused_values(
     with path.open("w", encoding="utf-8-sig", newline="") as handle:
         csv.writer(handle).writerows([header, *rows])
 
+    region = page.locator("select[name=region] option[value='310000']").inner_text()
+    assert region == {"zh-hans": "310000 上海市", "en": "310000 Shanghai"}[language], region
     page.select_option("select[name=region]", "310000")
     page.set_input_files("input[name=file]", str(path))
     page.locator("main form button[type=submit]").click()
@@ -94,16 +121,16 @@ def test_clerk_fills_the_chinese_template_and_reads_the_refused_values(
     assert (job.state, job.created, job.failed) == (ImportJobState.DONE, 2, 2)
     assert dict(Citizen.objects.values_list("name", "scheme")) == {"张三": "employee", "王居民": "resident"}
     table = page.locator("#import-error-rows").inner_text()
-    assert "该地区不在您的管辖范围内（440000 广东省）" in table and "未知" not in table
+    assert words["outside"] in table and words["unknown"] not in table, table
     assert (
-        "地区代码 region_code" in table and "*****" in table and "12345" not in table.replace("010-12345678", "")
+        words["region_column"] in table and "*****" in table and "12345" not in table.replace("010-12345678", "")
     )  # the short phone, masked
 
     with page.expect_download() as report_download:
         page.locator("#import-errors").click()
     report = list(csv.reader(io.StringIO(open(report_download.value.path(), encoding="utf-8-sig").read())))
-    assert report[0] == ["行号", "列", "错误", "提交的值"]
+    assert report[0] == words["report"]
     assert [(r[0], r[1], r[3]) for r in report[1:]] == [
-        ("4", "地区代码 region_code", "440000"),
-        ("5", "手机号 phone", "*****"),
+        ("4", words["region_column"], "440000"),
+        ("5", words["phone_column"], "*****"),
     ]
