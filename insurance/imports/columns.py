@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from django.utils.functional import Promise
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import pgettext_lazy
 
 from insurance.models import Scheme
 
@@ -14,6 +15,7 @@ from insurance.models import Scheme
 class ImportColumn:
     name: str  # the English header name, and the key of a row's values
     chinese: str  # the Chinese header name, accepted as well as `name`
+    label: Promise  # what the screen calls the column, in the reader's language
     required: bool
     format: Promise
     example: str
@@ -24,20 +26,34 @@ EXAMPLE_ID_NUMBER = "11010519491231002X"
 
 COLUMNS = (
     ImportColumn(
-        "id_number", "身份证号", True, _("18 characters: 17 digits and a check digit or X"), EXAMPLE_ID_NUMBER
+        "id_number",
+        "身份证号",
+        pgettext_lazy("import column", "Identity number"),
+        True,
+        _("18 characters: 17 digits and a check digit or X"),
+        EXAMPLE_ID_NUMBER,
     ),
-    ImportColumn("name", "姓名", True, _("1 to 64 characters"), "张三"),
+    ImportColumn("name", "姓名", pgettext_lazy("import column", "Name"), True, _("1 to 64 characters"), "张三"),
     ImportColumn(
         "phone",
         "手机号",
+        pgettext_lazy("import column", "Phone"),
         True,
         _("An 11-digit mobile number, or a landline with its area code (010-12345678); may be left empty"),
         "13800000000",
     ),
-    ImportColumn("region_code", "地区代码", True, _("The six-digit code of the import's pilot region"), "310000"),
+    ImportColumn(
+        "region_code",
+        "地区代码",
+        pgettext_lazy("import column", "Region code"),
+        True,
+        _("The six-digit code of the import's pilot region"),
+        "310000",
+    ),
     ImportColumn(
         "scheme",
         "险种",
+        pgettext_lazy("import column", "Scheme"),
         True,
         _("职工医保 or 职工基本医疗保险 (employee); 居民医保 or 城乡居民基本医疗保险 (resident)"),
         "职工医保",
@@ -45,6 +61,7 @@ COLUMNS = (
     ImportColumn(
         "account_balance_fen",
         "个人账户余额（分）",
+        pgettext_lazy("import column", "Personal account balance (fen)"),
         False,
         _("A whole number of fen (1 yuan = 100 fen); may be left empty"),
         "120000",
