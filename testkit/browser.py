@@ -6,8 +6,10 @@ from pathlib import Path
 
 from allauth.mfa import app_settings as mfa_settings
 from allauth.mfa.totp.internal.auth import format_hotp_value, hotp_value
+from django.conf import settings
 
 PASSWORD = "correct-horse-battery-9"  # the test users' password (tests/conftest.py make_user)
+HTML_LANG = {"zh-hans": "zh-Hans", "en": "en"}  # <html lang> of each of settings.LANGUAGES
 
 
 class TotpClock:
@@ -34,13 +36,25 @@ class TotpClock:
         return format_hotp_value(hotp_value(secret, int(self.now) // mfa_settings.TOTP_PERIOD))
 
 
-def sign_in_with_password(page, url, screen, username: str, step: str) -> None:
+def sign_in_with_password(page, url, screen, username: str, step: str, language: str = "zh-hans") -> None:
+    """Signs in on the sign-in page in `language` (a code of settings.LANGUAGES), chosen as the
+    language switch does: by the language cookie."""
+    page.context.add_cookies([{"name": settings.LANGUAGE_COOKIE_NAME, "value": language, "url": url("/")}])
     page.goto(url("/accounts/login/"))
-    assert page.locator("html").get_attribute("lang") == "zh-Hans"
+    assert page.locator("html").get_attribute("lang") == HTML_LANG[language]
     screen(f"{step}-sign-in")
     page.fill("input[name=login]", username)
     page.fill("input[name=password]", PASSWORD)
     page.locator("form input[name=password]").press("Enter")
+    page.wait_for_load_state()
+
+
+def enter_totp_code(page, screen, code: str, step: str) -> None:
+    """The second step of an administrator's sign-in: the authenticator app's code."""
+    page.locator("input[name=code]").wait_for()
+    screen(f"{step}-totp-code")
+    page.fill("input[name=code]", code)
+    page.locator("input[name=code]").press("Enter")
     page.wait_for_load_state()
 
 
