@@ -145,7 +145,7 @@ def monitor_event(request: HttpRequest, code: str, public_id: str) -> HttpRespon
 def monitor_replay(request: HttpRequest, code: str, public_id: str) -> HttpResponse:
     partner = get_partner_or_404(code)
     event = _get_event_for_user(request.user, partner, public_id)
-    failing = event.failing
+    failing = event.is_failing
     if event.state != OutboxState.DEAD and not failing:
         messages.error(request, _("Only a dead or failing event can be replayed."))
         return redirect("monitor_event", code=partner.code, public_id=event.public_id)
