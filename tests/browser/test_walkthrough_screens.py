@@ -122,8 +122,10 @@ def test_badges_dates_and_export_notes_keep_their_place(page, url, screen, langu
     screen("settlements")
     assert paid.evaluate("(el) => getComputedStyle(el).whiteSpace") == "nowrap"
     assert lines_of(squeezed(paid)) == 1, "the badge keeps one line"
-    assert page.locator(".export-buttons .muted").inner_text().startswith(
-        say(language, "按上方筛选条件导出", "With the filters above")
+    assert (
+        page.locator(".export-buttons .muted")
+        .inner_text()
+        .startswith(say(language, "按上方筛选条件导出", "With the filters above"))
     ), "a list with filters"
 
     page.goto(url(reverse("policy_versions", args=["310000", "resident", world.year])))
@@ -144,7 +146,9 @@ def test_delivery_monitor_retries_a_failing_event_and_asks_reasons(
         code="wechat", name="微信支付", kind=PartnerKind.WALLET, webhook_url="https://wechat.example.cn/hook"
     )
     citizen = make_citizen("310000", with_card=True)
-    linkage = linkages.linkage_create(actor=Actor.system("tests"), partner=partner, citizen=citizen, partner_user_ref="user-1")
+    linkage = linkages.linkage_create(
+        actor=Actor.system("tests"), partner=partner, citizen=citizen, partner_user_ref="user-1"
+    )
     event = OutboxEvent.objects.get(partner=partner, object_id=linkage.public_id)
     DeliveryAttempt.objects.create(
         event=event, number=1, started_at=timezone.now(), status_code=502, latency_ms=7, error="HTTP 502"
@@ -160,7 +164,11 @@ def test_delivery_monitor_retries_a_failing_event_and_asks_reasons(
     screen("monitor-partner")
 
     def count(label: str) -> str:
-        return facts.locator("dt", has_text=re.compile(f"^{label}$")).locator("xpath=following-sibling::dd[1]").inner_text()
+        return (
+            facts.locator("dt", has_text=re.compile(f"^{label}$"))
+            .locator("xpath=following-sibling::dd[1]")
+            .inner_text()
+        )
 
     failing = say(language, "失败重试中", "Failing")
     assert (count(say(language, "待处理", "Pending")), count(failing)) == ("0", "1")
