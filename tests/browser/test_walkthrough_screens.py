@@ -134,6 +134,8 @@ def test_badges_dates_and_export_notes_keep_their_place(page, url, screen, langu
     screen("policy-versions")
     assert date.inner_text() == say(language, f"{world.year}-01-01", f"1 Jan {world.year}")
     assert lines_of(squeezed(date)) == 1, "the date keeps one line"
+    shares = page.locator("td small").first.text_content()
+    assert "100\u00a0%" in shares and not re.search(r"\d %", shares), "a share's % never starts a line"
     note = page.locator(".export-buttons .muted").inner_text()
     assert note.startswith(say(language, "导出全部", "At most")), "a list without filters"
     assert say(language, "筛选", "filter") not in note
