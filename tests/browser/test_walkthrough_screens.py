@@ -5,8 +5,9 @@ axe-core checks every screen visited (`screen`).
 - 7, dashboard: whole ticks on the settlement-count axis, 暂无数据 / "No data yet" for an empty
   series, chart titles as headings above the charts, one fixed colour per region, no one-column
   comparison table for an administrator of one region, and the note on live e-cards;
-- 8, layout: the 已支付 / Paid badge and policy dates keep one line, the export note speaks of the
-  filters above only where there are filters (number inputs: test_navigation_flow, in both languages);
+- 8, layout: the 已支付 / Paid badge, policy dates and shares keep one line; the export note speaks
+  of the filters above only where there are filters (number inputs and the menu on one row:
+  test_navigation_flow, in both languages);
 - 9, delivery monitor: a failing event counted as failing only and retried now, its attempts before
   its body, and pausing deliveries or changing a webhook refused without a reason;
 - 10, family bindings and staff: the menu counts pending requests, a click anywhere on a row opens
