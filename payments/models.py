@@ -193,6 +193,15 @@ class OutboxEvent(models.Model):
     def __str__(self) -> str:
         return self.public_id
 
+    @property
+    def is_failing(self) -> bool:
+        """Pending after failed attempts: retried on its schedule, counted as failing, not as pending."""
+        return self.state == OutboxState.PENDING and self.attempts > 0
+
+    def state_label(self) -> str:
+        """The state as the delivery monitor counts it: a failing event says so, not "pending"."""
+        return str(_("Failing")) if self.is_failing else self.get_state_display()
+
 
 class DeliveryAttempt(models.Model):
     event = models.ForeignKey(OutboxEvent, on_delete=models.CASCADE, related_name="delivery_attempts")

@@ -77,6 +77,8 @@ def sign_in_with_totp(page, url, screen, totp, user, step: str, language: str = 
     them, then the password and the code of the `totp` fixture's frozen clock are typed."""
     secret = activate_totp(user)
     sign_in_with_password(page, url, screen, user.username, step, language)
+    page.locator("input[name=code]").wait_for()
+    screen(f"{step}-totp-code")
     enter_totp_code(page, totp.code(secret))
 
 

@@ -232,7 +232,8 @@ def _partner_health(total: Figures) -> list[PartnerHealth]:
         OutboxEvent.objects.filter(partner_id__in=list(partners), state__in=[OutboxState.PENDING, OutboxState.DEAD])
         .values("partner_id")
         .annotate(
-            pending=Count("id", filter=Q(state=OutboxState.PENDING)),
+            # Disjoint, as the delivery monitor counts them: pending is not yet tried.
+            pending=Count("id", filter=Q(state=OutboxState.PENDING, attempts=0)),
             failing=Count("id", filter=Q(state=OutboxState.PENDING, attempts__gt=0)),
             dead=Count("id", filter=Q(state=OutboxState.DEAD)),
         )

@@ -16,5 +16,6 @@ def yuan(fen: int | None) -> str:
 
 @register.filter
 def percent(fraction) -> str:
+    """A share as "75 %", with a no-break space: a narrow column never leaves the % alone on a line."""
     value = format_percent(fraction)
-    return f"{value} %" if value else ""
+    return f"{value}\u00a0%" if value else ""

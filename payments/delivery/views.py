@@ -56,7 +56,7 @@ EVENT_COLUMNS = [
     exports.Column(gettext_lazy("Created at"), lambda e: e.created_at),
     exports.Column(gettext_lazy("Event ID"), lambda e: e.public_id),
     exports.Column(gettext_lazy("Event type"), lambda e: e.type),
-    exports.Column(gettext_lazy("State"), lambda e: e.get_state_display()),
+    exports.Column(gettext_lazy("State"), lambda e: e.state_label()),
     exports.Column(gettext_lazy("Attempts"), lambda e: e.attempts),
     exports.Column(gettext_lazy("Last status"), lambda e: e.last_status),
     exports.Column(gettext_lazy("Last error"), lambda e: e.last_error),
@@ -145,7 +145,7 @@ def monitor_event(request: HttpRequest, code: str, public_id: str) -> HttpRespon
 def monitor_replay(request: HttpRequest, code: str, public_id: str) -> HttpResponse:
     partner = get_partner_or_404(code)
     event = _get_event_for_user(request.user, partner, public_id)
-    failing = event.state == OutboxState.PENDING and event.attempts > 0
+    failing = event.is_failing
     if event.state != OutboxState.DEAD and not failing:
         messages.error(request, _("Only a dead or failing event can be replayed."))
         return redirect("monitor_event", code=partner.code, public_id=event.public_id)

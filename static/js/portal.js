@@ -5,6 +5,15 @@
   document.querySelectorAll("select[data-autosubmit]").forEach(function (select) {
     select.addEventListener("change", function () { select.form.submit(); });
   });
+  // A list row with data-href opens as its links do, wherever it is clicked (its date and name
+  // stay the links a keyboard reaches); a click on a control, or to select text, is left alone.
+  document.querySelectorAll("tr[data-href]").forEach(function (row) {
+    row.addEventListener("click", function (event) {
+      if (event.target.closest("a, button, input, select, textarea, label")) { return; }
+      if (String(window.getSelection())) { return; }
+      window.location.assign(row.getAttribute("data-href"));
+    });
+  });
   // The main menu: one list open at a time, closed by a click elsewhere or Escape.
   var menus = document.querySelectorAll(".mainnav details");
   menus.forEach(function (menu) {

@@ -70,12 +70,13 @@ def test_operator_menu_is_four_groups_on_one_row_with_what_waits(page, url, scre
 STYLE = "(el) => { const s = getComputedStyle(el); return [s.borderTopWidth, s.borderTopColor, s.paddingLeft, s.borderRadius]; }"
 
 
+@pytest.mark.parametrize("language", ["zh-hans", "en"])
 def test_badges_and_dates_stay_on_one_line_and_number_inputs_look_like_the_others(
-    page, url, screen, make_user, make_citizen
+    page, url, screen, make_user, make_citizen, language
 ):
     make_user(Role.CLERK, ("310000",), username="clerk-layout", password=PASSWORD)
     make_citizen("310000", with_card=True)
-    sign_in_with_password(page, url, screen, "clerk-layout", "clerk")
+    sign_in_with_password(page, url, screen, "clerk-layout", "clerk", language)
     page.goto(url("/citizens/?q=&region=310000"))
     badge = page.locator("td .badge").first
     badge.wait_for()

@@ -88,7 +88,7 @@ def test_the_versions_page_lists_every_version_and_marks_the_one_in_force(client
     expected_in_force = later if TODAY == dt.date(YEAR, 12, 31) else first
     assert response.context["in_force_id"] == expected_in_force.pk
     body = response.content.decode()
-    assert "300.00" in body and "500.00" in body and "75 %" in body and "380.00" in body
+    assert "300.00" in body and "500.00" in body and "75\u00a0%" in body and "380.00" in body
 
 
 def test_the_index_lists_policies_of_the_users_regions_only(client, as_role, publish):

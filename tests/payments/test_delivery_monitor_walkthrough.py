@@ -2,6 +2,8 @@
 counts each event in one state only, shows the attempts before the body, and asks a reason for
 a webhook change as for pausing."""
 
+import re
+
 import pytest
 from django.urls import reverse
 from django.utils import timezone
@@ -70,6 +72,14 @@ def test_the_header_counts_a_failing_event_as_failing_only(client, operator, par
     assert (response.context["counts"]["pending"], response.context["counts"]["failing"]) == (0, 1)
     pending_only = client.get(reverse("monitor_partner", args=[partner.code]), {"state": "pending"})
     assert list(pending_only.context["page"]) == []
+
+
+def test_a_failing_event_is_shown_as_failing_as_the_header_counts_it(client, operator, partner, event):
+    make_failing(event)
+    listed = client.get(reverse("monitor_partner", args=[partner.code])).content.decode()
+    assert '<span class="badge suspended">失败重试中</span>' in listed
+    page = client.get(reverse("monitor_event", args=[partner.code, event.public_id])).content.decode()
+    assert re.search(r"<dd>失败重试中\s", page), "not 待处理, which the header counts apart"
 
 
 def test_the_attempts_come_before_the_body_which_folds(client, operator, partner, event):

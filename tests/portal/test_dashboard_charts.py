@@ -1,6 +1,7 @@
 """Finding 7 of the walk-through: whole ticks on count axes, "no data yet" instead of a flat line,
-titles as headings above the charts, one colour per region, no one-column comparison table, and a
-note on live e-cards and wallet linkages. In Chinese, the portal's default."""
+titles as headings above the charts, one colour per region, no one-column comparison table (one
+region's figures are the tiles and tables above it), and a note on live e-cards and wallet
+linkages. In Chinese, the portal's default."""
 
 import datetime as dt
 import re
@@ -56,12 +57,23 @@ def test_administrator_of_one_region_gets_figures_not_a_comparison(client, make_
     sign_in(client, make_user(Role.REGION_ADMIN, ("310000",)))
     page = client.get(reverse("dashboard")).content.decode()
     assert "各地区对比" not in page
-    assert '<h2 id="regions-h">指标</h2>' in page
-    assert page.count('<th class="num" scope="col">') == 1
+    assert 'id="regions-h"' not in page and "dash-table regions" not in page, "no one-column table"
+    assert 'data-metric="active-citizens">1<' in page, "the region's figures are the tiles"
     assert re.search(r'<h3 id="chart-settled-h">[^<]+</h3><svg', page), "the title is a heading above the chart"
     assert "暂无数据" in page, "no settlement yet"
     note = re.search(r'data-note="live-cards">([^<]+)<', page).group(1)
     assert "有效电子凭证" in note and "多个钱包" in note
+
+
+@pytest.mark.django_db
+def test_one_region_opened_from_the_comparison_has_no_one_column_table(client, make_user, make_citizen):
+    make_citizen("310000", with_card=True)
+    make_citizen("440000", with_card=True)
+    rollups_rebuild()
+    sign_in(client, make_user(Role.NATIONAL_OPERATOR, ()))
+    page = client.get(reverse("dashboard_region", args=["310000"])).content.decode()
+    assert 'data-metric="active-citizens">1<' in page
+    assert 'id="regions-h"' not in page and "dash-table regions" not in page
 
 
 @pytest.mark.django_db

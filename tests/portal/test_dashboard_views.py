@@ -1,6 +1,8 @@
 """The dashboard screens: scope (another region answers 404), a fixed number of queries that never
 touch the citizen or settlement tables, SVG charts, and the figures the rollups hold."""
 
+import re
+
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
@@ -9,6 +11,8 @@ from django.urls import reverse
 from backoffice.dashboards.rollups import rollups_rebuild, rollups_tick
 from backoffice.navigation import menu_counts
 from insurance import services as insurance_services
+from payments.linkages.services import linkage_create
+from payments.models import OutboxEvent, OutboxState
 from portal.models import Role
 from testkit.dashboards import busy_day
 from testkit.screens import make_partner, sign_in
@@ -139,3 +143,17 @@ def test_settlements_and_refunds_show_as_fund_spend_in_yuan(client, make_user, r
     # one refunded the same day, so 154.00 net.
     assert 'data-metric="fund-today">154.00<' in body
     assert 'data-metric="fund-year">154.00<' in body
+
+
+def test_partner_health_counts_a_failing_event_as_failing_only(client, make_user, make_citizen, system_actor):
+    """As the delivery monitor's header does (issue 16, finding 9): pending is not yet tried."""
+    partner = make_partner()
+    for ref in ("u-1", "u-2"):
+        citizen = make_citizen("310000", with_card=True)
+        linkage_create(actor=system_actor, partner=partner, citizen=citizen, partner_user_ref=ref)
+    tried = OutboxEvent.objects.filter(partner=partner, state=OutboxState.PENDING).first()
+    OutboxEvent.objects.filter(pk=tried.pk).update(attempts=2)
+    sign_in(client, make_user(Role.NATIONAL_OPERATOR, ()))
+    body = client.get(reverse("dashboard")).content.decode()
+    row = re.search(r"<tr><td>WeChat Pay</td>.*?</tr>", body).group(0)
+    assert re.findall(r'<td class="num[^"]*">(\d+)</td>', row)[1:3] == ["1", "1"]
