@@ -20,6 +20,7 @@ from payments.partners import services as partners
 from payments.partners.views import RequiredReasonForm, get_partner_or_404, national_required, partner_action
 from portal import exports
 from portal.actors import Actor
+from portal.audit_labels import delivery_error_label, event_type_label
 from portal.models import Role
 from portal.screens import paginate, querystring_without_page, role_required
 
@@ -50,16 +51,17 @@ ATTEMPT_COLUMNS = [
     exports.Column(gettext_lazy("Status"), lambda a: a.status_code),
     exports.Column(gettext_lazy("Latency (ms)"), lambda a: a.latency_ms),
     exports.Column(gettext_lazy("Succeeded"), lambda a: a.succeeded),
-    exports.Column(gettext_lazy("Error"), lambda a: a.error),
+    exports.Column(gettext_lazy("Error"), lambda a: delivery_error_label(a.error)),
 ]
 EVENT_COLUMNS = [
     exports.Column(gettext_lazy("Created at"), lambda e: e.created_at),
     exports.Column(gettext_lazy("Event ID"), lambda e: e.public_id),
-    exports.Column(gettext_lazy("Event type"), lambda e: e.type),
+    exports.Column(gettext_lazy("Event type"), lambda e: event_type_label(e.type)),
+    exports.Column(gettext_lazy("Code"), lambda e: e.type),  # as the partner's payload names it
     exports.Column(gettext_lazy("State"), lambda e: e.state_label()),
     exports.Column(gettext_lazy("Attempts"), lambda e: e.attempts),
     exports.Column(gettext_lazy("Last status"), lambda e: e.last_status),
-    exports.Column(gettext_lazy("Last error"), lambda e: e.last_error),
+    exports.Column(gettext_lazy("Last error"), lambda e: delivery_error_label(e.last_error)),
     exports.Column(gettext_lazy("Next attempt"), lambda e: e.next_attempt_at),
 ]
 

@@ -109,3 +109,19 @@ def test_pausing_deliveries_needs_a_reason_which_is_audited(client, operator, pa
     assert client.post(url, {"reason": "对方维护", "confirmed": "yes"}).status_code == 302
     assert Partner.objects.get(pk=partner.pk).deliveries_paused
     assert AuditEvent.objects.get(action="partner.pause_deliveries", object_id=partner.code).reason == "对方维护"
+
+
+def _csv(response) -> str:
+    return b"".join(response.streaming_content).decode("utf-8-sig")
+
+
+def test_the_exports_name_event_types_and_errors_in_the_readers_language(client, operator, partner, event):
+    DeliveryAttempt.objects.create(
+        event=event, number=1, started_at=timezone.now(), latency_ms=5000, error="connection failed"
+    )
+    OutboxEvent.objects.filter(pk=event.pk).update(attempts=1, last_error="connection failed")
+    events = _csv(client.post(reverse("monitor_partner", args=[partner.code]), {"format": "csv"}))
+    assert "绑定钱包" in events and "连接失败" in events, events
+    assert "linkage.created" in events, "the code too, as the partner's payload names it"
+    attempts = _csv(client.post(reverse("monitor_event", args=[partner.code, event.public_id]), {"format": "csv"}))
+    assert "连接失败" in attempts and "connection failed" not in attempts, attempts
