@@ -30,6 +30,10 @@ with `.iterator(chunk_size=...)` so memory stays flat; at most
 `ECARD_EXPORT_MAX_ROWS` rows (default 50,000) are written, and a last line
 says so when the cap cut the list.
 
+With a replica configured, an export's rows (and its row count) are read from it
+when the list's screen would be (portal/replica.py), though the export is a POST:
+it is a read of a list, and its audit event is written on the primary.
+
 Spreadsheet formula injection: a text cell starting with = + - @ (or a tab /
 carriage return) is prefixed with a single quote, so that Excel or WPS shows
 it as text instead of evaluating it.

@@ -118,7 +118,7 @@ class ReadYourWritesMiddleware:
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         response = self.get_response(request)
-        if request.method not in SAFE_METHODS and replica_configured():
+        if request.method not in ("GET", "HEAD", "OPTIONS", "TRACE") and replica_configured():
             user = getattr(request, "user", None)  # read after the view: a sign-in sets it
             if user is not None and user.is_authenticated:
                 mark_wrote(user.pk)
