@@ -49,24 +49,33 @@ def streaming_replica(django_db_setup):
         password=primary["PASSWORD"] or "",
         replica_port=REPLICA_PORT,
     )
-    previous = register_alias(replica)
     try:
         yield replica
     finally:
-        unregister_alias(previous)
         replica.destroy()
 
 
+@pytest.fixture(scope="module")
+def replica_alias(streaming_replica):
+    """The `replica` alias on the standby for this module's tests only (before their test case
+    checks the databases they name)."""
+    previous = register_alias(streaming_replica)
+    try:
+        yield streaming_replica
+    finally:
+        unregister_alias(previous)
+
+
 @pytest.fixture(autouse=True)
-def routed(streaming_replica, settings):
+def routed(replica_alias, settings):
     """The router installed, a generous lag bound, no earlier measurement, window or warning."""
     settings.DATABASE_ROUTERS = ["portal.replica.ReplicaRouter"]
     settings.ECARD_REPLICA_MAX_LAG_SECONDS = 30
     settings.ECARD_READ_YOUR_WRITES_SECONDS = 10
     forget_measurement(warnings=True)
     cache.clear()
-    yield streaming_replica
-    streaming_replica.resume_replay()
+    yield replica_alias
+    replica_alias.resume_replay()
     forget_measurement(warnings=True)
     cache.clear()
 
