@@ -112,6 +112,7 @@ def test_the_citizen_list_reads_the_replica_while_the_detail_page_reads_the_prim
     assert detail_url(seen) in body
     assert detail_url(hidden) not in body
     assert any("insurance_citizen" in sql for sql in replica_reads(on_replica))
+    assert router.db_for_read(Citizen) == "default"  # the decision ended with the request
     # The detail page is not a tolerant read: it finds the row the replica has not applied yet.
     assert client.get(detail_url(hidden)).status_code == 200
 
@@ -231,6 +232,7 @@ def test_a_replica_that_fails_during_the_page_is_replaced_by_the_primary(
         assert detail_url(citizen) in response.content.decode()
         [warning] = replica_warnings(caplog)
         assert "failed" in warning
+        assert router.db_for_read(Citizen) == "default"
     finally:
         routed.start()
 
