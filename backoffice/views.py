@@ -16,6 +16,7 @@ from backoffice.dashboards.selectors import CARD_STATES, dashboard_for, yuan
 from insurance.models import CertificateState
 from payments.models import BindingState
 from portal.models import RollupWatermark
+from portal.replica import replica_reads
 from portal.scope import regions_visible_to
 from portal.screens import region_data_required
 
@@ -95,12 +96,14 @@ def _render(request: HttpRequest, regions: list, *, single: bool) -> HttpRespons
 
 
 @region_data_required
+@replica_reads
 def dashboard(request: HttpRequest) -> HttpResponse:
     """Every region the person sees, side by side, with totals."""
     return _render(request, list(regions_visible_to(request.user)), single=False)
 
 
 @region_data_required
+@replica_reads
 def dashboard_region(request: HttpRequest, region_code: str) -> HttpResponse:
     region = regions_visible_to(request.user).filter(code=region_code).first()
     if region is None:

@@ -37,7 +37,7 @@ PY
 
 ensure_postgres() {
     local url="$1" admin_url="$2"
-    postgres_up "$admin_url" && return 0
+    if postgres_up "$admin_url"; then allow_local_replication "$admin_url"; return 0; fi
     echo "==> PostgreSQL is not answering; trying to start it"
     if ! _have pg_ctlcluster; then
         _apt_install postgresql || true
@@ -48,16 +48,46 @@ ensure_postgres() {
         if [ -n "$version" ]; then
             pg_ctlcluster --skip-systemctl-redirect "$version" main start 2>/dev/null || true
             # Trust local TCP connections for the tests (only on a machine where we installed it ourselves).
-            for _ in $(seq 1 30); do postgres_up "$admin_url" && return 0; sleep 1; done
+            for _ in $(seq 1 30); do postgres_up "$admin_url" && break; sleep 1; done
         fi
     fi
-    postgres_up "$admin_url" && return 0
+    if postgres_up "$admin_url"; then allow_local_replication "$admin_url"; return 0; fi
     cat >&2 <<MSG
 PostgreSQL is not reachable at $admin_url.
 Start it (on Debian: pg_ctlcluster --skip-systemctl-redirect \$(ls /etc/postgresql) main start),
 or point TEST_DATABASE_URL at a PostgreSQL 15+ server whose user may create databases.
 MSG
     return 1
+}
+
+# The replica router's tests (tests/portal/test_replica_router.py) copy the cluster with pg_basebackup,
+# a replication connection that a pg_hba.conf line must allow ("all" does not cover it). On a local
+# cluster whose pg_hba.conf we may write (root, as on the test machine) add
+# `host replication all 127.0.0.1/32 trust` and reload; elsewhere those tests say what is missing.
+allow_local_replication() { [ "$(id -u)" = 0 ] || return 0; .venv/bin/python - "$1" <<'PY' || true
+import os, sys, psycopg
+url = sys.argv[1]
+try:
+    psycopg.connect(url, replication="true", connect_timeout=3).close()
+    sys.exit(0)
+except psycopg.OperationalError as exc:
+    if "no pg_hba.conf entry for replication" not in str(exc):
+        sys.exit(0)
+with psycopg.connect(url, autocommit=True, connect_timeout=3) as conn:
+    if conn.info.host not in ("127.0.0.1", "localhost", "::1"):
+        sys.exit(0)
+    hba = conn.execute("SHOW hba_file").fetchone()[0]
+    if not os.access(hba, os.W_OK):
+        sys.exit(0)
+    # Only where loopback connections are trusted already: the line must not weaken anything.
+    if not any(line.split()[:5] == ["host", "all", "all", "127.0.0.1/32", "trust"] for line in open(hba)):
+        sys.exit(0)
+    with open(hba, "a") as f:
+        f.write("\n# Added by the e-card portal's bin/test: pg_basebackup for the replica tests\n")
+        f.write("host replication all 127.0.0.1/32 trust\n")
+    conn.execute("SELECT pg_reload_conf()")
+    print(f"==> allowed local replication connections in {hba} (for the replica tests)")
+PY
 }
 
 redis_up() { .venv/bin/python - "$1" <<'PY' >/dev/null 2>&1

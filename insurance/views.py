@@ -20,6 +20,7 @@ from portal import exports
 from portal.actors import Actor
 from portal.errors import DomainError
 from portal.masking import mask_id_number, mask_phone
+from portal.replica import replica_reads
 from portal.screens import (
     add_domain_error,
     citizen_writer_required,
@@ -122,6 +123,7 @@ def _remember_search(request: HttpRequest, text: str) -> str:
 
 
 @region_data_required
+@replica_reads
 def citizen_search(request: HttpRequest) -> HttpResponse:
     """The search box is POSTed and redirected to a GET carrying a token; filters
     and the page number stay in the URL so that pages can be linked. An export is

@@ -37,6 +37,7 @@ from portal import exports
 from portal.actors import Actor
 from portal.errors import DomainError
 from portal.models import Role
+from portal.replica import replica_reads
 from portal.scope import regions_visible_to, restrict_to_user_regions, visible_region_codes
 from portal.screens import add_domain_error, paginate, querystring_without_page, region_data_required
 
@@ -253,6 +254,7 @@ FACILITY_COLUMNS = [
 
 
 @region_data_required
+@replica_reads
 def service_list(request: HttpRequest) -> HttpResponse:
     return _coded_list(
         request,
@@ -332,6 +334,7 @@ def service_import(request: HttpRequest) -> HttpResponse:
 
 
 @region_data_required
+@replica_reads
 def facility_list(request: HttpRequest) -> HttpResponse:
     return _coded_list(
         request,

@@ -31,6 +31,7 @@ from insurance.imports.reading import (
 from insurance.models import ImportJob
 from portal import exports
 from portal.actors import Actor
+from portal.replica import replica_reads
 from portal.scope import regions_visible_to, restrict_to_user_regions
 from portal.screens import citizen_writer_required, paginate, region_data_required
 
@@ -99,6 +100,7 @@ IMPORT_COLUMNS = [
 
 
 @region_data_required
+@replica_reads
 def import_list(request: HttpRequest) -> HttpResponse:
     if fmt := exports.requested_format(request):
         return exports.export_response(

@@ -24,6 +24,7 @@ from insurance.views_catalogue import may_edit_region_data
 from portal import exports
 from portal.actors import Actor
 from portal.models import Region
+from portal.replica import replica_reads
 from portal.scope import regions_visible_to, restrict_to_user_regions
 from portal.screens import paginate, querystring_without_page, region_data_required, two_step
 
@@ -65,6 +66,7 @@ def _get_region_for_user(user, code: str) -> Region:
 
 
 @region_data_required
+@replica_reads
 def policy_index(request: HttpRequest) -> HttpResponse:
     """Every (region, scheme, year) with policies in the user's regions, and a form to open one."""
     form = PolicyChooseForm(request.GET or None, user=request.user, initial={"year": catalogue.shanghai_today().year})

@@ -30,6 +30,10 @@ with `.iterator(chunk_size=...)` so memory stays flat; at most
 `ECARD_EXPORT_MAX_ROWS` rows (default 50,000) are written, and a last line
 says so when the cap cut the list.
 
+With a replica configured, an export's rows (and its row count) are read from it
+when the list's screen would be (portal/replica.py), though the export is a POST:
+it is a read of a list, and its audit event is written on the primary.
+
 Spreadsheet formula injection: a text cell starting with = + - @ (or a tab /
 carriage return) is prefixed with a single quote, so that Excel or WPS shows
 it as text instead of evaluating it.
@@ -46,7 +50,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied
-from django.db import transaction
+from django.db import DEFAULT_DB_ALIAS, transaction
 from django.db.models import QuerySet
 from django.http import FileResponse, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.utils import timezone
@@ -56,6 +60,7 @@ from portal.actors import Actor
 from portal.audit import audit_record
 from portal.masking import mask_id_number, mask_phone
 from portal.models import Region, Role
+from portal.replica import read_alias
 from portal.scope import visible_region_codes
 
 FORMATS = ("csv", "xlsx")
@@ -244,6 +249,11 @@ def export_response(
         raise ValueError(fmt)
     limit = max_rows()
     filters = request_filters(request) if filters is None else filters
+    alias = read_alias(request)
+    if alias != DEFAULT_DB_ALIAS and isinstance(queryset, QuerySet):
+        # A file of a list tolerates lag like the list's screen: its rows (and their count) may come
+        # from the replica (portal/replica.py); the audit event below is written on the primary.
+        queryset = queryset.using(alias)
     total = queryset.count() if isinstance(queryset, QuerySet) else len(queryset)  # type: ignore[arg-type]
     written = min(total, limit)
     truncated = total > limit

@@ -84,6 +84,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "portal.replica.ReadYourWritesMiddleware",  # a person's non-safe request: their reads on the primary a while
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "allauth.account.middleware.AccountMiddleware",
@@ -128,6 +129,26 @@ else:
 # prepare). 0 turns it off, e.g. behind a transaction-mode pooler without prepared-statement support.
 if env_bool("DB_PREPARED_STATEMENTS", True):
     DATABASES["default"].setdefault("OPTIONS", {})["prepare_threshold"] = 5
+# A streaming replica for the reads that tolerate lag (portal/replica.py; docs/operations.md,
+# "Replica reads"). Unset: no `replica` alias, every read on the primary.
+DATABASE_REPLICA_URL = env_str("DATABASE_REPLICA_URL", "")
+# A replica further behind than this (or down) is skipped: its reads go to the primary.
+ECARD_REPLICA_MAX_LAG_SECONDS = env_int("ECARD_REPLICA_MAX_LAG_SECONDS", 5)
+# After a person's POST (or PUT, PATCH, DELETE), their reads stay on the primary this long.
+ECARD_READ_YOUR_WRITES_SECONDS = env_int("ECARD_READ_YOUR_WRITES_SECONDS", 10)
+if ECARD_REPLICA_MAX_LAG_SECONDS < 1:
+    raise ImproperlyConfigured("ECARD_REPLICA_MAX_LAG_SECONDS must be at least 1")
+if ECARD_READ_YOUR_WRITES_SECONDS < 1:
+    raise ImproperlyConfigured("ECARD_READ_YOUR_WRITES_SECONDS must be at least 1")
+if DATABASE_REPLICA_URL:
+    DATABASES["replica"] = dj_database_url.parse(DATABASE_REPLICA_URL, conn_max_age=env_int("DB_CONN_MAX_AGE", 600))
+    if DATABASES["replica"]["ENGINE"] != "django.db.backends.postgresql":
+        raise ImproperlyConfigured("DATABASE_REPLICA_URL must name a PostgreSQL server (postgres://...)")
+    # A replica that does not answer costs a request at most this long before the primary serves it.
+    DATABASES["replica"].setdefault("OPTIONS", {}).setdefault("connect_timeout", 2)
+    # Under tests the alias is the primary's test database (the replica tests point it at a real one).
+    DATABASES["replica"]["TEST"] = {"MIRROR": "default"}
+    DATABASE_ROUTERS = ["portal.replica.ReplicaRouter"]
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AUTH_USER_MODEL = "portal.User"
 

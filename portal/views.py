@@ -12,6 +12,7 @@ from portal.actors import Actor
 from portal.errors import DomainError
 from portal.forms import StaffCreateForm, StaffReasonForm
 from portal.models import Role, User
+from portal.replica import replica_reads
 from portal.screens import add_domain_error, paginate, staff_manager_required, two_step
 from portal.selectors import staff_visible_to
 
@@ -64,6 +65,7 @@ STAFF_COLUMNS = [
 
 
 @staff_manager_required
+@replica_reads
 def staff_list(request: HttpRequest) -> HttpResponse:
     staff = staff_visible_to(request.user).select_related("sign_in_state")
     if fmt := exports.requested_format(request):

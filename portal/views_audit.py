@@ -33,6 +33,7 @@ from portal.audit_labels import (
     reason_label,
 )
 from portal.models import AuditEvent
+from portal.replica import replica_reads
 from portal.scope import regions_visible_to
 from portal.screens import paginate, querystring_without_page
 from portal.selectors_audit import AuditQuery, audit_events_visible_to, audit_search, reads_every_audit_event
@@ -151,6 +152,7 @@ def _snapshot(data: Any) -> str:
 
 
 @audit_reader_required
+@replica_reads
 def audit_list(request: HttpRequest) -> HttpResponse:
     form = AuditFilterForm(request.GET or None, user=request.user)
     if not form.is_bound:

@@ -13,6 +13,7 @@ from payments.bindings import services as bindings
 from payments.models import BindingEndReason, BindingState, FamilyBinding
 from portal import exports
 from portal.actors import Actor
+from portal.replica import replica_reads
 from portal.screens import (
     paginate,
     querystring_without_page,
@@ -101,6 +102,7 @@ def _next_pending(request: HttpRequest) -> HttpResponse:
 
 
 @region_data_required
+@replica_reads
 def binding_queue(request: HttpRequest) -> HttpResponse:
     """Bindings of the user's regions, pending ones by default, oldest first (the first to time out)."""
     state = state_param(request, BindingState.values, BindingState.PENDING)

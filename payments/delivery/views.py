@@ -22,6 +22,7 @@ from portal import exports
 from portal.actors import Actor
 from portal.audit_labels import delivery_error_label, event_type_label
 from portal.models import Role
+from portal.replica import replica_reads
 from portal.screens import paginate, querystring_without_page, role_required
 
 monitor_required = role_required({Role.NATIONAL_OPERATOR, Role.REGION_ADMIN})
@@ -67,6 +68,7 @@ EVENT_COLUMNS = [
 
 
 @monitor_required
+@replica_reads
 def monitor_index(request: HttpRequest) -> HttpResponse:
     if fmt := exports.requested_format(request):
         # Partners are few: their counts (scoped to the user's regions) are read partner by partner.
@@ -83,6 +85,7 @@ def monitor_index(request: HttpRequest) -> HttpResponse:
 
 
 @monitor_required
+@replica_reads
 def monitor_partner(request: HttpRequest, code: str) -> HttpResponse:
     partner = get_partner_or_404(code)
     events = selectors.events_visible_to(request.user, partner)

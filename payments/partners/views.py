@@ -22,6 +22,7 @@ from portal import exports
 from portal.actors import Actor
 from portal.errors import DomainError
 from portal.models import Role
+from portal.replica import replica_reads
 from portal.screens import add_domain_error, paginate, role_required, two_step
 from portal.text import PlainTextForm
 
@@ -123,6 +124,7 @@ PARTNER_COLUMNS = [
 
 
 @partner_reader_required
+@replica_reads
 def partner_list(request: HttpRequest) -> HttpResponse:
     rows = delivery_selectors.partners_for_monitor()
     if fmt := exports.requested_format(request):

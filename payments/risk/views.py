@@ -17,6 +17,7 @@ from portal import exports
 from portal.actors import Actor
 from portal.models import Role
 from portal.money import format_yuan
+from portal.replica import replica_reads
 from portal.screens import paginate, querystring_without_page, role_required, state_param, two_step
 from portal.text import PlainTextForm
 
@@ -48,6 +49,7 @@ def _get_flag_for_user(user, pk: int) -> RiskFlag:
 
 
 @risk_reader_required
+@replica_reads
 def risk_queue(request: HttpRequest) -> HttpResponse:
     state = state_param(request, RiskFlagState.values, RiskFlagState.OPEN)
     rule = request.GET.get("rule", "")

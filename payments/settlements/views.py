@@ -15,6 +15,7 @@ from insurance.models import ServiceCategory
 from payments.models import Partner, Settlement, SettlementState
 from payments.settlements import selectors
 from portal import exports
+from portal.replica import replica_reads
 from portal.screens import paginate, querystring_without_page, region_data_required
 
 
@@ -98,6 +99,7 @@ SETTLEMENT_COLUMNS = [
 
 
 @region_data_required
+@replica_reads
 def settlement_list(request: HttpRequest) -> HttpResponse:
     form = SettlementFilterForm(request.GET or None)
     if not request.GET:

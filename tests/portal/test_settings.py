@@ -127,3 +127,44 @@ def test_a_short_secret_key_is_refused():
     result = _manage("check", env=_production_env(SECRET_KEY="too-short"))
     assert result.returncode != 0
     assert "SECRET_KEY must be a random value of at least 50 characters" in result.stderr
+
+
+def test_a_replica_url_adds_a_read_only_replica_alias_and_the_router():
+    show = (
+        "from django.conf import settings as s; r = s.DATABASES['replica']; "
+        "print(r['HOST'], r['PORT'], r['NAME'], r['OPTIONS'], r['TEST']['MIRROR'], s.DATABASE_ROUTERS, "
+        "s.ECARD_REPLICA_MAX_LAG_SECONDS, s.ECARD_READ_YOUR_WRITES_SECONDS)"
+    )
+    env = _production_env(DATABASE_REPLICA_URL="postgres://reader@10.0.0.2:5432/ecard")
+    result = _manage("shell", "--no-imports", "-c", show, env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == [
+        "10.0.0.2",
+        "5432",
+        "ecard",
+        "{'connect_timeout':",
+        "2}",
+        "default",
+        "['portal.replica.ReplicaRouter']",
+        "5",
+        "10",
+    ]
+    assert _manage("check", "--deploy", "--fail-level", "WARNING", env=env).returncode == 0
+
+
+def test_without_a_replica_url_there_is_no_replica_alias_nor_router():
+    show = "from django.conf import settings as s; print(sorted(s.DATABASES), s.DATABASE_ROUTERS)"
+    env = _production_env()
+    env.pop("DATABASE_REPLICA_URL", None)
+    result = _manage("shell", "--no-imports", "-c", show, env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "['default'] []"
+
+
+def test_bad_replica_settings_fail_loudly():
+    bad = _manage("check", env=_production_env(DATABASE_REPLICA_URL="mysql://reader@10.0.0.2/ecard"))
+    assert bad.returncode != 0 and "DATABASE_REPLICA_URL must name a PostgreSQL server" in bad.stderr
+    bad = _manage("check", env=_production_env(ECARD_REPLICA_MAX_LAG_SECONDS="soon"))
+    assert bad.returncode != 0 and "ECARD_REPLICA_MAX_LAG_SECONDS must be an integer" in bad.stderr
+    bad = _manage("check", env=_production_env(ECARD_READ_YOUR_WRITES_SECONDS="0"))
+    assert bad.returncode != 0 and "ECARD_READ_YOUR_WRITES_SECONDS must be at least 1" in bad.stderr
