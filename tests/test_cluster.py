@@ -130,6 +130,27 @@ def test_nginx_serves_the_portal_over_tls_and_a_clerk_signs_in(cluster, tls):
         assert redirect.headers["location"] == f"{PORTAL}/accounts/login/"
 
 
+def test_the_portal_sees_the_client_address_nginx_received_not_one_the_client_wrote(cluster, tls):
+    """ECARD_TRUSTED_PROXY_COUNT=1 with nginx appending to X-Forwarded-For: the client's address is
+    the one nginx saw (127.0.0.2 here), neither nginx's own (REMOTE_ADDR at gunicorn) nor the
+    X-Forwarded-For the client sent. Five failed sign-ins lock the account, which is audited with it."""
+    transport = httpx.HTTPTransport(local_address="127.0.0.2", verify=tls)
+    with httpx.Client(base_url=PORTAL, transport=transport, timeout=20) as client:
+        for _ in range(5):
+            page = client.get("/accounts/login/")
+            csrf = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text).group(1)
+            client.post(
+                "/accounts/login/",
+                data={"csrfmiddlewaretoken": csrf, "login": "clerk_gd", "password": "not-the-password-1"},
+                headers={"Referer": f"{PORTAL}/accounts/login/", "X-Forwarded-For": "203.0.113.7"},
+            )
+    with psycopg.connect(f"postgres://ecard:{cluster['DB_PASSWORD']}@127.0.0.1:55000/ecard") as conn:
+        row = conn.execute(
+            "SELECT host(source_ip) FROM portal_auditevent WHERE action = 'staff.lock' ORDER BY seq DESC LIMIT 1"
+        ).fetchone()
+    assert row == ("127.0.0.2",)
+
+
 def test_a_partner_api_call_through_nginx_is_signed_both_ways(cluster, tls):
     key_id = re.search(r"wechat_pay\s+key_id=(\S+)", (STATE / "log" / "seed.log").read_text()).group(1)
     pem = (STATE / "app" / "demo-partner-keys" / "wechat_pay.pem").read_bytes()
