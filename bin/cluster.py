@@ -342,6 +342,11 @@ def https_ok(url: str) -> bool:
 # --- Installation -------------------------------------------------------------------------------------
 
 
+def python_etcd_missing() -> bool:
+    """Patroni's etcd client (python3-etcd), one of the alternatives its package depends on."""
+    return not Path("/usr/lib/python3/dist-packages/etcd").is_dir()
+
+
 def pg_bin_dir() -> Path | None:
     versions = sorted(Path("/usr/lib/postgresql").glob("*/bin/postgres"), key=lambda p: int(p.parent.parent.name))
     return versions[-1].parent if versions else None
@@ -351,6 +356,8 @@ def ensure_packages() -> None:
     missing = sorted({package for program, package in PACKAGES.items() if shutil.which(program) is None})
     if pg_bin_dir() is None:
         missing.append(POSTGRES_PACKAGE)
+    if python_etcd_missing():
+        missing.append("python3-etcd")
     if not missing:
         return
     command = ["apt-get", "install", "-y", "--no-install-recommends", *missing]
@@ -415,8 +422,7 @@ def _key() -> str:
 def load_secrets() -> dict[str, str]:
     """Passwords and keys made on the first `up` (kept by `down --keep`)."""
     path = STATE / "secrets.json"
-    if path.exists():
-        return json.loads(path.read_text())
+    kept = json.loads(path.read_text()) if path.exists() else {}
     values = {
         "DB_PASSWORD": secrets.token_hex(16),
         "PG_SUPERUSER_PASSWORD": secrets.token_hex(16),
@@ -430,7 +436,11 @@ def load_secrets() -> dict[str, str]:
         "AUDIT_HMAC_KEY": _key(),
         "SIGNING_KEY_ENCRYPTION_KEY": _key(),
         "AUDIT_CHECKPOINT_KEY": _key(),
+        "PATRONI_REST_PASSWORD": secrets.token_hex(16),
     }
+    if kept.keys() >= values.keys():
+        return kept
+    values.update(kept)  # new ones added, the others kept
     write(path, json.dumps(values, indent=1), mode=0o600)
     return values
 

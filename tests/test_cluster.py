@@ -76,6 +76,8 @@ def test_patroni_has_a_leader_and_a_synchronous_standby(cluster):
     assert members["sync_standby"]["state"] in ("running", "streaming")
     config = httpx.get(f"{PATRONI}/config", timeout=5).json()
     assert config["synchronous_mode"] is True
+    # Changing the cluster takes the REST API's password.
+    assert httpx.post(f"{PATRONI}/restart", json={}, timeout=5).status_code == 401
 
 
 def test_a_write_through_haproxy_lands_on_the_leader_and_reaches_the_replica(cluster):
@@ -144,6 +146,9 @@ def test_the_portal_sees_the_client_address_nginx_received_not_one_the_client_wr
                 data={"csrfmiddlewaretoken": csrf, "login": "clerk_gd", "password": "not-the-password-1"},
                 headers={"Referer": f"{PORTAL}/accounts/login/", "X-Forwarded-For": "203.0.113.7"},
             )
+        # /metrics is for the Prometheus host (127.0.0.1) only.
+        assert client.get("/metrics").status_code == 403
+    assert httpx.get(f"{PORTAL}/metrics", verify=tls).status_code != 403
     with psycopg.connect(f"postgres://ecard:{cluster['DB_PASSWORD']}@127.0.0.1:55000/ecard") as conn:
         row = conn.execute(
             "SELECT host(source_ip) FROM portal_auditevent WHERE action = 'staff.lock' ORDER BY seq DESC LIMIT 1"
