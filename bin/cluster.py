@@ -60,7 +60,16 @@ PORTS = {
     "prometheus": 59090,
     "receiver": 58900,
 }
-QUEUES = ("deliveries", "imports", "periodic")  # one ecard-worker@<queue> each
+QUEUES = ("deliveries", "imports", "periodic")
+SERVERS = {
+    "etcd",
+    "patroni-pg1",
+    "patroni-pg2",
+    "haproxy",
+    "pgbouncer",
+    "redis",
+    "sentinel",
+}  # one ecard-worker@<queue> each
 DEMO_CITIZENS = os.environ.get("CLUSTER_CITIZENS", "200")
 
 # Debian packages providing each program (apt-get install when root; otherwise the command to run).
@@ -271,39 +280,43 @@ def start(service: Service) -> None:
     say(f"{service.name}: started (pid {proc.pid}, log {service.log_file.relative_to(ROOT)})")
 
 
-def stop(name: str, timeout: float = 30) -> None:
-    """SIGTERM the process group of the process recorded for `name`, SIGKILL it after `timeout`."""
-    pid_file = STATE / "run" / f"{name}.pid"
-    pid = recorded(pid_file)
-    if pid is None:
-        pid_file.unlink(missing_ok=True)
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGTERM)
+def stop(names: list[str], timeout: float = 30) -> None:
+    """SIGTERM the processes recorded for `names` (together), and SIGKILL what is left of their
+    process groups after `timeout`."""
+    groups = {}
+    for name in names:
+        pid_file = STATE / "run" / f"{name}.pid"
+        pid = recorded(pid_file)
+        if pid is None:
+            pid_file.unlink(missing_ok=True)
+            continue
+        groups[name] = pid
+        with contextlib.suppress(ProcessLookupError):  # the main process only, as systemd's KillMode=mixed
+            os.kill(pid, signal.SIGTERM)
+    # Each group's other members (gunicorn's or Celery's children) follow their parent.
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and recorded(pid_file):
+    while time.monotonic() < deadline and any(_group_alive(pid) for pid in groups.values()):
         time.sleep(0.2)
-    if recorded(pid_file):
-        say(f"{name}: still running after {timeout:.0f} s; killing it")
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, signal.SIGKILL)
-    # The group's other members (gunicorn's or Celery's children) follow their parent; wait for them.
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and _group_alive(pid):
-        time.sleep(0.2)
-    if _group_alive(pid):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, signal.SIGKILL)
-    pid_file.unlink(missing_ok=True)
-    say(f"{name}: stopped")
+    for name, pid in groups.items():
+        if _group_alive(pid):
+            say(f"{name}: still running after {timeout:.0f} s; killing it")
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+        (STATE / "run" / f"{name}.pid").unlink(missing_ok=True)
+        say(f"{name}: stopped")
 
 
 def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    return True
+    """Whether a process of the group still runs (zombies left unreaped by init do not count)."""
+    for stat_file in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            stat = stat_file.read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if fields[0] not in ("Z", "X") and int(fields[2]) == pgid:
+            return True
+    return False
 
 
 def wait_for(check: Callable[[], bool], what: str, timeout: float, service: Service | None = None) -> None:
@@ -921,15 +934,16 @@ def down(keep: bool) -> None:
     leader = None
     with contextlib.suppress(Exception):
         leader = next(m["name"] for m in patroni_members() if m["role"] == "leader")
-    stop_order = list(reversed(order))
-    if leader and f"patroni-{leader}" in stop_order:  # the leader right after the last standby
-        stop_order.remove(f"patroni-{leader}")
-        last_patroni = max(i for i, name in enumerate(stop_order) if name.startswith("patroni-"))
-        stop_order.insert(last_patroni + 1, f"patroni-{leader}")
-    for name in stop_order:
-        stop(name, timeout=60 if name.startswith("patroni") else 30)
-    for name in names:  # anything recorded that is not in the list (an older layout)
-        stop(name)
+    # The portal first, then the servers it uses, the standby before the leader, etcd last.
+    apps = [name for name in reversed(order) if name not in SERVERS]
+    tiers = [apps, ["sentinel", "redis", "pgbouncer", "haproxy"]]
+    patroni = [f"patroni-{node}" for node in ("pg1", "pg2")]
+    if leader:
+        patroni.sort(key=lambda name: name == f"patroni-{leader}")
+    tiers += [[name] for name in patroni]
+    tiers += [["etcd"], names]  # and anything recorded that is not in the list (an older layout)
+    for tier in tiers:
+        stop(tier, timeout=60 if any(name.startswith("patroni") for name in tier) else 30)
     if keep:
         say(f"stopped; the data is kept in {STATE}")
     else:
