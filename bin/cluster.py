@@ -852,6 +852,15 @@ def up() -> None:
         say("the cluster is already running")
         summary(values(), None)
         return
+    nothing_running = not any(recorded(pid) for pid in (STATE / "run").glob("*.pid"))
+    if nothing_running:
+        taken = sorted(f"{port} ({name})" for name, port in PORTS.items() if port_open(port))
+        if taken:
+            raise SystemExit(
+                "these ports of the cluster are taken by other processes: "
+                + ", ".join(taken)
+                + "\n(`ss -ltnp` names them); stop those, or run the cluster elsewhere"
+            )
     v = values()
     reserve_ports()
     if ROOT_RUN and user_of("app") is None:

@@ -21,6 +21,7 @@ from pathlib import Path
 import httpx
 import psycopg
 import pytest
+import redis
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from testkit.partner_client import PartnerClient, verify_webhook
@@ -104,6 +105,17 @@ def test_a_write_through_haproxy_lands_on_the_leader_and_reaches_the_replica(clu
     with psycopg.connect(f"postgres://ecard:{password}@127.0.0.1:56432/ecard", autocommit=True) as conn:
         assert conn.execute("SELECT inet_server_port()").fetchone() == (members["leader"]["port"],)
         assert conn.execute("SELECT count(*) FROM portal_user").fetchone()[0] > 0
+
+
+def test_redis_is_persistent_and_watched_by_sentinel(cluster):
+    redis_client = redis.Redis(port=56379, password=cluster["REDIS_PASSWORD"])
+    assert redis_client.config_get("appendonly") == {"appendonly": "yes"}
+    assert redis_client.config_get("maxmemory-policy") == {"maxmemory-policy": "noeviction"}
+    assert redis_client.llen("deliveries") >= 0  # the broker's queues live here
+    sentinel = redis.Redis(port=56380)
+    assert sentinel.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", "ecard") == [b"127.0.0.1", b"56379"]
+    with pytest.raises(redis.AuthenticationError):
+        redis.Redis(port=56379).ping()
 
 
 def test_nginx_serves_the_portal_over_tls_and_a_clerk_signs_in(cluster, tls):
