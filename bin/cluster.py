@@ -88,6 +88,11 @@ PACKAGES = {
 POSTGRES_PACKAGE = "postgresql-15"
 
 
+def shown(path: Path) -> str:
+    """A path as the summary shows it: from the repository's root when it is inside it."""
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
 def say(text: str) -> None:
     print(f"[cluster] {text}", flush=True)
 
@@ -277,7 +282,7 @@ def start(service: Service) -> None:
         raise SystemExit(f"{service.name} exited at once (code {proc.returncode}); see {service.log_file}")
     service.pid_file.parent.mkdir(parents=True, exist_ok=True)
     service.pid_file.write_text(f"{proc.pid} {started}\n")
-    say(f"{service.name}: started (pid {proc.pid}, log {service.log_file.relative_to(ROOT)})")
+    say(f"{service.name}: started (pid {proc.pid}, log {shown(service.log_file)})")
 
 
 def stop(names: list[str], timeout: float = 30) -> None:
@@ -917,19 +922,19 @@ def summary(v: dict[str, str], seconds: float | None) -> None:
     took = f" in {seconds:.0f} s" if seconds is not None else ""
     print(
         f"""
-The cluster is up{took} (state in {STATE.relative_to(ROOT)}/, logs in {(STATE / "log").relative_to(ROOT)}/):
-  portal          https://{HOST}:{p["https"]}/   (self-signed: {STATE.relative_to(ROOT)}/tls/cert.pem)
+The cluster is up{took} (state in {shown(STATE)}/, logs in {shown(STATE / "log")}/):
+  portal          https://{HOST}:{p["https"]}/   (self-signed: {shown(STATE)}/tls/cert.pem)
                   sign in as clerk / ecard-demo-2019 (or ECARD_DEMO_PASSWORD; README.md lists every account)
   web nodes       http://{HOST}:{p["web1"]}/  http://{HOST}:{p["web2"]}/
   PostgreSQL      writes {HOST}:{p["haproxy_write"]} (HAProxy: leader), reads {HOST}:{p["haproxy_read"]} (replica),
                   PgBouncer {HOST}:{p["pgbouncer"]}, nodes {HOST}:{p["pg1"]} and {HOST}:{p["pg2"]}
-  Patroni         http://{HOST}:{p["patroni1"]}/cluster  (patronictl -c {STATE.relative_to(ROOT)}/pg1/patroni.yml list)
+  Patroni         http://{HOST}:{p["patroni1"]}/cluster  (patronictl -c {shown(STATE)}/pg1/patroni.yml list)
   HAProxy stats   http://{HOST}:{p["haproxy_stats"]}/stats
   Redis           {HOST}:{p["redis"]}, Sentinel {HOST}:{p["sentinel"]}
   Prometheus      http://{HOST}:{p["prometheus"]}/targets
-  webhooks        received by {HOST}:{p["receiver"]}, recorded in {STATE.relative_to(ROOT)}/receiver/events.jsonl
-  environment     {STATE.relative_to(ROOT)}/ecard.env (passwords and keys: {STATE.relative_to(ROOT)}/secrets.json)
-`bin/cluster down` stops it and removes {STATE.relative_to(ROOT)}/ (`down --keep` keeps the data)."""
+  webhooks        received by {HOST}:{p["receiver"]}, recorded in {shown(STATE)}/receiver/events.jsonl
+  environment     {shown(STATE)}/ecard.env (passwords and keys: {shown(STATE)}/secrets.json)
+`bin/cluster down` stops it and removes {shown(STATE)}/ (`down --keep` keeps the data)."""
     )
 
 
