@@ -13,6 +13,7 @@ from pathlib import Path
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
+from kombu import Exchange, Queue
 
 from portal.env import env_bool, env_int, env_list, env_str
 
@@ -175,6 +176,26 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 4
 CELERY_TASK_SOFT_TIME_LIMIT = 60
 CELERY_TASK_TIME_LIMIT = 90
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# One queue per kind of work, each consumed by its own workers (deploy/systemd/ecard-worker@.service,
+# `-Q <queue>,celery`): partner deliveries never wait behind an import or a periodic scan. A task
+# routed nowhere goes to Celery's default queue `celery`, which every worker also consumes.
+_QUEUES = ("celery", "deliveries", "imports", "periodic")
+CELERY_TASK_ROUTES = {
+    "payments.tasks.deliver_event": {"queue": "deliveries"},
+    "payments.tasks.deliver_due_events": {"queue": "deliveries"},
+    # import queue
+    "backoffice.tasks.update_dashboard_rollups": {"queue": "periodic"},
+    "portal.tasks.chain_audit_events": {"queue": "periodic"},
+    "portal.tasks.export_audit_checkpoint": {"queue": "periodic"},
+    "insurance.tasks.expire_certificates": {"queue": "periodic"},
+    "payments.tasks.expire_undecided_bindings": {"queue": "periodic"},
+    "payments.tasks.purge_idempotency_records": {"queue": "periodic"},
+    "payments.tasks.expire_due_settlements": {"queue": "periodic"},
+    "payments.tasks.scan_risk_rules": {"queue": "periodic"},
+}
+# The queues, declared as Celery declares a missing one: a worker started without `-Q` (bin/stack.py,
+# the tests' workers, a one-host setup) consumes every one of them.
+CELERY_TASK_QUEUES = [Queue(name, Exchange(name), routing_key=name) for name in _QUEUES]
 CELERY_BEAT_SCHEDULE = {
     "update-dashboard-rollups": {
         "task": "backoffice.tasks.update_dashboard_rollups",
@@ -304,7 +325,11 @@ STORAGES = {
         "BACKEND": "django.core.files.storage.FileSystemStorage",
         "OPTIONS": {"location": str(VAR_DIR / "media")},
     },
-    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    # collectstatic's output is public and served by nginx, another user: not the uploads' 0600/0700.
+    "staticfiles": {
+        "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage",
+        "OPTIONS": {"file_permissions_mode": 0o644, "directory_permissions_mode": 0o755},
+    },
 }
 
 # --- REST framework (partner API) ------------------------------------------

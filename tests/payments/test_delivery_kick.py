@@ -68,7 +68,7 @@ def test_commits_while_a_sweep_is_queued_queue_no_other_and_that_sweep_delivers_
         for number in range(3):  # three transactions, each with its linkage.created event
             _link(make_citizen, partner, number)
         assert OutboxEvent.objects.filter(type="linkage.created").count() == 3
-        assert broker.llen("celery") == 1  # the first commit queued a sweep; the other two found it queued
+        assert broker.llen("deliveries") == 1  # the first commit queued a sweep; the other two found it queued
         env = {
             "DATABASE_URL": database_url_for_current_connection(),
             "REDIS_URL": settings.REDIS_URL,
