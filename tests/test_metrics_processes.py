@@ -11,13 +11,22 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+import redis
+from django.conf import settings
 from django.db import transaction
 from prometheus_client import multiprocess
 
 from payments.delivery import outbox
 from payments.models import OutboxEvent, OutboxState, Partner, PartnerKind
 from testkit.metrics import get_text, prometheus_query, value, wait_for_http
-from testkit.processes import database_url_for_current_connection, free_port, gunicorn_process
+from testkit.processes import (
+    CeleryWorker,
+    WebhookReceiver,
+    database_url_for_current_connection,
+    free_port,
+    gunicorn_process,
+    wait_until,
+)
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 PROMETHEUS = "/usr/bin/prometheus"
@@ -155,3 +164,39 @@ def test_a_real_prometheus_scrapes_the_portal_and_fires_the_dead_event_alert(web
         server.terminate()
         server.wait(timeout=30)
         shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.mark.worker
+def test_a_worker_host_serves_its_delivery_counts_on_its_own_port(tmp_path, portal_key):
+    redis.Redis.from_url(settings.REDIS_URL).flushdb()
+    receiver = WebhookReceiver().start()
+    port = free_port()
+    worker = CeleryWorker(
+        env={
+            "DATABASE_URL": database_url_for_current_connection(),
+            "REDIS_URL": settings.REDIS_URL,
+            "ECARD_WORKER_METRICS_PORT": str(port),
+            "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "worker-metrics"),
+            "ECARD_DELIVERY_SWEEP_SECONDS": "1",
+        },
+        name="exporter",
+    ).start()
+    try:
+        partner = Partner.objects.create(
+            code="wechat", name="WeChat", kind=PartnerKind.WALLET, webhook_url=receiver.url
+        )
+        with transaction.atomic():
+            event = outbox.enqueue(partner=partner, type="linkage.created", obj={"id": "lnk_worker"})
+        receiver.wait_for(lambda got: any(r.headers.get("ecard-event-id") == event.public_id for r in got))
+        url = f"http://127.0.0.1:{port}/metrics"
+        wait_until(
+            lambda: value(get_text(url), "ecard_webhook_deliveries_total", result="delivered") == 1,
+            timeout=20,
+            what="the worker's delivered count",
+        )
+        text = get_text(url)
+        assert value(text, "ecard_webhook_deliveries_total", result="failed") == 0
+        assert "ecard_outbox_dead_events" not in text  # the business figures are the web's, not counted twice
+    finally:
+        worker.stop()
+        receiver.stop()

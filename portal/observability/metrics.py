@@ -97,13 +97,17 @@ class RequestMetricsMiddleware:
 
     def __init__(self, get_response):
         self.get_response = get_response
+        # The histogram's child per label values: `labels()` validates and locks on every call.
+        self._children: dict[tuple[str, str, int], Histogram] = {}
 
     def __call__(self, request):
         started = time.perf_counter()
         response = self.get_response(request)
-        REQUEST_SECONDS.labels(_route(request), request.method, str(response.status_code)).observe(
-            time.perf_counter() - started
-        )
+        key = (_route(request), request.method, response.status_code)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = REQUEST_SECONDS.labels(key[0], key[1], str(key[2]))
+        child.observe(time.perf_counter() - started)
         return response
 
 

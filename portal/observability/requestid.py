@@ -14,8 +14,8 @@ Celery's threads pool runs each task in a context the task signals set and reset
 """
 
 import logging
+import os
 import re
-import uuid
 from contextvars import ContextVar
 
 from celery import signals
@@ -38,7 +38,8 @@ def well_formed(value: str | None) -> bool:
 
 
 def new_id() -> str:
-    return uuid.uuid4().hex
+    """32 random hex digits (as uuid4().hex, without building a UUID object on every request)."""
+    return os.urandom(16).hex()
 
 
 class RequestIdMiddleware:
