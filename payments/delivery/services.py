@@ -36,7 +36,7 @@ from portal import fastcache
 from portal.actors import Actor
 from portal.audit import audit_record
 from portal.errors import DomainError
-from portal.observability import requestid
+from portal.observability import metrics, requestid
 
 logger = logging.getLogger(__name__)
 
@@ -300,7 +300,8 @@ def kick_sweep() -> None:
         if not fastcache.add_once(SWEEP_QUEUED_KEY, timeout=SWEEP_QUEUED_SECONDS):
             return
         deliver_due_events.delay()
-    except Exception:
+    except Exception as exc:
+        metrics.count_exception(exc)
         logger.warning("could not queue a delivery sweep; the beat sweep will deliver the events")
         with contextlib.suppress(Exception):  # Redis itself is down: the mark expires on its own
             fastcache.forget(SWEEP_QUEUED_KEY)
@@ -332,7 +333,8 @@ def deliver_due() -> int:
             helped = True
             try:
                 deliver_due_events.delay()
-            except Exception:  # broker trouble: this sweep carries on alone
+            except Exception as exc:  # broker trouble: this sweep carries on alone
+                metrics.count_exception(exc)
                 logger.warning("could not queue a helper sweep")
         _deliver_batch(batch)
         total += len(batch)
