@@ -1,12 +1,16 @@
 from django.urls import include, path
 
+from backoffice import metrics
 from backoffice import views as views_dashboard
 from portal import views
+from portal.observability import health
 
 urlpatterns = [
     path("api/v1/", include("payments.api.urls")),  # first: the partners' API is the busiest path
     path("", views.home, name="home"),
     path("healthz", views.healthz, name="healthz"),
+    path("readyz", health.readyz, name="readyz"),
+    path("metrics", metrics.metrics_view, name="metrics"),
     path("favicon.ico", views.favicon, name="favicon"),
     path("accounts/email/", views.account_email, name="account_email"),  # before allauth's: not offered
     path("accounts/", include("allauth.urls")),

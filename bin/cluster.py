@@ -682,6 +682,8 @@ def prepare(v: dict[str, str]) -> None:
     owned_dir(STATE / "prometheus", "prometheus")
     text = render(DEPLOY / "prometheus" / "prometheus.yml", v)
     write(STATE / "prometheus" / "prometheus.yml", text, "prometheus", 0o644)
+    alerts = (DEPLOY / "prometheus" / "alerts.yml").read_text()
+    write(STATE / "prometheus" / "alerts.yml", alerts, "prometheus", 0o644)
     owned_dir(STATE / "receiver", "app", 0o755)
 
 

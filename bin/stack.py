@@ -367,6 +367,8 @@ def main() -> None:
             "PORT": port,
             "ECARD_VAR_DIR": str(var),
             "ECARD_PUBLIC_BASE_URL": os.environ.get("ECARD_PUBLIC_BASE_URL", f"http://127.0.0.1:{port}"),
+            # One metrics directory for web and worker: /metrics sums both (docs/operations.md).
+            "PROMETHEUS_MULTIPROC_DIR": os.environ.get("PROMETHEUS_MULTIPROC_DIR", str(var / "prometheus")),
         }
         if not env.get("DATABASE_URL"):
             server, env["DATABASE_URL"] = embedded_postgres(log, var)

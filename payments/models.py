@@ -175,6 +175,9 @@ class OutboxEvent(models.Model):
     # rows older than every transaction still running, ordered by (txid, id), so that a
     # poller never skips an event whose transaction committed late.
     txid = models.BigIntegerField(null=True, blank=True, editable=False)
+    # The id of the request (or task) that caused the event, sent with the webhook as X-Request-Id
+    # (portal/observability/requestid.py); "" for events written before it was kept.
+    request_id = models.CharField(max_length=64, blank=True, default="")
 
     class Meta:
         ordering = ["id"]

@@ -14,7 +14,16 @@ from django.urls import reverse
 from django.utils.translation import gettext as _
 
 # Paths no sign-in control applies to: assets, the partner API and machine endpoints.
-UNCONTROLLED_PREFIXES = ("/static/", "/i18n/", "/api/", "/sandbox/", "/healthz", "/favicon.ico")
+UNCONTROLLED_PREFIXES = (
+    "/static/",
+    "/i18n/",
+    "/api/",
+    "/sandbox/",
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/favicon.ico",
+)
 
 
 def wants_page(request) -> bool:

@@ -9,6 +9,7 @@ and Redis.
 
 import base64
 import hashlib
+import ipaddress
 from pathlib import Path
 
 import dj_database_url
@@ -74,6 +75,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "portal.observability.requestid.RequestIdMiddleware",  # first: every log line of a request has its id
+    "portal.observability.metrics.RequestMetricsMiddleware",  # times every request, partner API too
     "django.middleware.security.SecurityMiddleware",
     "portal.middleware.PartnerApiMiddleware",  # /api/v1/: only what applies to it (portal/middleware.py)
     "portal.security_headers.SecurityHeadersMiddleware",  # CSP and Permissions-Policy of the screens
@@ -196,6 +199,8 @@ CELERY_TASK_ROUTES = {
 # The queues, declared as Celery declares a missing one: a worker started without `-Q` (bin/stack.py,
 # the tests' workers, a one-host setup) consumes every one of them.
 CELERY_TASK_QUEUES = [Queue(name, Exchange(name), routing_key=name) for name in _QUEUES]
+# Celery's default scheduler, touching beat's liveness file as it ticks (portal/observability/liveness.py).
+CELERY_BEAT_SCHEDULER = "portal.observability.liveness:BeatScheduler"
 CELERY_BEAT_SCHEDULE = {
     "update-dashboard-rollups": {
         "task": "backoffice.tasks.update_dashboard_rollups",
@@ -500,16 +505,44 @@ EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", not EMAIL_USE_SSL and EMAIL_PORT == 58
 EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 10)
 SERVER_EMAIL = DEFAULT_FROM_EMAIL
 
+# --- Health, metrics and logs (portal/observability/, docs/operations.md) ---
+# Console log lines as JSON (one object per line, with the request id) or plain text.
+LOG_FORMAT = env_str("LOG_FORMAT", "json" if PRODUCTION else "plain")
+if LOG_FORMAT not in ("json", "plain"):
+    raise ImproperlyConfigured(f"LOG_FORMAT must be json or plain, not {LOG_FORMAT!r}")
+# Who may read /metrics: clients from these networks (the address as ECARD_TRUSTED_PROXY_COUNT
+# reads it), or anyone sending `Authorization: Bearer <ECARD_METRICS_TOKEN>` (empty: no token).
+ECARD_METRICS_ALLOWED_CIDRS = env_list("ECARD_METRICS_ALLOWED_CIDRS", ["127.0.0.1/32", "::1/128"])
+try:
+    for _cidr in ECARD_METRICS_ALLOWED_CIDRS:
+        ipaddress.ip_network(_cidr, strict=False)
+except ValueError as _exc:
+    raise ImproperlyConfigured(f"ECARD_METRICS_ALLOWED_CIDRS: {_exc}") from _exc
+ECARD_METRICS_TOKEN = env_str("ECARD_METRICS_TOKEN", "")
+# A Celery worker on a host of its own serves its metrics here (0: off; see docs/operations.md).
+ECARD_WORKER_METRICS_PORT = env_int("ECARD_WORKER_METRICS_PORT", 0)
+ECARD_WORKER_METRICS_ADDR = env_str("ECARD_WORKER_METRICS_ADDR", "127.0.0.1")
+# Workers and beat touch these files while they work; `manage.py celery_alive` checks their age.
+ECARD_LIVENESS_INTERVAL_SECONDS = env_int("ECARD_LIVENESS_INTERVAL_SECONDS", 10)
+if ECARD_LIVENESS_INTERVAL_SECONDS < 1:
+    raise ImproperlyConfigured("ECARD_LIVENESS_INTERVAL_SECONDS must be at least 1")
+ECARD_WORKER_LIVENESS_FILE = env_str("ECARD_WORKER_LIVENESS_FILE", str(VAR_DIR / "run" / "celery-worker.alive"))
+ECARD_BEAT_LIVENESS_FILE = env_str("ECARD_BEAT_LIVENESS_FILE", str(VAR_DIR / "run" / "celery-beat.alive"))
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"},
+        "json": {"()": "portal.observability.logjson.JsonFormatter"},
+    },
     "filters": {
         "require_debug_false": {"()": "django.utils.log.RequireDebugFalse"},
         "client_error_without_traceback": {"()": "portal.logs.ClientErrorWithoutTraceback"},
+        "request_id": {"()": "portal.observability.requestid.RequestIdFilter"},
     },
     "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": "plain"},
+        "console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["request_id"]},
         "mail_admins": {
             "level": "ERROR",
             "filters": ["require_debug_false"],

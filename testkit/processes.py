@@ -36,9 +36,12 @@ def database_url_for_current_connection() -> str:
     return f"postgres://{auth}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{s['NAME']}"
 
 
-def gunicorn_process(db_url: str, port: int, workers: int, **environ: str) -> subprocess.Popen:
+def gunicorn_process(
+    db_url: str, port: int, workers: int, *, stderr_path: str | None = None, **environ: str
+) -> subprocess.Popen:
     """The repository's gunicorn.conf.py on `port`, started (not waited for), the access log written
-    (as in production) to /dev/null; `environ` adds or overrides settings. The caller stops it."""
+    (as in production) to /dev/null; `environ` adds or overrides settings; `stderr_path` keeps the
+    processes' own log (gunicorn's and the portal's). The caller stops it."""
     env = {
         **os.environ,
         "DATABASE_URL": db_url,
@@ -50,9 +53,11 @@ def gunicorn_process(db_url: str, port: int, workers: int, **environ: str) -> su
         "LOG_LEVEL": "ERROR",
         **environ,
     }
-    return subprocess.Popen(
-        [str(Path(sys.executable).parent / "gunicorn"), "-c", "gunicorn.conf.py", "portal.wsgi"], cwd=BASE_DIR, env=env
-    )
+    command = [str(Path(sys.executable).parent / "gunicorn"), "-c", "gunicorn.conf.py", "portal.wsgi"]
+    if stderr_path is None:
+        return subprocess.Popen(command, cwd=BASE_DIR, env=env)
+    with open(stderr_path, "wb") as stderr:
+        return subprocess.Popen(command, cwd=BASE_DIR, env=env, stderr=stderr)
 
 
 def start_gunicorn(port: int, **environ: str) -> subprocess.Popen:

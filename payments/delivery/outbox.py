@@ -33,6 +33,7 @@ from portal import domain_events
 from portal.actors import Actor
 from portal.audit import audit_record
 from portal.models import DomainEvent
+from portal.observability import requestid
 
 
 def enqueue(
@@ -52,7 +53,13 @@ def outbox_event(
     its own (`rows.insert_sql`), then calls `enqueued`."""
     now = timezone.now()
     event = OutboxEvent(
-        partner=partner, type=type, object_id=obj["id"], domain_event=domain_event, created_at=now, next_attempt_at=now
+        partner=partner,
+        type=type,
+        object_id=obj["id"],
+        domain_event=domain_event,
+        created_at=now,
+        next_attempt_at=now,
+        request_id=requestid.current(),
     )
     data = {"object": obj}
     if extra_data:

@@ -24,6 +24,7 @@ from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
+from prometheus_client import Counter
 from urllib3.exceptions import ConnectTimeoutError, HTTPError, NewConnectionError
 from urllib3.exceptions import TimeoutError as Urllib3Timeout
 
@@ -35,8 +36,17 @@ from portal import fastcache
 from portal.actors import Actor
 from portal.audit import audit_record
 from portal.errors import DomainError
+from portal.observability import metrics, requestid
 
 logger = logging.getLogger(__name__)
+
+DELIVERIES = Counter(
+    "ecard_webhook_deliveries_total",
+    "Webhook delivery attempts by result: delivered, failed (to be retried) or dead (the last one failed).",
+    ["result"],
+)
+for _result_label in ("delivered", "failed", "dead"):
+    DELIVERIES.labels(_result_label)
 
 # A sweep stops claiming new batches once it could not finish one within this budget
 # (kept well below the task's soft time limit of 50 s).
@@ -51,6 +61,7 @@ class Claimed:
     body: str
     attempts: int
     url: str
+    request_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -119,7 +130,7 @@ FROM (
 ) AS due
 WHERE e.id = due.id
 RETURNING e.id, e.public_id, e.type, e.body, e.attempts,
-          (SELECT webhook_url FROM {partners} AS p WHERE p.id = e.partner_id)
+          (SELECT webhook_url FROM {partners} AS p WHERE p.id = e.partner_id), e.request_id
 """
 
 
@@ -159,6 +170,8 @@ def _send(client: urllib3.PoolManager, key: keys.SigningKey, event: Claimed) -> 
         key_id=key.key_id, private_key=key.private_key, event_id=event.public_id, body=body, timestamp=int(time.time())
     )
     headers = {"Content-Type": "application/json", "Ecard-Event-Id": event.public_id, "Ecard-Event-Type": event.type}
+    if event.request_id:  # outside the signature (PARTNER_API.md signs the event id and body only)
+        headers[requestid.HEADER] = event.request_id
     headers.update(signature.as_dict())
     t0 = time.perf_counter()
     status: int | None = None
@@ -189,7 +202,15 @@ def _deliver_batch(batch: list[Claimed]) -> list[Outcome]:
     else:
         outcomes = list(executor.map(lambda event: _send(client, key, event), batch))
     _record(outcomes)
+    for o in outcomes:  # counted once the outcomes are committed
+        DELIVERIES.labels(_result(o)).inc()
     return outcomes
+
+
+def _result(outcome: Outcome) -> str:
+    if outcome.succeeded:
+        return "delivered"
+    return "dead" if retry_delay(outcome.event.attempts + 1) is None else "failed"
 
 
 @transaction.atomic
@@ -239,7 +260,12 @@ def _record(outcomes: list[Outcome]) -> None:
             next_attempt_at=None if delay is None else now + delay,
         )
         if delay is None:
-            logger.warning("outbox event %s is dead after %s attempts", o.event.public_id, made)
+            logger.warning(
+                "outbox event %s is dead after %s attempts",
+                o.event.public_id,
+                made,
+                extra={"request_id": o.event.request_id},
+            )
 
 
 # --- Entry points of the tasks -------------------------------------------------
@@ -274,7 +300,8 @@ def kick_sweep() -> None:
         if not fastcache.add_once(SWEEP_QUEUED_KEY, timeout=SWEEP_QUEUED_SECONDS):
             return
         deliver_due_events.delay()
-    except Exception:
+    except Exception as exc:
+        metrics.count_exception(exc)
         logger.warning("could not queue a delivery sweep; the beat sweep will deliver the events")
         with contextlib.suppress(Exception):  # Redis itself is down: the mark expires on its own
             fastcache.forget(SWEEP_QUEUED_KEY)
@@ -306,7 +333,8 @@ def deliver_due() -> int:
             helped = True
             try:
                 deliver_due_events.delay()
-            except Exception:  # broker trouble: this sweep carries on alone
+            except Exception as exc:  # broker trouble: this sweep carries on alone
+                metrics.count_exception(exc)
                 logger.warning("could not queue a helper sweep")
         _deliver_batch(batch)
         total += len(batch)

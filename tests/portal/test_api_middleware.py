@@ -2,7 +2,7 @@
 
 Every partner request skips the screens' middleware; the answers must stay what the full stack
 gives: same status, same body byte for byte (a problem's translated detail included), same
-headers apart from the per-response signature values, and none of the screens' middleware may
+headers apart from the per-response signature values and request id, and none of the screens' middleware may
 run for it (no session is ever touched). Screens still go through everything.
 """
 
@@ -15,7 +15,8 @@ from testkit.settlements import insured
 
 pytestmark = pytest.mark.django_db
 
-_SIGNED = {"Ecard-Key-Id", "Ecard-Timestamp", "Ecard-Nonce", "Ecard-Signature"}
+# Made afresh for every response: the signature's values and the request id.
+_PER_RESPONSE = {"Ecard-Key-Id", "Ecard-Timestamp", "Ecard-Nonce", "Ecard-Signature", "X-Request-Id"}
 
 
 def _without_shortcut(settings_middleware: list[str]) -> list[str]:
@@ -40,7 +41,7 @@ def _exchange(wallet, linkage_id: str) -> list[tuple[int, dict, bytes]]:
         wallet.get("/api/v1/no-such-endpoint"),
         wallet.get("/api/v1/settlements?state=nonsense"),
     ):
-        headers = {name: value for name, value in response.headers.items() if name not in _SIGNED}
+        headers = {name: value for name, value in response.headers.items() if name not in _PER_RESPONSE}
         body = response.body
         if response.status == 201:  # a fresh token each time: compare its shape only
             body = b"<token>"

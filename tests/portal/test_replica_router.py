@@ -296,3 +296,32 @@ def test_the_partner_api_and_its_events_never_read_the_replica(client, make_user
         assert wallet.get("/api/v1/settlements").status == 200
         assert wallet.get("/api/v1/events").status == 200
     assert on_replica.captured_queries == []
+
+
+def test_readyz_and_metrics_report_the_standbys_lag_and_its_outage(client, make_citizen, routed, settings):
+    """/readyz and /metrics read the router's own measurement of the real standby."""
+    routed.wait_caught_up()
+    forget_measurement()
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["checks"]["replica"] == "ok", ready.content
+    assert "ecard_replica_lag_seconds " in client.get("/metrics").content.decode()
+
+    settings.ECARD_REPLICA_MAX_LAG_SECONDS = 1
+    routed.pause_replay()
+    make_citizen()
+    time.sleep(1.5)
+    forget_measurement()
+    lagging = client.get("/readyz")
+    assert lagging.status_code == 503 and "behind" in lagging.json()["checks"]["replica"], lagging.content
+    routed.resume_replay()
+
+    routed.stop()
+    try:
+        forget_measurement()
+        down = client.get("/readyz")
+        assert down.status_code == 503 and down.json()["checks"]["replica"] == "failing: replica unreadable", (
+            down.content
+        )
+        assert "ecard_replica_lag_seconds " not in client.get("/metrics").content.decode()
+    finally:
+        routed.start()
