@@ -1,8 +1,10 @@
 """The request id: one per HTTP request, carried into the Celery tasks it causes and the webhooks
 it produces, and printed on every log line written on its behalf.
 
-A client's `X-Request-Id` is kept when it is well formed (a proxy or a partner may have set it),
-otherwise a new one is made; the response returns it. Tasks carry it in a message header
+A client's `X-Request-Id` is kept when it is well formed, otherwise a new one is made; the
+response returns it. Behind nginx (deploy/nginx/ecard-proxy.conf) the header is nginx's own
+`$request_id`, whatever the client sent, so a partner's value never travels into the webhooks
+other partners receive. Tasks carry it in a message header
 (`before_task_publish`), and a task started without one takes its own task id, so that what a
 beat task causes can be followed too. The outbox stores it with each event (payments), and the
 webhook sends it back as `X-Request-Id`.
