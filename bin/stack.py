@@ -411,6 +411,8 @@ def main() -> None:
                     "INFO",
                     "--concurrency",
                     os.environ.get("WORKER_CONCURRENCY", "2"),
+                    "--queues",
+                    "celery,imports",  # the default queue and the import queue (CELERY_TASK_ROUTES)
                     "--hostname",
                     "worker@%h",
                 ],

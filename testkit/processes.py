@@ -80,12 +80,14 @@ class CeleryWorker:
         beat: bool = True,
         pool: str = "threads",
         log_dir: str | None = None,
+        queues: str = "celery,imports",
     ):
         self.env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
         self.name = f"{name}-{os.getpid()}-{time.monotonic_ns()}"
         self.concurrency = concurrency
         self.beat = beat
         self.pool = pool
+        self.queues = queues  # the default queue and the import queue (CELERY_TASK_ROUTES)
         self._dir = log_dir or tempfile.mkdtemp(prefix="ecard-worker-")
         self.log_path = Path(self._dir) / f"{self.name}.log"
         self.proc: subprocess.Popen | None = None
@@ -100,6 +102,8 @@ class CeleryWorker:
             self.pool,
             "-c",
             str(self.concurrency),
+            "-Q",
+            self.queues,
             "-n",
             f"{self.name}@%h",
             "-l",
