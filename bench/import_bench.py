@@ -223,12 +223,15 @@ def main() -> None:
 
     sampler = threading.Thread(target=sample, daemon=True)
     before = sum(rss_kib(pid)[0] for pid in pids)
+    split_seconds: float | None = None  # when the last chunk was cut (the split is serial)
     cpu_started = time.process_time()
     try:
         sampler.start()
         if workers:
             run_import.delay(job.pk)
-            while not ImportJob.objects.get(pk=job.pk).is_finished:
+            while not (state := ImportJob.objects.get(pk=job.pk)).is_finished:
+                if split_seconds is None and state.chunks_total is not None:
+                    split_seconds = time.perf_counter() - started
                 time.sleep(0.05)
         else:
             run_import_job(job.pk)
@@ -264,6 +267,8 @@ def main() -> None:
         f"{import_rate / copy_rate:.2%} of COPY into a bare table, {import_rate / floor_rate:.1%} of the floor",
         flush=True,
     )
+    if split_seconds is not None:
+        print(f"  the file was cut into chunks (serial, by the first process) by {split_seconds:.1f} s")
     print("  rows imported by each process: " + ", ".join(f"{k} {v:,}" for k, v in sorted(by_worker.items())))
     if not workers:
         print(f"  this process's CPU time: {python_cpu:.1f} s (the rest of the wall time is mostly PostgreSQL's)")
@@ -313,6 +318,7 @@ def main() -> None:
                 "floor_rows_per_s": round(floor_rate),
                 "import_rows_per_s": round(import_rate),
                 "import_s": round(import_seconds, 1),
+                "split_done_s": round(split_seconds, 1) if split_seconds is not None else None,
                 "ratio_to_floor": round(import_rate / floor_rate, 4),
                 "rows_by_process": by_worker,
                 "per_row_rows_per_s": round(per_row_rate) if per_row_rate else None,

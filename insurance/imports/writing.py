@@ -178,8 +178,10 @@ def _write(
     """Write a prepared batch inside the caller's transaction.
 
     New citizens take the bulk path; existing ones are updated through
-    `citizen_update`, row by row. Should the bulk path be refused (a
-    concurrent registration of the same number, a balance the ledger
+    `citizen_update`, row by row. Should the bulk path meet a concurrent
+    registration of one of its numbers (another chunk of the same file, a
+    clerk), it is rolled back and run again with that number looked up anew
+    (now an update); should it be refused otherwise (a balance the ledger
     refuses), it is rolled back and the batch's rows go one by one through
     the services, so that the outcome is exactly the per-row import's.
     """
