@@ -78,6 +78,7 @@ def test_the_stack_restarts_a_dead_process_and_a_killed_stack_leaves_nothing_beh
 
         # A worker that dies is restarted, and the restart is logged.
         (worker,) = _children(stack, "worker")
+        assert "celery,imports" in worker.cmdline()  # it takes citizen imports too (their own queue)
         worker.kill()
         _wait_for(lambda: "[stack] | worker: restarting (restart 1)" in log.read_text(), 30, "the restart", log)
         _wait_for(
