@@ -324,12 +324,14 @@ def import_file_path(instance: "ImportJob", filename: str) -> str:
 
 
 class ImportJob(models.Model):
-    """One uploaded citizen file, imported in the background in batches.
+    """One uploaded citizen file, imported in the background in chunks.
 
-    `checkpoint_row` is the spreadsheet row number (the header is row 1) up to
-    which every row is committed, written in the same transaction as the
-    batch's citizens, counts and error rows: a worker that dies mid-file is
-    resumed from there, without a row imported twice or lost.
+    The job's first task cuts the file into `ImportChunk`s; `split_row` is the
+    spreadsheet row number (the header is row 1) up to which the file is cut,
+    written in the same transaction as each chunk, so that a split that dies is
+    resumed from there. Any import worker then claims chunks; each chunk commits
+    its citizens, error rows and the job's counts together. `chunks_total` is set
+    when the split is complete; the job is done when every chunk is.
     """
 
     uploaded_by = models.ForeignKey(
@@ -345,7 +347,8 @@ class ImportJob(models.Model):
     created = models.PositiveIntegerField(_("created"), default=0)
     updated = models.PositiveIntegerField(_("updated"), default=0)
     failed = models.PositiveIntegerField(_("failed"), default=0)
-    checkpoint_row = models.PositiveIntegerField(default=1)
+    split_row = models.PositiveIntegerField(default=1)
+    chunks_total = models.PositiveIntegerField(null=True, blank=True)
     attempts = models.PositiveSmallIntegerField(default=0)
     error = models.CharField(_("error"), max_length=500, blank=True)
     # The uploader's screen language: the worker writes the row errors in it.
@@ -372,11 +375,46 @@ class ImportJob(models.Model):
             return 100
         if not self.rows_total:
             return None
-        return min(99, (self.checkpoint_row - 1) * 100 // self.rows_total)
+        return min(99, self.rows_done * 100 // self.rows_total)
 
     @property
     def is_finished(self) -> bool:
         return self.state in (ImportJobState.DONE, ImportJobState.FAILED)
+
+
+class ImportChunkState(models.TextChoices):
+    PENDING = "pending"
+    RUNNING = "running"
+    DONE = "done"
+
+
+class ImportChunk(models.Model):
+    """A run of consecutive rows of an import (`ECARD_IMPORT_CHUNK_ROWS`), claimed by any
+    import worker (`FOR UPDATE SKIP LOCKED`) and committed in one transaction.
+
+    `payload` holds the rows as read from the file, compressed and encrypted (AES-GCM,
+    bound to the job and the chunk's index): personal data is never stored in clear. It
+    is emptied when the chunk is done or the job ends. `attempts` is the fencing token of
+    the run that claimed the chunk; a running chunk whose `heartbeat_at` is stale is
+    claimed again (its worker died), up to the job's attempts limit."""
+
+    job = models.ForeignKey(ImportJob, on_delete=models.CASCADE, related_name="chunks")
+    index = models.PositiveIntegerField()
+    first_row = models.PositiveIntegerField()
+    last_row = models.PositiveIntegerField()
+    rows = models.PositiveIntegerField()
+    payload = models.BinaryField()
+    state = models.CharField(max_length=16, choices=ImportChunkState.choices, default=ImportChunkState.PENDING)
+    claimed_by = models.CharField(max_length=200, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["job_id", "index"]
+        constraints = [models.UniqueConstraint(fields=["job", "index"], name="import_chunk_job_index")]
+
+    def __str__(self) -> str:
+        return f"import {self.job_id} chunk {self.index}"
 
 
 class ImportRowError(models.Model):

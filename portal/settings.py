@@ -186,7 +186,11 @@ _QUEUES = ("celery", "deliveries", "imports", "periodic")
 CELERY_TASK_ROUTES = {
     "payments.tasks.deliver_event": {"queue": "deliveries"},
     "payments.tasks.deliver_due_events": {"queue": "deliveries"},
-    # import queue
+    # import queue: a citizen import's split and chunk tasks run for minutes; on their own queue
+    # they never hold up the short tasks.
+    "insurance.tasks.run_import": {"queue": "imports"},
+    "insurance.tasks.import_chunks": {"queue": "imports"},
+    "insurance.tasks.requeue_stale_imports": {"queue": "periodic"},
     "backoffice.tasks.update_dashboard_rollups": {"queue": "periodic"},
     "portal.tasks.chain_audit_events": {"queue": "periodic"},
     "portal.tasks.export_audit_checkpoint": {"queue": "periodic"},
@@ -464,9 +468,10 @@ ECARD_DELIVERY_BATCH_SIZE = env_int("ECARD_DELIVERY_BATCH_SIZE", 32)
 # portal's own user only.
 FILE_UPLOAD_PERMISSIONS = 0o600
 FILE_UPLOAD_DIRECTORY_PERMISSIONS = 0o700
-# Citizen imports (insurance/imports/): rows per committed batch, the upload cap, and how
-# long a running job's heartbeat may be silent before the sweep hands it to another worker.
-ECARD_IMPORT_BATCH_ROWS = env_int("ECARD_IMPORT_BATCH_ROWS", 1000)
+# Citizen imports (insurance/imports/): rows per chunk (a background import's file is cut
+# into chunks, each claimed by any import worker and committed in one transaction), the upload
+# cap, and how long a running job or chunk may be silent before it is handed to another worker.
+ECARD_IMPORT_CHUNK_ROWS = env_int("ECARD_IMPORT_CHUNK_ROWS", 5000)
 ECARD_IMPORT_MAX_BYTES = env_int("ECARD_IMPORT_MAX_BYTES", 50 * 1024 * 1024)
 ECARD_IMPORT_STALE_SECONDS = env_int("ECARD_IMPORT_STALE_SECONDS", 120)
 # An XLSX file is a zip: what it may unpack to, checked from the zip's directory before it is

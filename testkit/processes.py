@@ -85,12 +85,15 @@ class CeleryWorker:
         beat: bool = True,
         pool: str = "threads",
         log_dir: str | None = None,
+        queues: str | None = None,
     ):
         self.env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
         self.name = f"{name}-{os.getpid()}-{time.monotonic_ns()}"
         self.concurrency = concurrency
         self.beat = beat
         self.pool = pool
+        # None: every queue of CELERY_TASK_QUEUES, as a worker started without -Q consumes them
+        self.queues = queues
         self._dir = log_dir or tempfile.mkdtemp(prefix="ecard-worker-")
         self.log_path = Path(self._dir) / f"{self.name}.log"
         self.proc: subprocess.Popen | None = None
@@ -105,6 +108,7 @@ class CeleryWorker:
             self.pool,
             "-c",
             str(self.concurrency),
+            *(["-Q", self.queues] if self.queues else []),
             "-n",
             f"{self.name}@%h",
             "-l",

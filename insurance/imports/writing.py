@@ -10,7 +10,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from django.db import DataError, IntegrityError, transaction
+from django.db import DataError, IntegrityError, OperationalError, transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
@@ -28,6 +28,7 @@ from portal.errors import DomainError
 from portal.models import Region
 
 ISSUE_REASON = "bulk import"
+BULK_ATTEMPTS = 3  # a batch's bulk insert, run again after a concurrent write of one of its numbers
 
 logger = logging.getLogger(__name__)
 
@@ -177,37 +178,44 @@ def _write(
     """Write a prepared batch inside the caller's transaction.
 
     New citizens take the bulk path; existing ones are updated through
-    `citizen_update`, row by row. Should the bulk path be refused (a
-    concurrent registration of the same number, a balance the ledger
+    `citizen_update`, row by row. Should the bulk path meet a concurrent
+    registration of one of its numbers (another chunk of the same file, a
+    clerk), it is rolled back and run again with that number looked up anew
+    (now an update); should it be refused otherwise (a balance the ledger
     refuses), it is rolled back and the batch's rows go one by one through
     the services, so that the outcome is exactly the per-row import's.
     """
     summary = ImportSummary(failed=prepared.failed)
     errors = list(prepared.errors)
-    valid = prepared.valid
-    existing = store.existing_id_number_indexes([b for _n, _r, bs, _v in valid for b in bs]) if valid else set()
-    new: list[tuple[int, ValidRow]] = []
-    new_values: list[CitizenValues] = []
-    one_by_one: list[tuple[int, ValidRow]] = []
-    seen: set[str] = set()
-    for number, row, candidates, values in valid:
-        # A number repeated in the batch: its first row creates, the later ones update after it.
-        if row.id_number in seen or not existing.isdisjoint(candidates):
-            one_by_one.append((number, row))
-        else:
-            seen.add(row.id_number)
-            new.append((number, row))
-            new_values.append(values)
-    try:
-        with transaction.atomic():
-            _create_new(new, new_values, actor=actor, context=context or {})
-        summary.created += len(new)
-    except (DomainError, IntegrityError, DataError):
-        one_by_one = sorted(one_by_one + new, key=lambda item: item[0])
+    for attempt in range(1, BULK_ATTEMPTS + 1):
+        new, new_values, one_by_one = _sort_out(prepared.valid)
+        try:
+            with transaction.atomic():
+                _create_new(new, new_values, actor=actor, context=context or {})
+            summary.created += len(new)
+            break
+        except (IntegrityError, OperationalError) as exc:
+            # Another transaction (a concurrent chunk of the same file, a clerk's registration)
+            # committed one of these numbers while the COPY waited on it, or the two deadlocked:
+            # looked up again, that number is now an update and the rest go in bulk as before.
+            if attempt < BULK_ATTEMPTS and (isinstance(exc, IntegrityError) or is_concurrency_conflict(exc)):
+                logger.info(
+                    "import rows %s-%s: the bulk insert met a concurrent write of its numbers; run again",
+                    prepared.valid[0][0],
+                    prepared.last_row,
+                )
+                continue
+            if isinstance(exc, OperationalError) and not is_concurrency_conflict(exc):
+                raise
+            one_by_one = sorted(one_by_one + new, key=lambda item: item[0])
+            break
+        except (DomainError, DataError):
+            one_by_one = sorted(one_by_one + new, key=lambda item: item[0])
+            break
     refused: dict[Region, list[tuple[int, str]]] = {}  # rows whose number is registered elsewhere
     for number, row in one_by_one:
         try:
-            if apply_row(row, actor=actor):
+            if _apply_row_once_more_if_raced(row, actor=actor):
                 summary.created += 1
             else:
                 summary.updated += 1
@@ -233,6 +241,44 @@ def _write(
         )
     errors.sort(key=lambda e: e.row)
     return summary, errors
+
+
+def _sort_out(
+    valid: list[tuple[int, ValidRow, list[str], CitizenValues]],
+) -> tuple[list[tuple[int, ValidRow]], list[CitizenValues], list[tuple[int, ValidRow]]]:
+    """The rows whose number is not registered yet (for the bulk path, with their values)
+    and the others (updates, and repeats of a number within the batch), row by row."""
+    existing = store.existing_id_number_indexes([b for _n, _r, bs, _v in valid for b in bs]) if valid else set()
+    new: list[tuple[int, ValidRow]] = []
+    new_values: list[CitizenValues] = []
+    one_by_one: list[tuple[int, ValidRow]] = []
+    seen: set[str] = set()
+    for number, row, candidates, values in valid:
+        # A number repeated in the batch: its first row creates, the later ones update after it.
+        if row.id_number in seen or not existing.isdisjoint(candidates):
+            one_by_one.append((number, row))
+        else:
+            seen.add(row.id_number)
+            new.append((number, row))
+            new_values.append(values)
+    return new, new_values, one_by_one
+
+
+def is_concurrency_conflict(exc: Exception) -> bool:
+    """A deadlock or serialization failure (SQLSTATE class 40): the statement may be run again."""
+    return str(getattr(exc.__cause__, "sqlstate", "") or "").startswith("40")
+
+
+def _apply_row_once_more_if_raced(row: ValidRow, *, actor: Actor) -> bool:
+    """`apply_row`, run once more if its registration lost a race on the number's unique index
+    (a concurrent chunk of the same file committed it first): the row then updates that citizen,
+    as it would have had it come second."""
+    try:
+        return apply_row(row, actor=actor)
+    except DomainError as exc:
+        if exc.code != InsuranceErrorCode.CITIZEN_EXISTS or not isinstance(exc.__cause__, IntegrityError):
+            raise
+    return apply_row(row, actor=actor)
 
 
 def _row_value(row: ValidRow, column: str) -> str:
@@ -264,6 +310,7 @@ def import_rows(
     region_codes: Collection[str] | None = None,
     batch_size: int | None = None,
     on_batch: Callable[[int, ImportSummary, list[RowError]], None] | None = None,
+    on_begin: Callable[[], None] | None = None,
     context: Mapping[str, Any] | None = None,
 ) -> ImportSummary:
     """Import rows in batches; a bad row is reported through `on_error` and the others go on.
@@ -271,7 +318,7 @@ def import_rows(
     Each batch (`batch_size` rows, by default `progress_every`) is one
     transaction; `on_batch(last row number, batch summary, batch errors)` runs
     inside it, so that a caller's checkpoint commits with the rows it
-    describes. `on_error` and `progress` (the running summary) are called once
+    describes; `on_begin()` runs first in it, before any write (to take a lock). `on_error` and `progress` (the running summary) are called once
     the batch is committed. `region_codes` limits the import to a clerk's
     regions (a row for another pilot region is reported as outside them).
     """
@@ -287,6 +334,8 @@ def import_rows(
         # was measured: no gain on a loaded two-CPU machine, where PostgreSQL needs the other CPU.)
         prepared = _prepare(batch, regions, pilot_regions)
         with transaction.atomic():
+            if on_begin is not None:
+                on_begin()
             delta, errors = _write(prepared, actor=actor, context=context)
             if on_batch is not None:
                 on_batch(prepared.last_row, delta, errors)

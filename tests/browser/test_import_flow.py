@@ -34,7 +34,7 @@ def import_worker(live_server, settings, tmp_path):
             "DATABASE_URL": database_url_for_current_connection(),
             "REDIS_URL": settings.REDIS_URL,
             "ECARD_VAR_DIR": str(tmp_path),
-            "ECARD_IMPORT_BATCH_ROWS": "100",
+            "ECARD_IMPORT_CHUNK_ROWS": "100",
             "DB_CONN_MAX_AGE": "0",
         },
         name="browser-import",

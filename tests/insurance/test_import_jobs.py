@@ -9,14 +9,25 @@ import csv
 import datetime as dt
 import io
 
+import psycopg
 import pytest
 import redis
 from django.conf import settings
 from django.core.files.uploadedfile import SimpleUploadedFile
-from django.utils import translation
+from django.db import connection
+from django.utils import timezone, translation
 
-from insurance.imports.jobs import import_job_create, requeue_stale_jobs, run_import_job
-from insurance.models import Certificate, CertificateState, Citizen, ImportJob, ImportJobState, ImportRowError
+from insurance.imports.jobs import claim_chunk, import_job_create, requeue_stale_jobs, run_import_job, split_import
+from insurance.models import (
+    Certificate,
+    Citizen,
+    ImportChunk,
+    ImportChunkState,
+    ImportJob,
+    ImportJobState,
+    ImportRowError,
+)
+from insurance.tasks import import_chunks
 from portal.actors import Actor
 from portal.audit import verify_chain
 from portal.models import AuditEvent, Role
@@ -138,46 +149,113 @@ def test_the_error_report_is_written_in_the_uploaders_language(make_user, client
     assert message in report
 
 
+def new_job(clerk, path, name="people.csv"):
+    return import_job_create(
+        actor=Actor.for_user(clerk),
+        user=clerk,
+        region=clerk.regions.get(),
+        upload=SimpleUploadedFile(name, path.read_bytes()),
+        language="en",
+    )
+
+
+def assert_imported_once(job, good: int, updated: int, bad_rows: list[int]) -> None:
+    """Counts exact, every citizen once with one card, every bad row reported once."""
+    assert job.state == ImportJobState.DONE, job.error
+    assert (job.created, job.updated, job.failed) == (good, updated, len(bad_rows))
+    assert job.rows_done == job.rows_total == good + updated + len(bad_rows) and job.percent == 100
+    assert Citizen.objects.count() == good and Certificate.objects.count() == good
+    assert Certificate.objects.values("citizen").distinct().count() == good
+    assert sorted(ImportRowError.objects.filter(job=job).values_list("row", flat=True)) == bad_rows
+    batches = AuditEvent.objects.filter(action="citizen.import_batch")
+    assert sorted(c for e in batches for c, _ in e.after["citizens"]) == sorted(
+        Citizen.objects.values_list("id", flat=True)
+    )
+    assert not ImportChunk.objects.filter(job=job).exclude(payload=b"").exists()  # emptied at the end
+    assert not job.file.storage.exists(job.file.name)
+    assert verify_chain() == []
+
+
 @pytest.mark.django_db
-def test_a_job_stopped_after_some_batches_is_resumed_from_its_checkpoint_exactly(make_user, media, tmp_path, settings):
+def test_a_split_stopped_midway_is_resumed_from_its_checkpoint_exactly(make_user, media, tmp_path, settings):
     settings.ECARD_IMPORT_STALE_SECONDS = 60
     clerk = make_user(Role.CLERK)
     rows, bad = good_and_bad_rows(90)
     rows.insert(30, [rows[5][0], "改名", "", "310000", "employee", ""])  # row 32 updates row 7's citizen
     path = write_csv(tmp_path / "people.csv", rows)
-    job = import_job_create(
-        actor=Actor.for_user(clerk),
-        user=clerk,
-        region=clerk.regions.get(),
-        upload=SimpleUploadedFile("people.csv", path.read_bytes()),
-    )
+    job = new_job(clerk, path)
 
-    run_import_job(job.pk, batch_size=20, max_batches=2)  # as if the worker died after two batches
+    run_import_job(job.pk, chunk_rows=20, max_chunks=2)  # as if the worker died after cutting two chunks
     job.refresh_from_db()
-    assert job.state == ImportJobState.RUNNING and job.checkpoint_row == 41 and job.rows_total == len(rows)
-    first_created = job.created
-    assert run_import_job(job.pk, batch_size=20).state == ImportJobState.RUNNING  # a live heartbeat: not taken over
-    assert ImportJob.objects.get(pk=job.pk).checkpoint_row == 41
+    assert job.state == ImportJobState.RUNNING and job.split_row == 41 and job.chunks_total is None
+    assert job.rows_total == len(rows) and job.rows_done == 40 and job.percent == 40 * 100 // len(rows)
+    assert list(ImportChunk.objects.values_list("index", "first_row", "last_row", "state")) == [
+        (0, 2, 21, ImportChunkState.DONE),
+        (1, 22, 41, ImportChunkState.DONE),
+    ]
+    assert run_import_job(job.pk, chunk_rows=20).state == ImportJobState.RUNNING  # a live heartbeat: not taken over
+    assert ImportJob.objects.get(pk=job.pk).split_row == 41 and ImportChunk.objects.count() == 2
 
     ImportJob.objects.filter(pk=job.pk).update(heartbeat_at=job.heartbeat_at - dt.timedelta(minutes=5))
     assert requeue_stale_jobs() == 1  # (the task it queues is not run: no worker in this test)
     assert requeue_stale_jobs() == 0  # not again before that run has had its time
-    job = run_import_job(job.pk, batch_size=20)
+    job = run_import_job(job.pk, chunk_rows=20)
 
-    bad_rows = [n if n < 32 else n + 1 for n in bad]
-    assert job.state == ImportJobState.DONE and job.attempts == 2 and job.created > first_created
-    assert (job.created, job.updated, job.failed) == (90, 1, len(bad))
-    assert job.rows_done == job.rows_total == len(rows) and job.percent == 100
-    assert Citizen.objects.count() == 90 and Certificate.objects.count() == 90
-    assert sorted(ImportRowError.objects.filter(job=job).values_list("row", flat=True)) == bad_rows
-    assert set(Certificate.objects.values_list("state", flat=True)) == {CertificateState.PENDING_ACTIVATION}
+    assert job.attempts == 2 and job.chunks_total == 6
+    ranges = list(ImportChunk.objects.values_list("first_row", "last_row"))
+    assert ranges == [(2 + 20 * i, min(21 + 20 * i, len(rows) + 1)) for i in range(6)]  # no row cut twice or lost
+    assert_imported_once(job, 90, 1, [n if n < 32 else n + 1 for n in bad])
     assert Citizen.objects.filter(name="改名", scheme="employee").count() == 1
-    batches = AuditEvent.objects.filter(action="citizen.import_batch")
-    assert sum(e.after["created"] for e in batches) == 90
-    assert sorted(c for e in batches for c, _ in e.after["citizens"]) == sorted(
-        Citizen.objects.values_list("id", flat=True)
+
+
+@pytest.mark.django_db
+def test_a_chunk_whose_worker_fell_silent_is_claimed_again_and_counted_once(make_user, media, tmp_path, settings):
+    settings.ECARD_IMPORT_STALE_SECONDS = 60
+    clerk = make_user(Role.CLERK)
+    rows, bad = good_and_bad_rows(90)
+    job = new_job(clerk, write_csv(tmp_path / "people.csv", rows))
+    split_import(job.pk, chunk_rows=25)
+    dead = claim_chunk(job.pk, worker="dead worker")  # claimed, then its worker died before committing
+    assert dead is not None and dead.index == 0 and dead.attempts == 1
+
+    job = run_import_job(job.pk, worker="live worker")  # takes every other chunk, not the live-looking one
+    assert job.state == ImportJobState.RUNNING and job.rows_done == len(rows) - 25
+    ImportChunk.objects.filter(pk=dead.pk).update(heartbeat_at=timezone.now() - dt.timedelta(minutes=5))
+    ImportJob.objects.filter(pk=job.pk).update(heartbeat_at=timezone.now() - dt.timedelta(minutes=5))
+    assert requeue_stale_jobs() == 1
+    job = run_import_job(job.pk, worker="second worker")
+
+    chunk = ImportChunk.objects.get(pk=dead.pk)
+    assert (chunk.state, chunk.attempts, chunk.claimed_by) == (ImportChunkState.DONE, 2, "second worker")
+    assert set(ImportChunk.objects.exclude(pk=dead.pk).values_list("claimed_by", flat=True)) == {"live worker"}
+    assert_imported_once(job, 90, 0, bad)
+
+    # The dead run's late commit is fenced off: its token is spent.
+    assert claim_chunk(job.pk, worker="x") is None
+
+
+@pytest.mark.django_db
+def test_chunks_are_stored_encrypted_and_a_tampered_one_fails_the_job(make_user, media, tmp_path):
+    clerk = make_user(Role.CLERK)
+    number = new_id_number()
+    path = write_csv(
+        tmp_path / "people.csv",
+        [
+            [number, "张秘密", "13912345678", "310000", "resident", ""],
+            [new_id_number(), "乙", "", "310000", "resident", ""],
+        ],
     )
-    assert verify_chain() == []
+    job = new_job(clerk, path)
+    split_import(job.pk, chunk_rows=1)
+    first, second = ImportChunk.objects.order_by("index")
+    stored = bytes(first.payload)
+    for clear in (number.encode(), "张秘密".encode(), b"13912345678", b"310000"):
+        assert clear not in stored
+    ImportChunk.objects.filter(pk=second.pk).update(payload=stored)  # moved to another chunk: does not decrypt
+    job = run_import_job(job.pk)
+    assert job.state == ImportJobState.FAILED and "altered or damaged" in job.error
+    assert (job.created, job.rows_done) == (1, 1) and Citizen.objects.count() == 1
+    assert not ImportChunk.objects.exclude(payload=b"").exists() and not job.file.storage.exists(job.file.name)
 
 
 @pytest.mark.django_db
@@ -203,7 +281,7 @@ def worker_env(transactional_db, media):
         "DATABASE_URL": database_url_for_current_connection(),
         "REDIS_URL": settings.REDIS_URL,
         "ECARD_VAR_DIR": str(media),
-        "ECARD_IMPORT_BATCH_ROWS": "50",
+        "ECARD_IMPORT_CHUNK_ROWS": "50",
         "ECARD_IMPORT_STALE_SECONDS": "3",
         "ECARD_IMPORT_SWEEP_SECONDS": "1",
         "DB_CONN_MAX_AGE": "0",
@@ -214,8 +292,8 @@ def worker_env(transactional_db, media):
 def workers(worker_env):
     started: list[CeleryWorker] = []
 
-    def start(name: str = "w") -> CeleryWorker:
-        worker = CeleryWorker(env=worker_env, name=name, concurrency=2)
+    def start(name: str = "w", *, concurrency: int = 2, beat: bool = True, **env: str) -> CeleryWorker:
+        worker = CeleryWorker(env={**worker_env, **env}, name=name, concurrency=concurrency, beat=beat)
         started.append(worker)
         return worker.start()
 
@@ -223,6 +301,12 @@ def workers(worker_env):
     for worker in started:
         worker.stop()
         worker.dump_log()
+
+
+def claimed_by(job, worker: CeleryWorker) -> list[int]:
+    """The indexes of the job's chunks that `worker` claimed last."""
+    chunks = ImportChunk.objects.filter(job=job, claimed_by__startswith=f"{worker.name}@")
+    return list(chunks.values_list("index", flat=True))
 
 
 def report_rows(client, job) -> list[list[str]]:
@@ -265,39 +349,104 @@ def test_a_worker_imports_the_good_rows_and_reports_the_bad_ones(workers, make_u
 
 @pytest.mark.worker
 @pytest.mark.django_db(transaction=True)
-def test_a_worker_killed_mid_file_is_replaced_and_the_job_ends_with_exact_counts(workers, make_user, tmp_path):
+def test_two_worker_processes_share_the_chunks_and_the_counts_are_exact(workers, make_user, tmp_path):
+    clerk = make_user(Role.CLERK)
+    rows, bad = good_and_bad_rows(1800)
+    rows.insert(1000, [rows[5][0], "改名", "", "310000", "employee", ""])  # updates row 7's citizen
+    bad = [n if n < 1002 else n + 1 for n in bad]
+    first, second = workers("first", concurrency=1), workers("second", concurrency=1, beat=False)
+    job = new_job(clerk, write_csv(tmp_path / "people.csv", rows))
+    wait_until(lambda: ImportJob.objects.get(pk=job.pk).is_finished, timeout=120, what="the import to finish")
+    job.refresh_from_db()
+
+    assert job.chunks_total == ImportChunk.objects.filter(job=job).count() == 41  # 2,001 rows, 50 a chunk
+    by_first, by_second = claimed_by(job, first), claimed_by(job, second)
+    assert by_first and by_second, "one process imported every chunk"
+    assert sorted(by_first + by_second) == list(range(41))
+    assert set(ImportChunk.objects.filter(job=job).values_list("attempts", flat=True)) == {1}
+    assert_imported_once(job, 1800, 1, bad)
+    assert Citizen.objects.filter(name="改名", scheme="employee").count() == 1
+
+
+@pytest.mark.worker
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_killed_mid_chunk_is_replaced_and_the_job_ends_with_exact_counts(workers, make_user, tmp_path):
     clerk = make_user(Role.CLERK)
     rows, bad = good_and_bad_rows(3600)
-    path = write_csv(tmp_path / "people.csv", rows)
-    first = workers("first")
-    job = import_job_create(
-        actor=Actor.for_user(clerk),
-        user=clerk,
-        region=clerk.regions.get(),
-        upload=SimpleUploadedFile("people.csv", path.read_bytes()),
-    )
+    first = workers("first", ECARD_IMPORT_CHUNK_ROWS="200")  # two threads: two chunks in flight
+    job = new_job(clerk, write_csv(tmp_path / "people.csv", rows))
     wait_until(
-        lambda: ImportJob.objects.get(pk=job.pk).checkpoint_row > 300,
+        lambda: (
+            ImportJob.objects.get(pk=job.pk).rows_done > 600
+            and ImportChunk.objects.filter(job=job, state=ImportChunkState.RUNNING).exists()
+        ),
         timeout=60,
         interval=0.02,
-        what="some batches committed",
+        what="some chunks committed and one running",
     )
-    first.kill()  # SIGKILL mid-file, as a crash would
+    first.kill()  # SIGKILL mid-chunk, as a crash would
     killed_at = ImportJob.objects.get(pk=job.pk)
-    assert killed_at.state == ImportJobState.RUNNING and killed_at.checkpoint_row < len(rows) + 1, (
+    assert killed_at.state == ImportJobState.RUNNING and killed_at.rows_done < len(rows), (
         "the file was finished before the worker was killed: make it longer"
     )
+    cut_off = list(ImportChunk.objects.filter(job=job, state=ImportChunkState.RUNNING).values_list("pk", flat=True))
+    assert cut_off and claimed_by(job, first), "the worker was killed between chunks"
 
-    workers("second")  # its beat sweep finds the stale heartbeat and re-queues the job
+    second = workers("second")  # its beat sweep finds the silent job and queues its chunks again
     wait_until(lambda: ImportJob.objects.get(pk=job.pk).is_finished, timeout=90, what="the resumed import")
     job.refresh_from_db()
 
-    assert job.state == ImportJobState.DONE and job.attempts >= 2
-    assert (job.created, job.updated, job.failed) == (3600, 0, len(bad))
-    assert Citizen.objects.count() == 3600 and Certificate.objects.count() == 3600
-    assert Certificate.objects.values("citizen").distinct().count() == 3600
-    assert sorted(ImportRowError.objects.filter(job=job).values_list("row", flat=True)) == bad
-    assert verify_chain() == []
+    for chunk in ImportChunk.objects.filter(pk__in=cut_off):  # claimed again once their heartbeat was stale
+        assert chunk.state == ImportChunkState.DONE and chunk.attempts == 2
+        assert chunk.claimed_by.startswith(f"{second.name}@")
+    assert_imported_once(job, 3600, 0, bad)
+
+
+@pytest.mark.worker
+@pytest.mark.django_db(transaction=True)
+def test_a_number_in_two_chunks_imported_at_once_gives_one_citizen_and_one_update(workers, make_user, tmp_path):
+    """Two workers import two chunks that share five identity numbers at the same moment: one
+    COPY waits on the other's uncommitted numbers in the unique index and fails when it commits;
+    that chunk looks its numbers up again and updates those five citizens."""
+    clerk = make_user(Role.CLERK)
+    first_chunk = [[new_id_number(), f"甲{i}", "", "310000", "resident", ""] for i in range(50)]
+    second_chunk = [[new_id_number(), f"乙{i}", "", "310000", "resident", ""] for i in range(45)]
+    shared = [row[0] for row in first_chunk[10:15]]
+    second_chunk[20:20] = [[number, f"改{i}", "", "310000", "employee", ""] for i, number in enumerate(shared)]
+    job = new_job(clerk, write_csv(tmp_path / "people.csv", first_chunk + second_chunk))
+    split_import(job.pk, chunk_rows=50)  # in this process; the workers get the two chunks
+    redis.Redis.from_url(settings.REDIS_URL).flushdb()  # (so that one worker cannot prefetch both claims)
+    assert ImportJob.objects.get(pk=job.pk).chunks_total == 2
+
+    # Hold the job's row: each chunk commits the job's counts last, so the first chunk's citizens
+    # stay uncommitted until both chunks are in the middle of their writes.
+    with psycopg.connect(database_url_for_current_connection()) as holder:
+        holder.execute("SELECT id FROM insurance_importjob WHERE id = %s FOR UPDATE", [job.pk])
+        first = workers("first", concurrency=1, beat=False)
+        second = workers("second", concurrency=1, beat=False)
+        for _n in range(4):
+            import_chunks.delay(job.pk)
+
+        def waiting() -> list[str]:
+            with connection.cursor() as cursor:  # not the holder's: a transaction sees one snapshot of the stats
+                cursor.execute(
+                    "SELECT query FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND wait_event_type = 'Lock' ORDER BY query"
+                )
+                return [query.split(" (")[0] for (query,) in cursor.fetchall()]
+
+        # One chunk waits on the job's row, the other's COPY on its numbers in the unique index.
+        expected = ['COPY "insurance_citizen"', 'UPDATE "insurance_importjob" SET "created" =']
+        wait_until(lambda: waiting() == expected, timeout=30, what="both chunks to wait")
+        assert sorted(claimed_by(job, first) + claimed_by(job, second)) == [0, 1]
+        holder.commit()
+
+    wait_until(lambda: ImportJob.objects.get(pk=job.pk).is_finished, timeout=60, what="the import to finish")
+    job.refresh_from_db()
+    assert_imported_once(job, 95, 5, [])
+    for i, number in enumerate(shared):
+        (citizen,) = [c for c in Citizen.objects.filter(name__in=[f"甲{10 + i}", f"改{i}"]) if c.id_number == number]
+        assert citizen is not None
 
 
 @pytest.mark.django_db
