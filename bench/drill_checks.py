@@ -159,6 +159,14 @@ def outbox_pending_due(url: str, *, all_pending: bool = False) -> int:
     return _rows(url, f"SELECT count(*) FROM payments_outboxevent WHERE state = 'pending'{due}")[0][0]  # noqa: S608
 
 
+def delivered(url: str, event_ids: list[str]) -> bool:
+    """Whether every one of these outbox events is marked delivered."""
+    rows = _rows(
+        url, "SELECT count(*) FROM payments_outboxevent WHERE public_id = ANY(%s) AND state = 'delivered'", (event_ids,)
+    )
+    return rows[0][0] == len(event_ids)
+
+
 def check_database(url: str, journal: list[dict], since: dict, result: Result) -> None:
     ids = [r["id"] for r in journal if r["kind"] == "settle"]
     cols = ", ".join(AMOUNTS)

@@ -4,7 +4,7 @@ then the invariants checked against the database, the webhook receiver and Prome
 The load goes through nginx (https, the cluster's self-signed certificate) as a partner's would:
 the demo wallets link citizens, mint QR tokens, verify them, create settlements and confirm them,
 each write with an Idempotency-Key, and retry with the same key on a connection error, a timeout, a
-5xx or `idempotency_key_in_use` (PARTNER_API.md); a clerk suspends and reinstates e-cards through
+5xx or `idempotency_key_in_use` (docs/partner-guide.md); a clerk suspends and reinstates e-cards through
 the screens. Every answer the client saw succeed goes to a journal (var/cluster/drill/journal.jsonl).
 
 The faults, one after another, each followed by a bounded wait for recovery:
@@ -372,13 +372,6 @@ def firing() -> set[str]:
     return {a["labels"]["alertname"] for a in prometheus("/api/v1/alerts")["alerts"] if a["state"] == "firing"}
 
 
-def alerts_fired(start: float, end: float) -> set[str]:
-    data = prometheus(
-        "/api/v1/query_range", query='ALERTS{alertstate="firing"}', start=str(start), end=str(end), step="2"
-    )
-    return {series["metric"]["alertname"] for series in data["result"]}
-
-
 def shorten_alerts() -> str:
     path = STATE / "prometheus" / "alerts.yml"
     original = path.read_text()
@@ -420,7 +413,7 @@ def fault_leader(f: Fault, db_url: str) -> None:
     say(f"SIGKILL the leader {node}'s postmaster (pid {pid})")
     f.started = time.time()
     os.kill(pid, signal.SIGKILL)
-    f.recovery = wait(lambda: write_works(db_url), 180, 0.2)
+    f.recovery = since(f.started, wait(lambda: write_works(db_url), 180, 0.2))
     f.recovery_what = "until a write through HAProxy succeeds"
     new = leader()
     f.notes.append(f"leader {node} -> {new}")
@@ -431,6 +424,11 @@ def fault_leader(f: Fault, db_url: str) -> None:
         f.notes.append(f"{node} back as synchronous standby {back:.0f} s later")
 
 
+def since(started: float, waited: float | None) -> float | None:
+    """Seconds from `started` (the fault) when the wait succeeded, else None."""
+    return None if waited is None else time.time() - started
+
+
 def fault_web(f: Fault) -> None:
     say("SIGKILL web1's gunicorn master")
     f.started = time.time()
@@ -438,10 +436,8 @@ def fault_web(f: Fault) -> None:
     fired = wait(lambda: "EcardTargetDown" in firing(), 90, 1)
     f.notes.append(f"EcardTargetDown firing after {fired:.0f} s" if fired is not None else "no EcardTargetDown")
     cluster.start(service("web1"))
-    f.recovery = wait(lambda: cluster.port_open(PORTS["web1"]), 60, 0.2)
-    if f.recovery is not None:
-        f.recovery += time.time() - f.started - f.recovery  # from the kill
-    f.recovery_what = "web1 serving again (restarted after the alert)"
+    f.recovery = since(f.started, wait(lambda: cluster.port_open(PORTS["web1"]), 60, 0.2))
+    f.recovery_what = "web1 serving again (restarted once EcardTargetDown fired)"
 
 
 def fault_worker(f: Fault, db_url: str) -> None:
@@ -451,12 +447,12 @@ def fault_worker(f: Fault, db_url: str) -> None:
         f.problem = "no delivery was in flight within 90 s"
     say("SIGKILL the deliveries worker (its process group) while a delivery is in flight")
     f.started = time.time()
+    in_flight = receiver_control()["held"]
     kill_group("worker-deliveries")
     receiver_control(delay="0")
-    time.sleep(2)
     cluster.start(service("worker-deliveries"))
-    f.recovery = wait(lambda: checks.outbox_pending_due(db_url) == 0, 180, 1)
-    f.recovery_what = "outbox drained of due events (the killed delivery's lease is 30 s)"
+    f.recovery = since(f.started, wait(lambda: checks.delivered(db_url, in_flight), 180, 0.5))
+    f.recovery_what = f"the {len(in_flight)} deliveries in flight delivered again (their lease is 30 s)"
 
 
 def fault_redis(f: Fault) -> None:
@@ -464,8 +460,8 @@ def fault_redis(f: Fault) -> None:
     f.started = time.time()
     cluster.stop(["redis"], timeout=20)
     cluster.start(service("redis"))
-    f.recovery = wait(lambda: cluster.port_open(PORTS["redis"]), 60, 0.1)
-    f.recovery_what = "Redis accepting connections"
+    f.recovery = since(f.started, wait(lambda: cluster.port_open(PORTS["redis"]), 60, 0.1))
+    f.recovery_what = "Redis accepting connections again (stop, start)"
 
 
 def fault_receiver(f: Fault, db_url: str, seconds: float) -> None:
@@ -474,10 +470,23 @@ def fault_receiver(f: Fault, db_url: str, seconds: float) -> None:
     cluster.stop(["receiver"], timeout=10)
     time.sleep(seconds)
     cluster.start(service("receiver"))
-    f.recovery = wait(lambda: checks.outbox_pending_due(db_url, all_pending=True) == 0, 420, 2)
-    if f.recovery is not None:
-        f.recovery += seconds
-    f.recovery_what = "every pending event delivered (from the stop; retries follow the 15/15/30/180 s schedule)"
+    f.recovery = since(f.started, wait(lambda: checks.outbox_pending_due(db_url, all_pending=True) == 0, 420, 2))
+    f.recovery_what = (
+        f"every pending event delivered, from the stop ({seconds:.0f} s down; retries at 15/15/30/180 s...)"
+    )
+
+
+def alert_onsets(start: float, end: float) -> list[tuple[float, str]]:
+    """(time, alert) each time an alert began firing between start and end (Prometheus's ALERTS)."""
+    step = 2
+    data = prometheus(
+        "/api/v1/query_range", query='ALERTS{alertstate="firing"}', start=str(start), end=str(end), step=str(step)
+    )
+    onsets = []
+    for series in data["result"]:
+        times = [float(t) for t, _ in series["values"]]
+        onsets += [(t, series["metric"]["alertname"]) for i, t in enumerate(times) if i == 0 or t - times[i - 1] > step]
+    return sorted(onsets)
 
 
 # --- The drill ---------------------------------------------------------------------------------------------
@@ -488,7 +497,7 @@ def ensure_up() -> None:
         say("the cluster is not up: bin/cluster up")
         cluster.up()
     with contextlib.suppress(Exception):
-        if "delay" in receiver_control():
+        if "held" in receiver_control():
             return
     say("restarting the receiver (an older one, without /control)")
     cluster.stop(["receiver"], timeout=10)
@@ -616,9 +625,10 @@ def main(argv: list[str]) -> int:
     for error in clerk_errors[:5]:
         result.fail(f"clerk load: {error}")
     # Alerts: what fired in each fault's window, and nothing firing at the end.
-    for f in faults:
-        fired = alerts_fired(f.started, f.ended + 30)
-        f.notes.append(f"alerts fired: {', '.join(sorted(fired)) or 'none'}")
+    onsets = alert_onsets(started, time.time())
+    for f, after in zip(faults, [*(g.started for g in faults[1:]), time.time()], strict=True):
+        fired = {name for t, name in onsets if f.started <= t < after}
+        f.notes.append(f"alerts that began firing: {', '.join(sorted(fired)) or 'none'}")
         for name in f.expected_alerts:
             (result.ok if name in fired else result.fail)(f"{f.name}: {name} fired")
     reload_prometheus()  # the production `for:` again

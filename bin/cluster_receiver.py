@@ -6,7 +6,7 @@ partner would check (the path, the Ecard-* headers, the body) and verifies nothi
 
 `GET /control?delay=S` makes it answer each POST S seconds late (a slow partner: `bin/cluster drill`
 uses it to have a delivery in flight); `GET /control` alone says the delay and how many POSTs it
-is holding. A POST is recorded once it is answered, as a partner commits before its 200.
+is holding (and their event ids). A POST is recorded once it is answered, as a partner commits before its 200.
 """
 
 import json
@@ -22,7 +22,7 @@ def main() -> None:
     address, path = sys.argv[1], Path(sys.argv[2])
     host, port = address.rsplit(":", 1)
     lock = threading.Lock()
-    state = {"delay": 0.0, "holding": 0}
+    state: dict = {"delay": 0.0, "holding": 0, "held": []}  # held: the event ids of the POSTs held now
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -30,13 +30,16 @@ def main() -> None:
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
             if state["delay"] > 0:
+                event_id = self.headers.get("Ecard-Event-Id", "")
                 with lock:
                     state["holding"] += 1
+                    state["held"].append(event_id)
                 try:
                     time.sleep(state["delay"])
                 finally:
                     with lock:
                         state["holding"] -= 1
+                        state["held"].remove(event_id)
             record = {
                 "at": time.time(),
                 "path": self.path,
