@@ -92,6 +92,21 @@ def idempotency_problems(
     return problems
 
 
+def replay_problems(journal: list[dict], stored: dict[str, tuple[int | None, str | None]]) -> list[str]:
+    """The linkages and confirmations the client saw succeed: each key's stored response is the
+    success the client got (a retry replayed it rather than running again). `stored`: key ->
+    (response status, the id in its body)."""
+    problems = []
+    for r in journal:
+        if r["kind"] in ("link", "confirm"):
+            status, object_id = stored.get(r["idem"], (None, None))
+            if status is None or not 200 <= status < 300 or object_id != r["id"]:
+                problems.append(
+                    f"{r['kind']} key {r['idem']}: the stored response is {status} {object_id}, not {r['id']}"
+                )
+    return problems
+
+
 def accumulator_problems(rows: list[tuple]) -> list[str]:
     """rows: (citizen, year, fund_used, deductible_used, live fund sum, live deductible sum, annual cap)."""
     problems = []
@@ -159,6 +174,14 @@ def outbox_pending_due(url: str, *, all_pending: bool = False) -> int:
     return _rows(url, f"SELECT count(*) FROM payments_outboxevent WHERE state = 'pending'{due}")[0][0]  # noqa: S608
 
 
+def _body_id(body: bytes | None) -> str | None:
+    """The "id" of a stored JSON response, None if there is none."""
+    try:
+        return json.loads(bytes(body)).get("id") if body else None
+    except (ValueError, AttributeError):
+        return None
+
+
 def delivered(url: str, event_ids: list[str]) -> bool:
     """Whether every one of these outbox events is marked delivered."""
     rows = _rows(
@@ -198,16 +221,23 @@ def check_database(url: str, journal: list[dict], since: dict, result: Result) -
         " WHERE id > %s AND method = 'POST' AND target = '/api/v1/settlements'",
         (since["idempotency"],),
     ):
-        sid = None
-        if body:
-            try:
-                sid = json.loads(bytes(body)).get("id")
-            except (ValueError, AttributeError):
-                sid = None
-        records.append((key, status, sid))
+        records.append((key, status, _body_id(body)))
     result.check(
         idempotency_problems(created, records, journal),
         f"{len(created)} settlements of the drill: each executed once for one Idempotency-Key",
+    )
+    keys = [r["idem"] for r in journal if r["kind"] in ("link", "confirm")]
+    stored = {
+        key: (status, _body_id(body))
+        for key, status, body in _rows(
+            url,
+            "SELECT key, response_status, response_body FROM payments_idempotencyrecord WHERE key = ANY(%s)",
+            (keys,),
+        )
+    }
+    result.check(
+        replay_problems(journal, stored),
+        f"{len(keys)} linkages and confirmations: each key's stored response is the one the client got",
     )
     rows = _rows(
         url,

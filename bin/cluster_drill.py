@@ -19,7 +19,8 @@ The faults, one after another, each followed by a bounded wait for recovery:
 
 Then: each settlement and linkage the client saw created exists, with its amounts; each
 Idempotency-Key of a settlement executed once (one settlement per key, the key's stored response
-naming it, and no settlement of the drill without a key); every accumulator equals the sum of its
+naming it, and no settlement of the drill without a key), and each key of a linkage or a
+confirmation stored the success the client got; every accumulator equals the sum of its
 live settlements and no fund use exceeds the annual cap; every outbox event of the drill reached
 the receiver or is pending with its next attempt; `manage.py verify_audit_chain` passes; the
 alerts each fault should fire fired, and none is firing at the end. It prints, per fault, the

@@ -59,6 +59,21 @@ def test_idempotency_finds_a_settlement_without_key_twice_executed_key_and_wrong
     ]
 
 
+def test_replays_of_links_and_confirmations():
+    journal = [
+        {"kind": "link", "idem": "l1", "id": "lnk_1"},
+        {"kind": "confirm", "idem": "c1", "id": "stl_1"},
+        {"kind": "confirm", "idem": "c2", "id": "stl_2"},
+        {"kind": "confirm", "idem": "c3", "id": "stl_3"},
+        settle("stl_1", "k1"),
+    ]
+    stored = {"l1": (201, "lnk_1"), "c1": (200, "stl_1"), "c2": (500, "stl_2"), "k1": (201, "stl_1")}
+    assert checks.replay_problems(journal, stored) == [
+        "confirm key c2: the stored response is 500 stl_2, not stl_2",
+        "confirm key c3: the stored response is None None, not stl_3",
+    ]
+
+
 def test_accumulators():
     assert checks.accumulator_problems([(1, 2026, 500, 100, 500, 100, 1000), (2, 2026, 0, 0, None, None, None)]) == []
     problems = checks.accumulator_problems([(1, 2026, 600, 100, 500, 100, 1000), (2, 2026, 1200, 0, 1200, 0, 1000)])
