@@ -399,7 +399,7 @@ def receiver_control(**params: str) -> dict:
 @dataclass
 class Fault:
     name: str
-    expected_alerts: tuple[str, ...]
+    expected_alerts: tuple[str, ...]  # one of them must begin firing within a minute of the fault's end
     started: float = 0.0
     ended: float = 0.0
     recovery: float | None = None
@@ -580,7 +580,9 @@ def main(argv: list[str]) -> int:
         thread.start()
     say(f"load: {len(clients)} wallets x 2 threads, clerk {'on' if clerk_pool else 'off'}; steady for 20 s")
     time.sleep(20)
-    faults = [Fault("PostgreSQL leader SIGKILL", ("EcardBackendErrors",))]
+    # The failover fails requests and /readyz's database check for about 10 s: EcardNotReady fires if
+    # two scrapes in a row saw it (`for:` 10 s), EcardBackendErrors if over 30 errors were counted.
+    faults = [Fault("PostgreSQL leader SIGKILL", ("EcardNotReady", "EcardBackendErrors"))]
     try:
         fault_leader(faults[-1], db_url)
         faults[-1].ended = time.time()
@@ -630,8 +632,10 @@ def main(argv: list[str]) -> int:
     for f, after in zip(faults, [*(g.started for g in faults[1:]), time.time()], strict=True):
         fired = {name for t, name in onsets if f.started <= t < after}
         f.notes.append(f"alerts that began firing: {', '.join(sorted(fired)) or 'none'}")
-        for name in f.expected_alerts:
-            (result.ok if name in fired else result.fail)(f"{f.name}: {name} fired")
+        if f.expected_alerts:  # any one of them: which fires depends on how many requests failed
+            around = {name for t, name in onsets if f.started <= t <= f.ended + 60}
+            wanted = " or ".join(f.expected_alerts)
+            (result.ok if around & set(f.expected_alerts) else result.fail)(f"{f.name}: {wanted} fired")
     reload_prometheus()  # the production `for:` again
     if short:  # EcardBackendErrors's rate looks 5 minutes back: longer than the CI's budget
         result.ok(f"alerts firing at the end (not waited for with --short): {', '.join(sorted(firing())) or 'none'}")
