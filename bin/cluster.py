@@ -990,9 +990,10 @@ def main(argv: list[str]) -> int:
         down(keep="--keep" in argv[1:])
     elif command == "status":
         return status()
-    elif command == "drill":
-        print("bin/cluster drill: not built yet", file=sys.stderr)
-        return 2
+    elif command == "drill":  # bin/cluster runs bin/cluster_drill.py itself; this for `python bin/cluster.py drill`
+        import cluster_drill
+
+        return cluster_drill.main(argv[1:])
     else:
         print("usage: bin/cluster up | down [--keep] | status | drill", file=sys.stderr)
         return 2
