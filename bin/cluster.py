@@ -1052,7 +1052,9 @@ def status() -> int:
 
 def main(argv: list[str]) -> int:
     command = argv[0] if argv else ""
-    if command == "up":
+    if command == "install":  # the Debian packages only (CI, before the tests of deploy/'s files)
+        ensure_packages()
+    elif command == "up":
         up()
     elif command == "down":
         down(keep="--keep" in argv[1:])
@@ -1063,7 +1065,7 @@ def main(argv: list[str]) -> int:
 
         return cluster_drill.main(argv[1:])
     else:
-        print("usage: bin/cluster up | down [--keep] | status | drill", file=sys.stderr)
+        print("usage: bin/cluster install | up | down [--keep] | status | drill [--short]", file=sys.stderr)
         return 2
     return 0
 
