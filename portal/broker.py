@@ -8,7 +8,7 @@ the worker goes on. A task body that does not decode is Celery's own case: it lo
 
 import logging
 
-from kombu.transport import redis
+from kombu.transport import TRANSPORT_ALIASES, redis
 from kombu.transport.virtual import Empty
 
 logger = logging.getLogger(__name__)
@@ -55,3 +55,9 @@ class SentinelTransport(redis.SentinelTransport):
     """For `REDIS_URL=redis+sentinel://...` (portal/redisconn.py builds the broker's settings)."""
 
     Channel = SentinelChannel
+
+
+# With Sentinel the broker URL lists every Sentinel (`sentinel://a;sentinel://b`), and on a
+# connection error kombu switches to the next one, naming the transport by that URL's scheme: the
+# scheme must name this transport, or a worker would go on with kombu's own after a failover.
+TRANSPORT_ALIASES["sentinel"] = "portal.broker:SentinelTransport"

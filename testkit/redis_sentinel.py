@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import redis
+from redis.sentinel import MasterNotFoundError, Sentinel
 
 from testkit.processes import free_port, wait_until
 
@@ -122,7 +123,17 @@ class SentinelGroup:
         wait_until(lambda: self.master_port() not in (None, self.ports[dead]), timeout=timeout, what="a failover")
         promoted = next(n for n, p in self.ports.items() if p == self.master_port())
         wait_until(lambda: self.node(promoted).info("replication")["role"] == "master", timeout=10, what="promotion")
+        # and until the Sentinel reports the new master healthy, which redis-py's clients require
+        wait_until(lambda: self.discovered() == self.ports[promoted], timeout=10, what="the master discoverable")
         return promoted
+
+    def discovered(self) -> int | None:
+        """The master's port as redis-py's Sentinel client discovers it (None while it finds none)."""
+        sentinel = Sentinel([("127.0.0.1", self.sentinel_port)], sentinel_kwargs={"password": self.password})
+        try:
+            return sentinel.discover_master(MASTER_NAME)[1]
+        except MasterNotFoundError:
+            return None
 
     def restart_as_replica(self, name: str) -> None:
         """Start a killed node again as the replica of the current master, and wait until in sync."""

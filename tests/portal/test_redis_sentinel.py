@@ -3,6 +3,7 @@ Celery worker follow a real failover (a master SIGKILLed, its replica promoted b
 
 import os
 
+import kombu
 import pytest
 from django.core.cache import cache
 from django.core.exceptions import ImproperlyConfigured
@@ -12,7 +13,7 @@ from django.test import override_settings
 from insurance import services as insurance_services
 from payments import keys
 from payments.models import OutboxEvent, OutboxState, Partner, PartnerKind
-from portal import fastcache, redisconn
+from portal import broker, fastcache, redisconn
 from portal.actors import Actor
 from portal.observability import health
 from testkit.delivery import linked_card
@@ -64,6 +65,15 @@ def test_the_broker_asks_every_sentinel_with_the_password():
     assert url == "sentinel://:p%40ss@h1:1/4;sentinel://:p%40ss@h2:2/4"
     assert transport == "portal.broker:SentinelTransport"
     assert options == {"master_name": "ecard", "sentinel_kwargs": {"password": "p@ss"}}
+
+
+def test_the_broker_keeps_its_transport_when_it_moves_to_the_next_sentinel():
+    url, transport, options = redisconn.celery_broker("redis+sentinel://:pw@127.0.0.1:1,127.0.0.1:2/ecard/0")
+    connection = kombu.Connection(url, transport=transport, transport_options=options)
+    assert type(connection.transport) is broker.SentinelTransport
+    connection.maybe_switch_next()  # what Celery does on a connection error
+    assert connection.as_uri().endswith("127.0.0.1:2/0")
+    assert type(connection.transport) is broker.SentinelTransport
 
 
 @pytest.fixture(scope="module")
