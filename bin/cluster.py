@@ -861,22 +861,12 @@ def services(v: dict[str, str]) -> list[Service]:
             ready=lambda: port_open(PORTS["pgbouncer"]),
         ),
         *(
-            Service(
-                node,
-                ["redis-server", str(STATE / node / "redis.conf")],
-                "redis",
-                ready=lambda n=node: port_open(PORTS[n]),
+            Service(name, [program, str(STATE / name / conf)], "redis", ready=lambda n=name: port_open(PORTS[n]))
+            for names, program, conf in (
+                (REDIS_NODES, "redis-server", "redis.conf"),
+                (SENTINELS, "redis-sentinel", "sentinel.conf"),
             )
-            for node in REDIS_NODES
-        ),
-        *(
-            Service(
-                name,
-                ["redis-sentinel", str(STATE / name / "sentinel.conf")],
-                "redis",
-                ready=lambda n=name: port_open(PORTS[n]),
-            )
-            for name in SENTINELS
+            for name in names
         ),
         *(
             unit_service(node, units / "ecard-web.service", env={"GUNICORN_BIND": v[f"{node.upper()}_ADDR"]})
