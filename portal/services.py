@@ -7,6 +7,7 @@ from django.contrib.auth.password_validation import validate_password
 from django.contrib.auth.validators import UnicodeUsernameValidator
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
+from django.utils.functional import Promise
 from django.utils.translation import gettext_lazy as _
 
 from portal.actors import Actor
@@ -131,29 +132,11 @@ def staff_create(
 @transaction.atomic
 def staff_deactivate(*, actor: Actor, manager: User, user: User, reason: str) -> User:
     """Deactivate an account the manager may manage (sign-in refused from then on)."""
-    reason = (reason or "").strip()
-    if not reason:
-        raise DomainError(StaffErrorCode.REASON_REQUIRED, _("A reason is required."), status=400, field="reason")
-    if user.pk == manager.pk:
-        raise DomainError(StaffErrorCode.FORBIDDEN, _("You cannot deactivate your own account."), status=403)
-    if not staff_visible_to(manager).filter(pk=user.pk).exists():
-        raise DomainError(StaffErrorCode.NOT_FOUND, _("No such staff member."), status=404)
-    user = User.objects.select_for_update().get(pk=user.pk)
-    codes = list(user.regions.values_list("code", flat=True))
+    reason = _required_reason(reason)
+    user = _managed(manager, user, own_account_error=_("You cannot deactivate your own account."))
     if not user.is_active:
         return user
-    before = _staff_snapshot(user, codes)
-    user.is_active = False
-    user.save(update_fields=["is_active"])
-    audit_staff_change(
-        actor=actor,
-        action="staff.deactivate",
-        user=user,
-        before=before,
-        after=_staff_snapshot(user, codes),
-        reason=reason[:128],
-    )
-    return user
+    return _staff_set_active(actor=actor, user=user, is_active=False, action="staff.deactivate", reason=reason)
 
 
 @transaction.atomic
@@ -163,25 +146,26 @@ def staff_reactivate(*, actor: Actor, manager: User, user: User, reason: str) ->
     user = _managed(manager, user)
     if user.is_active:
         raise DomainError(StaffErrorCode.NOT_DEACTIVATED, _("This account is active."), status=409)
+    return _staff_set_active(actor=actor, user=user, is_active=True, action="staff.reactivate", reason=reason)
+
+
+def _staff_set_active(*, actor: Actor, user: User, is_active: bool, action: str, reason: str) -> User:
+    """Switch sign-in on or off for an account locked for the change, and audit it."""
     codes = list(user.regions.values_list("code", flat=True))
     before = _staff_snapshot(user, codes)
-    user.is_active = True
+    user.is_active = is_active
     user.save(update_fields=["is_active"])
     audit_staff_change(
-        actor=actor,
-        action="staff.reactivate",
-        user=user,
-        before=before,
-        after=_staff_snapshot(user, codes),
-        reason=reason,
+        actor=actor, action=action, user=user, before=before, after=_staff_snapshot(user, codes), reason=reason
     )
     return user
 
 
-def _managed(manager: User, user: User) -> User:
+def _managed(manager: User, user: User, *, own_account_error: Promise | None = None) -> User:
     """The account, locked for the change, if the manager may manage it (not their own)."""
     if user.pk == manager.pk:
-        raise DomainError(StaffErrorCode.FORBIDDEN, _("You cannot do this to your own account."), status=403)
+        message = own_account_error or _("You cannot do this to your own account.")
+        raise DomainError(StaffErrorCode.FORBIDDEN, message, status=403)
     if not staff_visible_to(manager).filter(pk=user.pk).exists():
         raise DomainError(StaffErrorCode.NOT_FOUND, _("No such staff member."), status=404)
     return User.objects.select_for_update().get(pk=user.pk)

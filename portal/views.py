@@ -1,3 +1,5 @@
+from collections.abc import Callable
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.contrib.staticfiles import finders
@@ -114,9 +116,23 @@ def _staff_action(request: HttpRequest, member: User, *, title, consequence, per
     )
 
 
-def _done(request: HttpRequest, message: str, member: User) -> HttpResponse:
-    messages.success(request, message % {"username": member.username})
-    return redirect("staff_list")
+def _staff_change(
+    request: HttpRequest,
+    member: User,
+    *,
+    service: Callable[..., object],
+    title: str,
+    consequence: str,
+    done: str,
+) -> HttpResponse:
+    """A staff action whose effect is one service call, after which the list says `done`."""
+
+    def perform(reason: str) -> HttpResponse:
+        service(actor=Actor.for_request(request), manager=request.user, user=member, reason=reason)
+        messages.success(request, done % {"username": member.username})
+        return redirect("staff_list")
+
+    return _staff_action(request, member, title=title, consequence=consequence, perform=perform)
 
 
 @staff_manager_required
@@ -125,17 +141,13 @@ def staff_deactivate(request: HttpRequest, pk: int) -> HttpResponse:
     if not member.is_active:
         messages.error(request, _("This account is already deactivated."))
         return redirect("staff_list")
-
-    def perform(reason: str) -> HttpResponse:
-        services.staff_deactivate(actor=Actor.for_request(request), manager=request.user, user=member, reason=reason)
-        return _done(request, _("The account %(username)s has been deactivated."), member)
-
-    return _staff_action(
+    return _staff_change(
         request,
         member,
+        service=services.staff_deactivate,
         title=_("Deactivate account"),
         consequence=_("The account %(username)s will be deactivated: it can no longer sign in."),
-        perform=perform,
+        done=_("The account %(username)s has been deactivated."),
     )
 
 
@@ -145,34 +157,26 @@ def staff_reactivate(request: HttpRequest, pk: int) -> HttpResponse:
     if member.is_active:
         messages.error(request, _("This account is active."))
         return redirect("staff_list")
-
-    def perform(reason: str) -> HttpResponse:
-        services.staff_reactivate(actor=Actor.for_request(request), manager=request.user, user=member, reason=reason)
-        return _done(request, _("The account %(username)s has been reactivated."), member)
-
-    return _staff_action(
+    return _staff_change(
         request,
         member,
+        service=services.staff_reactivate,
         title=_("Reactivate account"),
         consequence=_("The account %(username)s will be reactivated: it can sign in again with its password."),
-        perform=perform,
+        done=_("The account %(username)s has been reactivated."),
     )
 
 
 @staff_manager_required
 def staff_unlock(request: HttpRequest, pk: int) -> HttpResponse:
     member = _get_staff_for_user(request.user, pk)
-
-    def perform(reason: str) -> HttpResponse:
-        services.staff_unlock(actor=Actor.for_request(request), manager=request.user, user=member, reason=reason)
-        return _done(request, _("The account %(username)s has been unlocked."), member)
-
-    return _staff_action(
+    return _staff_change(
         request,
         member,
+        service=services.staff_unlock,
         title=_("Unlock account"),
         consequence=_("The account %(username)s will be unlocked: it can sign in again at once."),
-        perform=perform,
+        done=_("The account %(username)s has been unlocked."),
     )
 
 

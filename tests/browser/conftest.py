@@ -12,13 +12,15 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import redis
 from django.core.cache import cache
 
 from testkit.browser import AXE_MISSING_REASON, AXE_SCRIPT, check_accessibility
+from testkit.processes import CeleryWorker, database_url_for_current_connection
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -156,3 +158,40 @@ def url(live_server):
         return f"{live_server.url}{path}"
 
     return build
+
+
+@pytest.fixture
+def import_worker(live_server, settings, tmp_path) -> Iterator[Callable[..., CeleryWorker]]:
+    """`import_worker(name, concurrency=1, **env)` starts a real Celery worker (no beat) that runs
+    the import jobs the live server queues; `env` adds settings. The live server and the worker
+    share a media folder of this test's own."""
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "default": {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": str(tmp_path / "media")},
+        },
+    }
+    redis.Redis.from_url(settings.REDIS_URL).flushdb()
+    started: list[CeleryWorker] = []
+
+    def start(name: str, *, concurrency: int = 1, **env: str) -> CeleryWorker:
+        worker = CeleryWorker(
+            env={
+                "DATABASE_URL": database_url_for_current_connection(),
+                "REDIS_URL": settings.REDIS_URL,
+                "ECARD_VAR_DIR": str(tmp_path),
+                "DB_CONN_MAX_AGE": "0",
+                **env,
+            },
+            name=name,
+            concurrency=concurrency,
+            beat=False,
+        )
+        started.append(worker.start())
+        return worker
+
+    yield start
+    for worker in started:
+        worker.stop()
+        worker.dump_log()

@@ -6,45 +6,14 @@ import csv
 import io
 
 import pytest
-import redis
 
 from insurance.models import Citizen, ImportJob, ImportJobState
 from portal.models import Role
 from testkit.browser import PASSWORD
 from testkit.citizens import new_id_number
 from testkit.imports import write_csv
-from testkit.processes import CeleryWorker, database_url_for_current_connection
 
 pytestmark = [pytest.mark.browser, pytest.mark.worker]
-
-
-@pytest.fixture
-def import_worker(live_server, settings, tmp_path):
-    """The live server and the worker share a media folder of this test's own."""
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "default": {
-            "BACKEND": "django.core.files.storage.FileSystemStorage",
-            "OPTIONS": {"location": str(tmp_path / "media")},
-        },
-    }
-    redis.Redis.from_url(settings.REDIS_URL).flushdb()
-    worker = CeleryWorker(
-        env={
-            "DATABASE_URL": database_url_for_current_connection(),
-            "REDIS_URL": settings.REDIS_URL,
-            "ECARD_VAR_DIR": str(tmp_path),
-            "ECARD_IMPORT_CHUNK_ROWS": "100",
-            "DB_CONN_MAX_AGE": "0",
-        },
-        name="browser-import",
-        concurrency=2,
-        beat=False,
-    )
-    worker.start()
-    yield worker
-    worker.stop()
-    worker.dump_log()
 
 
 def test_clerk_uploads_a_file_watches_the_progress_bar_and_reads_the_error_report(
@@ -55,6 +24,7 @@ def test_clerk_uploads_a_file_watches_the_progress_bar_and_reads_the_error_repor
     import_worker,
     tmp_path,
 ):
+    import_worker("browser-import", concurrency=2, ECARD_IMPORT_CHUNK_ROWS="100")
     make_user(Role.CLERK, username="clerk-import", password=PASSWORD)
     rows = [[new_id_number("310000"), f"居民{i}", "13800000000", "310000", "resident", ""] for i in range(1500)]
     rows[10] = ["110101199001011234", "校验错", "", "310000", "resident", ""]  # row 12: wrong check character

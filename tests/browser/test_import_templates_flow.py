@@ -9,44 +9,14 @@ import csv
 import io
 
 import pytest
-import redis
 from openpyxl import load_workbook
 
 from insurance.models import Citizen, ImportJob, ImportJobState
 from portal.models import Role
 from testkit.browser import LANGUAGES, PASSWORD, sign_in_with_password
 from testkit.citizens import new_id_number
-from testkit.processes import CeleryWorker, database_url_for_current_connection
 
 pytestmark = [pytest.mark.browser, pytest.mark.worker]
-
-
-@pytest.fixture
-def import_worker(live_server, settings, tmp_path):
-    """The live server and the worker share a media folder of this test's own."""
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "default": {
-            "BACKEND": "django.core.files.storage.FileSystemStorage",
-            "OPTIONS": {"location": str(tmp_path / "media")},
-        },
-    }
-    redis.Redis.from_url(settings.REDIS_URL).flushdb()
-    worker = CeleryWorker(
-        env={
-            "DATABASE_URL": database_url_for_current_connection(),
-            "REDIS_URL": settings.REDIS_URL,
-            "ECARD_VAR_DIR": str(tmp_path),
-            "DB_CONN_MAX_AGE": "0",
-        },
-        name="browser-import-templates",
-        concurrency=1,
-        beat=False,
-    )
-    worker.start()
-    yield worker
-    worker.stop()
-    worker.dump_log()
 
 
 # What each language shows: the template's header, a column's format, the region refused and the
@@ -79,6 +49,7 @@ WORDS = {
 def test_clerk_fills_the_template_with_chinese_schemes_and_reads_the_refused_values(
     page, url, screen, make_user, import_worker, tmp_path, language
 ):
+    import_worker("browser-import-templates")
     words = WORDS[language]
     make_user(Role.CLERK, username="clerk-template", password=PASSWORD)
     sign_in_with_password(page, url, screen, "clerk-template", "clerk", language)
