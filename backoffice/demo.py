@@ -1,5 +1,6 @@
 """Demo data: regions, citizens with e-cards in every state, the two wallet
-partners with their signing keys, linkages, the portal key and one user per role.
+partners with their signing keys, linkages, the portal key, one user per role,
+and a week of settlements with the risk flags they raise (demo_settlements.py).
 
 Everything about citizens, e-cards and linkages goes through the services, so
 that the audit chain, the e-card history and the partners' outbox look
@@ -27,6 +28,7 @@ from django.core.management import call_command, get_commands
 from django.db import transaction
 from django.utils import timezone
 
+from backoffice import demo_settlements
 from backoffice.demo_plan import DEMO_SEED, PARTNERS, PILOT_REGIONS, CitizenPlan, plan_citizens
 from insurance import services as insurance_services
 from insurance.catalogue_demo import seed_catalogue
@@ -320,11 +322,13 @@ class SeedReport:
     users: list[tuple[DemoUser, bool]] = field(default_factory=list)
     portal_key_created: bool = False
     password: str = ""
+    settlements: demo_settlements.SettlementSeedReport | None = None
 
     @property
     def changed(self) -> bool:
         return bool(
             self.citizens_created
+            or self.settlements is not None
             or self.portal_key_created
             or any(p.created for p in self.partners)
             or any(created for _, created in self.users)
@@ -352,17 +356,19 @@ def _seed_demo(*, citizens: int, out: Output) -> SeedReport:
     seed_catalogue()
     if AuditEvent.objects.filter(action=SEEDED_ACTION).exists():
         report.already_seeded = True
-        return report
-    out(f"Seeding {citizens} citizens with their e-cards and wallet linkages ...")
-    report.citizens_created = seed_citizens(citizens, actor=actor, regions=regions, out=out)
-    with transaction.atomic():
-        audit_record(
-            actor=actor,
-            action=SEEDED_ACTION,
-            object_type="demo",
-            object_id="demo",
-            after={"citizens_planned": citizens, "citizens_created": report.citizens_created},
-        )
+    else:
+        out(f"Seeding {citizens} citizens with their e-cards and wallet linkages ...")
+        report.citizens_created = seed_citizens(citizens, actor=actor, regions=regions, out=out)
+        with transaction.atomic():
+            audit_record(
+                actor=actor,
+                action=SEEDED_ACTION,
+                object_type="demo",
+                object_id="demo",
+                after={"citizens_planned": citizens, "citizens_created": report.citizens_created},
+            )
+    # A step of its own with its own mark, so that a demo seeded before it existed gets it too.
+    report.settlements = demo_settlements.seed_settlements(count=demo_settlements.settlements_for(citizens), out=out)
     return report
 
 

@@ -382,15 +382,16 @@ def settlement_confirm(
 
 
 @transaction.atomic
-def settlement_cancel(*, actor: Actor, settlement: Settlement) -> Settlement:
-    """A pending settlement abandoned by its partner: `cancelled`, its reservation released."""
+def settlement_cancel(*, actor: Actor, settlement: Settlement, now: dt.datetime | None = None) -> Settlement:
+    """A pending settlement abandoned by its partner: `cancelled`, its reservation released.
+    `now`: when it was released (the present unless given, as for the demo's past days)."""
     settlement = store.settlement_lock(settlement.pk)
     if settlement.state != SettlementState.PENDING_PAYMENT:
         raise _invalid_state(settlement, _("This settlement is %(state)s: it cannot be cancelled."))
     before = _audit_snapshot(settlement)
     _restore_reservation(settlement, actor=actor, refund=False)
     settlement.state = SettlementState.CANCELLED
-    settlement.released_at = timezone.now()
+    settlement.released_at = now or timezone.now()
     return _change(
         settlement, actor=actor, action="cancel", event="settlement.cancelled", before=before, fields=["released_at"]
     )
@@ -427,16 +428,19 @@ def settlements_expire_due(*, now: dt.datetime | None = None, batch: int = 500) 
 
 
 @transaction.atomic
-def settlement_refund(*, actor: Actor, settlement: Settlement, reason: str) -> Settlement:
+def settlement_refund(
+    *, actor: Actor, settlement: Settlement, reason: str, now: dt.datetime | None = None
+) -> Settlement:
     """Full refund of a paid settlement: its year's fund and deductible use and the account
-    balance are restored exactly (whatever the card's state now)."""
+    balance are restored exactly (whatever the card's state now). `now`: when it was refunded
+    (the present unless given, as for the demo's past days)."""
     settlement = store.settlement_lock(settlement.pk)
     if settlement.state != SettlementState.PAID:
         raise _invalid_state(settlement, _("This settlement is %(state)s: only a paid settlement can be refunded."))
     before = _audit_snapshot(settlement)
     _restore_reservation(settlement, actor=actor, refund=True)
     settlement.state = SettlementState.REFUNDED
-    settlement.refunded_at = timezone.now()
+    settlement.refunded_at = now or timezone.now()
     settlement.refund_reason = reason[:128]
     return _change(
         settlement,

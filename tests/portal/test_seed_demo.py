@@ -1,20 +1,42 @@
-"""The demo data command: every e-card state, both wallets with keys, staff per role, idempotent."""
+"""The demo data command: every e-card state, both wallets with keys, staff per role, a week of
+settlements with open risk flags, idempotent."""
 
 import base64
+import datetime as dt
 from io import StringIO
 
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from django.core.management import call_command, get_commands
+from django.db.models import Sum
 from django.utils import timezone
 
-from backoffice import demo
+from backoffice import demo, demo_settlements
 from insurance.identity import parse_identity_number
-from insurance.models import Certificate, CertificateState, Citizen, CitizenStatus, EndReason
-from payments.models import LinkageState, OutboxEvent, Partner, PartnerKey, PortalKey, WalletLinkage
+from insurance.models import Certificate, CertificateState, Citizen, CitizenStatus, EndReason, ReimbursementPolicy
+from payments.ledger.services import ledger_sum
+from payments.models import (
+    AccountEntry,
+    CitizenYearAccumulator,
+    LinkageState,
+    OutboxEvent,
+    Partner,
+    PartnerKey,
+    PersonalAccount,
+    PortalKey,
+    QrToken,
+    RiskFlag,
+    RiskFlagState,
+    RiskRule,
+    Settlement,
+    SettlementState,
+    WalletLinkage,
+)
+from payments.risk.selectors import risk_flags_visible_to
+from payments.settlements.services import LineInput
 from portal.audit import verify_chain
-from portal.models import AuditEvent, Role, User
+from portal.models import AuditEvent, Role, RollupDaily, User
 
 pytestmark = pytest.mark.django_db
 
@@ -170,9 +192,8 @@ def test_seed_demo_creates_the_portal_signing_key_or_says_why_not(key_dir):
         assert not PortalKey.objects.exists()
 
 
-def test_second_seed_demo_run_does_nothing_and_says_so(key_dir):
-    seed()
-    counts = (
+def _demo_counts() -> tuple:
+    return (
         Citizen.objects.count(),
         Certificate.objects.count(),
         AuditEvent.objects.count(),
@@ -180,21 +201,26 @@ def test_second_seed_demo_run_does_nothing_and_says_so(key_dir):
         PartnerKey.objects.count(),
         User.objects.count(),
         PortalKey.objects.count(),
+        Settlement.objects.count(),
+        QrToken.objects.count(),
+        RiskFlag.objects.count(),
+        AccountEntry.objects.count(),
+        OutboxEvent.objects.count(),
+        sorted(CitizenYearAccumulator.objects.values_list("citizen_id", "deductible_used_fen", "fund_used_fen")),
+        sorted(PersonalAccount.objects.values_list("citizen_id", "balance_fen", "held_fen")),
+        sorted(Settlement.objects.values_list("public_id", "state", "created_at", "total_fen", "fund_fen")),
     )
+
+
+def test_second_seed_demo_run_does_nothing_and_says_so(key_dir):
+    seed()
+    counts = _demo_counts()
     pem = (key_dir / "wechat_pay.pem").read_bytes()
 
     output = seed()
 
     assert "nothing to do" in output
-    assert (
-        Citizen.objects.count(),
-        Certificate.objects.count(),
-        AuditEvent.objects.count(),
-        WalletLinkage.objects.count(),
-        PartnerKey.objects.count(),
-        User.objects.count(),
-        PortalKey.objects.count(),
-    ) == counts
+    assert _demo_counts() == counts
     assert (key_dir / "wechat_pay.pem").read_bytes() == pem
 
 
@@ -221,3 +247,158 @@ def test_seed_demo_refuses_to_run_in_production(key_dir, settings):
         seed()
     assert not Citizen.objects.exists()
     assert not Partner.objects.exists()
+
+
+# --- Settlements ------------------------------------------------------------------------------
+
+
+def test_seed_demo_creates_a_week_of_settlements_in_every_state(key_dir):
+    output = seed()
+
+    by_state = {state: Settlement.objects.filter(state=state).count() for state in SettlementState.values}
+    assert all(by_state.values()), by_state  # paid, refunded, expired, cancelled and pending
+    assert by_state[SettlementState.PAID] > sum(by_state.values()) / 2
+    assert sum(by_state.values()) >= demo_settlements.settlements_for(60)
+    assert "Settlements of the last week by state" in output
+    now = timezone.now()
+    local_today = timezone.localdate(now, timezone=demo_settlements.SHANGHAI)
+    first_day = local_today - dt.timedelta(days=demo_settlements.DAYS - 1)
+    for row in Settlement.objects.all():
+        assert row.year == local_today.year
+        local = timezone.localtime(row.created_at, timezone=demo_settlements.SHANGHAI)
+        assert first_day <= local.date() <= local_today
+        assert row.created_at <= now
+        assert row.expires_at == row.created_at + dt.timedelta(minutes=15)
+        assert row.qr_token.used_at == row.created_at
+        assert row.fund_fen + row.account_fen + row.self_pay_fen == row.total_fen
+        if row.state == SettlementState.PENDING_PAYMENT:
+            assert row.expires_at > now  # left at the present, for the expiry sweep to find later
+        if row.paid_at:
+            assert row.created_at < row.paid_at <= now
+            assert row.partner_transaction_id
+        if row.refunded_at:
+            assert row.paid_at < row.refunded_at <= now
+        if row.state in (SettlementState.EXPIRED, SettlementState.CANCELLED):
+            assert row.created_at < row.released_at <= now
+    # Spread over the days, the regions, both wallets and every kind of facility.
+    days = {timezone.localtime(at, timezone=demo_settlements.SHANGHAI).date() for at in _created()}
+    assert len(days) >= 3
+    assert Settlement.objects.values("citizen__region_id").distinct().count() >= 4
+    assert set(Settlement.objects.values_list("partner__code", flat=True)) == {"wechat_pay", "alipay"}
+    assert set(Settlement.objects.values_list("facility__kind", flat=True)) == {"hospital", "clinic", "pharmacy"}
+    assert Settlement.objects.filter(account_fen__gt=0).exists()
+    assert Settlement.objects.filter(fund_fen__gt=0).exists()
+
+
+def _created() -> list[dt.datetime]:
+    return list(Settlement.objects.values_list("created_at", flat=True))
+
+
+def test_seed_demo_settlements_go_through_the_services(key_dir):
+    seed()
+
+    for row in Settlement.objects.all():
+        actions = list(
+            AuditEvent.objects.filter(object_type="settlement", object_id=row.public_id)
+            .order_by("seq")
+            .values_list("action", flat=True)
+        )
+        expected = {
+            SettlementState.PENDING_PAYMENT: ["settlement.create"],
+            SettlementState.PAID: ["settlement.create", "settlement.confirm"],
+            SettlementState.REFUNDED: ["settlement.create", "settlement.confirm", "settlement.refund"],
+            SettlementState.EXPIRED: ["settlement.create", "settlement.expire"],
+            SettlementState.CANCELLED: ["settlement.create", "settlement.cancel"],
+        }[row.state]
+        assert actions == expected
+        assert OutboxEvent.objects.filter(object_id=row.public_id).count() == len(expected) - 1
+    assert verify_chain() == []
+
+
+def test_seed_demo_accumulators_and_accounts_equal_their_settlements(key_dir):
+    seed()
+
+    reserving = (SettlementState.PENDING_PAYMENT, SettlementState.PAID)
+    accumulators = CitizenYearAccumulator.objects.select_related("citizen")
+    assert accumulators.exists()
+    for accumulator in accumulators:
+        sums = Settlement.objects.filter(
+            citizen=accumulator.citizen, year=accumulator.year, state__in=reserving
+        ).aggregate(deductible=Sum("deductible_fen"), fund=Sum("fund_fen"))
+        assert accumulator.deductible_used_fen == (sums["deductible"] or 0)
+        assert accumulator.fund_used_fen == (sums["fund"] or 0)
+        policy = ReimbursementPolicy.objects.filter(
+            region=accumulator.citizen.region, scheme=accumulator.citizen.scheme, year=accumulator.year
+        ).latest("version")
+        assert accumulator.deductible_used_fen <= policy.deductible_fen
+        assert accumulator.fund_used_fen <= policy.annual_cap_fen
+    for account in PersonalAccount.objects.all():
+        assert ledger_sum(account) == account.balance_fen
+        held = Settlement.objects.filter(
+            citizen_id=account.citizen_id, state=SettlementState.PENDING_PAYMENT
+        ).aggregate(s=Sum("account_fen"))["s"]
+        assert account.held_fen == (held or 0)
+        debited = Settlement.objects.filter(citizen_id=account.citizen_id, state=SettlementState.PAID).aggregate(
+            s=Sum("account_fen")
+        )["s"]
+        funded = AccountEntry.objects.filter(account=account, kind="adjustment").aggregate(s=Sum("amount_fen"))["s"]
+        assert account.balance_fen == (funded or 0) - (debited or 0)
+
+
+def test_seed_demo_leaves_open_risk_flags_for_the_demo_administrator(key_dir):
+    seed()
+
+    open_flags = RiskFlag.objects.filter(state=RiskFlagState.OPEN)
+    assert {RiskRule.FACILITIES_PER_DAY, RiskRule.LARGE_SETTLEMENT} <= set(open_flags.values_list("rule", flat=True))
+    admin = User.objects.get(username="admin")
+    assert risk_flags_visible_to(admin).filter(state=RiskFlagState.OPEN).count() >= 2
+    for flag in open_flags:
+        assert Settlement.objects.filter(public_id__in=flag.evidence["settlements"]).exists()
+    assert AuditEvent.objects.filter(action="risk_flag.raise").count() == RiskFlag.objects.count()
+
+
+def test_seed_demo_fills_the_dashboard_settlement_rollups(key_dir):
+    seed()
+
+    counted = Settlement.objects.filter(paid_at__isnull=False)
+    settled = RollupDaily.objects.filter(metric="settled").aggregate(s=Sum("value"))["s"]
+    fund = RollupDaily.objects.filter(metric="fund_fen").aggregate(s=Sum("value"))["s"]
+    assert settled == counted.count()
+    assert fund == counted.aggregate(s=Sum("fund_fen"))["s"]
+    assert RollupDaily.objects.filter(metric="refunded").exists()
+    assert RollupDaily.objects.filter(metric="settled").values("day").distinct().count() >= 3
+
+
+def test_demo_settlement_plan_is_the_same_on_every_run():
+    cards = [
+        demo_settlements.Card(index, ("wechat_pay", "alipay")[index % 2], index, region, scheme)
+        for index, (region, scheme) in enumerate(
+            [(region, scheme) for region in sorted(demo.PILOT_REGIONS) for scheme in ("employee", "resident")] * 3
+        )
+    ]
+    now = dt.datetime(2026, 6, 10, 4, 0, tzinfo=dt.UTC)
+
+    first = demo_settlements.plan_settlements(300, cards, now=now)
+
+    assert first == demo_settlements.plan_settlements(300, cards, now=now)
+    assert {plan.outcome for plan in first} == set(SettlementState.values)
+    moments = [plan.at for plan in first if plan.at is not None]
+    assert moments == sorted(moments)
+    assert all(now - dt.timedelta(days=7) < at <= now - demo_settlements.QUIET for at in moments)
+    # The bills the rules flag: one above the large-settlement threshold, one card at four facilities a day.
+    assert any(sum(line.quantity * line.unit_price_fen for line in plan.lines) > 500_000 for plan in first)
+    for plan in first:
+        for line in plan.lines:
+            assert isinstance(line, LineInput)
+            assert 0 < line.unit_price_fen <= demo_settlements.MAX_PRICE[line.service_code]
+
+
+def test_demo_settlements_stay_in_the_current_year():
+    cards = [demo_settlements.Card(1, "wechat_pay", 1, "310000", "employee")]
+    now = dt.datetime(2027, 1, 2, 4, 0, tzinfo=dt.UTC)  # 12:00 on 2 January in Shanghai
+
+    plans = demo_settlements.plan_settlements(40, cards, now=now)
+
+    for plan in plans:
+        if plan.at is not None:
+            assert plan.at.astimezone(demo_settlements.SHANGHAI).year == 2027

@@ -10,7 +10,10 @@ from portal.errors import DomainError
 
 
 class Command(BaseCommand):
-    help = "Load the demo data: regions, citizens with e-cards in every state, the wallet partners, staff per role."
+    help = (
+        "Load the demo data: regions, citizens with e-cards in every state, the wallet partners, staff per role, "
+        "a week of settlements and the risk flags they raise."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--citizens", type=int, default=2000, help="how many demo citizens (default 2000)")
@@ -41,8 +44,20 @@ class Command(BaseCommand):
             self.stdout.write("E-cards by state:")
             for state, count in sorted(demo.card_state_counts().items()):
                 self.stdout.write(f"  {state:<28} {count:>6}")
+            self._settlements(report)
         self._partners(report)
         self._credentials(report)
+
+    def _settlements(self, report: demo.SeedReport) -> None:
+        seeded = report.settlements
+        if seeded is None:
+            return
+        self.stdout.write(
+            f"Settlements of the last week by state ({seeded.accounts_funded} personal accounts funded, "
+            f"{seeded.risk_flags} risk flags raised):"
+        )
+        for state, count in sorted(seeded.by_state.items()):
+            self.stdout.write(f"  {state:<28} {count:>6}")
 
     def _partners(self, report: demo.SeedReport) -> None:
         self.stdout.write("")
