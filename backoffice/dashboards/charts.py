@@ -120,7 +120,8 @@ def line_chart(
     height: int = 220,
     value_text: Callable[[float], str] = _fmt,
 ) -> SafeString:
-    """Daily lines over the given days, with a y axis (0, half, top), the first, middle and last date, a legend.
+    """Daily lines over the given days (the last is today), with a y axis (0, half, top), the first, middle and
+    last date, a legend with each line's value today.
 
     Counts (all values whole) get whole ticks only: no half line under a top of 1. Nothing but
     zeros says "no data yet" instead of a flat line."""
@@ -175,12 +176,12 @@ def line_chart(
         )
         legend.append(
             format_html(
-                '<g class="legend s{}"><rect x="{}" y="6" width="10" height="10"/><text x="{}" y="15">{} ({})</text></g>',
+                '<g class="legend s{}"><rect x="{}" y="6" width="10" height="10"/><text x="{}" y="15">{}</text></g>',
                 k,
                 left + k * 190,
                 left + k * 190 + 14,
-                name,
-                value_text(last),
+                # The last day is today (the dashboards' trends end today).
+                _("%(series)s (today: %(value)s)") % {"series": name, "value": value_text(last)},
             )
         )
     return format_html(

@@ -42,6 +42,16 @@ def test_an_empty_series_says_no_data_instead_of_a_flat_line():
         assert "polyline" not in chart and "<rect" not in chart
 
 
+@pytest.mark.parametrize(("language", "legend"), [("zh-hans", "结算（今日：2）"), ("en", "Settlements (today: 2)")])
+def test_the_legend_says_its_figure_is_today_s(language, legend):
+    """A bare "结算 (0)" beside a week of settlements read as "none at all"."""
+    with translation.override(language):
+        svg = line_chart(
+            title="t", days=DAYS, series=[("结算" if language == "zh-hans" else "Settlements", [5, 9, 0, 7, 2])]
+        )
+    assert re.search(r'<g class="legend s0">.*?<text[^>]*>([^<]+)</text>', svg).group(1) == legend
+
+
 def test_a_region_keeps_its_colour_whatever_the_order():
     first = bar_chart(title="t", items=[("上海", 3), ("广东", 2)], keys=["310000", "440000"])
     second = bar_chart(title="t", items=[("广东", 2), ("上海", 3)], keys=["440000", "310000"])
