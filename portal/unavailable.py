@@ -65,7 +65,7 @@ def answered_unavailable(exc: BaseException, backend: str, response: HttpRespons
         "%s unreachable (%s%s): answered 503",
         backend,
         type(exc).__name__,
-        f" from {type(cause).__name__}" if cause is not None else "",
+        f" from {type(cause).__module__}.{type(cause).__qualname__}" if cause is not None else "",
     )
     if _read_only(exc):
         for connection in connections.all(initialized_only=True):

@@ -104,7 +104,7 @@ def test_a_read_only_database_answers_503_and_its_connection_is_not_kept(wallet,
                 down = wallet.post(TARGET, payload, idempotency_key=key)
         finally:
             other.execute(f'ALTER DATABASE "{name}" RESET default_transaction_read_only')
-    _unavailable(down, caplog, "InternalError from ReadOnlySqlTransaction")
+    _unavailable(down, caplog, "InternalError from psycopg.errors.ReadOnlySqlTransaction")
     assert connection.connection is None, "the read-only connection was closed"
     again = wallet.post(TARGET, payload, idempotency_key=key)
     assert again.status == 201, again.body
