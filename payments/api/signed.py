@@ -48,6 +48,8 @@ def sign_response(response: HttpResponseBase, *, request_nonce: str) -> HttpResp
             raise
         # The database is unreachable and no key was read yet (keys.current_signing_key keeps the
         # last one otherwise): whatever the answer was, it cannot be signed; the partner retries.
+        if response.status_code == 503:  # the 503 of this outage, logged and counted already
+            return response
         metrics.count_error(backend)
         response = _unsigned_503(
             ProblemCode.SERVICE_UNAVAILABLE, "The service is briefly unavailable: retry in a moment."

@@ -11,10 +11,12 @@ import logging
 
 import pytest
 from django.core.cache import cache
+from django.core.signals import request_finished
 from django.db import connection
 from django.test import override_settings
 from prometheus_client import REGISTRY
 
+from payments import keys
 from payments.models import IdempotencyRecord, WalletLinkage
 from testkit.api import idem_key, link_payload, make_partner_client, problem
 from testkit.database import other_connection, terminate_backend, terminate_other_backends
@@ -87,6 +89,21 @@ def test_a_keyed_post_while_the_database_is_gone_answers_a_signed_503_and_its_re
     replay = wallet.post(TARGET, payload, idempotency_key=key)
     assert (replay.status, replay.body, replay.headers["Idempotent-Replayed"]) == (201, again.body, "true")
     assert WalletLinkage.objects.count() == 1
+
+
+def test_a_process_that_never_read_the_signing_key_answers_the_503_unsigned(wallet, caplog):
+    """Signing needs the key, and the key is in the database: a process that has not read it yet
+    (keys.current_signing_key keeps the last one read otherwise) can only say it is unavailable."""
+    _warm(wallet)
+    keys._forget_cached_key()
+    terminate_backend()
+    with caplog.at_level(logging.INFO):
+        down = wallet.get(TARGET)
+    assert (down.status, down.code, down.headers["Retry-After"]) == (503, "service_unavailable", "1")
+    assert not down.signature_valid and "Ecard-Signature" not in down.headers
+    assert [r.name for r in caplog.records if r.levelno >= logging.WARNING] == ["portal.unavailable"]
+    request_finished.send(sender=None)  # the end of a request, which the test client leaves out
+    assert wallet.get(TARGET).status == 200
 
 
 def test_a_read_only_database_answers_503_and_its_connection_is_not_kept(wallet, make_citizen, caplog):
