@@ -34,6 +34,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import redis
+
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
 STATE = Path(os.environ.get("ECARD_CLUSTER_DIR", ROOT / "var" / "cluster")).resolve()
@@ -51,8 +53,11 @@ PORTS = {
     "haproxy_read": 55001,
     "haproxy_stats": 8404,
     "pgbouncer": 56432,
-    "redis": 56379,
-    "sentinel": 56380,
+    "redis1": 56379,  # Redis starts as the master here,
+    "redis2": 56381,  # its replica here; Sentinel may swap them
+    "sentinel1": 56380,
+    "sentinel2": 56382,
+    "sentinel3": 56383,
     "web1": 58001,
     "web2": 58002,
     "https": 58443,
@@ -61,14 +66,19 @@ PORTS = {
     "receiver": 58900,
 }
 QUEUES = ("deliveries", "imports", "periodic")
+REDIS_NODES = ("redis1", "redis2")
+SENTINELS = ("sentinel1", "sentinel2", "sentinel3")
 SERVERS = {
     "etcd",
     "patroni-pg1",
     "patroni-pg2",
     "haproxy",
     "pgbouncer",
-    "redis",
-    "sentinel",
+    "redis1",
+    "redis2",
+    "sentinel1",
+    "sentinel2",
+    "sentinel3",
 }  # one ecard-worker@<queue> each
 DEMO_CITIZENS = os.environ.get("CLUSTER_CITIZENS", "200")
 
@@ -487,16 +497,17 @@ def values() -> dict[str, str]:
         "HAPROXY_WRITE_ADDR": f"{HOST}:{p['haproxy_write']}",
         "HAPROXY_READ_ADDR": f"{HOST}:{p['haproxy_read']}",
         "HAPROXY_STATS_ADDR": f"{HOST}:{p['haproxy_stats']}",
-        "REDIS_ADDR": f"{HOST}:{p['redis']}",
+        # Each Redis node and Sentinel overrides its port and folder (see prepare).
         "REDIS_HOST": HOST,
         "REDIS_BIND": HOST,
-        "REDIS_PORT": str(p["redis"]),
-        "REDIS_DIR": str(STATE / "redis"),
+        "REDIS_PORT": str(p["redis1"]),
+        "REDIS_DIR": str(STATE / "redis1"),
         "REDIS_MAXMEMORY": "256mb",
         "SENTINEL_BIND": HOST,
-        "SENTINEL_PORT": str(p["sentinel"]),
-        "SENTINEL_DIR": str(STATE / "sentinel"),
-        "SENTINEL_QUORUM": "1",
+        "SENTINEL_PORT": str(p["sentinel1"]),
+        "SENTINEL_DIR": str(STATE / "sentinel1"),
+        "SENTINEL_QUORUM": "2",
+        "SENTINEL_ADDRS": ",".join(f"{HOST}:{p[name]}" for name in SENTINELS),
         "ALLOWED_HOSTS": "127.0.0.1,localhost",
         "PUBLIC_BASE_URL": f"https://{HOST}:{p['https']}",
         "PUBLIC_AUTHORITY": f"{HOST}:{p['https']}",
@@ -610,13 +621,27 @@ def prepare(v: dict[str, str]) -> None:
     owned_dir(STATE / "pgbouncer", "postgres")
     write(STATE / "pgbouncer" / "pgbouncer.ini", render(DEPLOY / "pgbouncer" / "pgbouncer.ini", v), "postgres", 0o600)
     write(STATE / "pgbouncer" / "userlist.txt", render(DEPLOY / "pgbouncer" / "userlist.txt", v), "postgres", 0o600)
-    # Redis, Sentinel (which rewrites its file: written once)
-    owned_dir(STATE / "redis", "redis")
-    write(STATE / "redis" / "redis.conf", render(DEPLOY / "redis" / "redis.conf", v), "redis", 0o600)
-    owned_dir(STATE / "sentinel", "redis")
-    sentinel = STATE / "sentinel" / "sentinel.conf"
-    if not sentinel.exists():
-        write(sentinel, render(DEPLOY / "redis" / "sentinel.conf", v), "redis", 0o600)
+    # Redis: two nodes, the second the first's replica, and three Sentinels. Sentinel rewrites its own
+    # file and, after a failover, the nodes' (`replicaof`): each is written once.
+    for node in REDIS_NODES:
+        owned_dir(STATE / node, "redis")
+        conf = STATE / node / "redis.conf"
+        if not conf.exists():
+            text = render(
+                DEPLOY / "redis" / "redis.conf", {**v, "REDIS_PORT": str(PORTS[node]), "REDIS_DIR": str(STATE / node)}
+            )
+            if node != REDIS_NODES[0]:  # as deploy/README.md says to add on a replica's host
+                text += f"replicaof {HOST} {PORTS[REDIS_NODES[0]]}\n"
+            write(conf, text, "redis", 0o600)
+    for name in SENTINELS:
+        owned_dir(STATE / name, "redis")
+        conf = STATE / name / "sentinel.conf"
+        if not conf.exists():
+            text = render(
+                DEPLOY / "redis" / "sentinel.conf",
+                {**v, "SENTINEL_PORT": str(PORTS[name]), "SENTINEL_DIR": str(STATE / name)},
+            )
+            write(conf, text, "redis", 0o600)
     # The portal: its environment file and units
     owned_dir(STATE / "app", "app", 0o711)
     owned_dir(STATE / "app" / "staticfiles", "app", 0o755)
@@ -712,6 +737,41 @@ def replicated() -> bool:
     return "leader" in roles and "sync_standby" in roles
 
 
+def redis_client(name: str) -> redis.Redis:
+    """A client of one Redis node or Sentinel of the cluster (they share the password)."""
+    password = load_secrets()["REDIS_PASSWORD"]
+    return redis.Redis(host=HOST, port=PORTS[name], password=password, socket_timeout=2, socket_connect_timeout=2)
+
+
+def redis_master() -> str | None:
+    """The Redis node the Sentinels agree is the master (None while they do not agree)."""
+    named = set()
+    for name in SENTINELS:
+        try:
+            host, port = redis_client(name).execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", "ecard")
+        except (redis.RedisError, ValueError, TypeError):
+            return None
+        named.add(int(port))
+    return next((node for node in REDIS_NODES if named == {PORTS[node]}), None)
+
+
+def redis_watched() -> bool:
+    """The Sentinels agree on the master, know each other, and the other node replicates it in sync."""
+    master = redis_master()
+    if master is None:
+        return False
+    try:
+        for name in SENTINELS:
+            state = redis_client(name).execute_command("SENTINEL", "MASTER", "ecard")
+            fields = dict(zip(state[::2], state[1::2], strict=True))
+            if int(fields[b"num-other-sentinels"]) != len(SENTINELS) - 1 or int(fields[b"num-slaves"]) < 1:
+                return False
+        info = redis_client(master).info("replication")
+    except (redis.RedisError, KeyError, ValueError):
+        return False
+    return info.get("role") == "master" and info.get("slave0", {}).get("state") == "online"
+
+
 def haproxy_routes() -> dict[str, set[str]]:
     """The servers HAProxy has UP in each PostgreSQL section (its stats page as CSV)."""
     url = f"http://{HOST}:{PORTS['haproxy_stats']}/stats;csv"
@@ -800,17 +860,13 @@ def services(v: dict[str, str]) -> list[Service]:
             "postgres",
             ready=lambda: port_open(PORTS["pgbouncer"]),
         ),
-        Service(
-            "redis",
-            ["redis-server", str(STATE / "redis" / "redis.conf")],
-            "redis",
-            ready=lambda: port_open(PORTS["redis"]),
-        ),
-        Service(
-            "sentinel",
-            ["redis-sentinel", str(STATE / "sentinel" / "sentinel.conf")],
-            "redis",
-            ready=lambda: port_open(PORTS["sentinel"]),
+        *(
+            Service(name, [program, str(STATE / name / conf)], "redis", ready=lambda n=name: port_open(PORTS[n]))
+            for names, program, conf in (
+                (REDIS_NODES, "redis-server", "redis.conf"),
+                (SENTINELS, "redis-sentinel", "sentinel.conf"),
+            )
+            for name in names
         ),
         *(
             unit_service(node, units / "ecard-web.service", env={"GUNICORN_BIND": v[f"{node.upper()}_ADDR"]})
@@ -891,8 +947,9 @@ def up() -> None:
     wait_for(haproxy_follows_patroni, "HAProxy's routes (writes to the leader, reads to the standby)", 30)
     wait_for(lambda: create_database(v) is None, "the leader through HAProxy", 60, by_name["haproxy"])
     bring("pgbouncer")
-    bring("redis")
-    bring("sentinel")
+    for name in (*REDIS_NODES, *SENTINELS):
+        bring(name)
+    wait_for(redis_watched, "Sentinels agreeing on the Redis master, its replica in sync", 60)
     app_env = read_env_file(STATE / "ecard.env")
     python = str(VENV_BIN / "python")
     run_app([python, "manage.py", "migrate", "--noinput"], app_env, "migrate")
@@ -932,7 +989,8 @@ The cluster is up{took} (state in {shown(STATE)}/, logs in {shown(STATE / "log")
                   PgBouncer {HOST}:{p["pgbouncer"]}, nodes {HOST}:{p["pg1"]} and {HOST}:{p["pg2"]}
   Patroni         http://{HOST}:{p["patroni1"]}/cluster  (patronictl -c {shown(STATE)}/pg1/patroni.yml list)
   HAProxy stats   http://{HOST}:{p["haproxy_stats"]}/stats
-  Redis           {HOST}:{p["redis"]}, Sentinel {HOST}:{p["sentinel"]}
+  Redis           nodes {HOST}:{p["redis1"]} and {HOST}:{p["redis2"]} (master: {redis_master() or "?"}),
+                  Sentinels {v["SENTINEL_ADDRS"]}
   Prometheus      http://{HOST}:{p["prometheus"]}/targets
   webhooks        received by {HOST}:{p["receiver"]}, recorded in {shown(STATE)}/receiver/events.jsonl
   environment     {shown(STATE)}/ecard.env (passwords and keys: {shown(STATE)}/secrets.json)
@@ -952,7 +1010,7 @@ def down(keep: bool) -> None:
         leader = next(m["name"] for m in patroni_members() if m["role"] == "leader")
     # The portal first, then the servers it uses, the standby before the leader, etcd last.
     apps = [name for name in reversed(order) if name not in SERVERS]
-    tiers = [apps, ["sentinel", "redis", "pgbouncer", "haproxy"]]
+    tiers = [apps, [*SENTINELS, *REDIS_NODES, "pgbouncer", "haproxy"]]
     patroni = [f"patroni-{node}" for node in ("pg1", "pg2")]
     if leader:
         patroni.sort(key=lambda name: name == f"patroni-{leader}")
@@ -984,7 +1042,9 @@ def status() -> int:
 
 def main(argv: list[str]) -> int:
     command = argv[0] if argv else ""
-    if command == "up":
+    if command == "install":  # the Debian packages only (CI, before the tests of deploy/'s files)
+        ensure_packages()
+    elif command == "up":
         up()
     elif command == "down":
         down(keep="--keep" in argv[1:])
@@ -995,7 +1055,7 @@ def main(argv: list[str]) -> int:
 
         return cluster_drill.main(argv[1:])
     else:
-        print("usage: bin/cluster up | down [--keep] | status | drill", file=sys.stderr)
+        print("usage: bin/cluster install | up | down [--keep] | status | drill [--short]", file=sys.stderr)
         return 2
     return 0
 

@@ -13,9 +13,11 @@ The faults, one after another, each followed by a bounded wait for recovery:
   2. SIGKILL of a web node's gunicorn master (nginx routes to the other), restarted once
      Prometheus's EcardTargetDown fires;
   3. SIGKILL of the deliveries worker (its whole process group) while the receiver holds a delivery;
-  4. a Redis restart;
-  5. the partner's receiver down for two minutes.
-`--short` runs 1 and 3 only.
+  4. SIGKILL of the Redis master (the Sentinels promote its replica; the portal's clients ask them
+     where the master is); the killed node comes back as the replica;
+  5. a restart of the Redis master, shorter than the Sentinels' 5 s (no failover);
+  6. the partner's receiver down for two minutes.
+`--short` runs 1, 3 and 4.
 
 Then: each settlement and linkage the client saw created exists, with its amounts; each
 Idempotency-Key of a settlement executed once (one settlement per key, the key's stored response
@@ -57,6 +59,7 @@ import cluster  # noqa: E402 - bin/cluster.py, beside this file
 from cluster import HOST, PORTS, STATE  # noqa: E402
 
 from bench import drill_checks as checks  # noqa: E402
+from portal import redisconn  # noqa: E402
 
 BASE = f"https://{HOST}:{PORTS['https']}"
 DRILL_DIR = STATE / "drill"
@@ -463,13 +466,41 @@ def fault_worker(f: Fault, db_url: str) -> None:
     f.recovery_what = f"the {len(in_flight)} deliveries in flight delivered again (their lease is 30 s)"
 
 
-def fault_redis(f: Fault) -> None:
-    say("restart Redis")
+def fault_redis_master(f: Fault, redis_url: str) -> None:
+    master = cluster.redis_master()
+    if master is None:
+        raise SystemExit("the Sentinels do not agree on a Redis master")
+    say(f"SIGKILL the Redis master {master}")
     f.started = time.time()
-    cluster.stop(["redis"], timeout=20)
-    cluster.start(service("redis"))
-    f.recovery = since(f.started, wait(lambda: cluster.port_open(PORTS["redis"]), 60, 0.1))
+    kill_group(master)
+    portal = redisconn.client(redis_url, socket_timeout=1, socket_connect_timeout=1)
+
+    def promoted_and_writable() -> bool:  # the portal's own client, asking the Sentinels
+        return cluster.redis_master() not in (None, master) and bool(portal.set("drill:probe", "1", ex=60))
+
+    f.recovery = since(f.started, wait(promoted_and_writable, 120, 0.2))
+    f.recovery_what = "until the Sentinels promote the replica and the portal's client writes to it"
+    f.notes.append(f"master {master} -> {cluster.redis_master()}")
+    cluster.start(service(master))  # it restarts as a master; the Sentinels make it the new one's replica
+    back = wait(cluster.redis_watched, 120, 1)
+    if back is None:
+        f.problem = f"{master} did not come back as the replica in sync within 120 s"
+    else:
+        f.notes.append(f"{master} back as the replica in sync {back:.0f} s later")
+
+
+def fault_redis(f: Fault) -> None:
+    master = cluster.redis_master()
+    if master is None:
+        raise SystemExit("the Sentinels do not agree on a Redis master")
+    say(f"restart the Redis master {master} (faster than the Sentinels' 5 s: no failover)")
+    f.started = time.time()
+    cluster.stop([master], timeout=20)
+    cluster.start(service(master))
+    f.recovery = since(f.started, wait(lambda: cluster.port_open(PORTS[master]), 60, 0.1))
     f.recovery_what = "Redis accepting connections again (stop, start)"
+    if cluster.redis_master() != master:
+        f.problem = "the Sentinels failed over on a restart"
 
 
 def fault_receiver(f: Fault, db_url: str, seconds: float) -> None:
@@ -601,6 +632,10 @@ def main(argv: list[str]) -> int:
             time.sleep(10)
         faults.append(Fault("deliveries worker SIGKILL mid-delivery", ()))
         fault_worker(faults[-1], db_url)
+        faults[-1].ended = time.time()
+        time.sleep(10)
+        faults.append(Fault("Redis master SIGKILL", ()))
+        fault_redis_master(faults[-1], env["REDIS_URL"])
         faults[-1].ended = time.time()
         time.sleep(10)
         if not short:

@@ -16,6 +16,7 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 from kombu import Exchange, Queue
 
+from portal import redisconn
 from portal.env import env_bool, env_int, env_list, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -157,19 +158,27 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AUTH_USER_MODEL = "portal.User"
 
 # --- Redis: cache, Celery broker, replay protection, rate limits ----------------
+# REDIS_URL: one server (redis://[:password@]host:port/db) or the master Redis Sentinel names
+# (redis+sentinel://[:password@]host:port[,host:port...]/master/db): portal/redisconn.py.
 REDIS_URL = env_str("REDIS_URL", "")
 if not REDIS_URL:
     _missing.append("REDIS_URL is not set (a Redis server, e.g. redis://host:6379/0)")
+else:
+    redisconn.sentinel_address(REDIS_URL)  # a malformed URL stops the start, saying what is wrong
 CACHES = {
     "default": {
         "BACKEND": "django.core.cache.backends.redis.RedisCache",
-        "LOCATION": REDIS_URL or "redis://unset",
+        # A list, so that Django does not split the Sentinels' "host:port,host:port" into servers.
+        "LOCATION": [REDIS_URL or "redis://unset"],
         "KEY_PREFIX": env_str("CACHE_KEY_PREFIX", "ecard"),
+        "OPTIONS": {"pool_class": "portal.redisconn.CacheConnectionPool"},
     }
 }
-CELERY_BROKER_URL = REDIS_URL
-# kombu's Redis transport, but a message that cannot be decoded is logged and dropped (portal/broker.py).
-CELERY_BROKER_TRANSPORT = "portal.broker:Transport"
+# kombu's Redis (or Sentinel) transport, but a message that cannot be decoded is logged and dropped
+# (portal/broker.py).
+CELERY_BROKER_URL, CELERY_BROKER_TRANSPORT, CELERY_BROKER_TRANSPORT_OPTIONS = redisconn.celery_broker(
+    REDIS_URL or "redis://unset"
+)
 
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_SERIALIZER = "json"

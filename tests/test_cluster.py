@@ -46,6 +46,11 @@ def _cluster(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def cluster():
+    """The cluster, brought up for these tests and down after, or the one already running (CI's,
+    for the drill after these), left running."""
+    if _cluster("status").returncode == 0:
+        yield json.loads((STATE / "secrets.json").read_text())
+        return
     started = time.monotonic()
     result = _cluster("up")
     took = time.monotonic() - started
@@ -107,15 +112,31 @@ def test_a_write_through_haproxy_lands_on_the_leader_and_reaches_the_replica(clu
         assert conn.execute("SELECT count(*) FROM portal_user").fetchone()[0] > 0
 
 
-def test_redis_is_persistent_and_watched_by_sentinel(cluster):
-    redis_client = redis.Redis(port=56379, password=cluster["REDIS_PASSWORD"])
-    assert redis_client.config_get("appendonly") == {"appendonly": "yes"}
-    assert redis_client.config_get("maxmemory-policy") == {"maxmemory-policy": "noeviction"}
-    assert redis_client.llen("deliveries") >= 0  # the broker's queues live here
-    sentinel = redis.Redis(port=56380)
-    assert sentinel.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", "ecard") == [b"127.0.0.1", b"56379"]
+def test_redis_is_persistent_and_watched_by_three_sentinels(cluster):
+    password = cluster["REDIS_PASSWORD"]
+    masters = set()
+    for port in (56380, 56382, 56383):
+        sentinel = redis.Redis(port=port, password=password)
+        _host, master_port = sentinel.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", "ecard")
+        masters.add(int(master_port))
+        state = sentinel.execute_command("SENTINEL", "MASTER", "ecard")
+        fields = dict(zip(state[::2], state[1::2], strict=True))
+        assert (fields[b"quorum"], fields[b"num-other-sentinels"], fields[b"num-slaves"]) == (b"2", b"2", b"1")
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis(port=port).ping()
+    assert len(masters) == 1 and masters <= {56379, 56381}
+    master_port = masters.pop()
+    master = redis.Redis(port=master_port, password=password)
+    assert master.config_get("appendonly") == {"appendonly": "yes"}
+    assert master.config_get("maxmemory-policy") == {"maxmemory-policy": "noeviction"}
+    assert master.llen("deliveries") >= 0  # the broker's queues live here
+    replica = redis.Redis(port=({56379, 56381} - {master_port}).pop(), password=password)
+    assert replica.info("replication")["role"] == "slave"
     with pytest.raises(redis.AuthenticationError):
-        redis.Redis(port=56379).ping()
+        redis.Redis(port=master_port).ping()
+    # The portal finds the master through the Sentinels (deploy/ecard.env).
+    env = (STATE / "ecard.env").read_text()
+    assert f"REDIS_URL=redis+sentinel://:{password}@127.0.0.1:56380,127.0.0.1:56382,127.0.0.1:56383/ecard/0" in env
 
 
 def test_nginx_serves_the_portal_over_tls_and_a_clerk_signs_in(cluster, tls):

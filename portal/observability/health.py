@@ -12,13 +12,12 @@ import logging
 import time
 from collections.abc import Callable
 
-import redis
 from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.migrations.executor import MigrationExecutor
 from django.http import HttpRequest, JsonResponse
 
-from portal import replica
+from portal import redisconn, replica
 from portal.observability import metrics
 
 logger = logging.getLogger(__name__)
@@ -41,7 +40,7 @@ def check_database() -> str:
 
 
 def check_redis() -> str:
-    client = redis.Redis.from_url(
+    client = redisconn.client(
         settings.REDIS_URL, socket_connect_timeout=CHECK_TIMEOUT_SECONDS, socket_timeout=CHECK_TIMEOUT_SECONDS
     )
     try:
