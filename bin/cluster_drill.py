@@ -4,8 +4,8 @@ then the invariants checked against the database, the webhook receiver and Prome
 The load goes through nginx (https, the cluster's self-signed certificate) as a partner's would:
 the demo wallets link citizens, mint QR tokens, verify them, create settlements and confirm them,
 each write with an Idempotency-Key, and retry with the same key on a connection error, a timeout, a
-5xx (a 503 not before its `Retry-After`) or `idempotency_key_in_use` (docs/partner-guide.md); a clerk suspends and reinstates e-cards through
-the screens. Every answer the client saw succeed goes to a journal (var/cluster/drill/journal.jsonl).
+5xx (a 503 not before its `Retry-After`) or `idempotency_key_in_use` (docs/partner-guide.md); a
+clerk suspends and reinstates e-cards through the screens. Every answer the client saw succeed goes to a journal (var/cluster/drill/journal.jsonl).
 
 The faults, one after another, each followed by a bounded wait for recovery:
   1. SIGKILL of the PostgreSQL leader's postmaster (Patroni promotes the synchronous standby; the

@@ -10,6 +10,7 @@ redis-server stopped and started again."""
 import logging
 
 import pytest
+from django.conf import settings
 from django.core.cache import cache
 from django.core.signals import request_finished
 from django.db import connection
@@ -132,9 +133,9 @@ def test_a_read_only_database_answers_503_and_its_connection_is_not_kept(wallet,
 def own_redis():
     """The cache on a throwaway redis-server (the default cache's client is made afresh for it)."""
     server = RedisServer().start()
-    location = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": server.url}}
+    caches = {"default": {**settings.CACHES["default"], "LOCATION": [server.url]}}
     try:
-        with override_settings(CACHES=location):
+        with override_settings(CACHES=caches):
             yield server
     finally:
         server.stop()

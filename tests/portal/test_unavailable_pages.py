@@ -9,6 +9,7 @@ pointed at a loopback port nobody listens on."""
 import logging
 
 import pytest
+from django.conf import settings
 from django.core.cache import cache
 from django.db import connection
 from django.test import Client, override_settings
@@ -78,12 +79,7 @@ def test_a_screen_while_the_database_is_gone_answers_the_translated_503_page(mak
 
 def test_a_sign_in_while_redis_is_gone_answers_the_503_page(regions, caplog):
     client = _client("en")
-    unreachable = {
-        "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
-            "LOCATION": f"redis://127.0.0.1:{free_port()}/0",
-        }
-    }
+    unreachable = {"default": {**settings.CACHES["default"], "LOCATION": [f"redis://127.0.0.1:{free_port()}/0"]}}
     errors = _backend_errors("redis")
     try:
         with override_settings(CACHES=unreachable), caplog.at_level(logging.INFO):
