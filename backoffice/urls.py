@@ -24,3 +24,6 @@ urlpatterns = [
     path("partners/", include("payments.urls")),
     path("sandbox/", include("payments.delivery.sandbox_urls")),
 ]
+
+# A database or Redis that cannot be reached for now: the 503 page with Retry-After (portal/unavailable.py).
+handler500 = "portal.unavailable.server_error"

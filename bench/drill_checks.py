@@ -71,6 +71,35 @@ def journal_problems(records: list[dict], settlements: dict[str, dict]) -> list[
     return problems
 
 
+def refusal_causes(failures: list[tuple[float, str, str]], start: float, end: float) -> Counter:
+    """What refused the requests between `start` and `end`, by count: the status and problem code
+    (`503 service_unavailable`), a screen's status (`screen 503`) or the client's exception
+    (`ConnectError`). `failures`: (time, kind, cause) as the journal keeps them; the load's own
+    `cycle` entries (a cycle that gave up) are not requests."""
+    return Counter(what for t, kind, what in failures if start <= t <= end and kind != "cycle")
+
+
+def screen_cause(detail: dict | None) -> str:
+    """What ended a clerk's cycle, from bench/soak.py's error detail: `screen 503`, `screen
+    ConnectError`, `screen check failed` (a page that did not say what it should)."""
+    if not detail:
+        return "screen aborted"
+    if "status" in detail:
+        return f"screen {detail['status']}"
+    if "error" in detail:
+        return "screen " + str(detail["error"]).split(":")[0]
+    return "screen check failed"
+
+
+def server_error_problems(failures: list[tuple[float, str, str]]) -> list[str]:
+    """Requests answered 500: a bug, whatever the fault. An unreachable database or Redis answers 503
+    with Retry-After, a node that is gone 502 (from nginx); neither is a problem here."""
+    counts = Counter(
+        what for _, kind, what in failures if kind != "cycle" and what.removeprefix("screen ").split(" ")[0] == "500"
+    )
+    return [f"{n} request(s) answered {what}" for what, n in sorted(counts.items())]
+
+
 def idempotency_problems(
     created: list[str], records: list[tuple[str, int | None, str | None]], journal: list[dict]
 ) -> list[str]:

@@ -269,10 +269,12 @@ class Recorder:
         )
         self.errors: list[dict] = []
         self.error_total = 0
+        self.last_error: dict | None = None  # the latest detail, kept beyond MAX_ERROR_DETAILS
         self.started = time.monotonic()
 
     def _detail(self, kind: str, detail: dict) -> None:
         self.error_total += 1
+        self.last_error = detail
         if len(self.errors) < MAX_ERROR_DETAILS:
             self.errors.append({"at": round(time.monotonic() - self.started, 1), "kind": kind, **detail})
 

@@ -4,8 +4,8 @@ then the invariants checked against the database, the webhook receiver and Prome
 The load goes through nginx (https, the cluster's self-signed certificate) as a partner's would:
 the demo wallets link citizens, mint QR tokens, verify them, create settlements and confirm them,
 each write with an Idempotency-Key, and retry with the same key on a connection error, a timeout, a
-5xx or `idempotency_key_in_use` (docs/partner-guide.md); a clerk suspends and reinstates e-cards through
-the screens. Every answer the client saw succeed goes to a journal (var/cluster/drill/journal.jsonl).
+5xx (a 503 not before its `Retry-After`) or `idempotency_key_in_use` (docs/partner-guide.md); a
+clerk suspends and reinstates e-cards through the screens. Every answer the client saw succeed goes to a journal (var/cluster/drill/journal.jsonl).
 
 The faults, one after another, each followed by a bounded wait for recovery:
   1. SIGKILL of the PostgreSQL leader's postmaster (Patroni promotes the synchronous standby; the
@@ -25,8 +25,9 @@ naming it, and no settlement of the drill without a key), and each key of a link
 confirmation stored the success the client got; every accumulator equals the sum of its
 live settlements and no fund use exceeds the annual cap; every outbox event of the drill reached
 the receiver or is pending with its next attempt; `manage.py verify_audit_chain` passes; the
-alerts each fault should fire fired, and none is firing at the end. It prints, per fault, the
-recovery time and the window of refused requests, and exits 1 if an invariant fails.
+alerts each fault should fire fired, and none is firing at the end; no request was answered 500 (an
+unreachable database or Redis answers 503). It prints, per fault, the recovery time and the window
+of refused requests with what refused them (status and code), and exits 1 if an invariant fails.
 
 During the drill the cluster's copy of alerts.yml has its `for:` durations cut to 10 s (restored
 after): the production durations (minutes) are longer than the faults.
@@ -136,6 +137,7 @@ class PartnerClient:
                 headers["Content-Type"] = "application/json"
             if idem:
                 headers["Idempotency-Key"] = idem
+            retry_after = None
             try:
                 response = self.http.request(method, target, content=body, headers=headers)
             except self.httpx.HTTPError as exc:
@@ -153,12 +155,17 @@ class PartnerClient:
                     continue
                 if response.status_code >= 500 or code == "idempotency_key_in_use":
                     fault = f"{response.status_code} {code}".strip()
+                    with contextlib.suppress(ValueError):
+                        retry_after = float(response.headers.get("Retry-After", ""))
                 else:
                     return response.status_code, data, attempt
             self.journal.failed(kind, fault)
             if time.monotonic() > deadline or self.stop.is_set() and attempt > 30:
                 raise GaveUp(f"{kind}: {fault} after {attempt} attempts")
-            time.sleep(min(0.25 * 2 ** min(attempt, 5), 4.0))
+            backoff = min(0.25 * 2 ** min(attempt, 5), 4.0)
+            if retry_after is not None:  # a 503 says when to come back: not sooner
+                backoff = max(backoff, min(retry_after, 10.0))
+            time.sleep(backoff)
 
 
 @dataclass
@@ -299,7 +306,7 @@ def clerk_load(journal: Journal, stop: threading.Event, pool: list[str], errors:
             worker.suspend_and_reinstate(pool[worker.turn % len(pool)], reissue=False)
             journal.ok("clerk_cycle")
         except soak.CycleAborted:
-            journal.failed("clerk_cycle", "aborted")
+            journal.failed("clerk_cycle", checks.screen_cause(rec.last_error))
             worker.signed_in = False
             time.sleep(1)
         except Exception as exc:  # noqa: BLE001 - a bug of the drill's client: counted, not fatal
@@ -662,6 +669,8 @@ def main(argv: list[str]) -> int:
             result.fail(f"partner load: {error}")
     for error in clerk_errors[:5]:
         result.fail(f"clerk load: {error}")
+    # An unreachable database or Redis answers 503 with Retry-After: a 500 is a bug.
+    result.check(checks.server_error_problems(journal.failures), "no request answered 500")
     # Alerts: what fired in each fault's window, and nothing firing at the end.
     onsets = alert_onsets(started, time.time())
     for f, after in zip(faults, [*(g.started for g in faults[1:]), time.time()], strict=True):
@@ -697,6 +706,9 @@ def report(faults: list[Fault], journal: Journal, started: float, ended: float, 
         took = f"{f.recovery:.1f} s" if f.recovery is not None else "NONE"
         print(f"{f.name:<42} {took:>9} {len(window):>8} {first:>10} {last:>10}{span}")
         print(f"    recovery: {f.recovery_what}; " + "; ".join(f.notes))
+        causes = checks.refusal_causes(journal.failures, f.started, f.ended)
+        if causes:
+            print("    refused by: " + ", ".join(f"{what} x{n}" for what, n in causes.most_common()))
         if f.recovery is None:
             result.fail(f"{f.name}: no recovery")
         if f.problem:

@@ -14,7 +14,7 @@ from enum import StrEnum
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from django.conf import settings
-from django.db import transaction
+from django.db import InterfaceError, OperationalError, transaction
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
@@ -168,13 +168,21 @@ def _forget_cached_key() -> None:
 
 
 def current_signing_key() -> SigningKey:
-    """The active key, cached per process for a few seconds (rotation is noticed within CACHE_SECONDS)."""
+    """The active key, cached per process for a few seconds (rotation is noticed within CACHE_SECONDS).
+
+    While the database cannot be reached, the key read last goes on signing (the 503 that says so,
+    above all): a key stays published for at least 30 days after it retires."""
     global _cached
     now = time.monotonic()
     cached = _cached
     if cached is not None and cached[0] > now:
         return cached[1]
-    row = PortalKey.objects.filter(state=PortalKeyState.ACTIVE).first()
+    try:
+        row = PortalKey.objects.filter(state=PortalKeyState.ACTIVE).first()
+    except (OperationalError, InterfaceError):
+        if cached is None:
+            raise
+        return cached[1]
     if row is None:
         raise DomainError(
             PortalKeyErrorCode.NO_SIGNING_KEY,

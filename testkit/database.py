@@ -54,3 +54,26 @@ def sent_while_held(first, send):
 # The key's lock, as PartnerApiView takes it (a transaction-level advisory lock): the key hashed with
 # the partner's id as seed.
 LOCK_KEY = "hashtextextended(%s::text, %s::bigint)"
+
+
+def terminate_backend(db=connection) -> None:
+    """End the backend of this process's Django connection `db` from another session, as a failover
+    or a restart of PostgreSQL does: its next query fails. Waits (up to 5 s) until it has gone."""
+    db.ensure_connection()
+    pid = db.connection.info.backend_pid
+    with other_connection() as other:
+        assert other.execute("SELECT pg_terminate_backend(%s, 5000)", [pid]).fetchone()[0]
+
+
+def terminate_other_backends() -> int:
+    """End every other session on the test database (another process's, such as a gunicorn worker's),
+    leaving this process's Django connection; how many were ended."""
+    connection.ensure_connection()
+    own = connection.connection.info.backend_pid
+    with other_connection() as other:
+        rows = other.execute(
+            "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid NOT IN (%s, pg_backend_pid())",
+            [own],
+        ).fetchall()
+    return len(rows)

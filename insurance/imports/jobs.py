@@ -33,10 +33,12 @@ from insurance.imports.reading import ImportFileError, Row, RowProblem, check_xl
 from insurance.imports.validation import RowError
 from insurance.imports.writing import ImportSummary, import_rows, is_concurrency_conflict
 from insurance.models import ImportChunk, ImportChunkState, ImportJob, ImportJobState, ImportRowError
+from portal import unavailable
 from portal.actors import Actor
 from portal.audit import audit_record
 from portal.crypto import FileTampered, decrypt_bytes, encrypt_bytes
 from portal.models import Region
+from portal.observability import metrics
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +76,7 @@ def import_job_create(*, actor: Actor, user, region: Region, upload, language: s
             region_code=region.code,
             after={"format": suffix.lstrip("."), "size": upload.size},
         )
-        transaction.on_commit(lambda: _enqueue(job.pk))
+        transaction.on_commit(lambda: _enqueue_upload(job.pk))
     return job
 
 
@@ -82,6 +84,20 @@ def _enqueue(job_id: int) -> None:
     from insurance.tasks import run_import
 
     run_import.delay(job_id)
+
+
+def _enqueue_upload(job_id: int) -> None:
+    """Queue a new upload's import once it is committed. The job is saved whatever happens: with the
+    broker unreachable (a Redis restart), `requeue_stale_jobs` queues it once it has waited
+    ECARD_IMPORT_STALE_SECONDS, and the clerk is shown the job, not told to upload the file again."""
+    try:
+        _enqueue(job_id)
+    except Exception as exc:
+        backend = unavailable.unreachable_backend(exc)
+        if backend is None:
+            raise
+        metrics.count_error(backend)
+        logger.warning("could not queue import job %s (%s): the periodic requeue will", job_id, type(exc).__name__)
 
 
 def _enqueue_claim(job_id: int) -> None:

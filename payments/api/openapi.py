@@ -13,6 +13,7 @@ from rest_framework.request import Request
 
 from payments import keys
 from payments.api.signed import request_nonce, sign_response
+from portal import unavailable
 from portal.errors import DomainError
 
 PROBLEM_SCHEMA = {
@@ -79,7 +80,11 @@ def add_problem_responses(result: dict, generator, request, public) -> dict:
                 response.setdefault("headers", {}).update(SIGNATURE_HEADERS)
             if "default" not in responses:
                 responses["default"] = {
-                    "description": "Any error (authentication, validation, limits): `application/problem+json`.",
+                    "description": (
+                        "Any error (authentication, validation, limits): `application/problem+json`. "
+                        "503 `service_unavailable` with `Retry-After` while the portal cannot reach its "
+                        "database or Redis (a failover): retry, with the same `Idempotency-Key`."
+                    ),
                     "content": {"application/problem+json": {"schema": problem_ref}},
                     "headers": dict(SIGNATURE_HEADERS),
                 }
@@ -91,6 +96,9 @@ def _sign_if_possible(request: Request, response: HttpResponseBase) -> HttpRespo
         keys.current_signing_key()
     except DomainError:
         return response
+    except Exception as exc:  # the database cannot be reached: sign_response answers 503
+        if unavailable.unreachable_backend(exc) is None:
+            raise
     return sign_response(response, request_nonce=request_nonce(request))
 
 

@@ -2,7 +2,9 @@
 
 One exception handler (DRF's `EXCEPTION_HANDLER`) and one Django-level view
 for what never reaches DRF (unknown URLs and oversize bodies under /api/),
-so that every error carries a stable `code` and nothing answers a 5xx.
+so that every error carries a stable `code` and nothing answers a 5xx, but
+503 `service_unavailable` while the database or Redis cannot be reached
+(portal/unavailable.py).
 """
 
 import json
@@ -14,7 +16,9 @@ from rest_framework import exceptions
 from rest_framework.response import Response
 from rest_framework.views import set_rollback
 
+from portal import unavailable
 from portal.errors import DomainError
+from portal.observability import metrics
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +37,7 @@ TITLES = {
     422: "Unprocessable content",
     429: "Too many requests",
     500: "Internal error",
+    503: "Service unavailable",
 }
 
 
@@ -63,6 +68,9 @@ class ProblemCode(StrEnum):
     IDEMPOTENCY_KEY_REQUIRED = "idempotency_key_required"
     IDEMPOTENCY_KEY_IN_USE = "idempotency_key_in_use"
     IDEMPOTENCY_KEY_REUSED = "idempotency_key_reused"
+    # The database or Redis cannot be reached for now (a failover, a restart): 503 with Retry-After,
+    # never stored for an Idempotency-Key.
+    SERVICE_UNAVAILABLE = "service_unavailable"
     # Any other error DRF raises that is not a 400.
     ERROR = "error"
 
@@ -180,7 +188,20 @@ def exception_handler(exc, context):
             ProblemCode.VALIDATION_ERROR if exc.status_code == 400 else ProblemCode.ERROR,
             str(exc.detail),
         )
+    backend = unavailable.unreachable_backend(exc)
+    if backend is not None:  # DRF would re-raise it: a 500 without the metrics' signal
+        metrics.count_error(backend)
+        return unavailable_response(exc, backend)
     return None
+
+
+def unavailable_response(exc: BaseException, backend: str) -> Response:
+    """503 `service_unavailable` with Retry-After for a database or Redis that cannot be reached."""
+    response = problem_response(
+        503, ProblemCode.SERVICE_UNAVAILABLE, "The service is briefly unavailable: retry in a moment."
+    )
+    unavailable.answered_unavailable(exc, backend, response)
+    return response
 
 
 def django_problem(request: HttpRequest, status: int, code: str, detail: str) -> HttpResponse:

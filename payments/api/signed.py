@@ -16,7 +16,10 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from payments import keys, signing
+from payments.api.problems import ProblemCode
+from portal import unavailable
 from portal.errors import DomainError
+from portal.observability import metrics
 
 _AUTH_NONCE_RE = re.compile(r'nonce="([A-Za-z0-9_-]{16,64})"')
 
@@ -38,19 +41,20 @@ def sign_response(response: HttpResponseBase, *, request_nonce: str) -> HttpResp
     try:
         key = keys.current_signing_key()
     except DomainError as exc:  # no active key yet: say so rather than answer unsigned or 500
-        return HttpResponse(
-            json.dumps(
-                {
-                    "type": "about:blank",
-                    "title": "Service unavailable",
-                    "status": 503,
-                    "detail": exc.message,
-                    "code": exc.code,
-                }
-            ),
-            status=503,
-            content_type="application/problem+json",
+        return _unsigned_503(exc.code, exc.message)
+    except Exception as exc:
+        backend = unavailable.unreachable_backend(exc)
+        if backend is None:
+            raise
+        # The database is unreachable and no key was read yet (keys.current_signing_key keeps the
+        # last one otherwise): whatever the answer was, it cannot be signed; the partner retries.
+        if response.status_code == 503:  # the 503 of this outage, logged and counted already
+            return response
+        metrics.count_error(backend)
+        response = _unsigned_503(
+            ProblemCode.SERVICE_UNAVAILABLE, "The service is briefly unavailable: retry in a moment."
         )
+        return unavailable.answered_unavailable(exc, backend, response)
     headers = signing.response_headers(
         key_id=key.key_id,
         private_key=key.private_key,
@@ -62,6 +66,16 @@ def sign_response(response: HttpResponseBase, *, request_nonce: str) -> HttpResp
     for name, value in headers.as_dict().items():
         response[name] = value
     return response
+
+
+def _unsigned_503(code: str, detail: str) -> HttpResponse:
+    return HttpResponse(
+        json.dumps(
+            {"type": "about:blank", "title": "Service unavailable", "status": 503, "detail": detail, "code": code}
+        ),
+        status=503,
+        content_type="application/problem+json",
+    )
 
 
 class SignedApiView(APIView):

@@ -100,3 +100,37 @@ def test_outbox_received_pending_or_lost(tmp_path):
     problems, tally = checks.outbox_problems(events, received)
     assert tally == {"received": 2, "pending with a next attempt": 1, "lost": 3}
     assert [p.split()[1] for p in problems] == ["evt_4", "evt_5", "evt_6"]
+
+
+FAILURES = [
+    (10.0, "settle", "503 service_unavailable"),
+    (10.5, "settle", "503 service_unavailable"),
+    (11.0, "clerk_cycle", "screen 503"),
+    (11.5, "cycle", "settle: GaveUp after 30 attempts"),
+    (12.0, "link", "ConnectError"),
+    (30.0, "settle", "502"),
+]
+
+
+def test_refusals_are_told_by_status_and_code_within_the_fault_window():
+    assert checks.refusal_causes(FAILURES, 10.0, 12.0) == {
+        "503 service_unavailable": 2,
+        "screen 503": 1,
+        "ConnectError": 1,
+    }
+    assert checks.refusal_causes(FAILURES, 29.0, 31.0) == {"502": 1}
+
+
+def test_a_503_or_a_502_is_no_problem_but_a_500_is():
+    assert checks.server_error_problems(FAILURES) == []
+    failures = [*FAILURES, (13.0, "settle", "500"), (14.0, "settle", "500"), (15.0, "clerk_cycle", "screen 500")]
+    assert checks.server_error_problems(failures) == ["2 request(s) answered 500", "1 request(s) answered screen 500"]
+
+
+def test_a_clerk_cycle_is_told_by_the_status_or_the_exception_that_ended_it():
+    assert checks.screen_cause({"request": "GET /citizens/", "status": 503, "detail": "..."}) == "screen 503"
+    assert checks.screen_cause({"request": "GET /", "error": "ConnectError: [Errno 111] refused"}) == (
+        "screen ConnectError"
+    )
+    assert checks.screen_cause({"check": "the card is suspended", "user": "clerk"}) == "screen check failed"
+    assert checks.screen_cause(None) == "screen aborted"

@@ -8,6 +8,7 @@ temporary media folder that the worker is pointed at too.
 import csv
 import datetime as dt
 import io
+import logging
 
 import psycopg
 import pytest
@@ -33,7 +34,7 @@ from portal.audit import verify_chain
 from portal.models import AuditEvent, Role
 from testkit.citizens import new_id_number
 from testkit.imports import write_csv, write_xlsx
-from testkit.processes import CeleryWorker, database_url_for_current_connection, wait_until
+from testkit.processes import CeleryWorker, database_url_for_current_connection, free_port, wait_until
 from testkit.screens import sign_in
 
 
@@ -473,3 +474,42 @@ def test_a_redelivered_task_of_a_job_out_of_attempts_fails_the_job_instead_of_ru
     assert job.error == f"The import stopped {MAX_ATTEMPTS} times without finishing; upload the file again."
     assert not Citizen.objects.exists() and job.finished_at is not None
     assert not job.file.storage.exists(job.file.name)
+
+
+@pytest.fixture
+def broker_unreachable():
+    """The Celery app publishes to a loopback port nobody listens on (a Redis restart), then to the
+    test broker again."""
+    from portal.celery import app
+
+    def fresh_pools() -> None:
+        if app._pool is not None:
+            app._pool.force_close_all()
+        app._pool = None
+        app.amqp._producer_pool = None
+
+    original = app.conf.broker_url
+    fresh_pools()
+    app.conf.update(CELERY_BROKER_URL=f"redis://127.0.0.1:{free_port()}/0")  # the name the settings gave it
+    try:
+        yield
+    finally:
+        fresh_pools()
+        app.conf.update(CELERY_BROKER_URL=original)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_upload_while_the_broker_is_unreachable_keeps_the_job_for_the_periodic_requeue(
+    make_user, client, media, tmp_path, broker_unreachable, caplog
+):
+    """Not a 503 asking the clerk to upload again: the job is saved, and requeue_stale_jobs queues it."""
+    sign_in_en(client, make_user(Role.CLERK))
+    path = write_csv(tmp_path / "people.csv", good_and_bad_rows(3)[0])
+    with caplog.at_level(logging.WARNING):
+        response = upload(client, path)
+    job = ImportJob.objects.get()
+    assert response.status_code == 302 and response["Location"] == f"/citizens/imports/{job.pk}/"
+    assert job.state == ImportJobState.QUEUED
+    assert [r.getMessage() for r in caplog.records if r.name == "insurance.imports.jobs"] == [
+        f"could not queue import job {job.pk} (OperationalError): the periodic requeue will"
+    ]

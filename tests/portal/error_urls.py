@@ -2,6 +2,7 @@
 
 from django.urls import path
 
+from backoffice.urls import handler500  # noqa: F401 (the portal's, for these URLs too)
 from backoffice.urls import urlpatterns as portal_urlpatterns
 
 

@@ -4,6 +4,7 @@ import redis
 from django.db import connection
 from django.urls import path
 
+from backoffice.urls import handler500  # noqa: F401 (the portal's, for these URLs too)
 from backoffice.urls import urlpatterns as portal_urlpatterns
 from testkit.processes import free_port
 
