@@ -479,23 +479,22 @@ def test_a_redelivered_task_of_a_job_out_of_attempts_fails_the_job_instead_of_ru
 @pytest.fixture
 def broker_unreachable():
     """The Celery app publishes to a loopback port nobody listens on (a Redis restart), then to the
-    test broker again."""
+    test broker again. Its pools are dropped, not closed: kombu keeps one pool per broker address
+    for the whole process, and a closed one would fail every later publish to the test broker."""
     from portal.celery import app
 
     def fresh_pools() -> None:
-        if app._pool is not None:
-            app._pool.force_close_all()
         app._pool = None
         app.amqp._producer_pool = None
 
-    original = app.conf.broker_url
+    original = app.conf.broker_write_url  # what publishing connects to
+    app.conf.broker_write_url = f"redis://127.0.0.1:{free_port()}/0"
     fresh_pools()
-    app.conf.update(CELERY_BROKER_URL=f"redis://127.0.0.1:{free_port()}/0")  # the name the settings gave it
     try:
         yield
     finally:
+        app.conf.broker_write_url = original
         fresh_pools()
-        app.conf.update(CELERY_BROKER_URL=original)
 
 
 @pytest.mark.django_db(transaction=True)

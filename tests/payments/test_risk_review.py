@@ -3,6 +3,7 @@ review queue: scoped by region, decided by administrators with a note and a conf
 step, audited; auditors read it, clerks do not see it."""
 
 import pytest
+from django.conf import settings
 from django.urls import reverse
 
 from insurance import catalogue
@@ -231,6 +232,10 @@ def test_the_queue_shows_masked_citizens_only(client, make_user, flagged):
     assert mine.citizen.name_masked in page
     assert mine.citizen.name not in page
     assert mine.citizen.id_number not in page
+    # the region by its name in the reader's language, as on every screen
+    assert f"<td>{mine.region.name_zh}</td>" in page
+    client.cookies[settings.LANGUAGE_COOKIE_NAME] = "en"
+    assert f"<td>{mine.region.name_en}</td>" in client.get(reverse("risk_queue")).content.decode()
 
 
 def test_an_administrator_dismisses_a_flag_after_a_confirmation_step_and_it_is_audited(client, make_user, flagged):
