@@ -34,14 +34,31 @@ def _read_only(exc: BaseException) -> bool:
     return getattr(exc.__cause__, "sqlstate", None) == _READ_ONLY_SQLSTATE
 
 
+def _replies_lost(exc: BaseException) -> bool:
+    """psycopg lost track of the connection's replies ("received 2 results from command 'BEGIN'"):
+    what PgBouncer's client connection shows when its server connection dies in a failover. Raised
+    by psycopg itself, so without a SQLSTATE; an InternalError of the server always has one."""
+    import psycopg
+
+    cause = exc.__cause__
+    return isinstance(cause, psycopg.InternalError) and cause.sqlstate is None
+
+
+def _connection_spoiled(exc: BaseException) -> bool:
+    """A connection that still answers but must not serve the next request: read-only (no longer
+    the leader) or out of step with its replies."""
+    return isinstance(exc, InternalError) and (_read_only(exc) or _replies_lost(exc))
+
+
 def unreachable_backend(exc: BaseException) -> str | None:
     """ "database" or "redis" if `exc` says that one cannot be reached for now (connection lost,
-    refused, timed out, terminated, or read-only after a failover), else None: any other error,
+    refused, timed out, terminated, read-only after a failover, or out of step with its replies),
+    else None: any other error,
     a bad query among them, stays a 500."""
     import kombu.exceptions
     import redis.exceptions
 
-    if isinstance(exc, OperationalError | InterfaceError) or (isinstance(exc, InternalError) and _read_only(exc)):
+    if isinstance(exc, OperationalError | InterfaceError) or _connection_spoiled(exc):
         return "database"
     if isinstance(
         exc,
@@ -59,7 +76,8 @@ def answered_unavailable(exc: BaseException, backend: str, response: HttpRespons
 
     Django's own line for the response (an error, with the traceback and so the message) is left
     out. A connection refused as read-only is closed at once: it still answers, so Django would keep
-    it for the next request, which would be refused the same way for as long as CONN_MAX_AGE."""
+    it for the next request, which would be refused the same way for as long as CONN_MAX_AGE (and
+    one out of step with its replies, which could answer the next request with this one's)."""
     cause = exc.__cause__
     logger.warning(
         "%s unreachable (%s%s): answered 503",
@@ -67,7 +85,7 @@ def answered_unavailable(exc: BaseException, backend: str, response: HttpRespons
         type(exc).__name__,
         f" from {type(cause).__module__}.{type(cause).__qualname__}" if cause is not None else "",
     )
-    if _read_only(exc):
+    if _connection_spoiled(exc):
         for connection in connections.all(initialized_only=True):
             if not connection.in_atomic_block:
                 connection.close()

@@ -99,3 +99,30 @@ def test_healthz_stays_alive_while_the_database_is_gone():
     terminate_backend()
     response = Client().get("/healthz")
     assert (response.status_code, response.json()) == (200, {"ok": True})
+
+
+def _as_django_raises(django_error: type[Exception], cause: Exception) -> Exception:
+    """`cause` wrapped as Django's database layer wraps what psycopg raises."""
+    try:
+        try:
+            raise cause
+        except Exception as exc:
+            raise django_error(str(exc)) from exc
+    except django_error as wrapped:
+        return wrapped
+
+
+@pytest.mark.django_db(transaction=False)
+def test_a_connection_out_of_step_with_its_replies_is_unreachable_and_a_server_internal_error_is_not():
+    """The drill's leader kill through PgBouncer gave psycopg "received 2 results from command
+    'BEGIN'" (its own InternalError, without a SQLSTATE): the connection is lost, a 503. An
+    InternalError of the server (a SQLSTATE: an aborted transaction) is a bug of ours: a 500."""
+    import psycopg
+    from django.db import InternalError
+
+    from portal.unavailable import unreachable_backend
+
+    lost = _as_django_raises(InternalError, psycopg.InternalError("received 2 results from command 'BEGIN'"))
+    assert unreachable_backend(lost) == "database"
+    aborted = _as_django_raises(InternalError, psycopg.errors.InFailedSqlTransaction("current transaction is aborted"))
+    assert unreachable_backend(aborted) is None
