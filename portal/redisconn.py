@@ -113,6 +113,8 @@ def sentinel_view(url: str) -> tuple[int, int] | None:
         except redis.RedisError as exc:
             error = exc
             continue
+        finally:
+            client.close()  # asked once a scrape: no connection kept
         # A Sentinel keeps the replicas and Sentinels it has seen, flagging those that stopped answering.
         unwell = {"s_down", "o_down", "disconnected"}
         in_sync = [
