@@ -12,6 +12,8 @@ Families (all gauges, computed now; the per-process counters come from the proce
 - `ecard_settlements_recent{state}`: settlements created in the last 24 hours, by their state now
   (the whole table would be a full scan at every scrape);
 - `ecard_replica_lag_seconds`, `ecard_replica_lag_max_seconds`: only with a `replica` database;
+- `ecard_redis_replicas`, `ecard_redis_sentinels`: only with `REDIS_URL=redis+sentinel://`: the
+  replicas in sync with the Redis master and the Sentinels watching it (a failover needs both);
 - `ecard_readiness_check{check}`: 1 when /readyz's check passes, else 0.
 A family whose query fails is left out of that scrape and counts a database error.
 """
@@ -30,7 +32,7 @@ from prometheus_client.registry import Collector
 
 from insurance.models import ImportJob, ImportJobState
 from payments.models import OutboxEvent, OutboxState, Partner, Settlement, SettlementState
-from portal import replica
+from portal import redisconn, replica
 from portal.models import AuditEvent
 from portal.observability import health
 from portal.observability import metrics as process_metrics
@@ -118,7 +120,18 @@ def _replica(now) -> Iterator[GaugeMetricFamily]:
     )
 
 
-_FAMILIES = (_outbox, _imports, _audit, _settlements, _replica)
+def _redis(now) -> Iterator[GaugeMetricFamily]:
+    view = redisconn.sentinel_view(settings.REDIS_URL)
+    if view is None:  # one Redis server, no Sentinel
+        return
+    replicas, sentinels = view
+    yield GaugeMetricFamily(
+        "ecard_redis_replicas", "Redis replicas in sync with the master, as the Sentinels see them.", value=replicas
+    )
+    yield GaugeMetricFamily("ecard_redis_sentinels", "Sentinels watching the Redis master.", value=sentinels)
+
+
+_FAMILIES = (_outbox, _imports, _audit, _settlements, _replica, _redis)
 
 
 class BusinessCollector(Collector):

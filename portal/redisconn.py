@@ -93,6 +93,38 @@ class CacheConnectionPool(redis.ConnectionPool):
         )
 
 
+def _fields(flat: list) -> dict[str, str]:
+    """A Sentinel reply's name, value, name, value... as a dict of text."""
+    text = [item.decode() if isinstance(item, bytes) else str(item) for item in flat]
+    return dict(zip(text[::2], text[1::2], strict=True))
+
+
+def sentinel_view(url: str) -> tuple[int, int] | None:
+    """For a Sentinel URL, (replicas in sync with the master, Sentinels watching it) as the first
+    Sentinel that answers sees them; None for a single server. Raises if no Sentinel answers."""
+    address = sentinel_address(url)
+    if address is None:
+        return None
+    error: Exception | None = None
+    for client in address.sentinel().sentinels:
+        try:
+            replicas = [_fields(r) for r in client.execute_command("SENTINEL", "REPLICAS", address.master)]
+            others = [_fields(r) for r in client.execute_command("SENTINEL", "SENTINELS", address.master)]
+        except redis.RedisError as exc:
+            error = exc
+            continue
+        finally:
+            client.close()  # asked once a scrape: no connection kept
+        # A Sentinel keeps the replicas and Sentinels it has seen, flagging those that stopped answering.
+        unwell = {"s_down", "o_down", "disconnected"}
+        in_sync = [
+            r for r in replicas if r.get("master-link-status") == "ok" and not unwell & set(r["flags"].split(","))
+        ]
+        watching = [r for r in others if not unwell & set(r["flags"].split(","))]
+        return len(in_sync), len(watching) + 1
+    raise redis.ConnectionError(f"no Sentinel answers ({type(error).__name__})")
+
+
 def celery_broker(url: str) -> tuple[str, str, dict]:
     """Celery's broker URL, transport and transport options for `url` (portal/broker.py)."""
     address = sentinel_address(url)

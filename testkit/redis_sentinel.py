@@ -1,4 +1,4 @@
-"""A Redis master, its replica and one Sentinel on loopback, from the redis-server found on PATH.
+"""A Redis master, its replica and one Sentinel (or three) on loopback, from the redis-server on PATH.
 
 The Sentinel declares the master down after one second, so a test sees a whole failover in a few
 seconds; `kill_master` SIGKILLs the master and `wait_failover` waits until the Sentinel names the
@@ -22,16 +22,18 @@ MASTER_NAME = "ecard"
 
 
 class SentinelGroup:
-    def __init__(self) -> None:
+    def __init__(self, sentinels: int = 1) -> None:
         self.password = secrets.token_urlsafe(12)
         self.folder = Path(tempfile.mkdtemp(prefix="ecard-sentinel-"))
         self.ports = {"a": free_port(), "b": free_port()}
-        self.sentinel_port = free_port()
+        self.sentinel_ports = [free_port() for _ in range(sentinels)]
+        self.sentinel_port = self.sentinel_ports[0]  # the one the helpers below ask
         self.processes: dict[str, subprocess.Popen] = {}
 
     @property
     def url(self) -> str:
-        return f"redis+sentinel://:{self.password}@127.0.0.1:{self.sentinel_port}/{MASTER_NAME}/0"
+        sentinels = ",".join(f"127.0.0.1:{port}" for port in self.sentinel_ports)
+        return f"redis+sentinel://:{self.password}@{sentinels}/{MASTER_NAME}/0"
 
     def _server(self, name: str, replica_of: int | None) -> None:
         folder = self.folder / name
@@ -67,25 +69,28 @@ class SentinelGroup:
         self._server("a", None)
         self._server("b", self.ports["a"])
         wait_until(lambda: self.replica_in_sync("a"), timeout=10, what="the replica in sync")
-        folder = self.folder / "sentinel"
-        folder.mkdir()
-        (folder / "sentinel.conf").write_text(
-            "\n".join(
-                [
-                    "bind 127.0.0.1",
-                    f"port {self.sentinel_port}",
-                    f"dir {folder}",
-                    f"requirepass {self.password}",
-                    f"sentinel monitor {MASTER_NAME} 127.0.0.1 {self.ports['a']} 1",
-                    f"sentinel auth-pass {MASTER_NAME} {self.password}",
-                    f"sentinel down-after-milliseconds {MASTER_NAME} 1000",
-                    f"sentinel failover-timeout {MASTER_NAME} 5000",
-                ]
+        quorum = len(self.sentinel_ports) // 2 + 1
+        for n, port in enumerate(self.sentinel_ports):
+            folder = self.folder / f"sentinel{n}"
+            folder.mkdir()
+            (folder / "sentinel.conf").write_text(
+                "\n".join(
+                    [
+                        "bind 127.0.0.1",
+                        f"port {port}",
+                        f"dir {folder}",
+                        f"requirepass {self.password}",
+                        f"sentinel sentinel-pass {self.password}",
+                        f"sentinel monitor {MASTER_NAME} 127.0.0.1 {self.ports['a']} {quorum}",
+                        f"sentinel auth-pass {MASTER_NAME} {self.password}",
+                        f"sentinel down-after-milliseconds {MASTER_NAME} 1000",
+                        f"sentinel failover-timeout {MASTER_NAME} 5000",
+                    ]
+                )
+                + "\n"
             )
-            + "\n"
-        )
-        # redis-server in Sentinel mode (the redis-sentinel package is only that link).
-        self._spawn("sentinel", ["redis-server", str(folder / "sentinel.conf"), "--sentinel"], self.sentinel_port)
+            # redis-server in Sentinel mode (the redis-sentinel package is only that link).
+            self._spawn(f"sentinel{n}", ["redis-server", str(folder / "sentinel.conf"), "--sentinel"], port)
         wait_until(lambda: self.master_port() == self.ports["a"], timeout=10, what="the Sentinel watching a")
         return self
 

@@ -232,6 +232,21 @@ def test_prometheus_scrapes_every_target(cluster):
         assert target["health"] == "up" or "404" in target["lastError"], target
 
 
+def test_prometheus_sees_the_redis_master_with_its_replica_and_three_sentinels(cluster):
+    """The web nodes' /metrics ask the Sentinels (EcardRedisWithoutReplica, EcardRedisSentinelsMissing)."""
+    query = "http://127.0.0.1:59090/api/v1/query"
+    deadline = time.monotonic() + 60
+    while True:
+        seen = {}
+        for name in ("ecard_redis_replicas", "ecard_redis_sentinels"):
+            result = httpx.get(query, params={"query": f"min({name})"}, timeout=5).json()["data"]["result"]
+            seen[name] = float(result[0]["value"][1]) if result else None
+        if seen == {"ecard_redis_replicas": 1.0, "ecard_redis_sentinels": 3.0}:
+            break
+        assert time.monotonic() < deadline, seen
+        time.sleep(1)
+
+
 def test_a_second_up_says_the_cluster_is_running(cluster):
     result = _cluster("up", timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr

@@ -10,6 +10,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.management import call_command
 from django.test import override_settings
 
+from backoffice.metrics import BusinessCollector
 from insurance import services as insurance_services
 from payments import keys
 from payments.models import OutboxEvent, OutboxState, Partner, PartnerKind
@@ -169,3 +170,29 @@ def test_a_celery_worker_on_sentinel_delivers_across_a_failover(group, make_citi
     finally:
         worker.stop()
         receiver.stop()
+
+
+@pytest.mark.django_db
+def test_the_metrics_count_the_replicas_in_sync_and_the_sentinels_watching():
+    """What EcardRedisWithoutReplica and EcardRedisSentinelsMissing (deploy/prometheus) read."""
+    three = SentinelGroup(sentinels=3).start()
+
+    def scraped() -> dict[str, float]:
+        with override_settings(REDIS_URL=three.url):
+            families = BusinessCollector().collect()
+            return {f.name: f.samples[0].value for f in families if f.name.startswith("ecard_redis")}
+
+    try:
+        wait_until(
+            lambda: redisconn.sentinel_view(three.url) == (1, 3), timeout=20, what="the Sentinels know each other"
+        )
+        assert scraped() == {"ecard_redis_replicas": 1, "ecard_redis_sentinels": 3}
+        three.processes["b"].kill()
+        three.processes["sentinel2"].kill()
+        wait_until(
+            lambda: redisconn.sentinel_view(three.url) == (0, 2), timeout=20, what="the replica and a Sentinel down"
+        )
+        assert scraped() == {"ecard_redis_replicas": 0, "ecard_redis_sentinels": 2}
+    finally:
+        three.stop()
+    assert redisconn.sentinel_view("redis://127.0.0.1:6379/0") is None  # one server: no such figures
