@@ -14,13 +14,13 @@ from enum import StrEnum
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from django.conf import settings
-from django.db import InterfaceError, OperationalError, transaction
+from django.db import transaction
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from payments import signing
 from payments.models import PortalKey, PortalKeyState
-from portal import crypto
+from portal import crypto, unavailable
 from portal.actors import Actor
 from portal.audit import audit_record
 from portal.errors import DomainError
@@ -179,8 +179,8 @@ def current_signing_key() -> SigningKey:
         return cached[1]
     try:
         row = PortalKey.objects.filter(state=PortalKeyState.ACTIVE).first()
-    except (OperationalError, InterfaceError):
-        if cached is None:
+    except Exception as exc:
+        if cached is None or unavailable.unreachable_backend(exc) != "database":
             raise
         return cached[1]
     if row is None:
